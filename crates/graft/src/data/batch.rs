@@ -1,0 +1,172 @@
+//! Mini-batches: which samples go together in each step, and gathering them into arrays.
+
+use rand::seq::SliceRandom;
+
+use super::array::Array;
+use super::dataset::{Dataset, Targets};
+use super::rng::seeded_rng;
+use crate::error::{Error, Result};
+
+/// An iterator over the mini-batches of one epoch, each a `Vec` of sample indices.
+///
+/// Every index in `0..n` appears exactly once per epoch; the last batch is shorter when
+/// `batch_size` does not divide `n`. When shuffled, the order depends only on `(seed, epoch)`, so
+/// a run resumed at epoch `e` sees exactly the batches it would have seen without the pause.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    order: Vec<usize>,
+    batch_size: usize,
+    next: usize,
+}
+
+impl Batches {
+    /// The batches of epoch `epoch` over `n` samples; in index order when `shuffle` is false.
+    ///
+    /// Errors if `batch_size` is 0.
+    pub fn new(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::new("the batch size must be at least 1, found 0"));
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        if shuffle {
+            order.shuffle(&mut seeded_rng(b"batches\0", seed, epoch as u64));
+        }
+        Ok(Batches {
+            order,
+            batch_size,
+            next: 0,
+        })
+    }
+
+    /// The sample order of the whole epoch.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Number of batches in the epoch (including those already yielded).
+    pub fn num_batches(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        let end = (self.next + self.batch_size).min(self.order.len());
+        let batch = self.order[self.next..end].to_vec();
+        self.next = end;
+        Some(batch)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.order.len() - self.next).div_ceil(self.batch_size);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Batches {}
+
+/// One mini-batch gathered into arrays, ready to become tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The inputs of the batch's samples, `[batch, ...sample shape]`.
+    pub inputs: Array,
+    /// Class ids, when the dataset has class targets.
+    pub labels: Option<Vec<usize>>,
+    /// Value targets `[batch, k]`, when the dataset has value targets.
+    pub values: Option<Array>,
+}
+
+impl Batch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// True when the batch holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Copies the samples at `indices` (typically one item of [`Batches`]) out of `dataset`.
+///
+/// # Panics
+/// If an index is out of range (indices come from the program, not from user data).
+pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
+    let inputs = dataset.inputs.select(indices);
+    let (labels, values) = match &dataset.targets {
+        None => (None, None),
+        Some(Targets::Classes { labels, .. }) => (Some(indices.iter().map(|&i| labels[i]).collect()), None),
+        Some(Targets::Values(values)) => (None, Some(values.select(indices))),
+    };
+    Batch { inputs, labels, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+        Batches::new(n, batch_size, shuffle, seed, epoch).unwrap().collect()
+    }
+
+    #[test]
+    fn every_index_once_per_epoch_with_partial_last_batch() {
+        for shuffle in [false, true] {
+            let batches = epoch(103, 10, shuffle, 5, 2);
+            assert_eq!(batches.len(), 11);
+            assert!(batches[..10].iter().all(|b| b.len() == 10));
+            assert_eq!(batches[10].len(), 3);
+            let mut all: Vec<usize> = batches.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..103).collect::<Vec<_>>());
+        }
+        assert_eq!(epoch(5, 2, false, 0, 0), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert!(epoch(0, 4, true, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn shuffle_order_is_a_function_of_seed_and_epoch() {
+        assert_eq!(epoch(100, 8, true, 1, 3), epoch(100, 8, true, 1, 3));
+        assert_ne!(epoch(100, 8, true, 1, 3), epoch(100, 8, true, 1, 4));
+        assert_ne!(epoch(100, 8, true, 1, 3), epoch(100, 8, true, 2, 3));
+        assert_ne!(epoch(100, 100, true, 1, 0)[0], (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn counts_and_errors() {
+        let mut b = Batches::new(10, 4, true, 0, 0).unwrap();
+        assert_eq!(b.num_batches(), 3);
+        assert_eq!(b.len(), 3);
+        b.next();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.order().len(), 10);
+        assert!(Batches::new(10, 0, false, 0, 0).is_err());
+    }
+
+    #[test]
+    fn gather_copies_inputs_and_targets() {
+        let inputs = Array::new(vec![4, 2], (0..8).map(|v| v as f32).collect()).unwrap();
+        let classes = Dataset::new(inputs.clone(), Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4))).unwrap();
+        let batch = gather(&classes, &[2, 0]);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.inputs.data, vec![4.0, 5.0, 0.0, 1.0]);
+        assert_eq!(batch.labels, Some(vec![0, 3]));
+        assert_eq!(batch.values, None);
+
+        let values = Array::new(vec![4, 1], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
+        let regression = Dataset::new(inputs.clone(), Some(Targets::Values(values))).unwrap();
+        let batch = gather(&regression, &[3]);
+        assert_eq!(batch.values.unwrap().data, vec![0.4]);
+        assert_eq!(batch.labels, None);
+
+        let unlabelled = Dataset::new(inputs, None).unwrap();
+        let batch = gather(&unlabelled, &[1]);
+        assert_eq!((batch.labels, batch.values), (None, None));
+    }
+}

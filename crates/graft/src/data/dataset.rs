@@ -1,0 +1,234 @@
+//! A dataset is inputs plus optional targets, whatever file format they came from. Readers
+//! implement [`DataSource`] and hand back a [`Dataset`]; everything downstream (splits, batches,
+//! training, evaluation) works on that alone.
+
+use super::array::Array;
+use crate::error::{Error, Result};
+
+/// What a model is trained to predict for each sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// One class id per sample, each `< names.len()`.
+    Classes {
+        /// The class id of each sample.
+        labels: Vec<usize>,
+        /// Display name of each class; its length is the number of classes.
+        names: Vec<String>,
+    },
+    /// Real-valued targets of shape `[n, k]`: regression outputs, soft labels or multi-label
+    /// indicator vectors.
+    Values(Array),
+}
+
+impl Targets {
+    /// Class targets named `"0"`, `"1"`, … `"k-1"`.
+    pub fn numbered_classes(labels: Vec<usize>, num_classes: usize) -> Targets {
+        Targets::Classes {
+            labels,
+            names: numbered_class_names(num_classes),
+        }
+    }
+
+    /// Number of samples these targets describe.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Classes { labels, .. } => labels.len(),
+            Targets::Values(values) => values.len(),
+        }
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The targets of the samples at `indices`, in that order.
+    ///
+    /// # Panics
+    /// If an index is out of range (indices come from the program, not from user data).
+    pub fn select(&self, indices: &[usize]) -> Targets {
+        match self {
+            Targets::Classes { labels, names } => Targets::Classes {
+                labels: indices.iter().map(|&i| labels[i]).collect(),
+                names: names.clone(),
+            },
+            Targets::Values(values) => Targets::Values(values.select(indices)),
+        }
+    }
+}
+
+/// The names `"0"`, `"1"`, … for `k` classes that came without names.
+pub fn numbered_class_names(k: usize) -> Vec<String> {
+    (0..k).map(|i| i.to_string()).collect()
+}
+
+/// Inputs and (for supervised data) targets, sample for sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Model inputs; the first axis is the sample axis.
+    pub inputs: Array,
+    /// What to predict; `None` for unlabelled data (e.g. inputs to run inference on).
+    pub targets: Option<Targets>,
+}
+
+impl Dataset {
+    /// Builds a dataset and [validates](Dataset::validate) it.
+    pub fn new(inputs: Array, targets: Option<Targets>) -> Result<Self> {
+        let dataset = Dataset { inputs, targets };
+        dataset.validate()?;
+        Ok(dataset)
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples at `indices`, in that order, with their targets.
+    ///
+    /// # Panics
+    /// If an index is out of range (indices come from the program, not from user data).
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            inputs: self.inputs.select(indices),
+            targets: self.targets.as_ref().map(|t| t.select(indices)),
+        }
+    }
+
+    /// Number of classes, for class targets.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.class_names().map(<[String]>::len)
+    }
+
+    /// Class names, for class targets.
+    pub fn class_names(&self) -> Option<&[String]> {
+        match &self.targets {
+            Some(Targets::Classes { names, .. }) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// Class ids, for class targets.
+    pub fn labels(&self) -> Option<&[usize]> {
+        match &self.targets {
+            Some(Targets::Classes { labels, .. }) => Some(labels),
+            _ => None,
+        }
+    }
+
+    /// Value targets (`[n, k]`), for regression, soft-label or multi-label data.
+    pub fn values(&self) -> Option<&Array> {
+        match &self.targets {
+            Some(Targets::Values(values)) => Some(values),
+            _ => None,
+        }
+    }
+
+    /// Checks what a reader cannot guarantee by construction: arrays match their shapes, inputs
+    /// and targets have the same number of samples, and every label names an existing class.
+    pub fn validate(&self) -> Result<()> {
+        self.inputs.check().map_err(|e| e.at("inputs"))?;
+        let n = self.len();
+        match &self.targets {
+            None => {}
+            Some(Targets::Classes { labels, names }) => {
+                if labels.len() != n {
+                    return Err(Error::new(format!(
+                        "inputs have {n} samples but there are {} labels",
+                        labels.len()
+                    )));
+                }
+                if let Some((row, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= names.len()) {
+                    return Err(Error::new(format!(
+                        "label {label} at row {row} is outside the {} classes",
+                        names.len()
+                    )));
+                }
+            }
+            Some(Targets::Values(values)) => {
+                values.check().map_err(|e| e.at("targets"))?;
+                if values.len() != n {
+                    return Err(Error::new(format!(
+                        "inputs have {n} samples but targets have {}",
+                        values.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Anything that can produce a [`Dataset`]: the built-in sets, `.npy` pairs, and later IDX, CSV or
+/// text readers. Sources are cheap descriptions; the work happens in [`DataSource::load`].
+pub trait DataSource {
+    /// Reads the data. Errors name the file (and row, where there is one) at fault.
+    fn load(&self) -> Result<Dataset>;
+    /// One line saying where the data comes from, for logs and reports.
+    fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(n: usize) -> Array {
+        Array::new(vec![n, 2], (0..2 * n).map(|v| v as f32).collect()).unwrap()
+    }
+
+    #[test]
+    fn class_accessors_and_select() {
+        let d = Dataset::new(inputs(4), Some(Targets::numbered_classes(vec![0, 2, 1, 2], 3))).unwrap();
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.num_classes(), Some(3));
+        assert_eq!(d.class_names().unwrap(), &["0", "1", "2"]);
+        assert_eq!(d.labels(), Some(&[0, 2, 1, 2][..]));
+        assert!(d.values().is_none());
+
+        let s = d.select(&[3, 0]);
+        assert_eq!(s.labels(), Some(&[2, 0][..]));
+        assert_eq!(s.inputs.data, vec![6.0, 7.0, 0.0, 1.0]);
+        assert_eq!(s.num_classes(), Some(3));
+    }
+
+    #[test]
+    fn values_select_and_accessors() {
+        let values = Array::new(vec![3, 1], vec![0.5, 1.5, 2.5]).unwrap();
+        let d = Dataset::new(inputs(3), Some(Targets::Values(values))).unwrap();
+        assert_eq!(d.num_classes(), None);
+        assert_eq!(d.labels(), None);
+        assert_eq!(d.select(&[2]).values().unwrap().data, vec![2.5]);
+    }
+
+    #[test]
+    fn validate_names_first_bad_label() {
+        let mut labels = vec![1; 50];
+        labels[40] = 12;
+        labels[45] = 11;
+        let err = Dataset::new(inputs(50), Some(Targets::numbered_classes(labels, 10))).unwrap_err();
+        assert_eq!(err.message, "label 12 at row 40 is outside the 10 classes");
+    }
+
+    #[test]
+    fn validate_checks_lengths() {
+        let err = Dataset::new(inputs(3), Some(Targets::numbered_classes(vec![0, 1], 2))).unwrap_err();
+        assert_eq!(err.message, "inputs have 3 samples but there are 2 labels");
+        let values = Array::new(vec![2, 1], vec![0.0, 1.0]).unwrap();
+        let err = Dataset::new(inputs(3), Some(Targets::Values(values))).unwrap_err();
+        assert_eq!(err.message, "inputs have 3 samples but targets have 2");
+        let broken = Array {
+            shape: vec![3, 2],
+            data: vec![0.0; 5],
+        };
+        assert_eq!(
+            Dataset::new(broken, None).unwrap_err().location.as_deref(),
+            Some("inputs")
+        );
+        assert!(Dataset::new(inputs(0), None).unwrap().is_empty());
+    }
+}

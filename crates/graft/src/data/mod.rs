@@ -1,0 +1,23 @@
+//! The data layer: reading datasets into one in-memory form, splitting them and cutting them into
+//! mini-batches, all deterministic given a seed.
+//!
+//! - [`Array`]: a dense row-major `f32` array whose first axis is the sample axis.
+//! - [`Dataset`] and [`Targets`]: inputs plus class labels or value targets; [`DataSource`] is the
+//!   trait every reader implements ([`Digits`], [`NpySource`]; later IDX, CSV, text).
+//! - [`split_indices`]: seeded, optionally stratified train/held-out splits.
+//! - [`Batches`] and [`gather`]: per-epoch mini-batch order and the batch arrays.
+
+pub mod array;
+pub mod batch;
+pub mod dataset;
+pub mod digits;
+pub mod npy;
+mod rng;
+pub mod split;
+
+pub use array::Array;
+pub use batch::{Batch, Batches, gather};
+pub use dataset::{DataSource, Dataset, Targets, numbered_class_names};
+pub use digits::{DIGITS_SAMPLES, Digits, load_digits};
+pub use npy::{NpySource, read_npy_f32, read_npy_labels, write_npy_f32};
+pub use split::split_indices;

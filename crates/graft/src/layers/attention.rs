@@ -1,0 +1,222 @@
+//! Multi-head attention and the transformer encoder block, with `torch.nn.MultiheadAttention` /
+//! `torch.nn.TransformerEncoderLayer` parameter names (`in_proj_weight [3E, E]`, `out_proj.weight`, `linear1`,
+//! `norm1`, ...). Sequences are `[T, E]`; a key-padding mask keeps padded steps out of every softmax.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::Bool;
+use burn::tensor::activation::softmax;
+use serde::{Deserialize, Serialize};
+
+use super::activation::Activation;
+use super::conv::expect_rank;
+use super::dense::{Dense, DenseConfig, linear, yes};
+use super::dropout::dropout;
+use super::init::Initializer;
+use super::norm::{LayerNorm, LayerNormConfig};
+use super::{Shape, shape_err};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiHeadAttentionConfig {
+    pub num_heads: usize,
+    /// Dropout on the attention weights, in training.
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    /// Each step attends only to itself and earlier steps.
+    #[serde(default)]
+    pub causal: bool,
+}
+
+impl MultiHeadAttentionConfig {
+    /// Inputs: `[query]` (self-attention), `[query, key_value]` or `[query, key, value]`, each `[T, E]` with one E.
+    /// Output: `[T_query, E]`.
+    pub fn infer(&self, inputs: &[Shape]) -> Result<Shape> {
+        if inputs.is_empty() || inputs.len() > 3 {
+            return Err(shape_err(format!("takes 1 to 3 inputs (query, key, value), found {}", inputs.len())));
+        }
+        let [tq, e] = expect_rank::<2>(&inputs[0], "multi_head_attention", "[steps, features]")?;
+        for other in &inputs[1..] {
+            let [_, e2] = expect_rank::<2>(other, "multi_head_attention", "[steps, features]")?;
+            if e2 != e {
+                return Err(shape_err(format!("query has {e} features but key/value has {e2}")));
+            }
+        }
+        if inputs.len() == 3 && inputs[1][0] != inputs[2][0] {
+            return Err(shape_err(format!("key has {} steps but value has {}", inputs[1][0], inputs[2][0])));
+        }
+        check_heads(e, self.num_heads)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(shape_err("dropout must be in [0, 1)"));
+        }
+        Ok(vec![tq, e])
+    }
+
+    pub fn init(&self, embed_dim: usize, device: &Device) -> MultiHeadAttention {
+        let e = embed_dim;
+        MultiHeadAttention {
+            in_proj_weight: Initializer::GlorotUniform.init([3 * e, e], device),
+            in_proj_bias: self.use_bias.then(|| Initializer::Zeros.init([3 * e], device)),
+            out_proj: DenseConfig { use_bias: self.use_bias, ..DenseConfig::new(e) }.init(&vec![e], device),
+            num_heads: self.num_heads,
+            dropout: self.dropout,
+            causal: self.causal,
+        }
+    }
+}
+
+fn check_heads(e: usize, heads: usize) -> Result<()> {
+    if heads == 0 || e % heads != 0 {
+        return Err(shape_err(format!("num_heads = {heads} must divide the {e} features")));
+    }
+    Ok(())
+}
+
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention {
+    /// `[3E, E]`: the query, key and value projections stacked, as PyTorch.
+    pub in_proj_weight: Param<Tensor<2>>,
+    pub in_proj_bias: Option<Param<Tensor<1>>>,
+    pub out_proj: Dense,
+    pub num_heads: usize,
+    pub dropout: f64,
+    pub causal: bool,
+}
+
+impl MultiHeadAttention {
+    /// query `[B, Tq, E]`, key/value `[B, Tk, E]`, key padding mask `[B, Tk]` (true = padding) → `[B, Tq, E]`.
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        key: Tensor<3>,
+        value: Tensor<3>,
+        key_mask: Option<Tensor<2, Bool>>,
+        training: bool,
+    ) -> Tensor<3> {
+        let [b, tq, e] = query.dims();
+        let tk = key.dims()[1];
+        let h = self.num_heads;
+        let dh = e / h;
+        let w = self.in_proj_weight.val();
+        let bias = self.in_proj_bias.as_ref().map(|p| p.val());
+        let project = |x: Tensor<3>, i: usize| {
+            let wi = w.clone().narrow(0, i * e, e).transpose();
+            let y = x.matmul(wi.unsqueeze_dim::<3>(0));
+            match &bias {
+                Some(bb) => y + bb.clone().narrow(0, i * e, e).unsqueeze_dim::<2>(0).unsqueeze_dim::<3>(0),
+                None => y,
+            }
+        };
+        let heads = |x: Tensor<3>, t: usize| x.reshape([b, t, h, dh]).swap_dims(1, 2);
+        let q = heads(project(query, 0), tq);
+        let k = heads(project(key, 1), tk);
+        let v = heads(project(value, 2), tk);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+        let device = scores.device();
+        if let Some(mask) = key_mask {
+            // A large finite negative keeps fully padded rows finite (they then attend uniformly).
+            scores = scores.mask_fill(mask.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1), -1e9);
+        }
+        if self.causal {
+            let future = Tensor::<2, Bool>::tril_mask([tq, tk], 0, &device);
+            scores = scores.mask_fill(future.unsqueeze_dim::<3>(0).unsqueeze_dim::<4>(0), -1e9);
+        }
+        let weights = dropout(softmax(scores, 3), self.dropout, training);
+        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, e]);
+        linear(context, &self.out_proj.weight, self.out_proj.bias.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerEncoderConfig {
+    pub num_heads: usize,
+    /// Width of the feed-forward block.
+    pub ff_dim: usize,
+    #[serde(default = "point_one")]
+    pub dropout: f64,
+    /// `relu` (PyTorch's default) or `gelu`.
+    #[serde(default = "relu")]
+    pub activation: Activation,
+    /// Pre-norm (`x + f(norm(x))`) instead of PyTorch's default post-norm.
+    #[serde(default)]
+    pub norm_first: bool,
+    #[serde(default = "eps")]
+    pub epsilon: f64,
+}
+
+fn point_one() -> f64 {
+    0.1
+}
+fn relu() -> Activation {
+    Activation::Relu
+}
+fn eps() -> f64 {
+    1e-5
+}
+
+impl TransformerEncoderConfig {
+    /// `[T, E]` → `[T, E]`.
+    pub fn infer(&self, input: &Shape) -> Result<Shape> {
+        let [_, e] = expect_rank::<2>(input, "transformer_encoder", "[steps, features]")?;
+        check_heads(e, self.num_heads)?;
+        if self.ff_dim == 0 || !(0.0..1.0).contains(&self.dropout) {
+            return Err(shape_err("ff_dim must be at least 1 and dropout in [0, 1)"));
+        }
+        Ok(input.clone())
+    }
+
+    pub fn init(&self, input: &Shape, device: &Device) -> Result<TransformerEncoder> {
+        let e = input[1];
+        let norm = LayerNormConfig { epsilon: self.epsilon };
+        Ok(TransformerEncoder {
+            self_attn: MultiHeadAttentionConfig { num_heads: self.num_heads, dropout: self.dropout, use_bias: true, causal: false }
+                .init(e, device),
+            linear1: DenseConfig::new(self.ff_dim).init(&vec![e], device),
+            linear2: DenseConfig::new(e).init(&vec![self.ff_dim], device),
+            norm1: norm.init(input, device)?,
+            norm2: norm.init(input, device)?,
+            dropout: self.dropout,
+            norm_first: self.norm_first,
+            activation: self.activation,
+        })
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TransformerEncoder {
+    pub self_attn: MultiHeadAttention,
+    pub linear1: Dense,
+    pub linear2: Dense,
+    pub norm1: LayerNorm,
+    pub norm2: LayerNorm,
+    pub dropout: f64,
+    pub norm_first: bool,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl TransformerEncoder {
+    /// `[B, T, E]` with a key padding mask `[B, T]` → `[B, T, E]`.
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>, training: bool) -> Tensor<3> {
+        let attend = |y: Tensor<3>| {
+            let a = self.self_attn.forward(y.clone(), y.clone(), y, mask.clone(), training);
+            dropout(a, self.dropout, training)
+        };
+        let feed = |y: Tensor<3>| {
+            let hidden = self.activation.apply(linear(y, &self.linear1.weight, self.linear1.bias.as_ref()));
+            let hidden = dropout(hidden, self.dropout, training);
+            dropout(linear(hidden, &self.linear2.weight, self.linear2.bias.as_ref()), self.dropout, training)
+        };
+        if self.norm_first {
+            let x = x.clone() + attend(self.norm1.forward(x));
+            x.clone() + feed(self.norm2.forward(x))
+        } else {
+            let x = self.norm1.forward(x.clone() + attend(x));
+            self.norm2.forward(x.clone() + feed(x))
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Convolutions. `Conv2d` takes images `[C, H, W]` (PyTorch's layout); `Conv1d` takes sequences `[L, C]` (steps,
+//! channels — the layout embeddings and recurrent layers use) and transposes around burn's channels-first kernel.
+//! Weights are PyTorch's `[out, in/groups, k...]` in both cases, so state dicts exchange as they are.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+use serde::{Deserialize, Serialize};
+
+use super::activation::Activation;
+use super::dense::{glorot, is_zero, yes, zeros};
+use super::init::Initializer;
+use super::{Ctx, Shape, shape_err};
+use crate::error::{Error, Result};
+
+/// A size given once for every spatial axis (`3`) or per axis (`[3, 1]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dims {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl Dims {
+    pub fn resolve<const N: usize>(&self, key: &str) -> Result<[usize; N]> {
+        match self {
+            Dims::One(v) => Ok([*v; N]),
+            Dims::Each(v) if v.len() == N => Ok(std::array::from_fn(|i| v[i])),
+            Dims::Each(v) => Err(Error::new(format!("{key}: expected 1 or {N} values, found {}", v.len()))),
+        }
+    }
+}
+
+impl From<usize> for Dims {
+    fn from(v: usize) -> Self {
+        Dims::One(v)
+    }
+}
+
+/// `"valid"` (none), `"same"` (output length ⌈L/stride⌉, extra padding at the end as in Keras/PyTorch), a number
+/// of zeros on both sides, or one number per axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Padding {
+    Named(String),
+    Explicit(Dims),
+}
+
+impl Default for Padding {
+    fn default() -> Self {
+        Padding::Named("valid".into())
+    }
+}
+
+impl Padding {
+    /// `(begin, end)` padding per axis for inputs of `sizes`.
+    pub fn resolve<const N: usize>(
+        &self,
+        sizes: [usize; N],
+        kernel: [usize; N],
+        stride: [usize; N],
+        dilation: [usize; N],
+    ) -> Result<[(usize, usize); N]> {
+        match self {
+            Padding::Named(n) if n == "valid" => Ok([(0, 0); N]),
+            Padding::Named(n) if n == "same" => Ok(std::array::from_fn(|i| {
+                let out = sizes[i].div_ceil(stride[i]);
+                let needed = (out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1;
+                let total = needed.saturating_sub(sizes[i]);
+                (total / 2, total - total / 2)
+            })),
+            Padding::Named(n) => Err(Error::new(format!(
+                "padding: unknown value '{n}'; expected \"valid\", \"same\", a number or one number per axis"
+            ))),
+            Padding::Explicit(d) => Ok(d.resolve::<N>("padding")?.map(|p| (p, p))),
+        }
+    }
+}
+
+/// Output length of a window over `size` — an error when the window does not fit.
+pub fn window_output(
+    size: usize,
+    pad: (usize, usize),
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Result<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    let padded = size + pad.0 + pad.1;
+    if span > padded {
+        return Err(shape_err(format!(
+            "the window spans {span} positions but the (padded) input has only {padded}; use padding = \"same\" or a smaller kernel"
+        )));
+    }
+    Ok((padded - span) / stride + 1)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvConfig {
+    pub filters: usize,
+    pub kernel: Dims,
+    #[serde(default = "one")]
+    pub stride: Dims,
+    #[serde(default)]
+    pub padding: Padding,
+    #[serde(default = "one")]
+    pub dilation: Dims,
+    #[serde(default = "one_usize")]
+    pub groups: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default = "glorot")]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
+}
+
+fn one() -> Dims {
+    Dims::One(1)
+}
+fn one_usize() -> usize {
+    1
+}
+
+impl ConvConfig {
+    pub fn new(filters: usize, kernel: impl Into<Dims>) -> Self {
+        ConvConfig {
+            filters,
+            kernel: kernel.into(),
+            stride: one(),
+            padding: Padding::default(),
+            dilation: one(),
+            groups: 1,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            l2: 0.0,
+            max_norm: None,
+        }
+    }
+
+    pub fn with_padding(mut self, padding: &str) -> Self {
+        self.padding = Padding::Named(padding.into());
+        self
+    }
+
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Resolved geometry for `N` spatial axes of `sizes`, with `channels` input channels.
+    fn geometry<const N: usize>(&self, channels: usize, sizes: [usize; N]) -> Result<ConvGeometry<N>> {
+        let kernel = self.kernel.resolve::<N>("kernel")?;
+        let stride = self.stride.resolve::<N>("stride")?;
+        let dilation = self.dilation.resolve::<N>("dilation")?;
+        if self.filters == 0 || kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) || self.groups == 0 {
+            return Err(shape_err("filters, kernel, stride, dilation and groups must all be at least 1"));
+        }
+        if channels % self.groups != 0 || self.filters % self.groups != 0 {
+            return Err(shape_err(format!(
+                "groups = {} must divide both the input channels ({channels}) and filters ({})",
+                self.groups, self.filters
+            )));
+        }
+        let padding = self.padding.resolve(sizes, kernel, stride, dilation)?;
+        let mut out = [0; N];
+        for i in 0..N {
+            out[i] = window_output(sizes[i], padding[i], kernel[i], stride[i], dilation[i])?;
+        }
+        Ok(ConvGeometry { kernel, stride, dilation, padding, out })
+    }
+
+    /// Conv2d: `[C, H, W]` → `[filters, H', W']`.
+    pub fn infer2d(&self, input: &Shape) -> Result<Shape> {
+        let [c, h, w] = expect_rank::<3>(input, "conv2d", "[channels, height, width]")?;
+        let g = self.geometry::<2>(c, [h, w])?;
+        Ok(vec![self.filters, g.out[0], g.out[1]])
+    }
+
+    /// Conv1d: `[L, C]` → `[L', filters]`.
+    pub fn infer1d(&self, input: &Shape) -> Result<Shape> {
+        let [l, c] = expect_rank::<2>(input, "conv1d", "[steps, channels]")?;
+        let g = self.geometry::<1>(c, [l])?;
+        Ok(vec![g.out[0], self.filters])
+    }
+
+    pub fn init2d(&self, input: &Shape, device: &Device) -> Result<Conv2d> {
+        let (c, sizes) = (input[0], [input[1], input[2]]);
+        let g = self.geometry::<2>(c, sizes)?;
+        Ok(Conv2d {
+            weight: self.kernel_initializer.init([self.filters, c / self.groups, g.kernel[0], g.kernel[1]], device),
+            bias: self.use_bias.then(|| self.bias_initializer.init([self.filters], device)),
+            options: ConvOptions::new_with_padding(g.stride, g.padding, g.dilation, self.groups),
+            activation: self.activation,
+        })
+    }
+
+    pub fn init1d(&self, input: &Shape, device: &Device) -> Result<Conv1d> {
+        let (l, c) = (input[0], input[1]);
+        let g = self.geometry::<1>(c, [l])?;
+        Ok(Conv1d {
+            weight: self.kernel_initializer.init([self.filters, c / self.groups, g.kernel[0]], device),
+            bias: self.use_bias.then(|| self.bias_initializer.init([self.filters], device)),
+            options: ConvOptions::new_with_padding(g.stride, g.padding, g.dilation, self.groups),
+            activation: self.activation,
+        })
+    }
+
+    /// Receptive-field step per spatial axis: (kernel span, stride).
+    pub fn window<const N: usize>(&self) -> Result<Vec<(usize, usize)>> {
+        let kernel = self.kernel.resolve::<N>("kernel")?;
+        let stride = self.stride.resolve::<N>("stride")?;
+        let dilation = self.dilation.resolve::<N>("dilation")?;
+        Ok((0..N).map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i])).collect())
+    }
+}
+
+struct ConvGeometry<const N: usize> {
+    kernel: [usize; N],
+    stride: [usize; N],
+    dilation: [usize; N],
+    padding: [(usize, usize); N],
+    out: [usize; N],
+}
+
+/// The per-sample shape as an array of the rank a layer needs, or an error that says what it needs.
+pub fn expect_rank<const N: usize>(input: &Shape, layer: &str, layout: &str) -> Result<[usize; N]> {
+    <[usize; N]>::try_from(input.as_slice()).map_err(|_| {
+        shape_err(format!("{layer} expects inputs shaped {layout} ({N} axes per sample), found {input:?}"))
+    })
+}
+
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    /// `[out, in/groups, kh, kw]`.
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub options: ConvOptions<2>,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Conv2d {
+    /// `[B, C, H, W]` → `[B, filters, H', W']`.
+    pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
+        let y = burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), self.options.clone());
+        ctx.activate(self.activation, y)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Conv1d {
+    /// `[out, in/groups, k]`.
+    pub weight: Param<Tensor<3>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub options: ConvOptions<1>,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Conv1d {
+    /// `[B, L, C]` → `[B, L', filters]`.
+    pub fn forward(&self, x: Tensor<3>, ctx: &Ctx) -> Tensor<3> {
+        let y = burn::tensor::module::conv1d(
+            x.swap_dims(1, 2),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            self.options.clone(),
+        );
+        ctx.activate(self.activation, y.swap_dims(1, 2))
+    }
+}

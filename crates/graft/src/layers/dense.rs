@@ -1,0 +1,107 @@
+//! Dense (fully connected) layer: `y = act(x·Wᵀ + b)` over the last axis, PyTorch `nn.Linear` parameters
+//! `weight [units, in]` and `bias [units]`.
+
+use burn::module::Param;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::activation::Activation;
+use super::init::Initializer;
+use super::{Ctx, Shape, shape_err};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseConfig {
+    pub units: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default = "glorot")]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    /// L2 penalty `l2·Σw²` on the weight, added to the loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+    /// After every step, rescale each unit's incoming weight vector to at most this norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
+}
+
+pub(crate) fn yes() -> bool {
+    true
+}
+pub(crate) fn glorot() -> Initializer {
+    Initializer::GlorotUniform
+}
+pub(crate) fn zeros() -> Initializer {
+    Initializer::Zeros
+}
+pub(crate) fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl DenseConfig {
+    pub fn new(units: usize) -> Self {
+        DenseConfig {
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            l2: 0.0,
+            max_norm: None,
+        }
+    }
+
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Input `[..., in]` → output `[..., units]`.
+    pub fn infer(&self, input: &Shape) -> Result<Shape> {
+        if self.units == 0 {
+            return Err(shape_err("units must be at least 1"));
+        }
+        let Some(_) = input.last() else {
+            return Err(shape_err("dense needs an input with at least one axis"));
+        };
+        let mut out = input.clone();
+        *out.last_mut().unwrap() = self.units;
+        Ok(out)
+    }
+
+    pub fn init(&self, input: &Shape, device: &Device) -> Dense {
+        let fan_in = *input.last().unwrap_or(&1);
+        Dense {
+            weight: self.kernel_initializer.init([self.units, fan_in], device),
+            bias: self.use_bias.then(|| self.bias_initializer.init([self.units], device)),
+            activation: self.activation,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Dense {
+    /// `[out, in]`, as `torch.nn.Linear`.
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Dense {
+    /// `[..., in]` → `[..., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, ctx: &Ctx) -> Tensor<D> {
+        let y = linear(x, &self.weight, self.bias.as_ref());
+        ctx.activate(self.activation, y)
+    }
+}
+
+/// `x·Wᵀ + b` with a PyTorch-layout weight `[out, in]`.
+pub fn linear<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<2>>, bias: Option<&Param<Tensor<1>>>) -> Tensor<D> {
+    burn::tensor::module::linear(x, weight.val().transpose(), bias.map(|b| b.val()))
+}

@@ -1,0 +1,172 @@
+//! Pooling: windowed max/average over images `[C, H, W]` (2D) or sequences `[L, C]` (1D), and global pooling
+//! that collapses the spatial axes (respecting a sequence's padding mask).
+
+use burn::prelude::*;
+use burn::tensor::Bool;
+use burn::tensor::module::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use serde::{Deserialize, Serialize};
+
+use super::conv::{Dims, Padding, expect_rank, window_output};
+use super::{Shape, shape_err};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Window size.
+    pub size: Dims,
+    /// Defaults to the window size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Dims>,
+    #[serde(default)]
+    pub padding: Padding,
+}
+
+impl PoolConfig {
+    pub fn new(size: usize) -> Self {
+        PoolConfig { size: Dims::One(size), stride: None, padding: Padding::default() }
+    }
+
+    fn geometry<const N: usize>(&self, sizes: [usize; N]) -> Result<([usize; N], [usize; N], [(usize, usize); N], [usize; N])> {
+        let kernel = self.size.resolve::<N>("size")?;
+        let stride = match &self.stride {
+            Some(s) => s.resolve::<N>("stride")?,
+            None => kernel,
+        };
+        if kernel.contains(&0) || stride.contains(&0) {
+            return Err(shape_err("size and stride must be at least 1"));
+        }
+        let padding = self.padding.resolve(sizes, kernel, stride, [1; N])?;
+        let mut out = [0; N];
+        for i in 0..N {
+            if padding[i].0.max(padding[i].1) * 2 > kernel[i] {
+                return Err(shape_err(format!("padding {:?} is more than half the window {}", padding[i], kernel[i])));
+            }
+            out[i] = window_output(sizes[i], padding[i], kernel[i], stride[i], 1)?;
+        }
+        Ok((kernel, stride, padding, out))
+    }
+
+    pub fn infer(&self, input: &Shape, two_d: bool) -> Result<Shape> {
+        if two_d {
+            let [c, h, w] = expect_rank::<3>(input, "2D pooling", "[channels, height, width]")?;
+            let (.., out) = self.geometry::<2>([h, w])?;
+            Ok(vec![c, out[0], out[1]])
+        } else {
+            let [l, c] = expect_rank::<2>(input, "1D pooling", "[steps, channels]")?;
+            let (.., out) = self.geometry::<1>([l])?;
+            Ok(vec![out[0], c])
+        }
+    }
+
+    pub fn init(&self, input: &Shape, kind: PoolKind) -> Result<Pool> {
+        Ok(match kind {
+            PoolKind::Max2d | PoolKind::Avg2d => {
+                let (k, s, p, _) = self.geometry::<2>([input[1], input[2]])?;
+                Pool::TwoD { kind, kernel: k, stride: s, padding: p }
+            }
+            PoolKind::Max1d | PoolKind::Avg1d => {
+                let (k, s, p, _) = self.geometry::<1>([input[0]])?;
+                Pool::OneD { kind, kernel: k, stride: s, padding: p }
+            }
+        })
+    }
+
+    /// Receptive-field step per spatial axis: (window, stride).
+    pub fn window<const N: usize>(&self) -> Result<Vec<(usize, usize)>> {
+        let kernel = self.size.resolve::<N>("size")?;
+        let stride = match &self.stride {
+            Some(s) => s.resolve::<N>("stride")?,
+            None => kernel,
+        };
+        Ok((0..N).map(|i| (kernel[i], stride[i])).collect())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PoolKind {
+    Max1d,
+    Avg1d,
+    Max2d,
+    Avg2d,
+}
+
+#[derive(Debug, Clone)]
+pub enum Pool {
+    OneD { kind: PoolKind, kernel: [usize; 1], stride: [usize; 1], padding: [(usize, usize); 1] },
+    TwoD { kind: PoolKind, kernel: [usize; 2], stride: [usize; 2], padding: [(usize, usize); 2] },
+}
+
+impl Pool {
+    /// `[B, C, H, W]` → `[B, C, H', W']`.
+    pub fn forward2d(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Pool::TwoD { kind: PoolKind::Max2d, kernel, stride, padding } => {
+                max_pool2d(x, MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding))
+            }
+            Pool::TwoD { kernel, stride, padding, .. } => avg_pool2d(
+                x,
+                // Keras averages over the valid part of a window at the border.
+                AvgPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding).with_count_include_pad(false),
+            ),
+            Pool::OneD { .. } => x,
+        }
+    }
+
+    /// `[B, L, C]` → `[B, L', C]`.
+    pub fn forward1d(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.swap_dims(1, 2);
+        let y = match self {
+            Pool::OneD { kind: PoolKind::Max1d, kernel, stride, padding } => {
+                max_pool1d(x, MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding))
+            }
+            Pool::OneD { kernel, stride, padding, .. } => avg_pool1d(
+                x,
+                AvgPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding).with_count_include_pad(false),
+            ),
+            Pool::TwoD { .. } => x,
+        };
+        y.swap_dims(1, 2)
+    }
+}
+
+/// Global pooling: `[L, C]` → `[C]` (masked steps excluded) or `[C, H, W]` → `[C]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlobalPool {
+    pub max: bool,
+    pub two_d: bool,
+}
+
+impl GlobalPool {
+    pub fn infer(&self, input: &Shape) -> Result<Shape> {
+        if self.two_d {
+            let [c, _, _] = expect_rank::<3>(input, "global 2D pooling", "[channels, height, width]")?;
+            Ok(vec![c])
+        } else {
+            let [_, c] = expect_rank::<2>(input, "global 1D pooling", "[steps, channels]")?;
+            Ok(vec![c])
+        }
+    }
+
+    /// `[B, L, C]` with an optional padding mask `[B, L]` → `[B, C]`.
+    pub fn forward1d(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>) -> Tensor<2> {
+        match (mask, self.max) {
+            (None, false) => x.mean_dim(1).squeeze_dim(1),
+            (None, true) => x.max_dim(1).squeeze_dim(1),
+            (Some(mask), false) => {
+                let keep = mask.bool_not().float().unsqueeze_dim::<3>(2);
+                let count = keep.clone().sum_dim(1).clamp_min(1.0);
+                (x * keep).sum_dim(1).div(count).squeeze_dim(1)
+            }
+            (Some(mask), true) => x.mask_fill(mask.unsqueeze_dim::<3>(2), f32::MIN).max_dim(1).squeeze_dim(1),
+        }
+    }
+
+    /// `[B, C, H, W]` → `[B, C]`.
+    pub fn forward2d(&self, x: Tensor<4>) -> Tensor<2> {
+        let flat: Tensor<3> = x.flatten(2, 3);
+        let pooled = if self.max { flat.max_dim(2) } else { flat.mean_dim(2) };
+        pooled.squeeze_dim(2)
+    }
+}

@@ -1,0 +1,465 @@
+//! Recurrent layers — SimpleRNN, LSTM, GRU — stacked (`num_layers`) and optionally bidirectional, with PyTorch's
+//! parameter names and layouts (`weight_ih_l0 [G·H, in]`, `weight_hh_l0 [G·H, H]`, `bias_ih_l0`, `bias_hh_l0`,
+//! `..._reverse` for the backward direction; gates i,f,g,o for LSTM and r,z,n for GRU).
+//!
+//! Sequences are `[T, F]` (batch first). Padded steps (the mask from an embedding's `padding_idx`) leave the state
+//! unchanged and output zeros, so a right-padded sequence gives the same final state as the unpadded one — in both
+//! directions, as PyTorch's packed sequences do.
+
+use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::Bool;
+use burn::tensor::activation::{sigmoid, tanh};
+use serde::{Deserialize, Serialize};
+
+use super::activation::Activation;
+use super::conv::expect_rank;
+use super::dense::{glorot, linear, yes, zeros};
+use super::dropout::dropout;
+use super::init::Initializer;
+use super::{Shape, shape_err};
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    pub units: usize,
+    /// SimpleRNN only (LSTM and GRU use their fixed gate functions).
+    #[serde(default = "tanh_act")]
+    pub activation: Activation,
+    /// Output the whole sequence `[T, units]` instead of the last state `[units]`.
+    #[serde(default)]
+    pub return_sequences: bool,
+    /// Also output the final states (h, and c for LSTM) as extra outputs `name:1`, `name:2`, ...
+    #[serde(default)]
+    pub return_state: bool,
+    /// Stacked layers inside this one (PyTorch's `num_layers`).
+    #[serde(default = "one")]
+    pub num_layers: usize,
+    /// Dropout on the outputs of each stacked layer except the last, in training.
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default = "glorot")]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "orthogonal")]
+    pub recurrent_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    /// LSTM: start the forget-gate bias at 1 (Keras' default; Jozefowicz et al. 2015).
+    #[serde(default = "yes")]
+    pub unit_forget_bias: bool,
+}
+
+fn tanh_act() -> Activation {
+    Activation::Tanh
+}
+fn one() -> usize {
+    1
+}
+fn orthogonal() -> Initializer {
+    Initializer::Orthogonal
+}
+
+impl RecurrentConfig {
+    pub fn new(units: usize) -> Self {
+        RecurrentConfig {
+            units,
+            activation: Activation::Tanh,
+            return_sequences: false,
+            return_state: false,
+            num_layers: 1,
+            dropout: 0.0,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            recurrent_initializer: Initializer::Orthogonal,
+            bias_initializer: Initializer::Zeros,
+            unit_forget_bias: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMode {
+    #[default]
+    Concat,
+    Sum,
+    Mul,
+    Ave,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    Simple(Activation),
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    fn gates(self) -> usize {
+        match self {
+            Cell::Simple(_) => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    fn states(self) -> usize {
+        if self == Cell::Lstm { 2 } else { 1 }
+    }
+}
+
+/// What a recurrent node outputs, for shape inference.
+pub fn infer(
+    config: &RecurrentConfig,
+    cell: Cell,
+    directions: usize,
+    merge: MergeMode,
+    inputs: &[Shape],
+) -> Result<Vec<Shape>> {
+    let Some(first) = inputs.first() else {
+        return Err(shape_err("needs an input sequence"));
+    };
+    let [t, _] = expect_rank::<2>(first, "recurrent layers", "[steps, features]")?;
+    if config.units == 0 || config.num_layers == 0 {
+        return Err(shape_err("units and num_layers must be at least 1"));
+    }
+    if !(0.0..1.0).contains(&config.dropout) {
+        return Err(shape_err("dropout must be in [0, 1)"));
+    }
+    let states = cell.states() * directions;
+    if inputs.len() > 1 {
+        if config.num_layers != 1 {
+            return Err(shape_err("initial states can only be given to a single-layer recurrent node"));
+        }
+        if inputs.len() != 1 + states {
+            return Err(shape_err(format!("takes the sequence plus {states} initial state(s), found {} inputs", inputs.len())));
+        }
+        for s in &inputs[1..] {
+            if s != &vec![config.units] {
+                return Err(shape_err(format!("initial states must be [{}], found {s:?}", config.units)));
+            }
+        }
+    }
+    let width = merged_width(config.units, directions, merge);
+    let mut out = vec![if config.return_sequences { vec![t, width] } else { vec![width] }];
+    if config.return_state {
+        out.extend((0..states).map(|_| vec![config.units]));
+    }
+    Ok(out)
+}
+
+fn merged_width(units: usize, directions: usize, merge: MergeMode) -> usize {
+    if directions == 2 && merge == MergeMode::Concat { 2 * units } else { units }
+}
+
+/// A recurrent node's parameters: per stacked layer and direction, `[w_ih, w_hh]` and `[b_ih, b_hh]`.
+#[derive(Debug, Clone)]
+pub struct Recurrent {
+    pub weights: Vec<Param<Tensor<2>>>,
+    pub biases: Vec<Param<Tensor<1>>>,
+    weight_names: Vec<String>,
+    bias_names: Vec<String>,
+    cell: Cell,
+    units: usize,
+    num_layers: usize,
+    directions: usize,
+    merge: MergeMode,
+    return_sequences: bool,
+    return_state: bool,
+    dropout: f64,
+}
+
+pub fn init(
+    config: &RecurrentConfig,
+    cell: Cell,
+    directions: usize,
+    merge: MergeMode,
+    input: &Shape,
+    device: &Device,
+) -> Recurrent {
+    let (h, g) = (config.units, cell.gates());
+    let mut r = Recurrent {
+        weights: vec![],
+        biases: vec![],
+        weight_names: vec![],
+        bias_names: vec![],
+        cell,
+        units: h,
+        num_layers: config.num_layers,
+        directions,
+        merge,
+        return_sequences: config.return_sequences,
+        return_state: config.return_state,
+        dropout: config.dropout,
+    };
+    for layer in 0..config.num_layers {
+        let in_dim = if layer == 0 { input[1] } else { merged_width(h, directions, merge) };
+        for d in 0..directions {
+            let suffix = format!("_l{layer}{}", if d == 1 { "_reverse" } else { "" });
+            r.weights.push(config.kernel_initializer.init([g * h, in_dim], device));
+            r.weights.push(config.recurrent_initializer.init([g * h, h], device));
+            r.weight_names.push(format!("weight_ih{suffix}"));
+            r.weight_names.push(format!("weight_hh{suffix}"));
+            if config.use_bias {
+                let b_ih = if cell == Cell::Lstm && config.unit_forget_bias {
+                    let values: Vec<f32> = (0..g * h).map(|i| if (h..2 * h).contains(&i) { 1.0 } else { 0.0 }).collect();
+                    Param::from_tensor(Tensor::<1>::from_floats(values.as_slice(), device))
+                } else {
+                    config.bias_initializer.init([g * h], device)
+                };
+                r.biases.push(b_ih);
+                r.biases.push(config.bias_initializer.init([g * h], device));
+                r.bias_names.push(format!("bias_ih{suffix}"));
+                r.bias_names.push(format!("bias_hh{suffix}"));
+            }
+        }
+    }
+    r
+}
+
+impl Recurrent {
+    /// Input `[B, T, F]` (+ padding mask `[B, T]`, + initial states `[B, H]`) → the outputs `infer` announced:
+    /// the sequence `[B, T, H']` or last state `[B, H']`, then the final states.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<2, Bool>>,
+        initial: Vec<Tensor<2>>,
+        training: bool,
+    ) -> (Vec<Tensor<3>>, Vec<Tensor<2>>) {
+        let keep = mask.map(|m| m.bool_not().float());
+        let keep_steps = keep.map(|k| split_steps(k.unsqueeze_dim::<3>(2)));
+        let mut input = x;
+        let mut finals: Vec<Vec<Tensor<2>>> = vec![];
+        let mut merged_last = None;
+        for layer in 0..self.num_layers {
+            if layer > 0 {
+                input = dropout(input, self.dropout, training);
+            }
+            let mut seqs = vec![];
+            finals.clear();
+            for d in 0..self.directions {
+                let idx = layer * self.directions + d;
+                let init: Vec<Tensor<2>> =
+                    initial.iter().skip(d * self.cell.states()).take(self.cell.states()).cloned().collect();
+                let (seq, state) = self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init);
+                seqs.push(seq);
+                finals.push(state);
+            }
+            let last_layer = layer + 1 == self.num_layers;
+            if last_layer && !self.return_sequences {
+                let hs: Vec<Tensor<2>> = finals.iter().map(|s| s[0].clone()).collect();
+                merged_last = Some(self.merge_dirs(hs, 1));
+            } else {
+                input = self.merge_dirs(seqs, 2);
+            }
+        }
+        let states: Vec<Tensor<2>> = if self.return_state { finals.into_iter().flatten().collect() } else { vec![] };
+        match merged_last {
+            Some(last) => (vec![], std::iter::once(last).chain(states).collect()),
+            None => (vec![input], states),
+        }
+    }
+
+    pub fn outputs_sequence(&self) -> bool {
+        self.return_sequences
+    }
+
+    fn merge_dirs<const D: usize>(&self, mut xs: Vec<Tensor<D>>, axis: usize) -> Tensor<D> {
+        if xs.len() == 1 {
+            return xs.remove(0);
+        }
+        let (a, b) = (xs.remove(0), xs.remove(0));
+        match self.merge {
+            MergeMode::Concat => Tensor::cat(vec![a, b], axis),
+            MergeMode::Sum => a + b,
+            MergeMode::Mul => a * b,
+            MergeMode::Ave => (a + b).div_scalar(2.0),
+        }
+    }
+
+    /// One layer in one direction: `[B, T, F]` → (`[B, T, H]`, final states).
+    fn run(
+        &self,
+        idx: usize,
+        x: Tensor<3>,
+        keep: Option<&Vec<Tensor<2>>>,
+        reverse: bool,
+        initial: Vec<Tensor<2>>,
+    ) -> (Tensor<3>, Vec<Tensor<2>>) {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let w_ih = &self.weights[2 * idx];
+        let w_hh = &self.weights[2 * idx + 1];
+        let (b_ih, b_hh) = if self.biases.is_empty() {
+            (None, None)
+        } else {
+            (Some(&self.biases[2 * idx]), Some(&self.biases[2 * idx + 1]))
+        };
+        // One matmul for the input projection of every step; per step only the recurrent one.
+        let projected = split_steps(linear(x, w_ih, b_ih));
+        let zeros = || Tensor::<2>::zeros([b, self.units], &device);
+        let mut h = initial.first().cloned().unwrap_or_else(zeros);
+        let mut c = initial.get(1).cloned().unwrap_or_else(zeros);
+        let mut outputs: Vec<Tensor<2>> = Vec::with_capacity(t);
+        let order: Vec<usize> = if reverse { (0..t).rev().collect() } else { (0..t).collect() };
+        for &step in &order {
+            let xp = projected[step].clone();
+            let hp = linear(h.clone(), w_hh, b_hh);
+            let (h_new, c_new) = self.cell_step(xp, hp, h.clone(), c.clone());
+            match keep {
+                Some(k) => {
+                    let k = k[step].clone();
+                    h = h.clone() + (h_new.clone() - h) * k.clone();
+                    if let Some(c_new) = c_new {
+                        c = c.clone() + (c_new - c) * k.clone();
+                    }
+                    outputs.push(h_new * k);
+                }
+                None => {
+                    h = h_new.clone();
+                    if let Some(c_new) = c_new {
+                        c = c_new;
+                    }
+                    outputs.push(h_new);
+                }
+            }
+        }
+        if reverse {
+            outputs.reverse();
+        }
+        let seq = Tensor::stack::<3>(outputs, 1);
+        let states = if self.cell == Cell::Lstm { vec![h, c] } else { vec![h] };
+        (seq, states)
+    }
+
+    fn cell_step(&self, xp: Tensor<2>, hp: Tensor<2>, h_prev: Tensor<2>, c: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let h = self.units;
+        match self.cell {
+            Cell::Simple(act) => (act.apply(xp + hp), None),
+            Cell::Lstm => {
+                let gates = xp + hp;
+                let i = sigmoid(gates.clone().narrow(1, 0, h));
+                let f = sigmoid(gates.clone().narrow(1, h, h));
+                let g = tanh(gates.clone().narrow(1, 2 * h, h));
+                let o = sigmoid(gates.narrow(1, 3 * h, h));
+                let c_new = f * c + i * g;
+                (o * tanh(c_new.clone()), Some(c_new))
+            }
+            Cell::Gru => {
+                let r = sigmoid(xp.clone().narrow(1, 0, h) + hp.clone().narrow(1, 0, h));
+                let z = sigmoid(xp.clone().narrow(1, h, h) + hp.clone().narrow(1, h, h));
+                let n = tanh(xp.narrow(1, 2 * h, h) + r * hp.narrow(1, 2 * h, h));
+                // h' = (1 - z)·n + z·h
+                (n.clone() + z * (h_prev - n), None)
+            }
+        }
+    }
+}
+
+/// Splits `[B, T, X]` into T tensors `[B, X]`. Slicing in two levels (blocks of √T steps, then steps) keeps the
+/// backward pass linear in T: autodiff's slice backward materializes a zero tensor the size of the sliced input.
+fn split_steps(x: Tensor<3>) -> Vec<Tensor<2>> {
+    let t = x.dims()[1];
+    let block = (t as f64).sqrt().ceil().max(1.0) as usize;
+    let mut steps = Vec::with_capacity(t);
+    let mut start = 0;
+    while start < t {
+        let len = block.min(t - start);
+        let chunk = x.clone().narrow(1, start, len);
+        for j in 0..len {
+            steps.push(chunk.clone().narrow(1, j, 1).squeeze_dim::<2>(1));
+        }
+        start += len;
+    }
+    steps
+}
+
+/// Parameters are entered under their PyTorch names (`weight_ih_l0`, ...), so stores, optimizers and parameter
+/// groups see `lstm.weight_ih_l0` rather than a vector index.
+impl Module for Recurrent {
+    fn collect_devices(&self, mut devices: Devices) -> Devices {
+        for p in &self.weights {
+            devices = p.collect_devices(devices);
+        }
+        for p in &self.biases {
+            devices = p.collect_devices(devices);
+        }
+        devices
+    }
+
+    fn fork(mut self, device: &Device) -> Self {
+        self.weights = self.weights.into_iter().map(|p| p.fork(device)).collect();
+        self.biases = self.biases.into_iter().map(|p| p.fork(device)).collect();
+        self
+    }
+
+    fn to_device(mut self, device: &Device) -> Self {
+        self.weights = self.weights.into_iter().map(|p| p.to_device(device)).collect();
+        self.biases = self.biases.into_iter().map(|p| p.to_device(device)).collect();
+        self
+    }
+
+    fn train(mut self) -> Self {
+        self.weights = self.weights.into_iter().map(|p| p.train()).collect();
+        self.biases = self.biases.into_iter().map(|p| p.train()).collect();
+        self
+    }
+
+    fn valid(&self) -> Self {
+        let mut copy = self.clone();
+        copy.weights = self.weights.iter().map(|p| p.valid()).collect();
+        copy.biases = self.biases.iter().map(|p| p.valid()).collect();
+        copy
+    }
+
+    fn materialize(mut self) -> Self {
+        self.weights = self.weights.into_iter().map(|p| p.materialize()).collect();
+        self.biases = self.biases.into_iter().map(|p| p.materialize()).collect();
+        self
+    }
+
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        for (p, name) in self.weights.iter().zip(&self.weight_names) {
+            visitor.enter_module(name, "Struct:Recurrent");
+            p.visit(visitor);
+            visitor.exit_module(name, "Struct:Recurrent");
+        }
+        for (p, name) in self.biases.iter().zip(&self.bias_names) {
+            visitor.enter_module(name, "Struct:Recurrent");
+            p.visit(visitor);
+            visitor.exit_module(name, "Struct:Recurrent");
+        }
+    }
+
+    fn map<M: ModuleMapper>(mut self, mapper: &mut M) -> Self {
+        let names = self.weight_names.clone();
+        self.weights = self
+            .weights
+            .into_iter()
+            .zip(&names)
+            .map(|(p, name)| {
+                mapper.enter_module(name, "Struct:Recurrent");
+                let p = Module::map(p, mapper);
+                mapper.exit_module(name, "Struct:Recurrent");
+                p
+            })
+            .collect();
+        let names = self.bias_names.clone();
+        self.biases = self
+            .biases
+            .into_iter()
+            .zip(&names)
+            .map(|(p, name)| {
+                mapper.enter_module(name, "Struct:Recurrent");
+                let p = Module::map(p, mapper);
+                mapper.exit_module(name, "Struct:Recurrent");
+                p
+            })
+            .collect();
+        self
+    }
+}

@@ -1,0 +1,1 @@
+//! Layer tests (written by a helper).

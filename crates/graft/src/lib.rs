@@ -1,0 +1,11 @@
+//! graft: build, train, transfer and ship neural networks in Rust, on burn.
+//!
+//! The folders follow the pipeline: `spec` (what a model and an experiment are) → `layers` and `model` (building
+//! and running it) → `data` → `train` → `infer` → `report`.
+
+pub mod error;
+pub mod layers;
+pub mod model;
+pub mod spec;
+
+pub use error::{Error, Result};

@@ -1,0 +1,268 @@
+//! A model built from a [`ModelSpec`]: shape inference over the whole graph (every mismatch is an error naming
+//! the layers and shapes, before any tensor is allocated for training), then one burn module per node.
+
+use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::layers::{Ctx, Layer, LayerSpec, Shape};
+use crate::model::value::{Data, Value};
+use crate::spec::model::{ModelSpec, NodeOp};
+use crate::spec::suggest::hint;
+
+/// Where a node's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Source {
+    Input(usize),
+    /// (node index, output index)
+    Node(usize, usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphNode {
+    pub name: String,
+    /// The node whose layer this node runs (itself unless it shares another's weights).
+    pub layer_of: usize,
+    pub sources: Vec<Source>,
+    pub outputs: Vec<Shape>,
+    pub masked: Vec<bool>,
+    /// Present for nodes that own their layer.
+    pub layer: Option<Layer>,
+    /// The spec of the layer this node runs.
+    pub spec: LayerSpec,
+}
+
+/// The built model.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub spec: ModelSpec,
+    pub nodes: Vec<GraphNode>,
+    pub outputs: Vec<Source>,
+}
+
+impl Graph {
+    /// Validates the spec, infers every shape and initializes the parameters on `device`.
+    pub fn build(spec: &ModelSpec, device: &Device) -> Result<Graph> {
+        if spec.inputs.is_empty() {
+            return Err(Error::new("the model has no inputs").at("model"));
+        }
+        let mut nodes: Vec<GraphNode> = Vec::with_capacity(spec.nodes.len());
+        for node in &spec.nodes {
+            let at = || format!("layer '{}'", node.name);
+            if spec.inputs.iter().any(|i| i.name == node.name) || nodes.iter().any(|n| n.name == node.name) {
+                return Err(Error::new("this name is used twice; node names must be unique").at(at()));
+            }
+            if node.inputs.is_empty() {
+                return Err(Error::new("has no inputs (`from`)").at(at()));
+            }
+            let sources =
+                node.inputs.iter().map(|r| resolve(spec, &nodes, r)).collect::<Result<Vec<_>>>().map_err(|e| e.at(at()))?;
+            let shapes: Vec<Shape> = sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
+            let masked: Vec<bool> = sources.iter().map(|s| masked_of(&nodes, *s)).collect();
+            let (layer_of, layer_spec) = match &node.op {
+                NodeOp::Layer(l) => (nodes.len(), l.clone()),
+                NodeOp::Shared(target) => {
+                    let Some(idx) = nodes.iter().position(|n| &n.name == target) else {
+                        return Err(Error::new(format!(
+                            "shares the layer of '{target}', which is not an earlier node{}",
+                            hint(target, nodes.iter().map(|n| n.name.as_str()))
+                        ))
+                        .at(at()));
+                    };
+                    (nodes[idx].layer_of, nodes[nodes[idx].layer_of].spec.clone())
+                }
+            };
+            let built = layer_spec.build(&shapes, &node.inputs, &masked, device).map_err(|e| {
+                let detail = describe_inputs(&node.inputs, &shapes);
+                Error::new(format!("{} (inputs: {detail})", e.message)).at(at())
+            })?;
+            if layer_of != nodes.len() {
+                let original = &nodes[layer_of];
+                let original_shapes: Vec<Shape> = original.sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
+                if original_shapes != shapes {
+                    return Err(Error::new(format!(
+                        "shares the layer of '{}', which takes {original_shapes:?}, but its inputs are {shapes:?}",
+                        original.name
+                    ))
+                    .at(at()));
+                }
+            }
+            nodes.push(GraphNode {
+                name: node.name.clone(),
+                layer_of,
+                sources,
+                outputs: built.outputs,
+                masked: built.masked,
+                layer: (layer_of == nodes.len()).then_some(built.layer),
+                spec: layer_spec,
+            });
+        }
+        if spec.outputs.is_empty() {
+            return Err(Error::new("the model names no outputs").at("model.outputs"));
+        }
+        let outputs = spec
+            .outputs
+            .iter()
+            .map(|r| resolve(spec, &nodes, r))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.at("model.outputs"))?;
+        // Draw every initial value now, in node order, so the same seed gives the same weights.
+        let graph = Graph { spec: spec.clone(), nodes, outputs }.materialize();
+        Ok(graph)
+    }
+
+    pub fn input_shapes(&self) -> Vec<Shape> {
+        self.spec.inputs.iter().map(|i| i.shape.clone()).collect()
+    }
+
+    pub fn output_shapes(&self) -> Vec<Shape> {
+        self.outputs.iter().map(|s| shape_of(&self.spec, &self.nodes, *s)).collect()
+    }
+
+    /// The activation an output ends in, when it turns logits into probabilities.
+    pub fn output_probability(&self, output: usize) -> Option<crate::layers::activation::Activation> {
+        match self.outputs[output] {
+            Source::Node(n, 0) => self.nodes[n].spec.ends_in_probability(),
+            _ => None,
+        }
+    }
+
+    /// Runs the graph: one batch tensor per model input → one value per model output. With `logits`, output
+    /// nodes leave out a final softmax/sigmoid (the losses work on logits, which is numerically stable).
+    pub fn forward(&self, inputs: Vec<Data>, training: bool, logits: bool) -> Result<Vec<Value>> {
+        self.forward_ctx(inputs, Ctx { training, mc_dropout: false, skip_probability: false }, logits)
+    }
+
+    pub fn forward_ctx(&self, inputs: Vec<Data>, ctx: Ctx, logits: bool) -> Result<Vec<Value>> {
+        let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
+        let mut values: Vec<Vec<Value>> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let args: Vec<Value> = node.sources.iter().map(|s| fetch(&inputs, &values, *s)).collect();
+            let is_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
+            let node_ctx = Ctx { skip_probability: logits && is_output, ..ctx };
+            let layer = self.nodes[node.layer_of].layer.as_ref().ok_or_else(|| Error::new("layer missing"))?;
+            let out = layer.forward(args, &node_ctx).map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+            values.push(out);
+        }
+        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
+    }
+}
+
+fn fetch(inputs: &[Value], values: &[Vec<Value>], source: Source) -> Value {
+    match source {
+        Source::Input(i) => inputs[i].clone(),
+        Source::Node(n, o) => values[n][o].clone(),
+    }
+}
+
+fn describe_inputs(names: &[String], shapes: &[Shape]) -> String {
+    names.iter().zip(shapes).map(|(n, s)| format!("'{n}' {s:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Resolves `name` or `name:k` against the model inputs and earlier nodes.
+fn resolve(spec: &ModelSpec, nodes: &[GraphNode], reference: &str) -> Result<Source> {
+    let (name, index) = match reference.rsplit_once(':') {
+        Some((n, k)) => match k.parse::<usize>() {
+            Ok(k) => (n, k),
+            Err(_) => return Err(Error::new(format!("'{reference}': the part after ':' must be an output index"))),
+        },
+        None => (reference, 0),
+    };
+    if let Some(i) = spec.inputs.iter().position(|inp| inp.name == name) {
+        return Ok(Source::Input(i));
+    }
+    if let Some(n) = nodes.iter().position(|node| node.name == name) {
+        if index >= nodes[n].outputs.len() {
+            return Err(Error::new(format!(
+                "'{reference}': node '{name}' has {} output(s)",
+                nodes[n].outputs.len()
+            )));
+        }
+        return Ok(Source::Node(n, index));
+    }
+    let known = spec.inputs.iter().map(|i| i.name.as_str()).chain(nodes.iter().map(|n| n.name.as_str()));
+    let later = spec.nodes.iter().any(|n| n.name == name);
+    Err(Error::new(if later {
+        format!("'{name}' is defined later; a node can only take inputs from earlier nodes")
+    } else {
+        format!("'{name}' is neither a model input nor an earlier node{}", hint(name, known))
+    }))
+}
+
+fn shape_of(spec: &ModelSpec, nodes: &[GraphNode], source: Source) -> Shape {
+    match source {
+        Source::Input(i) => spec.inputs[i].shape.clone(),
+        Source::Node(n, o) => nodes[n].outputs[o].clone(),
+    }
+}
+
+fn masked_of(nodes: &[GraphNode], source: Source) -> bool {
+    match source {
+        Source::Input(_) => false,
+        Source::Node(n, o) => nodes[n].masked[o],
+    }
+}
+
+/// Each owned layer is entered under its node's name: parameters are `conv1.weight`, as in a PyTorch state dict.
+impl Module for Graph {
+    fn collect_devices(&self, mut devices: Devices) -> Devices {
+        for layer in self.nodes.iter().filter_map(|n| n.layer.as_ref()) {
+            devices = layer.collect_devices(devices);
+        }
+        devices
+    }
+
+    fn fork(self, device: &Device) -> Self {
+        self.map_layers(|l| l.fork(device))
+    }
+
+    fn to_device(self, device: &Device) -> Self {
+        self.map_layers(|l| l.to_device(device))
+    }
+
+    fn train(self) -> Self {
+        self.map_layers(|l| l.train())
+    }
+
+    fn valid(&self) -> Self {
+        let mut copy = self.clone();
+        for node in copy.nodes.iter_mut() {
+            node.layer = node.layer.as_ref().map(|l| l.valid());
+        }
+        copy
+    }
+
+    fn materialize(self) -> Self {
+        self.map_layers(|l| l.materialize())
+    }
+
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        for node in &self.nodes {
+            if let Some(layer) = &node.layer {
+                visitor.enter_module(&node.name, "Graph");
+                layer.visit(visitor);
+                visitor.exit_module(&node.name, "Graph");
+            }
+        }
+    }
+
+    fn map<M: ModuleMapper>(mut self, mapper: &mut M) -> Self {
+        for node in self.nodes.iter_mut() {
+            if let Some(layer) = node.layer.take() {
+                mapper.enter_module(&node.name, "Graph");
+                node.layer = Some(layer.map(mapper));
+                mapper.exit_module(&node.name, "Graph");
+            }
+        }
+        self
+    }
+}
+
+impl Graph {
+    fn map_layers(mut self, f: impl Fn(Layer) -> Layer) -> Self {
+        for node in self.nodes.iter_mut() {
+            node.layer = node.layer.take().map(&f);
+        }
+        self
+    }
+}

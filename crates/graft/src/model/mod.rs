@@ -1,0 +1,6 @@
+//! Models: the graph built from a spec, the values flowing through it, its summary and its files.
+
+pub mod graph;
+pub mod value;
+
+pub use graph::Graph;

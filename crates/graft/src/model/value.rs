@@ -1,0 +1,109 @@
+//! The value that flows along a graph edge: a batch tensor of whichever rank the producing node has, plus the
+//! padding mask of a sequence when there is one. Ranks are checked once, by shape inference at build time, so the
+//! conversions here are infallible in a built model; they still return errors rather than panic.
+
+use burn::prelude::*;
+use burn::tensor::Bool;
+
+use crate::error::{Error, Result};
+
+/// A batch tensor of rank 2, 3 or 4 (`[B, F]`, `[B, T, F]` / `[B, C, L]`, `[B, C, H, W]`).
+#[derive(Clone, Debug)]
+pub enum Data {
+    D2(Tensor<2>),
+    D3(Tensor<3>),
+    D4(Tensor<4>),
+}
+
+/// One edge of the graph.
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub data: Data,
+    /// `[B, T]`, `true` at padded timesteps; only for sequences `[B, T, F]`.
+    pub mask: Option<Tensor<2, Bool>>,
+}
+
+/// Applies a rank-generic tensor function to whichever rank a `Data` holds.
+#[macro_export]
+macro_rules! map_data {
+    ($data:expr, |$t:ident| $body:expr) => {
+        match $data {
+            $crate::model::value::Data::D2($t) => $crate::model::value::Data::D2($body),
+            $crate::model::value::Data::D3($t) => $crate::model::value::Data::D3($body),
+            $crate::model::value::Data::D4($t) => $crate::model::value::Data::D4($body),
+        }
+    };
+}
+
+impl Data {
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Data::D2(t) => t.dims().to_vec(),
+            Data::D3(t) => t.dims().to_vec(),
+            Data::D4(t) => t.dims().to_vec(),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        match self {
+            Data::D2(_) => 2,
+            Data::D3(_) => 3,
+            Data::D4(_) => 4,
+        }
+    }
+
+    /// Reshapes to `[batch, dims...]` of any supported rank.
+    pub fn reshape(self, dims: &[usize]) -> Result<Data> {
+        let flat: Tensor<2> = match self {
+            Data::D2(t) => t,
+            Data::D3(t) => t.flatten(1, 2),
+            Data::D4(t) => t.flatten(1, 3),
+        };
+        Ok(match dims.len() {
+            2 => Data::D2(flat.reshape([dims[0], dims[1]])),
+            3 => Data::D3(flat.reshape([dims[0], dims[1], dims[2]])),
+            4 => Data::D4(flat.reshape([dims[0], dims[1], dims[2], dims[3]])),
+            n => return Err(Error::new(format!("tensors of rank {n} are not supported (2 to 4 with the batch axis)"))),
+        })
+    }
+
+    pub fn d2(self) -> Result<Tensor<2>> {
+        match self {
+            Data::D2(t) => Ok(t),
+            other => Err(rank_error(2, other.rank())),
+        }
+    }
+
+    pub fn d3(self) -> Result<Tensor<3>> {
+        match self {
+            Data::D3(t) => Ok(t),
+            other => Err(rank_error(3, other.rank())),
+        }
+    }
+
+    pub fn d4(self) -> Result<Tensor<4>> {
+        match self {
+            Data::D4(t) => Ok(t),
+            other => Err(rank_error(4, other.rank())),
+        }
+    }
+}
+
+fn rank_error(expected: usize, found: usize) -> Error {
+    Error::new(format!("expected a tensor of rank {expected} (with the batch axis), found rank {found}"))
+}
+
+impl Value {
+    pub fn new(data: Data) -> Self {
+        Value { data, mask: None }
+    }
+
+    pub fn with_mask(data: Data, mask: Option<Tensor<2, Bool>>) -> Self {
+        Value { data, mask }
+    }
+
+    /// Replaces the tensor, keeping the mask (for layers that keep the time axis).
+    pub fn map(self, f: impl FnOnce(Data) -> Data) -> Self {
+        Value { data: f(self.data), mask: self.mask }
+    }
+}

@@ -1,0 +1,486 @@
+//! PNG charts for the report. Each chart is drawn into a temporary file next to its target and renamed
+//! over it, so a half-drawn chart is never visible under the final name.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{commit_temp, fmt_number, temp_sibling};
+use crate::error::{Error, Result};
+
+pub(super) const LINE_CHART_SIZE: (u32, u32) = (800, 500);
+
+/// Above this many classes the cells are too small for their count and fraction to be legible.
+const MAX_ANNOTATED_CLASSES: usize = 20;
+const FONT: &str = "sans-serif";
+/// Matplotlib's tab10 blue and orange: distinguishable for the common forms of colour blindness.
+const PALETTE: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+];
+
+type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// One labelled curve; only finite points, in epoch order.
+pub(super) struct Line<'a> {
+    pub label: &'a str,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub(super) fn line_chart(path: &Path, title: &str, y_desc: &str, x_span: (f64, f64), lines: &[Line]) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_lines(root, title, y_desc, x_span, lines).map_err(plot_error(path))
+    })
+}
+
+pub(super) fn confusion_chart(path: &Path, counts: &[Vec<u64>], labels: &[String]) -> Result<()> {
+    let layout = ConfusionLayout::new(counts.len());
+    render_png(path, layout.size(), |root| {
+        draw_confusion(root, &layout, counts, labels).map_err(plot_error(path))
+    })
+}
+
+#[cfg(test)]
+pub(super) fn confusion_chart_size(classes: usize) -> (u32, u32) {
+    ConfusionLayout::new(classes).size()
+}
+
+fn plot_error<E: Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::new(format!("cannot draw chart: {e}")).in_file(path)
+}
+
+/// The bitmap backend encodes the PNG itself when presented, and picks the format from the file
+/// extension, which is why the temporary name keeps `.png` at its end.
+fn render_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+) -> Result<()> {
+    let tmp = temp_sibling(path)?;
+    let drawn = draw_and_save(&tmp, path, size, draw);
+    // The backend is dropped by now; on failure its drop may have flushed a partial image, which
+    // `commit_temp` removes.
+    commit_temp(&tmp, path, drawn)
+}
+
+fn draw_and_save(
+    tmp: &Path,
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+) -> Result<()> {
+    let root = BitMapBackend::new(tmp, size).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error(path))?;
+    draw(&root)?;
+    root.present().map_err(plot_error(path))
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    x_span: (f64, f64),
+    lines: &[Line],
+) -> Drawn<DB> {
+    let (x0, x1) = padded_x(x_span);
+    let (y0, y1) = padded_y(lines);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let x_labels = ((x_span.1 - x_span.0) as usize + 1).clamp(2, 10);
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(x_labels)
+        .x_label_formatter(&epoch_tick)
+        .y_label_formatter(&|y| fmt_number(*y))
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    let mut labelled = false;
+    for (line, &color) in lines.iter().zip(PALETTE.iter().cycle()) {
+        if line.points.is_empty() {
+            continue;
+        }
+        // Markers as well as the line: a single epoch, or a curve with gaps, is otherwise invisible.
+        chart
+            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
+            .label(line.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+        chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        labelled = true;
+    }
+    if labelled {
+        chart
+            .configure_series_labels()
+            .position(legend_position(lines, y0, y1))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font((FONT, 15.0))
+            .draw()?;
+    } else {
+        let (w, h) = root.dim_in_pixel();
+        let style = TextStyle::from((FONT, 18.0).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        root.draw_text("no finite values recorded", &style, (w as i32 / 2, h as i32 / 2))?;
+    }
+    Ok(())
+}
+
+/// Epochs are whole numbers: ticks that fall between two epochs get no label rather than "1.5".
+fn epoch_tick(x: &f64) -> String {
+    if x.fract() == 0.0 {
+        fmt_number(*x)
+    } else {
+        String::new()
+    }
+}
+
+/// Half an epoch on either side keeps the first and last markers off the axes, and gives a one-epoch
+/// run a non-empty range.
+fn padded_x((lo, hi): (f64, f64)) -> (f64, f64) {
+    (lo - 0.5, hi + 0.5)
+}
+
+fn padded_y(lines: &[Line]) -> (f64, f64) {
+    let ys = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    // A flat curve still needs a visible range; scale it to the value so 1e-5 losses are not squashed.
+    let pad = if span > f64::EPSILON * hi.abs().max(1.0) {
+        span * 0.08
+    } else {
+        (hi.abs() * 0.05).max(1e-3)
+    };
+    (lo - pad, hi + pad)
+}
+
+/// Curves usually end near the top (accuracy) or the bottom (loss) on the right; the legend goes to
+/// the opposite corner so it does not hide the end of the run.
+fn legend_position(lines: &[Line], y0: f64, y1: f64) -> SeriesLabelPosition {
+    let ends: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| l.points.last())
+        .map(|p| (p.1 - y0) / (y1 - y0))
+        .collect();
+    let mean = ends.iter().sum::<f64>() / ends.len().max(1) as f64;
+    if mean > 0.5 {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
+/// Pixel layout of the confusion heatmap; the size depends only on the class count so tests and
+/// callers can predict it.
+struct ConfusionLayout {
+    classes: u32,
+    cell: u32,
+}
+
+const CM_TITLE: u32 = 56;
+const CM_AXIS_TITLE: u32 = 32;
+const CM_LABELS: u32 = 150;
+const CM_BAR: u32 = 100;
+const CM_LABEL_CHARS: usize = 20;
+
+impl ConfusionLayout {
+    fn new(classes: usize) -> Self {
+        let n = classes.max(1) as u32;
+        let cell = if classes <= MAX_ANNOTATED_CLASSES {
+            (600 / n).max(44)
+        } else {
+            (1000 / n).max(2)
+        };
+        ConfusionLayout { classes: n, cell }
+    }
+
+    fn grid(&self) -> u32 {
+        self.classes * self.cell
+    }
+
+    fn left(&self) -> i32 {
+        (CM_AXIS_TITLE + CM_LABELS) as i32
+    }
+
+    fn top(&self) -> i32 {
+        CM_TITLE as i32
+    }
+
+    fn size(&self) -> (u32, u32) {
+        let side = self.grid();
+        (
+            CM_AXIS_TITLE + CM_LABELS + side + CM_BAR,
+            CM_TITLE + side + CM_LABELS + CM_AXIS_TITLE,
+        )
+    }
+
+    fn annotated(&self) -> bool {
+        self.classes as usize <= MAX_ANNOTATED_CLASSES
+    }
+
+    fn label_font(&self) -> f64 {
+        f64::from(self.cell.saturating_sub(2).min(14))
+    }
+
+    /// Top-left pixel of the cell for (true, predicted).
+    fn cell_origin(&self, row: usize, col: usize) -> (i32, i32) {
+        let cell = self.cell as i32;
+        (self.left() + col as i32 * cell, self.top() + row as i32 * cell)
+    }
+}
+
+fn draw_confusion<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    layout: &ConfusionLayout,
+    counts: &[Vec<u64>],
+    labels: &[String],
+) -> Drawn<DB> {
+    let (width, _) = layout.size();
+    let title = centered(20.0, &BLACK);
+    root.draw_text(
+        "Confusion matrix (normalized by true class)",
+        &title,
+        (width as i32 / 2, CM_TITLE as i32 / 2),
+    )?;
+    for (row, row_counts) in counts.iter().enumerate() {
+        let total: u64 = row_counts.iter().sum();
+        for (col, &count) in row_counts.iter().enumerate() {
+            let fraction = if total == 0 { 0.0 } else { count as f64 / total as f64 };
+            draw_cell(root, layout, (row, col), count, fraction)?;
+        }
+    }
+    draw_class_labels(root, layout, labels)?;
+    draw_axis_titles(root, layout)?;
+    draw_color_bar(root, layout)
+}
+
+fn draw_cell<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    layout: &ConfusionLayout,
+    (row, col): (usize, usize),
+    count: u64,
+    fraction: f64,
+) -> Drawn<DB> {
+    let (x, y) = layout.cell_origin(row, col);
+    let cell = layout.cell as i32;
+    root.draw(&Rectangle::new(
+        [(x, y), (x + cell, y + cell)],
+        blues(fraction).filled(),
+    ))?;
+    if !layout.annotated() {
+        return Ok(());
+    }
+    root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], WHITE.stroke_width(1)))?;
+    let ink = if fraction > 0.5 { WHITE } else { BLACK };
+    let size = (f64::from(layout.cell) / 3.2).min(20.0);
+    let (cx, cy) = (x + cell / 2, y + cell / 2);
+    let offset = (size * 0.55) as i32;
+    root.draw_text(&count.to_string(), &centered(size, &ink), (cx, cy - offset))?;
+    root.draw_text(
+        &format!("{fraction:.2}"),
+        &centered(size * 0.8, &ink),
+        (cx, cy + offset),
+    )
+}
+
+/// True classes down the left, predicted classes along the bottom (rotated so long names fit).
+fn draw_class_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    layout: &ConfusionLayout,
+    labels: &[String],
+) -> Drawn<DB> {
+    let font = layout.label_font();
+    // Below this size glyphs are unreadable smudges; the HTML table carries the names instead.
+    if font < 7.0 {
+        return Ok(());
+    }
+    let half = layout.cell as i32 / 2;
+    let below_grid = layout.top() + layout.grid() as i32 + 6;
+    let row_style = TextStyle::from((FONT, font).into_font())
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Right, VPos::Center));
+    let col_style = TextStyle::from((FONT, font).into_font())
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center))
+        .transform(FontTransform::Rotate90);
+    for (i, label) in labels.iter().enumerate() {
+        let text = shorten(label, CM_LABEL_CHARS);
+        let (x, y) = layout.cell_origin(i, i);
+        root.draw_text(&text, &row_style, (layout.left() - 6, y + half))?;
+        root.draw_text(&text, &col_style, (x + half, below_grid))?;
+    }
+    Ok(())
+}
+
+fn draw_axis_titles<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, layout: &ConfusionLayout) -> Drawn<DB> {
+    let grid = layout.grid() as i32;
+    let mid = layout.top() + grid / 2;
+    let vertical = centered(16.0, &BLACK).transform(FontTransform::Rotate270);
+    root.draw_text("true class", &vertical, (CM_AXIS_TITLE as i32 / 2, mid))?;
+    let bottom = layout.top() + grid + CM_LABELS as i32 + CM_AXIS_TITLE as i32 / 2;
+    root.draw_text(
+        "predicted class",
+        &centered(16.0, &BLACK),
+        (layout.left() + grid / 2, bottom),
+    )
+}
+
+/// The fraction scale, needed to read the heatmap when cells carry no text.
+fn draw_color_bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, layout: &ConfusionLayout) -> Drawn<DB> {
+    let grid = layout.grid() as i32;
+    let x = layout.left() + grid + 24;
+    let top = layout.top();
+    for step in 0..grid {
+        let fraction = 1.0 - f64::from(step) / f64::from((grid - 1).max(1));
+        root.draw(&Rectangle::new(
+            [(x, top + step), (x + 18, top + step + 1)],
+            blues(fraction).filled(),
+        ))?;
+    }
+    root.draw(&Rectangle::new(
+        [(x, top), (x + 18, top + grid)],
+        BLACK.mix(0.4).stroke_width(1),
+    ))?;
+    let style = TextStyle::from((FONT, 13.0).into_font())
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (fraction, label) in [(1.0, "1.0"), (0.5, "0.5"), (0.0, "0.0")] {
+        let y = top + ((1.0 - fraction) * f64::from(grid - 1)) as i32;
+        root.draw_text(label, &style, (x + 24, y))?;
+    }
+    Ok(())
+}
+
+fn centered(size: f64, color: &RGBColor) -> TextStyle<'_> {
+    TextStyle::from((FONT, size).into_font())
+        .color(color)
+        .pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+/// A sequential white-to-blue scale (like matplotlib's "Blues"): darker means a larger share.
+fn blues(fraction: f64) -> RGBColor {
+    const STOPS: [(f64, [f64; 3]); 3] = [
+        (0.0, [247.0, 251.0, 255.0]),
+        (0.5, [107.0, 174.0, 214.0]),
+        (1.0, [8.0, 48.0, 107.0]),
+    ];
+    let t = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (lo, hi) = if t <= 0.5 {
+        (STOPS[0], STOPS[1])
+    } else {
+        (STOPS[1], STOPS[2])
+    };
+    let w = (t - lo.0) / (hi.0 - lo.0);
+    let mix = |i: usize| (lo.1[i] + (hi.1[i] - lo.1[i]) * w).round() as u8;
+    RGBColor(mix(0), mix(1), mix(2))
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(max_chars - 1).collect();
+    format!("{kept}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_size_grows_with_classes_and_stays_bounded() {
+        assert_eq!(
+            confusion_chart_size(2),
+            (
+                CM_AXIS_TITLE + CM_LABELS + 600 + CM_BAR,
+                CM_TITLE + 600 + CM_LABELS + CM_AXIS_TITLE
+            )
+        );
+        let (w20, _) = confusion_chart_size(20);
+        let (w25, _) = confusion_chart_size(25);
+        assert_eq!(w20, CM_AXIS_TITLE + CM_LABELS + 20 * 44 + CM_BAR);
+        assert!(w25 <= CM_AXIS_TITLE + CM_LABELS + 1000 + CM_BAR);
+        assert!(ConfusionLayout::new(20).annotated() && !ConfusionLayout::new(21).annotated());
+    }
+
+    #[test]
+    fn flat_and_empty_curves_get_a_visible_range() {
+        let flat = [Line {
+            label: "train",
+            points: vec![(1.0, 0.9)],
+        }];
+        let (lo, hi) = padded_y(&flat);
+        assert!(lo < 0.9 && hi > 0.9);
+        let tiny = [Line {
+            label: "train",
+            points: vec![(1.0, 1e-6), (2.0, 1e-6)],
+        }];
+        let (lo, hi) = padded_y(&tiny);
+        assert!(lo < 1e-6 && hi > 1e-6);
+        assert_eq!(
+            padded_y(&[Line {
+                label: "train",
+                points: vec![]
+            }]),
+            (0.0, 1.0)
+        );
+    }
+
+    #[test]
+    fn legend_avoids_the_end_of_the_curves() {
+        let rising = [Line {
+            label: "train",
+            points: vec![(1.0, 0.1), (2.0, 0.9)],
+        }];
+        assert!(matches!(
+            legend_position(&rising, 0.0, 1.0),
+            SeriesLabelPosition::LowerRight
+        ));
+        let falling = [Line {
+            label: "train",
+            points: vec![(1.0, 0.9), (2.0, 0.1)],
+        }];
+        assert!(matches!(
+            legend_position(&falling, 0.0, 1.0),
+            SeriesLabelPosition::UpperRight
+        ));
+    }
+
+    #[test]
+    fn blues_runs_from_near_white_to_dark_blue() {
+        assert_eq!(blues(0.0), RGBColor(247, 251, 255));
+        assert_eq!(blues(1.0), RGBColor(8, 48, 107));
+        assert_eq!(blues(f64::NAN), blues(0.0));
+    }
+
+    #[test]
+    fn long_labels_are_shortened() {
+        assert_eq!(shorten("abc", 5), "abc");
+        assert_eq!(shorten("abcdefgh", 5), "abcd…");
+    }
+
+    #[test]
+    fn epoch_ticks_are_whole_numbers_only() {
+        assert_eq!(epoch_tick(&3.0), "3");
+        assert_eq!(epoch_tick(&2.5), "");
+    }
+}

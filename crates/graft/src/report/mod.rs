@@ -1,0 +1,811 @@
+//! The end-of-training report: a self-contained `report.html` plus PNG charts, written next to each
+//! other so the page can be opened straight from the run directory (or copied elsewhere as a folder).
+
+mod charts;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The files a report consists of, so callers can print or link them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportFiles {
+    pub html: PathBuf,
+    pub charts: Vec<PathBuf>,
+}
+
+/// Writes `report.html` and PNG charts into `dir` for a finished training run.
+///
+/// `history` holds one object per epoch (`epoch`, `loss`, `val_loss`, metrics and their `val_` twins);
+/// `test` the test-set metrics (possibly with `confusion_matrix` as `[true][predicted]` counts);
+/// `classes` the class names in index order (empty for regression).
+pub fn write_report(
+    dir: &Path,
+    title: &str,
+    history: &[Map<String, Value>],
+    test: &Map<String, Value>,
+    classes: &[String],
+) -> Result<ReportFiles> {
+    ensure_dir(dir)?;
+    let confusion = ConfusionInput::from_test(test);
+    let charts = write_charts(dir, history, &confusion, classes)?;
+    let page = render_html(&Page {
+        title,
+        history,
+        test,
+        classes,
+        charts: &charts,
+        confusion: &confusion,
+    });
+    let html = dir.join("report.html");
+    write_atomic(&html, page.as_bytes())?;
+    Ok(ReportFiles {
+        html,
+        charts: charts.iter().map(|c| dir.join(&c.file)).collect(),
+    })
+}
+
+/// Replaces `path` with `bytes` so that readers see either the old file or the whole new one, never
+/// a half-written page (a report may be regenerated while someone has it open).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(path)?;
+    let written = write_synced(&tmp, bytes).map_err(|e| Error::io(path, e));
+    commit_temp(&tmp, path, written)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A temporary name in the target's own directory: `rename` is only atomic within one file system.
+/// The target's name stays at the end so that extension-sniffing writers (the PNG encoder) still work.
+fn temp_sibling(path: &Path) -> Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::new("cannot write to a path without a file name").in_file(path))?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ok(path.with_file_name(format!(".tmp-{}-{n}-{}", std::process::id(), name.to_string_lossy())))
+}
+
+/// Moves a fully written temporary file over `path`, or removes it when writing failed, so that no
+/// stray temporaries are left behind either way.
+fn commit_temp(tmp: &Path, path: &Path, written: Result<()>) -> Result<()> {
+    let result = written.and_then(|()| fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+fn ensure_dir(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::new("the report directory is not a directory").in_file(dir));
+    }
+    Ok(())
+}
+
+/// A chart that was written, by file name relative to the report directory.
+#[derive(Debug, Clone, PartialEq)]
+struct Chart {
+    file: String,
+    caption: String,
+}
+
+fn write_charts(
+    dir: &Path,
+    history: &[Map<String, Value>],
+    confusion: &ConfusionInput,
+    classes: &[String],
+) -> Result<Vec<Chart>> {
+    let mut charts = Vec::new();
+    if !history.is_empty() {
+        let epochs = epoch_axis(history);
+        charts.push(write_curve_chart(dir, "loss.png", "loss", history, &epochs, "loss")?);
+        let mut used = vec!["loss.png".to_string()];
+        for name in scalar_metric_names(history) {
+            let file = unique_file_name(&mut used, &name);
+            charts.push(write_curve_chart(dir, &file, &name, history, &epochs, &name)?);
+        }
+    }
+    if let ConfusionInput::Matrix(counts) = confusion {
+        let labels: Vec<String> = (0..counts.len()).map(|i| class_label(classes, i)).collect();
+        charts::confusion_chart(&dir.join("confusion_matrix.png"), counts, &labels)?;
+        let caption = "Test confusion matrix, normalized by true class".to_string();
+        charts.push(Chart {
+            file: "confusion_matrix.png".to_string(),
+            caption,
+        });
+    }
+    Ok(charts)
+}
+
+fn write_curve_chart(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    history: &[Map<String, Value>],
+    epochs: &[f64],
+    key: &str,
+) -> Result<Chart> {
+    let lines = [
+        charts::Line {
+            label: "train",
+            points: curve(history, epochs, key),
+        },
+        charts::Line {
+            label: "validation",
+            points: curve(history, epochs, &format!("val_{key}")),
+        },
+    ];
+    charts::line_chart(&dir.join(file), name, name, x_span(epochs), &lines)?;
+    Ok(Chart {
+        file: file.to_string(),
+        caption: format!("{name} per epoch (train and validation)"),
+    })
+}
+
+/// Metric names come from the run's data, so they are reduced to characters that are safe in a file
+/// name (no `/` or `..`) and made unique, because two names may reduce to the same file.
+fn unique_file_name(used: &mut Vec<String>, name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    let mut file = format!("metric_{safe}.png");
+    let mut n = 2;
+    while used.contains(&file) {
+        file = format!("metric_{safe}_{n}.png");
+        n += 1;
+    }
+    used.push(file.clone());
+    file
+}
+
+/// The x coordinate of each epoch: its recorded `epoch` when there is one, else its 1-based position.
+fn epoch_axis(history: &[Map<String, Value>]) -> Vec<f64> {
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, row)| finite(row.get("epoch")).unwrap_or((i + 1) as f64))
+        .collect()
+}
+
+fn x_span(epochs: &[f64]) -> (f64, f64) {
+    let lo = epochs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = epochs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) }
+}
+
+/// The finite points of one key; nulls, absences and non-numbers are gaps the line simply bridges.
+fn curve(history: &[Map<String, Value>], epochs: &[f64], key: &str) -> Vec<(f64, f64)> {
+    history
+        .iter()
+        .zip(epochs)
+        .filter_map(|(row, &x)| finite(row.get(key)).map(|y| (x, y)))
+        .collect()
+}
+
+fn finite(value: Option<&Value>) -> Option<f64> {
+    value.and_then(Value::as_f64).filter(|v| v.is_finite())
+}
+
+/// Scalar metrics in first-seen order, named without the `val_` prefix. A metric counts when either its
+/// train or its validation twin has a number somewhere; per-class arrays never do.
+fn scalar_metric_names(history: &[Map<String, Value>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (key, value) in history.iter().flat_map(|row| row.iter()) {
+        let name = key.strip_prefix("val_").unwrap_or(key);
+        if name != "epoch" && name != "loss" && finite(Some(value)).is_some() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+fn class_label(classes: &[String], index: usize) -> String {
+    classes.get(index).cloned().unwrap_or_else(|| index.to_string())
+}
+
+/// What the test metrics say about a confusion matrix; a malformed one is reported on the page
+/// rather than failing the whole report.
+#[derive(Debug, Clone, PartialEq)]
+enum ConfusionInput {
+    Absent,
+    Malformed,
+    Matrix(Vec<Vec<u64>>),
+}
+
+impl ConfusionInput {
+    fn from_test(test: &Map<String, Value>) -> Self {
+        match test.get("confusion_matrix") {
+            None | Some(Value::Null) => ConfusionInput::Absent,
+            Some(value) => parse_square_counts(value).map_or(ConfusionInput::Malformed, ConfusionInput::Matrix),
+        }
+    }
+}
+
+fn parse_square_counts(value: &Value) -> Option<Vec<Vec<u64>>> {
+    let rows = value.as_array()?;
+    let counts: Vec<Vec<u64>> = rows.iter().map(parse_count_row).collect::<Option<_>>()?;
+    let square = !counts.is_empty() && counts.iter().all(|row| row.len() == counts.len());
+    square.then_some(counts)
+}
+
+fn parse_count_row(row: &Value) -> Option<Vec<u64>> {
+    row.as_array()?.iter().map(parse_count).collect()
+}
+
+/// Counts may arrive as floats (`3.0`) from code that accumulates in f64; those are accepted.
+fn parse_count(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let v = value.as_f64()?;
+        (v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64).then_some(v as u64)
+    })
+}
+
+/// A number the way people read metric tables: integers plainly, the rest with four decimals, and
+/// very small or large magnitudes (tiny losses, step counts) in scientific notation.
+fn fmt_number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        return format!("{}", v as i64);
+    }
+    if v.abs() >= 1e-3 && v.abs() < 1e6 {
+        let fixed = format!("{v:.4}");
+        return fixed.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{v:.3e}")
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A table cell for any JSON value; structured values are summarized because they have their own tables.
+fn fmt_cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "—".to_string(),
+        Some(Value::Number(n)) => n.as_f64().map_or_else(|| n.to_string(), fmt_number),
+        Some(Value::String(s)) => escape(s),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Array(_)) | Some(Value::Object(_)) => "…".to_string(),
+    }
+}
+
+struct Page<'a> {
+    title: &'a str,
+    history: &'a [Map<String, Value>],
+    test: &'a Map<String, Value>,
+    classes: &'a [String],
+    charts: &'a [Chart],
+    confusion: &'a ConfusionInput,
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px}\
+h1{margin:0 0 4px;font-size:1.8em;word-break:break-word}h2{margin-top:36px;border-bottom:1px solid #d8dce3;padding-bottom:4px}\
+.sub{color:#5b6475;margin:0}.note{color:#8a5a00}\
+table{border-collapse:collapse;background:#fff;margin:8px 0 16px;font-variant-numeric:tabular-nums}\
+th,td{border:1px solid #d8dce3;padding:4px 12px;text-align:right}th{background:#eef0f4}\
+td:first-child,th:first-child{text-align:left}\
+figure{display:inline-block;margin:8px 16px 16px 0;background:#fff;border:1px solid #d8dce3;padding:8px}\
+figure img{max-width:100%;height:auto;display:block}figcaption{color:#5b6475;font-size:.9em;margin-top:4px}\
+details{margin:8px 0}summary{cursor:pointer}";
+
+fn render_html(page: &Page) -> String {
+    let title = escape(page.title);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>{title} · training report</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
+         <h1>{title}</h1>\n<p class=\"sub\">Training report · {} epoch(s)</p>\n",
+        page.history.len()
+    );
+    html.push_str(&test_section(page));
+    html.push_str(&final_epoch_section(page.history));
+    html.push_str(&charts_section(page.charts));
+    html.push_str("</main>\n</body>\n</html>\n");
+    html
+}
+
+fn test_section(page: &Page) -> String {
+    let mut html = String::from("<h2>Test metrics</h2>\n");
+    let scalars: Vec<(&String, &Value)> = page
+        .test
+        .iter()
+        .filter(|(k, v)| k.as_str() != "confusion_matrix" && !v.is_array())
+        .collect();
+    let per_class = per_class_columns(page.test);
+    if scalars.is_empty() && per_class.is_empty() && *page.confusion == ConfusionInput::Absent {
+        html.push_str("<p>No test metrics were recorded.</p>\n");
+        return html;
+    }
+    if !scalars.is_empty() {
+        html.push_str("<table>\n<tr><th>metric</th><th>value</th></tr>\n");
+        for (name, value) in scalars {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>\n",
+                escape(name),
+                fmt_cell(Some(value))
+            ));
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str(&per_class_table(&per_class, page.classes));
+    html.push_str(&confusion_details(page.confusion, page.classes));
+    html
+}
+
+/// Arrays of numbers in the test metrics are per-class values (index = class), shown as columns with
+/// the usual classification-report order first.
+fn per_class_columns(test: &Map<String, Value>) -> Vec<(&str, &Vec<Value>)> {
+    let mut columns: Vec<(&str, &Vec<Value>)> = test
+        .iter()
+        .filter(|(k, _)| k.as_str() != "confusion_matrix")
+        .filter_map(|(k, v)| v.as_array().map(|a| (k.as_str(), a)))
+        .filter(|(_, a)| a.iter().all(|x| x.is_number() || x.is_null()))
+        .collect();
+    columns.sort_by_key(|(name, _)| (column_rank(name), *name));
+    columns
+}
+
+fn column_rank(name: &str) -> usize {
+    ["precision", "recall", "f1", "support"]
+        .iter()
+        .position(|p| name.contains(p))
+        .unwrap_or(4)
+}
+
+fn per_class_table(columns: &[(&str, &Vec<Value>)], classes: &[String]) -> String {
+    let rows = columns.iter().map(|(_, values)| values.len()).max().unwrap_or(0);
+    if rows == 0 {
+        return String::new();
+    }
+    let mut html = String::from("<h3>Per class</h3>\n<table>\n<tr><th>class</th>");
+    for (name, _) in columns {
+        html.push_str(&format!("<th>{}</th>", escape(name)));
+    }
+    html.push_str("</tr>\n");
+    for i in 0..rows {
+        html.push_str(&format!("<tr><td>{}</td>", escape(&class_label(classes, i))));
+        for (_, values) in columns {
+            html.push_str(&format!("<td>{}</td>", fmt_cell(values.get(i))));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+/// The raw counts as a table too: the chart drops its cell text for many classes, and a table can be
+/// copied.
+fn confusion_details(confusion: &ConfusionInput, classes: &[String]) -> String {
+    let counts = match confusion {
+        ConfusionInput::Absent => return String::new(),
+        ConfusionInput::Malformed => {
+            return "<p class=\"note\">The test <code>confusion_matrix</code> is not a square array of \
+                    non-negative integer counts, so it is not shown.</p>\n"
+                .to_string();
+        }
+        ConfusionInput::Matrix(counts) => counts,
+    };
+    let mut html = String::from(
+        "<details>\n<summary>Confusion matrix counts (rows: true class, columns: predicted)</summary>\n\
+         <table>\n<tr><th>true \\ predicted</th>",
+    );
+    for i in 0..counts.len() {
+        html.push_str(&format!("<th>{}</th>", escape(&class_label(classes, i))));
+    }
+    html.push_str("</tr>\n");
+    for (i, row) in counts.iter().enumerate() {
+        html.push_str(&format!("<tr><td>{}</td>", escape(&class_label(classes, i))));
+        for count in row {
+            html.push_str(&format!("<td>{count}</td>"));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n</details>\n");
+    html
+}
+
+fn final_epoch_section(history: &[Map<String, Value>]) -> String {
+    let mut html = String::from("<h2>Final epoch</h2>\n");
+    let Some(last) = history.last() else {
+        html.push_str("<p>No epochs were recorded.</p>\n");
+        return html;
+    };
+    let epoch = epoch_axis(history).last().copied().unwrap_or(history.len() as f64);
+    html.push_str(&format!("<p>Epoch {}</p>\n", fmt_number(epoch)));
+    html.push_str("<table>\n<tr><th>metric</th><th>train</th><th>validation</th></tr>\n");
+    let names = std::iter::once("loss".to_string()).chain(scalar_metric_names(history));
+    for name in names {
+        let train = fmt_cell(last.get(&name));
+        let val = fmt_cell(last.get(&format!("val_{name}")));
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{train}</td><td>{val}</td></tr>\n",
+            escape(&name)
+        ));
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+fn charts_section(charts: &[Chart]) -> String {
+    if charts.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from("<h2>Charts</h2>\n");
+    for chart in charts {
+        let (file, caption) = (escape(&chart.file), escape(&chart.caption));
+        html.push_str(&format!(
+            "<figure><img src=\"{file}\" alt=\"{caption}\"><figcaption>{caption}</figcaption></figure>\n"
+        ));
+    }
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A fresh directory per test, so parallel tests and repeated runs never see each other's files.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let path = std::env::temp_dir().join(format!("graft-report-{name}-{}-{nanos}-{n}", std::process::id()));
+            fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn obj(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("expected an object, got {other}"),
+        }
+    }
+
+    fn history(rows: Vec<Value>) -> Vec<Map<String, Value>> {
+        rows.into_iter().map(obj).collect()
+    }
+
+    fn three_epochs() -> Vec<Map<String, Value>> {
+        history(vec![
+            json!({"epoch": 1, "loss": 1.2, "val_loss": 1.3, "accuracy": 0.5, "val_accuracy": 0.45,
+                   "f1_macro": 0.4, "val_f1_macro": 0.38, "recall": [0.1, 0.2]}),
+            json!({"epoch": 2, "loss": 0.8, "val_loss": 0.95, "accuracy": 0.7, "val_accuracy": 0.66,
+                   "f1_macro": 0.65, "val_f1_macro": 0.6, "recall": [0.5, 0.6]}),
+            json!({"epoch": 3, "loss": 0.55, "val_loss": 0.71, "accuracy": 0.81, "val_accuracy": 0.77,
+                   "f1_macro": 0.79, "val_f1_macro": 0.74, "recall": [0.8, 0.7]}),
+        ])
+    }
+
+    fn classification_test() -> Map<String, Value> {
+        obj(json!({
+            "accuracy": 0.9123, "f1_macro": 0.875, "loss": 0.31,
+            "precision": [0.9, 0.8], "recall": [0.95, 0.7], "f1": [0.92, 0.75], "support": [10, 12],
+            "confusion_matrix": [[9, 1], [2, 10]],
+        }))
+    }
+
+    fn classes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Width and height from a PNG's IHDR chunk, after checking the signature and the closing IEND chunk.
+    fn png_size(path: &Path) -> (u32, u32) {
+        let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(bytes.len() > 33, "{} is too short for a PNG", path.display());
+        assert_eq!(
+            &bytes[..8],
+            b"\x89PNG\r\n\x1a\n",
+            "{} lacks the PNG signature",
+            path.display()
+        );
+        assert_eq!(&bytes[12..16], b"IHDR", "{} does not start with IHDR", path.display());
+        assert_eq!(
+            &bytes[bytes.len() - 8..bytes.len() - 4],
+            b"IEND",
+            "{} is truncated",
+            path.display()
+        );
+        let be = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        (be(16), be(20))
+    }
+
+    fn file_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn html_lists_test_metrics_final_epoch_and_charts() {
+        let dir = TempDir::new("html");
+        let files = write_report(
+            &dir.0,
+            "mnist.toml",
+            &three_epochs(),
+            &classification_test(),
+            &classes(&["a", "b"]),
+        )
+        .expect("report");
+        let html = fs::read_to_string(&files.html).expect("read html");
+        for needle in [
+            "accuracy",
+            "0.9123",
+            "f1_macro",
+            "0.875",
+            "0.31",
+            "precision",
+            "support",
+            "mnist.toml",
+        ] {
+            assert!(html.contains(needle), "missing {needle:?}");
+        }
+        // Final-epoch train and validation values.
+        for needle in ["0.55", "0.71", "0.81", "0.77", "0.79", "0.74", "Epoch 3"] {
+            assert!(html.contains(needle), "missing {needle:?}");
+        }
+        for img in [
+            "loss.png",
+            "metric_accuracy.png",
+            "metric_f1_macro.png",
+            "confusion_matrix.png",
+        ] {
+            assert!(html.contains(&format!("<img src=\"{img}\"")), "missing image {img}");
+        }
+        assert!(
+            !html.contains("metric_recall"),
+            "per-class arrays must not become curves"
+        );
+        assert!(
+            !html.contains("<script") && !html.contains("http") && !html.contains("//"),
+            "not self-contained"
+        );
+    }
+
+    #[test]
+    fn html_escapes_class_names_and_title() {
+        let dir = TempDir::new("escape");
+        let names = classes(&["cat", "<dog> & \"co\""]);
+        let files =
+            write_report(&dir.0, "<b>run</b>", &three_epochs(), &classification_test(), &names).expect("report");
+        let html = fs::read_to_string(&files.html).expect("read html");
+        assert!(html.contains("&lt;dog&gt; &amp; &quot;co&quot;"));
+        assert!(html.contains("&lt;b&gt;run&lt;/b&gt;"));
+        assert!(!html.contains("<dog>") && !html.contains("<b>run"));
+    }
+
+    #[test]
+    fn per_class_table_uses_class_names_in_report_order() {
+        let test = classification_test();
+        let columns = per_class_columns(&test);
+        let order: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        assert_eq!(order, ["precision", "recall", "f1", "support"]);
+        let table = per_class_table(&columns, &classes(&["cat", "dog"]));
+        assert!(
+            table.contains("<tr><td>dog</td><td>0.8</td><td>0.7</td><td>0.75</td><td>12</td></tr>"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn charts_are_pngs_of_the_expected_size() {
+        let dir = TempDir::new("png");
+        let files = write_report(
+            &dir.0,
+            "run",
+            &three_epochs(),
+            &classification_test(),
+            &classes(&["a", "b"]),
+        )
+        .expect("report");
+        let names: Vec<String> = files
+            .charts
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "loss.png",
+                "metric_accuracy.png",
+                "metric_f1_macro.png",
+                "confusion_matrix.png"
+            ]
+        );
+        for chart in &files.charts[..3] {
+            assert_eq!(png_size(chart), charts::LINE_CHART_SIZE, "{}", chart.display());
+        }
+        assert_eq!(png_size(&files.charts[3]), charts::confusion_chart_size(2));
+    }
+
+    #[test]
+    fn no_temporary_files_are_left_behind() {
+        let dir = TempDir::new("tmp");
+        write_report(
+            &dir.0,
+            "run",
+            &three_epochs(),
+            &classification_test(),
+            &classes(&["a", "b"]),
+        )
+        .expect("report");
+        let names = file_names(&dir.0);
+        assert_eq!(
+            names,
+            [
+                "confusion_matrix.png",
+                "loss.png",
+                "metric_accuracy.png",
+                "metric_f1_macro.png",
+                "report.html"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_epoch_history_still_renders() {
+        let dir = TempDir::new("one");
+        let rows = history(vec![json!({"epoch": 1, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.6})]);
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        assert_eq!(files.charts.len(), 2);
+        for chart in &files.charts {
+            assert_eq!(png_size(chart), charts::LINE_CHART_SIZE);
+        }
+        assert!(files.html.exists());
+    }
+
+    #[test]
+    fn null_and_missing_values_are_skipped() {
+        let dir = TempDir::new("null");
+        let rows = history(vec![
+            json!({"epoch": 1, "loss": 0.9, "val_loss": null, "val_accuracy": null}),
+            json!({"epoch": 2, "loss": null, "val_loss": null, "val_accuracy": 0.5}),
+            json!({"epoch": 3, "loss": 0.4, "val_loss": null}),
+        ]);
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        let names: Vec<String> = files
+            .charts
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["loss.png", "metric_accuracy.png"]);
+        for chart in &files.charts {
+            assert_eq!(png_size(chart), charts::LINE_CHART_SIZE);
+        }
+        let html = fs::read_to_string(&files.html).expect("read html");
+        assert!(html.contains("No test metrics were recorded."));
+    }
+
+    #[test]
+    fn a_curve_without_any_finite_value_still_renders() {
+        let dir = TempDir::new("allnull");
+        let rows = history(vec![json!({"epoch": 1, "loss": null})]);
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        assert_eq!(png_size(&files.charts[0]), charts::LINE_CHART_SIZE);
+    }
+
+    #[test]
+    fn many_classes_render_without_cell_text() {
+        let dir = TempDir::new("many");
+        let n = 25;
+        let matrix: Vec<Vec<u64>> = (0..n)
+            .map(|i| (0..n).map(|j| if i == j { 40 } else { (i + j) as u64 % 3 }).collect())
+            .collect();
+        let test = obj(json!({"accuracy": 0.8, "confusion_matrix": matrix}));
+        let names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+        let files = write_report(&dir.0, "run", &[], &test, &names).expect("report");
+        assert_eq!(files.charts.len(), 1);
+        assert_eq!(png_size(&files.charts[0]), charts::confusion_chart_size(n));
+    }
+
+    #[test]
+    fn malformed_confusion_matrix_is_noted_not_fatal() {
+        let dir = TempDir::new("malformed");
+        let test = obj(json!({"accuracy": 0.8, "confusion_matrix": [[1, 2], [3]]}));
+        let files = write_report(&dir.0, "run", &[], &test, &[]).expect("report");
+        assert!(files.charts.is_empty());
+        let html = fs::read_to_string(&files.html).expect("read html");
+        assert!(html.contains("not a square array"));
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_naming_it() {
+        let dir = TempDir::new("missing");
+        let missing = dir.0.join("does/not/exist");
+        let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[]).expect_err("must fail");
+        assert_eq!(err.file.as_deref(), Some(missing.as_path()));
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_cleans_up() {
+        let dir = TempDir::new("atomic");
+        let path = dir.0.join("x.txt");
+        write_atomic(&path, b"first").expect("first write");
+        write_atomic(&path, b"second").expect("second write");
+        assert_eq!(fs::read(&path).expect("read"), b"second");
+        assert_eq!(file_names(&dir.0), ["x.txt"]);
+    }
+
+    #[test]
+    fn write_atomic_into_a_missing_directory_names_the_target() {
+        let dir = TempDir::new("atomic-missing");
+        let path = dir.0.join("nope/x.txt");
+        let err = write_atomic(&path, b"x").expect_err("must fail");
+        assert_eq!(err.file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn metric_names_skip_arrays_and_merge_val_twins() {
+        let rows = history(vec![
+            json!({"epoch": 1, "loss": 1.0, "val_loss": 1.0, "accuracy": 0.5, "val_accuracy": 0.4,
+                   "per_class_f1": [0.1, 0.2], "val_auc": 0.6, "note": "x"}),
+            json!({"epoch": 2, "lr": null}),
+        ]);
+        assert_eq!(scalar_metric_names(&rows), ["accuracy", "auc"]);
+    }
+
+    #[test]
+    fn metric_file_names_are_safe_and_unique() {
+        let mut used = vec!["loss.png".to_string()];
+        assert_eq!(unique_file_name(&mut used, "../top-5 acc"), "metric____top-5_acc.png");
+        assert_eq!(unique_file_name(&mut used, "a/b"), "metric_a_b.png");
+        assert_eq!(unique_file_name(&mut used, "a.b"), "metric_a_b_2.png");
+    }
+
+    #[test]
+    fn numbers_format_for_reading() {
+        assert_eq!(fmt_number(0.9123), "0.9123");
+        assert_eq!(fmt_number(0.87654321), "0.8765");
+        assert_eq!(fmt_number(12.0), "12");
+        assert_eq!(fmt_number(0.5), "0.5");
+        assert_eq!(fmt_number(0.00012), "1.200e-4");
+    }
+
+    #[test]
+    fn epochs_default_to_positions() {
+        let rows = history(vec![json!({"loss": 1.0}), json!({"epoch": 7, "loss": 0.5})]);
+        assert_eq!(epoch_axis(&rows), [1.0, 7.0]);
+    }
+}

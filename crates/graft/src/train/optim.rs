@@ -1,0 +1,330 @@
+//! Optimizers, with PyTorch's defaults and semantics. SGD, Adagrad, RMSprop, Adam and AdamW are burn's; Adadelta
+//! and NAdam, which burn lacks, are written here on burn tensor ops (`torch.optim` update rules).
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{
+    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, GradientClippingConfig, ModuleOptimizer,
+    Optimizer, RmsPropConfig, SgdConfig,
+};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `optimizer = { adam = { lr = 1e-3 } }`; every field defaults to `torch.optim`'s default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerSpec {
+    Sgd(SgdSpec),
+    Adagrad(AdagradSpec),
+    Adadelta(AdadeltaSpec),
+    Rmsprop(RmspropSpec),
+    Adam(AdamSpec),
+    Adamw(AdamSpec),
+    Nadam(NadamSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgdSpec {
+    #[serde(default = "lr_01")]
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub dampening: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdagradSpec {
+    #[serde(default = "lr_01")]
+    pub lr: f64,
+    #[serde(default)]
+    pub lr_decay: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "eps_10")]
+    pub eps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdadeltaSpec {
+    #[serde(default = "lr_1")]
+    pub lr: f64,
+    #[serde(default = "rho")]
+    pub rho: f64,
+    #[serde(default = "eps_6")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmspropSpec {
+    #[serde(default = "lr_01")]
+    pub lr: f64,
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    #[serde(default = "eps_8")]
+    pub eps: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub centered: bool,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// Adam and AdamW (AdamW's `weight_decay` is decoupled and defaults to 0.01 as in PyTorch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSpec {
+    #[serde(default = "lr_001")]
+    pub lr: f64,
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "eps_8")]
+    pub eps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub amsgrad: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NadamSpec {
+    #[serde(default = "lr_002")]
+    pub lr: f64,
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "eps_8")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "momentum_decay")]
+    pub momentum_decay: f64,
+}
+
+fn lr_1() -> f64 {
+    1.0
+}
+fn lr_01() -> f64 {
+    0.01
+}
+fn lr_001() -> f64 {
+    1e-3
+}
+fn lr_002() -> f64 {
+    2e-3
+}
+fn eps_6() -> f64 {
+    1e-6
+}
+fn eps_8() -> f64 {
+    1e-8
+}
+fn eps_10() -> f64 {
+    1e-10
+}
+fn rho() -> f64 {
+    0.9
+}
+fn alpha() -> f64 {
+    0.99
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn momentum_decay() -> f64 {
+    4e-3
+}
+
+/// Gradient clipping: `{ norm = 1.0 }` rescales each parameter's gradient to at most that L2 norm; `{ value = 0.5 }`
+/// clamps every gradient element.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipSpec {
+    Norm(f64),
+    Value(f64),
+}
+
+impl OptimizerSpec {
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd(s) => s.lr,
+            OptimizerSpec::Adagrad(s) => s.lr,
+            OptimizerSpec::Adadelta(s) => s.lr,
+            OptimizerSpec::Rmsprop(s) => s.lr,
+            OptimizerSpec::Adam(s) | OptimizerSpec::Adamw(s) => s.lr,
+            OptimizerSpec::Nadam(s) => s.lr,
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::new(format!("lr must be a positive number, found {lr}")));
+        }
+        if let OptimizerSpec::Sgd(s) = self
+            && s.nesterov
+            && (s.momentum <= 0.0 || s.dampening != 0.0)
+        {
+            return Err(Error::new("nesterov needs momentum > 0 and dampening = 0 (as in PyTorch)"));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, clip: Option<ClipSpec>) -> Result<ModuleOptimizer> {
+        self.check()?;
+        let decay = |w: f64| (w != 0.0).then(|| WeightDecayConfig::new(w as f32));
+        let clipping = clip.map(|c| match c {
+            ClipSpec::Norm(v) => GradientClippingConfig::Norm(v as f32),
+            ClipSpec::Value(v) => GradientClippingConfig::Value(v as f32),
+        });
+        Ok(match self {
+            OptimizerSpec::Sgd(s) => SgdConfig::new()
+                .with_weight_decay(decay(s.weight_decay))
+                .with_momentum((s.momentum != 0.0).then(|| {
+                    MomentumConfig::new().with_momentum(s.momentum).with_dampening(s.dampening).with_nesterov(s.nesterov)
+                }))
+                .with_gradient_clipping(clipping)
+                .init(),
+            OptimizerSpec::Adagrad(s) => AdaGradConfig::new()
+                .with_lr_decay(s.lr_decay)
+                .with_epsilon(s.eps as f32)
+                .with_weight_decay(decay(s.weight_decay))
+                .with_grad_clipping(clipping)
+                .init(),
+            OptimizerSpec::Rmsprop(s) => RmsPropConfig::new()
+                .with_alpha(s.alpha as f32)
+                .with_momentum(s.momentum as f32)
+                .with_epsilon(s.eps as f32)
+                .with_centered(s.centered)
+                .with_weight_decay(decay(s.weight_decay))
+                .with_grad_clipping(clipping)
+                .init(),
+            OptimizerSpec::Adam(s) => AdamConfig::new()
+                .with_beta_1(s.beta1 as f32)
+                .with_beta_2(s.beta2 as f32)
+                .with_epsilon(s.eps as f32)
+                .with_amsgrad(s.amsgrad)
+                .with_weight_decay(decay(s.weight_decay.unwrap_or(0.0)))
+                .with_grad_clipping(clipping)
+                .init(),
+            OptimizerSpec::Adamw(s) => AdamWConfig::new()
+                .with_beta_1(s.beta1 as f32)
+                .with_beta_2(s.beta2 as f32)
+                .with_epsilon(s.eps as f32)
+                .with_amsgrad(s.amsgrad)
+                .with_weight_decay(s.weight_decay.unwrap_or(0.01) as f32)
+                .with_grad_clipping(clipping)
+                .init(),
+            OptimizerSpec::Adadelta(s) => with_clipping(ModuleOptimizer::from(Adadelta(s.clone())), clipping),
+            OptimizerSpec::Nadam(s) => with_clipping(ModuleOptimizer::from(Nadam(s.clone())), clipping),
+        })
+    }
+}
+
+fn with_clipping(optim: ModuleOptimizer, clipping: Option<GradientClippingConfig>) -> ModuleOptimizer {
+    match clipping {
+        Some(c) => optim.with_grad_clipping(c.init()),
+        None => optim,
+    }
+}
+
+/// `torch.optim.Adadelta`: v ← ρv + (1-ρ)g²; Δ = √(u+ε)/√(v+ε)·g; u ← ρu + (1-ρ)Δ²; θ ← θ - lr·Δ.
+/// State: `moment_1` = v (square average), `moment_2` = u (accumulated update).
+#[derive(Clone)]
+struct Adadelta(AdadeltaSpec);
+
+impl Optimizer for Adadelta {
+    type State<const D: usize> = AdaptiveMomentumState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let s = &self.0;
+        let grad = if s.weight_decay != 0.0 { grad + param.clone().mul_scalar(s.weight_decay) } else { grad };
+        let (v, u) = match state {
+            Some(st) => (st.moment_1, st.moment_2),
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let v = v.mul_scalar(s.rho) + grad.clone().powi_scalar(2).mul_scalar(1.0 - s.rho);
+        let delta = u.clone().add_scalar(s.eps).sqrt() / v.clone().add_scalar(s.eps).sqrt() * grad;
+        let u = u.mul_scalar(s.rho) + delta.clone().powi_scalar(2).mul_scalar(1.0 - s.rho);
+        let param = param - delta.mul_scalar(lr);
+        (param, Some(AdaptiveMomentumState::new(0, v, u)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.moment_1 = state.moment_1.to_device(device);
+        state.moment_2 = state.moment_2.to_device(device);
+        state
+    }
+}
+
+/// `torch.optim.NAdam` (Dozat 2016 with PyTorch's momentum schedule μ_t = β1(1 - ½·0.96^(t·ψ))).
+#[derive(Clone)]
+struct Nadam(NadamSpec);
+
+impl Nadam {
+    fn mu(&self, t: usize) -> f64 {
+        self.0.beta1 * (1.0 - 0.5 * 0.96f64.powf(t as f64 * self.0.momentum_decay))
+    }
+}
+
+impl Optimizer for Nadam {
+    type State<const D: usize> = AdaptiveMomentumState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let s = &self.0;
+        let grad = if s.weight_decay != 0.0 { grad + param.clone().mul_scalar(s.weight_decay) } else { grad };
+        let (t, m, v) = match state {
+            Some(st) => (st.time + 1, st.moment_1, st.moment_2),
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let mu_t = self.mu(t);
+        let mu_next = self.mu(t + 1);
+        let mu_product: f64 = (1..=t).map(|i| self.mu(i)).product();
+        let m = m.mul_scalar(s.beta1) + grad.clone().mul_scalar(1.0 - s.beta1);
+        let v = v.mul_scalar(s.beta2) + grad.clone().powi_scalar(2).mul_scalar(1.0 - s.beta2);
+        let bias2 = 1.0 - s.beta2.powi(t as i32);
+        let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(s.eps);
+        let grad_term = grad.mul_scalar(lr * (1.0 - mu_t) / (1.0 - mu_product)) / denom.clone();
+        let mom_term = m.clone().mul_scalar(lr * mu_next / (1.0 - mu_product * mu_next)) / denom;
+        (param - grad_term - mom_term, Some(AdaptiveMomentumState::new(t, m, v)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.moment_1 = state.moment_1.to_device(device);
+        state.moment_2 = state.moment_2.to_device(device);
+        state
+    }
+}

@@ -1,1 +1,170 @@
-fn main(){ println!("{}", graft::hello()); }
+//! The `graft` command line: thin clap commands over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use graft::error::{Error, Result};
+use graft::model::Graph;
+use graft::model::io::load_model;
+use graft::spec::ExperimentSpec;
+use graft::train::experiment::{
+    RunOptions, check_data_fits, prepare_data, run_experiment, task_head,
+};
+use graft::train::trainer::evaluate;
+
+#[derive(Parser)]
+#[command(
+    name = "graft",
+    version,
+    about = "Build, train and ship neural networks — without Python."
+)]
+struct Cli {
+    /// Where tensors live: `cpu`, or `cuda:N` when built with the `cuda` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an experiment and write the run directory.
+    Train {
+        experiment: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a trained model on the experiment's test split; prints the metrics as JSON.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        experiment: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Predict with a trained model: input `.npy`, output `.npy` or `.jsonl`.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Print every layer's output shape, parameter counts and receptive field.
+    Summary {
+        /// An experiment file or a run directory.
+        target: PathBuf,
+    },
+}
+
+fn device(name: &str) -> Result<burn::prelude::Device> {
+    match name {
+        "cpu" => Ok(burn::prelude::Device::default()),
+        #[cfg(feature = "cuda")]
+        other if other.starts_with("cuda") => {
+            let index = other.strip_prefix("cuda:").unwrap_or("0");
+            let index: usize = index
+                .parse()
+                .map_err(|_| Error::new(format!("--device: bad CUDA index in '{other}'")))?;
+            Ok(burn::prelude::Device::cuda(index))
+        }
+        other if other.starts_with("cuda") => Err(Error::new(format!(
+            "--device {other}: this graft was built without CUDA; rebuild with `--features cuda`"
+        ))),
+        other => Err(Error::new(format!(
+            "--device: expected `cpu` or `cuda:N`, found '{other}'"
+        ))),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dev = device(&cli.device)?;
+    match cli.command {
+        Command::Train {
+            experiment,
+            out,
+            seed,
+            quiet,
+        } => {
+            let exp = ExperimentSpec::from_file(&experiment)?;
+            let result = run_experiment(
+                &exp,
+                &RunOptions {
+                    seed,
+                    quiet,
+                    device: dev,
+                    out,
+                },
+            )?;
+            let shown: Vec<String> = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2"]
+                .iter()
+                .filter_map(|k| {
+                    result
+                        .test
+                        .get(*k)
+                        .and_then(|v| v.as_f64())
+                        .map(|v| format!("{k} {v:.4}"))
+                })
+                .collect();
+            if !shown.is_empty() {
+                eprintln!("test: {}", shown.join("  "));
+            }
+            eprintln!("wrote {}", result.out.display());
+        }
+        Command::Eval {
+            model,
+            experiment,
+            seed,
+        } => {
+            let exp = ExperimentSpec::from_file(&experiment)?;
+            let graph = load_model(&model, &dev)?;
+            let splits = prepare_data(&exp, seed)?;
+            let test = splits.test.ok_or_else(|| {
+                Error::new("the experiment has no test split").in_file(&experiment)
+            })?;
+            check_data_fits(&graph, &test, "data.test")?;
+            let head = task_head(&exp, &graph, &splits.train)?;
+            let metrics = evaluate(&graph, &head, &test, None, 256, exp.train.top_k)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?
+            );
+        }
+        Command::Predict {
+            model,
+            input,
+            output,
+        } => {
+            let n = graft::infer::predict::predict_file(&model, &input, &output, &dev)?;
+            eprintln!("wrote {n} predictions to {}", output.display());
+        }
+        Command::Summary { target } => {
+            let graph = if target.is_dir() {
+                load_model(&target, &dev)?
+            } else {
+                let exp = ExperimentSpec::from_file(&target)?;
+                Graph::build(&exp.model, &dev).map_err(|e| e.in_file(&target))?
+            };
+            println!("{}", graph.summary());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -19,7 +19,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
-        Error { file: None, location: None, message: message.into() }
+        Error {
+            file: None,
+            location: None,
+            message: message.into(),
+        }
     }
 
     /// An I/O failure on `path`.
@@ -90,8 +94,14 @@ mod tests {
 
     #[test]
     fn display_puts_file_then_location_then_message() {
-        let e = Error::new("expected 3, found 2").at("kernel").at("model.layers[3]").in_file("x.toml");
-        assert_eq!(e.to_string(), "x.toml: model.layers[3].kernel: expected 3, found 2");
+        let e = Error::new("expected 3, found 2")
+            .at("kernel")
+            .at("model.layers[3]")
+            .in_file("x.toml");
+        assert_eq!(
+            e.to_string(),
+            "x.toml: model.layers[3].kernel: expected 3, found 2"
+        );
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! The folders follow the pipeline: `spec` (what a model and an experiment are) → `layers` and `model` (building
 //! and running it) → `data` → `train` → `infer` → `report`.
 
+pub mod data;
 pub mod error;
+pub mod infer;
 pub mod layers;
 pub mod model;
+pub mod report;
 pub mod spec;
+pub mod train;
 
 pub use error::{Error, Result};

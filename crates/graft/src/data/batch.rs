@@ -23,7 +23,13 @@ impl Batches {
     /// The batches of epoch `epoch` over `n` samples; in index order when `shuffle` is false.
     ///
     /// Errors if `batch_size` is 0.
-    pub fn new(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Result<Self> {
+    pub fn new(
+        n: usize,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        epoch: usize,
+    ) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::new("the batch size must be at least 1, found 0"));
         }
@@ -101,18 +107,32 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
     let inputs = dataset.inputs.select(indices);
     let (labels, values) = match &dataset.targets {
         None => (None, None),
-        Some(Targets::Classes { labels, .. }) => (Some(indices.iter().map(|&i| labels[i]).collect()), None),
+        Some(Targets::Classes { labels, .. }) => {
+            (Some(indices.iter().map(|&i| labels[i]).collect()), None)
+        }
         Some(Targets::Values(values)) => (None, Some(values.select(indices))),
     };
-    Batch { inputs, labels, values }
+    Batch {
+        inputs,
+        labels,
+        values,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn epoch(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-        Batches::new(n, batch_size, shuffle, seed, epoch).unwrap().collect()
+    fn epoch(
+        n: usize,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        epoch: usize,
+    ) -> Vec<Vec<usize>> {
+        Batches::new(n, batch_size, shuffle, seed, epoch)
+            .unwrap()
+            .collect()
     }
 
     #[test]
@@ -126,7 +146,10 @@ mod tests {
             all.sort_unstable();
             assert_eq!(all, (0..103).collect::<Vec<_>>());
         }
-        assert_eq!(epoch(5, 2, false, 0, 0), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(
+            epoch(5, 2, false, 0, 0),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
         assert!(epoch(0, 4, true, 0, 0).is_empty());
     }
 
@@ -152,7 +175,11 @@ mod tests {
     #[test]
     fn gather_copies_inputs_and_targets() {
         let inputs = Array::new(vec![4, 2], (0..8).map(|v| v as f32).collect()).unwrap();
-        let classes = Dataset::new(inputs.clone(), Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4))).unwrap();
+        let classes = Dataset::new(
+            inputs.clone(),
+            Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4)),
+        )
+        .unwrap();
         let batch = gather(&classes, &[2, 0]);
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.inputs.data, vec![4.0, 5.0, 0.0, 1.0]);

@@ -143,7 +143,9 @@ impl Dataset {
                         labels.len()
                     )));
                 }
-                if let Some((row, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= names.len()) {
+                if let Some((row, &label)) =
+                    labels.iter().enumerate().find(|&(_, &l)| l >= names.len())
+                {
                     return Err(Error::new(format!(
                         "label {label} at row {row} is outside the {} classes",
                         names.len()
@@ -183,7 +185,11 @@ mod tests {
 
     #[test]
     fn class_accessors_and_select() {
-        let d = Dataset::new(inputs(4), Some(Targets::numbered_classes(vec![0, 2, 1, 2], 3))).unwrap();
+        let d = Dataset::new(
+            inputs(4),
+            Some(Targets::numbered_classes(vec![0, 2, 1, 2], 3)),
+        )
+        .unwrap();
         assert_eq!(d.len(), 4);
         assert_eq!(d.num_classes(), Some(3));
         assert_eq!(d.class_names().unwrap(), &["0", "1", "2"]);
@@ -210,13 +216,15 @@ mod tests {
         let mut labels = vec![1; 50];
         labels[40] = 12;
         labels[45] = 11;
-        let err = Dataset::new(inputs(50), Some(Targets::numbered_classes(labels, 10))).unwrap_err();
+        let err =
+            Dataset::new(inputs(50), Some(Targets::numbered_classes(labels, 10))).unwrap_err();
         assert_eq!(err.message, "label 12 at row 40 is outside the 10 classes");
     }
 
     #[test]
     fn validate_checks_lengths() {
-        let err = Dataset::new(inputs(3), Some(Targets::numbered_classes(vec![0, 1], 2))).unwrap_err();
+        let err =
+            Dataset::new(inputs(3), Some(Targets::numbered_classes(vec![0, 1], 2))).unwrap_err();
         assert_eq!(err.message, "inputs have 3 samples but there are 2 labels");
         let values = Array::new(vec![2, 1], vec![0.0, 1.0]).unwrap();
         let err = Dataset::new(inputs(3), Some(Targets::Values(values))).unwrap_err();

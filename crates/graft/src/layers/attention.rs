@@ -36,17 +36,25 @@ impl MultiHeadAttentionConfig {
     /// Output: `[T_query, E]`.
     pub fn infer(&self, inputs: &[Shape]) -> Result<Shape> {
         if inputs.is_empty() || inputs.len() > 3 {
-            return Err(shape_err(format!("takes 1 to 3 inputs (query, key, value), found {}", inputs.len())));
+            return Err(shape_err(format!(
+                "takes 1 to 3 inputs (query, key, value), found {}",
+                inputs.len()
+            )));
         }
         let [tq, e] = expect_rank::<2>(&inputs[0], "multi_head_attention", "[steps, features]")?;
         for other in &inputs[1..] {
             let [_, e2] = expect_rank::<2>(other, "multi_head_attention", "[steps, features]")?;
             if e2 != e {
-                return Err(shape_err(format!("query has {e} features but key/value has {e2}")));
+                return Err(shape_err(format!(
+                    "query has {e} features but key/value has {e2}"
+                )));
             }
         }
         if inputs.len() == 3 && inputs[1][0] != inputs[2][0] {
-            return Err(shape_err(format!("key has {} steps but value has {}", inputs[1][0], inputs[2][0])));
+            return Err(shape_err(format!(
+                "key has {} steps but value has {}",
+                inputs[1][0], inputs[2][0]
+            )));
         }
         check_heads(e, self.num_heads)?;
         if !(0.0..1.0).contains(&self.dropout) {
@@ -59,8 +67,14 @@ impl MultiHeadAttentionConfig {
         let e = embed_dim;
         MultiHeadAttention {
             in_proj_weight: Initializer::GlorotUniform.init([3 * e, e], device),
-            in_proj_bias: self.use_bias.then(|| Initializer::Zeros.init([3 * e], device)),
-            out_proj: DenseConfig { use_bias: self.use_bias, ..DenseConfig::new(e) }.init(&vec![e], device),
+            in_proj_bias: self
+                .use_bias
+                .then(|| Initializer::Zeros.init([3 * e], device)),
+            out_proj: DenseConfig {
+                use_bias: self.use_bias,
+                ..DenseConfig::new(e)
+            }
+            .init(&vec![e], device),
             num_heads: self.num_heads,
             dropout: self.dropout,
             causal: self.causal,
@@ -70,7 +84,9 @@ impl MultiHeadAttentionConfig {
 
 fn check_heads(e: usize, heads: usize) -> Result<()> {
     if heads == 0 || e % heads != 0 {
-        return Err(shape_err(format!("num_heads = {heads} must divide the {e} features")));
+        return Err(shape_err(format!(
+            "num_heads = {heads} must divide the {e} features"
+        )));
     }
     Ok(())
 }
@@ -106,7 +122,13 @@ impl MultiHeadAttention {
             let wi = w.clone().narrow(0, i * e, e).transpose();
             let y = x.matmul(wi.unsqueeze_dim::<3>(0));
             match &bias {
-                Some(bb) => y + bb.clone().narrow(0, i * e, e).unsqueeze_dim::<2>(0).unsqueeze_dim::<3>(0),
+                Some(bb) => {
+                    y + bb
+                        .clone()
+                        .narrow(0, i * e, e)
+                        .unsqueeze_dim::<2>(0)
+                        .unsqueeze_dim::<3>(0)
+                }
                 None => y,
             }
         };
@@ -171,10 +193,17 @@ impl TransformerEncoderConfig {
 
     pub fn init(&self, input: &Shape, device: &Device) -> Result<TransformerEncoder> {
         let e = input[1];
-        let norm = LayerNormConfig { epsilon: self.epsilon };
+        let norm = LayerNormConfig {
+            epsilon: self.epsilon,
+        };
         Ok(TransformerEncoder {
-            self_attn: MultiHeadAttentionConfig { num_heads: self.num_heads, dropout: self.dropout, use_bias: true, causal: false }
-                .init(e, device),
+            self_attn: MultiHeadAttentionConfig {
+                num_heads: self.num_heads,
+                dropout: self.dropout,
+                use_bias: true,
+                causal: false,
+            }
+            .init(e, device),
             linear1: DenseConfig::new(self.ff_dim).init(&vec![e], device),
             linear2: DenseConfig::new(e).init(&vec![self.ff_dim], device),
             norm1: norm.init(input, device)?,
@@ -201,15 +230,28 @@ pub struct TransformerEncoder {
 
 impl TransformerEncoder {
     /// `[B, T, E]` with a key padding mask `[B, T]` → `[B, T, E]`.
-    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>, training: bool) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<2, Bool>>,
+        training: bool,
+    ) -> Tensor<3> {
         let attend = |y: Tensor<3>| {
-            let a = self.self_attn.forward(y.clone(), y.clone(), y, mask.clone(), training);
+            let a = self
+                .self_attn
+                .forward(y.clone(), y.clone(), y, mask.clone(), training);
             dropout(a, self.dropout, training)
         };
         let feed = |y: Tensor<3>| {
-            let hidden = self.activation.apply(linear(y, &self.linear1.weight, self.linear1.bias.as_ref()));
+            let hidden =
+                self.activation
+                    .apply(linear(y, &self.linear1.weight, self.linear1.bias.as_ref()));
             let hidden = dropout(hidden, self.dropout, training);
-            dropout(linear(hidden, &self.linear2.weight, self.linear2.bias.as_ref()), self.dropout, training)
+            dropout(
+                linear(hidden, &self.linear2.weight, self.linear2.bias.as_ref()),
+                self.dropout,
+                training,
+            )
         };
         if self.norm_first {
             let x = x.clone() + attend(self.norm1.forward(x));

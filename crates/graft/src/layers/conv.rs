@@ -26,7 +26,10 @@ impl Dims {
         match self {
             Dims::One(v) => Ok([*v; N]),
             Dims::Each(v) if v.len() == N => Ok(std::array::from_fn(|i| v[i])),
-            Dims::Each(v) => Err(Error::new(format!("{key}: expected 1 or {N} values, found {}", v.len()))),
+            Dims::Each(v) => Err(Error::new(format!(
+                "{key}: expected 1 or {N} values, found {}",
+                v.len()
+            ))),
         }
     }
 }
@@ -158,12 +161,23 @@ impl ConvConfig {
     }
 
     /// Resolved geometry for `N` spatial axes of `sizes`, with `channels` input channels.
-    fn geometry<const N: usize>(&self, channels: usize, sizes: [usize; N]) -> Result<ConvGeometry<N>> {
+    fn geometry<const N: usize>(
+        &self,
+        channels: usize,
+        sizes: [usize; N],
+    ) -> Result<ConvGeometry<N>> {
         let kernel = self.kernel.resolve::<N>("kernel")?;
         let stride = self.stride.resolve::<N>("stride")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        if self.filters == 0 || kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) || self.groups == 0 {
-            return Err(shape_err("filters, kernel, stride, dilation and groups must all be at least 1"));
+        if self.filters == 0
+            || kernel.contains(&0)
+            || stride.contains(&0)
+            || dilation.contains(&0)
+            || self.groups == 0
+        {
+            return Err(shape_err(
+                "filters, kernel, stride, dilation and groups must all be at least 1",
+            ));
         }
         if channels % self.groups != 0 || self.filters % self.groups != 0 {
             return Err(shape_err(format!(
@@ -176,7 +190,13 @@ impl ConvConfig {
         for i in 0..N {
             out[i] = window_output(sizes[i], padding[i], kernel[i], stride[i], dilation[i])?;
         }
-        Ok(ConvGeometry { kernel, stride, dilation, padding, out })
+        Ok(ConvGeometry {
+            kernel,
+            stride,
+            dilation,
+            padding,
+            out,
+        })
     }
 
     /// Conv2d: `[C, H, W]` → `[filters, H', W']`.
@@ -197,8 +217,13 @@ impl ConvConfig {
         let (c, sizes) = (input[0], [input[1], input[2]]);
         let g = self.geometry::<2>(c, sizes)?;
         Ok(Conv2d {
-            weight: self.kernel_initializer.init([self.filters, c / self.groups, g.kernel[0], g.kernel[1]], device),
-            bias: self.use_bias.then(|| self.bias_initializer.init([self.filters], device)),
+            weight: self.kernel_initializer.init(
+                [self.filters, c / self.groups, g.kernel[0], g.kernel[1]],
+                device,
+            ),
+            bias: self
+                .use_bias
+                .then(|| self.bias_initializer.init([self.filters], device)),
             options: ConvOptions::new_with_padding(g.stride, g.padding, g.dilation, self.groups),
             activation: self.activation,
         })
@@ -208,8 +233,12 @@ impl ConvConfig {
         let (l, c) = (input[0], input[1]);
         let g = self.geometry::<1>(c, [l])?;
         Ok(Conv1d {
-            weight: self.kernel_initializer.init([self.filters, c / self.groups, g.kernel[0]], device),
-            bias: self.use_bias.then(|| self.bias_initializer.init([self.filters], device)),
+            weight: self
+                .kernel_initializer
+                .init([self.filters, c / self.groups, g.kernel[0]], device),
+            bias: self
+                .use_bias
+                .then(|| self.bias_initializer.init([self.filters], device)),
             options: ConvOptions::new_with_padding(g.stride, g.padding, g.dilation, self.groups),
             activation: self.activation,
         })
@@ -220,7 +249,9 @@ impl ConvConfig {
         let kernel = self.kernel.resolve::<N>("kernel")?;
         let stride = self.stride.resolve::<N>("stride")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        Ok((0..N).map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i])).collect())
+        Ok((0..N)
+            .map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i]))
+            .collect())
     }
 }
 
@@ -235,7 +266,9 @@ struct ConvGeometry<const N: usize> {
 /// The per-sample shape as an array of the rank a layer needs, or an error that says what it needs.
 pub fn expect_rank<const N: usize>(input: &Shape, layer: &str, layout: &str) -> Result<[usize; N]> {
     <[usize; N]>::try_from(input.as_slice()).map_err(|_| {
-        shape_err(format!("{layer} expects inputs shaped {layout} ({N} axes per sample), found {input:?}"))
+        shape_err(format!(
+            "{layer} expects inputs shaped {layout} ({N} axes per sample), found {input:?}"
+        ))
     })
 }
 
@@ -253,7 +286,12 @@ pub struct Conv2d {
 impl Conv2d {
     /// `[B, C, H, W]` → `[B, filters, H', W']`.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
-        let y = burn::tensor::module::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), self.options.clone());
+        let y = burn::tensor::module::conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            self.options.clone(),
+        );
         ctx.activate(self.activation, y)
     }
 }

@@ -25,7 +25,10 @@ pub struct EmbeddingConfig {
 }
 
 fn normal() -> Initializer {
-    Initializer::Normal { mean: 0.0, std: 1.0 }
+    Initializer::Normal {
+        mean: 0.0,
+        std: 1.0,
+    }
 }
 
 impl EmbeddingConfig {
@@ -38,14 +41,19 @@ impl EmbeddingConfig {
         if let Some(p) = self.padding_idx
             && p >= self.input_dim
         {
-            return Err(shape_err(format!("padding_idx {p} is outside the vocabulary of {} ids", self.input_dim)));
+            return Err(shape_err(format!(
+                "padding_idx {p} is outside the vocabulary of {} ids",
+                self.input_dim
+            )));
         }
         Ok(vec![t, self.output_dim])
     }
 
     pub fn init(&self, device: &Device) -> Embedding {
         Embedding {
-            weight: self.initializer.init([self.input_dim, self.output_dim], device),
+            weight: self
+                .initializer
+                .init([self.input_dim, self.output_dim], device),
             padding_idx: self.padding_idx,
         }
     }
@@ -90,10 +98,16 @@ impl PositionalEmbeddingConfig {
     pub fn infer(&self, input: &Shape) -> Result<Shape> {
         let [t, _] = expect_rank::<2>(input, "positional_embedding", "[steps, features]")?;
         if t > self.max_len {
-            return Err(shape_err(format!("sequences of {t} steps exceed max_len = {}", self.max_len)));
+            return Err(shape_err(format!(
+                "sequences of {t} steps exceed max_len = {}",
+                self.max_len
+            )));
         }
         if self.kind != "learned" && self.kind != "sinusoidal" {
-            return Err(shape_err(format!("kind: expected \"learned\" or \"sinusoidal\", found \"{}\"", self.kind)));
+            return Err(shape_err(format!(
+                "kind: expected \"learned\" or \"sinusoidal\", found \"{}\"",
+                self.kind
+            )));
         }
         Ok(input.clone())
     }
@@ -101,19 +115,27 @@ impl PositionalEmbeddingConfig {
     pub fn init(&self, input: &Shape, device: &Device) -> PositionalEmbedding {
         let dim = input[1];
         let weight = if self.kind == "learned" {
-            Initializer::Normal { mean: 0.0, std: 0.02 }.init([self.max_len, dim], device)
+            Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([self.max_len, dim], device)
         } else {
             let mut table = vec![0f32; self.max_len * dim];
             for pos in 0..self.max_len {
                 for i in 0..dim {
                     let angle = pos as f64 / 10000f64.powf((2 * (i / 2)) as f64 / dim as f64);
-                    table[pos * dim + i] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+                    table[pos * dim + i] =
+                        if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
                 }
             }
             let t = Tensor::<1>::from_floats(table.as_slice(), device).reshape([self.max_len, dim]);
             Param::from_tensor(t).set_require_grad(false)
         };
-        PositionalEmbedding { weight, fixed: self.kind != "learned" }
+        PositionalEmbedding {
+            weight,
+            fixed: self.kind != "learned",
+        }
     }
 }
 

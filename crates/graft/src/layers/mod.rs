@@ -21,14 +21,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::value::{Data, Value};
-use activation::{Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
-use attention::{MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig};
+use activation::{
+    Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig,
+};
+use attention::{
+    MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig,
+};
 use conv::{Conv1d, Conv2d, ConvConfig};
 use dense::{Dense, DenseConfig};
 use dropout::DropoutConfig;
 use embedding::{Embedding, EmbeddingConfig, PositionalEmbedding, PositionalEmbeddingConfig};
 use merge::{ConcatenateConfig, Merge};
-use norm::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm, LayerNormConfig};
+use norm::{
+    BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm,
+    LayerNormConfig,
+};
 use pool::{GlobalPool, Pool, PoolConfig, PoolKind};
 use recurrent::{Cell, MergeMode, Recurrent, RecurrentConfig};
 use reshape::{PermuteConfig, ReshapeConfig};
@@ -53,7 +60,11 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn activate<const D: usize>(&self, activation: Activation, y: Tensor<D>) -> Tensor<D> {
-        if self.skip_probability && activation.is_probability() { y } else { activation.apply(y) }
+        if self.skip_probability && activation.is_probability() {
+            y
+        } else {
+            activation.apply(y)
+        }
     }
 
     pub fn dropout_active(&self) -> bool {
@@ -183,12 +194,19 @@ impl LayerSpec {
     /// The TOML key of this kind (`conv2d`), also the stem of automatic node names.
     pub fn kind(&self) -> &'static str {
         let value = serde_json::to_value(self).ok();
-        let key = value.as_ref().and_then(|v| v.as_object()).and_then(|o| o.keys().next().cloned());
-        key.and_then(|k| LAYER_KINDS.iter().find(|n| **n == k).copied()).unwrap_or("layer")
+        let key = value
+            .as_ref()
+            .and_then(|v| v.as_object())
+            .and_then(|o| o.keys().next().cloned());
+        key.and_then(|k| LAYER_KINDS.iter().find(|n| **n == k).copied())
+            .unwrap_or("layer")
     }
 
     fn is_merge(&self) -> bool {
-        matches!(self, LayerSpec::Add(_) | LayerSpec::Multiply(_) | LayerSpec::Concatenate(_))
+        matches!(
+            self,
+            LayerSpec::Add(_) | LayerSpec::Multiply(_) | LayerSpec::Concatenate(_)
+        )
     }
 
     /// Inputs this kind accepts: merges ≥ 2, attention 1–3, recurrent 1 + initial states; others exactly 1.
@@ -196,21 +214,36 @@ impl LayerSpec {
         let ok = match self {
             s if s.is_merge() => n >= 2,
             LayerSpec::MultiHeadAttention(_) => (1..=3).contains(&n),
-            LayerSpec::SimpleRnn(_) | LayerSpec::Lstm(_) | LayerSpec::Gru(_) | LayerSpec::Bidirectional(_) => n >= 1,
+            LayerSpec::SimpleRnn(_)
+            | LayerSpec::Lstm(_)
+            | LayerSpec::Gru(_)
+            | LayerSpec::Bidirectional(_) => n >= 1,
             _ => n == 1,
         };
         if ok {
             Ok(())
         } else if self.is_merge() {
-            Err(shape_err(format!("{} needs at least two inputs, found {n}", self.kind())))
+            Err(shape_err(format!(
+                "{} needs at least two inputs, found {n}",
+                self.kind()
+            )))
         } else {
-            Err(shape_err(format!("{} takes one input, found {n}", self.kind())))
+            Err(shape_err(format!(
+                "{} takes one input, found {n}",
+                self.kind()
+            )))
         }
     }
 
     /// Infers the output shapes from the input shapes and builds the module: every shape error surfaces here,
     /// before any training.
-    pub fn build(&self, inputs: &[Shape], input_names: &[String], masked: &[bool], device: &Device) -> Result<Built> {
+    pub fn build(
+        &self,
+        inputs: &[Shape],
+        input_names: &[String],
+        masked: &[bool],
+        device: &Device,
+    ) -> Result<Built> {
         self.check_arity(inputs.len())?;
         let x = &inputs[0];
         let any_mask = masked.iter().any(|m| *m);
@@ -230,17 +263,39 @@ impl LayerSpec {
                 let out = c.infer2d(x)?;
                 one(Layer::Conv2d(c.init2d(x, device)?), out, false)
             }
-            LayerSpec::MaxPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Max1d)?), c.infer(x, false)?, false),
-            LayerSpec::AvgPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg1d)?), c.infer(x, false)?, false),
-            LayerSpec::MaxPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Max2d)?), c.infer(x, true)?, false),
-            LayerSpec::AvgPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg2d)?), c.infer(x, true)?, false),
+            LayerSpec::MaxPool1d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Max1d)?),
+                c.infer(x, false)?,
+                false,
+            ),
+            LayerSpec::AvgPool1d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Avg1d)?),
+                c.infer(x, false)?,
+                false,
+            ),
+            LayerSpec::MaxPool2d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Max2d)?),
+                c.infer(x, true)?,
+                false,
+            ),
+            LayerSpec::AvgPool2d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Avg2d)?),
+                c.infer(x, true)?,
+                false,
+            ),
             LayerSpec::GlobalAvgPool1d(_)
             | LayerSpec::GlobalMaxPool1d(_)
             | LayerSpec::GlobalAvgPool2d(_)
             | LayerSpec::GlobalMaxPool2d(_) => {
                 let g = GlobalPool {
-                    max: matches!(self, LayerSpec::GlobalMaxPool1d(_) | LayerSpec::GlobalMaxPool2d(_)),
-                    two_d: matches!(self, LayerSpec::GlobalAvgPool2d(_) | LayerSpec::GlobalMaxPool2d(_)),
+                    max: matches!(
+                        self,
+                        LayerSpec::GlobalMaxPool1d(_) | LayerSpec::GlobalMaxPool2d(_)
+                    ),
+                    two_d: matches!(
+                        self,
+                        LayerSpec::GlobalAvgPool2d(_) | LayerSpec::GlobalMaxPool2d(_)
+                    ),
                 };
                 one(Layer::GlobalPool(g), g.infer(x)?, false)
             }
@@ -263,15 +318,31 @@ impl LayerSpec {
             LayerSpec::InstanceNorm(c) => same(Layer::GroupNorm(c.init(x, device)?)),
             LayerSpec::Embedding(c) => {
                 let out = c.infer(x)?;
-                Built { layer: Layer::Embedding(c.init(device)), outputs: vec![out], masked: vec![c.padding_idx.is_some()] }
+                Built {
+                    layer: Layer::Embedding(c.init(device)),
+                    outputs: vec![out],
+                    masked: vec![c.padding_idx.is_some()],
+                }
             }
             LayerSpec::PositionalEmbedding(c) => {
                 let out = c.infer(x)?;
                 one(Layer::PositionalEmbedding(c.init(x, device)), out, true)
             }
-            LayerSpec::SimpleRnn(c) => recurrent_node(c, Cell::Simple(c.activation), 1, MergeMode::Concat, inputs, masked, device)?,
-            LayerSpec::Lstm(c) => recurrent_node(c, Cell::Lstm, 1, MergeMode::Concat, inputs, masked, device)?,
-            LayerSpec::Gru(c) => recurrent_node(c, Cell::Gru, 1, MergeMode::Concat, inputs, masked, device)?,
+            LayerSpec::SimpleRnn(c) => recurrent_node(
+                c,
+                Cell::Simple(c.activation),
+                1,
+                MergeMode::Concat,
+                inputs,
+                masked,
+                device,
+            )?,
+            LayerSpec::Lstm(c) => {
+                recurrent_node(c, Cell::Lstm, 1, MergeMode::Concat, inputs, masked, device)?
+            }
+            LayerSpec::Gru(c) => {
+                recurrent_node(c, Cell::Gru, 1, MergeMode::Concat, inputs, masked, device)?
+            }
             LayerSpec::Bidirectional(b) => {
                 let (c, cell) = match b.layer.as_ref() {
                     LayerSpec::SimpleRnn(c) => (c, Cell::Simple(c.activation)),
@@ -288,16 +359,25 @@ impl LayerSpec {
             }
             LayerSpec::TimeDistributed(t) => {
                 if x.len() < 2 {
-                    return Err(shape_err(format!("time_distributed needs [steps, ...] inputs, found {x:?}")));
+                    return Err(shape_err(format!(
+                        "time_distributed needs [steps, ...] inputs, found {x:?}"
+                    )));
                 }
                 let step: Shape = x[1..].to_vec();
-                let inner = t.layer.build(&[step], input_names, &[false], device).map_err(|e| e.at(t.layer.kind()))?;
+                let inner = t
+                    .layer
+                    .build(&[step], input_names, &[false], device)
+                    .map_err(|e| e.at(t.layer.kind()))?;
                 if inner.outputs.len() != 1 {
                     return Err(shape_err("time_distributed wraps layers with one output"));
                 }
-                let out: Shape = std::iter::once(x[0]).chain(inner.outputs[0].iter().copied()).collect();
+                let out: Shape = std::iter::once(x[0])
+                    .chain(inner.outputs[0].iter().copied())
+                    .collect();
                 if out.len() > 3 {
-                    return Err(shape_err(format!("time_distributed output {out:?} has more than 3 axes per sample")));
+                    return Err(shape_err(format!(
+                        "time_distributed output {out:?} has more than 3 axes per sample"
+                    )));
                 }
                 one(Layer::TimeDistributed(Box::new(inner.layer)), out, true)
             }
@@ -313,10 +393,16 @@ impl LayerSpec {
                 let out = c.infer(x)?;
                 one(Layer::Transformer(c.init(x, device)?), out, true)
             }
-            LayerSpec::Add(_) => one(Layer::Merge(Merge::Add), merge::infer_elementwise(inputs, input_names)?, true),
-            LayerSpec::Multiply(_) => {
-                one(Layer::Merge(Merge::Multiply), merge::infer_elementwise(inputs, input_names)?, true)
-            }
+            LayerSpec::Add(_) => one(
+                Layer::Merge(Merge::Add),
+                merge::infer_elementwise(inputs, input_names)?,
+                true,
+            ),
+            LayerSpec::Multiply(_) => one(
+                Layer::Merge(Merge::Multiply),
+                merge::infer_elementwise(inputs, input_names)?,
+                true,
+            ),
             LayerSpec::Concatenate(c) => {
                 let (out, axis) = c.infer(inputs, input_names)?;
                 one(Layer::Merge(Merge::Concatenate(axis + 1)), out, true)
@@ -326,8 +412,12 @@ impl LayerSpec {
             LayerSpec::Selu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Selu))),
             LayerSpec::Mish(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Mish))),
             LayerSpec::Tanh(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Tanh))),
-            LayerSpec::Sigmoid(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Sigmoid))),
-            LayerSpec::Linear(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Linear))),
+            LayerSpec::Sigmoid(_) => {
+                same(Layer::Activation(ActivationFn::Plain(Activation::Sigmoid)))
+            }
+            LayerSpec::Linear(_) => {
+                same(Layer::Activation(ActivationFn::Plain(Activation::Linear)))
+            }
             LayerSpec::LeakyRelu(c) => same(Layer::Activation(ActivationFn::LeakyRelu(c.alpha))),
             LayerSpec::Elu(c) => same(Layer::Activation(ActivationFn::Elu(c.alpha))),
             LayerSpec::Gelu(c) => same(Layer::Activation(if c.approximate {
@@ -339,7 +429,10 @@ impl LayerSpec {
                 let rank = x.len() as i64;
                 let axis = if c.axis < 0 { rank + c.axis } else { c.axis };
                 if axis < 0 || axis >= rank {
-                    return Err(shape_err(format!("axis {} is outside the {rank} per-sample axes", c.axis)));
+                    return Err(shape_err(format!(
+                        "axis {} is outside the {rank} per-sample axes",
+                        c.axis
+                    )));
                 }
                 same(Layer::Activation(ActivationFn::Softmax(axis as usize + 1)))
             }
@@ -400,9 +493,17 @@ fn recurrent_node(
     device: &Device,
 ) -> Result<Built> {
     let outputs = recurrent::infer(c, cell, directions, merge, inputs)?;
-    let layer = Layer::Recurrent(recurrent::init(c, cell, directions, merge, &inputs[0], device));
-    let masked = (0..outputs.len()).map(|i| i == 0 && c.return_sequences && masked[0]).collect();
-    Ok(Built { layer, outputs, masked })
+    let layer = Layer::Recurrent(recurrent::init(
+        c, cell, directions, merge, &inputs[0], device,
+    ));
+    let masked = (0..outputs.len())
+        .map(|i| i == 0 && c.return_sequences && masked[0])
+        .collect();
+    Ok(Built {
+        layer,
+        outputs,
+        masked,
+    })
 }
 
 /// A built layer.
@@ -450,9 +551,20 @@ impl Layer {
             }
             Layer::PositionalEmbedding(l) => keep(Data::D3(l.forward(first.data.d3()?))),
             Layer::Recurrent(l) => {
-                let initial = inputs.into_iter().map(|v| v.data.d2()).collect::<Result<Vec<_>>>()?;
-                let (seqs, states) = l.forward(first.data.d3()?, mask.clone(), initial, ctx.dropout_active());
-                let mut out: Vec<Value> = seqs.into_iter().map(|s| Value::with_mask(Data::D3(s), mask.clone())).collect();
+                let initial = inputs
+                    .into_iter()
+                    .map(|v| v.data.d2())
+                    .collect::<Result<Vec<_>>>()?;
+                let (seqs, states) = l.forward(
+                    first.data.d3()?,
+                    mask.clone(),
+                    initial,
+                    ctx.dropout_active(),
+                );
+                let mut out: Vec<Value> = seqs
+                    .into_iter()
+                    .map(|s| Value::with_mask(Data::D3(s), mask.clone()))
+                    .collect();
                 out.extend(states.into_iter().map(|s| Value::new(Data::D2(s))));
                 Ok(out)
             }
@@ -466,16 +578,33 @@ impl Layer {
                     Some(v) => v.data.clone().d3()?,
                     None => key.clone(),
                 };
-                keep(Data::D3(l.forward(query, key, value, key_mask, ctx.dropout_active())))
+                keep(Data::D3(l.forward(
+                    query,
+                    key,
+                    value,
+                    key_mask,
+                    ctx.dropout_active(),
+                )))
             }
-            Layer::Transformer(l) => keep(Data::D3(l.forward(first.data.d3()?, mask.clone(), ctx.dropout_active()))),
+            Layer::Transformer(l) => keep(Data::D3(l.forward(
+                first.data.d3()?,
+                mask.clone(),
+                ctx.dropout_active(),
+            ))),
             Layer::TimeDistributed(inner) => {
                 let dims = first.data.dims();
                 let (b, t) = (dims[0], dims[1]);
-                let folded: Vec<usize> = std::iter::once(b * t).chain(dims[2..].iter().copied()).collect();
-                let out = inner.forward(vec![Value::new(first.data.reshape(&folded)?)], ctx)?.remove(0);
+                let folded: Vec<usize> = std::iter::once(b * t)
+                    .chain(dims[2..].iter().copied())
+                    .collect();
+                let out = inner
+                    .forward(vec![Value::new(first.data.reshape(&folded)?)], ctx)?
+                    .remove(0);
                 let out_dims = out.data.dims();
-                let unfolded: Vec<usize> = [b, t].into_iter().chain(out_dims[1..].iter().copied()).collect();
+                let unfolded: Vec<usize> = [b, t]
+                    .into_iter()
+                    .chain(out_dims[1..].iter().copied())
+                    .collect();
                 keep(out.data.reshape(&unfolded)?)
             }
             Layer::Pool(p) => plain(match first.data {
@@ -488,7 +617,11 @@ impl Layer {
             })),
             Layer::Reshape(shape) => plain(reshape::reshape_batch(first.data, shape)?),
             Layer::Permute(p) => plain(p.forward(first.data)),
-            Layer::Dropout(rate) => keep(crate::map_data!(first.data, |t| dropout::dropout(t, *rate, ctx.dropout_active()))),
+            Layer::Dropout(rate) => keep(crate::map_data!(first.data, |t| dropout::dropout(
+                t,
+                *rate,
+                ctx.dropout_active()
+            ))),
             Layer::Activation(a) => {
                 let rank = first.data.rank();
                 if ctx.skip_probability && a.is_probability(rank) {

@@ -58,7 +58,9 @@ pub fn channels(input: &Shape) -> Result<usize> {
         [f] => Ok(*f),
         [_, c] => Ok(*c),
         [c, _, _] => Ok(*c),
-        _ => Err(shape_err(format!("normalization expects [F], [L, C] or [C, H, W], found {input:?}"))),
+        _ => Err(shape_err(format!(
+            "normalization expects [F], [L, C] or [C, H, W], found {input:?}"
+        ))),
     }
 }
 
@@ -113,13 +115,34 @@ impl BatchNorm {
             );
         }
         let dims = x.dims();
-        let n: usize = dims.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, d)| d).product();
-        let result = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
-        let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+        let n: usize = dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, d)| d)
+            .product();
+        let result = burn::tensor::module::batch_norm_train(
+            x,
+            self.weight.val(),
+            self.bias.val(),
+            self.epsilon,
+        );
+        let unbiased = if n > 1 {
+            n as f64 / (n - 1) as f64
+        } else {
+            1.0
+        };
         let m = self.momentum;
-        let mean = self.running_mean.value_sync().mul_scalar(1.0 - m).add(result.mean.detach().mul_scalar(m));
-        let var =
-            self.running_var.value_sync().mul_scalar(1.0 - m).add(result.variance.detach().mul_scalar(m * unbiased));
+        let mean = self
+            .running_mean
+            .value_sync()
+            .mul_scalar(1.0 - m)
+            .add(result.mean.detach().mul_scalar(m));
+        let var = self
+            .running_var
+            .value_sync()
+            .mul_scalar(1.0 - m)
+            .add(result.variance.detach().mul_scalar(m * unbiased));
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
         result.output
@@ -128,7 +151,9 @@ impl BatchNorm {
 
 impl LayerNormConfig {
     pub fn init(&self, input: &Shape, device: &Device) -> Result<LayerNorm> {
-        let f = *input.last().ok_or_else(|| shape_err("layer norm needs at least one axis"))?;
+        let f = *input
+            .last()
+            .ok_or_else(|| shape_err("layer norm needs at least one axis"))?;
         Ok(LayerNorm {
             weight: Param::from_tensor(Tensor::ones([f], device)),
             bias: Param::from_tensor(Tensor::zeros([f], device)),
@@ -156,7 +181,10 @@ impl GroupNormConfig {
     pub fn init(&self, input: &Shape, device: &Device) -> Result<GroupNorm> {
         let c = channels(input)?;
         if self.groups == 0 || c % self.groups != 0 {
-            return Err(shape_err(format!("groups = {} must divide the {c} channels", self.groups)));
+            return Err(shape_err(format!(
+                "groups = {} must divide the {c} channels",
+                self.groups
+            )));
         }
         Ok(GroupNorm::new(c, self.groups, self.epsilon, true, device))
     }
@@ -165,7 +193,9 @@ impl GroupNormConfig {
 impl InstanceNormConfig {
     pub fn init(&self, input: &Shape, device: &Device) -> Result<GroupNorm> {
         if input.len() < 2 {
-            return Err(shape_err(format!("instance norm needs [L, C] or [C, H, W] inputs, found {input:?}")));
+            return Err(shape_err(format!(
+                "instance norm needs [L, C] or [C, H, W] inputs, found {input:?}"
+            )));
         }
         let c = channels(input)?;
         Ok(GroupNorm::new(c, c, self.epsilon, self.affine, device))

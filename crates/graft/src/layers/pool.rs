@@ -25,10 +25,17 @@ pub struct PoolConfig {
 
 impl PoolConfig {
     pub fn new(size: usize) -> Self {
-        PoolConfig { size: Dims::One(size), stride: None, padding: Padding::default() }
+        PoolConfig {
+            size: Dims::One(size),
+            stride: None,
+            padding: Padding::default(),
+        }
     }
 
-    fn geometry<const N: usize>(&self, sizes: [usize; N]) -> Result<([usize; N], [usize; N], [(usize, usize); N], [usize; N])> {
+    fn geometry<const N: usize>(
+        &self,
+        sizes: [usize; N],
+    ) -> Result<([usize; N], [usize; N], [(usize, usize); N], [usize; N])> {
         let kernel = self.size.resolve::<N>("size")?;
         let stride = match &self.stride {
             Some(s) => s.resolve::<N>("stride")?,
@@ -41,7 +48,10 @@ impl PoolConfig {
         let mut out = [0; N];
         for i in 0..N {
             if padding[i].0.max(padding[i].1) * 2 > kernel[i] {
-                return Err(shape_err(format!("padding {:?} is more than half the window {}", padding[i], kernel[i])));
+                return Err(shape_err(format!(
+                    "padding {:?} is more than half the window {}",
+                    padding[i], kernel[i]
+                )));
             }
             out[i] = window_output(sizes[i], padding[i], kernel[i], stride[i], 1)?;
         }
@@ -64,11 +74,21 @@ impl PoolConfig {
         Ok(match kind {
             PoolKind::Max2d | PoolKind::Avg2d => {
                 let (k, s, p, _) = self.geometry::<2>([input[1], input[2]])?;
-                Pool::TwoD { kind, kernel: k, stride: s, padding: p }
+                Pool::TwoD {
+                    kind,
+                    kernel: k,
+                    stride: s,
+                    padding: p,
+                }
             }
             PoolKind::Max1d | PoolKind::Avg1d => {
                 let (k, s, p, _) = self.geometry::<1>([input[0]])?;
-                Pool::OneD { kind, kernel: k, stride: s, padding: p }
+                Pool::OneD {
+                    kind,
+                    kernel: k,
+                    stride: s,
+                    padding: p,
+                }
             }
         })
     }
@@ -94,21 +114,47 @@ pub enum PoolKind {
 
 #[derive(Debug, Clone)]
 pub enum Pool {
-    OneD { kind: PoolKind, kernel: [usize; 1], stride: [usize; 1], padding: [(usize, usize); 1] },
-    TwoD { kind: PoolKind, kernel: [usize; 2], stride: [usize; 2], padding: [(usize, usize); 2] },
+    OneD {
+        kind: PoolKind,
+        kernel: [usize; 1],
+        stride: [usize; 1],
+        padding: [(usize, usize); 1],
+    },
+    TwoD {
+        kind: PoolKind,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+    },
 }
 
 impl Pool {
     /// `[B, C, H, W]` → `[B, C, H', W']`.
     pub fn forward2d(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Pool::TwoD { kind: PoolKind::Max2d, kernel, stride, padding } => {
-                max_pool2d(x, MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding))
-            }
-            Pool::TwoD { kernel, stride, padding, .. } => avg_pool2d(
+            Pool::TwoD {
+                kind: PoolKind::Max2d,
+                kernel,
+                stride,
+                padding,
+            } => max_pool2d(
+                x,
+                MaxPoolOptions::new(*kernel)
+                    .with_stride(*stride)
+                    .with_padding_pairs(*padding),
+            ),
+            Pool::TwoD {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => avg_pool2d(
                 x,
                 // Keras averages over the valid part of a window at the border.
-                AvgPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding).with_count_include_pad(false),
+                AvgPoolOptions::new(*kernel)
+                    .with_stride(*stride)
+                    .with_padding_pairs(*padding)
+                    .with_count_include_pad(false),
             ),
             Pool::OneD { .. } => x,
         }
@@ -118,12 +164,28 @@ impl Pool {
     pub fn forward1d(&self, x: Tensor<3>) -> Tensor<3> {
         let x = x.swap_dims(1, 2);
         let y = match self {
-            Pool::OneD { kind: PoolKind::Max1d, kernel, stride, padding } => {
-                max_pool1d(x, MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding))
-            }
-            Pool::OneD { kernel, stride, padding, .. } => avg_pool1d(
+            Pool::OneD {
+                kind: PoolKind::Max1d,
+                kernel,
+                stride,
+                padding,
+            } => max_pool1d(
                 x,
-                AvgPoolOptions::new(*kernel).with_stride(*stride).with_padding_pairs(*padding).with_count_include_pad(false),
+                MaxPoolOptions::new(*kernel)
+                    .with_stride(*stride)
+                    .with_padding_pairs(*padding),
+            ),
+            Pool::OneD {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => avg_pool1d(
+                x,
+                AvgPoolOptions::new(*kernel)
+                    .with_stride(*stride)
+                    .with_padding_pairs(*padding)
+                    .with_count_include_pad(false),
             ),
             Pool::TwoD { .. } => x,
         };
@@ -141,7 +203,8 @@ pub struct GlobalPool {
 impl GlobalPool {
     pub fn infer(&self, input: &Shape) -> Result<Shape> {
         if self.two_d {
-            let [c, _, _] = expect_rank::<3>(input, "global 2D pooling", "[channels, height, width]")?;
+            let [c, _, _] =
+                expect_rank::<3>(input, "global 2D pooling", "[channels, height, width]")?;
             Ok(vec![c])
         } else {
             let [_, c] = expect_rank::<2>(input, "global 1D pooling", "[steps, channels]")?;
@@ -159,14 +222,21 @@ impl GlobalPool {
                 let count = keep.clone().sum_dim(1).clamp_min(1.0);
                 (x * keep).sum_dim(1).div(count).squeeze_dim(1)
             }
-            (Some(mask), true) => x.mask_fill(mask.unsqueeze_dim::<3>(2), f32::MIN).max_dim(1).squeeze_dim(1),
+            (Some(mask), true) => x
+                .mask_fill(mask.unsqueeze_dim::<3>(2), f32::MIN)
+                .max_dim(1)
+                .squeeze_dim(1),
         }
     }
 
     /// `[B, C, H, W]` → `[B, C]`.
     pub fn forward2d(&self, x: Tensor<4>) -> Tensor<2> {
         let flat: Tensor<3> = x.flatten(2, 3);
-        let pooled = if self.max { flat.max_dim(2) } else { flat.mean_dim(2) };
+        let pooled = if self.max {
+            flat.max_dim(2)
+        } else {
+            flat.mean_dim(2)
+        };
         pooled.squeeze_dim(2)
     }
 }

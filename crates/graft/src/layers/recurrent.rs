@@ -132,19 +132,31 @@ pub fn infer(
     let states = cell.states() * directions;
     if inputs.len() > 1 {
         if config.num_layers != 1 {
-            return Err(shape_err("initial states can only be given to a single-layer recurrent node"));
+            return Err(shape_err(
+                "initial states can only be given to a single-layer recurrent node",
+            ));
         }
         if inputs.len() != 1 + states {
-            return Err(shape_err(format!("takes the sequence plus {states} initial state(s), found {} inputs", inputs.len())));
+            return Err(shape_err(format!(
+                "takes the sequence plus {states} initial state(s), found {} inputs",
+                inputs.len()
+            )));
         }
         for s in &inputs[1..] {
             if s != &vec![config.units] {
-                return Err(shape_err(format!("initial states must be [{}], found {s:?}", config.units)));
+                return Err(shape_err(format!(
+                    "initial states must be [{}], found {s:?}",
+                    config.units
+                )));
             }
         }
     }
     let width = merged_width(config.units, directions, merge);
-    let mut out = vec![if config.return_sequences { vec![t, width] } else { vec![width] }];
+    let mut out = vec![if config.return_sequences {
+        vec![t, width]
+    } else {
+        vec![width]
+    }];
     if config.return_state {
         out.extend((0..states).map(|_| vec![config.units]));
     }
@@ -152,7 +164,11 @@ pub fn infer(
 }
 
 fn merged_width(units: usize, directions: usize, merge: MergeMode) -> usize {
-    if directions == 2 && merge == MergeMode::Concat { 2 * units } else { units }
+    if directions == 2 && merge == MergeMode::Concat {
+        2 * units
+    } else {
+        units
+    }
 }
 
 /// A recurrent node's parameters: per stacked layer and direction, `[w_ih, w_hh]` and `[b_ih, b_hh]`.
@@ -196,16 +212,24 @@ pub fn init(
         dropout: config.dropout,
     };
     for layer in 0..config.num_layers {
-        let in_dim = if layer == 0 { input[1] } else { merged_width(h, directions, merge) };
+        let in_dim = if layer == 0 {
+            input[1]
+        } else {
+            merged_width(h, directions, merge)
+        };
         for d in 0..directions {
             let suffix = format!("_l{layer}{}", if d == 1 { "_reverse" } else { "" });
-            r.weights.push(config.kernel_initializer.init([g * h, in_dim], device));
-            r.weights.push(config.recurrent_initializer.init([g * h, h], device));
+            r.weights
+                .push(config.kernel_initializer.init([g * h, in_dim], device));
+            r.weights
+                .push(config.recurrent_initializer.init([g * h, h], device));
             r.weight_names.push(format!("weight_ih{suffix}"));
             r.weight_names.push(format!("weight_hh{suffix}"));
             if config.use_bias {
                 let b_ih = if cell == Cell::Lstm && config.unit_forget_bias {
-                    let values: Vec<f32> = (0..g * h).map(|i| if (h..2 * h).contains(&i) { 1.0 } else { 0.0 }).collect();
+                    let values: Vec<f32> = (0..g * h)
+                        .map(|i| if (h..2 * h).contains(&i) { 1.0 } else { 0.0 })
+                        .collect();
                     Param::from_tensor(Tensor::<1>::from_floats(values.as_slice(), device))
                 } else {
                     config.bias_initializer.init([g * h], device)
@@ -243,8 +267,12 @@ impl Recurrent {
             finals.clear();
             for d in 0..self.directions {
                 let idx = layer * self.directions + d;
-                let init: Vec<Tensor<2>> =
-                    initial.iter().skip(d * self.cell.states()).take(self.cell.states()).cloned().collect();
+                let init: Vec<Tensor<2>> = initial
+                    .iter()
+                    .skip(d * self.cell.states())
+                    .take(self.cell.states())
+                    .cloned()
+                    .collect();
                 let (seq, state) = self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init);
                 seqs.push(seq);
                 finals.push(state);
@@ -257,7 +285,11 @@ impl Recurrent {
                 input = self.merge_dirs(seqs, 2);
             }
         }
-        let states: Vec<Tensor<2>> = if self.return_state { finals.into_iter().flatten().collect() } else { vec![] };
+        let states: Vec<Tensor<2>> = if self.return_state {
+            finals.into_iter().flatten().collect()
+        } else {
+            vec![]
+        };
         match merged_last {
             Some(last) => (vec![], std::iter::once(last).chain(states).collect()),
             None => (vec![input], states),
@@ -305,7 +337,11 @@ impl Recurrent {
         let mut h = initial.first().cloned().unwrap_or_else(zeros);
         let mut c = initial.get(1).cloned().unwrap_or_else(zeros);
         let mut outputs: Vec<Tensor<2>> = Vec::with_capacity(t);
-        let order: Vec<usize> = if reverse { (0..t).rev().collect() } else { (0..t).collect() };
+        let order: Vec<usize> = if reverse {
+            (0..t).rev().collect()
+        } else {
+            (0..t).collect()
+        };
         for &step in &order {
             let xp = projected[step].clone();
             let hp = linear(h.clone(), w_hh, b_hh);
@@ -332,11 +368,21 @@ impl Recurrent {
             outputs.reverse();
         }
         let seq = Tensor::stack::<3>(outputs, 1);
-        let states = if self.cell == Cell::Lstm { vec![h, c] } else { vec![h] };
+        let states = if self.cell == Cell::Lstm {
+            vec![h, c]
+        } else {
+            vec![h]
+        };
         (seq, states)
     }
 
-    fn cell_step(&self, xp: Tensor<2>, hp: Tensor<2>, h_prev: Tensor<2>, c: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+    fn cell_step(
+        &self,
+        xp: Tensor<2>,
+        hp: Tensor<2>,
+        h_prev: Tensor<2>,
+        c: Tensor<2>,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let h = self.units;
         match self.cell {
             Cell::Simple(act) => (act.apply(xp + hp), None),
@@ -398,8 +444,16 @@ impl Module for Recurrent {
     }
 
     fn to_device(mut self, device: &Device) -> Self {
-        self.weights = self.weights.into_iter().map(|p| p.to_device(device)).collect();
-        self.biases = self.biases.into_iter().map(|p| p.to_device(device)).collect();
+        self.weights = self
+            .weights
+            .into_iter()
+            .map(|p| p.to_device(device))
+            .collect();
+        self.biases = self
+            .biases
+            .into_iter()
+            .map(|p| p.to_device(device))
+            .collect();
         self
     }
 

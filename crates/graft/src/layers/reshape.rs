@@ -18,22 +18,40 @@ impl ReshapeConfig {
         let total: usize = input.iter().product();
         let unknown = self.shape.iter().filter(|&&d| d == -1).count();
         if unknown > 1 || self.shape.iter().any(|&d| d == 0 || d < -1) {
-            return Err(shape_err(format!("shape {:?}: entries must be positive, with at most one -1", self.shape)));
+            return Err(shape_err(format!(
+                "shape {:?}: entries must be positive, with at most one -1",
+                self.shape
+            )));
         }
-        let known: usize = self.shape.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
+        let known: usize = self
+            .shape
+            .iter()
+            .filter(|&&d| d > 0)
+            .map(|&d| d as usize)
+            .product();
         let out: Shape = if unknown == 1 {
             if total % known != 0 {
-                return Err(shape_err(format!("cannot reshape {input:?} ({total} values) to {:?}", self.shape)));
+                return Err(shape_err(format!(
+                    "cannot reshape {input:?} ({total} values) to {:?}",
+                    self.shape
+                )));
             }
-            self.shape.iter().map(|&d| if d == -1 { total / known } else { d as usize }).collect()
+            self.shape
+                .iter()
+                .map(|&d| if d == -1 { total / known } else { d as usize })
+                .collect()
         } else {
             self.shape.iter().map(|&d| d as usize).collect()
         };
         if out.iter().product::<usize>() != total {
-            return Err(shape_err(format!("cannot reshape {input:?} ({total} values) to {out:?}")));
+            return Err(shape_err(format!(
+                "cannot reshape {input:?} ({total} values) to {out:?}"
+            )));
         }
         if out.is_empty() || out.len() > 3 {
-            return Err(shape_err(format!("reshape to {out:?}: per-sample shapes have 1 to 3 axes")));
+            return Err(shape_err(format!(
+                "reshape to {out:?}: per-sample shapes have 1 to 3 axes"
+            )));
         }
         Ok(out)
     }
@@ -62,7 +80,9 @@ impl PermuteConfig {
 
     /// Batch axis stays first.
     pub fn forward(&self, x: Data) -> Data {
-        let axes: Vec<usize> = std::iter::once(0).chain(self.dims.iter().map(|d| d + 1)).collect();
+        let axes: Vec<usize> = std::iter::once(0)
+            .chain(self.dims.iter().map(|d| d + 1))
+            .collect();
         match x {
             Data::D2(t) => Data::D2(t),
             Data::D3(t) => Data::D3(t.permute([axes[0], axes[1], axes[2]])),
@@ -79,6 +99,8 @@ pub fn flatten_shape(input: &Shape) -> Shape {
 /// Reshapes a batch to `[B, shape...]`.
 pub fn reshape_batch(x: Data, shape: &Shape) -> Result<Data> {
     let batch = x.dims()[0];
-    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
+    let dims: Vec<usize> = std::iter::once(batch)
+        .chain(shape.iter().copied())
+        .collect();
     x.reshape(&dims)
 }

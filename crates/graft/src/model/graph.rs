@@ -49,14 +49,22 @@ impl Graph {
         let mut nodes: Vec<GraphNode> = Vec::with_capacity(spec.nodes.len());
         for node in &spec.nodes {
             let at = || format!("layer '{}'", node.name);
-            if spec.inputs.iter().any(|i| i.name == node.name) || nodes.iter().any(|n| n.name == node.name) {
-                return Err(Error::new("this name is used twice; node names must be unique").at(at()));
+            if spec.inputs.iter().any(|i| i.name == node.name)
+                || nodes.iter().any(|n| n.name == node.name)
+            {
+                return Err(
+                    Error::new("this name is used twice; node names must be unique").at(at()),
+                );
             }
             if node.inputs.is_empty() {
                 return Err(Error::new("has no inputs (`from`)").at(at()));
             }
-            let sources =
-                node.inputs.iter().map(|r| resolve(spec, &nodes, r)).collect::<Result<Vec<_>>>().map_err(|e| e.at(at()))?;
+            let sources = node
+                .inputs
+                .iter()
+                .map(|r| resolve(spec, &nodes, r))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| e.at(at()))?;
             let shapes: Vec<Shape> = sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
             let masked: Vec<bool> = sources.iter().map(|s| masked_of(&nodes, *s)).collect();
             let (layer_of, layer_spec) = match &node.op {
@@ -72,13 +80,19 @@ impl Graph {
                     (nodes[idx].layer_of, nodes[nodes[idx].layer_of].spec.clone())
                 }
             };
-            let built = layer_spec.build(&shapes, &node.inputs, &masked, device).map_err(|e| {
-                let detail = describe_inputs(&node.inputs, &shapes);
-                Error::new(format!("{} (inputs: {detail})", e.message)).at(at())
-            })?;
+            let built = layer_spec
+                .build(&shapes, &node.inputs, &masked, device)
+                .map_err(|e| {
+                    let detail = describe_inputs(&node.inputs, &shapes);
+                    Error::new(format!("{} (inputs: {detail})", e.message)).at(at())
+                })?;
             if layer_of != nodes.len() {
                 let original = &nodes[layer_of];
-                let original_shapes: Vec<Shape> = original.sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
+                let original_shapes: Vec<Shape> = original
+                    .sources
+                    .iter()
+                    .map(|s| shape_of(spec, &nodes, *s))
+                    .collect();
                 if original_shapes != shapes {
                     return Err(Error::new(format!(
                         "shares the layer of '{}', which takes {original_shapes:?}, but its inputs are {shapes:?}",
@@ -107,7 +121,12 @@ impl Graph {
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.at("model.outputs"))?;
         // Draw every initial value now, in node order, so the same seed gives the same weights.
-        let graph = Graph { spec: spec.clone(), nodes, outputs }.materialize();
+        let graph = Graph {
+            spec: spec.clone(),
+            nodes,
+            outputs,
+        }
+        .materialize();
         Ok(graph)
     }
 
@@ -116,11 +135,17 @@ impl Graph {
     }
 
     pub fn output_shapes(&self) -> Vec<Shape> {
-        self.outputs.iter().map(|s| shape_of(&self.spec, &self.nodes, *s)).collect()
+        self.outputs
+            .iter()
+            .map(|s| shape_of(&self.spec, &self.nodes, *s))
+            .collect()
     }
 
     /// The activation an output ends in, when it turns logits into probabilities.
-    pub fn output_probability(&self, output: usize) -> Option<crate::layers::activation::Activation> {
+    pub fn output_probability(
+        &self,
+        output: usize,
+    ) -> Option<crate::layers::activation::Activation> {
         match self.outputs[output] {
             Source::Node(n, 0) => self.nodes[n].spec.ends_in_probability(),
             _ => None,
@@ -130,21 +155,48 @@ impl Graph {
     /// Runs the graph: one batch tensor per model input → one value per model output. With `logits`, output
     /// nodes leave out a final softmax/sigmoid (the losses work on logits, which is numerically stable).
     pub fn forward(&self, inputs: Vec<Data>, training: bool, logits: bool) -> Result<Vec<Value>> {
-        self.forward_ctx(inputs, Ctx { training, mc_dropout: false, skip_probability: false }, logits)
+        self.forward_ctx(
+            inputs,
+            Ctx {
+                training,
+                mc_dropout: false,
+                skip_probability: false,
+            },
+            logits,
+        )
     }
 
     pub fn forward_ctx(&self, inputs: Vec<Data>, ctx: Ctx, logits: bool) -> Result<Vec<Value>> {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
         let mut values: Vec<Vec<Value>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            let args: Vec<Value> = node.sources.iter().map(|s| fetch(&inputs, &values, *s)).collect();
-            let is_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
-            let node_ctx = Ctx { skip_probability: logits && is_output, ..ctx };
-            let layer = self.nodes[node.layer_of].layer.as_ref().ok_or_else(|| Error::new("layer missing"))?;
-            let out = layer.forward(args, &node_ctx).map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+            let args: Vec<Value> = node
+                .sources
+                .iter()
+                .map(|s| fetch(&inputs, &values, *s))
+                .collect();
+            let is_output = self
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Source::Node(n, _) if *n == i));
+            let node_ctx = Ctx {
+                skip_probability: logits && is_output,
+                ..ctx
+            };
+            let layer = self.nodes[node.layer_of]
+                .layer
+                .as_ref()
+                .ok_or_else(|| Error::new("layer missing"))?;
+            let out = layer
+                .forward(args, &node_ctx)
+                .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
             values.push(out);
         }
-        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
+        Ok(self
+            .outputs
+            .iter()
+            .map(|s| fetch(&inputs, &values, *s))
+            .collect())
     }
 }
 
@@ -156,7 +208,12 @@ fn fetch(inputs: &[Value], values: &[Vec<Value>], source: Source) -> Value {
 }
 
 fn describe_inputs(names: &[String], shapes: &[Shape]) -> String {
-    names.iter().zip(shapes).map(|(n, s)| format!("'{n}' {s:?}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| format!("'{n}' {s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Resolves `name` or `name:k` against the model inputs and earlier nodes.
@@ -164,7 +221,11 @@ fn resolve(spec: &ModelSpec, nodes: &[GraphNode], reference: &str) -> Result<Sou
     let (name, index) = match reference.rsplit_once(':') {
         Some((n, k)) => match k.parse::<usize>() {
             Ok(k) => (n, k),
-            Err(_) => return Err(Error::new(format!("'{reference}': the part after ':' must be an output index"))),
+            Err(_) => {
+                return Err(Error::new(format!(
+                    "'{reference}': the part after ':' must be an output index"
+                )));
+            }
         },
         None => (reference, 0),
     };
@@ -180,12 +241,19 @@ fn resolve(spec: &ModelSpec, nodes: &[GraphNode], reference: &str) -> Result<Sou
         }
         return Ok(Source::Node(n, index));
     }
-    let known = spec.inputs.iter().map(|i| i.name.as_str()).chain(nodes.iter().map(|n| n.name.as_str()));
+    let known = spec
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(nodes.iter().map(|n| n.name.as_str()));
     let later = spec.nodes.iter().any(|n| n.name == name);
     Err(Error::new(if later {
         format!("'{name}' is defined later; a node can only take inputs from earlier nodes")
     } else {
-        format!("'{name}' is neither a model input nor an earlier node{}", hint(name, known))
+        format!(
+            "'{name}' is neither a model input nor an earlier node{}",
+            hint(name, known)
+        )
     }))
 }
 

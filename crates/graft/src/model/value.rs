@@ -63,7 +63,11 @@ impl Data {
             2 => Data::D2(flat.reshape([dims[0], dims[1]])),
             3 => Data::D3(flat.reshape([dims[0], dims[1], dims[2]])),
             4 => Data::D4(flat.reshape([dims[0], dims[1], dims[2], dims[3]])),
-            n => return Err(Error::new(format!("tensors of rank {n} are not supported (2 to 4 with the batch axis)"))),
+            n => {
+                return Err(Error::new(format!(
+                    "tensors of rank {n} are not supported (2 to 4 with the batch axis)"
+                )));
+            }
         })
     }
 
@@ -90,7 +94,9 @@ impl Data {
 }
 
 fn rank_error(expected: usize, found: usize) -> Error {
-    Error::new(format!("expected a tensor of rank {expected} (with the batch axis), found rank {found}"))
+    Error::new(format!(
+        "expected a tensor of rank {expected} (with the batch axis), found rank {found}"
+    ))
 }
 
 impl Value {
@@ -104,6 +110,9 @@ impl Value {
 
     /// Replaces the tensor, keeping the mask (for layers that keep the time axis).
     pub fn map(self, f: impl FnOnce(Data) -> Data) -> Self {
-        Value { data: f(self.data), mask: self.mask }
+        Value {
+            data: f(self.data),
+            mask: self.mask,
+        }
     }
 }

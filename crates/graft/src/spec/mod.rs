@@ -1,6 +1,8 @@
 //! Specs: plain data describing models and experiments, read from TOML and written back.
 
+pub mod experiment;
 pub mod model;
 pub mod suggest;
 
+pub use experiment::ExperimentSpec;
 pub use model::ModelSpec;

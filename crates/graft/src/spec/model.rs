@@ -42,7 +42,13 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// A sequential model on one input named `input`; add layers with [`ModelSpec::add`].
     pub fn sequential(input_shape: impl Into<Shape>) -> Self {
-        ModelSpec { inputs: vec![InputSpec { name: "input".into(), shape: input_shape.into() }], ..Default::default() }
+        ModelSpec {
+            inputs: vec![InputSpec {
+                name: "input".into(),
+                shape: input_shape.into(),
+            }],
+            ..Default::default()
+        }
     }
 
     /// Appends a layer fed by the previous node (or the input), named `<kind>_<n>`; it becomes the output.
@@ -54,8 +60,16 @@ impl ModelSpec {
 
     /// Appends a named layer fed by the previous node; it becomes the output.
     pub fn add_named(mut self, name: &str, layer: LayerSpec) -> Self {
-        let from = self.nodes.last().map(|n| n.name.clone()).or_else(|| self.inputs.first().map(|i| i.name.clone()));
-        self.nodes.push(NodeSpec { name: name.into(), op: NodeOp::Layer(layer), inputs: from.into_iter().collect() });
+        let from = self
+            .nodes
+            .last()
+            .map(|n| n.name.clone())
+            .or_else(|| self.inputs.first().map(|i| i.name.clone()));
+        self.nodes.push(NodeSpec {
+            name: name.into(),
+            op: NodeOp::Layer(layer),
+            inputs: from.into_iter().collect(),
+        });
         self.outputs = vec![name.into()];
         self
     }
@@ -66,7 +80,10 @@ impl ModelSpec {
     }
 
     pub fn input(mut self, name: &str, shape: impl Into<Shape>) -> Self {
-        self.inputs.push(InputSpec { name: name.into(), shape: shape.into() });
+        self.inputs.push(InputSpec {
+            name: name.into(),
+            shape: shape.into(),
+        });
         self
     }
 
@@ -95,14 +112,23 @@ impl ModelSpec {
     }
 
     fn auto_name(&self, kind: &str) -> String {
-        (1..).map(|i| format!("{kind}_{i}")).find(|n| !self.nodes.iter().any(|node| &node.name == n)).unwrap_or_default()
+        (1..)
+            .map(|i| format!("{kind}_{i}"))
+            .find(|n| !self.nodes.iter().any(|node| &node.name == n))
+            .unwrap_or_default()
     }
 
     /// Parses the `[model]` table (the `location` prefixes error paths, e.g. `model`).
     pub fn from_toml(value: &Value, location: &str) -> Result<Self> {
-        let table = value.as_table().ok_or_else(|| Error::new("expected a table").at(location))?;
+        let table = value
+            .as_table()
+            .ok_or_else(|| Error::new("expected a table").at(location))?;
         let sequential = table.contains_key("layers") || table.contains_key("input");
-        let allowed: &[&str] = if sequential { &["input", "layers"] } else { &["inputs", "nodes", "outputs"] };
+        let allowed: &[&str] = if sequential {
+            &["input", "layers"]
+        } else {
+            &["inputs", "nodes", "outputs"]
+        };
         for key in table.keys() {
             if !allowed.contains(&key.as_str()) {
                 return Err(Error::new(format!(
@@ -117,7 +143,9 @@ impl ModelSpec {
             let layers = table
                 .get("layers")
                 .and_then(Value::as_array)
-                .ok_or_else(|| Error::new("expected an array of layers").at(format!("{location}.layers")))?;
+                .ok_or_else(|| {
+                    Error::new("expected an array of layers").at(format!("{location}.layers"))
+                })?;
             let mut spec = ModelSpec::sequential(shape);
             for (i, layer) in layers.iter().enumerate() {
                 let at = format!("{location}.layers[{i}]");
@@ -128,11 +156,15 @@ impl ModelSpec {
                 spec = match (name, op) {
                     (Some(name), NodeOp::Layer(l)) => spec.add_named(&name, l),
                     (None, NodeOp::Layer(l)) => spec.add(l),
-                    (_, NodeOp::Shared(_)) => return Err(Error::new("`shared` is only for graph models").at(at)),
+                    (_, NodeOp::Shared(_)) => {
+                        return Err(Error::new("`shared` is only for graph models").at(at));
+                    }
                 };
             }
             if spec.nodes.is_empty() {
-                return Err(Error::new("a model needs at least one layer").at(format!("{location}.layers")));
+                return Err(
+                    Error::new("a model needs at least one layer").at(format!("{location}.layers"))
+                );
             }
             return Ok(spec);
         }
@@ -140,24 +172,43 @@ impl ModelSpec {
         let inputs = table
             .get("inputs")
             .and_then(Value::as_table)
-            .ok_or_else(|| Error::new("expected a table of input name = shape").at(format!("{location}.inputs")))?;
+            .ok_or_else(|| {
+                Error::new("expected a table of input name = shape")
+                    .at(format!("{location}.inputs"))
+            })?;
         for (name, shape) in inputs {
-            spec = spec.input(name, parse_shape(Some(shape), &format!("{location}.inputs.{name}"))?);
+            spec = spec.input(
+                name,
+                parse_shape(Some(shape), &format!("{location}.inputs.{name}"))?,
+            );
         }
         let nodes = table
             .get("nodes")
             .and_then(Value::as_array)
-            .ok_or_else(|| Error::new("expected an array of nodes").at(format!("{location}.nodes")))?;
+            .ok_or_else(|| {
+                Error::new("expected an array of nodes").at(format!("{location}.nodes"))
+            })?;
         for (i, node) in nodes.iter().enumerate() {
             let at = format!("{location}.nodes[{i}]");
             let (name, op, from) = parse_node(node, &at, &["name", "from"])?;
             let name = name.ok_or_else(|| Error::new("every graph node needs a `name`").at(&at))?;
-            let from = from.ok_or_else(|| Error::new("every graph node needs `from` (its inputs)").at(&at))?;
-            spec.nodes.push(NodeSpec { name, op, inputs: from });
+            let from = from
+                .ok_or_else(|| Error::new("every graph node needs `from` (its inputs)").at(&at))?;
+            spec.nodes.push(NodeSpec {
+                name,
+                op,
+                inputs: from,
+            });
         }
         spec.outputs = match table.get("outputs") {
-            Some(v) => string_list(v).ok_or_else(|| Error::new("expected an array of node names").at(format!("{location}.outputs")))?,
-            None => spec.nodes.last().map(|n| vec![n.name.clone()]).unwrap_or_default(),
+            Some(v) => string_list(v).ok_or_else(|| {
+                Error::new("expected an array of node names").at(format!("{location}.outputs"))
+            })?,
+            None => spec
+                .nodes
+                .last()
+                .map(|n| vec![n.name.clone()])
+                .unwrap_or_default(),
         };
         Ok(spec)
     }
@@ -167,17 +218,24 @@ impl ModelSpec {
         let mut table = toml::Table::new();
         let mut inputs = toml::Table::new();
         for i in &self.inputs {
-            inputs.insert(i.name.clone(), Value::Array(i.shape.iter().map(|&d| Value::Integer(d as i64)).collect()));
+            inputs.insert(
+                i.name.clone(),
+                Value::Array(i.shape.iter().map(|&d| Value::Integer(d as i64)).collect()),
+            );
         }
         table.insert("inputs".into(), Value::Table(inputs));
         let mut nodes = vec![];
         for n in &self.nodes {
             let mut node = toml::Table::new();
             node.insert("name".into(), Value::String(n.name.clone()));
-            node.insert("from".into(), Value::Array(n.inputs.iter().cloned().map(Value::String).collect()));
+            node.insert(
+                "from".into(),
+                Value::Array(n.inputs.iter().cloned().map(Value::String).collect()),
+            );
             match &n.op {
                 NodeOp::Layer(l) => {
-                    let v = Value::try_from(l).map_err(|e| Error::new(format!("cannot write layer '{}': {e}", n.name)))?;
+                    let v = Value::try_from(l)
+                        .map_err(|e| Error::new(format!("cannot write layer '{}': {e}", n.name)))?;
                     if let Value::Table(t) = v {
                         node.extend(t);
                     } else if let Value::String(kind) = v {
@@ -191,7 +249,10 @@ impl ModelSpec {
             nodes.push(Value::Table(node));
         }
         table.insert("nodes".into(), Value::Array(nodes));
-        table.insert("outputs".into(), Value::Array(self.outputs.iter().cloned().map(Value::String).collect()));
+        table.insert(
+            "outputs".into(),
+            Value::Array(self.outputs.iter().cloned().map(Value::String).collect()),
+        );
         Ok(Value::Table(table))
     }
 }
@@ -205,40 +266,71 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
 }
 
 fn parse_shape(v: Option<&Value>, at: &str) -> Result<Shape> {
-    let arr = v.and_then(Value::as_array).ok_or_else(|| Error::new("expected a shape such as [1, 28, 28]").at(at))?;
-    let shape: Option<Shape> = arr.iter().map(|d| d.as_integer().filter(|&d| d > 0).map(|d| d as usize)).collect();
+    let arr = v
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::new("expected a shape such as [1, 28, 28]").at(at))?;
+    let shape: Option<Shape> = arr
+        .iter()
+        .map(|d| d.as_integer().filter(|&d| d > 0).map(|d| d as usize))
+        .collect();
     match shape {
         Some(s) if !s.is_empty() && s.len() <= 3 => Ok(s),
-        _ => Err(Error::new(format!("expected 1 to 3 positive sizes per sample, found {v:?}", v = arr)).at(at)),
+        _ => Err(Error::new(format!(
+            "expected 1 to 3 positive sizes per sample, found {v:?}",
+            v = arr
+        ))
+        .at(at)),
     }
 }
 
 /// One node table: its name, `from`, and exactly one layer-kind key (or `shared`).
-fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, NodeOp, Option<Vec<String>>)> {
-    let table = v.as_table().ok_or_else(|| Error::new("expected a table such as { dense = { units = 10 } }").at(at))?;
+fn parse_node(
+    v: &Value,
+    at: &str,
+    meta: &[&str],
+) -> Result<(Option<String>, NodeOp, Option<Vec<String>>)> {
+    let table = v
+        .as_table()
+        .ok_or_else(|| Error::new("expected a table such as { dense = { units = 10 } }").at(at))?;
     let name = match table.get("name") {
-        Some(n) => Some(n.as_str().ok_or_else(|| Error::new("expected a string").at(format!("{at}.name")))?.to_string()),
+        Some(n) => Some(
+            n.as_str()
+                .ok_or_else(|| Error::new("expected a string").at(format!("{at}.name")))?
+                .to_string(),
+        ),
         None => None,
     };
     let from = match table.get("from") {
-        Some(f) => Some(string_list(f).ok_or_else(|| Error::new("expected a node name or an array of them").at(format!("{at}.from")))?),
+        Some(f) => Some(string_list(f).ok_or_else(|| {
+            Error::new("expected a node name or an array of them").at(format!("{at}.from"))
+        })?),
         None => None,
     };
-    let kinds: Vec<&String> = table.keys().filter(|k| !meta.contains(&k.as_str()) && k.as_str() != "from").collect();
+    let kinds: Vec<&String> = table
+        .keys()
+        .filter(|k| !meta.contains(&k.as_str()) && k.as_str() != "from")
+        .collect();
     let kind = match kinds.as_slice() {
         [one] => *one,
-        [] => return Err(Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at)),
+        [] => {
+            return Err(Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at));
+        }
         many => {
             return Err(Error::new(format!(
                 "names {} layer kinds ({}); put each layer in its own table",
                 many.len(),
-                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .at(at));
         }
     };
     if kind == "shared" && meta.contains(&"from") {
-        let target = table[kind].as_str().ok_or_else(|| Error::new("expected the name of the node to share").at(format!("{at}.shared")))?;
+        let target = table[kind].as_str().ok_or_else(|| {
+            Error::new("expected the name of the node to share").at(format!("{at}.shared"))
+        })?;
         return Ok((name, NodeOp::Shared(target.into()), from));
     }
     let layer = parse_layer(kind, &table[kind], &format!("{at}.{kind}"))?;
@@ -249,11 +341,16 @@ fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, Nod
 pub fn parse_layer(kind: &str, options: &Value, at: &str) -> Result<LayerSpec> {
     if !LAYER_KINDS.contains(&kind) {
         let at = at.rsplit_once('.').map(|(p, _)| p).unwrap_or(at);
-        return Err(Error::new(format!("unknown layer `{kind}`{}", hint(kind, LAYER_KINDS.iter().copied()))).at(at));
+        return Err(Error::new(format!(
+            "unknown layer `{kind}`{}",
+            hint(kind, LAYER_KINDS.iter().copied())
+        ))
+        .at(at));
     }
     let mut t = toml::Table::new();
     t.insert(kind.into(), options.clone());
-    LayerSpec::deserialize(Value::Table(t)).map_err(|e| Error::new(explain_serde(&e.to_string())).at(at))
+    LayerSpec::deserialize(Value::Table(t))
+        .map_err(|e| Error::new(explain_serde(&e.to_string())).at(at))
 }
 
 #[cfg(test)]
@@ -306,12 +403,22 @@ add = {}
     #[test]
     fn unknown_layer_suggests_the_closest() {
         let e = parse("[model]\ninput = [4]\nlayers = [{ dens = { units = 8 } }]").unwrap_err();
-        assert_eq!(e.to_string(), "model.layers[0]: unknown layer `dens`; did you mean `dense`?");
+        assert_eq!(
+            e.to_string(),
+            "model.layers[0]: unknown layer `dens`; did you mean `dense`?"
+        );
     }
 
     #[test]
     fn unknown_option_suggests_the_closest() {
-        let e = parse("[model]\ninput = [1, 8, 8]\nlayers = [{ conv2d = { filtrs = 8, kernel = 3 } }]").unwrap_err();
-        assert!(e.to_string().starts_with("model.layers[0].conv2d: unknown option `filtrs`; did you mean `filters`?"), "{e}");
+        let e =
+            parse("[model]\ninput = [1, 8, 8]\nlayers = [{ conv2d = { filtrs = 8, kernel = 3 } }]")
+                .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "model.layers[0].conv2d: unknown option `filtrs`; did you mean `filters`?"
+            ),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,9 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// ", did you mean `x`?" or nothing.
 pub fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    closest(word, candidates).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+    closest(word, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 /// Levenshtein distance over characters.
@@ -25,7 +27,11 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
             prev = cur;
         }
     }
@@ -42,7 +48,11 @@ pub fn explain_serde(message: &str) -> String {
         return first_line;
     };
     let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    format!("unknown option `{field}`{}; valid options: {}", hint(field, options.iter().copied()), options.join(", "))
+    format!(
+        "unknown option `{field}`{}; valid options: {}",
+        hint(field, options.iter().copied()),
+        options.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -65,6 +75,9 @@ mod tests {
     #[test]
     fn rewrites_unknown_field() {
         let m = explain_serde("unknown field `filtrs`, expected one of `filters`, `kernel`");
-        assert_eq!(m, "unknown option `filtrs`; did you mean `filters`?; valid options: filters, kernel");
+        assert_eq!(
+            m,
+            "unknown option `filtrs`; did you mean `filters`?; valid options: filters, kernel"
+        );
     }
 }

@@ -2,10 +2,11 @@
 //! and NAdam, which burn lacks, are written here on burn tensor ops (`torch.optim` update rules).
 
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
-    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, GradientClippingConfig, ModuleOptimizer,
-    Optimizer, RmsPropConfig, SgdConfig,
+    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, ModuleOptimizer, Optimizer,
+    RmsPropConfig, SgdConfig,
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -180,13 +181,17 @@ impl OptimizerSpec {
     pub fn check(&self) -> Result<()> {
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::new(format!("lr must be a positive number, found {lr}")));
+            return Err(Error::new(format!(
+                "lr must be a positive number, found {lr}"
+            )));
         }
         if let OptimizerSpec::Sgd(s) = self
             && s.nesterov
             && (s.momentum <= 0.0 || s.dampening != 0.0)
         {
-            return Err(Error::new("nesterov needs momentum > 0 and dampening = 0 (as in PyTorch)"));
+            return Err(Error::new(
+                "nesterov needs momentum > 0 and dampening = 0 (as in PyTorch)",
+            ));
         }
         Ok(())
     }
@@ -202,7 +207,10 @@ impl OptimizerSpec {
             OptimizerSpec::Sgd(s) => SgdConfig::new()
                 .with_weight_decay(decay(s.weight_decay))
                 .with_momentum((s.momentum != 0.0).then(|| {
-                    MomentumConfig::new().with_momentum(s.momentum).with_dampening(s.dampening).with_nesterov(s.nesterov)
+                    MomentumConfig::new()
+                        .with_momentum(s.momentum)
+                        .with_dampening(s.dampening)
+                        .with_nesterov(s.nesterov)
                 }))
                 .with_gradient_clipping(clipping)
                 .init(),
@@ -236,13 +244,20 @@ impl OptimizerSpec {
                 .with_weight_decay(s.weight_decay.unwrap_or(0.01) as f32)
                 .with_grad_clipping(clipping)
                 .init(),
-            OptimizerSpec::Adadelta(s) => with_clipping(ModuleOptimizer::from(Adadelta(s.clone())), clipping),
-            OptimizerSpec::Nadam(s) => with_clipping(ModuleOptimizer::from(Nadam(s.clone())), clipping),
+            OptimizerSpec::Adadelta(s) => {
+                with_clipping(ModuleOptimizer::from(Adadelta(s.clone())), clipping)
+            }
+            OptimizerSpec::Nadam(s) => {
+                with_clipping(ModuleOptimizer::from(Nadam(s.clone())), clipping)
+            }
         })
     }
 }
 
-fn with_clipping(optim: ModuleOptimizer, clipping: Option<GradientClippingConfig>) -> ModuleOptimizer {
+fn with_clipping(
+    optim: ModuleOptimizer,
+    clipping: Option<GradientClippingConfig>,
+) -> ModuleOptimizer {
     match clipping {
         Some(c) => optim.with_grad_clipping(c.init()),
         None => optim,
@@ -265,7 +280,11 @@ impl Optimizer for Adadelta {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let s = &self.0;
-        let grad = if s.weight_decay != 0.0 { grad + param.clone().mul_scalar(s.weight_decay) } else { grad };
+        let grad = if s.weight_decay != 0.0 {
+            grad + param.clone().mul_scalar(s.weight_decay)
+        } else {
+            grad
+        };
         let (v, u) = match state {
             Some(st) => (st.moment_1, st.moment_2),
             None => (grad.zeros_like(), grad.zeros_like()),
@@ -305,7 +324,11 @@ impl Optimizer for Nadam {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let s = &self.0;
-        let grad = if s.weight_decay != 0.0 { grad + param.clone().mul_scalar(s.weight_decay) } else { grad };
+        let grad = if s.weight_decay != 0.0 {
+            grad + param.clone().mul_scalar(s.weight_decay)
+        } else {
+            grad
+        };
         let (t, m, v) = match state {
             Some(st) => (st.time + 1, st.moment_1, st.moment_2),
             None => (1, grad.zeros_like(), grad.zeros_like()),
@@ -318,8 +341,14 @@ impl Optimizer for Nadam {
         let bias2 = 1.0 - s.beta2.powi(t as i32);
         let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(s.eps);
         let grad_term = grad.mul_scalar(lr * (1.0 - mu_t) / (1.0 - mu_product)) / denom.clone();
-        let mom_term = m.clone().mul_scalar(lr * mu_next / (1.0 - mu_product * mu_next)) / denom;
-        (param - grad_term - mom_term, Some(AdaptiveMomentumState::new(t, m, v)))
+        let mom_term = m
+            .clone()
+            .mul_scalar(lr * mu_next / (1.0 - mu_product * mu_next))
+            / denom;
+        (
+            param - grad_term - mom_term,
+            Some(AdaptiveMomentumState::new(t, m, v)),
+        )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -1,0 +1,3 @@
+//! Inference with a trained run directory.
+
+pub mod predict;

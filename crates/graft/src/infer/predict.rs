@@ -1,0 +1,118 @@
+//! `predict`: load a run directory, apply the model to raw inputs, write outputs as `.npy` or `.jsonl`.
+
+use std::path::Path;
+
+use serde_json::{Value as Json, json};
+
+use crate::data::{Array, read_npy_f32, write_npy_f32};
+use crate::error::{Error, Result};
+use crate::model::Graph;
+use crate::model::io::load_model;
+use crate::report::write_atomic;
+use crate::train::loss::{LossSpec, Task};
+use crate::train::task::TaskHead;
+use crate::train::trainer::input_data;
+use burn::prelude::*;
+
+/// A trained model with what it needs to turn raw inputs into predictions.
+pub struct Predictor {
+    pub graph: Graph,
+    pub head: TaskHead,
+}
+
+impl Predictor {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let graph = load_model(dir, device)?;
+        let path = dir.join("preprocess.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let pre: Json =
+            serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
+        let loss: LossSpec = serde_json::from_value(pre["loss"].clone())
+            .map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
+        let classes: Vec<String> =
+            serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
+        let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
+        let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
+        Ok(Predictor { graph, head })
+    }
+
+    /// Probabilities (classification) or values (regression), `[N, K]` row-major.
+    pub fn predict(&self, inputs: &Array) -> Result<Array> {
+        let expected = &self.graph.spec.inputs[0].shape;
+        if inputs.sample_shape() != expected.as_slice() {
+            return Err(Error::new(format!(
+                "inputs have per-sample shape {:?}, the model expects {:?}",
+                inputs.sample_shape(),
+                expected
+            )));
+        }
+        let device = burn::module::Module::devices(&self.graph)
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let mut out = vec![];
+        let mut width = 0;
+        for start in (0..inputs.len()).step_by(256) {
+            let idx: Vec<usize> = (start..(start + 256).min(inputs.len())).collect();
+            let x = input_data(&inputs.select(&idx), &device)?;
+            let logits = match self.graph.forward(vec![x], false, true)?.remove(0).data {
+                crate::model::value::Data::D2(t) => t,
+                other => other.reshape(&[idx.len(), usize::MAX])?.d2()?,
+            };
+            let probs = self.head.probabilities(logits);
+            width = probs.dims()[1];
+            out.extend(probs.into_data().try_to_vec::<f32>().unwrap_or_default());
+        }
+        Array::new(vec![inputs.len(), width], out)
+    }
+}
+
+/// Reads `input` (`.npy`), predicts, writes `output` (`.npy` or `.jsonl`).
+pub fn predict_file(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<usize> {
+    let predictor = Predictor::load(model_dir, device)?;
+    let inputs = read_npy_f32(input)?;
+    let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
+    match output.extension().and_then(|e| e.to_str()) {
+        Some("npy") => write_npy_f32(output, &preds)?,
+        Some("jsonl") => {
+            let mut text = String::new();
+            for i in 0..preds.len() {
+                let row = preds.row(i);
+                let line = match predictor.head.task {
+                    Task::Multiclass | Task::Binary => {
+                        let probs: Vec<f32> = if predictor.head.task == Task::Binary {
+                            vec![1.0 - row[0], row[0]]
+                        } else {
+                            row.to_vec()
+                        };
+                        let best = probs
+                            .iter()
+                            .enumerate()
+                            .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b });
+                        let name = predictor
+                            .head
+                            .classes
+                            .get(best)
+                            .cloned()
+                            .unwrap_or_else(|| best.to_string());
+                        json!({"class": name, "class_index": best, "probabilities": probs})
+                    }
+                    Task::Multilabel => {
+                        json!({"probabilities": row, "labels": row.iter().map(|p| *p > 0.5).collect::<Vec<_>>()})
+                    }
+                    Task::Regression => json!({"values": row}),
+                };
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            write_atomic(output, text.as_bytes())?;
+        }
+        _ => return Err(Error::new("the output must end in .npy or .jsonl").in_file(output)),
+    }
+    Ok(preds.len())
+}

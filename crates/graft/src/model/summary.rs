@@ -1,0 +1,208 @@
+//! `summary()`: every node's output shape, trainable and frozen parameter counts, and the receptive field of
+//! convolution/pooling outputs with respect to the input.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+
+use super::graph::{Graph, Source};
+
+/// One row of the summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub name: String,
+    pub kind: String,
+    pub inputs: Vec<String>,
+    pub output_shapes: Vec<Vec<usize>>,
+    pub trainable: usize,
+    pub frozen: usize,
+    /// Receptive field per spatial axis, for nodes whose outputs keep the input's spatial layout.
+    pub receptive_field: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub rows: Vec<SummaryRow>,
+    pub trainable: usize,
+    pub frozen: usize,
+}
+
+/// Parameter counts per top-level node name: (trainable, frozen).
+fn counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
+    struct Count {
+        path: Vec<String>,
+        counts: BTreeMap<String, (usize, usize)>,
+    }
+    impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let leaf = self.path.last().map(String::as_str).unwrap_or("");
+            // Running statistics are buffers, not parameters (as PyTorch's parameters() excludes them).
+            if leaf == "running_mean" || leaf == "running_var" {
+                return;
+            }
+            let n = param.lazy_shape().num_elements();
+            let entry = self
+                .counts
+                .entry(self.path.first().cloned().unwrap_or_default())
+                .or_default();
+            // Freezing only exists on a training (autodiff) device; elsewhere every parameter counts as trainable.
+            let value = param.val();
+            if value.is_require_grad() || !value.device().is_autodiff() {
+                entry.0 += n;
+            } else {
+                entry.1 += n;
+            }
+        }
+    }
+    let mut c = Count {
+        path: vec![],
+        counts: BTreeMap::new(),
+    };
+    graph.visit(&mut c);
+    c.counts
+}
+
+impl Graph {
+    pub fn summary(&self) -> Summary {
+        let counts = counts(self);
+        // (receptive field, jump) per spatial axis for each node output 0.
+        let mut fields: Vec<Option<Vec<(usize, usize)>>> = Vec::with_capacity(self.nodes.len());
+        let mut rows = vec![];
+        for node in &self.nodes {
+            let incoming: Vec<Option<Vec<(usize, usize)>>> = node
+                .sources
+                .iter()
+                .map(|s| match s {
+                    Source::Input(i) => {
+                        let shape = &self.spec.inputs[*i].shape;
+                        let spatial = match shape.len() {
+                            2 => 1,
+                            3 => 2,
+                            _ => 0,
+                        };
+                        (spatial > 0).then(|| vec![(1, 1); spatial])
+                    }
+                    Source::Node(n, 0) => fields[*n].clone(),
+                    Source::Node(..) => None,
+                })
+                .collect();
+            let field = match (node.spec.window(), incoming.first().cloned().flatten()) {
+                (Some(window), Some(mut rf)) if window.len() == rf.len() => {
+                    for (axis, (span, stride)) in window.iter().enumerate() {
+                        let (r, j) = rf[axis];
+                        rf[axis] = (r + (span - 1) * j, j * stride);
+                    }
+                    Some(rf)
+                }
+                (Some(window), Some(_)) if window.is_empty() => {
+                    // Element-wise layers and merges keep the largest field among their inputs.
+                    let all: Vec<Vec<(usize, usize)>> =
+                        incoming.iter().flatten().cloned().collect();
+                    all.into_iter()
+                        .max_by_key(|rf| rf.iter().map(|(r, _)| *r).product::<usize>())
+                }
+                _ => None,
+            };
+            let (trainable, frozen) = counts.get(&node.name).copied().unwrap_or_default();
+            rows.push(SummaryRow {
+                name: node.name.clone(),
+                kind: if node.layer_of == rows.len() {
+                    node.spec.kind().to_string()
+                } else {
+                    format!("shared({})", self.nodes[node.layer_of].name)
+                },
+                inputs: self.spec.nodes[rows.len()].inputs.clone(),
+                output_shapes: node.outputs.clone(),
+                trainable,
+                frozen,
+                receptive_field: field
+                    .as_ref()
+                    .filter(|f| f.iter().any(|(r, _)| *r > 1))
+                    .map(|f| f.iter().map(|(r, _)| *r).collect()),
+            });
+            fields.push(field);
+        }
+        let trainable = rows.iter().map(|r| r.trainable).sum();
+        let frozen = rows.iter().map(|r| r.frozen).sum();
+        Summary {
+            rows,
+            trainable,
+            frozen,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header = [
+            "layer",
+            "kind",
+            "from",
+            "output shape",
+            "trainable",
+            "frozen",
+            "receptive field",
+        ];
+        let cells: Vec<[String; 7]> = self
+            .rows
+            .iter()
+            .map(|r| {
+                [
+                    r.name.clone(),
+                    r.kind.clone(),
+                    r.inputs.join(", "),
+                    r.output_shapes
+                        .iter()
+                        .map(|s| format!("{s:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    r.trainable.to_string(),
+                    r.frozen.to_string(),
+                    r.receptive_field
+                        .as_ref()
+                        .map(|rf| {
+                            rf.iter()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join("×")
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..7)
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|c| c[i].chars().count())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |f: &mut std::fmt::Formatter<'_>, row: &[String]| -> std::fmt::Result {
+            let parts: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            writeln!(f, "{}", parts.join("  ").trim_end())
+        };
+        line(f, &header.map(String::from))?;
+        writeln!(f, "{}", "-".repeat(widths.iter().sum::<usize>() + 12))?;
+        for c in &cells {
+            line(f, c)?;
+        }
+        writeln!(f, "{}", "-".repeat(widths.iter().sum::<usize>() + 12))?;
+        writeln!(f, "trainable parameters: {}", self.trainable)?;
+        writeln!(f, "frozen parameters:    {}", self.frozen)?;
+        write!(f, "total parameters:     {}", self.trainable + self.frozen)
+    }
+}

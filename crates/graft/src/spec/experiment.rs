@@ -1,0 +1,296 @@
+//! `ExperimentSpec`: an experiment file — `[data]`, `[model]`, `[train]` — as users write it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use super::model::ModelSpec;
+use super::suggest::{explain_serde, hint};
+use crate::error::{Error, Result};
+use crate::train::loss::LossSpec;
+use crate::train::optim::{ClipSpec, OptimizerSpec};
+use crate::train::schedule::ScheduleSpec;
+
+#[derive(Debug, Clone)]
+pub struct ExperimentSpec {
+    pub data: DataSpec,
+    pub model: ModelSpec,
+    pub train: TrainSpec,
+    /// The file it was read from; relative data paths are resolved against its folder.
+    pub path: Option<PathBuf>,
+}
+
+/// Where the examples come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DatasetSpec {
+    /// A built-in data set: `"digits"`.
+    Builtin(String),
+    /// NumPy arrays: `{ npy = { x = "x.npy", y = "y.npy" } }`.
+    Npy { npy: NpyFiles },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpyFiles {
+    pub x: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<PathBuf>,
+    /// Class names in label order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// Fraction of the (non-test) data held out for validation; ignored when `[data] validation` is given.
+    #[serde(default = "fifteen")]
+    pub validation: f64,
+    /// Fraction held out for the final test; ignored when `[data] test` is given.
+    #[serde(default = "twenty")]
+    pub test: f64,
+    /// Keep class proportions in every part (classification only).
+    #[serde(default = "yes")]
+    pub stratify: bool,
+}
+
+impl Default for SplitSpec {
+    fn default() -> Self {
+        SplitSpec {
+            validation: 0.15,
+            test: 0.2,
+            stratify: true,
+        }
+    }
+}
+
+fn fifteen() -> f64 {
+    0.15
+}
+fn twenty() -> f64 {
+    0.2
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub dataset: DatasetSpec,
+    #[serde(default)]
+    pub split: SplitSpec,
+    /// A given validation set instead of a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<DatasetSpec>,
+    /// A given test set instead of a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<DatasetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    pub epochs: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    #[serde(default = "adam")]
+    pub optimizer: OptimizerSpec,
+    pub loss: LossSpec,
+    /// Metrics logged per epoch (train and `val_`); the test set gets every metric.
+    #[serde(default = "accuracy")]
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    #[serde(default)]
+    pub callbacks: CallbacksSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad: Option<ClipSpec>,
+    /// `"balanced"` (n / (classes · count_c), as scikit-learn) or one weight per class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<ClassWeights>,
+    /// k of `top_k_accuracy`.
+    #[serde(default = "five")]
+    pub top_k: usize,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+fn batch() -> usize {
+    32
+}
+fn five() -> usize {
+    5
+}
+fn adam() -> OptimizerSpec {
+    OptimizerSpec::Adam(toml::from_str("").expect("adam defaults"))
+}
+fn accuracy() -> Vec<String> {
+    vec!["accuracy".into()]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    Named(String),
+    Explicit(Vec<f64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSpec {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    /// `"min"` or `"max"`; by default `max` for accuracy-like metrics, `min` for losses and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default = "five")]
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Put back the weights of the best epoch when training stops.
+    #[serde(default = "yes")]
+    pub restore_best: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+fn val_loss() -> String {
+    "val_loss".into()
+}
+
+const SECTIONS: [&str; 3] = ["data", "model", "train"];
+
+impl ExperimentSpec {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut spec = Self::from_toml_str(&text).map_err(|e| e.in_file(path))?;
+        spec.path = Some(path.to_path_buf());
+        Ok(spec)
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::new(toml_message(&e)))?;
+        for key in doc.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                return Err(Error::new(format!(
+                    "unknown section [{key}]{}; an experiment has [data], [model] and [train]",
+                    hint(key, SECTIONS)
+                )));
+            }
+        }
+        let section = |name: &str| {
+            doc.get(name)
+                .ok_or_else(|| Error::new(format!("missing section [{name}]")))
+        };
+        let data: DataSpec = section_de(section("data")?, "data")?;
+        let model = ModelSpec::from_toml(section("model")?, "model")?;
+        let train: TrainSpec = section_de(section("train")?, "train")?;
+        if train.epochs == 0 || train.batch_size == 0 {
+            return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
+        }
+        Ok(ExperimentSpec {
+            data,
+            model,
+            train,
+            path: None,
+        })
+    }
+
+    /// Resolves a data path relative to the experiment file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        match (&self.path, p.is_relative()) {
+            (Some(file), true) => {
+                let base = file.parent().unwrap_or(Path::new("."));
+                let candidate = base.join(p);
+                if candidate.exists() || !p.exists() {
+                    candidate
+                } else {
+                    p.to_path_buf()
+                }
+            }
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+fn section_de<T: for<'de> Deserialize<'de>>(value: &Value, name: &str) -> Result<T> {
+    T::deserialize(value.clone()).map_err(|e| Error::new(explain_serde(&e.to_string())).at(name))
+}
+
+/// toml's message without its multi-line source excerpt: "TOML parse error at line 3, column 9: ...".
+fn toml_message(e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|_| e.to_string())
+        .unwrap_or_else(|| e.message().to_string());
+    let mut parts = line.lines();
+    let head = parts.next().unwrap_or("").trim_end_matches(':').to_string();
+    let detail = line.lines().last().unwrap_or("").trim().to_string();
+    if head == detail {
+        head
+    } else {
+        format!("{head}: {}", e.message().trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[data]
+dataset = "digits"
+[model]
+input = [64]
+layers = [{ dense = { units = 10 } }]
+[train]
+epochs = 2
+loss = "sparse_categorical_crossentropy"
+"#;
+
+    #[test]
+    fn minimal_experiment_takes_defaults() {
+        let e = ExperimentSpec::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(e.train.batch_size, 32);
+        assert_eq!(e.data.split, SplitSpec::default());
+        assert!(matches!(e.train.optimizer, OptimizerSpec::Adam(_)));
+    }
+
+    #[test]
+    fn unknown_section_and_key_are_named() {
+        let e = ExperimentSpec::from_toml_str(&MINIMAL.replace("[train]", "[trian]")).unwrap_err();
+        assert!(e.to_string().contains("did you mean `train`"), "{e}");
+        let e =
+            ExperimentSpec::from_toml_str(&MINIMAL.replace("epochs = 2", "epochs = 2\nbatch = 3"))
+                .unwrap_err();
+        assert!(
+            e.to_string().starts_with("train: unknown option `batch`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let e = ExperimentSpec::from_toml_str("[data\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+}

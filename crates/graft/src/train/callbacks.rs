@@ -1,0 +1,251 @@
+//! Training behaviour added by callbacks (as in Keras and fastai): progress bar, early stopping, checkpoints.
+//! Each sees the epoch's logs and the model, and may ask the loop to stop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::module::Module;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{Error, Result};
+use crate::model::Graph;
+use crate::model::io::save_model;
+use crate::spec::experiment::{CheckpointSpec, EarlyStoppingSpec};
+
+/// Per-epoch values: `loss`, `val_loss`, metrics, `lr`.
+pub type Logs = BTreeMap<String, f64>;
+
+/// What a callback can tell the loop.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub stop: bool,
+}
+
+pub trait Callback {
+    fn on_epoch_begin(&mut self, _epoch: usize, _batches: usize) {}
+    fn on_batch_end(&mut self, _batch: usize, _loss: f64) {}
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &Logs,
+        _model: &Graph,
+        _control: &mut Control,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// At the end of training; may replace the model (restoring the best weights).
+    fn on_train_end(&mut self, _model: &mut Graph) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether larger is better for a monitored value, unless the user said.
+fn maximize(monitor: &str, mode: Option<&str>) -> Result<bool> {
+    match mode {
+        Some("max") => Ok(true),
+        Some("min") => Ok(false),
+        Some(other) => Err(Error::new(format!(
+            "mode must be \"min\" or \"max\", found \"{other}\""
+        ))),
+        None => {
+            let m = monitor.trim_start_matches("val_");
+            Ok(!(m.contains("loss") || m == "mse" || m == "mae"))
+        }
+    }
+}
+
+fn monitored(logs: &Logs, monitor: &str, who: &str) -> Result<f64> {
+    logs.get(monitor).copied().ok_or_else(|| {
+        Error::new(format!(
+            "monitor '{monitor}' is not logged; logged values: {}",
+            logs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .at(format!("train.callbacks.{who}"))
+    })
+}
+
+/// A live progress bar per epoch with the running loss.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    epochs: usize,
+    loss_sum: f64,
+}
+
+impl Progress {
+    pub fn new(epochs: usize) -> Self {
+        Progress {
+            bar: None,
+            epochs,
+            loss_sum: 0.0,
+        }
+    }
+}
+
+impl Callback for Progress {
+    fn on_epoch_begin(&mut self, epoch: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        self.loss_sum = 0.0;
+        self.bar = Some(bar);
+    }
+
+    fn on_batch_end(&mut self, batch: usize, loss: f64) {
+        self.loss_sum += loss;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", self.loss_sum / (batch + 1) as f64));
+        }
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        _model: &Graph,
+        _control: &mut Control,
+    ) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            let shown: Vec<String> = logs
+                .iter()
+                .filter(|(k, _)| k.as_str() != "epoch")
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
+            bar.finish_with_message(shown.join("  "));
+        }
+        Ok(())
+    }
+}
+
+/// Stops when the monitored value has not improved by `min_delta` for `patience` epochs; optionally restores
+/// the best epoch's weights.
+pub struct EarlyStopping {
+    spec: EarlyStoppingSpec,
+    maximize: bool,
+    best: Option<f64>,
+    best_model: Option<Graph>,
+    waited: usize,
+    pub stopped_epoch: Option<usize>,
+}
+
+impl EarlyStopping {
+    pub fn new(spec: EarlyStoppingSpec) -> Result<Self> {
+        let maximize = maximize(&spec.monitor, spec.mode.as_deref())
+            .map_err(|e| e.at("train.callbacks.early_stopping"))?;
+        Ok(EarlyStopping {
+            spec,
+            maximize,
+            best: None,
+            best_model: None,
+            waited: 0,
+            stopped_epoch: None,
+        })
+    }
+}
+
+fn improved(value: f64, best: Option<f64>, maximize: bool, min_delta: f64) -> bool {
+    match best {
+        None => value.is_finite(),
+        Some(b) if maximize => value > b + min_delta,
+        Some(b) => value < b - min_delta,
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        model: &Graph,
+        control: &mut Control,
+    ) -> Result<()> {
+        let value = monitored(logs, &self.spec.monitor, "early_stopping")?;
+        if improved(value, self.best, self.maximize, self.spec.min_delta) {
+            self.best = Some(value);
+            self.waited = 0;
+            if self.spec.restore_best {
+                self.best_model = Some(model.valid());
+            }
+        } else {
+            self.waited += 1;
+            if self.waited >= self.spec.patience {
+                control.stop = true;
+                self.stopped_epoch = Some(epoch);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, model: &mut Graph) -> Result<()> {
+        if let Some(best) = self.best_model.take() {
+            *model = best;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `DIR/checkpoints/last/` every epoch and `DIR/checkpoints/best/` when the monitored value improves.
+pub struct Checkpoint {
+    spec: CheckpointSpec,
+    maximize: bool,
+    best: Option<f64>,
+    dir: PathBuf,
+}
+
+impl Checkpoint {
+    pub fn new(spec: CheckpointSpec, dir: PathBuf) -> Result<Self> {
+        let maximize = maximize(&spec.monitor, spec.mode.as_deref())
+            .map_err(|e| e.at("train.callbacks.checkpoint"))?;
+        Ok(Checkpoint {
+            spec,
+            maximize,
+            best: None,
+            dir,
+        })
+    }
+}
+
+impl Callback for Checkpoint {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        model: &Graph,
+        _control: &mut Control,
+    ) -> Result<()> {
+        save_model(model, &self.dir.join("last"))?;
+        let value = monitored(logs, &self.spec.monitor, "checkpoint")?;
+        if improved(value, self.best, self.maximize, 0.0) {
+            self.best = Some(value);
+            save_model(model, &self.dir.join("best"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_defaults_follow_the_metric() {
+        assert!(!maximize("val_loss", None).unwrap());
+        assert!(maximize("val_accuracy", None).unwrap());
+        assert!(!maximize("val_mae", None).unwrap());
+        assert!(maximize("val_loss", Some("max")).unwrap());
+        assert!(maximize("x", Some("up")).is_err());
+    }
+
+    #[test]
+    fn improvement_respects_min_delta() {
+        assert!(improved(0.5, None, false, 0.0));
+        assert!(!improved(f64::NAN, None, false, 0.0));
+        assert!(improved(0.4, Some(0.5), false, 0.05));
+        assert!(!improved(0.46, Some(0.5), false, 0.05));
+        assert!(improved(0.9, Some(0.8), true, 0.0));
+    }
+}

@@ -1,0 +1,250 @@
+//! Running an experiment file end to end: load and split the data, build and train the model, evaluate it on
+//! the test set, and write the run directory (`model.toml`, `model.safetensors`, `preprocess.json`,
+//! `metrics.json`, `report.html` and charts).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::prelude::*;
+use serde_json::{Map, Value as Json, json};
+
+use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
+use super::loss::Task;
+use super::task::TaskHead;
+use super::trainer::{class_weights, evaluate, fit};
+use crate::data::{DataSource, Dataset, NpySource, Targets, load_digits, split_indices};
+use crate::error::{Error, Result};
+use crate::model::Graph;
+use crate::model::io::save_model;
+use crate::report::{write_atomic, write_report};
+use crate::spec::experiment::{CheckpointSpec, DatasetSpec, ExperimentSpec};
+use crate::spec::suggest::hint;
+
+pub const BUILTIN_DATASETS: [&str; 1] = ["digits"];
+
+/// The three parts of the data.
+pub struct Splits {
+    pub train: Dataset,
+    pub validation: Option<Dataset>,
+    pub test: Option<Dataset>,
+}
+
+pub fn load_dataset(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Dataset> {
+    let ds = match spec {
+        DatasetSpec::Builtin(name) if name == "digits" => load_digits()?,
+        DatasetSpec::Builtin(name) => {
+            return Err(Error::new(format!(
+                "unknown built-in dataset \"{name}\"{}; built-in: {}",
+                hint(name, BUILTIN_DATASETS),
+                BUILTIN_DATASETS.join(", ")
+            ))
+            .at(key));
+        }
+        DatasetSpec::Npy { npy } => {
+            let mut src = NpySource::new(exp.resolve(&npy.x));
+            if let Some(y) = &npy.y {
+                src = src.with_targets(exp.resolve(y));
+            }
+            if let Some(c) = &npy.classes {
+                src = src.with_classes(c.clone());
+            }
+            src.load()?
+        }
+    };
+    ds.validate().map_err(|e| e.at(key))?;
+    Ok(ds)
+}
+
+/// Loads the data and makes the seeded (stratified where asked) splits.
+pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
+    let data = &exp.data;
+    let all = load_dataset(exp, &data.dataset, "data.dataset")?;
+    let strat = |ds: &Dataset| {
+        if data.split.stratify {
+            ds.labels().map(|l| l.to_vec())
+        } else {
+            None
+        }
+    };
+    let (rest, test) = match &data.test {
+        Some(t) => (all, Some(load_dataset(exp, t, "data.test")?)),
+        None if data.split.test > 0.0 => {
+            let (keep, held) =
+                split_indices(all.len(), data.split.test, strat(&all).as_deref(), seed)
+                    .map_err(|e| e.at("data.split.test"))?;
+            (all.select(&keep), Some(all.select(&held)))
+        }
+        None => (all, None),
+    };
+    let (train, validation) = match &data.validation {
+        Some(v) => (rest, Some(load_dataset(exp, v, "data.validation")?)),
+        None if data.split.validation > 0.0 => {
+            let (keep, held) = split_indices(
+                rest.len(),
+                data.split.validation,
+                strat(&rest).as_deref(),
+                seed.wrapping_add(1),
+            )
+            .map_err(|e| e.at("data.split.validation"))?;
+            (rest.select(&keep), Some(rest.select(&held)))
+        }
+        None => (rest, None),
+    };
+    Ok(Splits {
+        train,
+        validation,
+        test,
+    })
+}
+
+/// Checks that the data fits the model before training starts.
+pub fn check_data_fits(graph: &Graph, ds: &Dataset, what: &str) -> Result<()> {
+    let expected = &graph.spec.inputs[0].shape;
+    if ds.inputs.sample_shape() != expected.as_slice() {
+        return Err(Error::new(format!(
+            "samples have shape {:?} but the model input '{}' expects {:?}",
+            ds.inputs.sample_shape(),
+            graph.spec.inputs[0].name,
+            expected
+        ))
+        .at(what));
+    }
+    Ok(())
+}
+
+/// What `predict` needs besides the model: task, class names, input shape.
+pub fn preprocess_json(head: &TaskHead, graph: &Graph) -> Json {
+    json!({
+        "task": head.task,
+        "classes": head.classes,
+        "loss": head.loss,
+        "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
+    })
+}
+
+pub struct RunOptions {
+    pub seed: u64,
+    pub quiet: bool,
+    pub device: Device,
+    pub out: PathBuf,
+}
+
+pub struct RunResult {
+    pub history: Vec<Map<String, Json>>,
+    pub test: Map<String, Json>,
+    pub out: PathBuf,
+}
+
+pub fn task_head(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Result<TaskHead> {
+    let out_shape = graph.output_shapes()[0].clone();
+    let outputs = *out_shape.last().unwrap_or(&1);
+    let classes = match &train.targets {
+        Some(Targets::Classes { names, .. }) => names.clone(),
+        _ => vec![],
+    };
+    TaskHead::new(&exp.train.loss, outputs, classes).map_err(|e| e.at("train.loss"))
+}
+
+/// Trains the experiment and writes the run directory.
+pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
+    let splits = prepare_data(exp, opts.seed)?;
+    let train_device = opts.device.clone().autodiff();
+    train_device.seed(opts.seed);
+    let model = Graph::build(&exp.model, &train_device)?;
+    check_data_fits(&model, &splits.train, "data.dataset")?;
+    if let Some(v) = &splits.validation {
+        check_data_fits(&model, v, "data.validation")?;
+    }
+    if let Some(t) = &splits.test {
+        check_data_fits(&model, t, "data.test")?;
+    }
+    let head = task_head(exp, &model, &splits.train)?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+
+    let mut callbacks: Vec<Box<dyn Callback>> = vec![];
+    if !opts.quiet {
+        callbacks.push(Box::new(Progress::new(exp.train.epochs)));
+    }
+    if let Some(es) = &exp.train.callbacks.early_stopping {
+        callbacks.push(Box::new(EarlyStopping::new(es.clone())?));
+    }
+    // A checkpoint is always kept, so an interrupted or diverging run loses nothing already trained.
+    let default_monitor = if splits.validation.is_some() {
+        "val_loss"
+    } else {
+        "loss"
+    };
+    let ck = exp
+        .train
+        .callbacks
+        .checkpoint
+        .clone()
+        .unwrap_or(CheckpointSpec {
+            monitor: default_monitor.into(),
+            mode: None,
+        });
+    callbacks.push(Box::new(Checkpoint::new(ck, opts.out.join("checkpoints"))?));
+
+    let fitted = fit(
+        model,
+        &head,
+        &exp.train,
+        &splits.train,
+        splits.validation.as_ref(),
+        opts.seed,
+        &mut callbacks,
+    )?;
+    let model = fitted.model.valid();
+    let weights = class_weights(
+        exp.train.class_weights.as_ref(),
+        splits.train.labels(),
+        head.num_classes(),
+    )?;
+    let test = match &splits.test {
+        Some(t) => evaluate(&model, &head, t, weights.as_deref(), 256, exp.train.top_k)?,
+        None => Map::new(),
+    };
+    write_run(&opts.out, &model, &head, &fitted.history, &test, exp)?;
+    Ok(RunResult {
+        history: fitted.history,
+        test,
+        out: opts.out.clone(),
+    })
+}
+
+fn write_run(
+    dir: &Path,
+    model: &Graph,
+    head: &TaskHead,
+    history: &[Map<String, Json>],
+    test: &Map<String, Json>,
+    exp: &ExperimentSpec,
+) -> Result<()> {
+    save_model(model, dir)?;
+    let pre = serde_json::to_string_pretty(&preprocess_json(head, model))
+        .map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&dir.join("preprocess.json"), pre.as_bytes())?;
+    let mut metrics = Map::new();
+    metrics.insert(
+        "history".into(),
+        Json::Array(history.iter().cloned().map(Json::Object).collect()),
+    );
+    metrics.insert("test".into(), Json::Object(test.clone()));
+    metrics.insert("classes".into(), json!(head.classes));
+    metrics.insert("task".into(), json!(head.task));
+    let text = serde_json::to_string_pretty(&Json::Object(metrics))
+        .map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&dir.join("metrics.json"), text.as_bytes())?;
+    let title = exp
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "graft run".into());
+    let classes = if head.task == Task::Regression {
+        vec![]
+    } else {
+        head.classes.clone()
+    };
+    write_report(dir, &title, history, test, &classes)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Training: losses, optimizers, schedules, metrics, callbacks, the loop, and running a whole experiment.
+
+pub mod callbacks;
+pub mod experiment;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod task;
+pub mod trainer;

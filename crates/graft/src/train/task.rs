@@ -1,0 +1,172 @@
+//! The task a model is trained for — what its targets are, how its logits become probabilities and which
+//! metrics apply — derived from the loss and the data.
+
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Int, TensorData};
+use serde_json::{Map, Value as Json};
+
+use super::loss::{LossSpec, Target, Task};
+use super::metrics::{ClassificationAccumulator, MultiLabelAccumulator, RegressionAccumulator};
+use crate::data::{Array, Batch};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct TaskHead {
+    pub task: Task,
+    pub loss: LossSpec,
+    /// Output width of the model.
+    pub outputs: usize,
+    /// Class names (classification) — index order.
+    pub classes: Vec<String>,
+}
+
+impl TaskHead {
+    pub fn new(loss: &LossSpec, outputs: usize, classes: Vec<String>) -> Result<Self> {
+        let task = loss.task(outputs);
+        match task {
+            Task::Multiclass if !classes.is_empty() && classes.len() != outputs => {
+                return Err(Error::new(format!(
+                    "the data has {} classes but the model outputs {outputs} values; make the last layer `units = {}`",
+                    classes.len(),
+                    classes.len()
+                )));
+            }
+            Task::Binary if classes.len() > 2 => {
+                return Err(Error::new(format!(
+                    "binary_crossentropy with one output needs 2 classes, the data has {}",
+                    classes.len()
+                )));
+            }
+            _ => {}
+        }
+        Ok(TaskHead {
+            task,
+            loss: loss.clone(),
+            outputs,
+            classes,
+        })
+    }
+
+    pub fn is_classification(&self) -> bool {
+        matches!(self.task, Task::Multiclass | Task::Binary)
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self.task {
+            Task::Multiclass => self.outputs,
+            Task::Binary => 2,
+            _ => 0,
+        }
+    }
+
+    /// The batch's targets as tensors.
+    pub fn target(&self, batch: &Batch, device: &Device) -> Result<Target> {
+        match (self.task, &batch.labels, &batch.values) {
+            (Task::Multiclass, Some(labels), _)
+                if matches!(
+                    self.loss,
+                    LossSpec::SparseCategoricalCrossentropy { .. }
+                        | LossSpec::CategoricalCrossentropy { .. }
+                ) =>
+            {
+                let ids: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+                Ok(Target::Classes(Tensor::<1, Int>::from_data(
+                    TensorData::new(ids, [labels.len()]),
+                    device,
+                )))
+            }
+            (Task::Binary, Some(labels), _) => {
+                let v: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+                Ok(Target::Values(Tensor::<2>::from_data(
+                    TensorData::new(v, [labels.len(), 1]),
+                    device,
+                )))
+            }
+            (_, _, Some(values)) => Ok(Target::Values(array_2d(values, device))),
+            _ => Err(Error::new(format!(
+                "the loss {:?} needs {} targets, which the data does not have",
+                self.loss,
+                if self.is_classification() {
+                    "class-label"
+                } else {
+                    "numeric"
+                }
+            ))),
+        }
+    }
+
+    /// Logits `[N, K]` → probabilities (softmax for multi-class, sigmoid for binary/multi-label), or the values
+    /// themselves for regression.
+    pub fn probabilities(&self, logits: Tensor<2>) -> Tensor<2> {
+        match self.task {
+            Task::Multiclass => softmax(logits, 1),
+            Task::Binary | Task::Multilabel => sigmoid(logits),
+            Task::Regression => logits,
+        }
+    }
+}
+
+/// A `[N, ...]` array as a `[N, prod]` tensor.
+pub fn array_2d(a: &Array, device: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(
+        TensorData::new(a.data.clone(), [a.len(), a.sample_size()]),
+        device,
+    )
+}
+
+/// Accumulates an epoch of predictions for whichever task.
+pub enum EpochMetrics {
+    Classification(ClassificationAccumulator),
+    MultiLabel(MultiLabelAccumulator),
+    Regression(RegressionAccumulator),
+}
+
+impl EpochMetrics {
+    pub fn new(head: &TaskHead) -> Self {
+        match head.task {
+            Task::Multiclass | Task::Binary => EpochMetrics::Classification(
+                ClassificationAccumulator::new(head.num_classes().max(1)),
+            ),
+            Task::Multilabel => {
+                EpochMetrics::MultiLabel(MultiLabelAccumulator::new(head.outputs.max(1)))
+            }
+            Task::Regression => {
+                EpochMetrics::Regression(RegressionAccumulator::new(head.outputs.max(1)))
+            }
+        }
+    }
+
+    /// `probs`: what [`TaskHead::probabilities`] gave, row-major.
+    pub fn update(&mut self, head: &TaskHead, probs: &[f32], batch: &Batch) {
+        match self {
+            EpochMetrics::Classification(acc) => {
+                let Some(labels) = &batch.labels else { return };
+                if head.task == Task::Binary {
+                    let two: Vec<f32> = probs.iter().flat_map(|&p| [1.0 - p, p]).collect();
+                    acc.update(&two, labels);
+                } else {
+                    acc.update(probs, labels);
+                }
+            }
+            EpochMetrics::MultiLabel(acc) => {
+                if let Some(v) = &batch.values {
+                    acc.update(probs, &v.data);
+                }
+            }
+            EpochMetrics::Regression(acc) => {
+                if let Some(v) = &batch.values {
+                    acc.update(probs, &v.data);
+                }
+            }
+        }
+    }
+
+    pub fn compute(&self, top_k: usize) -> Map<String, Json> {
+        match self {
+            EpochMetrics::Classification(acc) => acc.compute(top_k).to_json(),
+            EpochMetrics::MultiLabel(acc) => acc.compute().to_json(),
+            EpochMetrics::Regression(acc) => acc.compute().to_json(),
+        }
+    }
+}

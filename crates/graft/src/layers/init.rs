@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn variances_match_the_formulas() {
         // [out=300, in=200]: fan_in 200, fan_out 300. 60,000 draws: the sample variance is within ~1% (4σ).
-        let (fi, fo) = (200.0, 300.0);
+        let (fi, fo): (f64, f64) = (200.0, 300.0);
         let cases = [
             (
                 Initializer::GlorotUniform,

@@ -313,7 +313,9 @@ fn parse_node(
     let kind = match kinds.as_slice() {
         [one] => *one,
         [] => {
-            return Err(Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at));
+            return Err(
+                Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at),
+            );
         }
         many => {
             return Err(Error::new(format!(

@@ -288,7 +288,7 @@ mod tests {
     }
 
     fn value(t: Tensor<1>) -> f64 {
-        t.into_scalar() as f64
+        t.into_scalar::<f32>() as f64
     }
 
     // Reference values: tools/reference/losses.py (torch.nn.functional on the same numbers).

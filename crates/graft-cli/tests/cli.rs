@@ -1,0 +1,391 @@
+//! End-to-end tests driving the real `graft` binary: training, predicting, summaries, determinism, and every
+//! user error giving one clear line on stderr and a non-zero exit — never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use graft::data::{Array, write_npy_f32};
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .output()
+        .expect("run graft")
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graft-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A failing command: non-zero exit, one `error:` line, no panic or backtrace; returns the message.
+fn expect_error(o: Output) -> String {
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+const FAST_MLP: &str = r#"
+[data]
+dataset = "digits"
+split = { validation = 0.15, test = 0.2, stratify = true }
+[model]
+input = [1, 8, 8]
+layers = [{ flatten = {} }, { dense = { units = 32, activation = "relu" } }, { dropout = { rate = 0.1 } }, { name = "out", dense = { units = 10 } }]
+[train]
+epochs = 3
+batch_size = 64
+optimizer = { adam = { lr = 3e-3 } }
+loss = "sparse_categorical_crossentropy"
+metrics = ["accuracy", "f1_macro"]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn train_writes_the_run_directory_and_predict_uses_it() {
+    let dir = workdir("train");
+    let exp = write(&dir, "mlp.toml", FAST_MLP);
+    let out = dir.join("run").display().to_string();
+    let o = graft(&["train", &exp, "--out", &out, "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "model.toml",
+        "model.safetensors",
+        "metrics.json",
+        "report.html",
+        "loss.png",
+        "preprocess.json",
+        "confusion_matrix.png",
+    ] {
+        assert!(Path::new(&out).join(f).exists(), "missing {f}");
+    }
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let history = metrics["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    for key in [
+        "epoch",
+        "loss",
+        "val_loss",
+        "accuracy",
+        "val_accuracy",
+        "f1_macro",
+        "val_f1_macro",
+    ] {
+        assert!(history[0].get(key).is_some(), "history lacks {key}");
+    }
+    let test = &metrics["test"];
+    for key in [
+        "loss",
+        "accuracy",
+        "top_k_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "f1_micro",
+        "f1_weighted",
+        "precision_per_class",
+        "recall_per_class",
+        "f1_per_class",
+        "roc_auc",
+        "confusion_matrix",
+    ] {
+        assert!(test.get(key).is_some(), "test lacks {key}");
+    }
+    assert!(test["accuracy"].as_f64().unwrap() > 0.8, "{test}");
+    assert_eq!(metrics["classes"].as_array().unwrap().len(), 10);
+
+    // predict: .npy in, .jsonl and .npy out; the class probabilities sum to one.
+    let x = Array::new(
+        vec![3, 1, 8, 8],
+        (0..192).map(|i| (i % 17) as f32 / 16.0).collect(),
+    )
+    .unwrap();
+    let input = dir.join("x.npy");
+    write_npy_f32(&input, &x).unwrap();
+    let jsonl = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        &out,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let probs: f64 = lines[0]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((probs - 1.0).abs() < 1e-4);
+    assert!(lines[0]["class"].is_string());
+
+    // eval reproduces the test metrics of training (same seed, same split).
+    let o = graft(&["eval", "--model", &out, &exp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((eval["accuracy"].as_f64().unwrap() - test["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+
+    // summary of the run directory.
+    let o = graft(&["summary", &out]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("dense_1") && text.contains("[32]") && text.contains("2410"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_identical_metrics() {
+    let dir = workdir("seed");
+    let exp = write(&dir, "mlp.toml", FAST_MLP);
+    let run = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let o = graft(&[
+            "train",
+            &exp,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--seed",
+            seed,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out.join("metrics.json")).unwrap()
+    };
+    assert_eq!(run("a", "7"), run("b", "7"));
+    assert_ne!(run("a", "7"), run("c", "8"));
+}
+
+#[test]
+fn the_main_example_and_the_graph_example_run() {
+    let dir = workdir("examples");
+    let o = graft(&["summary", &repo("examples/digits-residual.toml")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("residual") && text.contains("[32, 8, 8]"),
+        "{text}"
+    );
+    let out = dir.join("digits");
+    let o = graft(&[
+        "train",
+        &repo("examples/digits.toml"),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(
+        metrics["test"]["accuracy"].as_f64().unwrap() >= 0.97,
+        "{}",
+        metrics["test"]
+    );
+}
+
+#[test]
+fn malformed_toml_names_the_file_and_line() {
+    let dir = workdir("malformed");
+    let exp = write(&dir, "bad.toml", "[data\ndataset = 1\n");
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        dir.join("r").to_str().unwrap(),
+    ]));
+    assert!(e.contains("bad.toml") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn unknown_layer_and_option_suggest_the_closest_name() {
+    let dir = workdir("unknown");
+    let exp = write(
+        &dir,
+        "e.toml",
+        &FAST_MLP.replace("{ flatten = {} }", "{ flaten = {} }"),
+    );
+    let e = expect_error(graft(&["summary", &exp]));
+    assert!(
+        e.contains("e.toml")
+            && e.contains("model.layers[0]")
+            && e.contains("did you mean `flatten`"),
+        "{e}"
+    );
+    let exp = write(
+        &dir,
+        "f.toml",
+        &FAST_MLP.replace("units = 32,", "unit = 32,"),
+    );
+    let e = expect_error(graft(&["summary", &exp]));
+    assert!(
+        e.contains("model.layers[1].dense") && e.contains("did you mean `units`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn impossible_shapes_name_both_layers_before_training() {
+    let dir = workdir("shapes");
+    let text = FAST_MLP.replace(
+        "layers = [{ flatten = {} },",
+        "layers = [{ name = \"c\", conv2d = { filters = 4, kernel = 9 } }, { flatten = {} },",
+    );
+    let exp = write(&dir, "e.toml", &text);
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        dir.join("r").to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("layer 'c'") && e.contains("'input' [1, 8, 8]"),
+        "{e}"
+    );
+    assert!(
+        !dir.join("r").join("checkpoints").exists(),
+        "training must not start"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = expect_error(graft(&["train", "/nonexistent/x.toml", "--out", "/tmp/x"]));
+    assert!(e.contains("/nonexistent/x.toml"), "{e}");
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        "/nonexistent/run",
+        "--input",
+        "a.npy",
+        "--output",
+        "b.jsonl",
+    ]));
+    assert!(e.contains("/nonexistent/run"), "{e}");
+}
+
+#[test]
+fn wrong_input_dimensions_at_predict_time() {
+    let dir = workdir("predict-dims");
+    let exp = write(
+        &dir,
+        "mlp.toml",
+        &FAST_MLP.replace("epochs = 3", "epochs = 1"),
+    );
+    let out = dir.join("run");
+    assert!(
+        graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"])
+            .status
+            .success()
+    );
+    let input = dir.join("x.npy");
+    write_npy_f32(&input, &Array::new(vec![2, 63], vec![0.0; 126]).unwrap()).unwrap();
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.join("p.npy").to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("x.npy") && e.contains("[63]") && e.contains("[1, 8, 8]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn labels_outside_the_class_range() {
+    let dir = workdir("labels");
+    let x = Array::new(vec![20, 4], (0..80).map(|i| i as f32 / 80.0).collect()).unwrap();
+    write_npy_f32(dir.join("x.npy"), &x).unwrap();
+    let y = Array::new(vec![20], (0..20).map(|i| (i % 12) as f32).collect()).unwrap();
+    write_npy_f32(dir.join("y.npy"), &y).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { npy = { x = "x.npy", y = "y.npy", classes = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] } }
+split = { validation = 0.0, test = 0.0 }
+[model]
+input = [4]
+layers = [{ dense = { units = 10 } }]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        dir.join("r").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("10") && e.contains("row"), "{e}");
+}
+
+#[test]
+fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_checkpoint() {
+    let dir = workdir("nan");
+    let text = FAST_MLP
+        .replace(
+            "optimizer = { adam = { lr = 3e-3 } }",
+            "optimizer = { sgd = { lr = 1e12 } }",
+        )
+        .replace("epochs = 3", "epochs = 5");
+    let exp = write(&dir, "e.toml", &text);
+    let out = dir.join("r");
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("epoch") && e.contains("batch"), "{e}");
+}

@@ -145,6 +145,9 @@ impl BatchNorm {
             .add(result.variance.detach().mul_scalar(m * unbiased));
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
+        // Make the update visible now: inference right after this step, and saving, read the current statistics.
+        self.running_mean.value_sync();
+        self.running_var.value_sync();
         result.output
     }
 }

@@ -71,6 +71,7 @@ impl PoolConfig {
     }
 
     pub fn init(&self, input: &Shape, kind: PoolKind) -> Result<Pool> {
+        self.infer(input, matches!(kind, PoolKind::Max2d | PoolKind::Avg2d))?;
         Ok(match kind {
             PoolKind::Max2d | PoolKind::Avg2d => {
                 let (k, s, p, _) = self.geometry::<2>([input[1], input[2]])?;

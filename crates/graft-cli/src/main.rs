@@ -8,9 +8,7 @@ use graft::error::{Error, Result};
 use graft::model::Graph;
 use graft::model::io::load_model;
 use graft::spec::ExperimentSpec;
-use graft::train::experiment::{
-    RunOptions, check_data_fits, prepare_data, run_experiment, task_head,
-};
+use graft::train::experiment::{RunOptions, check_data_fits, prepare_data, run_experiment, task_head};
 use graft::train::trainer::evaluate;
 
 #[derive(Parser)]
@@ -126,9 +124,9 @@ fn run(cli: Cli) -> Result<()> {
             let exp = ExperimentSpec::from_file(&experiment)?;
             let graph = load_model(&model, &dev)?;
             let splits = prepare_data(&exp, seed)?;
-            let test = splits.test.ok_or_else(|| {
-                Error::new("the experiment has no test split").in_file(&experiment)
-            })?;
+            let test = splits
+                .test
+                .ok_or_else(|| Error::new("the experiment has no test split").in_file(&experiment))?;
             check_data_fits(&graph, &test, "data.test")?;
             let head = task_head(&exp, &graph, &splits.train)?;
             let metrics = evaluate(&graph, &head, &test, None, 256, exp.train.top_k)?;
@@ -137,11 +135,7 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?
             );
         }
-        Command::Predict {
-            model,
-            input,
-            output,
-        } => {
+        Command::Predict { model, input, output } => {
             let n = graft::infer::predict::predict_file(&model, &input, &output, &dev)?;
             eprintln!("wrote {n} predictions to {}", output.display());
         }

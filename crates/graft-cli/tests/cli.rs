@@ -35,10 +35,7 @@ fn stderr(o: &Output) -> String {
 /// A failing command: non-zero exit, one `error:` line, no panic or backtrace; returns the message.
 fn expect_error(o: Output) -> String {
     let err = stderr(&o);
-    assert!(
-        !o.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "panic: {err}"
@@ -88,10 +85,8 @@ fn train_writes_the_run_directory_and_predict_uses_it() {
     ] {
         assert!(Path::new(&out).join(f).exists(), "missing {f}");
     }
-    let metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&out).join("metrics.json")).unwrap(),
-    )
-    .unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&out).join("metrics.json")).unwrap()).unwrap();
     let history = metrics["history"].as_array().unwrap();
     assert_eq!(history.len(), 3);
     for key in [
@@ -127,11 +122,7 @@ fn train_writes_the_run_directory_and_predict_uses_it() {
     assert_eq!(metrics["classes"].as_array().unwrap().len(), 10);
 
     // predict: .npy in, .jsonl and .npy out; the class probabilities sum to one.
-    let x = Array::new(
-        vec![3, 1, 8, 8],
-        (0..192).map(|i| (i % 17) as f32 / 16.0).collect(),
-    )
-    .unwrap();
+    let x = Array::new(vec![3, 1, 8, 8], (0..192).map(|i| (i % 17) as f32 / 16.0).collect()).unwrap();
     let input = dir.join("x.npy");
     write_npy_f32(&input, &x).unwrap();
     let jsonl = dir.join("p.jsonl");
@@ -182,15 +173,7 @@ fn the_same_seed_gives_identical_metrics() {
     let exp = write(&dir, "mlp.toml", FAST_MLP);
     let run = |name: &str, seed: &str| {
         let out = dir.join(name);
-        let o = graft(&[
-            "train",
-            &exp,
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-            "--seed",
-            seed,
-        ]);
+        let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet", "--seed", seed]);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(out.join("metrics.json")).unwrap()
     };
@@ -204,10 +187,7 @@ fn the_main_example_and_the_graph_example_run() {
     let o = graft(&["summary", &repo("examples/digits-residual.toml")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.contains("residual") && text.contains("[32, 8, 8]"),
-        "{text}"
-    );
+    assert!(text.contains("residual") && text.contains("[32, 8, 8]"), "{text}");
     let out = dir.join("digits");
     let o = graft(&[
         "train",
@@ -230,35 +210,20 @@ fn the_main_example_and_the_graph_example_run() {
 fn malformed_toml_names_the_file_and_line() {
     let dir = workdir("malformed");
     let exp = write(&dir, "bad.toml", "[data\ndataset = 1\n");
-    let e = expect_error(graft(&[
-        "train",
-        &exp,
-        "--out",
-        dir.join("r").to_str().unwrap(),
-    ]));
+    let e = expect_error(graft(&["train", &exp, "--out", dir.join("r").to_str().unwrap()]));
     assert!(e.contains("bad.toml") && e.contains("line 1"), "{e}");
 }
 
 #[test]
 fn unknown_layer_and_option_suggest_the_closest_name() {
     let dir = workdir("unknown");
-    let exp = write(
-        &dir,
-        "e.toml",
-        &FAST_MLP.replace("{ flatten = {} }", "{ flaten = {} }"),
-    );
+    let exp = write(&dir, "e.toml", &FAST_MLP.replace("{ flatten = {} }", "{ flaten = {} }"));
     let e = expect_error(graft(&["summary", &exp]));
     assert!(
-        e.contains("e.toml")
-            && e.contains("model.layers[0]")
-            && e.contains("did you mean `flatten`"),
+        e.contains("e.toml") && e.contains("model.layers[0]") && e.contains("did you mean `flatten`"),
         "{e}"
     );
-    let exp = write(
-        &dir,
-        "f.toml",
-        &FAST_MLP.replace("units = 32,", "unit = 32,"),
-    );
+    let exp = write(&dir, "f.toml", &FAST_MLP.replace("units = 32,", "unit = 32,"));
     let e = expect_error(graft(&["summary", &exp]));
     assert!(
         e.contains("model.layers[1].dense") && e.contains("did you mean `units`"),
@@ -274,20 +239,9 @@ fn impossible_shapes_name_both_layers_before_training() {
         "layers = [{ name = \"c\", conv2d = { filters = 4, kernel = 9 } }, { flatten = {} },",
     );
     let exp = write(&dir, "e.toml", &text);
-    let e = expect_error(graft(&[
-        "train",
-        &exp,
-        "--out",
-        dir.join("r").to_str().unwrap(),
-    ]));
-    assert!(
-        e.contains("layer 'c'") && e.contains("'input' [1, 8, 8]"),
-        "{e}"
-    );
-    assert!(
-        !dir.join("r").join("checkpoints").exists(),
-        "training must not start"
-    );
+    let e = expect_error(graft(&["train", &exp, "--out", dir.join("r").to_str().unwrap()]));
+    assert!(e.contains("layer 'c'") && e.contains("'input' [1, 8, 8]"), "{e}");
+    assert!(!dir.join("r").join("checkpoints").exists(), "training must not start");
 }
 
 #[test]
@@ -309,11 +263,7 @@ fn a_missing_file_is_named() {
 #[test]
 fn wrong_input_dimensions_at_predict_time() {
     let dir = workdir("predict-dims");
-    let exp = write(
-        &dir,
-        "mlp.toml",
-        &FAST_MLP.replace("epochs = 3", "epochs = 1"),
-    );
+    let exp = write(&dir, "mlp.toml", &FAST_MLP.replace("epochs = 3", "epochs = 1"));
     let out = dir.join("run");
     assert!(
         graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"])
@@ -380,12 +330,116 @@ fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_checkpoint() {
         .replace("epochs = 3", "epochs = 5");
     let exp = write(&dir, "e.toml", &text);
     let out = dir.join("r");
-    let e = expect_error(graft(&[
-        "train",
-        &exp,
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]));
+    let e = expect_error(graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]));
     assert!(e.contains("epoch") && e.contains("batch"), "{e}");
+}
+
+/// Per-step tagging over padded sequences: padded steps carry an out-of-range label (99) that must never reach
+/// the loss or the metrics, and the model still learns the tags.
+#[test]
+fn sequence_tagging_ignores_padded_steps() {
+    let dir = workdir("tagging");
+    let (n, t) = (240, 8);
+    let mut x = vec![0f32; n * t];
+    let mut y = vec![99f32; n * t];
+    for i in 0..n {
+        let len = 3 + i % 6;
+        for s in 0..len {
+            let token = 1 + ((i * 7 + s * 3) % 11);
+            x[i * t + s] = token as f32;
+            y[i * t + s] = (token % 3) as f32;
+        }
+    }
+    write_npy_f32(dir.join("x.npy"), &Array::new(vec![n, t], x).unwrap()).unwrap();
+    write_npy_f32(dir.join("y.npy"), &Array::new(vec![n, t], y).unwrap()).unwrap();
+    let exp = write(
+        &dir,
+        "tag.toml",
+        r#"
+[data]
+dataset = { npy = { x = "x.npy", y = "y.npy" } }
+split = { validation = 0.2, test = 0.2, stratify = false }
+[model]
+input = [8]
+layers = [
+  { embedding = { input_dim = 12, output_dim = 8, padding_idx = 0 } },
+  { bidirectional = { layer = { lstm = { units = 8, return_sequences = true } } } },
+  { time_distributed = { layer = { dense = { units = 3 } } } },
+]
+[train]
+epochs = 25
+batch_size = 16
+optimizer = { adam = { lr = 2e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let out = dir.join("run");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let cm = metrics["test"]["confusion_matrix"].as_array().unwrap();
+    let total: u64 = cm
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    // Only the real steps of the 48 test sequences are counted: lengths 3..8 cycle, 5.5 on average.
+    assert!((200..=320).contains(&total), "counted {total} steps");
+    assert!(
+        metrics["test"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{}",
+        metrics["test"]
+    );
+}
+
+/// Sample weights scale each sample's loss: down-weighting one class moves the decision boundary away from it.
+#[test]
+fn sample_weights_scale_the_loss() {
+    let dir = workdir("sample-weights");
+    let n = 200;
+    // Overlapping classes: the boundary depends on how much each class's errors cost.
+    let x: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let noise = ((i * 37) % 101) as f32 / 50.0 - 1.0;
+            [if i % 2 == 0 { -0.3 } else { 0.3 } + noise, 0.0]
+        })
+        .collect();
+    let y: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    let w: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { 0.05 }).collect();
+    write_npy_f32(dir.join("x.npy"), &Array::new(vec![n, 2], x).unwrap()).unwrap();
+    write_npy_f32(dir.join("y.npy"), &Array::new(vec![n], y).unwrap()).unwrap();
+    write_npy_f32(dir.join("w.npy"), &Array::new(vec![n], w).unwrap()).unwrap();
+    let text = |weights: &str| {
+        format!(
+            r#"
+[data]
+dataset = {{ npy = {{ x = "x.npy", y = "y.npy", classes = ["a", "b"] {weights} }} }}
+split = {{ validation = 0.0, test = 0.25 }}
+[model]
+input = [2]
+layers = [{{ dense = {{ units = 2 }} }}]
+[train]
+epochs = 20
+batch_size = 16
+optimizer = {{ sgd = {{ lr = 0.5 }} }}
+loss = "sparse_categorical_crossentropy"
+"#
+        )
+    };
+    let recall_b = |name: &str, weights: &str| {
+        let exp = write(&dir, &format!("{name}.toml"), &text(weights));
+        let out = dir.join(name);
+        let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+        m["test"]["recall_per_class"][1].as_f64().unwrap()
+    };
+    let plain = recall_b("plain", "");
+    let weighted = recall_b("weighted", ", sample_weight = \"w.npy\"");
+    assert!(
+        weighted < plain - 0.3,
+        "recall of the down-weighted class: {weighted} vs {plain} unweighted"
+    );
 }

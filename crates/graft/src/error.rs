@@ -98,10 +98,7 @@ mod tests {
             .at("kernel")
             .at("model.layers[3]")
             .in_file("x.toml");
-        assert_eq!(
-            e.to_string(),
-            "x.toml: model.layers[3].kernel: expected 3, found 2"
-        );
+        assert_eq!(e.to_string(), "x.toml: model.layers[3].kernel: expected 3, found 2");
     }
 
     #[test]

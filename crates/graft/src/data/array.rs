@@ -102,11 +102,7 @@ fn checked_product(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| {
-            Error::new(format!(
-                "shape {shape:?} has too many elements to hold in memory"
-            ))
-        })
+        .ok_or_else(|| Error::new(format!("shape {shape:?} has too many elements to hold in memory")))
 }
 
 #[cfg(test)]

@@ -23,13 +23,7 @@ impl Batches {
     /// The batches of epoch `epoch` over `n` samples; in index order when `shuffle` is false.
     ///
     /// Errors if `batch_size` is 0.
-    pub fn new(
-        n: usize,
-        batch_size: usize,
-        shuffle: bool,
-        seed: u64,
-        epoch: usize,
-    ) -> Result<Self> {
+    pub fn new(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::new("the batch size must be at least 1, found 0"));
         }
@@ -85,6 +79,8 @@ pub struct Batch {
     pub labels: Option<Vec<usize>>,
     /// Value targets `[batch, k]`, when the dataset has value targets.
     pub values: Option<Array>,
+    /// Per-sample loss weights, when the dataset has them.
+    pub weights: Option<Vec<f32>>,
 }
 
 impl Batch {
@@ -107,15 +103,17 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
     let inputs = dataset.inputs.select(indices);
     let (labels, values) = match &dataset.targets {
         None => (None, None),
-        Some(Targets::Classes { labels, .. }) => {
-            (Some(indices.iter().map(|&i| labels[i]).collect()), None)
-        }
+        Some(Targets::Classes { labels, .. }) => (Some(indices.iter().map(|&i| labels[i]).collect()), None),
         Some(Targets::Values(values)) => (None, Some(values.select(indices))),
     };
     Batch {
         inputs,
         labels,
         values,
+        weights: dataset
+            .weights
+            .as_ref()
+            .map(|w| indices.iter().map(|&i| w[i]).collect()),
     }
 }
 
@@ -123,16 +121,8 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
 mod tests {
     use super::*;
 
-    fn epoch(
-        n: usize,
-        batch_size: usize,
-        shuffle: bool,
-        seed: u64,
-        epoch: usize,
-    ) -> Vec<Vec<usize>> {
-        Batches::new(n, batch_size, shuffle, seed, epoch)
-            .unwrap()
-            .collect()
+    fn epoch(n: usize, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+        Batches::new(n, batch_size, shuffle, seed, epoch).unwrap().collect()
     }
 
     #[test]
@@ -146,10 +136,7 @@ mod tests {
             all.sort_unstable();
             assert_eq!(all, (0..103).collect::<Vec<_>>());
         }
-        assert_eq!(
-            epoch(5, 2, false, 0, 0),
-            vec![vec![0, 1], vec![2, 3], vec![4]]
-        );
+        assert_eq!(epoch(5, 2, false, 0, 0), vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert!(epoch(0, 4, true, 0, 0).is_empty());
     }
 
@@ -175,11 +162,7 @@ mod tests {
     #[test]
     fn gather_copies_inputs_and_targets() {
         let inputs = Array::new(vec![4, 2], (0..8).map(|v| v as f32).collect()).unwrap();
-        let classes = Dataset::new(
-            inputs.clone(),
-            Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4)),
-        )
-        .unwrap();
+        let classes = Dataset::new(inputs.clone(), Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4))).unwrap();
         let batch = gather(&classes, &[2, 0]);
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.inputs.data, vec![4.0, 5.0, 0.0, 1.0]);

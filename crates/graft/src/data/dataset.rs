@@ -69,12 +69,18 @@ pub struct Dataset {
     pub inputs: Array,
     /// What to predict; `None` for unlabelled data (e.g. inputs to run inference on).
     pub targets: Option<Targets>,
+    /// Per-sample loss weights (`sample_weight` in Keras), when given.
+    pub weights: Option<Vec<f32>>,
 }
 
 impl Dataset {
     /// Builds a dataset and [validates](Dataset::validate) it.
     pub fn new(inputs: Array, targets: Option<Targets>) -> Result<Self> {
-        let dataset = Dataset { inputs, targets };
+        let dataset = Dataset {
+            inputs,
+            targets,
+            weights: None,
+        };
         dataset.validate()?;
         Ok(dataset)
     }
@@ -97,6 +103,7 @@ impl Dataset {
         Dataset {
             inputs: self.inputs.select(indices),
             targets: self.targets.as_ref().map(|t| t.select(indices)),
+            weights: self.weights.as_ref().map(|w| indices.iter().map(|&i| w[i]).collect()),
         }
     }
 
@@ -133,6 +140,20 @@ impl Dataset {
     /// and targets have the same number of samples, and every label names an existing class.
     pub fn validate(&self) -> Result<()> {
         self.inputs.check().map_err(|e| e.at("inputs"))?;
+        if let Some(w) = &self.weights {
+            if w.len() != self.inputs.len() {
+                return Err(
+                    Error::new(format!("{} sample weights for {} samples", w.len(), self.inputs.len()))
+                        .at("sample_weight"),
+                );
+            }
+            if let Some((row, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                return Err(Error::new(format!(
+                    "sample weight {v} at row {row} is not a finite non-negative number"
+                ))
+                .at("sample_weight"));
+            }
+        }
         let n = self.len();
         match &self.targets {
             None => {}
@@ -143,9 +164,7 @@ impl Dataset {
                         labels.len()
                     )));
                 }
-                if let Some((row, &label)) =
-                    labels.iter().enumerate().find(|&(_, &l)| l >= names.len())
-                {
+                if let Some((row, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= names.len()) {
                     return Err(Error::new(format!(
                         "label {label} at row {row} is outside the {} classes",
                         names.len()
@@ -185,11 +204,7 @@ mod tests {
 
     #[test]
     fn class_accessors_and_select() {
-        let d = Dataset::new(
-            inputs(4),
-            Some(Targets::numbered_classes(vec![0, 2, 1, 2], 3)),
-        )
-        .unwrap();
+        let d = Dataset::new(inputs(4), Some(Targets::numbered_classes(vec![0, 2, 1, 2], 3))).unwrap();
         assert_eq!(d.len(), 4);
         assert_eq!(d.num_classes(), Some(3));
         assert_eq!(d.class_names().unwrap(), &["0", "1", "2"]);
@@ -216,15 +231,13 @@ mod tests {
         let mut labels = vec![1; 50];
         labels[40] = 12;
         labels[45] = 11;
-        let err =
-            Dataset::new(inputs(50), Some(Targets::numbered_classes(labels, 10))).unwrap_err();
+        let err = Dataset::new(inputs(50), Some(Targets::numbered_classes(labels, 10))).unwrap_err();
         assert_eq!(err.message, "label 12 at row 40 is outside the 10 classes");
     }
 
     #[test]
     fn validate_checks_lengths() {
-        let err =
-            Dataset::new(inputs(3), Some(Targets::numbered_classes(vec![0, 1], 2))).unwrap_err();
+        let err = Dataset::new(inputs(3), Some(Targets::numbered_classes(vec![0, 1], 2))).unwrap_err();
         assert_eq!(err.message, "inputs have 3 samples but there are 2 labels");
         let values = Array::new(vec![2, 1], vec![0.0, 1.0]).unwrap();
         let err = Dataset::new(inputs(3), Some(Targets::Values(values))).unwrap_err();

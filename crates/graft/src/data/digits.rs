@@ -37,8 +37,7 @@ impl DataSource for Digits {
     }
 
     fn describe(&self) -> String {
-        "built-in digits: 1,797 grey 8x8 images, 10 classes (scikit-learn, BSD-3-Clause)"
-            .to_string()
+        "built-in digits: 1,797 grey 8x8 images, 10 classes (scikit-learn, BSD-3-Clause)".to_string()
     }
 }
 
@@ -64,30 +63,20 @@ fn parse_digits_csv(text: &str) -> Result<Dataset> {
         let at_line = || format!("line {}", i + 1);
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != PIXELS + 1 {
-            return Err(Error::new(format!(
-                "expected {} fields, found {}",
-                PIXELS + 1,
-                fields.len()
-            ))
-            .at(at_line()));
+            return Err(Error::new(format!("expected {} fields, found {}", PIXELS + 1, fields.len())).at(at_line()));
         }
         for (column, field) in fields[..PIXELS].iter().enumerate() {
             let value = parse_number(field)
                 .filter(|v| (0.0..=MAX_PIXEL).contains(v))
                 .ok_or_else(|| {
-                    Error::new(format!(
-                        "pixel {column} is '{field}', expected a number from 0 to 16"
-                    ))
-                    .at(at_line())
+                    Error::new(format!("pixel {column} is '{field}', expected a number from 0 to 16")).at(at_line())
                 })?;
             pixels.push(value / MAX_PIXEL);
         }
         let field = fields[PIXELS];
         let label = parse_number(field)
             .filter(|v| v.fract() == 0.0 && (0.0..CLASSES as f32).contains(v))
-            .ok_or_else(|| {
-                Error::new(format!("label is '{field}', expected a digit 0 to 9")).at(at_line())
-            })?;
+            .ok_or_else(|| Error::new(format!("label is '{field}', expected a digit 0 to 9")).at(at_line()))?;
         labels.push(label as usize);
     }
     let n = labels.len();
@@ -125,9 +114,8 @@ mod tests {
         let d = load_digits().unwrap();
         // The first row of the CSV, a zero.
         let first: [u8; 64] = [
-            0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4,
-            12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10,
-            12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0,
+            0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0, 0,
+            5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0,
         ];
         let expected: Vec<f32> = first.iter().map(|&v| v as f32 / 16.0).collect();
         assert_eq!(d.inputs.row(0), &expected[..]);
@@ -145,11 +133,7 @@ mod tests {
         let err = parse_digits_csv("1,2,3\n").unwrap_err();
         assert_eq!(err.message, "expected 65 fields, found 3");
         let err = parse_digits_csv(&format!("17,{},1\n", vec!["0"; 63].join(","))).unwrap_err();
-        assert!(
-            err.message.starts_with("pixel 0 is '17'"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("pixel 0 is '17'"), "{}", err.message);
         let ok = parse_digits_csv(&format!("{good},9.0\n\n")).unwrap();
         assert_eq!(ok.labels(), Some(&[9][..]));
     }

@@ -65,10 +65,7 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<Array> {
     let path = path.as_ref();
     let raw = read_raw(path)?;
     if raw.shape.is_empty() {
-        return Err(Error::new(
-            "expected an array with a sample axis, found a 0-dimensional array",
-        )
-        .in_file(path));
+        return Err(Error::new("expected an array with a sample axis, found a 0-dimensional array").in_file(path));
     }
     let data = each_dtype!(raw.values, v => to_f32(v));
     Array::new(raw.shape, data).map_err(|e| e.in_file(path))
@@ -80,11 +77,7 @@ pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
     let path = path.as_ref();
     let raw = read_raw(path)?;
     if !is_label_shaped(&raw.shape) {
-        return Err(Error::new(format!(
-            "expected labels of shape [n], found shape {:?}",
-            raw.shape
-        ))
-        .in_file(path));
+        return Err(Error::new(format!("expected labels of shape [n], found shape {:?}", raw.shape)).in_file(path));
     }
     each_dtype!(raw.values, v => to_labels(&v, path))
 }
@@ -94,13 +87,8 @@ pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
 pub fn write_npy_f32(path: impl AsRef<Path>, array: &Array) -> Result<()> {
     let path = path.as_ref();
     array.check().map_err(|e| e.in_file(path))?;
-    let view = ArrayViewD::from_shape(IxDyn(&array.shape), &array.data).map_err(|e| {
-        Error::new(format!(
-            "cannot view the array as shape {:?}: {e}",
-            array.shape
-        ))
-        .in_file(path)
-    })?;
+    let view = ArrayViewD::from_shape(IxDyn(&array.shape), &array.data)
+        .map_err(|e| Error::new(format!("cannot view the array as shape {:?}: {e}", array.shape)).in_file(path))?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::new("not a file path").in_file(path))?;
@@ -117,8 +105,7 @@ pub fn write_npy_f32(path: impl AsRef<Path>, array: &Array) -> Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
 
-    let written = write_to(&temp, &view)
-        .and_then(|()| std::fs::rename(&temp, path).map_err(WriteNpyError::Io));
+    let written = write_to(&temp, &view).and_then(|()| std::fs::rename(&temp, path).map_err(WriteNpyError::Io));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
         match e {
@@ -133,10 +120,7 @@ fn write_to(temp: &Path, view: &ArrayViewD<f32>) -> std::result::Result<(), Writ
     view.write_npy(&mut writer)?;
     writer.flush()?;
     // Make the data durable before the rename makes it visible.
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
@@ -157,6 +141,8 @@ pub struct NpySource {
     pub y: Option<PathBuf>,
     /// Class names, in class-id order.
     pub classes: Option<Vec<String>>,
+    /// Per-sample loss weights, `[n]`.
+    pub sample_weight: Option<PathBuf>,
 }
 
 impl NpySource {
@@ -166,7 +152,14 @@ impl NpySource {
             x: x.into(),
             y: None,
             classes: None,
+            sample_weight: None,
         }
+    }
+
+    /// Sets the per-sample loss weights file.
+    pub fn with_sample_weight(mut self, w: impl Into<PathBuf>) -> Self {
+        self.sample_weight = Some(w.into());
+        self
     }
 
     /// Sets the targets file.
@@ -186,11 +179,7 @@ impl NpySource {
         let found = raw.shape.first().copied();
         if found != Some(n) {
             let found = found.map_or("no sample axis".to_string(), |m| format!("{m} samples"));
-            return Err(Error::new(format!(
-                "targets have {found} but {} has {n}",
-                self.x.display()
-            ))
-            .in_file(y));
+            return Err(Error::new(format!("targets have {found} but {} has {n}", self.x.display())).in_file(y));
         }
         let labels_wanted = raw.values.is_integer() || self.classes.is_some();
         if is_label_shaped(&raw.shape) && labels_wanted {
@@ -213,9 +202,7 @@ impl NpySource {
             shape.push(1);
         }
         let data = each_dtype!(raw.values, v => to_f32(v));
-        Ok(Targets::Values(
-            Array::new(shape, data).map_err(|e| e.in_file(y))?,
-        ))
+        Ok(Targets::Values(Array::new(shape, data).map_err(|e| e.in_file(y))?))
     }
 }
 
@@ -226,10 +213,31 @@ impl DataSource for NpySource {
             Some(y) => Some(self.read_targets(y, inputs.len())?),
             None => None,
         };
-        let dataset = Dataset { inputs, targets };
-        dataset
-            .validate()
-            .map_err(|e| e.in_file(self.y.as_deref().unwrap_or(&self.x)))?;
+        let weights = match &self.sample_weight {
+            Some(path) => {
+                let w = read_npy_f32(path)?;
+                if !matches!(w.shape.as_slice(), [_] | [_, 1]) {
+                    return Err(
+                        Error::new(format!("sample weights must be shaped [n], found {:?}", w.shape)).in_file(path),
+                    );
+                }
+                Some(w.data)
+            }
+            None => None,
+        };
+        let has_weights = weights.is_some();
+        let dataset = Dataset {
+            inputs,
+            targets,
+            weights,
+        };
+        dataset.validate().map_err(|e| {
+            let file = match (&e.location, &self.sample_weight) {
+                (Some(l), Some(w)) if has_weights && l.starts_with("sample_weight") => w.as_path(),
+                _ => self.y.as_deref().unwrap_or(&self.x),
+            };
+            e.in_file(file)
+        })?;
         Ok(dataset)
     }
 
@@ -356,8 +364,7 @@ fn read_raw(path: &Path) -> Result<RawNpy> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let header = read_header(&mut file, path)?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
     let reader = BufReader::new(file);
 
     macro_rules! read {
@@ -370,10 +377,7 @@ fn read_raw(path: &Path) -> Result<RawNpy> {
             }
         }};
     }
-    let body = header
-        .descr
-        .strip_prefix(['<', '>', '|', '='])
-        .unwrap_or(&header.descr);
+    let body = header.descr.strip_prefix(['<', '>', '|', '=']).unwrap_or(&header.descr);
     Ok(match body {
         "f4" => read!(f32, F32),
         "f8" => read!(f64, F64),
@@ -412,12 +416,7 @@ fn check_data_size<T: Element>(header: &Header, file_len: u64) -> Result<()> {
         .shape
         .iter()
         .try_fold(T::SIZE as u128, |acc, &d| acc.checked_mul(d as u128))
-        .ok_or_else(|| {
-            Error::new(format!(
-                "the shape {:?} in the header is too large",
-                header.shape
-            ))
-        })?;
+        .ok_or_else(|| Error::new(format!("the shape {:?} in the header is too large", header.shape)))?;
     let found = file_len.saturating_sub(header.data_offset) as u128;
     if found < expected {
         return Err(Error::new(format!(
@@ -436,9 +435,7 @@ fn check_data_size<T: Element>(header: &Header, file_len: u64) -> Result<()> {
     Ok(())
 }
 
-fn read_as<T: Element>(
-    reader: impl Read,
-) -> std::result::Result<(Vec<usize>, Vec<T>), ReadNpyError> {
+fn read_as<T: Element>(reader: impl Read) -> std::result::Result<(Vec<usize>, Vec<T>), ReadNpyError> {
     let array = ArrayD::<T>::read_npy(reader)?;
     let shape = array.shape().to_vec();
     // Fortran-ordered files come back column-major; iterate to get row-major order.
@@ -457,9 +454,7 @@ fn read_error(path: &Path, err: ReadNpyError) -> Error {
         ReadNpyError::WrongDescriptor(descr) => {
             return unsupported_dtype(descr.to_string().trim_matches(['\'', '"'])).in_file(path);
         }
-        ReadNpyError::MissingData => {
-            "the file is truncated: it ends before all the data in its header".to_string()
-        }
+        ReadNpyError::MissingData => "the file is truncated: it ends before all the data in its header".to_string(),
         ReadNpyError::ExtraBytes(extra) => {
             format!("the file has {extra} bytes after the data in its header")
         }
@@ -491,15 +486,10 @@ fn read_header(file: &mut File, path: &Path) -> Result<Header> {
             let mut rest = [0u8; 2];
             file.read_exact(&mut rest)
                 .map_err(|_| bad("the file is truncated inside its .npy header"))?;
-            (
-                u32::from_le_bytes([start[8], start[9], rest[0], rest[1]]) as u64,
-                12,
-            )
+            (u32::from_le_bytes([start[8], start[9], rest[0], rest[1]]) as u64, 12)
         }
         _ => {
-            return Err(bad(&format!(
-                "unsupported .npy format version {major}.{minor}"
-            )));
+            return Err(bad(&format!("unsupported .npy format version {major}.{minor}")));
         }
     };
     let mut text = Vec::new();
@@ -584,11 +574,7 @@ mod tests {
             self.0.join(name)
         }
 
-        fn write<T: WritableElement, D: ndarray::Dimension>(
-            &self,
-            name: &str,
-            a: &ndarray::Array<T, D>,
-        ) -> PathBuf {
+        fn write<T: WritableElement, D: ndarray::Dimension>(&self, name: &str, a: &ndarray::Array<T, D>) -> PathBuf {
             let path = self.file(name);
             write_npy(&path, a).unwrap();
             path
@@ -609,8 +595,7 @@ mod tests {
 
     /// A hand-made version 1.0 `.npy` file, for dtypes and layouts ndarray-npy does not write.
     fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         let unpadded = 10 + header.len() + 1;
         header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
         header.push('\n');
@@ -632,25 +617,13 @@ mod tests {
 
         let expected = vec![1.0f32, 2.0, 3.0, 4.0];
         let f64s = Array1::from(vec![1.0f64, 2.0, 3.0, 4.0]);
-        assert_eq!(
-            read_npy_f32(dir.write("f64.npy", &f64s)).unwrap().data,
-            expected
-        );
+        assert_eq!(read_npy_f32(dir.write("f64.npy", &f64s)).unwrap().data, expected);
         let i32s = Array1::from(vec![1i32, 2, 3, 4]);
-        assert_eq!(
-            read_npy_f32(dir.write("i32.npy", &i32s)).unwrap().data,
-            expected
-        );
+        assert_eq!(read_npy_f32(dir.write("i32.npy", &i32s)).unwrap().data, expected);
         let i64s = Array1::from(vec![1i64, 2, 3, 4]);
-        assert_eq!(
-            read_npy_f32(dir.write("i64.npy", &i64s)).unwrap().data,
-            expected
-        );
+        assert_eq!(read_npy_f32(dir.write("i64.npy", &i64s)).unwrap().data, expected);
         let u16s = Array1::from(vec![1u16, 2, 3, 4]);
-        assert_eq!(
-            read_npy_f32(dir.write("u16.npy", &u16s)).unwrap().data,
-            expected
-        );
+        assert_eq!(read_npy_f32(dir.write("u16.npy", &u16s)).unwrap().data, expected);
         let i8s = Array1::from(vec![-1i8, 2, 3, 4]);
         assert_eq!(
             read_npy_f32(dir.write("i8.npy", &i8s)).unwrap().data,
@@ -666,8 +639,7 @@ mod tests {
     #[test]
     fn fortran_order_and_big_endian_come_back_row_major() {
         let dir = TempDir::new();
-        let fortran =
-            Array2::from_shape_vec((2, 3).f(), vec![1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]).unwrap();
+        let fortran = Array2::from_shape_vec((2, 3).f(), vec![1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]).unwrap();
         let a = read_npy_f32(dir.write("fortran.npy", &fortran)).unwrap();
         assert_eq!(a.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 
@@ -693,12 +665,7 @@ mod tests {
         );
 
         let path = dir.write_bytes("scalar.npy", &npy_bytes("<f4", "()", &[0; 4]));
-        assert!(
-            read_npy_f32(&path)
-                .unwrap_err()
-                .message
-                .contains("0-dimensional")
-        );
+        assert!(read_npy_f32(&path).unwrap_err().message.contains("0-dimensional"));
     }
 
     #[test]
@@ -745,20 +712,11 @@ mod tests {
     fn labels_from_integers_and_whole_floats() {
         let dir = TempDir::new();
         let ints = Array1::from(vec![0i64, 3, 1, 2]);
-        assert_eq!(
-            read_npy_labels(dir.write("i.npy", &ints)).unwrap(),
-            vec![0, 3, 1, 2]
-        );
+        assert_eq!(read_npy_labels(dir.write("i.npy", &ints)).unwrap(), vec![0, 3, 1, 2]);
         let column = Array2::from_shape_vec((3, 1), vec![2u8, 0, 1]).unwrap();
-        assert_eq!(
-            read_npy_labels(dir.write("col.npy", &column)).unwrap(),
-            vec![2, 0, 1]
-        );
+        assert_eq!(read_npy_labels(dir.write("col.npy", &column)).unwrap(), vec![2, 0, 1]);
         let floats = Array1::from(vec![1.0f64, 0.0, 2.0]);
-        assert_eq!(
-            read_npy_labels(dir.write("f.npy", &floats)).unwrap(),
-            vec![1, 0, 2]
-        );
+        assert_eq!(read_npy_labels(dir.write("f.npy", &floats)).unwrap(), vec![1, 0, 2]);
     }
 
     #[test]
@@ -774,25 +732,13 @@ mod tests {
         let path = dir.write("frac.npy", &Array1::from(vec![0.0f32, 1.5]));
         let err = read_npy_labels(&path).unwrap_err();
         assert_eq!(err.location.as_deref(), Some("row 1"));
-        assert!(
-            err.message.contains("1.5 is not a whole number"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("1.5 is not a whole number"), "{}", err.message);
 
         let path = dir.write("nan.npy", &Array1::from(vec![f64::NAN]));
-        assert_eq!(
-            read_npy_labels(&path).unwrap_err().location.as_deref(),
-            Some("row 0")
-        );
+        assert_eq!(read_npy_labels(&path).unwrap_err().location.as_deref(), Some("row 0"));
 
         let path = dir.write("matrix.npy", &Array2::<i64>::zeros((3, 2)));
-        assert!(
-            read_npy_labels(&path)
-                .unwrap_err()
-                .message
-                .contains("shape [n]")
-        );
+        assert!(read_npy_labels(&path).unwrap_err().message.contains("shape [n]"));
     }
 
     #[test]
@@ -836,12 +782,9 @@ mod tests {
         assert_eq!(d.class_names().unwrap(), &["0", "1", "2"]);
         assert!(source.describe().contains("y.npy"));
 
-        let named = source.clone().with_classes(vec![
-            "cat".into(),
-            "dog".into(),
-            "eel".into(),
-            "fox".into(),
-        ]);
+        let named = source
+            .clone()
+            .with_classes(vec!["cat".into(), "dog".into(), "eel".into(), "fox".into()]);
         assert_eq!(named.load().unwrap().num_classes(), Some(4));
         let too_few = source.with_classes(vec!["cat".into(), "dog".into()]);
         let err = too_few.load().unwrap_err();
@@ -877,11 +820,7 @@ mod tests {
             .with_classes(vec!["a".into()])
             .load()
             .unwrap_err();
-        assert!(
-            err.message.contains("class labels need shape [n]"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("class labels need shape [n]"), "{}", err.message);
     }
 
     #[test]

@@ -95,10 +95,7 @@ fn allocate(sizes: &[usize], total: usize) -> Vec<usize> {
     let n: u128 = sizes.iter().map(|&s| s as u128).sum();
     let total_wide = total as u128;
     // Exact arithmetic: class c's share is total * size_c / n; compare remainders, not floats.
-    let mut quotas: Vec<usize> = sizes
-        .iter()
-        .map(|&s| (total_wide * s as u128 / n) as usize)
-        .collect();
+    let mut quotas: Vec<usize> = sizes.iter().map(|&s| (total_wide * s as u128 / n) as usize).collect();
     let remainders: Vec<u128> = sizes.iter().map(|&s| total_wide * s as u128 % n).collect();
     let short = total - quotas.iter().sum::<usize>();
     let mut order: Vec<usize> = (0..sizes.len()).collect();
@@ -108,9 +105,7 @@ fn allocate(sizes: &[usize], total: usize) -> Vec<usize> {
     }
 
     // How far class c is above its exact share, scaled by n to stay in integers.
-    let excess = |quotas: &[usize], c: usize| {
-        quotas[c] as i128 * n as i128 - (total_wide * sizes[c] as u128) as i128
-    };
+    let excess = |quotas: &[usize], c: usize| quotas[c] as i128 * n as i128 - (total_wide * sizes[c] as u128) as i128;
 
     // Classes of two or more with nothing held out take one from the class most above its share
     // that can spare it without emptying one of its own parts.
@@ -162,9 +157,7 @@ mod tests {
 
     #[test]
     fn plain_split_has_exact_sizes() {
-        for (n, fraction, expected) in
-            [(100, 0.2, 20), (10, 0.25, 3), (7, 0.5, 4), (1797, 0.1, 180)]
-        {
+        for (n, fraction, expected) in [(100, 0.2, 20), (10, 0.25, 3), (7, 0.5, 4), (1797, 0.1, 180)] {
             let (kept, held) = split_indices(n, fraction, None, 7).unwrap();
             assert_eq!(held.len(), expected);
             assert_eq!(kept.len(), n - expected);
@@ -258,11 +251,7 @@ mod tests {
         assert!(split_indices(10, -0.1, None, 0).is_err());
         assert!(split_indices(10, f64::NAN, None, 0).is_err());
         let err = split_indices(10, 0.01, None, 0).unwrap_err();
-        assert!(
-            err.message.contains("held-out part empty"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("held-out part empty"), "{}", err.message);
         assert!(split_indices(0, 0.5, None, 0).is_err());
         assert!(split_indices(1, 0.6, None, 0).is_err());
         assert!(split_indices(3, 0.5, Some(&[0, 1]), 0).is_err());

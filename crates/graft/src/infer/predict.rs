@@ -25,12 +25,10 @@ impl Predictor {
         let graph = load_model(dir, device)?;
         let path = dir.join("preprocess.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let pre: Json =
-            serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
-        let loss: LossSpec = serde_json::from_value(pre["loss"].clone())
-            .map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
-        let classes: Vec<String> =
-            serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
+        let pre: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
+        let loss: LossSpec =
+            serde_json::from_value(pre["loss"].clone()).map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
+        let classes: Vec<String> = serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
         let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
         Ok(Predictor { graph, head })
@@ -68,12 +66,7 @@ impl Predictor {
 }
 
 /// Reads `input` (`.npy`), predicts, writes `output` (`.npy` or `.jsonl`).
-pub fn predict_file(
-    model_dir: &Path,
-    input: &Path,
-    output: &Path,
-    device: &Device,
-) -> Result<usize> {
+pub fn predict_file(model_dir: &Path, input: &Path, output: &Path, device: &Device) -> Result<usize> {
     let predictor = Predictor::load(model_dir, device)?;
     let inputs = read_npy_f32(input)?;
     let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;

@@ -156,35 +156,17 @@ mod tests {
             (Activation::Relu, [0.0, 0.0, 0.0, 1.5]),
             (Activation::LeakyRelu, [-0.02, -0.005, 0.0, 1.5]),
             (Activation::Elu, [-0.864_664_7, -0.393_469_34, 0.0, 1.5]),
-            (
-                Activation::Selu,
-                [-1.520_166_3, -0.691_758_2, 0.0, 1.576_051_5],
-            ),
-            (
-                Activation::Gelu,
-                [-0.045_500_26, -0.154_268_47, 0.0, 1.399_789_5],
-            ),
-            (
-                Activation::Mish,
-                [-0.252_501_48, -0.220_743_77, 0.0, 1.403_378_3],
-            ),
-            (
-                Activation::Tanh,
-                [-0.964_027_6, -0.462_117_16, 0.0, 0.905_148_25],
-            ),
-            (
-                Activation::Sigmoid,
-                [0.119_202_92, 0.377_540_67, 0.5, 0.817_574_5],
-            ),
+            (Activation::Selu, [-1.520_166_3, -0.691_758_2, 0.0, 1.576_051_5]),
+            (Activation::Gelu, [-0.045_500_26, -0.154_268_47, 0.0, 1.399_789_5]),
+            (Activation::Mish, [-0.252_501_48, -0.220_743_77, 0.0, 1.403_378_3]),
+            (Activation::Tanh, [-0.964_027_6, -0.462_117_16, 0.0, 0.905_148_25]),
+            (Activation::Sigmoid, [0.119_202_92, 0.377_540_67, 0.5, 0.817_574_5]),
             (Activation::Linear, [-2.0, -0.5, 0.0, 1.5]),
         ];
         for (a, expected) in cases {
             let got = apply(a, x);
             for (g, e) in got.iter().zip(expected) {
-                assert!(
-                    (g - e).abs() < 1e-5,
-                    "{a:?}: got {got:?}, expected {expected:?}"
-                );
+                assert!((g - e).abs() < 1e-5, "{a:?}: got {got:?}, expected {expected:?}");
             }
         }
     }

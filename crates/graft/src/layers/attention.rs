@@ -45,9 +45,7 @@ impl MultiHeadAttentionConfig {
         for other in &inputs[1..] {
             let [_, e2] = expect_rank::<2>(other, "multi_head_attention", "[steps, features]")?;
             if e2 != e {
-                return Err(shape_err(format!(
-                    "query has {e} features but key/value has {e2}"
-                )));
+                return Err(shape_err(format!("query has {e} features but key/value has {e2}")));
             }
         }
         if inputs.len() == 3 && inputs[1][0] != inputs[2][0] {
@@ -67,9 +65,7 @@ impl MultiHeadAttentionConfig {
         let e = embed_dim;
         MultiHeadAttention {
             in_proj_weight: Initializer::GlorotUniform.init([3 * e, e], device),
-            in_proj_bias: self
-                .use_bias
-                .then(|| Initializer::Zeros.init([3 * e], device)),
+            in_proj_bias: self.use_bias.then(|| Initializer::Zeros.init([3 * e], device)),
             out_proj: DenseConfig {
                 use_bias: self.use_bias,
                 ..DenseConfig::new(e)
@@ -84,9 +80,7 @@ impl MultiHeadAttentionConfig {
 
 fn check_heads(e: usize, heads: usize) -> Result<()> {
     if heads == 0 || e % heads != 0 {
-        return Err(shape_err(format!(
-            "num_heads = {heads} must divide the {e} features"
-        )));
+        return Err(shape_err(format!("num_heads = {heads} must divide the {e} features")));
     }
     Ok(())
 }
@@ -193,9 +187,7 @@ impl TransformerEncoderConfig {
 
     pub fn init(&self, input: &Shape, device: &Device) -> Result<TransformerEncoder> {
         let e = input[1];
-        let norm = LayerNormConfig {
-            epsilon: self.epsilon,
-        };
+        let norm = LayerNormConfig { epsilon: self.epsilon };
         Ok(TransformerEncoder {
             self_attn: MultiHeadAttentionConfig {
                 num_heads: self.num_heads,
@@ -230,22 +222,15 @@ pub struct TransformerEncoder {
 
 impl TransformerEncoder {
     /// `[B, T, E]` with a key padding mask `[B, T]` → `[B, T, E]`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        mask: Option<Tensor<2, Bool>>,
-        training: bool,
-    ) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>, training: bool) -> Tensor<3> {
         let attend = |y: Tensor<3>| {
-            let a = self
-                .self_attn
-                .forward(y.clone(), y.clone(), y, mask.clone(), training);
+            let a = self.self_attn.forward(y.clone(), y.clone(), y, mask.clone(), training);
             dropout(a, self.dropout, training)
         };
         let feed = |y: Tensor<3>| {
-            let hidden =
-                self.activation
-                    .apply(linear(y, &self.linear1.weight, self.linear1.bias.as_ref()));
+            let hidden = self
+                .activation
+                .apply(linear(y, &self.linear1.weight, self.linear1.bias.as_ref()));
             let hidden = dropout(hidden, self.dropout, training);
             dropout(
                 linear(hidden, &self.linear2.weight, self.linear2.bias.as_ref()),

@@ -81,13 +81,7 @@ impl Padding {
 }
 
 /// Output length of a window over `size` — an error when the window does not fit.
-pub fn window_output(
-    size: usize,
-    pad: (usize, usize),
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-) -> Result<usize> {
+pub fn window_output(size: usize, pad: (usize, usize), kernel: usize, stride: usize, dilation: usize) -> Result<usize> {
     let span = dilation * (kernel - 1) + 1;
     let padded = size + pad.0 + pad.1;
     if span > padded {
@@ -161,19 +155,11 @@ impl ConvConfig {
     }
 
     /// Resolved geometry for `N` spatial axes of `sizes`, with `channels` input channels.
-    fn geometry<const N: usize>(
-        &self,
-        channels: usize,
-        sizes: [usize; N],
-    ) -> Result<ConvGeometry<N>> {
+    fn geometry<const N: usize>(&self, channels: usize, sizes: [usize; N]) -> Result<ConvGeometry<N>> {
         let kernel = self.kernel.resolve::<N>("kernel")?;
         let stride = self.stride.resolve::<N>("stride")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        if self.filters == 0
-            || kernel.contains(&0)
-            || stride.contains(&0)
-            || dilation.contains(&0)
-            || self.groups == 0
+        if self.filters == 0 || kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) || self.groups == 0
         {
             return Err(shape_err(
                 "filters, kernel, stride, dilation and groups must all be at least 1",
@@ -217,10 +203,9 @@ impl ConvConfig {
         let (c, sizes) = (input[0], [input[1], input[2]]);
         let g = self.geometry::<2>(c, sizes)?;
         Ok(Conv2d {
-            weight: self.kernel_initializer.init(
-                [self.filters, c / self.groups, g.kernel[0], g.kernel[1]],
-                device,
-            ),
+            weight: self
+                .kernel_initializer
+                .init([self.filters, c / self.groups, g.kernel[0], g.kernel[1]], device),
             bias: self
                 .use_bias
                 .then(|| self.bias_initializer.init([self.filters], device)),
@@ -249,9 +234,7 @@ impl ConvConfig {
         let kernel = self.kernel.resolve::<N>("kernel")?;
         let stride = self.stride.resolve::<N>("stride")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        Ok((0..N)
-            .map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i]))
-            .collect())
+        Ok((0..N).map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i])).collect())
     }
 }
 

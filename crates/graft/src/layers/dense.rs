@@ -78,9 +78,7 @@ impl DenseConfig {
         let fan_in = *input.last().unwrap_or(&1);
         Dense {
             weight: self.kernel_initializer.init([self.units, fan_in], device),
-            bias: self
-                .use_bias
-                .then(|| self.bias_initializer.init([self.units], device)),
+            bias: self.use_bias.then(|| self.bias_initializer.init([self.units], device)),
             activation: self.activation,
         }
     }
@@ -104,10 +102,6 @@ impl Dense {
 }
 
 /// `x·Wᵀ + b` with a PyTorch-layout weight `[out, in]`.
-pub fn linear<const D: usize>(
-    x: Tensor<D>,
-    weight: &Param<Tensor<2>>,
-    bias: Option<&Param<Tensor<1>>>,
-) -> Tensor<D> {
+pub fn linear<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<2>>, bias: Option<&Param<Tensor<1>>>) -> Tensor<D> {
     burn::tensor::module::linear(x, weight.val().transpose(), bias.map(|b| b.val()))
 }

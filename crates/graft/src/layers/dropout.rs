@@ -18,10 +18,7 @@ pub struct DropoutConfig {
 impl DropoutConfig {
     pub fn check(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.rate) {
-            return Err(shape_err(format!(
-                "rate must be in [0, 1), found {}",
-                self.rate
-            )));
+            return Err(shape_err(format!("rate must be in [0, 1), found {}", self.rate)));
         }
         Ok(())
     }
@@ -46,14 +43,8 @@ mod tests {
         let device = Device::default();
         device.seed(3);
         let x = Tensor::<2>::ones([200, 100], &device);
-        assert_eq!(
-            dropout(x.clone(), 0.25, false).into_data(),
-            x.clone().into_data()
-        );
-        let y = dropout(x, 0.25, true)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        assert_eq!(dropout(x.clone(), 0.25, false).into_data(), x.clone().into_data());
+        let y = dropout(x, 0.25, true).into_data().try_to_vec::<f32>().unwrap();
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
         assert!((kept - 0.75).abs() < 0.01, "kept fraction {kept}");
         assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));

@@ -25,10 +25,7 @@ pub struct EmbeddingConfig {
 }
 
 fn normal() -> Initializer {
-    Initializer::Normal {
-        mean: 0.0,
-        std: 1.0,
-    }
+    Initializer::Normal { mean: 0.0, std: 1.0 }
 }
 
 impl EmbeddingConfig {
@@ -51,9 +48,7 @@ impl EmbeddingConfig {
 
     pub fn init(&self, device: &Device) -> Embedding {
         Embedding {
-            weight: self
-                .initializer
-                .init([self.input_dim, self.output_dim], device),
+            weight: self.initializer.init([self.input_dim, self.output_dim], device),
             padding_idx: self.padding_idx,
         }
     }
@@ -115,18 +110,13 @@ impl PositionalEmbeddingConfig {
     pub fn init(&self, input: &Shape, device: &Device) -> PositionalEmbedding {
         let dim = input[1];
         let weight = if self.kind == "learned" {
-            Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([self.max_len, dim], device)
+            Initializer::Normal { mean: 0.0, std: 0.02 }.init([self.max_len, dim], device)
         } else {
             let mut table = vec![0f32; self.max_len * dim];
             for pos in 0..self.max_len {
                 for i in 0..dim {
                     let angle = pos as f64 / 10000f64.powf((2 * (i / 2)) as f64 / dim as f64);
-                    table[pos * dim + i] =
-                        if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+                    table[pos * dim + i] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
                 }
             }
             let t = Tensor::<1>::from_floats(table.as_slice(), device).reshape([self.max_len, dim]);

@@ -105,11 +105,7 @@ mod tests {
     fn stats(values: &[f32]) -> (f64, f64, f64) {
         let n = values.len() as f64;
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = values
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
+        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         let max_abs = values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
         (mean, var, max_abs)
     }
@@ -117,11 +113,7 @@ mod tests {
     fn draw(init: Initializer, shape: [usize; 2]) -> Vec<f32> {
         let device = Device::default();
         device.seed(7);
-        init.init(shape, &device)
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
+        init.init(shape, &device).val().into_data().try_to_vec::<f32>().unwrap()
     }
 
     #[test]
@@ -141,17 +133,9 @@ mod tests {
                 Some((6.0 / (fi + fo) as f64).sqrt()),
             ),
             (Initializer::GlorotNormal, 2.0 / (fi + fo), None),
-            (
-                Initializer::HeUniform,
-                2.0 / fi,
-                Some((6.0 / fi as f64).sqrt()),
-            ),
+            (Initializer::HeUniform, 2.0 / fi, Some((6.0 / fi as f64).sqrt())),
             (Initializer::HeNormal, 2.0 / fi, None),
-            (
-                Initializer::LecunUniform,
-                1.0 / fi,
-                Some((3.0 / fi as f64).sqrt()),
-            ),
+            (Initializer::LecunUniform, 1.0 / fi, Some((3.0 / fi as f64).sqrt())),
             (Initializer::LecunNormal, 1.0 / fi, None),
         ];
         for (init, expected_var, bound) in cases {
@@ -165,14 +149,8 @@ mod tests {
                 "{init:?} var {var} expected {expected_var}"
             );
             if let Some(b) = bound {
-                assert!(
-                    max_abs <= b + 1e-6,
-                    "{init:?} exceeds its bound {b}: {max_abs}"
-                );
-                assert!(
-                    max_abs > 0.95 * b,
-                    "{init:?} does not reach its bound {b}: {max_abs}"
-                );
+                assert!(max_abs <= b + 1e-6, "{init:?} exceeds its bound {b}: {max_abs}");
+                assert!(max_abs > 0.95 * b, "{init:?} does not reach its bound {b}: {max_abs}");
             }
         }
     }
@@ -192,10 +170,6 @@ mod tests {
     #[test]
     fn constants() {
         assert!(draw(Initializer::Zeros, [3, 4]).iter().all(|&v| v == 0.0));
-        assert!(
-            draw(Initializer::Constant(0.5), [3, 4])
-                .iter()
-                .all(|&v| v == 0.5)
-        );
+        assert!(draw(Initializer::Constant(0.5), [3, 4]).iter().all(|&v| v == 0.5));
     }
 }

@@ -33,10 +33,7 @@ pub enum Merge {
 /// Checks the inputs of add/multiply: at least two, all the same shape.
 pub fn infer_elementwise(inputs: &[Shape], names: &[String]) -> Result<Shape> {
     if inputs.len() < 2 {
-        return Err(shape_err(format!(
-            "needs at least two inputs, found {}",
-            inputs.len()
-        )));
+        return Err(shape_err(format!("needs at least two inputs, found {}", inputs.len())));
     }
     for (shape, name) in inputs.iter().zip(names).skip(1) {
         if shape != &inputs[0] {
@@ -53,17 +50,10 @@ impl ConcatenateConfig {
     /// Returns the output shape and the per-sample axis.
     pub fn infer(&self, inputs: &[Shape], names: &[String]) -> Result<(Shape, usize)> {
         if inputs.len() < 2 {
-            return Err(shape_err(format!(
-                "needs at least two inputs, found {}",
-                inputs.len()
-            )));
+            return Err(shape_err(format!("needs at least two inputs, found {}", inputs.len())));
         }
         let rank = inputs[0].len() as i64;
-        let axis = if self.axis < 0 {
-            rank + self.axis
-        } else {
-            self.axis
-        };
+        let axis = if self.axis < 0 { rank + self.axis } else { self.axis };
         if axis < 0 || axis >= rank {
             return Err(shape_err(format!(
                 "axis {} is outside the {rank} per-sample axes",
@@ -96,15 +86,9 @@ impl Merge {
         let mask = merge_masks(inputs.iter().map(|v| v.mask.clone()));
         let data: Vec<Data> = inputs.into_iter().map(|v| v.data).collect();
         let out = match data[0].rank() {
-            2 => {
-                Data::D2(self.combine(data.into_iter().map(Data::d2).collect::<Result<Vec<_>>>()?))
-            }
-            3 => {
-                Data::D3(self.combine(data.into_iter().map(Data::d3).collect::<Result<Vec<_>>>()?))
-            }
-            _ => {
-                Data::D4(self.combine(data.into_iter().map(Data::d4).collect::<Result<Vec<_>>>()?))
-            }
+            2 => Data::D2(self.combine(data.into_iter().map(Data::d2).collect::<Result<Vec<_>>>()?)),
+            3 => Data::D3(self.combine(data.into_iter().map(Data::d3).collect::<Result<Vec<_>>>()?)),
+            _ => Data::D4(self.combine(data.into_iter().map(Data::d4).collect::<Result<Vec<_>>>()?)),
         };
         Ok(Value::with_mask(out, mask))
     }
@@ -112,21 +96,13 @@ impl Merge {
     fn combine<const D: usize>(&self, xs: Vec<Tensor<D>>) -> Tensor<D> {
         match self {
             Merge::Concatenate(axis) => Tensor::cat(xs, *axis),
-            Merge::Add => xs
-                .into_iter()
-                .reduce(|a, b| a + b)
-                .expect("inputs checked at build"),
-            Merge::Multiply => xs
-                .into_iter()
-                .reduce(|a, b| a * b)
-                .expect("inputs checked at build"),
+            Merge::Add => xs.into_iter().reduce(|a, b| a + b).expect("inputs checked at build"),
+            Merge::Multiply => xs.into_iter().reduce(|a, b| a * b).expect("inputs checked at build"),
         }
     }
 }
 
 /// A step is padding in the result if it is padding in any input.
-pub fn merge_masks(
-    masks: impl Iterator<Item = Option<Tensor<2, Bool>>>,
-) -> Option<Tensor<2, Bool>> {
+pub fn merge_masks(masks: impl Iterator<Item = Option<Tensor<2, Bool>>>) -> Option<Tensor<2, Bool>> {
     masks.flatten().reduce(|a, b| a.bool_or(b))
 }

@@ -21,21 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::value::{Data, Value};
-use activation::{
-    Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig,
-};
-use attention::{
-    MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig,
-};
+use activation::{Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
+use attention::{MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig};
 use conv::{Conv1d, Conv2d, ConvConfig};
 use dense::{Dense, DenseConfig};
 use dropout::DropoutConfig;
 use embedding::{Embedding, EmbeddingConfig, PositionalEmbedding, PositionalEmbeddingConfig};
 use merge::{ConcatenateConfig, Merge};
-use norm::{
-    BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm,
-    LayerNormConfig,
-};
+use norm::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm, LayerNormConfig};
 use pool::{GlobalPool, Pool, PoolConfig, PoolKind};
 use recurrent::{Cell, MergeMode, Recurrent, RecurrentConfig};
 use reshape::{PermuteConfig, ReshapeConfig};
@@ -214,10 +207,7 @@ impl LayerSpec {
         let ok = match self {
             s if s.is_merge() => n >= 2,
             LayerSpec::MultiHeadAttention(_) => (1..=3).contains(&n),
-            LayerSpec::SimpleRnn(_)
-            | LayerSpec::Lstm(_)
-            | LayerSpec::Gru(_)
-            | LayerSpec::Bidirectional(_) => n >= 1,
+            LayerSpec::SimpleRnn(_) | LayerSpec::Lstm(_) | LayerSpec::Gru(_) | LayerSpec::Bidirectional(_) => n >= 1,
             _ => n == 1,
         };
         if ok {
@@ -228,22 +218,13 @@ impl LayerSpec {
                 self.kind()
             )))
         } else {
-            Err(shape_err(format!(
-                "{} takes one input, found {n}",
-                self.kind()
-            )))
+            Err(shape_err(format!("{} takes one input, found {n}", self.kind())))
         }
     }
 
     /// Infers the output shapes from the input shapes and builds the module: every shape error surfaces here,
     /// before any training.
-    pub fn build(
-        &self,
-        inputs: &[Shape],
-        input_names: &[String],
-        masked: &[bool],
-        device: &Device,
-    ) -> Result<Built> {
+    pub fn build(&self, inputs: &[Shape], input_names: &[String], masked: &[bool], device: &Device) -> Result<Built> {
         self.check_arity(inputs.len())?;
         let x = &inputs[0];
         let any_mask = masked.iter().any(|m| *m);
@@ -263,39 +244,17 @@ impl LayerSpec {
                 let out = c.infer2d(x)?;
                 one(Layer::Conv2d(c.init2d(x, device)?), out, false)
             }
-            LayerSpec::MaxPool1d(c) => one(
-                Layer::Pool(c.init(x, PoolKind::Max1d)?),
-                c.infer(x, false)?,
-                false,
-            ),
-            LayerSpec::AvgPool1d(c) => one(
-                Layer::Pool(c.init(x, PoolKind::Avg1d)?),
-                c.infer(x, false)?,
-                false,
-            ),
-            LayerSpec::MaxPool2d(c) => one(
-                Layer::Pool(c.init(x, PoolKind::Max2d)?),
-                c.infer(x, true)?,
-                false,
-            ),
-            LayerSpec::AvgPool2d(c) => one(
-                Layer::Pool(c.init(x, PoolKind::Avg2d)?),
-                c.infer(x, true)?,
-                false,
-            ),
+            LayerSpec::MaxPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Max1d)?), c.infer(x, false)?, false),
+            LayerSpec::AvgPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg1d)?), c.infer(x, false)?, false),
+            LayerSpec::MaxPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Max2d)?), c.infer(x, true)?, false),
+            LayerSpec::AvgPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg2d)?), c.infer(x, true)?, false),
             LayerSpec::GlobalAvgPool1d(_)
             | LayerSpec::GlobalMaxPool1d(_)
             | LayerSpec::GlobalAvgPool2d(_)
             | LayerSpec::GlobalMaxPool2d(_) => {
                 let g = GlobalPool {
-                    max: matches!(
-                        self,
-                        LayerSpec::GlobalMaxPool1d(_) | LayerSpec::GlobalMaxPool2d(_)
-                    ),
-                    two_d: matches!(
-                        self,
-                        LayerSpec::GlobalAvgPool2d(_) | LayerSpec::GlobalMaxPool2d(_)
-                    ),
+                    max: matches!(self, LayerSpec::GlobalMaxPool1d(_) | LayerSpec::GlobalMaxPool2d(_)),
+                    two_d: matches!(self, LayerSpec::GlobalAvgPool2d(_) | LayerSpec::GlobalMaxPool2d(_)),
                 };
                 one(Layer::GlobalPool(g), g.infer(x)?, false)
             }
@@ -337,12 +296,8 @@ impl LayerSpec {
                 masked,
                 device,
             )?,
-            LayerSpec::Lstm(c) => {
-                recurrent_node(c, Cell::Lstm, 1, MergeMode::Concat, inputs, masked, device)?
-            }
-            LayerSpec::Gru(c) => {
-                recurrent_node(c, Cell::Gru, 1, MergeMode::Concat, inputs, masked, device)?
-            }
+            LayerSpec::Lstm(c) => recurrent_node(c, Cell::Lstm, 1, MergeMode::Concat, inputs, masked, device)?,
+            LayerSpec::Gru(c) => recurrent_node(c, Cell::Gru, 1, MergeMode::Concat, inputs, masked, device)?,
             LayerSpec::Bidirectional(b) => {
                 let (c, cell) = match b.layer.as_ref() {
                     LayerSpec::SimpleRnn(c) => (c, Cell::Simple(c.activation)),
@@ -371,9 +326,7 @@ impl LayerSpec {
                 if inner.outputs.len() != 1 {
                     return Err(shape_err("time_distributed wraps layers with one output"));
                 }
-                let out: Shape = std::iter::once(x[0])
-                    .chain(inner.outputs[0].iter().copied())
-                    .collect();
+                let out: Shape = std::iter::once(x[0]).chain(inner.outputs[0].iter().copied()).collect();
                 if out.len() > 3 {
                     return Err(shape_err(format!(
                         "time_distributed output {out:?} has more than 3 axes per sample"
@@ -412,12 +365,8 @@ impl LayerSpec {
             LayerSpec::Selu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Selu))),
             LayerSpec::Mish(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Mish))),
             LayerSpec::Tanh(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Tanh))),
-            LayerSpec::Sigmoid(_) => {
-                same(Layer::Activation(ActivationFn::Plain(Activation::Sigmoid)))
-            }
-            LayerSpec::Linear(_) => {
-                same(Layer::Activation(ActivationFn::Plain(Activation::Linear)))
-            }
+            LayerSpec::Sigmoid(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Sigmoid))),
+            LayerSpec::Linear(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Linear))),
             LayerSpec::LeakyRelu(c) => same(Layer::Activation(ActivationFn::LeakyRelu(c.alpha))),
             LayerSpec::Elu(c) => same(Layer::Activation(ActivationFn::Elu(c.alpha))),
             LayerSpec::Gelu(c) => same(Layer::Activation(if c.approximate {
@@ -493,17 +442,11 @@ fn recurrent_node(
     device: &Device,
 ) -> Result<Built> {
     let outputs = recurrent::infer(c, cell, directions, merge, inputs)?;
-    let layer = Layer::Recurrent(recurrent::init(
-        c, cell, directions, merge, &inputs[0], device,
-    ));
+    let layer = Layer::Recurrent(recurrent::init(c, cell, directions, merge, &inputs[0], device));
     let masked = (0..outputs.len())
         .map(|i| i == 0 && c.return_sequences && masked[0])
         .collect();
-    Ok(Built {
-        layer,
-        outputs,
-        masked,
-    })
+    Ok(Built { layer, outputs, masked })
 }
 
 /// A built layer.
@@ -551,16 +494,8 @@ impl Layer {
             }
             Layer::PositionalEmbedding(l) => keep(Data::D3(l.forward(first.data.d3()?))),
             Layer::Recurrent(l) => {
-                let initial = inputs
-                    .into_iter()
-                    .map(|v| v.data.d2())
-                    .collect::<Result<Vec<_>>>()?;
-                let (seqs, states) = l.forward(
-                    first.data.d3()?,
-                    mask.clone(),
-                    initial,
-                    ctx.dropout_active(),
-                );
+                let initial = inputs.into_iter().map(|v| v.data.d2()).collect::<Result<Vec<_>>>()?;
+                let (seqs, states) = l.forward(first.data.d3()?, mask.clone(), initial, ctx.dropout_active());
                 let mut out: Vec<Value> = seqs
                     .into_iter()
                     .map(|s| Value::with_mask(Data::D3(s), mask.clone()))
@@ -578,13 +513,7 @@ impl Layer {
                     Some(v) => v.data.clone().d3()?,
                     None => key.clone(),
                 };
-                keep(Data::D3(l.forward(
-                    query,
-                    key,
-                    value,
-                    key_mask,
-                    ctx.dropout_active(),
-                )))
+                keep(Data::D3(l.forward(query, key, value, key_mask, ctx.dropout_active())))
             }
             Layer::Transformer(l) => keep(Data::D3(l.forward(
                 first.data.d3()?,
@@ -594,17 +523,12 @@ impl Layer {
             Layer::TimeDistributed(inner) => {
                 let dims = first.data.dims();
                 let (b, t) = (dims[0], dims[1]);
-                let folded: Vec<usize> = std::iter::once(b * t)
-                    .chain(dims[2..].iter().copied())
-                    .collect();
+                let folded: Vec<usize> = std::iter::once(b * t).chain(dims[2..].iter().copied()).collect();
                 let out = inner
                     .forward(vec![Value::new(first.data.reshape(&folded)?)], ctx)?
                     .remove(0);
                 let out_dims = out.data.dims();
-                let unfolded: Vec<usize> = [b, t]
-                    .into_iter()
-                    .chain(out_dims[1..].iter().copied())
-                    .collect();
+                let unfolded: Vec<usize> = [b, t].into_iter().chain(out_dims[1..].iter().copied()).collect();
                 keep(out.data.reshape(&unfolded)?)
             }
             Layer::Pool(p) => plain(match first.data {

@@ -121,17 +121,8 @@ impl BatchNorm {
             .filter(|(i, _)| *i != 1)
             .map(|(_, d)| d)
             .product();
-        let result = burn::tensor::module::batch_norm_train(
-            x,
-            self.weight.val(),
-            self.bias.val(),
-            self.epsilon,
-        );
-        let unbiased = if n > 1 {
-            n as f64 / (n - 1) as f64
-        } else {
-            1.0
-        };
+        let result = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
+        let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
         let m = self.momentum;
         let mean = self
             .running_mean

@@ -204,8 +204,7 @@ pub struct GlobalPool {
 impl GlobalPool {
     pub fn infer(&self, input: &Shape) -> Result<Shape> {
         if self.two_d {
-            let [c, _, _] =
-                expect_rank::<3>(input, "global 2D pooling", "[channels, height, width]")?;
+            let [c, _, _] = expect_rank::<3>(input, "global 2D pooling", "[channels, height, width]")?;
             Ok(vec![c])
         } else {
             let [_, c] = expect_rank::<2>(input, "global 1D pooling", "[steps, channels]")?;
@@ -233,11 +232,7 @@ impl GlobalPool {
     /// `[B, C, H, W]` → `[B, C]`.
     pub fn forward2d(&self, x: Tensor<4>) -> Tensor<2> {
         let flat: Tensor<3> = x.flatten(2, 3);
-        let pooled = if self.max {
-            flat.max_dim(2)
-        } else {
-            flat.mean_dim(2)
-        };
+        let pooled = if self.max { flat.max_dim(2) } else { flat.mean_dim(2) };
         pooled.squeeze_dim(2)
     }
 }

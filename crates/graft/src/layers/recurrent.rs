@@ -219,10 +219,8 @@ pub fn init(
         };
         for d in 0..directions {
             let suffix = format!("_l{layer}{}", if d == 1 { "_reverse" } else { "" });
-            r.weights
-                .push(config.kernel_initializer.init([g * h, in_dim], device));
-            r.weights
-                .push(config.recurrent_initializer.init([g * h, h], device));
+            r.weights.push(config.kernel_initializer.init([g * h, in_dim], device));
+            r.weights.push(config.recurrent_initializer.init([g * h, h], device));
             r.weight_names.push(format!("weight_ih{suffix}"));
             r.weight_names.push(format!("weight_hh{suffix}"));
             if config.use_bias {
@@ -368,11 +366,7 @@ impl Recurrent {
             outputs.reverse();
         }
         let seq = Tensor::stack::<3>(outputs, 1);
-        let states = if self.cell == Cell::Lstm {
-            vec![h, c]
-        } else {
-            vec![h]
-        };
+        let states = if self.cell == Cell::Lstm { vec![h, c] } else { vec![h] };
         (seq, states)
     }
 
@@ -444,16 +438,8 @@ impl Module for Recurrent {
     }
 
     fn to_device(mut self, device: &Device) -> Self {
-        self.weights = self
-            .weights
-            .into_iter()
-            .map(|p| p.to_device(device))
-            .collect();
-        self.biases = self
-            .biases
-            .into_iter()
-            .map(|p| p.to_device(device))
-            .collect();
+        self.weights = self.weights.into_iter().map(|p| p.to_device(device)).collect();
+        self.biases = self.biases.into_iter().map(|p| p.to_device(device)).collect();
         self
     }
 

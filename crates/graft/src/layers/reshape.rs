@@ -23,12 +23,7 @@ impl ReshapeConfig {
                 self.shape
             )));
         }
-        let known: usize = self
-            .shape
-            .iter()
-            .filter(|&&d| d > 0)
-            .map(|&d| d as usize)
-            .product();
+        let known: usize = self.shape.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
         let out: Shape = if unknown == 1 {
             if total % known != 0 {
                 return Err(shape_err(format!(
@@ -80,9 +75,7 @@ impl PermuteConfig {
 
     /// Batch axis stays first.
     pub fn forward(&self, x: Data) -> Data {
-        let axes: Vec<usize> = std::iter::once(0)
-            .chain(self.dims.iter().map(|d| d + 1))
-            .collect();
+        let axes: Vec<usize> = std::iter::once(0).chain(self.dims.iter().map(|d| d + 1)).collect();
         match x {
             Data::D2(t) => Data::D2(t),
             Data::D3(t) => Data::D3(t.permute([axes[0], axes[1], axes[2]])),
@@ -99,8 +92,6 @@ pub fn flatten_shape(input: &Shape) -> Shape {
 /// Reshapes a batch to `[B, shape...]`.
 pub fn reshape_batch(x: Data, shape: &Shape) -> Result<Data> {
     let batch = x.dims()[0];
-    let dims: Vec<usize> = std::iter::once(batch)
-        .chain(shape.iter().copied())
-        .collect();
+    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
     x.reshape(&dims)
 }

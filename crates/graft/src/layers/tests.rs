@@ -10,9 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, TensorData};
 
-use super::activation::{
-    Activation, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig,
-};
+use super::activation::{Activation, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
 use super::attention::{MultiHeadAttentionConfig, TransformerEncoderConfig};
 use super::conv::{ConvConfig, Dims, Padding};
 use super::dense::DenseConfig;
@@ -20,9 +18,7 @@ use super::dropout::DropoutConfig;
 use super::embedding::{EmbeddingConfig, PositionalEmbeddingConfig};
 use super::init::Initializer;
 use super::merge::ConcatenateConfig;
-use super::norm::{
-    BatchNorm, BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig,
-};
+use super::norm::{BatchNorm, BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig};
 use super::pool::PoolConfig;
 use super::recurrent::{MergeMode, RecurrentConfig};
 use super::reshape::{PermuteConfig, ReshapeConfig};
@@ -93,9 +89,7 @@ fn data(dims: &[usize], v: Vec<f32>, device: &Device) -> Data {
 
 /// A random normal batch `[batch] + shape`.
 fn random_batch(batch: usize, shape: &[usize], device: &Device) -> Data {
-    let dims: Vec<usize> = std::iter::once(batch)
-        .chain(shape.iter().copied())
-        .collect();
+    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
     let flat = Tensor::<2>::random(
         [batch, shape.iter().product::<usize>()],
         Distribution::Normal(0.0, 1.0),
@@ -107,10 +101,7 @@ fn random_batch(batch: usize, shape: &[usize], device: &Device) -> Data {
 /// Token ids `[B, T]` (floats holding whole numbers).
 fn ids(rows: &[&[usize]], device: &Device) -> Data {
     let t = rows[0].len();
-    let v: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| r.iter().map(|&i| i as f32))
-        .collect();
+    let v: Vec<f32> = rows.iter().flat_map(|r| r.iter().map(|&i| i as f32)).collect();
     data(&[rows.len(), t], v, device)
 }
 
@@ -164,12 +155,8 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let require_grad = t.is_require_grad();
-        self.found.push((
-            self.path.join("."),
-            t.dims().to_vec(),
-            values(t),
-            require_grad,
-        ));
+        self.found
+            .push((self.path.join("."), t.dims().to_vec(), values(t), require_grad));
     }
 }
 
@@ -181,10 +168,7 @@ fn collect(graph: &Graph) -> Vec<(String, Vec<usize>, Vec<f32>, bool)> {
 
 fn param_shapes(graph: &Graph) -> BTreeMap<String, Vec<usize>> {
     let found = collect(graph);
-    let map: BTreeMap<String, Vec<usize>> = found
-        .iter()
-        .map(|(n, s, ..)| (n.clone(), s.clone()))
-        .collect();
+    let map: BTreeMap<String, Vec<usize>> = found.iter().map(|(n, s, ..)| (n.clone(), s.clone())).collect();
     assert_eq!(
         map.len(),
         found.len(),
@@ -195,10 +179,7 @@ fn param_shapes(graph: &Graph) -> BTreeMap<String, Vec<usize>> {
 }
 
 fn assert_params(graph: &Graph, expected: &[(&str, &[usize])]) {
-    let want: BTreeMap<String, Vec<usize>> = expected
-        .iter()
-        .map(|(n, s)| (n.to_string(), s.to_vec()))
-        .collect();
+    let want: BTreeMap<String, Vec<usize>> = expected.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect();
     assert_eq!(param_shapes(graph), want);
 }
 
@@ -234,11 +215,10 @@ impl ModuleMapper for Assign {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let key = self.path.join(".");
-        let from = self.from.as_ref().map(|m| {
-            m.get(&key)
-                .unwrap_or_else(|| panic!("no parameter {key}"))
-                .clone()
-        });
+        let from = self
+            .from
+            .as_ref()
+            .map(|m| m.get(&key).unwrap_or_else(|| panic!("no parameter {key}")).clone());
         param.map(|t| {
             let (dims, device) = (t.dims(), t.device());
             match from {
@@ -259,10 +239,7 @@ fn randomize(graph: Graph) -> Graph {
 
 /// `to` with the parameter values of `from` (same paths).
 fn copy_params(from: &Graph, to: Graph) -> Graph {
-    let map = collect(from)
-        .into_iter()
-        .map(|(n, _, v, _)| (n, v))
-        .collect();
+    let map = collect(from).into_iter().map(|(n, _, v, _)| (n, v)).collect();
     to.map(&mut Assign {
         path: vec![],
         from: Some(map),
@@ -295,10 +272,8 @@ fn sigmoid(x: f64) -> f64 {
 fn erf(x: f64) -> f64 {
     let (s, x) = (x.signum(), x.abs());
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = ((((1.061_405_429 * t - 1.453_152_027) * t + 1.421_413_741) * t - 0.284_496_736)
-        * t
-        + 0.254_829_592)
-        * t;
+    let poly =
+        ((((1.061_405_429 * t - 1.453_152_027) * t + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592) * t;
     s * (1.0 - poly * (-x * x).exp())
 }
 
@@ -339,16 +314,13 @@ fn direct_conv2d(
                         let cin = (o / fg) * cg + ci;
                         for ki in 0..kh {
                             for kj in 0..kw {
-                                let y = (i * g.stride[0] + ki * g.dilation[0]) as isize
-                                    - g.pad[0] as isize;
-                                let xx = (j * g.stride[1] + kj * g.dilation[1]) as isize
-                                    - g.pad[1] as isize;
+                                let y = (i * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+                                let xx = (j * g.stride[1] + kj * g.dilation[1]) as isize - g.pad[1] as isize;
                                 if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
                                     continue;
                                 }
                                 let wv = wt[((o * cg + ci) * kh + ki) * kw + kj] as f64;
-                                acc += wv
-                                    * x[((n * c + cin) * h + y as usize) * w + xx as usize] as f64;
+                                acc += wv * x[((n * c + cin) * h + y as usize) * w + xx as usize] as f64;
                             }
                         }
                     }
@@ -374,9 +346,7 @@ fn direct_pool2d(x: &[f32], [b, c, h, w]: [usize; 4], g: &Geom, max: bool) -> Ve
                             let y = (i * g.stride[0] + ki) as isize - g.pad[0] as isize;
                             let xx = (j * g.stride[1] + kj) as isize - g.pad[1] as isize;
                             if y >= 0 && xx >= 0 && y < h as isize && xx < w as isize {
-                                window.push(
-                                    x[((n * c + ch) * h + y as usize) * w + xx as usize] as f64,
-                                );
+                                window.push(x[((n * c + ch) * h + y as usize) * w + xx as usize] as f64);
                             }
                         }
                     }
@@ -531,10 +501,7 @@ fn direct_mha(
                 (0..e)
                     .map(|o| {
                         let r = part * e + o;
-                        b_in[r] as f64
-                            + (0..e)
-                                .map(|k| w_in[r * e + k] as f64 * row[k] as f64)
-                                .sum::<f64>()
+                        b_in[r] as f64 + (0..e).map(|k| w_in[r * e + k] as f64 * row[k] as f64).sum::<f64>()
                     })
                     .collect()
             })
@@ -561,9 +528,7 @@ fn direct_mha(
     context
         .iter()
         .flat_map(|c| {
-            (0..e).map(move |o| {
-                b_out[o] as f64 + (0..e).map(|k| w_out[o * e + k] as f64 * c[k]).sum::<f64>()
-            })
+            (0..e).map(move |o| b_out[o] as f64 + (0..e).map(|k| w_out[o * e + k] as f64 * c[k]).sum::<f64>())
         })
         .map(|v| v as f32)
         .collect()
@@ -580,11 +545,7 @@ fn dense_shapes_and_pytorch_params() {
     assert_eq!(count(&g), 3 * 4 + 3);
     // Over the last axis of sequences and images.
     check_shape(&[5, 4], LayerSpec::Dense(DenseConfig::new(3)), &[5, 3]);
-    check_shape(
-        &[2, 3, 4],
-        LayerSpec::Dense(DenseConfig::new(6)),
-        &[2, 3, 6],
-    );
+    check_shape(&[2, 3, 4], LayerSpec::Dense(DenseConfig::new(6)), &[2, 3, 6]);
     let g = check_shape(
         &[4],
         LayerSpec::Dense(DenseConfig {
@@ -642,20 +603,11 @@ fn dense_equals_x_w_transpose_plus_b() {
     let graph = randomize(build(&spec, &device));
     let x = random_batch(5, &[4], &device);
     let y = data_values(&run(&graph, vec![x.clone()])[0].data);
-    let (xv, w, b) = (
-        data_values(&x),
-        param(&graph, "fc.weight"),
-        param(&graph, "fc.bias"),
-    );
+    let (xv, w, b) = (data_values(&x), param(&graph, "fc.weight"), param(&graph, "fc.bias"));
     let want: Vec<f64> = (0..5)
         .flat_map(|i| {
             let (xv, w, b) = (&xv, &w, &b);
-            (0..3).map(move |o| {
-                b[o] as f64
-                    + (0..4)
-                        .map(|k| xv[i * 4 + k] as f64 * w[o * 4 + k] as f64)
-                        .sum::<f64>()
-            })
+            (0..3).map(move |o| b[o] as f64 + (0..4).map(|k| xv[i * 4 + k] as f64 * w[o * 4 + k] as f64).sum::<f64>())
         })
         .collect();
     assert_close(&y, &to_f32(&want), 1e-5, "dense");
@@ -693,15 +645,8 @@ fn check_conv2d(cfg: ConvConfig, input: [usize; 3], out: [usize; 3], pad: [usize
     assert_eq!(graph.output_shapes(), vec![out.to_vec()], "{what}");
     let kernel = cfg.kernel.resolve::<2>("kernel").unwrap();
     let wdims = [cfg.filters, input[0] / cfg.groups, kernel[0], kernel[1]];
-    assert_params(
-        &graph,
-        &[("conv.weight", &wdims), ("conv.bias", &[cfg.filters])],
-    );
-    assert_eq!(
-        count(&graph),
-        wdims.iter().product::<usize>() + cfg.filters,
-        "{what}"
-    );
+    assert_params(&graph, &[("conv.weight", &wdims), ("conv.bias", &[cfg.filters])]);
+    assert_eq!(count(&graph), wdims.iter().product::<usize>() + cfg.filters, "{what}");
     let x = random_batch(2, &input, &device);
     let y = run(&graph, vec![x.clone()]).remove(0).data;
     assert_eq!(y.dims(), vec![2, out[0], out[1], out[2]], "{what}");
@@ -778,12 +723,7 @@ fn conv2d_variants_match_a_direct_convolution() {
         [0, 0],
     );
     // `same` with an even kernel: 3 zeros in all, 1 before and 2 after (PyTorch / TensorFlow)
-    check_conv2d(
-        ConvConfig::new(4, 4).with_padding("same"),
-        [3, 8, 8],
-        [4, 8, 8],
-        [1, 1],
-    );
+    check_conv2d(ConvConfig::new(4, 4).with_padding("same"), [3, 8, 8], [4, 8, 8], [1, 1]);
     // `same` strided: out ⌈7/2⌉ = 4, needs (4-1)·2 + 3 = 9, pads 1 + 1
     check_conv2d(
         ConvConfig {
@@ -828,20 +768,13 @@ fn conv2d_known_kernel_on_known_image() {
         0.0, 0.0, 0.0, 0.0,   0.5, 0.0, 0.0, 0.0,
     ];
     if let Some(Layer::Conv2d(conv)) = graph.nodes[0].layer.as_mut() {
-        conv.weight =
-            Param::from_tensor(Tensor::from_data(TensorData::new(w, [2, 2, 2, 2]), &device));
-        conv.bias = Some(Param::from_tensor(Tensor::from_floats(
-            [0.5, -1.0],
-            &device,
-        )));
+        conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [2, 2, 2, 2]), &device));
+        conv.bias = Some(Param::from_tensor(Tensor::from_floats([0.5, -1.0], &device)));
     } else {
         panic!("not a conv2d layer");
     }
     // channel 0: v = 4i + j; channel 1: ones
-    let image: Vec<f32> = (0..16)
-        .map(|v| v as f32)
-        .chain(std::iter::repeat_n(1.0, 16))
-        .collect();
+    let image: Vec<f32> = (0..16).map(|v| v as f32).chain(std::iter::repeat_n(1.0, 16)).collect();
     let y = data_values(&run(&graph, vec![data(&[1, 2, 4, 4], image, &device)])[0].data);
     // filter 0: v + 2(v+1) + 3(v+4) + 4(v+5) + 4 + 0.5 = 10v + 38.5 (a flipped kernel would give 10v + 20.5)
     let mut want: Vec<f32> = (0..3)
@@ -861,10 +794,7 @@ fn check_conv1d(cfg: ConvConfig, input: [usize; 2], out: [usize; 2], pad: usize)
     assert_eq!(graph.output_shapes(), vec![out.to_vec()], "{what}");
     let k = cfg.kernel.resolve::<1>("kernel").unwrap()[0];
     let wdims = [cfg.filters, input[1] / cfg.groups, k];
-    assert_params(
-        &graph,
-        &[("conv.weight", &wdims), ("conv.bias", &[cfg.filters])],
-    );
+    assert_params(&graph, &[("conv.weight", &wdims), ("conv.bias", &[cfg.filters])]);
     let x = random_batch(2, &input, &device);
     let y = run(&graph, vec![x.clone()]).remove(0).data;
     assert_eq!(y.dims(), vec![2, out[0], out[1]], "{what}");
@@ -886,12 +816,7 @@ fn check_conv1d(cfg: ConvConfig, input: [usize; 2], out: [usize; 2], pad: usize)
         cfg.groups,
         &geom,
     );
-    assert_close(
-        &data_values(&y),
-        &cf_to_steps(&want_cf, 2, out[0], out[1]),
-        1e-4,
-        &what,
-    );
+    assert_close(&data_values(&y), &cf_to_steps(&want_cf, 2, out[0], out[1]), 1e-4, &what);
 }
 
 #[test]
@@ -927,12 +852,7 @@ fn conv1d_variants_match_a_direct_convolution() {
         0,
     );
     // even kernel, same: 1 before, 2 after
-    check_conv1d(
-        ConvConfig::new(4, 4).with_padding("same"),
-        [10, 3],
-        [10, 4],
-        1,
-    );
+    check_conv1d(ConvConfig::new(4, 4).with_padding("same"), [10, 3], [10, 4], 1);
     // strided same: ⌈9/2⌉ = 5, needs 4·2 + 3 = 11 → 1 + 1
     check_conv1d(
         ConvConfig {
@@ -976,12 +896,7 @@ fn check_pool2d(max: bool, cfg: PoolConfig, input: [usize; 3], out: [usize; 3], 
         pad,
         out: [out[1], out[2]],
     };
-    let want = direct_pool2d(
-        &data_values(&x),
-        [2, input[0], input[1], input[2]],
-        &geom,
-        max,
-    );
+    let want = direct_pool2d(&data_values(&x), [2, input[0], input[1], input[2]], &geom, max);
     assert_close(&data_values(&y), &want, 1e-5, &what);
 }
 
@@ -1038,12 +953,7 @@ fn check_pool1d(max: bool, cfg: PoolConfig, input: [usize; 2], out: [usize; 2], 
     };
     let x_cf = steps_to_cf(&data_values(&x), 2, input[0], input[1]);
     let want = direct_pool2d(&x_cf, [2, input[1], 1, input[0]], &geom, max);
-    assert_close(
-        &data_values(&y),
-        &cf_to_steps(&want, 2, out[0], out[1]),
-        1e-5,
-        &what,
-    );
+    assert_close(&data_values(&y), &cf_to_steps(&want, 2, out[0], out[1]), 1e-5, &what);
 }
 
 #[test]
@@ -1133,12 +1043,7 @@ fn global_pool1d_leaves_out_padded_steps() {
                 }) as f32
             })
             .collect();
-        assert_close(
-            &y,
-            &want,
-            1e-5,
-            if max { "masked max" } else { "masked mean" },
-        );
+        assert_close(&y, &want, 1e-5, if max { "masked max" } else { "masked mean" });
     }
 }
 
@@ -1164,30 +1069,19 @@ fn flatten_reshape_and_permute_move_values() {
         &[8, 6],
     );
     let x = random_batch(2, &[12, 4], &device);
-    assert_eq!(
-        data_values(&run(&g, vec![x.clone()])[0].data),
-        data_values(&x)
-    );
+    assert_eq!(data_values(&run(&g, vec![x.clone()])[0].data), data_values(&x));
     check_shape(
         &[12, 4],
-        LayerSpec::Reshape(ReshapeConfig {
-            shape: vec![2, -1, 4],
-        }),
+        LayerSpec::Reshape(ReshapeConfig { shape: vec![2, -1, 4] }),
         &[2, 6, 4],
     );
     check_shape(
         &[48],
-        LayerSpec::Reshape(ReshapeConfig {
-            shape: vec![3, 4, 4],
-        }),
+        LayerSpec::Reshape(ReshapeConfig { shape: vec![3, 4, 4] }),
         &[3, 4, 4],
     );
 
-    let g = check_shape(
-        &[5, 3],
-        LayerSpec::Permute(PermuteConfig { dims: vec![1, 0] }),
-        &[3, 5],
-    );
+    let g = check_shape(&[5, 3], LayerSpec::Permute(PermuteConfig { dims: vec![1, 0] }), &[3, 5]);
     let x = random_batch(2, &[5, 3], &device);
     let (xv, y) = (data_values(&x), data_values(&run(&g, vec![x])[0].data));
     for n in 0..2 {
@@ -1200,9 +1094,7 @@ fn flatten_reshape_and_permute_move_values() {
     // out[i][j][k] = in[j][k][i]
     let g = check_shape(
         &[2, 3, 4],
-        LayerSpec::Permute(PermuteConfig {
-            dims: vec![2, 0, 1],
-        }),
+        LayerSpec::Permute(PermuteConfig { dims: vec![2, 0, 1] }),
         &[4, 2, 3],
     );
     let x = random_batch(1, &[2, 3, 4], &device);
@@ -1219,11 +1111,7 @@ fn flatten_reshape_and_permute_move_values() {
 #[test]
 fn dropout_is_identity_at_inference_and_inverted_in_training() {
     let device = device();
-    let g = check_shape(
-        &[64, 32],
-        LayerSpec::Dropout(DropoutConfig { rate: 0.5 }),
-        &[64, 32],
-    );
+    let g = check_shape(&[64, 32], LayerSpec::Dropout(DropoutConfig { rate: 0.5 }), &[64, 32]);
     assert_params(&g, &[]);
     let ones = data(&[2, 64, 32], vec![1.0; 2 * 64 * 32], &device);
     assert!(
@@ -1264,9 +1152,7 @@ fn bn(graph: &Graph) -> &BatchNorm {
 fn channel_indices(b: usize, shape: &[usize], c: usize) -> Vec<usize> {
     match *shape {
         [f] => (0..b).map(|n| n * f + c).collect(),
-        [l, ch] => (0..b)
-            .flat_map(|n| (0..l).map(move |t| (n * l + t) * ch + c))
-            .collect(),
+        [l, ch] => (0..b).flat_map(|n| (0..l).map(move |t| (n * l + t) * ch + c)).collect(),
         [ch, h, w] => (0..b)
             .flat_map(|n| (0..h * w).map(move |s| (n * ch + c) * h * w + s))
             .collect(),
@@ -1313,12 +1199,7 @@ fn batch_norm_training_uses_batch_statistics_in_every_layout() {
             .map(|v| v * 3.0 + 2.0)
             .collect();
         let dims: Vec<usize> = std::iter::once(8).chain(shape.clone()).collect();
-        let y = data_values(
-            &graph
-                .forward(vec![data(&dims, xv, &device)], true, false)
-                .unwrap()[0]
-                .data,
-        );
+        let y = data_values(&graph.forward(vec![data(&dims, xv, &device)], true, false).unwrap()[0].data);
         let groups: Vec<Vec<usize>> = (0..4).map(|c| channel_indices(8, &shape, c)).collect();
         assert_normalized(&y, &groups, &format!("batch norm on {shape:?}"));
     }
@@ -1406,9 +1287,7 @@ fn batch_norm_eval_uses_the_running_stats() {
     let scale = 1.0 / (1.0f64 + 1e-5).sqrt();
     assert_close(
         &y,
-        &xv.iter()
-            .map(|&v| (v as f64 * scale) as f32)
-            .collect::<Vec<_>>(),
+        &xv.iter().map(|&v| (v as f64 * scale) as f32).collect::<Vec<_>>(),
         1e-6,
         "fresh eval",
     );
@@ -1465,11 +1344,7 @@ fn layer_norm_normalizes_the_last_axis() {
         &[5, 8],
     );
     assert_params(&g, &[("l.weight", &[8]), ("l.bias", &[8])]);
-    check_shape(
-        &[8],
-        LayerSpec::LayerNorm(LayerNormConfig { epsilon: 1e-5 }),
-        &[8],
-    );
+    check_shape(&[8], LayerSpec::LayerNorm(LayerNormConfig { epsilon: 1e-5 }), &[8]);
     let xv: Vec<f32> = data_values(&random_batch(2, &[5, 8], &device))
         .iter()
         .map(|v| v * 4.0 - 1.0)
@@ -1550,10 +1425,7 @@ fn embedding(input_dim: usize, output_dim: usize) -> EmbeddingConfig {
         input_dim,
         output_dim,
         padding_idx: None,
-        initializer: Initializer::Normal {
-            mean: 0.0,
-            std: 1.0,
-        },
+        initializer: Initializer::Normal { mean: 0.0, std: 1.0 },
     }
 }
 
@@ -1580,11 +1452,7 @@ fn embedding_looks_up_rows_and_masks_padding() {
         } else {
             w[id * 3..id * 3 + 3].to_vec()
         };
-        assert_eq!(
-            &y[pos * 3..pos * 3 + 3],
-            want.as_slice(),
-            "position {pos} (id {id})"
-        );
+        assert_eq!(&y[pos * 3..pos * 3 + 3], want.as_slice(), "position {pos} (id {id})");
     }
     let mask = mask_values(&out).expect("padding_idx produces a mask");
     assert_eq!(
@@ -1594,10 +1462,7 @@ fn embedding_looks_up_rows_and_masks_padding() {
             .collect::<Vec<f32>>()
     );
     // without padding_idx: no mask
-    let graph = build(
-        &one_layer(&[5], "emb", LayerSpec::Embedding(embedding(10, 3))),
-        &device,
-    );
+    let graph = build(&one_layer(&[5], "emb", LayerSpec::Embedding(embedding(10, 3))), &device);
     assert_eq!(graph.nodes[0].masked, vec![false]);
     assert!(run(&graph, vec![ids(&rows, &device)])[0].mask.is_none());
 }
@@ -1625,11 +1490,7 @@ fn positional_embedding_learned_and_sinusoidal() {
         max_len: 10,
         kind: "sinusoidal".into(),
     };
-    let g = check_shape(
-        &[6, 4],
-        LayerSpec::PositionalEmbedding(sinusoidal.clone()),
-        &[6, 4],
-    );
+    let g = check_shape(&[6, 4], LayerSpec::PositionalEmbedding(sinusoidal.clone()), &[6, 4]);
     let y = data_values(&run(&g, vec![data(&[1, 6, 4], vec![0.0; 24], &device)])[0].data);
     // PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))
     let want: Vec<f64> = (0..6)
@@ -1644,10 +1505,7 @@ fn positional_embedding_learned_and_sinusoidal() {
 
     // On an autodiff device the learned table trains, the sinusoidal one does not.
     let ad = device.autodiff();
-    let g = build(
-        &one_layer(&[6, 4], "pos", LayerSpec::PositionalEmbedding(learned)),
-        &ad,
-    );
+    let g = build(&one_layer(&[6, 4], "pos", LayerSpec::PositionalEmbedding(learned)), &ad);
     assert!(collect(&g)[0].3, "learned positions take gradients");
     let g = build(
         &one_layer(&[6, 4], "pos", LayerSpec::PositionalEmbedding(sinusoidal)),
@@ -1736,10 +1594,7 @@ fn recurrent_shapes_and_pytorch_params() {
         }),
         &[4],
     );
-    assert_params(
-        &g,
-        &[("l.weight_ih_l0", &[12, 3]), ("l.weight_hh_l0", &[12, 4])],
-    );
+    assert_params(&g, &[("l.weight_ih_l0", &[12, 3]), ("l.weight_hh_l0", &[12, 4])]);
 }
 
 #[test]
@@ -1756,8 +1611,7 @@ fn lstm_forget_bias_starts_at_one() {
 }
 
 fn rnn_weights(graph: &Graph, node: &str, suffix: &str) -> [Vec<f32>; 4] {
-    ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-        .map(|p| param(graph, &format!("{node}.{p}{suffix}")))
+    ["weight_ih", "weight_hh", "bias_ih", "bias_hh"].map(|p| param(graph, &format!("{node}.{p}{suffix}")))
 }
 
 #[test]
@@ -1792,12 +1646,7 @@ fn recurrent_cells_match_the_pytorch_equations() {
             1e-4,
             &format!("{what} sequence"),
         );
-        assert_close(
-            &data_values(&out[1].data),
-            &to_f32(&hs),
-            1e-4,
-            &format!("{what} h"),
-        );
+        assert_close(&data_values(&out[1].data), &to_f32(&hs), 1e-4, &format!("{what} h"));
         if cell == CellKind::Lstm {
             assert_close(&data_values(&out[2].data), &to_f32(&cs), 1e-4, "Lstm c");
         }
@@ -1829,30 +1678,13 @@ fn stacked_recurrent_feeds_layer_outputs_upward() {
         return_sequences: true,
         ..RecurrentConfig::new(h)
     };
-    let graph = randomize(build(
-        &one_layer(&[t, f], "gru", LayerSpec::Gru(cfg)),
-        &device,
-    ));
+    let graph = randomize(build(&one_layer(&[t, f], "gru", LayerSpec::Gru(cfg)), &device));
     let x = random_batch(1, &[t, f], &device);
     let xv = data_values(&x);
     let y = data_values(&run(&graph, vec![x])[0].data);
-    let (l0, ..) = direct_rnn(
-        CellKind::Gru,
-        &xv,
-        f,
-        h,
-        &rnn_weights(&graph, "gru", "_l0"),
-        false,
-    );
+    let (l0, ..) = direct_rnn(CellKind::Gru, &xv, f, h, &rnn_weights(&graph, "gru", "_l0"), false);
     let l0: Vec<f32> = to_f32(&l0.into_iter().flatten().collect::<Vec<_>>());
-    let (l1, ..) = direct_rnn(
-        CellKind::Gru,
-        &l0,
-        h,
-        h,
-        &rnn_weights(&graph, "gru", "_l1"),
-        false,
-    );
+    let (l1, ..) = direct_rnn(CellKind::Gru, &l0, h, h, &rnn_weights(&graph, "gru", "_l1"), false);
     assert_close(
         &y,
         &to_f32(&l1.into_iter().flatten().collect::<Vec<_>>()),
@@ -1881,16 +1713,8 @@ fn recurrent_initial_states_come_from_extra_inputs() {
         .output("lstm:2");
     let graph = randomize(build(&spec, &device));
     let x = random_batch(1, &[t, f], &device);
-    let (h0, c0) = (
-        random_batch(1, &[h], &device),
-        random_batch(1, &[h], &device),
-    );
-    let widen = |d: &Data| {
-        data_values(d)
-            .iter()
-            .map(|&v| v as f64)
-            .collect::<Vec<f64>>()
-    };
+    let (h0, c0) = (random_batch(1, &[h], &device), random_batch(1, &[h], &device));
+    let widen = |d: &Data| data_values(d).iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let (_, hn, cn) = direct_rnn_from(
         CellKind::Lstm,
         &data_values(&x),
@@ -1901,27 +1725,13 @@ fn recurrent_initial_states_come_from_extra_inputs() {
         widen(&c0),
     );
     let out = run(&graph, vec![x, h0, c0]);
-    assert_close(
-        &data_values(&out[0].data),
-        &to_f32(&hn),
-        1e-4,
-        "h from h0, c0",
-    );
-    assert_close(
-        &data_values(&out[1].data),
-        &to_f32(&cn),
-        1e-4,
-        "c from h0, c0",
-    );
+    assert_close(&data_values(&out[0].data), &to_f32(&hn), 1e-4, "h from h0, c0");
+    assert_close(&data_values(&out[1].data), &to_f32(&cn), 1e-4, "c from h0, c0");
     // the wrong number of initial states is a shape error
     let bad = ModelSpec::graph()
         .input("x", vec![t, f])
         .input("h0", vec![h])
-        .node(
-            "lstm",
-            LayerSpec::Lstm(RecurrentConfig::new(h)),
-            &["x", "h0"],
-        )
+        .node("lstm", LayerSpec::Lstm(RecurrentConfig::new(h)), &["x", "h0"])
         .output("lstm");
     assert_mentions(&build_error(&bad), &["layer 'lstm'", "2 initial state(s)"]);
 }
@@ -1970,11 +1780,7 @@ fn bidirectional_params_and_every_merge_mode() {
         ..RecurrentConfig::new(h)
     };
     let spec = |merge| {
-        let mut s = one_layer(
-            &[t, f],
-            "bi",
-            bidirectional(LayerSpec::Lstm(cfg.clone()), merge),
-        );
+        let mut s = one_layer(&[t, f], "bi", bidirectional(LayerSpec::Lstm(cfg.clone()), merge));
         s.outputs = (0..5).map(|i| format!("bi:{i}")).collect();
         s
     };
@@ -2014,13 +1820,7 @@ fn bidirectional_params_and_every_merge_mode() {
         );
     }
     let fwd: Vec<f32> = both.chunks(h).step_by(2).flatten().copied().collect();
-    let bwd: Vec<f32> = both
-        .chunks(h)
-        .skip(1)
-        .step_by(2)
-        .flatten()
-        .copied()
-        .collect();
+    let bwd: Vec<f32> = both.chunks(h).skip(1).step_by(2).flatten().copied().collect();
     let combos: [(MergeMode, BinOp); 3] = [
         (MergeMode::Sum, |a, b| a + b),
         (MergeMode::Mul, |a, b| a * b),
@@ -2061,9 +1861,7 @@ fn padded_model(t: usize, layer: LayerSpec) -> ModelSpec {
         .add_named("emb", LayerSpec::Embedding(emb))
         .add_named("rnn", layer);
     let probe = build(&spec, &Device::default());
-    spec.outputs = (0..probe.nodes[1].outputs.len())
-        .map(|i| format!("rnn:{i}"))
-        .collect();
+    spec.outputs = (0..probe.nodes[1].outputs.len()).map(|i| format!("rnn:{i}")).collect();
     spec
 }
 
@@ -2096,10 +1894,7 @@ fn right_padding_does_not_change_the_final_state() {
         let padded = randomize(build(&padded_model(6, layer.clone()), &device));
         let short = copy_params(&padded, build(&padded_model(3, layer.clone()), &device));
         // two batches: the padded sequences, and the same sequences unpadded
-        let a = run(
-            &padded,
-            vec![ids(&[&[3, 5, 2, 0, 0, 0], &[7, 1, 4, 0, 0, 0]], &device)],
-        );
+        let a = run(&padded, vec![ids(&[&[3, 5, 2, 0, 0, 0], &[7, 1, 4, 0, 0, 0]], &device)]);
         let b = run(&short, vec![ids(&[&[3, 5, 2], &[7, 1, 4]], &device)]);
         assert_eq!(a.len(), b.len());
         for (k, (va, vb)) in a.iter().zip(&b).enumerate() {
@@ -2115,9 +1910,7 @@ fn right_padding_does_not_change_the_final_state() {
                         &format!("{what} output {k}"),
                     );
                     assert!(
-                        ya[(n * 6 + 3) * w..(n + 1) * 6 * w]
-                            .iter()
-                            .all(|&v| v == 0.0),
+                        ya[(n * 6 + 3) * w..(n + 1) * 6 * w].iter().all(|&v| v == 0.0),
                         "{what}: padded steps are zero"
                     );
                 }
@@ -2136,16 +1929,8 @@ fn right_padding_does_not_change_the_final_state() {
 #[test]
 fn time_distributed_applies_the_layer_to_every_step() {
     let device = device();
-    let td = |layer| {
-        LayerSpec::TimeDistributed(TimeDistributedConfig {
-            layer: Box::new(layer),
-        })
-    };
-    let g = randomize(check_shape(
-        &[5, 4],
-        td(LayerSpec::Dense(DenseConfig::new(3))),
-        &[5, 3],
-    ));
+    let td = |layer| LayerSpec::TimeDistributed(TimeDistributedConfig { layer: Box::new(layer) });
+    let g = randomize(check_shape(&[5, 4], td(LayerSpec::Dense(DenseConfig::new(3))), &[5, 3]));
     assert_params(&g, &[("l.weight", &[3, 4]), ("l.bias", &[3])]);
     let x = random_batch(2, &[5, 4], &device);
     let (xv, w, b) = (data_values(&x), param(&g, "l.weight"), param(&g, "l.bias"));
@@ -2153,12 +1938,7 @@ fn time_distributed_applies_the_layer_to_every_step() {
     let want: Vec<f64> = (0..10)
         .flat_map(|s| {
             let (xv, w, b) = (&xv, &w, &b);
-            (0..3).map(move |o| {
-                b[o] as f64
-                    + (0..4)
-                        .map(|k| xv[s * 4 + k] as f64 * w[o * 4 + k] as f64)
-                        .sum::<f64>()
-            })
+            (0..3).map(move |o| b[o] as f64 + (0..4).map(|k| xv[s * 4 + k] as f64 * w[o * 4 + k] as f64).sum::<f64>())
         })
         .collect();
     assert_close(&y, &to_f32(&want), 1e-5, "per-step dense");
@@ -2227,24 +2007,14 @@ fn multi_head_attention_shapes_and_pytorch_params() {
         }),
         &[6, e],
     );
-    assert_params(
-        &g,
-        &[
-            ("l.in_proj_weight", &[3 * e, e]),
-            ("l.out_proj.weight", &[e, e]),
-        ],
-    );
+    assert_params(&g, &[("l.in_proj_weight", &[3 * e, e]), ("l.out_proj.weight", &[e, e])]);
     // cross attention: query [4, E], key/value [6, E] → [4, E]; and separate key and value
     let spec = ModelSpec::graph()
         .input("q", vec![4, e])
         .input("kv", vec![6, e])
         .input("v", vec![6, e])
         .node("cross", LayerSpec::MultiHeadAttention(mha(2)), &["q", "kv"])
-        .node(
-            "qkv",
-            LayerSpec::MultiHeadAttention(mha(2)),
-            &["q", "kv", "v"],
-        )
+        .node("qkv", LayerSpec::MultiHeadAttention(mha(2)), &["q", "kv", "v"])
         .output("cross")
         .output("qkv");
     let g = build(&spec, &device);
@@ -2266,17 +2036,10 @@ fn multi_head_attention_matches_direct_attention() {
     let spec = ModelSpec::graph()
         .input("q", vec![tq, e])
         .input("kv", vec![tk, e])
-        .node(
-            "mha",
-            LayerSpec::MultiHeadAttention(mha(heads)),
-            &["q", "kv"],
-        )
+        .node("mha", LayerSpec::MultiHeadAttention(mha(heads)), &["q", "kv"])
         .output("mha");
     let graph = randomize(build(&spec, &device));
-    let (q, kv) = (
-        random_batch(2, &[tq, e], &device),
-        random_batch(2, &[tk, e], &device),
-    );
+    let (q, kv) = (random_batch(2, &[tq, e], &device), random_batch(2, &[tk, e], &device));
     let (qv, kvv) = (data_values(&q), data_values(&kv));
     let y = data_values(&run(&graph, vec![q, kv])[0].data);
     let p = |n: &str| param(&graph, &format!("mha.{n}"));
@@ -2318,11 +2081,7 @@ fn masked_attention_model() -> ModelSpec {
         .input("noise", vec![6, 8])
         .node("emb", LayerSpec::Embedding(emb), &["kv_ids"])
         .node("key", LayerSpec::Add(NoOptions {}), &["emb", "noise"])
-        .node(
-            "cross",
-            LayerSpec::MultiHeadAttention(mha(2)),
-            &["q", "key"],
-        )
+        .node("cross", LayerSpec::MultiHeadAttention(mha(2)), &["q", "key"])
         .node("self", LayerSpec::MultiHeadAttention(mha(2)), &["key"])
         .node("enc", LayerSpec::TransformerEncoder(enc), &["key"])
         .output("cross")
@@ -2341,22 +2100,12 @@ fn padded_keys_do_not_change_attention_outputs() {
     let pad = |n: usize, t: usize| rows[n][t] == 0;
     // the same noise at real steps, other values at padded steps
     let changed: Vec<f32> = (0..noise.len())
-        .map(|i| {
-            if pad(i / 48, (i / 8) % 6) {
-                other[i]
-            } else {
-                noise[i]
-            }
-        })
+        .map(|i| if pad(i / 48, (i / 8) % 6) { other[i] } else { noise[i] })
         .collect();
     let forward = |noise: Vec<f32>| {
         run(
             &graph,
-            vec![
-                q.clone(),
-                ids(&rows, &device),
-                data(&[2, 6, 8], noise, &device),
-            ],
+            vec![q.clone(), ids(&rows, &device), data(&[2, 6, 8], noise, &device)],
         )
     };
     let (a, b) = (forward(noise.clone()), forward(changed));
@@ -2393,10 +2142,7 @@ fn padded_keys_do_not_change_attention_outputs() {
 #[test]
 fn causal_attention_ignores_later_steps() {
     let device = device();
-    let causal = MultiHeadAttentionConfig {
-        causal: true,
-        ..mha(2)
-    };
+    let causal = MultiHeadAttentionConfig { causal: true, ..mha(2) };
     let graph = randomize(build(
         &one_layer(&[5, 8], "att", LayerSpec::MultiHeadAttention(causal)),
         &device,
@@ -2442,10 +2188,7 @@ fn transformer_encoder_shapes_pytorch_params_and_final_norm() {
             ("l.norm2.bias", &[e]),
         ],
     );
-    assert_eq!(
-        count(&g),
-        (4 * e * e + 4 * e) + (e * ff + ff) + (ff * e + e) + 4 * e
-    );
+    assert_eq!(count(&g), (4 * e * e + 4 * e) + (e * ff + ff) + (ff * e + e) + 4 * e);
     // post-norm: every output row is layer-normalized (weight 1, bias 0); eval is deterministic despite dropout
     let x = random_batch(2, &[6, e], &device);
     let y = data_values(&run(&g, vec![x.clone()])[0].data);
@@ -2469,10 +2212,7 @@ fn transformer_encoder_shapes_pytorch_params_and_final_norm() {
 #[test]
 fn add_multiply_and_concatenate() {
     let device = device();
-    let (a, b) = (
-        random_batch(2, &[3, 4], &device),
-        random_batch(2, &[3, 4], &device),
-    );
+    let (a, b) = (random_batch(2, &[3, 4], &device), random_batch(2, &[3, 4], &device));
     let (av, bv) = (data_values(&a), data_values(&b));
     let ops: [(LayerSpec, BinOp); 2] = [
         (LayerSpec::Add(NoOptions {}), |x, y| x + y),
@@ -2486,10 +2226,7 @@ fn add_multiply_and_concatenate() {
         assert_eq!(y.dims(), vec![2, 3, 4]);
         assert_eq!(
             data_values(&y),
-            av.iter()
-                .zip(&bv)
-                .map(|(&x, &y)| op(x, y))
-                .collect::<Vec<_>>(),
+            av.iter().zip(&bv).map(|(&x, &y)| op(x, y)).collect::<Vec<_>>(),
             "{layer:?}"
         );
     }
@@ -2509,11 +2246,7 @@ fn add_multiply_and_concatenate() {
 
     // concatenate along the last axis: [3, 4] + [3, 2] → [3, 6]
     let g = build(
-        &two_inputs(
-            LayerSpec::Concatenate(ConcatenateConfig { axis: -1 }),
-            &[3, 4],
-            &[3, 2],
-        ),
+        &two_inputs(LayerSpec::Concatenate(ConcatenateConfig { axis: -1 }), &[3, 4], &[3, 2]),
         &device,
     );
     assert_eq!(g.output_shapes(), vec![vec![3, 6]]);
@@ -2522,12 +2255,7 @@ fn add_multiply_and_concatenate() {
     let y = run(&g, vec![a.clone(), c]).remove(0).data;
     assert_eq!(y.dims(), vec![2, 3, 6]);
     let want: Vec<f32> = (0..6)
-        .flat_map(|r| {
-            av[r * 4..r * 4 + 4]
-                .iter()
-                .chain(&cv[r * 2..r * 2 + 2])
-                .copied()
-        })
+        .flat_map(|r| av[r * 4..r * 4 + 4].iter().chain(&cv[r * 2..r * 2 + 2]).copied())
         .collect();
     assert_eq!(data_values(&y), want);
     // images along channels (axis 0): [2, 4, 4] + [3, 4, 4] → [5, 4, 4]
@@ -2570,14 +2298,7 @@ fn activation_formula(a: Activation) -> fn(f64) -> f64 {
         Activation::Relu => |x| x.max(0.0),
         Activation::LeakyRelu => |x| if x < 0.0 { 0.01 * x } else { x },
         Activation::Elu => |x| if x < 0.0 { x.exp() - 1.0 } else { x },
-        Activation::Selu => |x| {
-            SELU_SCALE
-                * if x < 0.0 {
-                    SELU_ALPHA * (x.exp() - 1.0)
-                } else {
-                    x
-                }
-        },
+        Activation::Selu => |x| SELU_SCALE * if x < 0.0 { SELU_ALPHA * (x.exp() - 1.0) } else { x },
         Activation::Gelu => |x| 0.5 * x * (1.0 + erf(x / 2f64.sqrt())),
         Activation::Mish => |x| x * (1.0 + x.exp()).ln().tanh(),
         Activation::Tanh => |x| x.tanh(),
@@ -2592,9 +2313,7 @@ fn softmax_ref(x: &[f32], axis: usize) -> Vec<f32> {
     let idx = |i: usize, j: usize| i * 4 + j;
     let mut out = vec![0f32; 8];
     let lines: Vec<Vec<usize>> = if axis == 1 {
-        (0..2)
-            .map(|i| (0..4).map(|j| idx(i, j)).collect())
-            .collect()
+        (0..2).map(|i| (0..4).map(|j| idx(i, j)).collect()).collect()
     } else {
         (0..4).map(|j| vec![idx(0, j), idx(1, j)]).collect()
     };
@@ -2611,8 +2330,7 @@ fn softmax_ref(x: &[f32], axis: usize) -> Vec<f32> {
 fn activation_layers_match_their_formulas() {
     let device = device();
     let x: Vec<f32> = vec![-2.0, -0.5, 0.0, 1.5, 0.3, -1.0, 2.0, 0.1];
-    let elementwise =
-        |f: fn(f64) -> f64| x.iter().map(|&v| f(v as f64) as f32).collect::<Vec<f32>>();
+    let elementwise = |f: fn(f64) -> f64| x.iter().map(|&v| f(v as f64) as f32).collect::<Vec<f32>>();
     let mut cases: Vec<(LayerSpec, Vec<f32>)> = vec![];
     for a in [
         Activation::Relu,
@@ -2627,10 +2345,7 @@ fn activation_layers_match_their_formulas() {
     ] {
         cases.push((LayerSpec::Activation(a), elementwise(activation_formula(a))));
     }
-    cases.push((
-        LayerSpec::Activation(Activation::Softmax),
-        softmax_ref(&x, 1),
-    ));
+    cases.push((LayerSpec::Activation(Activation::Softmax), softmax_ref(&x, 1)));
     cases.push((
         LayerSpec::Relu(NoOptions {}),
         elementwise(activation_formula(Activation::Relu)),
@@ -2651,9 +2366,8 @@ fn activation_layers_match_their_formulas() {
         LayerSpec::Gelu(GeluConfig { approximate: false }),
         elementwise(activation_formula(Activation::Gelu)),
     ));
-    let gelu_tanh = |v: f64| {
-        0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044_715 * v.powi(3))).tanh())
-    };
+    let gelu_tanh =
+        |v: f64| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044_715 * v.powi(3))).tanh());
     cases.push((
         LayerSpec::Gelu(GeluConfig { approximate: true }),
         elementwise(gelu_tanh),
@@ -2667,14 +2381,8 @@ fn activation_layers_match_their_formulas() {
         elementwise(activation_formula(Activation::Tanh)),
     ));
     cases.push((LayerSpec::Sigmoid(NoOptions {}), elementwise(sigmoid)));
-    cases.push((
-        LayerSpec::Softmax(SoftmaxConfig { axis: -1 }),
-        softmax_ref(&x, 1),
-    ));
-    cases.push((
-        LayerSpec::Softmax(SoftmaxConfig { axis: 0 }),
-        softmax_ref(&x, 0),
-    ));
+    cases.push((LayerSpec::Softmax(SoftmaxConfig { axis: -1 }), softmax_ref(&x, 1)));
+    cases.push((LayerSpec::Softmax(SoftmaxConfig { axis: 0 }), softmax_ref(&x, 0)));
     cases.push((LayerSpec::Linear(NoOptions {}), x.clone()));
     for (layer, want) in cases {
         let g = check_shape(&[2, 4], layer.clone(), &[2, 4]);
@@ -2683,11 +2391,7 @@ fn activation_layers_match_their_formulas() {
         assert_close(&y, &want, 1e-5, &format!("{layer:?}"));
     }
     // the PyTorch value for GELU at 1.5 (the erf reference above is itself an approximation)
-    let g = check_shape(
-        &[2, 4],
-        LayerSpec::Gelu(GeluConfig { approximate: false }),
-        &[2, 4],
-    );
+    let g = check_shape(&[2, 4], LayerSpec::Gelu(GeluConfig { approximate: false }), &[2, 4]);
     let y = data_values(&run(&g, vec![data(&[1, 2, 4], x.clone(), &device)])[0].data);
     assert!((y[3] - 1.399_789_5).abs() < 1e-5);
 }
@@ -2721,18 +2425,13 @@ fn probability_activations_are_left_out_for_logits() {
 /// One model per layer kind, with non-default options where the kind has any; `true` when the input is token ids.
 fn every_kind() -> Vec<(ModelSpec, bool)> {
     use Initializer::*;
-    let seq = |input: &[usize], layer: LayerSpec| {
-        (ModelSpec::sequential(input.to_vec()).add(layer), false)
-    };
+    let seq = |input: &[usize], layer: LayerSpec| (ModelSpec::sequential(input.to_vec()).add(layer), false);
     let conv1d = ConvConfig {
         padding: Padding::Named("same".into()),
         dilation: Dims::One(2),
         groups: 3,
         activation: Activation::Tanh,
-        kernel_initializer: Uniform {
-            min: -0.1,
-            max: 0.1,
-        },
+        kernel_initializer: Uniform { min: -0.1, max: 0.1 },
         l2: 1e-4,
         ..ConvConfig::new(6, 3)
     };
@@ -2782,14 +2481,8 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         seq(&[3, 4, 4], LayerSpec::GlobalAvgPool2d(NoOptions {})),
         seq(&[3, 4, 4], LayerSpec::GlobalMaxPool2d(NoOptions {})),
         seq(&[3, 4, 4], LayerSpec::Flatten(NoOptions {})),
-        seq(
-            &[12, 4],
-            LayerSpec::Reshape(ReshapeConfig { shape: vec![-1, 6] }),
-        ),
-        seq(
-            &[5, 3],
-            LayerSpec::Permute(PermuteConfig { dims: vec![1, 0] }),
-        ),
+        seq(&[12, 4], LayerSpec::Reshape(ReshapeConfig { shape: vec![-1, 6] })),
+        seq(&[5, 3], LayerSpec::Permute(PermuteConfig { dims: vec![1, 0] })),
         seq(&[5, 4], LayerSpec::Dropout(DropoutConfig { rate: 0.25 })),
         seq(
             &[3, 4, 4],
@@ -2798,10 +2491,7 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
                 epsilon: 1e-3,
             }),
         ),
-        seq(
-            &[5, 8],
-            LayerSpec::LayerNorm(LayerNormConfig { epsilon: 1e-6 }),
-        ),
+        seq(&[5, 8], LayerSpec::LayerNorm(LayerNormConfig { epsilon: 1e-6 })),
         seq(
             &[4, 3, 3],
             LayerSpec::GroupNorm(GroupNormConfig {
@@ -2819,10 +2509,7 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         (
             ModelSpec::sequential(vec![6]).add(LayerSpec::Embedding(EmbeddingConfig {
                 padding_idx: Some(0),
-                initializer: Normal {
-                    mean: 0.0,
-                    std: 0.1,
-                },
+                initializer: Normal { mean: 0.0, std: 0.1 },
                 ..embedding(10, 4)
             })),
             true,
@@ -2860,10 +2547,7 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
                 ..recurrent(4)
             }),
         ),
-        seq(
-            &[7, 3],
-            bidirectional(LayerSpec::Lstm(recurrent(4)), MergeMode::Ave),
-        ),
+        seq(&[7, 3], bidirectional(LayerSpec::Lstm(recurrent(4)), MergeMode::Ave)),
         seq(
             &[5, 4],
             LayerSpec::TimeDistributed(TimeDistributedConfig {
@@ -2892,14 +2576,8 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
                 epsilon: 1e-6,
             }),
         ),
-        (
-            two_inputs(LayerSpec::Add(NoOptions {}), &[3, 4], &[3, 4]),
-            false,
-        ),
-        (
-            two_inputs(LayerSpec::Multiply(NoOptions {}), &[4], &[4]),
-            false,
-        ),
+        (two_inputs(LayerSpec::Add(NoOptions {}), &[3, 4], &[3, 4]), false),
+        (two_inputs(LayerSpec::Multiply(NoOptions {}), &[4], &[4]), false),
         (
             two_inputs(
                 LayerSpec::Concatenate(ConcatenateConfig { axis: 0 }),
@@ -2910,10 +2588,7 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         ),
         seq(&[2, 4], LayerSpec::Activation(Activation::Gelu)),
         seq(&[2, 4], LayerSpec::Relu(NoOptions {})),
-        seq(
-            &[2, 4],
-            LayerSpec::LeakyRelu(LeakyReluConfig { alpha: 0.2 }),
-        ),
+        seq(&[2, 4], LayerSpec::LeakyRelu(LeakyReluConfig { alpha: 0.2 })),
         seq(&[2, 4], LayerSpec::Elu(EluConfig { alpha: 0.5 })),
         seq(&[2, 4], LayerSpec::Selu(NoOptions {})),
         seq(&[2, 4], LayerSpec::Gelu(GeluConfig { approximate: true })),
@@ -3011,12 +2686,7 @@ enum Target {
 }
 
 /// `steps` Adam steps (lr 1e-2) on one fixed batch; the first and last losses.
-fn train(
-    spec: &ModelSpec,
-    inputs: impl Fn(&Device) -> Vec<Data>,
-    target: Target,
-    steps: usize,
-) -> (f32, f32, Graph) {
+fn train(spec: &ModelSpec, inputs: impl Fn(&Device) -> Vec<Data>, target: Target, steps: usize) -> (f32, f32, Graph) {
     let device = device().autodiff();
     let mut graph = build(spec, &device);
     let inputs = inputs(&device);
@@ -3057,19 +2727,12 @@ fn train(
 
 fn assert_learns((first, last, _): (f32, f32, Graph), what: &str) {
     eprintln!("{what}: loss {first} → {last}");
-    assert!(
-        last.is_finite() && last < 0.5 * first,
-        "{what}: loss {first} → {last}"
-    );
+    assert!(last.is_finite() && last < 0.5 * first, "{what}: loss {first} → {last}");
 }
 
 fn token_rows(b: usize, t: usize, vocab: usize) -> Vec<Vec<usize>> {
     (0..b)
-        .map(|n| {
-            (0..t)
-                .map(|s| 1 + (n * 5 + s * 3 + n * s) % (vocab - 1))
-                .collect()
-        })
+        .map(|n| (0..t).map(|s| 1 + (n * 5 + s * 3 + n * s) % (vocab - 1)).collect())
         .collect()
 }
 
@@ -3081,21 +2744,11 @@ fn token_batch(rows: &[Vec<usize>], device: &Device) -> Data {
 #[test]
 fn training_lowers_the_loss_dense() {
     let spec = ModelSpec::sequential(vec![4])
-        .add(LayerSpec::Dense(
-            DenseConfig::new(16).with_activation(Activation::Relu),
-        ))
+        .add(LayerSpec::Dense(DenseConfig::new(16).with_activation(Activation::Relu)))
         .add(LayerSpec::Dense(DenseConfig::new(1)));
     let xv = data_values(&random_batch(16, &[4], &device()));
-    let y: Vec<f32> = xv
-        .chunks(4)
-        .map(|r| r[0] - 2.0 * r[1] + 0.5 * r[2] + r[3])
-        .collect();
-    let result = train(
-        &spec,
-        |d| vec![data(&[16, 4], xv.clone(), d)],
-        Target::Values(y, 1),
-        30,
-    );
+    let y: Vec<f32> = xv.chunks(4).map(|r| r[0] - 2.0 * r[1] + 0.5 * r[2] + r[3]).collect();
+    let result = train(&spec, |d| vec![data(&[16, 4], xv.clone(), d)], Target::Values(y, 1), 30);
     assert_learns(result, "dense");
 }
 
@@ -3136,12 +2789,7 @@ fn training_lowers_the_loss_lstm() {
     let spec = token_model(vec![LayerSpec::Lstm(RecurrentConfig::new(8))], 3);
     let rows = token_rows(8, 6, 12);
     let classes: Vec<usize> = (0..8).map(|i| i % 3).collect();
-    let result = train(
-        &spec,
-        |d| vec![token_batch(&rows, d)],
-        Target::Classes(classes, 3),
-        30,
-    );
+    let result = train(&spec, |d| vec![token_batch(&rows, d)], Target::Classes(classes, 3), 30);
     assert_learns(result, "embedding + lstm");
 }
 
@@ -3160,12 +2808,7 @@ fn training_lowers_the_loss_bidirectional_gru() {
         r[5] = 0;
     }
     let classes: Vec<usize> = (0..8).map(|i| (i / 2) % 3).collect();
-    let result = train(
-        &spec,
-        |d| vec![token_batch(&rows, d)],
-        Target::Classes(classes, 3),
-        30,
-    );
+    let result = train(&spec, |d| vec![token_batch(&rows, d)], Target::Classes(classes, 3), 30);
     assert_learns(result, "embedding + bidirectional gru");
 }
 
@@ -3195,22 +2838,14 @@ fn training_lowers_the_loss_transformer() {
         .add(LayerSpec::Dense(DenseConfig::new(3)));
     let rows = token_rows(8, 6, 12);
     let classes: Vec<usize> = (0..8).map(|i| i % 3).collect();
-    let (first, last, graph) = train(
-        &spec,
-        |d| vec![token_batch(&rows, d)],
-        Target::Classes(classes, 3),
-        30,
-    );
+    let (first, last, graph) = train(&spec, |d| vec![token_batch(&rows, d)], Target::Classes(classes, 3), 30);
     let fixed = build(&spec, &Device::default());
     assert_eq!(
         param(&graph, "pos.weight"),
         param(&fixed, "pos.weight"),
         "sinusoidal table is not trained"
     );
-    assert_learns(
-        (first, last, graph),
-        "embedding + transformer + global pool",
-    );
+    assert_learns((first, last, graph), "embedding + transformer + global pool");
 }
 
 #[test]
@@ -3228,12 +2863,7 @@ fn training_lowers_the_loss_with_batch_and_layer_norm() {
         .add(LayerSpec::Dense(DenseConfig::new(1)));
     let xv = data_values(&random_batch(16, &[4], &device()));
     let y: Vec<f32> = xv.chunks(4).map(|r| r[0] * r[1] + r[2] - r[3]).collect();
-    let result = train(
-        &spec,
-        |d| vec![data(&[16, 4], xv.clone(), d)],
-        Target::Values(y, 1),
-        30,
-    );
+    let result = train(&spec, |d| vec![data(&[16, 4], xv.clone(), d)], Target::Values(y, 1), 30);
     assert_learns(result, "batch norm + layer norm MLP");
 }
 
@@ -3257,18 +2887,10 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
 #[test]
 fn shape_errors_name_the_layer_and_the_shapes() {
     // kernel larger than the input
-    let e = build_error(&one_layer(
-        &[1, 3, 3],
-        "conv",
-        LayerSpec::Conv2d(ConvConfig::new(4, 5)),
-    ));
+    let e = build_error(&one_layer(&[1, 3, 3], "conv", LayerSpec::Conv2d(ConvConfig::new(4, 5))));
     assert_mentions(&e, &["layer 'conv'", "[1, 3, 3]", "spans 5"]);
     // conv2d on an input of the wrong rank, directly and after a dense layer
-    let e = build_error(&one_layer(
-        &[16],
-        "conv",
-        LayerSpec::Conv2d(ConvConfig::new(4, 3)),
-    ));
+    let e = build_error(&one_layer(&[16], "conv", LayerSpec::Conv2d(ConvConfig::new(4, 3))));
     assert_mentions(&e, &["layer 'conv'", "[16]", "[channels, height, width]"]);
     let spec = ModelSpec::sequential(vec![4])
         .add_named("fc", LayerSpec::Dense(DenseConfig::new(8)))
@@ -3307,16 +2929,8 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let cases: Vec<(&[usize], LayerSpec, &str)> = vec![
         (&[3, 3], LayerSpec::MaxPool1d(PoolConfig::new(5)), "spans 5"),
         (&[4], LayerSpec::Dense(DenseConfig::new(0)), "units"),
-        (
-            &[3, 8, 8],
-            LayerSpec::Conv2d(ConvConfig::new(4, 0)),
-            "at least 1",
-        ),
-        (
-            &[3, 8, 8],
-            LayerSpec::MaxPool2d(PoolConfig::new(0)),
-            "at least 1",
-        ),
+        (&[3, 8, 8], LayerSpec::Conv2d(ConvConfig::new(4, 0)), "at least 1"),
+        (&[3, 8, 8], LayerSpec::MaxPool2d(PoolConfig::new(0)), "at least 1"),
         (
             &[6, 8],
             LayerSpec::Lstm(RecurrentConfig {
@@ -3350,11 +2964,7 @@ fn shape_errors_name_the_layer_and_the_shapes() {
             LayerSpec::Conv1d(ConvConfig::new(4, 3).with_padding("full")),
             "unknown value 'full'",
         ),
-        (
-            &[2, 3, 3],
-            LayerSpec::MaxPool2d(PoolConfig::new(5)),
-            "spans 5",
-        ),
+        (&[2, 3, 3], LayerSpec::MaxPool2d(PoolConfig::new(5)), "spans 5"),
         (
             &[5],
             LayerSpec::Reshape(ReshapeConfig { shape: vec![2, -1] }),
@@ -3365,21 +2975,13 @@ fn shape_errors_name_the_layer_and_the_shapes() {
             LayerSpec::Permute(PermuteConfig { dims: vec![0, 0] }),
             "not a permutation",
         ),
-        (
-            &[4, 3],
-            LayerSpec::Embedding(embedding(10, 4)),
-            "embedding expects",
-        ),
+        (&[4, 3], LayerSpec::Embedding(embedding(10, 4)), "embedding expects"),
         (
             &[8],
             LayerSpec::Lstm(RecurrentConfig::new(4)),
             "recurrent layers expects",
         ),
-        (
-            &[6, 8],
-            LayerSpec::MultiHeadAttention(mha(3)),
-            "num_heads = 3",
-        ),
+        (&[6, 8], LayerSpec::MultiHeadAttention(mha(3)), "num_heads = 3"),
         (
             &[6, 8],
             LayerSpec::PositionalEmbedding(PositionalEmbeddingConfig {
@@ -3400,16 +3002,8 @@ fn shape_errors_name_the_layer_and_the_shapes() {
             }),
             "[steps, ...]",
         ),
-        (
-            &[2, 4],
-            LayerSpec::Softmax(SoftmaxConfig { axis: 3 }),
-            "axis 3",
-        ),
-        (
-            &[4],
-            LayerSpec::Dropout(DropoutConfig { rate: 1.0 }),
-            "rate",
-        ),
+        (&[2, 4], LayerSpec::Softmax(SoftmaxConfig { axis: 3 }), "axis 3"),
+        (&[4], LayerSpec::Dropout(DropoutConfig { rate: 1.0 }), "rate"),
         (
             &[4],
             LayerSpec::InstanceNorm(InstanceNormConfig {
@@ -3433,15 +3027,11 @@ fn pooling_on_an_input_of_the_wrong_rank_is_an_error_not_a_panic() {
         (vec![5], LayerSpec::MaxPool1d(PoolConfig::new(2))),
     ] {
         let spec = one_layer(&input, "pool", layer);
-        let result =
-            std::panic::catch_unwind(|| Graph::build(&spec, &Device::default()).map(|_| ()));
+        let result = std::panic::catch_unwind(|| Graph::build(&spec, &Device::default()).map(|_| ()));
         let e = result
             .unwrap_or_else(|_| panic!("building {spec:?} panicked"))
             .unwrap_err()
             .to_string();
-        assert_mentions(
-            &e,
-            &["layer 'pool'", &format!("{input:?}"), "pooling expects"],
-        );
+        assert_mentions(&e, &["layer 'pool'", &format!("{input:?}"), "pooling expects"]);
     }
 }

@@ -49,12 +49,8 @@ impl Graph {
         let mut nodes: Vec<GraphNode> = Vec::with_capacity(spec.nodes.len());
         for node in &spec.nodes {
             let at = || format!("layer '{}'", node.name);
-            if spec.inputs.iter().any(|i| i.name == node.name)
-                || nodes.iter().any(|n| n.name == node.name)
-            {
-                return Err(
-                    Error::new("this name is used twice; node names must be unique").at(at()),
-                );
+            if spec.inputs.iter().any(|i| i.name == node.name) || nodes.iter().any(|n| n.name == node.name) {
+                return Err(Error::new("this name is used twice; node names must be unique").at(at()));
             }
             if node.inputs.is_empty() {
                 return Err(Error::new("has no inputs (`from`)").at(at()));
@@ -80,19 +76,13 @@ impl Graph {
                     (nodes[idx].layer_of, nodes[nodes[idx].layer_of].spec.clone())
                 }
             };
-            let built = layer_spec
-                .build(&shapes, &node.inputs, &masked, device)
-                .map_err(|e| {
-                    let detail = describe_inputs(&node.inputs, &shapes);
-                    Error::new(format!("{} (inputs: {detail})", e.message)).at(at())
-                })?;
+            let built = layer_spec.build(&shapes, &node.inputs, &masked, device).map_err(|e| {
+                let detail = describe_inputs(&node.inputs, &shapes);
+                Error::new(format!("{} (inputs: {detail})", e.message)).at(at())
+            })?;
             if layer_of != nodes.len() {
                 let original = &nodes[layer_of];
-                let original_shapes: Vec<Shape> = original
-                    .sources
-                    .iter()
-                    .map(|s| shape_of(spec, &nodes, *s))
-                    .collect();
+                let original_shapes: Vec<Shape> = original.sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
                 if original_shapes != shapes {
                     return Err(Error::new(format!(
                         "shares the layer of '{}', which takes {original_shapes:?}, but its inputs are {shapes:?}",
@@ -142,10 +132,7 @@ impl Graph {
     }
 
     /// The activation an output ends in, when it turns logits into probabilities.
-    pub fn output_probability(
-        &self,
-        output: usize,
-    ) -> Option<crate::layers::activation::Activation> {
+    pub fn output_probability(&self, output: usize) -> Option<crate::layers::activation::Activation> {
         match self.outputs[output] {
             Source::Node(n, 0) => self.nodes[n].spec.ends_in_probability(),
             _ => None,
@@ -170,15 +157,8 @@ impl Graph {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
         let mut values: Vec<Vec<Value>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            let args: Vec<Value> = node
-                .sources
-                .iter()
-                .map(|s| fetch(&inputs, &values, *s))
-                .collect();
-            let is_output = self
-                .outputs
-                .iter()
-                .any(|o| matches!(o, Source::Node(n, _) if *n == i));
+            let args: Vec<Value> = node.sources.iter().map(|s| fetch(&inputs, &values, *s)).collect();
+            let is_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
             let node_ctx = Ctx {
                 skip_probability: logits && is_output,
                 ..ctx
@@ -192,11 +172,7 @@ impl Graph {
                 .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
             values.push(out);
         }
-        Ok(self
-            .outputs
-            .iter()
-            .map(|s| fetch(&inputs, &values, *s))
-            .collect())
+        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
     }
 }
 

@@ -38,11 +38,7 @@ pub fn named_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let t = param.val();
             let shape = t.dims().to_vec();
-            let values = t
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
+            let values = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
             self.out.push(NamedTensor {
                 name: self.path.join("."),
                 shape,
@@ -63,13 +59,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
     let tensors = named_tensors(module);
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
-        .map(|t| {
-            (
-                t.name,
-                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape,
-            )
-        })
+        .map(|t| (t.name, t.values.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape))
         .collect();
     let views = bytes
         .iter()
@@ -82,8 +72,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
         .map_err(|e| e.in_file(path))?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    let buffer = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::new(e.to_string()).in_file(path))?;
+    let buffer = safetensors::serialize(views, Some(meta)).map_err(|e| Error::new(e.to_string()).in_file(path))?;
     write_atomic(path, &buffer)
 }
 
@@ -111,10 +100,9 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
                 .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
             other => {
-                return Err(Error::new(format!(
-                    "tensor '{name}' has dtype {other:?}; float32/float64 expected"
-                ))
-                .in_file(path));
+                return Err(
+                    Error::new(format!("tensor '{name}' has dtype {other:?}; float32/float64 expected")).in_file(path),
+                );
             }
         };
         out.insert(
@@ -131,11 +119,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
 
 /// Replaces every parameter of `module` by the tensor of the same name. Every parameter must be present with
 /// its exact shape; the error names the key, the expected and the found shape.
-pub fn load_tensors<M: Module>(
-    module: M,
-    tensors: &HashMap<String, NamedTensor>,
-    file: &Path,
-) -> Result<M> {
+pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>, file: &Path) -> Result<M> {
     struct Load<'a> {
         path: Vec<String>,
         tensors: &'a HashMap<String, NamedTensor>,
@@ -153,9 +137,8 @@ pub fn load_tensors<M: Module>(
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
                 None => {
-                    self.error.get_or_insert(Error::new(format!(
-                        "missing tensor '{name}' (shape {expected:?})"
-                    )));
+                    self.error
+                        .get_or_insert(Error::new(format!("missing tensor '{name}' (shape {expected:?})")));
                     param
                 }
                 Some(t) if t.shape != expected => {
@@ -167,10 +150,7 @@ pub fn load_tensors<M: Module>(
                 }
                 Some(t) => {
                     let device = param.lazy_device();
-                    let tensor = Tensor::<D>::from_data(
-                        TensorData::new(t.values.clone(), t.shape.clone()),
-                        &device,
-                    );
+                    let tensor = Tensor::<D>::from_data(TensorData::new(t.values.clone(), t.shape.clone()), &device);
                     let id = param.id;
                     param.transform_for_load(tensor, id)
                 }
@@ -203,8 +183,7 @@ pub fn save_model(graph: &Graph, dir: &Path) -> Result<()> {
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join("model.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let doc: toml::Table =
-        toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&path))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&path))?;
     let model = doc
         .get("model")
         .ok_or_else(|| Error::new("missing [model]").in_file(&path))?;

@@ -103,8 +103,7 @@ impl Graph {
                 }
                 (Some(window), Some(_)) if window.is_empty() => {
                     // Element-wise layers and merges keep the largest field among their inputs.
-                    let all: Vec<Vec<(usize, usize)>> =
-                        incoming.iter().flatten().cloned().collect();
+                    let all: Vec<Vec<(usize, usize)>> = incoming.iter().flatten().cloned().collect();
                     all.into_iter()
                         .max_by_key(|rf| rf.iter().map(|(r, _)| *r).product::<usize>())
                 }
@@ -167,12 +166,7 @@ impl std::fmt::Display for Summary {
                     r.frozen.to_string(),
                     r.receptive_field
                         .as_ref()
-                        .map(|rf| {
-                            rf.iter()
-                                .map(|v| v.to_string())
-                                .collect::<Vec<_>>()
-                                .join("×")
-                        })
+                        .map(|rf| rf.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("×"))
                         .unwrap_or_default(),
                 ]
             })
@@ -188,11 +182,7 @@ impl std::fmt::Display for Summary {
             })
             .collect();
         let line = |f: &mut std::fmt::Formatter<'_>, row: &[String]| -> std::fmt::Result {
-            let parts: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
+            let parts: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             writeln!(f, "{}", parts.join("  ").trim_end())
         };
         line(f, &header.map(String::from))?;

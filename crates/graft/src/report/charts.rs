@@ -32,13 +32,7 @@ pub(super) struct Line<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-pub(super) fn line_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    x_span: (f64, f64),
-    lines: &[Line],
-) -> Result<()> {
+pub(super) fn line_chart(path: &Path, title: &str, y_desc: &str, x_span: (f64, f64), lines: &[Line]) -> Result<()> {
     render_png(path, LINE_CHART_SIZE, |root| {
         draw_lines(root, title, y_desc, x_span, lines).map_err(plot_error(path))
     })
@@ -120,19 +114,10 @@ fn draw_lines<DB: DrawingBackend>(
         }
         // Markers as well as the line: a single epoch, or a curve with gaps, is otherwise invisible.
         chart
-            .draw_series(LineSeries::new(
-                line.points.iter().copied(),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
             .label(line.label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            line.points
-                .iter()
-                .map(|&p| Circle::new(p, 3, color.filled())),
-        )?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+        chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         labelled = true;
     }
     if labelled {
@@ -148,11 +133,7 @@ fn draw_lines<DB: DrawingBackend>(
         let style = TextStyle::from((FONT, 18.0).into_font())
             .color(&BLACK)
             .pos(Pos::new(HPos::Center, VPos::Center));
-        root.draw_text(
-            "no finite values recorded",
-            &style,
-            (w as i32 / 2, h as i32 / 2),
-        )?;
+        root.draw_text("no finite values recorded", &style, (w as i32 / 2, h as i32 / 2))?;
     }
     Ok(())
 }
@@ -174,9 +155,7 @@ fn padded_x((lo, hi): (f64, f64)) -> (f64, f64) {
 
 fn padded_y(lines: &[Line]) -> (f64, f64) {
     let ys = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
-    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
-        (lo.min(y), hi.max(y))
-    });
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -261,10 +240,7 @@ impl ConfusionLayout {
     /// Top-left pixel of the cell for (true, predicted).
     fn cell_origin(&self, row: usize, col: usize) -> (i32, i32) {
         let cell = self.cell as i32;
-        (
-            self.left() + col as i32 * cell,
-            self.top() + row as i32 * cell,
-        )
+        (self.left() + col as i32 * cell, self.top() + row as i32 * cell)
     }
 }
 
@@ -284,11 +260,7 @@ fn draw_confusion<DB: DrawingBackend>(
     for (row, row_counts) in counts.iter().enumerate() {
         let total: u64 = row_counts.iter().sum();
         for (col, &count) in row_counts.iter().enumerate() {
-            let fraction = if total == 0 {
-                0.0
-            } else {
-                count as f64 / total as f64
-            };
+            let fraction = if total == 0 { 0.0 } else { count as f64 / total as f64 };
             draw_cell(root, layout, (row, col), count, fraction)?;
         }
     }
@@ -313,10 +285,7 @@ fn draw_cell<DB: DrawingBackend>(
     if !layout.annotated() {
         return Ok(());
     }
-    root.draw(&Rectangle::new(
-        [(x, y), (x + cell, y + cell)],
-        WHITE.stroke_width(1),
-    ))?;
+    root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], WHITE.stroke_width(1)))?;
     let ink = if fraction > 0.5 { WHITE } else { BLACK };
     let size = (f64::from(layout.cell) / 3.2).min(20.0);
     let (cx, cy) = (x + cell / 2, y + cell / 2);
@@ -358,10 +327,7 @@ fn draw_class_labels<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_axis_titles<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    layout: &ConfusionLayout,
-) -> Drawn<DB> {
+fn draw_axis_titles<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, layout: &ConfusionLayout) -> Drawn<DB> {
     let grid = layout.grid() as i32;
     let mid = layout.top() + grid / 2;
     let vertical = centered(16.0, &BLACK).transform(FontTransform::Rotate270);
@@ -375,10 +341,7 @@ fn draw_axis_titles<DB: DrawingBackend>(
 }
 
 /// The fraction scale, needed to read the heatmap when cells carry no text.
-fn draw_color_bar<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    layout: &ConfusionLayout,
-) -> Drawn<DB> {
+fn draw_color_bar<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, layout: &ConfusionLayout) -> Drawn<DB> {
     let grid = layout.grid() as i32;
     let x = layout.left() + grid + 24;
     let top = layout.top();

@@ -72,11 +72,7 @@ fn temp_sibling(path: &Path) -> Result<PathBuf> {
         .file_name()
         .ok_or_else(|| Error::new("cannot write to a path without a file name").in_file(path))?;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Ok(path.with_file_name(format!(
-        ".tmp-{}-{n}-{}",
-        std::process::id(),
-        name.to_string_lossy()
-    )))
+    Ok(path.with_file_name(format!(".tmp-{}-{n}-{}", std::process::id(), name.to_string_lossy())))
 }
 
 /// Moves a fully written temporary file over `path`, or removes it when writing failed, so that no
@@ -113,15 +109,11 @@ fn write_charts(
     let mut charts = Vec::new();
     if !history.is_empty() {
         let epochs = epoch_axis(history);
-        charts.push(write_curve_chart(
-            dir, "loss.png", "loss", history, &epochs, "loss",
-        )?);
+        charts.push(write_curve_chart(dir, "loss.png", "loss", history, &epochs, "loss")?);
         let mut used = vec!["loss.png".to_string()];
         for name in scalar_metric_names(history) {
             let file = unique_file_name(&mut used, &name);
-            charts.push(write_curve_chart(
-                dir, &file, &name, history, &epochs, &name,
-            )?);
+            charts.push(write_curve_chart(dir, &file, &name, history, &epochs, &name)?);
         }
     }
     if let ConfusionInput::Matrix(counts) = confusion {
@@ -166,13 +158,7 @@ fn write_curve_chart(
 fn unique_file_name(used: &mut Vec<String>, name: &str) -> String {
     let safe: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
         .collect();
     let mut file = format!("metric_{safe}.png");
     let mut n = 2;
@@ -218,11 +204,7 @@ fn scalar_metric_names(history: &[Map<String, Value>]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (key, value) in history.iter().flat_map(|row| row.iter()) {
         let name = key.strip_prefix("val_").unwrap_or(key);
-        if name != "epoch"
-            && name != "loss"
-            && finite(Some(value)).is_some()
-            && !names.iter().any(|n| n == name)
-        {
+        if name != "epoch" && name != "loss" && finite(Some(value)).is_some() && !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
     }
@@ -230,10 +212,7 @@ fn scalar_metric_names(history: &[Map<String, Value>]) -> Vec<String> {
 }
 
 fn class_label(classes: &[String], index: usize) -> String {
-    classes
-        .get(index)
-        .cloned()
-        .unwrap_or_else(|| index.to_string())
+    classes.get(index).cloned().unwrap_or_else(|| index.to_string())
 }
 
 /// What the test metrics say about a confusion matrix; a malformed one is reported on the page
@@ -249,9 +228,7 @@ impl ConfusionInput {
     fn from_test(test: &Map<String, Value>) -> Self {
         match test.get("confusion_matrix") {
             None | Some(Value::Null) => ConfusionInput::Absent,
-            Some(value) => {
-                parse_square_counts(value).map_or(ConfusionInput::Malformed, ConfusionInput::Matrix)
-            }
+            Some(value) => parse_square_counts(value).map_or(ConfusionInput::Malformed, ConfusionInput::Matrix),
         }
     }
 }
@@ -286,10 +263,7 @@ fn fmt_number(v: f64) -> String {
     }
     if v.abs() >= 1e-3 && v.abs() < 1e6 {
         let fixed = format!("{v:.4}");
-        return fixed
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string();
+        return fixed.trim_end_matches('0').trim_end_matches('.').to_string();
     }
     format!("{v:.3e}")
 }
@@ -404,11 +378,7 @@ fn column_rank(name: &str) -> usize {
 }
 
 fn per_class_table(columns: &[(&str, &Vec<Value>)], classes: &[String]) -> String {
-    let rows = columns
-        .iter()
-        .map(|(_, values)| values.len())
-        .max()
-        .unwrap_or(0);
+    let rows = columns.iter().map(|(_, values)| values.len()).max().unwrap_or(0);
     if rows == 0 {
         return String::new();
     }
@@ -418,10 +388,7 @@ fn per_class_table(columns: &[(&str, &Vec<Value>)], classes: &[String]) -> Strin
     }
     html.push_str("</tr>\n");
     for i in 0..rows {
-        html.push_str(&format!(
-            "<tr><td>{}</td>",
-            escape(&class_label(classes, i))
-        ));
+        html.push_str(&format!("<tr><td>{}</td>", escape(&class_label(classes, i))));
         for (_, values) in columns {
             html.push_str(&format!("<td>{}</td>", fmt_cell(values.get(i))));
         }
@@ -452,10 +419,7 @@ fn confusion_details(confusion: &ConfusionInput, classes: &[String]) -> String {
     }
     html.push_str("</tr>\n");
     for (i, row) in counts.iter().enumerate() {
-        html.push_str(&format!(
-            "<tr><td>{}</td>",
-            escape(&class_label(classes, i))
-        ));
+        html.push_str(&format!("<tr><td>{}</td>", escape(&class_label(classes, i))));
         for count in row {
             html.push_str(&format!("<td>{count}</td>"));
         }
@@ -471,10 +435,7 @@ fn final_epoch_section(history: &[Map<String, Value>]) -> String {
         html.push_str("<p>No epochs were recorded.</p>\n");
         return html;
     };
-    let epoch = epoch_axis(history)
-        .last()
-        .copied()
-        .unwrap_or(history.len() as f64);
+    let epoch = epoch_axis(history).last().copied().unwrap_or(history.len() as f64);
     html.push_str(&format!("<p>Epoch {}</p>\n", fmt_number(epoch)));
     html.push_str("<table>\n<tr><th>metric</th><th>train</th><th>validation</th></tr>\n");
     let names = std::iter::once("loss".to_string()).chain(scalar_metric_names(history));
@@ -520,10 +481,7 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "graft-report-{name}-{}-{nanos}-{n}",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir().join(format!("graft-report-{name}-{}-{nanos}-{n}", std::process::id()));
             fs::create_dir_all(&path).expect("create temp dir");
             TempDir(path)
         }
@@ -572,44 +530,28 @@ mod tests {
     /// Width and height from a PNG's IHDR chunk, after checking the signature and the closing IEND chunk.
     fn png_size(path: &Path) -> (u32, u32) {
         let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            bytes.len() > 33,
-            "{} is too short for a PNG",
-            path.display()
-        );
+        assert!(bytes.len() > 33, "{} is too short for a PNG", path.display());
         assert_eq!(
             &bytes[..8],
             b"\x89PNG\r\n\x1a\n",
             "{} lacks the PNG signature",
             path.display()
         );
-        assert_eq!(
-            &bytes[12..16],
-            b"IHDR",
-            "{} does not start with IHDR",
-            path.display()
-        );
+        assert_eq!(&bytes[12..16], b"IHDR", "{} does not start with IHDR", path.display());
         assert_eq!(
             &bytes[bytes.len() - 8..bytes.len() - 4],
             b"IEND",
             "{} is truncated",
             path.display()
         );
-        let be = |at: usize| {
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
+        let be = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         (be(16), be(20))
     }
 
     fn file_names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .expect("read dir")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         names
@@ -649,10 +591,7 @@ mod tests {
             "metric_f1_macro.png",
             "confusion_matrix.png",
         ] {
-            assert!(
-                html.contains(&format!("<img src=\"{img}\"")),
-                "missing image {img}"
-            );
+            assert!(html.contains(&format!("<img src=\"{img}\"")), "missing image {img}");
         }
         assert!(
             !html.contains("metric_recall"),
@@ -668,14 +607,8 @@ mod tests {
     fn html_escapes_class_names_and_title() {
         let dir = TempDir::new("escape");
         let names = classes(&["cat", "<dog> & \"co\""]);
-        let files = write_report(
-            &dir.0,
-            "<b>run</b>",
-            &three_epochs(),
-            &classification_test(),
-            &names,
-        )
-        .expect("report");
+        let files =
+            write_report(&dir.0, "<b>run</b>", &three_epochs(), &classification_test(), &names).expect("report");
         let html = fs::read_to_string(&files.html).expect("read html");
         assert!(html.contains("&lt;dog&gt; &amp; &quot;co&quot;"));
         assert!(html.contains("&lt;b&gt;run&lt;/b&gt;"));
@@ -709,12 +642,7 @@ mod tests {
         let names: Vec<String> = files
             .charts
             .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
             .collect();
         assert_eq!(
             names,
@@ -726,12 +654,7 @@ mod tests {
             ]
         );
         for chart in &files.charts[..3] {
-            assert_eq!(
-                png_size(chart),
-                charts::LINE_CHART_SIZE,
-                "{}",
-                chart.display()
-            );
+            assert_eq!(png_size(chart), charts::LINE_CHART_SIZE, "{}", chart.display());
         }
         assert_eq!(png_size(&files.charts[3]), charts::confusion_chart_size(2));
     }
@@ -763,9 +686,7 @@ mod tests {
     #[test]
     fn one_epoch_history_still_renders() {
         let dir = TempDir::new("one");
-        let rows = history(vec![
-            json!({"epoch": 1, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.6}),
-        ]);
+        let rows = history(vec![json!({"epoch": 1, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.6})]);
         let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
         assert_eq!(files.charts.len(), 2);
         for chart in &files.charts {
@@ -786,12 +707,7 @@ mod tests {
         let names: Vec<String> = files
             .charts
             .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["loss.png", "metric_accuracy.png"]);
         for chart in &files.charts {
@@ -814,11 +730,7 @@ mod tests {
         let dir = TempDir::new("many");
         let n = 25;
         let matrix: Vec<Vec<u64>> = (0..n)
-            .map(|i| {
-                (0..n)
-                    .map(|j| if i == j { 40 } else { (i + j) as u64 % 3 })
-                    .collect()
-            })
+            .map(|i| (0..n).map(|j| if i == j { 40 } else { (i + j) as u64 % 3 }).collect())
             .collect();
         let test = obj(json!({"accuracy": 0.8, "confusion_matrix": matrix}));
         let names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
@@ -841,13 +753,9 @@ mod tests {
     fn missing_directory_is_an_error_naming_it() {
         let dir = TempDir::new("missing");
         let missing = dir.0.join("does/not/exist");
-        let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[])
-            .expect_err("must fail");
+        let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[]).expect_err("must fail");
         assert_eq!(err.file.as_deref(), Some(missing.as_path()));
-        assert!(
-            err.to_string().contains(&missing.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
     }
 
     #[test]
@@ -881,10 +789,7 @@ mod tests {
     #[test]
     fn metric_file_names_are_safe_and_unique() {
         let mut used = vec!["loss.png".to_string()];
-        assert_eq!(
-            unique_file_name(&mut used, "../top-5 acc"),
-            "metric____top-5_acc.png"
-        );
+        assert_eq!(unique_file_name(&mut used, "../top-5 acc"), "metric____top-5_acc.png");
         assert_eq!(unique_file_name(&mut used, "a/b"), "metric_a_b.png");
         assert_eq!(unique_file_name(&mut used, "a.b"), "metric_a_b_2.png");
     }

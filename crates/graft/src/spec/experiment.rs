@@ -40,6 +40,9 @@ pub struct NpyFiles {
     /// Class names in label order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<String>>,
+    /// Per-sample loss weights `[n]` (Keras' `sample_weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_weight: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,13 +282,8 @@ loss = "sparse_categorical_crossentropy"
     fn unknown_section_and_key_are_named() {
         let e = ExperimentSpec::from_toml_str(&MINIMAL.replace("[train]", "[trian]")).unwrap_err();
         assert!(e.to_string().contains("did you mean `train`"), "{e}");
-        let e =
-            ExperimentSpec::from_toml_str(&MINIMAL.replace("epochs = 2", "epochs = 2\nbatch = 3"))
-                .unwrap_err();
-        assert!(
-            e.to_string().starts_with("train: unknown option `batch`"),
-            "{e}"
-        );
+        let e = ExperimentSpec::from_toml_str(&MINIMAL.replace("epochs = 2", "epochs = 2\nbatch = 3")).unwrap_err();
+        assert!(e.to_string().starts_with("train: unknown option `batch`"), "{e}");
     }
 
     #[test]

@@ -143,9 +143,7 @@ impl ModelSpec {
             let layers = table
                 .get("layers")
                 .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    Error::new("expected an array of layers").at(format!("{location}.layers"))
-                })?;
+                .ok_or_else(|| Error::new("expected an array of layers").at(format!("{location}.layers")))?;
             let mut spec = ModelSpec::sequential(shape);
             for (i, layer) in layers.iter().enumerate() {
                 let at = format!("{location}.layers[{i}]");
@@ -162,9 +160,7 @@ impl ModelSpec {
                 };
             }
             if spec.nodes.is_empty() {
-                return Err(
-                    Error::new("a model needs at least one layer").at(format!("{location}.layers"))
-                );
+                return Err(Error::new("a model needs at least one layer").at(format!("{location}.layers")));
             }
             return Ok(spec);
         }
@@ -172,43 +168,25 @@ impl ModelSpec {
         let inputs = table
             .get("inputs")
             .and_then(Value::as_table)
-            .ok_or_else(|| {
-                Error::new("expected a table of input name = shape")
-                    .at(format!("{location}.inputs"))
-            })?;
+            .ok_or_else(|| Error::new("expected a table of input name = shape").at(format!("{location}.inputs")))?;
         for (name, shape) in inputs {
-            spec = spec.input(
-                name,
-                parse_shape(Some(shape), &format!("{location}.inputs.{name}"))?,
-            );
+            spec = spec.input(name, parse_shape(Some(shape), &format!("{location}.inputs.{name}"))?);
         }
         let nodes = table
             .get("nodes")
             .and_then(Value::as_array)
-            .ok_or_else(|| {
-                Error::new("expected an array of nodes").at(format!("{location}.nodes"))
-            })?;
+            .ok_or_else(|| Error::new("expected an array of nodes").at(format!("{location}.nodes")))?;
         for (i, node) in nodes.iter().enumerate() {
             let at = format!("{location}.nodes[{i}]");
             let (name, op, from) = parse_node(node, &at, &["name", "from"])?;
             let name = name.ok_or_else(|| Error::new("every graph node needs a `name`").at(&at))?;
-            let from = from
-                .ok_or_else(|| Error::new("every graph node needs `from` (its inputs)").at(&at))?;
-            spec.nodes.push(NodeSpec {
-                name,
-                op,
-                inputs: from,
-            });
+            let from = from.ok_or_else(|| Error::new("every graph node needs `from` (its inputs)").at(&at))?;
+            spec.nodes.push(NodeSpec { name, op, inputs: from });
         }
         spec.outputs = match table.get("outputs") {
-            Some(v) => string_list(v).ok_or_else(|| {
-                Error::new("expected an array of node names").at(format!("{location}.outputs"))
-            })?,
-            None => spec
-                .nodes
-                .last()
-                .map(|n| vec![n.name.clone()])
-                .unwrap_or_default(),
+            Some(v) => string_list(v)
+                .ok_or_else(|| Error::new("expected an array of node names").at(format!("{location}.outputs")))?,
+            None => spec.nodes.last().map(|n| vec![n.name.clone()]).unwrap_or_default(),
         };
         Ok(spec)
     }
@@ -234,8 +212,8 @@ impl ModelSpec {
             );
             match &n.op {
                 NodeOp::Layer(l) => {
-                    let v = Value::try_from(l)
-                        .map_err(|e| Error::new(format!("cannot write layer '{}': {e}", n.name)))?;
+                    let v =
+                        Value::try_from(l).map_err(|e| Error::new(format!("cannot write layer '{}': {e}", n.name)))?;
                     if let Value::Table(t) = v {
                         node.extend(t);
                     } else if let Value::String(kind) = v {
@@ -284,11 +262,7 @@ fn parse_shape(v: Option<&Value>, at: &str) -> Result<Shape> {
 }
 
 /// One node table: its name, `from`, and exactly one layer-kind key (or `shared`).
-fn parse_node(
-    v: &Value,
-    at: &str,
-    meta: &[&str],
-) -> Result<(Option<String>, NodeOp, Option<Vec<String>>)> {
+fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, NodeOp, Option<Vec<String>>)> {
     let table = v
         .as_table()
         .ok_or_else(|| Error::new("expected a table such as { dense = { units = 10 } }").at(at))?;
@@ -301,9 +275,10 @@ fn parse_node(
         None => None,
     };
     let from = match table.get("from") {
-        Some(f) => Some(string_list(f).ok_or_else(|| {
-            Error::new("expected a node name or an array of them").at(format!("{at}.from"))
-        })?),
+        Some(f) => Some(
+            string_list(f)
+                .ok_or_else(|| Error::new("expected a node name or an array of them").at(format!("{at}.from")))?,
+        ),
         None => None,
     };
     let kinds: Vec<&String> = table
@@ -313,26 +288,21 @@ fn parse_node(
     let kind = match kinds.as_slice() {
         [one] => *one,
         [] => {
-            return Err(
-                Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at),
-            );
+            return Err(Error::new("names no layer kind (such as `dense = { units = 10 }`)").at(at));
         }
         many => {
             return Err(Error::new(format!(
                 "names {} layer kinds ({}); put each layer in its own table",
                 many.len(),
-                many.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             ))
             .at(at));
         }
     };
     if kind == "shared" && meta.contains(&"from") {
-        let target = table[kind].as_str().ok_or_else(|| {
-            Error::new("expected the name of the node to share").at(format!("{at}.shared"))
-        })?;
+        let target = table[kind]
+            .as_str()
+            .ok_or_else(|| Error::new("expected the name of the node to share").at(format!("{at}.shared")))?;
         return Ok((name, NodeOp::Shared(target.into()), from));
     }
     let layer = parse_layer(kind, &table[kind], &format!("{at}.{kind}"))?;
@@ -351,8 +321,7 @@ pub fn parse_layer(kind: &str, options: &Value, at: &str) -> Result<LayerSpec> {
     }
     let mut t = toml::Table::new();
     t.insert(kind.into(), options.clone());
-    LayerSpec::deserialize(Value::Table(t))
-        .map_err(|e| Error::new(explain_serde(&e.to_string())).at(at))
+    LayerSpec::deserialize(Value::Table(t)).map_err(|e| Error::new(explain_serde(&e.to_string())).at(at))
 }
 
 #[cfg(test)]
@@ -413,13 +382,10 @@ add = {}
 
     #[test]
     fn unknown_option_suggests_the_closest() {
-        let e =
-            parse("[model]\ninput = [1, 8, 8]\nlayers = [{ conv2d = { filtrs = 8, kernel = 3 } }]")
-                .unwrap_err();
+        let e = parse("[model]\ninput = [1, 8, 8]\nlayers = [{ conv2d = { filtrs = 8, kernel = 3 } }]").unwrap_err();
         assert!(
-            e.to_string().starts_with(
-                "model.layers[0].conv2d: unknown option `filtrs`; did you mean `filters`?"
-            ),
+            e.to_string()
+                .starts_with("model.layers[0].conv2d: unknown option `filtrs`; did you mean `filters`?"),
             "{e}"
         );
     }

@@ -24,13 +24,7 @@ pub struct Control {
 pub trait Callback {
     fn on_epoch_begin(&mut self, _epoch: usize, _batches: usize) {}
     fn on_batch_end(&mut self, _batch: usize, _loss: f64) {}
-    fn on_epoch_end(
-        &mut self,
-        _epoch: usize,
-        _logs: &Logs,
-        _model: &Graph,
-        _control: &mut Control,
-    ) -> Result<()> {
+    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _model: &Graph, _control: &mut Control) -> Result<()> {
         Ok(())
     }
     /// At the end of training; may replace the model (restoring the best weights).
@@ -102,13 +96,7 @@ impl Callback for Progress {
         }
     }
 
-    fn on_epoch_end(
-        &mut self,
-        _epoch: usize,
-        logs: &Logs,
-        _model: &Graph,
-        _control: &mut Control,
-    ) -> Result<()> {
+    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, _model: &Graph, _control: &mut Control) -> Result<()> {
         if let Some(bar) = self.bar.take() {
             let shown: Vec<String> = logs
                 .iter()
@@ -134,8 +122,8 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(spec: EarlyStoppingSpec) -> Result<Self> {
-        let maximize = maximize(&spec.monitor, spec.mode.as_deref())
-            .map_err(|e| e.at("train.callbacks.early_stopping"))?;
+        let maximize =
+            maximize(&spec.monitor, spec.mode.as_deref()).map_err(|e| e.at("train.callbacks.early_stopping"))?;
         Ok(EarlyStopping {
             spec,
             maximize,
@@ -156,13 +144,7 @@ fn improved(value: f64, best: Option<f64>, maximize: bool, min_delta: f64) -> bo
 }
 
 impl Callback for EarlyStopping {
-    fn on_epoch_end(
-        &mut self,
-        epoch: usize,
-        logs: &Logs,
-        model: &Graph,
-        control: &mut Control,
-    ) -> Result<()> {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &Graph, control: &mut Control) -> Result<()> {
         let value = monitored(logs, &self.spec.monitor, "early_stopping")?;
         if improved(value, self.best, self.maximize, self.spec.min_delta) {
             self.best = Some(value);
@@ -198,8 +180,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(spec: CheckpointSpec, dir: PathBuf) -> Result<Self> {
-        let maximize = maximize(&spec.monitor, spec.mode.as_deref())
-            .map_err(|e| e.at("train.callbacks.checkpoint"))?;
+        let maximize = maximize(&spec.monitor, spec.mode.as_deref()).map_err(|e| e.at("train.callbacks.checkpoint"))?;
         Ok(Checkpoint {
             spec,
             maximize,
@@ -210,13 +191,7 @@ impl Checkpoint {
 }
 
 impl Callback for Checkpoint {
-    fn on_epoch_end(
-        &mut self,
-        _epoch: usize,
-        logs: &Logs,
-        model: &Graph,
-        _control: &mut Control,
-    ) -> Result<()> {
+    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, model: &Graph, _control: &mut Control) -> Result<()> {
         save_model(model, &self.dir.join("last"))?;
         let value = monitored(logs, &self.spec.monitor, "checkpoint")?;
         if improved(value, self.best, self.maximize, 0.0) {

@@ -48,6 +48,9 @@ pub fn load_dataset(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Resu
             if let Some(c) = &npy.classes {
                 src = src.with_classes(c.clone());
             }
+            if let Some(w) = &npy.sample_weight {
+                src = src.with_sample_weight(exp.resolve(w));
+            }
             src.load()?
         }
     };
@@ -69,9 +72,8 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
     let (rest, test) = match &data.test {
         Some(t) => (all, Some(load_dataset(exp, t, "data.test")?)),
         None if data.split.test > 0.0 => {
-            let (keep, held) =
-                split_indices(all.len(), data.split.test, strat(&all).as_deref(), seed)
-                    .map_err(|e| e.at("data.split.test"))?;
+            let (keep, held) = split_indices(all.len(), data.split.test, strat(&all).as_deref(), seed)
+                .map_err(|e| e.at("data.split.test"))?;
             (all.select(&keep), Some(all.select(&held)))
         }
         None => (all, None),
@@ -174,15 +176,10 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     } else {
         "loss"
     };
-    let ck = exp
-        .train
-        .callbacks
-        .checkpoint
-        .clone()
-        .unwrap_or(CheckpointSpec {
-            monitor: default_monitor.into(),
-            mode: None,
-        });
+    let ck = exp.train.callbacks.checkpoint.clone().unwrap_or(CheckpointSpec {
+        monitor: default_monitor.into(),
+        mode: None,
+    });
     callbacks.push(Box::new(Checkpoint::new(ck, opts.out.join("checkpoints"))?));
 
     let fitted = fit(
@@ -221,8 +218,7 @@ fn write_run(
     exp: &ExperimentSpec,
 ) -> Result<()> {
     save_model(model, dir)?;
-    let pre = serde_json::to_string_pretty(&preprocess_json(head, model))
-        .map_err(|e| Error::new(e.to_string()))?;
+    let pre = serde_json::to_string_pretty(&preprocess_json(head, model)).map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("preprocess.json"), pre.as_bytes())?;
     let mut metrics = Map::new();
     metrics.insert(
@@ -232,8 +228,7 @@ fn write_run(
     metrics.insert("test".into(), Json::Object(test.clone()));
     metrics.insert("classes".into(), json!(head.classes));
     metrics.insert("task".into(), json!(head.task));
-    let text = serde_json::to_string_pretty(&Json::Object(metrics))
-        .map_err(|e| Error::new(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("metrics.json"), text.as_bytes())?;
     let title = exp
         .path

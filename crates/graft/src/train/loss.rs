@@ -83,12 +83,8 @@ impl TryFrom<LossInput> for LossSpec {
                 "mae" | "mean_absolute_error" => LossSpec::Mae,
                 "huber" => LossSpec::Huber { delta: 1.0 },
                 "binary_crossentropy" => LossSpec::BinaryCrossentropy { pos_weight: None },
-                "categorical_crossentropy" => LossSpec::CategoricalCrossentropy {
-                    label_smoothing: 0.0,
-                },
-                "sparse_categorical_crossentropy" => LossSpec::SparseCategoricalCrossentropy {
-                    label_smoothing: 0.0,
-                },
+                "categorical_crossentropy" => LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 },
+                "sparse_categorical_crossentropy" => LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 },
                 other => {
                     return Err(format!(
                         "unknown loss `{other}`{}; valid losses: {}",
@@ -113,13 +109,9 @@ impl TryFrom<LossInput> for LossSpec {
             | LossSpec::SparseCategoricalCrossentropy { label_smoothing }
                 if !(0.0..1.0).contains(label_smoothing) =>
             {
-                Err(format!(
-                    "label_smoothing must be in [0, 1), found {label_smoothing}"
-                ))
+                Err(format!("label_smoothing must be in [0, 1), found {label_smoothing}"))
             }
-            LossSpec::Huber { delta } if *delta <= 0.0 => {
-                Err(format!("delta must be positive, found {delta}"))
-            }
+            LossSpec::Huber { delta } if *delta <= 0.0 => Err(format!("delta must be positive, found {delta}")),
             _ => Ok(spec),
         }
     }
@@ -176,18 +168,11 @@ impl LossSpec {
     }
 
     /// Mean loss of a batch. `logits [N, K]`; `weights [N]` per row (sample weights × class weights), or `None`.
-    pub fn compute(
-        &self,
-        logits: Tensor<2>,
-        target: Target,
-        weights: Option<Tensor<1>>,
-    ) -> Result<Tensor<1>> {
+    pub fn compute(&self, logits: Tensor<2>, target: Target, weights: Option<Tensor<1>>) -> Result<Tensor<1>> {
         let [_, k] = logits.dims();
         let device = logits.device();
         let per_row: Tensor<1> = match (self, target) {
-            (LossSpec::Mse, Target::Values(t)) => {
-                (logits - t).powi_scalar(2).mean_dim(1).squeeze_dim(1)
-            }
+            (LossSpec::Mse, Target::Values(t)) => (logits - t).powi_scalar(2).mean_dim(1).squeeze_dim(1),
             (LossSpec::Mae, Target::Values(t)) => (logits - t).abs().mean_dim(1).squeeze_dim(1),
             (LossSpec::Huber { delta }, Target::Values(t)) => {
                 let d = (logits - t).abs();
@@ -204,21 +189,13 @@ impl LossSpec {
                     Target::Classes(c) => c.float().unsqueeze_dim::<2>(1),
                 };
                 // log(1 + e^-|x|) + max(-x, 0) = -log σ(x), computed stably.
-                let softplus_neg =
-                    logits.clone().abs().neg().exp().log1p() + logits.clone().neg().clamp_min(0.0);
+                let softplus_neg = logits.clone().abs().neg().exp().log1p() + logits.clone().neg().clamp_min(0.0);
                 let per = match pos_weight {
                     None => (logits.clone() - logits.clone() * t.clone()) + softplus_neg,
                     Some(p) => {
-                        let p = if p.len() == 1 {
-                            vec![p[0]; k]
-                        } else {
-                            p.clone()
-                        };
+                        let p = if p.len() == 1 { vec![p[0]; k] } else { p.clone() };
                         if p.len() != k {
-                            return Err(Error::new(format!(
-                                "pos_weight has {} values for {k} outputs",
-                                p.len()
-                            )));
+                            return Err(Error::new(format!("pos_weight has {} values for {k} outputs", p.len())));
                         }
                         let p = Tensor::<1>::from_floats(
                             p.iter().map(|&v| v as f32).collect::<Vec<_>>().as_slice(),
@@ -295,41 +272,18 @@ mod tests {
     #[test]
     fn sparse_cross_entropy_matches_pytorch() {
         let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
-        let l = LossSpec::SparseCategoricalCrossentropy {
-            label_smoothing: 0.0,
-        };
-        assert!(
-            (value(
-                l.compute(logits(), Target::Classes(labels.clone()), None)
-                    .unwrap()
-            ) - 0.642_700)
-                .abs()
-                < 1e-5
-        );
-        let l = LossSpec::SparseCategoricalCrossentropy {
-            label_smoothing: 0.1,
-        };
-        assert!(
-            (value(l.compute(logits(), Target::Classes(labels), None).unwrap()) - 0.719_367).abs()
-                < 1e-5
-        );
+        let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        assert!((value(l.compute(logits(), Target::Classes(labels.clone()), None).unwrap()) - 0.642_700).abs() < 1e-5);
+        let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.1 };
+        assert!((value(l.compute(logits(), Target::Classes(labels), None).unwrap()) - 0.719_367).abs() < 1e-5);
     }
 
     #[test]
     fn weighted_cross_entropy_normalizes_by_weight_sum() {
         let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
         let w = Tensor::<1>::from_floats([0.5, 2.0], &Device::default());
-        let l = LossSpec::SparseCategoricalCrossentropy {
-            label_smoothing: 0.0,
-        };
-        assert!(
-            (value(
-                l.compute(logits(), Target::Classes(labels), Some(w))
-                    .unwrap()
-            ) - 0.805_397)
-                .abs()
-                < 1e-5
-        );
+        let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        assert!((value(l.compute(logits(), Target::Classes(labels), Some(w)).unwrap()) - 0.805_397).abs() < 1e-5);
     }
 
     #[test]
@@ -341,10 +295,7 @@ mod tests {
             (LossSpec::Huber { delta: 1.0 }, 0.345_833),
         ];
         for (l, expected) in cases {
-            let got = value(
-                l.compute(logits(), Target::Values(t.clone()), None)
-                    .unwrap(),
-            );
+            let got = value(l.compute(logits(), Target::Values(t.clone()), None).unwrap());
             assert!((got - expected).abs() < 1e-5, "{l:?}: {got} vs {expected}");
         }
     }
@@ -353,20 +304,11 @@ mod tests {
     fn binary_cross_entropy_with_pos_weight_matches_pytorch() {
         let t = Tensor::<2>::from_floats([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], &Device::default());
         let l = LossSpec::BinaryCrossentropy { pos_weight: None };
-        assert!(
-            (value(
-                l.compute(logits(), Target::Values(t.clone()), None)
-                    .unwrap()
-            ) - 0.579_384)
-                .abs()
-                < 1e-5
-        );
+        assert!((value(l.compute(logits(), Target::Values(t.clone()), None).unwrap()) - 0.579_384).abs() < 1e-5);
         let l = LossSpec::BinaryCrossentropy {
             pos_weight: Some(vec![3.0]),
         };
-        assert!(
-            (value(l.compute(logits(), Target::Values(t), None).unwrap()) - 0.806_478).abs() < 1e-5
-        );
+        assert!((value(l.compute(logits(), Target::Values(t), None).unwrap()) - 0.806_478).abs() < 1e-5);
     }
 
     #[test]
@@ -381,8 +323,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            e.to_string()
-                .contains("did you mean `sparse_categorical_crossentropy`"),
+            e.to_string().contains("did you mean `sparse_categorical_crossentropy`"),
             "{e}"
         );
     }

@@ -47,10 +47,7 @@ impl ClassificationAccumulator {
             self.num_classes
         );
         if let Some(&bad) = labels.iter().find(|&&l| l >= self.num_classes) {
-            panic!(
-                "label {bad} is out of range for {} classes",
-                self.num_classes
-            );
+            panic!("label {bad} is out of range for {} classes", self.num_classes);
         }
         self.probs.extend_from_slice(probs);
         self.labels.extend_from_slice(labels);
@@ -76,9 +73,7 @@ impl ClassificationAccumulator {
             confusion_matrix[label][argmax(row)] += 1;
         }
         let support: Vec<usize> = confusion_matrix.iter().map(|r| r.iter().sum()).collect();
-        let predicted: Vec<usize> = (0..c)
-            .map(|j| confusion_matrix.iter().map(|r| r[j]).sum())
-            .collect();
+        let predicted: Vec<usize> = (0..c).map(|j| confusion_matrix.iter().map(|r| r[j]).sum()).collect();
         let true_pos: Vec<usize> = (0..c).map(|j| confusion_matrix[j][j]).collect();
 
         let mut precision_per_class = Vec::with_capacity(c);
@@ -97,16 +92,7 @@ impl ClassificationAccumulator {
         let tp_sum = true_pos.iter().sum::<usize>() as f64;
         let support_sum = support.iter().sum::<usize>() as f64;
         let predicted_sum = predicted.iter().sum::<usize>() as f64;
-        let weighted = |values: &[f64]| {
-            ratio(
-                values
-                    .iter()
-                    .zip(&support)
-                    .map(|(v, &s)| v * s as f64)
-                    .sum(),
-                n,
-            )
-        };
+        let weighted = |values: &[f64]| ratio(values.iter().zip(&support).map(|(v, &s)| v * s as f64).sum(), n);
 
         let supported_recalls: Vec<f64> = recall_per_class
             .iter()
@@ -115,9 +101,7 @@ impl ClassificationAccumulator {
             .map(|(&r, _)| r)
             .collect();
 
-        let top_k_hits = rows()
-            .filter(|&(row, label)| in_top_k(row, label, top_k))
-            .count();
+        let top_k_hits = rows().filter(|&(row, label)| in_top_k(row, label, top_k)).count();
 
         ClassificationMetrics {
             accuracy: ratio(tp_sum, n),
@@ -219,10 +203,7 @@ impl ClassificationMetrics {
         m.insert("f1_macro".into(), json_f64(self.f1_macro));
         m.insert("f1_micro".into(), json_f64(self.f1_micro));
         m.insert("f1_weighted".into(), json_f64(self.f1_weighted));
-        m.insert(
-            "precision_per_class".into(),
-            json_f64s(&self.precision_per_class),
-        );
+        m.insert("precision_per_class".into(), json_f64s(&self.precision_per_class));
         m.insert("recall_per_class".into(), json_f64s(&self.recall_per_class));
         m.insert("f1_per_class".into(), json_f64s(&self.f1_per_class));
         m.insert("roc_auc".into(), self.roc_auc.map_or(Value::Null, json_f64));
@@ -236,10 +217,7 @@ impl ClassificationMetrics {
             ),
         );
         m.insert("balanced_accuracy".into(), json_f64(self.balanced_accuracy));
-        m.insert(
-            "precision_weighted".into(),
-            json_f64(self.precision_weighted),
-        );
+        m.insert("precision_weighted".into(), json_f64(self.precision_weighted));
         m.insert("recall_weighted".into(), json_f64(self.recall_weighted));
         m
     }
@@ -264,10 +242,7 @@ impl RegressionAccumulator {
     /// # Panics
     /// If `num_outputs` is 0.
     pub fn new(num_outputs: usize) -> Self {
-        assert!(
-            num_outputs > 0,
-            "a regression model needs at least one output"
-        );
+        assert!(num_outputs > 0, "a regression model needs at least one output");
         RegressionAccumulator {
             num_outputs,
             rows: 0,
@@ -343,11 +318,7 @@ impl RegressionAccumulator {
             mse: ratio(self.squared_error.iter().sum(), cells),
             mae: ratio(self.absolute_error.iter().sum(), cells),
             // scikit-learn returns NaN below two samples; 0.0 keeps the JSON numeric.
-            r2: if self.rows < 2 {
-                0.0
-            } else {
-                mean(&r2_per_output)
-            },
+            r2: if self.rows < 2 { 0.0 } else { mean(&r2_per_output) },
         }
     }
 }
@@ -395,10 +366,7 @@ impl MultiLabelAccumulator {
     /// # Panics
     /// If `num_labels` is 0.
     pub fn new(num_labels: usize) -> Self {
-        assert!(
-            num_labels > 0,
-            "a multi-label model needs at least one label"
-        );
+        assert!(num_labels > 0, "a multi-label model needs at least one label");
         MultiLabelAccumulator {
             num_labels,
             rows: 0,
@@ -415,11 +383,7 @@ impl MultiLabelAccumulator {
     /// # Panics
     /// If the two lengths differ or are not a multiple of `num_labels`.
     pub fn update(&mut self, probs: &[f32], targets: &[f32]) {
-        assert_eq!(
-            probs.len(),
-            targets.len(),
-            "probabilities and targets differ in length"
-        );
+        assert_eq!(probs.len(), targets.len(), "probabilities and targets differ in length");
         assert_eq!(
             targets.len() % self.num_labels,
             0,
@@ -467,10 +431,7 @@ impl MultiLabelAccumulator {
         let f1_per_class: Vec<f64> = (0..self.num_labels)
             .map(|j| {
                 let tp = self.true_pos[j] as f64;
-                ratio(
-                    2.0 * tp,
-                    2.0 * tp + self.false_pos[j] as f64 + self.false_neg[j] as f64,
-                )
+                ratio(2.0 * tp, 2.0 * tp + self.false_pos[j] as f64 + self.false_neg[j] as f64)
             })
             .collect();
         let tp: usize = self.true_pos.iter().sum();
@@ -661,17 +622,10 @@ mod tests {
     const LABELS_4_NO3: [usize; 12] = [0, 1, 2, 0, 0, 1, 1, 2, 2, 2, 1, 0];
 
     fn binary_probs() -> Vec<f32> {
-        P_BIN
-            .iter()
-            .flat_map(|&p| [1.0 - p as f32, p as f32])
-            .collect()
+        P_BIN.iter().flat_map(|&p| [1.0 - p as f32, p as f32]).collect()
     }
 
-    fn classify<const N: usize>(
-        probs: &[[f64; N]],
-        labels: &[usize],
-        top_k: usize,
-    ) -> ClassificationMetrics {
+    fn classify<const N: usize>(probs: &[[f64; N]], labels: &[usize], top_k: usize) -> ClassificationMetrics {
         let mut acc = ClassificationAccumulator::new(N);
         acc.update(&f32s(probs), labels);
         acc.compute(top_k)
@@ -681,11 +635,7 @@ mod tests {
     fn three_classes_with_a_class_never_predicted_match_sklearn() {
         let m = classify(&PROBS_3, &LABELS_3, 2);
         close(m.accuracy, 0.5, "accuracy_score");
-        close(
-            m.top_k_accuracy,
-            0.9,
-            "top_k_accuracy_score(k=2, labels=[0, 1, 2])",
-        );
+        close(m.top_k_accuracy, 0.9, "top_k_accuracy_score(k=2, labels=[0, 1, 2])");
         // precision/recall/f1_score(labels=[0, 1, 2], zero_division=0, average=...)
         close(m.precision_macro, 0.3333333333333333, "precision macro");
         close(m.recall_macro, 0.47222222222222215, "recall macro");
@@ -696,37 +646,22 @@ mod tests {
         close(m.precision_weighted, 0.36, "precision weighted");
         close(m.recall_weighted, 0.5, "recall weighted");
         close(m.f1_weighted, 0.41666666666666663, "f1 weighted");
-        all_close(
-            &m.precision_per_class,
-            &[0.4, 0.6, 0.0],
-            "precision per class",
-        );
+        all_close(&m.precision_per_class, &[0.4, 0.6, 0.0], "precision per class");
         all_close(
             &m.recall_per_class,
             &[0.6666666666666666, 0.75, 0.0],
             "recall per class",
         );
-        all_close(
-            &m.f1_per_class,
-            &[0.5, 0.6666666666666666, 0.0],
-            "f1 per class",
-        );
+        all_close(&m.f1_per_class, &[0.5, 0.6666666666666666, 0.0], "f1 per class");
         assert_eq!(m.support, vec![3, 4, 3]);
-        close(
-            m.balanced_accuracy,
-            0.47222222222222215,
-            "balanced_accuracy_score",
-        );
+        close(m.balanced_accuracy, 0.47222222222222215, "balanced_accuracy_score");
         close(
             m.roc_auc.expect("defined"),
             0.7668650793650794,
             "roc_auc_score(multi_class='ovr', average='macro')",
         );
         // confusion_matrix(labels, pred, labels=[0, 1, 2])
-        assert_eq!(
-            m.confusion_matrix,
-            vec![vec![2, 1, 0], vec![1, 3, 0], vec![2, 1, 0]]
-        );
+        assert_eq!(m.confusion_matrix, vec![vec![2, 1, 0], vec![1, 3, 0], vec![2, 1, 0]]);
     }
 
     #[test]
@@ -735,11 +670,7 @@ mod tests {
         acc.update(&binary_probs(), &LABELS_BIN);
         let m = acc.compute(1);
         close(m.accuracy, 0.5833333333333334, "accuracy_score(y, p > 0.5)");
-        close(
-            m.top_k_accuracy,
-            0.5833333333333334,
-            "top_k_accuracy_score(y, p, k=1)",
-        );
+        close(m.top_k_accuracy, 0.5833333333333334, "top_k_accuracy_score(y, p, k=1)");
         // precision/recall/f1_score(labels=[0, 1], zero_division=0, average=...)
         close(m.precision_macro, 0.625, "precision macro");
         close(m.recall_macro, 0.6142857142857143, "recall macro");
@@ -747,41 +678,21 @@ mod tests {
         close(m.precision_micro, 0.5833333333333334, "precision micro");
         close(m.recall_micro, 0.5833333333333334, "recall micro");
         close(m.f1_micro, 0.5833333333333334, "f1 micro");
-        close(
-            m.precision_weighted,
-            0.6458333333333334,
-            "precision weighted",
-        );
+        close(m.precision_weighted, 0.6458333333333334, "precision weighted");
         close(m.recall_weighted, 0.5833333333333334, "recall weighted");
         close(m.f1_weighted, 0.5745920745920746, "f1 weighted");
         all_close(&m.precision_per_class, &[0.5, 0.75], "precision per class");
-        all_close(
-            &m.recall_per_class,
-            &[0.8, 0.42857142857142855],
-            "recall per class",
-        );
+        all_close(&m.recall_per_class, &[0.8, 0.42857142857142855], "recall per class");
         all_close(
             &m.f1_per_class,
             &[0.6153846153846154, 0.5454545454545454],
             "f1 per class",
         );
         assert_eq!(m.support, vec![5, 7]);
-        close(
-            m.balanced_accuracy,
-            0.6142857142857143,
-            "balanced_accuracy_score",
-        );
-        close(
-            m.roc_auc.expect("defined"),
-            0.6857142857142857,
-            "roc_auc_score(y, p)",
-        );
+        close(m.balanced_accuracy, 0.6142857142857143, "balanced_accuracy_score");
+        close(m.roc_auc.expect("defined"), 0.6857142857142857, "roc_auc_score(y, p)");
         assert_eq!(m.confusion_matrix, vec![vec![4, 1], vec![4, 3]]);
-        close(
-            acc.compute(2).top_k_accuracy,
-            1.0,
-            "binary top-2 is every row",
-        );
+        close(acc.compute(2).top_k_accuracy, 1.0, "binary top-2 is every row");
     }
 
     #[test]
@@ -797,11 +708,7 @@ mod tests {
         close(m.recall_macro, 0.6666666666666666, "recall macro");
         close(m.f1_macro, 0.6761904761904761, "f1 macro");
         close(m.f1_micro, 0.6666666666666666, "f1 micro");
-        close(
-            m.precision_weighted,
-            0.7083333333333334,
-            "precision weighted",
-        );
+        close(m.precision_weighted, 0.7083333333333334, "precision weighted");
         close(m.recall_weighted, 0.6666666666666666, "recall weighted");
         close(m.f1_weighted, 0.6761904761904761, "f1 weighted");
         all_close(
@@ -809,26 +716,13 @@ mod tests {
             &[0.5, 0.6666666666666666, 1.0, 0.6666666666666666],
             "precision per class",
         );
-        all_close(
-            &m.recall_per_class,
-            &[0.6666666666666666; 4],
-            "recall per class",
-        );
+        all_close(&m.recall_per_class, &[0.6666666666666666; 4], "recall per class");
         all_close(
             &m.f1_per_class,
-            &[
-                0.5714285714285714,
-                0.6666666666666666,
-                0.8,
-                0.6666666666666666,
-            ],
+            &[0.5714285714285714, 0.6666666666666666, 0.8, 0.6666666666666666],
             "f1 per class",
         );
-        close(
-            m.balanced_accuracy,
-            0.6666666666666666,
-            "balanced_accuracy_score",
-        );
+        close(m.balanced_accuracy, 0.6666666666666666, "balanced_accuracy_score");
         close(
             m.roc_auc.expect("defined"),
             0.7916666666666667,
@@ -836,12 +730,7 @@ mod tests {
         );
         assert_eq!(
             m.confusion_matrix,
-            vec![
-                vec![2, 1, 0, 0],
-                vec![1, 2, 0, 0],
-                vec![0, 0, 2, 1],
-                vec![1, 0, 0, 2]
-            ]
+            vec![vec![2, 1, 0, 0], vec![1, 2, 0, 0], vec![0, 0, 2, 1], vec![1, 0, 0, 2]]
         );
     }
 
@@ -849,22 +738,10 @@ mod tests {
     fn top_k_breaks_ties_towards_the_higher_class_like_sklearn() {
         // Row [0.3, 0.3, 0.1, 0.3] with label 3 is a top-1 hit for sklearn, an accuracy miss by argmax.
         let m = classify(&PROBS_4, &LABELS_4, 1);
-        close(
-            m.top_k_accuracy,
-            0.75,
-            "top_k_accuracy_score(k=1, labels=[0, 1, 2, 3])",
-        );
+        close(m.top_k_accuracy, 0.75, "top_k_accuracy_score(k=1, labels=[0, 1, 2, 3])");
         close(m.accuracy, 0.6666666666666666, "accuracy_score");
-        close(
-            classify(&PROBS_4, &LABELS_4, 4).top_k_accuracy,
-            1.0,
-            "k = num_classes",
-        );
-        close(
-            classify(&PROBS_4, &LABELS_4, 0).top_k_accuracy,
-            0.0,
-            "k = 0",
-        );
+        close(classify(&PROBS_4, &LABELS_4, 4).top_k_accuracy, 1.0, "k = num_classes");
+        close(classify(&PROBS_4, &LABELS_4, 0).top_k_accuracy, 0.0, "k = 0");
     }
 
     #[test]
@@ -879,11 +756,7 @@ mod tests {
         close(m.precision_macro, 0.5416666666666666, "precision macro");
         close(m.recall_macro, 0.375, "recall macro");
         close(m.f1_macro, 0.43452380952380953, "f1 macro");
-        close(
-            m.precision_weighted,
-            0.7222222222222222,
-            "precision weighted",
-        );
+        close(m.precision_weighted, 0.7222222222222222, "precision weighted");
         close(m.f1_weighted, 0.5793650793650794, "f1 weighted");
         all_close(
             &m.f1_per_class,
@@ -961,13 +834,7 @@ mod tests {
         );
         let l = MultiLabelAccumulator::new(2).compute();
         assert_eq!(
-            (
-                l.accuracy,
-                l.subset_accuracy,
-                l.hamming_loss,
-                l.f1_macro,
-                l.f1_micro
-            ),
+            (l.accuracy, l.subset_accuracy, l.hamming_loss, l.f1_macro, l.f1_micro),
             (0.0, 0.0, 0.0, 0.0, 0.0)
         );
         // Every number is representable: serialising must not fail or produce null except roc_auc.
@@ -1004,10 +871,7 @@ mod tests {
             json["confusion_matrix"],
             serde_json::json!([[2, 1, 0], [1, 3, 0], [2, 1, 0]])
         );
-        assert_eq!(
-            json["f1_per_class"],
-            serde_json::json!([0.5, m.f1_per_class[1], 0.0])
-        );
+        assert_eq!(json["f1_per_class"], serde_json::json!([0.5, m.f1_per_class[1], 0.0]));
         assert_eq!(json["accuracy"], serde_json::json!(0.5));
 
         let r = RegressionMetrics {
@@ -1064,14 +928,7 @@ mod tests {
         [-0.5, 0.25],
         [2.0, -1.5],
     ];
-    const TARGET_REG_CONST: [[f64; 2]; 6] = [
-        [1.5, 2.0],
-        [2.0, 2.0],
-        [0.0, 2.0],
-        [3.5, 2.0],
-        [-0.5, 2.0],
-        [2.0, 2.0],
-    ];
+    const TARGET_REG_CONST: [[f64; 2]; 6] = [[1.5, 2.0], [2.0, 2.0], [0.0, 2.0], [3.5, 2.0], [-0.5, 2.0], [2.0, 2.0]];
 
     #[test]
     fn regression_with_two_outputs_matches_sklearn() {
@@ -1085,11 +942,7 @@ mod tests {
         let m = acc.compute();
         close(m.mse, 0.2810416720310851, "mean_squared_error");
         close(m.mae, 0.47916667660077417, "mean_absolute_error");
-        close(
-            m.r2,
-            0.8384001417072946,
-            "r2_score(multioutput='uniform_average')",
-        );
+        close(m.r2, 0.8384001417072946, "r2_score(multioutput='uniform_average')");
     }
 
     #[test]
@@ -1099,11 +952,7 @@ mod tests {
         let m = acc.compute();
         close(m.mse, 2.6924999904632574, "mean_squared_error");
         close(m.mae, 1.2083333333333333, "mean_absolute_error");
-        close(
-            m.r2,
-            0.44723735286104066,
-            "r2_score(multioutput='uniform_average')",
-        );
+        close(m.r2, 0.44723735286104066, "r2_score(multioutput='uniform_average')");
 
         let mut exact = RegressionAccumulator::new(1);
         exact.update(&[3.0, 3.0], &[3.0, 3.0]);
@@ -1144,11 +993,7 @@ mod tests {
         acc.update(&probs[12..], &targets[12..]);
         assert_eq!(acc.len(), 6);
         let m = acc.compute();
-        close(
-            m.accuracy,
-            0.875,
-            "accuracy_score(Y.ravel(), (P > 0.5).ravel())",
-        );
+        close(m.accuracy, 0.875, "accuracy_score(Y.ravel(), (P > 0.5).ravel())");
         close(m.subset_accuracy, 0.5, "accuracy_score(Y, P > 0.5)");
         close(m.hamming_loss, 0.125, "hamming_loss(Y, P > 0.5)");
         close(

@@ -5,8 +5,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
-    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, ModuleOptimizer, Optimizer,
-    RmsPropConfig, SgdConfig,
+    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, ModuleOptimizer, Optimizer, RmsPropConfig, SgdConfig,
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -181,9 +180,7 @@ impl OptimizerSpec {
     pub fn check(&self) -> Result<()> {
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::new(format!(
-                "lr must be a positive number, found {lr}"
-            )));
+            return Err(Error::new(format!("lr must be a positive number, found {lr}")));
         }
         if let OptimizerSpec::Sgd(s) = self
             && s.nesterov
@@ -244,20 +241,13 @@ impl OptimizerSpec {
                 .with_weight_decay(s.weight_decay.unwrap_or(0.01) as f32)
                 .with_grad_clipping(clipping)
                 .init(),
-            OptimizerSpec::Adadelta(s) => {
-                with_clipping(ModuleOptimizer::from(Adadelta(s.clone())), clipping)
-            }
-            OptimizerSpec::Nadam(s) => {
-                with_clipping(ModuleOptimizer::from(Nadam(s.clone())), clipping)
-            }
+            OptimizerSpec::Adadelta(s) => with_clipping(ModuleOptimizer::from(Adadelta(s.clone())), clipping),
+            OptimizerSpec::Nadam(s) => with_clipping(ModuleOptimizer::from(Nadam(s.clone())), clipping),
         })
     }
 }
 
-fn with_clipping(
-    optim: ModuleOptimizer,
-    clipping: Option<GradientClippingConfig>,
-) -> ModuleOptimizer {
+fn with_clipping(optim: ModuleOptimizer, clipping: Option<GradientClippingConfig>) -> ModuleOptimizer {
     match clipping {
         Some(c) => optim.with_grad_clipping(c.init()),
         None => optim,
@@ -341,14 +331,8 @@ impl Optimizer for Nadam {
         let bias2 = 1.0 - s.beta2.powi(t as i32);
         let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(s.eps);
         let grad_term = grad.mul_scalar(lr * (1.0 - mu_t) / (1.0 - mu_product)) / denom.clone();
-        let mom_term = m
-            .clone()
-            .mul_scalar(lr * mu_next / (1.0 - mu_product * mu_next))
-            / denom;
-        (
-            param - grad_term - mom_term,
-            Some(AdaptiveMomentumState::new(t, m, v)),
-        )
+        let mom_term = m.clone().mul_scalar(lr * mu_next / (1.0 - mu_product * mu_next)) / denom;
+        (param - grad_term - mom_term, Some(AdaptiveMomentumState::new(t, m, v)))
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -400,38 +384,20 @@ mod tests {
                 "o = { sgd = { lr = 0.05, momentum = 0.9, nesterov = true, weight_decay = 0.01 } }",
                 [-0.6049404, 0.0629153, -0.9182554],
             ),
-            (
-                "o = { adagrad = { lr = 0.1 } }",
-                [0.1977149, -0.7055948, 1.6859618],
-            ),
-            (
-                "o = { adadelta = { lr = 1.0 } }",
-                [0.4836313, -0.9836528, 1.9835967],
-            ),
-            (
-                "o = { rmsprop = { lr = 0.01 } }",
-                [0.1964658, -0.7043779, 1.6846803],
-            ),
+            ("o = { adagrad = { lr = 0.1 } }", [0.1977149, -0.7055948, 1.6859618]),
+            ("o = { adadelta = { lr = 1.0 } }", [0.4836313, -0.9836528, 1.9835967]),
+            ("o = { rmsprop = { lr = 0.01 } }", [0.1964658, -0.7043779, 1.6846803]),
             (
                 "o = { rmsprop = { lr = 0.01, centered = true } }",
                 [0.19284, -0.7010124, 1.6806803],
             ),
-            (
-                "o = { adam = { lr = 0.1 } }",
-                [0.0079637, -0.5128689, 1.5026653],
-            ),
+            ("o = { adam = { lr = 0.1 } }", [0.0079637, -0.5128689, 1.5026653]),
             (
                 "o = { adam = { lr = 0.1, amsgrad = true } }",
                 [0.0079637, -0.5128689, 1.5026653],
             ),
-            (
-                "o = { adamw = { lr = 0.1 } }",
-                [0.0065114, -0.509073, 1.4937472],
-            ),
-            (
-                "o = { nadam = { lr = 0.1 } }",
-                [0.1236629, -0.6348404, 1.6073663],
-            ),
+            ("o = { adamw = { lr = 0.1 } }", [0.0065114, -0.509073, 1.4937472]),
+            ("o = { nadam = { lr = 0.1 } }", [0.1236629, -0.6348404, 1.6073663]),
         ];
         let mut failures = vec![];
         for (spec, expected) in cases {

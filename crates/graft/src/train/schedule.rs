@@ -202,18 +202,9 @@ struct PerEpoch {
 #[derive(Debug, Clone)]
 enum Rule {
     Constant,
-    Step {
-        step_size: usize,
-        gamma: f64,
-    },
-    Exponential {
-        gamma: f64,
-    },
-    Cosine {
-        t_max: usize,
-        eta_min: f64,
-        base_lr: f64,
-    },
+    Step { step_size: usize, gamma: f64 },
+    Exponential { gamma: f64 },
+    Cosine { t_max: usize, eta_min: f64, base_lr: f64 },
     Plateau(Plateau),
 }
 
@@ -253,16 +244,11 @@ impl Scheduler {
     ///
     /// Invalid values give an error located at the key (`step.gamma`, `warmup.then.cosine.t_max`); callers add
     /// the outer path with [`Error::at`].
-    pub fn new(
-        spec: &ScheduleSpec,
-        base_lr: f64,
-        epochs: usize,
-        steps_per_epoch: usize,
-    ) -> Result<Self> {
+    pub fn new(spec: &ScheduleSpec, base_lr: f64, epochs: usize, steps_per_epoch: usize) -> Result<Self> {
         let plan = match spec {
-            ScheduleSpec::OneCycle { .. } => Plan::OneCycle(
-                OneCycle::new(spec, epochs, steps_per_epoch).map_err(|e| e.at(spec.name()))?,
-            ),
+            ScheduleSpec::OneCycle { .. } => {
+                Plan::OneCycle(OneCycle::new(spec, epochs, steps_per_epoch).map_err(|e| e.at(spec.name()))?)
+            }
             ScheduleSpec::Warmup {
                 warmup_steps,
                 start_factor,
@@ -501,8 +487,7 @@ fn cosine_next(lr: f64, base_lr: f64, last_epoch: usize, t_max: usize, eta_min: 
     if (e - 1 - t).rem_euclid(2 * t) == 0 {
         lr + (base_lr - eta_min) * (1.0 - (PI / tf).cos()) / 2.0
     } else {
-        (1.0 + (PI * ef / tf).cos()) / (1.0 + (PI * (ef - 1.0) / tf).cos()) * (lr - eta_min)
-            + eta_min
+        (1.0 + (PI * ef / tf).cos()) / (1.0 + (PI * (ef - 1.0) / tf).cos()) * (lr - eta_min) + eta_min
     }
 }
 
@@ -514,10 +499,7 @@ impl Plateau {
             } else {
                 format!(
                     "logged: {}",
-                    logs.keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    logs.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
                 )
             };
             Error::new(format!(
@@ -578,10 +560,7 @@ impl OneCycle {
         };
         let max_lr = positive("max_lr", *max_lr)?;
         if !(pct_start.is_finite() && *pct_start > 0.0 && *pct_start < 1.0) {
-            return Err(
-                Error::new(format!("expected a number in (0, 1), found {pct_start}"))
-                    .at("pct_start"),
-            );
+            return Err(Error::new(format!("expected a number in (0, 1), found {pct_start}")).at("pct_start"));
         }
         let div_factor = positive("div_factor", *div_factor)?;
         let final_div_factor = positive("final_div_factor", *final_div_factor)?;
@@ -888,8 +867,8 @@ mod tests {
         4.0000000000022656e-07,
     ];
     const PLATEAU_MIN_LR: [f64; 21] = [
-        0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.025, 0.0125, 0.0125,
-        0.0125, 0.0125, 0.01, 0.01, 0.01, 0.01, 0.01,
+        0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.025, 0.0125, 0.0125, 0.0125, 0.0125, 0.01,
+        0.01, 0.01, 0.01, 0.01,
     ];
     const PLATEAU_MAX_LR: [f64; 12] = [
         0.1,
@@ -988,11 +967,7 @@ mod tests {
             t_max: Some(10),
             eta_min: 0.001,
         };
-        assert_close(
-            &epoch_lrs(&explicit, 10),
-            &COSINE_LR,
-            "CosineAnnealingLR, t_max = 10",
-        );
+        assert_close(&epoch_lrs(&explicit, 10), &COSINE_LR, "CosineAnnealingLR, t_max = 10");
     }
 
     #[test]
@@ -1001,11 +976,7 @@ mod tests {
             t_max: Some(4),
             eta_min: 0.002,
         };
-        assert_close(
-            &epoch_lrs(&spec, 10),
-            &COSINE_SHORT_LR,
-            "CosineAnnealingLR, t_max = 4",
-        );
+        assert_close(&epoch_lrs(&spec, 10), &COSINE_SHORT_LR, "CosineAnnealingLR, t_max = 4");
     }
 
     #[test]
@@ -1045,10 +1016,7 @@ mod tests {
         };
         let mut scheduler = Scheduler::new(&spec, 1.0, 3, 4).unwrap();
         let lrs = step_lrs(&mut scheduler, 3, 4);
-        assert_eq!(
-            lrs,
-            [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
-        );
+        assert_eq!(lrs, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]);
     }
 
     #[test]
@@ -1061,20 +1029,10 @@ mod tests {
         let mut scheduler = Scheduler::new(&spec, 0.2, 2, 3).unwrap();
         assert_eq!(scheduler.current_lr(), 0.0);
         let lrs = step_lrs(&mut scheduler, 2, 3);
-        assert_close(
-            &lrs,
-            &[0.0, 0.05, 0.1, 0.15000000000000002, 0.2, 0.2],
-            "warm-up",
-        );
+        assert_close(&lrs, &[0.0, 0.05, 0.1, 0.15000000000000002, 0.2, 0.2], "warm-up");
     }
 
-    fn one_cycle(
-        pct_start: f64,
-        anneal: Anneal,
-        div_factor: f64,
-        final_div_factor: f64,
-        three: bool,
-    ) -> Vec<f64> {
+    fn one_cycle(pct_start: f64, anneal: Anneal, div_factor: f64, final_div_factor: f64, three: bool) -> Vec<f64> {
         let spec = ScheduleSpec::OneCycle {
             max_lr: 0.1,
             pct_start,
@@ -1086,11 +1044,7 @@ mod tests {
         // The optimizer's lr (0.5) is overridden by one-cycle's own start, max_lr / div_factor.
         let mut scheduler = Scheduler::new(&spec, 0.5, 5, 5).unwrap();
         // torch's lr before the first step: the phase-1 anneal at pct 0, max_lr / div_factor up to rounding.
-        assert_close(
-            &[scheduler.current_lr()],
-            &[0.1 / div_factor],
-            "one-cycle start",
-        );
+        assert_close(&[scheduler.current_lr()], &[0.1 / div_factor], "one-cycle start");
         step_lrs(&mut scheduler, 5, 5)
     }
 
@@ -1105,11 +1059,7 @@ mod tests {
     #[test]
     fn one_cycle_three_phase_matches_torch() {
         let cos = one_cycle(0.3, Anneal::Cos, 25.0, 1e4, true);
-        assert_close(
-            &cos,
-            &ONE_CYCLE_THREE_PHASE_LR,
-            "OneCycleLR three-phase cos",
-        );
+        assert_close(&cos, &ONE_CYCLE_THREE_PHASE_LR, "OneCycleLR three-phase cos");
         let linear = one_cycle(0.4, Anneal::Linear, 25.0, 1e4, true);
         assert_close(
             &linear,
@@ -1130,10 +1080,7 @@ mod tests {
         };
         let mut scheduler = Scheduler::new(&spec, 0.1, 5, 5).unwrap();
         let lrs: Vec<f64> = (0..30).map(|_| scheduler.next_step_lr()).collect();
-        assert!(
-            lrs[24..].iter().all(|&lr| lr == ONE_CYCLE_COS_LR[24]),
-            "{lrs:?}"
-        );
+        assert!(lrs[24..].iter().all(|&lr| lr == ONE_CYCLE_COS_LR[24]), "{lrs:?}");
     }
 
     fn plateau_lrs(spec: &ScheduleSpec, monitor: &str, metrics: &[f64]) -> Vec<f64> {
@@ -1146,10 +1093,7 @@ mod tests {
             lrs.push(a);
             let logs = BTreeMap::from([("loss".to_string(), 0.0), (monitor.to_string(), metric)]);
             let changed = scheduler.end_epoch(i + 1, &logs).unwrap();
-            assert_eq!(
-                changed,
-                (scheduler.current_lr() != a).then_some(scheduler.current_lr())
-            );
+            assert_eq!(changed, (scheduler.current_lr() != a).then_some(scheduler.current_lr()));
         }
         lrs.push(scheduler.current_lr());
         lrs
@@ -1168,8 +1112,8 @@ mod tests {
             min_lr: 0.01,
         };
         let metrics = [
-            1.0, 0.9, 0.895, 0.894, 0.85, 0.86, 0.87, 0.88, 0.80, 0.81, 0.82, 0.83, 0.84, 0.85,
-            0.86, 0.87, 0.88, 0.89, 0.90, 0.91,
+            1.0, 0.9, 0.895, 0.894, 0.85, 0.86, 0.87, 0.88, 0.80, 0.81, 0.82, 0.83, 0.84, 0.85, 0.86, 0.87, 0.88, 0.89,
+            0.90, 0.91,
         ];
         assert_close(
             &plateau_lrs(&spec, "val_loss", &metrics),
@@ -1190,9 +1134,7 @@ mod tests {
             cooldown: 1,
             min_lr: 1e-4,
         };
-        let metrics = [
-            0.5, 0.6, 0.64, 0.66, 0.70, 0.71, 0.72, 0.73, 0.80, 0.79, 0.78,
-        ];
+        let metrics = [0.5, 0.6, 0.64, 0.66, 0.70, 0.71, 0.72, 0.73, 0.80, 0.79, 0.78];
         assert_close(
             &plateau_lrs(&spec, "val_accuracy", &metrics),
             &PLATEAU_MAX_LR,
@@ -1227,10 +1169,7 @@ mod tests {
         let mut scheduler = Scheduler::new(&spec, BASE_LR, 3, 1).unwrap();
         scheduler.next_step_lr();
         let err = scheduler.end_epoch(1, &no_logs()).unwrap_err();
-        assert_eq!(
-            err.location.as_deref(),
-            Some("warmup.then.reduce_on_plateau.monitor")
-        );
+        assert_eq!(err.location.as_deref(), Some("warmup.then.reduce_on_plateau.monitor"));
         assert!(err.message.contains("nothing was logged"), "{err}");
     }
 
@@ -1273,14 +1212,8 @@ mod tests {
                 "{ warmup = { warmup_steps = 5, then = { one_cycle = { max_lr = 1 } } } }",
                 "warmup.then",
             ),
-            (
-                "{ one_cycle = { max_lr = 0.1, pct_start = 0 } }",
-                "one_cycle.pct_start",
-            ),
-            (
-                "{ one_cycle = { max_lr = 0.1, pct_start = 1 } }",
-                "one_cycle.pct_start",
-            ),
+            ("{ one_cycle = { max_lr = 0.1, pct_start = 0 } }", "one_cycle.pct_start"),
+            ("{ one_cycle = { max_lr = 0.1, pct_start = 1 } }", "one_cycle.pct_start"),
             (
                 "{ one_cycle = { max_lr = 0.1, pct_start = 0.01 } }",
                 "one_cycle.pct_start",
@@ -1298,32 +1231,20 @@ mod tests {
                 "{ one_cycle = { max_lr = 0.1, final_div_factor = -1 } }",
                 "one_cycle.final_div_factor",
             ),
-            (
-                "{ reduce_on_plateau = { factor = 1 } }",
-                "reduce_on_plateau.factor",
-            ),
-            (
-                "{ reduce_on_plateau = { monitor = '' } }",
-                "reduce_on_plateau.monitor",
-            ),
+            ("{ reduce_on_plateau = { factor = 1 } }", "reduce_on_plateau.factor"),
+            ("{ reduce_on_plateau = { monitor = '' } }", "reduce_on_plateau.monitor"),
             (
                 "{ reduce_on_plateau = { threshold = -0.1 } }",
                 "reduce_on_plateau.threshold",
             ),
-            (
-                "{ reduce_on_plateau = { min_lr = -0.1 } }",
-                "reduce_on_plateau.min_lr",
-            ),
+            ("{ reduce_on_plateau = { min_lr = -0.1 } }", "reduce_on_plateau.min_lr"),
         ];
         for (spec, key) in cases {
             let err = new_err(spec);
             assert_eq!(err.location.as_deref(), Some(key), "{spec}: {err}");
         }
         let err = new_err("{ step = { step_size = 3, gamma = 0 } }");
-        assert_eq!(
-            err.to_string(),
-            "step.gamma: expected a finite number > 0, found 0"
-        );
+        assert_eq!(err.to_string(), "step.gamma: expected a finite number > 0, found 0");
 
         let err = Scheduler::new(&ScheduleSpec::Constant, -1.0, 10, 10).unwrap_err();
         assert!(err.message.contains("lr"), "{err}");
@@ -1361,8 +1282,7 @@ mod tests {
 
     #[test]
     fn every_variant_deserializes_from_toml_with_defaults() {
-        let experiment: Experiment =
-            toml::from_str("[train]\nschedule = { cosine = { t_max = 30 } }").unwrap();
+        let experiment: Experiment = toml::from_str("[train]\nschedule = { cosine = { t_max = 30 } }").unwrap();
         assert_eq!(
             experiment.train.schedule,
             ScheduleSpec::Cosine {
@@ -1493,21 +1413,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_variants_are_rejected() {
-        let err = toml::from_str::<Wrapper>("schedule = { step = { step_size = 3, gama = 0.5 } }")
-            .unwrap_err();
+        let err = toml::from_str::<Wrapper>("schedule = { step = { step_size = 3, gama = 0.5 } }").unwrap_err();
         assert!(err.to_string().contains("gama"), "{err}");
-        let err = toml::from_str::<Wrapper>(
-            "schedule = { warmup = { warmup_steps = 3, then = { cosine = { tmax = 3 } } } }",
-        )
-        .unwrap_err();
+        let err =
+            toml::from_str::<Wrapper>("schedule = { warmup = { warmup_steps = 3, then = { cosine = { tmax = 3 } } } }")
+                .unwrap_err();
         assert!(err.to_string().contains("tmax"), "{err}");
         let err = toml::from_str::<Wrapper>("schedule = \"cosin\"").unwrap_err();
         assert!(err.to_string().contains("unknown variant `cosin`"), "{err}");
         let err = toml::from_str::<Wrapper>("schedule = { step = {} }").unwrap_err();
-        assert!(
-            err.to_string().contains("missing field `step_size`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("missing field `step_size`"), "{err}");
     }
 
     #[test]
@@ -1535,10 +1450,7 @@ mod tests {
             plateau_default(),
         ];
         for spec in specs {
-            let text = toml::to_string(&Wrapper {
-                schedule: spec.clone(),
-            })
-            .unwrap();
+            let text = toml::to_string(&Wrapper { schedule: spec.clone() }).unwrap();
             assert_eq!(parse(&text), spec, "{text}");
         }
     }

@@ -66,8 +66,7 @@ impl TaskHead {
             (Task::Multiclass, Some(labels), _)
                 if matches!(
                     self.loss,
-                    LossSpec::SparseCategoricalCrossentropy { .. }
-                        | LossSpec::CategoricalCrossentropy { .. }
+                    LossSpec::SparseCategoricalCrossentropy { .. } | LossSpec::CategoricalCrossentropy { .. }
                 ) =>
             {
                 let ids: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
@@ -109,10 +108,7 @@ impl TaskHead {
 
 /// A `[N, ...]` array as a `[N, prod]` tensor.
 pub fn array_2d(a: &Array, device: &Device) -> Tensor<2> {
-    Tensor::<2>::from_data(
-        TensorData::new(a.data.clone(), [a.len(), a.sample_size()]),
-        device,
-    )
+    Tensor::<2>::from_data(TensorData::new(a.data.clone(), [a.len(), a.sample_size()]), device)
 }
 
 /// Accumulates an epoch of predictions for whichever task.
@@ -125,15 +121,11 @@ pub enum EpochMetrics {
 impl EpochMetrics {
     pub fn new(head: &TaskHead) -> Self {
         match head.task {
-            Task::Multiclass | Task::Binary => EpochMetrics::Classification(
-                ClassificationAccumulator::new(head.num_classes().max(1)),
-            ),
-            Task::Multilabel => {
-                EpochMetrics::MultiLabel(MultiLabelAccumulator::new(head.outputs.max(1)))
+            Task::Multiclass | Task::Binary => {
+                EpochMetrics::Classification(ClassificationAccumulator::new(head.num_classes().max(1)))
             }
-            Task::Regression => {
-                EpochMetrics::Regression(RegressionAccumulator::new(head.outputs.max(1)))
-            }
+            Task::Multilabel => EpochMetrics::MultiLabel(MultiLabelAccumulator::new(head.outputs.max(1))),
+            Task::Regression => EpochMetrics::Regression(RegressionAccumulator::new(head.outputs.max(1))),
         }
     }
 

@@ -21,23 +21,162 @@ use crate::spec::experiment::{ClassWeights, TrainSpec};
 /// A batch of inputs as the model's input tensor.
 pub fn input_data(inputs: &Array, device: &Device) -> Result<Data> {
     let n = inputs.len();
-    let flat = Tensor::<2>::from_data(
-        TensorData::new(inputs.data.clone(), [n, inputs.sample_size()]),
-        device,
-    );
+    let flat = Tensor::<2>::from_data(TensorData::new(inputs.data.clone(), [n, inputs.sample_size()]), device);
     let dims: Vec<usize> = std::iter::once(n)
         .chain(inputs.sample_shape().iter().copied())
         .collect();
     Data::D2(flat).reshape(&dims)
 }
 
-/// Logits `[N, K]` of the model's first output (sequence outputs `[N, T, K]` are folded to rows).
-fn logits_2d(data: Data) -> Result<Tensor<2>> {
-    Ok(match data {
-        Data::D2(t) => t,
-        Data::D3(t) => t.flatten(0, 1),
-        Data::D4(t) => t.flatten(1, 3),
-    })
+/// A batch's model output as rows for the loss and the metrics. Sequence outputs `[N, T, K]` (from
+/// `time_distributed` or `return_sequences`) become N·T rows with per-step targets; padded steps get weight 0 in
+/// the loss and are left out of the metrics, so padding changes neither.
+struct Rows {
+    logits: Tensor<2>,
+    target: super::loss::Target,
+    weights: Option<Tensor<1>>,
+    metrics: MetricRows,
+}
+
+/// The rows the metrics see: the batch itself, or the kept steps of a sequence batch.
+enum MetricRows {
+    Batch(crate::data::Batch),
+    Steps {
+        keep: Vec<usize>,
+        total: usize,
+        batch: crate::data::Batch,
+    },
+}
+
+impl MetricRows {
+    fn update(&self, head: &TaskHead, probs: &[f32], metrics: &mut EpochMetrics) {
+        match self {
+            MetricRows::Batch(b) => metrics.update(head, probs, b),
+            MetricRows::Steps { keep, total, batch } => {
+                let width = probs.len() / (*total).max(1);
+                let kept: Vec<f32> = keep
+                    .iter()
+                    .flat_map(|&r| probs[r * width..(r + 1) * width].iter().copied())
+                    .collect();
+                metrics.update(head, &kept, batch)
+            }
+        }
+    }
+}
+
+impl Rows {
+    fn new(
+        head: &TaskHead,
+        out: crate::model::value::Value,
+        batch: &crate::data::Batch,
+        class_weights: Option<&[f32]>,
+        device: &Device,
+    ) -> Result<Rows> {
+        let t3 = match out.data {
+            Data::D2(t) => {
+                let target = head.target(batch, device)?;
+                let weights = row_weights(class_weights, batch, device);
+                return Ok(Rows {
+                    logits: t,
+                    target,
+                    weights,
+                    metrics: MetricRows::Batch(batch.clone()),
+                });
+            }
+            Data::D4(t) => {
+                let target = head.target(batch, device)?;
+                let weights = row_weights(class_weights, batch, device);
+                return Ok(Rows {
+                    logits: t.flatten(1, 3),
+                    target,
+                    weights,
+                    metrics: MetricRows::Batch(batch.clone()),
+                });
+            }
+            Data::D3(t) => t,
+        };
+        let [n, steps, k] = t3.dims();
+        let values = batch.values.as_ref().filter(|v| v.sample_shape().first() == Some(&steps)).ok_or_else(|| {
+            Error::new(format!(
+                "the model outputs a sequence [{steps}, {k}] per sample, so the targets need {steps} steps per sample (y shaped [n, {steps}])"
+            ))
+        })?;
+        let keep_mask: Vec<bool> = match &out.mask {
+            Some(m) => m
+                .clone()
+                .bool_not()
+                .into_data()
+                .try_to_vec::<bool>()
+                .unwrap_or_else(|_| vec![true; n * steps]),
+            None => vec![true; n * steps],
+        };
+        let keep: Vec<usize> = (0..n * steps).filter(|&r| keep_mask[r]).collect();
+        let per_step = values.sample_size() / steps;
+        let class_steps = head.is_classification() && per_step == 1;
+        let step_batch = |rows: &[usize]| -> Result<crate::data::Batch> {
+            // Padded steps get label 0: their weight is 0, and their own label may be anything (often an invalid id).
+            let labels = class_steps.then(|| {
+                rows.iter()
+                    .map(|&r| {
+                        if keep_mask[r] {
+                            values.data[r].max(0.0) as usize
+                        } else {
+                            0
+                        }
+                    })
+                    .collect()
+            });
+            let data: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| values.data[r * per_step..(r + 1) * per_step].iter().copied())
+                .collect();
+            Ok(crate::data::Batch {
+                inputs: Array::new(vec![rows.len(), 0], vec![])?,
+                labels,
+                values: (!class_steps)
+                    .then(|| Array::new(vec![rows.len(), per_step], data))
+                    .transpose()?,
+                weights: None,
+            })
+        };
+        let all: Vec<usize> = (0..n * steps).collect();
+        let full = step_batch(&all)?;
+        if let Some(labels) = &full.labels
+            && let Some((row, l)) = labels
+                .iter()
+                .enumerate()
+                .find(|(r, l)| keep_mask[*r] && **l >= head.num_classes().max(1))
+        {
+            return Err(Error::new(format!(
+                "label {l} at sample {}, step {} is outside the {} classes",
+                row / steps,
+                row % steps,
+                head.num_classes()
+            )));
+        }
+        let target = head.target(&full, device)?;
+        let mut w: Vec<f32> = keep_mask.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        if let Some(sample) = &batch.weights {
+            for (r, x) in w.iter_mut().enumerate() {
+                *x *= sample[r / steps];
+            }
+        }
+        if let (Some(cw), Some(labels)) = (class_weights, &full.labels) {
+            for (x, &l) in w.iter_mut().zip(labels) {
+                *x *= cw.get(l).copied().unwrap_or(1.0);
+            }
+        }
+        Ok(Rows {
+            logits: t3.reshape([n * steps, k]),
+            target,
+            weights: Some(Tensor::<1>::from_floats(w.as_slice(), device)),
+            metrics: MetricRows::Steps {
+                batch: step_batch(&keep)?,
+                keep,
+                total: n * steps,
+            },
+        })
+    }
 }
 
 /// Per-class weights for the loss: explicit, or scikit-learn's `balanced` from the training labels.
@@ -48,18 +187,12 @@ pub fn class_weights(
 ) -> Result<Option<Vec<f32>>> {
     match spec {
         None => Ok(None),
-        Some(ClassWeights::Explicit(w)) if w.len() == classes => {
-            Ok(Some(w.iter().map(|&v| v as f32).collect()))
+        Some(ClassWeights::Explicit(w)) if w.len() == classes => Ok(Some(w.iter().map(|&v| v as f32).collect())),
+        Some(ClassWeights::Explicit(w)) => {
+            Err(Error::new(format!("{} weights given for {classes} classes", w.len())).at("train.class_weights"))
         }
-        Some(ClassWeights::Explicit(w)) => Err(Error::new(format!(
-            "{} weights given for {classes} classes",
-            w.len()
-        ))
-        .at("train.class_weights")),
         Some(ClassWeights::Named(n)) if n == "balanced" => {
-            let labels = labels.ok_or_else(|| {
-                Error::new("`balanced` needs class labels").at("train.class_weights")
-            })?;
+            let labels = labels.ok_or_else(|| Error::new("`balanced` needs class labels").at("train.class_weights"))?;
             let mut counts = vec![0usize; classes];
             for &l in labels {
                 counts[l] += 1;
@@ -118,11 +251,7 @@ fn apply_max_norm(mut model: Graph) -> Graph {
         let dims = w.dims();
         let rows: Tensor<2> = w.clone().reshape([dims[0] as i64, -1]);
         let norms = rows.powi_scalar(2).sum_dim(1).sqrt();
-        let scale = norms
-            .add_scalar(1e-7)
-            .recip()
-            .mul_scalar(max)
-            .clamp_max(1.0);
+        let scale = norms.add_scalar(1e-7).recip().mul_scalar(max).clamp_max(1.0);
         let mut shape = [1usize; D];
         shape[0] = dims[0];
         (w * scale.reshape(shape)).require_grad()
@@ -171,41 +300,37 @@ pub fn evaluate(
         let batch = gather(data, chunk);
         let x = input_data(&batch.inputs, &device)?;
         let out = model.forward(vec![x], false, true)?.remove(0);
-        let logits = logits_2d(out.data)?;
-        let target = head.target(&batch, &device)?;
-        let w = row_weights(weights, &batch, &device);
-        let loss = head.loss.compute(logits.clone(), target, w)?;
+        let rows = Rows::new(head, out, &batch, weights, &device)?;
+        let loss = head.loss.compute(rows.logits.clone(), rows.target, rows.weights)?;
         loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
         count += chunk.len();
         let probs = head
-            .probabilities(logits)
+            .probabilities(rows.logits)
             .into_data()
             .try_to_vec::<f32>()
             .unwrap_or_default();
-        metrics.update(head, &probs, &batch);
+        rows.metrics.update(head, &probs, &mut metrics);
     }
     let mut out = metrics.compute(top_k);
     out.insert(
         "loss".into(),
-        Json::from(if count > 0 {
-            loss_sum / count as f64
-        } else {
-            0.0
-        }),
+        Json::from(if count > 0 { loss_sum / count as f64 } else { 0.0 }),
     );
     Ok(out)
 }
 
-fn row_weights(
-    class_weights: Option<&[f32]>,
-    batch: &crate::data::Batch,
-    device: &Device,
-) -> Option<Tensor<1>> {
-    let (w, labels) = (class_weights?, batch.labels.as_ref()?);
-    let rows: Vec<f32> = labels
-        .iter()
-        .map(|&l| w.get(l).copied().unwrap_or(1.0))
-        .collect();
+/// Per-row loss weights: the sample weight times the class weight of the row's label, when either is given.
+fn row_weights(class_weights: Option<&[f32]>, batch: &crate::data::Batch, device: &Device) -> Option<Tensor<1>> {
+    let class_part: Option<Vec<f32>> = match (class_weights, batch.labels.as_ref()) {
+        (Some(w), Some(labels)) => Some(labels.iter().map(|&l| w.get(l).copied().unwrap_or(1.0)).collect()),
+        _ => None,
+    };
+    let rows = match (class_part, batch.weights.as_ref()) {
+        (None, None) => return None,
+        (Some(c), None) => c,
+        (None, Some(s)) => s.clone(),
+        (Some(c), Some(s)) => c.iter().zip(s).map(|(a, b)| a * b).collect(),
+    };
     Some(Tensor::<1>::from_floats(rows.as_slice(), device))
 }
 
@@ -233,13 +358,9 @@ pub fn fit(
         .init(spec.clip_grad)
         .map_err(|e| e.at("train.optimizer"))?;
     let steps = train.len().div_ceil(spec.batch_size);
-    let mut scheduler = Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps)
-        .map_err(|e| e.at("train.schedule"))?;
-    let weights = class_weights(
-        spec.class_weights.as_ref(),
-        train.labels(),
-        head.num_classes(),
-    )?;
+    let mut scheduler =
+        Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps).map_err(|e| e.at("train.schedule"))?;
+    let weights = class_weights(spec.class_weights.as_ref(), train.labels(), head.num_classes())?;
     let wanted: Vec<String> = spec.metrics.clone();
     let mut history = vec![];
     let mut stopped_early = None;
@@ -254,13 +375,9 @@ pub fn fit(
             let batch = gather(train, &indices);
             let x = input_data(&batch.inputs, &device)?;
             let out = model.forward(vec![x], true, true)?.remove(0);
-            let logits = logits_2d(out.data)?;
-            let target = head.target(&batch, &device)?;
-            let mut loss = head.loss.compute(
-                logits.clone(),
-                target,
-                row_weights(weights.as_deref(), &batch, &device),
-            )?;
+            let rows = Rows::new(head, out, &batch, weights.as_deref(), &device)?;
+            let logits = rows.logits.clone();
+            let mut loss = head.loss.compute(rows.logits, rows.target, rows.weights)?;
             let data_loss = loss.clone().into_scalar::<f32>() as f64;
             if !data_loss.is_finite() {
                 return Err(Error::new(format!(
@@ -282,7 +399,7 @@ pub fn fit(
                 .into_data()
                 .try_to_vec::<f32>()
                 .unwrap_or_default();
-            metrics.update(head, &probs, &batch);
+            rows.metrics.update(head, &probs, &mut metrics);
             for cb in callbacks.iter_mut() {
                 cb.on_batch_end(b, data_loss);
             }
@@ -296,14 +413,7 @@ pub fn fit(
             }
         }
         if let Some(val) = validation {
-            let v = evaluate(
-                &model.valid(),
-                head,
-                val,
-                weights.as_deref(),
-                256,
-                spec.top_k,
-            )?;
+            let v = evaluate(&model.valid(), head, val, weights.as_deref(), 256, spec.top_k)?;
             if let Some(l) = v.get("loss").and_then(Json::as_f64) {
                 logs.insert("val_loss".into(), l);
             }
@@ -314,9 +424,7 @@ pub fn fit(
             }
         }
         logs.insert("lr".into(), scheduler.current_lr());
-        scheduler
-            .end_epoch(epoch, &logs)
-            .map_err(|e| e.at("train.schedule"))?;
+        scheduler.end_epoch(epoch, &logs).map_err(|e| e.at("train.schedule"))?;
         let mut control = Control::default();
         for cb in callbacks.iter_mut() {
             cb.on_epoch_end(epoch, &logs, &model, &mut control)?;
@@ -326,9 +434,7 @@ pub fn fit(
         for (k, v) in &logs {
             entry.insert(
                 k.clone(),
-                serde_json::Number::from_f64(*v)
-                    .map(Json::Number)
-                    .unwrap_or(Json::Null),
+                serde_json::Number::from_f64(*v).map(Json::Number).unwrap_or(Json::Null),
             );
         }
         history.push(entry);

@@ -312,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn categorical_cross_entropy_with_soft_labels_matches_pytorch() {
+        let soft = Tensor::<2>::from_floats([[0.1, 0.2, 0.7], [0.5, 0.5, 0.0]], &Device::default());
+        let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 };
+        assert!((value(l.compute(logits(), Target::Values(soft.clone()), None).unwrap()) - 0.892_700).abs() < 1e-5);
+        let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.2 };
+        assert!((value(l.compute(logits(), Target::Values(soft), None).unwrap()) - 0.996_034).abs() < 1e-5);
+        // Hard labels through the categorical loss equal the sparse loss.
+        let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
+        let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 };
+        assert!((value(l.compute(logits(), Target::Classes(labels), None).unwrap()) - 0.642_700).abs() < 1e-5);
+    }
+
+    #[test]
     fn parses_names_and_tables_with_suggestions() {
         #[derive(Deserialize)]
         struct T {

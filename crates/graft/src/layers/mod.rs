@@ -31,7 +31,7 @@ use merge::{ConcatenateConfig, Merge};
 use norm::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm, LayerNormConfig};
 use pool::{GlobalPool, Pool, PoolConfig, PoolKind};
 use recurrent::{Cell, MergeMode, Recurrent, RecurrentConfig};
-use reshape::{PermuteConfig, ReshapeConfig};
+use reshape::{PermuteConfig, ReshapeConfig, SliceConfig};
 
 /// A per-sample shape (no batch axis): `[F]`, `[T, F]` / `[L, C]`, or `[C, H, W]`.
 pub type Shape = Vec<usize>;
@@ -83,6 +83,7 @@ pub enum LayerSpec {
     Flatten(NoOptions),
     Reshape(ReshapeConfig),
     Permute(PermuteConfig),
+    Slice(SliceConfig),
     Dropout(DropoutConfig),
     BatchNorm(BatchNormConfig),
     LayerNorm(LayerNormConfig),
@@ -145,6 +146,7 @@ pub const LAYER_KINDS: &[&str] = &[
     "flatten",
     "reshape",
     "permute",
+    "slice",
     "dropout",
     "batch_norm",
     "layer_norm",
@@ -267,6 +269,19 @@ impl LayerSpec {
                 one(Layer::Reshape(out.clone()), out, false)
             }
             LayerSpec::Permute(c) => one(Layer::Permute(c.clone()), c.infer(x)?, false),
+            LayerSpec::Slice(c) => {
+                let (out, axis) = c.infer(x)?;
+                let keeps_mask = x.len() == 2 && axis == 2;
+                one(
+                    Layer::Slice {
+                        axis,
+                        start: c.start,
+                        len: c.end - c.start,
+                    },
+                    out,
+                    keeps_mask,
+                )
+            }
             LayerSpec::Dropout(c) => {
                 c.check()?;
                 same(Layer::Dropout(c.rate))
@@ -469,6 +484,12 @@ pub enum Layer {
     /// To this per-sample shape.
     Reshape(Shape),
     Permute(PermuteConfig),
+    /// Along a batch-tensor axis.
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
     Dropout(f64),
     Activation(ActivationFn),
     Merge(Merge),
@@ -541,6 +562,7 @@ impl Layer {
             })),
             Layer::Reshape(shape) => plain(reshape::reshape_batch(first.data, shape)?),
             Layer::Permute(p) => plain(p.forward(first.data)),
+            Layer::Slice { axis, start, len } => keep(reshape::slice(first.data, *axis, *start, *len)),
             Layer::Dropout(rate) => keep(crate::map_data!(first.data, |t| dropout::dropout(
                 t,
                 *rate,

@@ -95,3 +95,52 @@ pub fn reshape_batch(x: Data, shape: &Shape) -> Result<Data> {
     let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
     x.reshape(&dims)
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceConfig {
+    /// First index kept along `axis`.
+    pub start: usize,
+    /// One past the last index kept.
+    pub end: usize,
+    /// Per-sample axis; negative counts from the end (default: the last).
+    #[serde(default = "last_axis")]
+    pub axis: i64,
+}
+
+fn last_axis() -> i64 {
+    -1
+}
+
+impl SliceConfig {
+    /// `[..., n, ...]` → `[..., end - start, ...]`; returns the shape and the batch-tensor axis.
+    pub fn infer(&self, input: &Shape) -> Result<(Shape, usize)> {
+        let rank = input.len() as i64;
+        let axis = if self.axis < 0 { rank + self.axis } else { self.axis };
+        if axis < 0 || axis >= rank {
+            return Err(shape_err(format!(
+                "axis {} is outside the {rank} per-sample axes of {input:?}",
+                self.axis
+            )));
+        }
+        let axis = axis as usize;
+        if self.start >= self.end || self.end > input[axis] {
+            return Err(shape_err(format!(
+                "slice {}..{} does not fit axis {axis} of size {} (input {input:?})",
+                self.start, self.end, input[axis]
+            )));
+        }
+        let mut out = input.clone();
+        out[axis] = self.end - self.start;
+        Ok((out, axis + 1))
+    }
+}
+
+/// Keeps `len` entries from `start` along a batch-tensor axis.
+pub fn slice(x: Data, axis: usize, start: usize, len: usize) -> Data {
+    match x {
+        Data::D2(t) => Data::D2(t.narrow(axis, start, len)),
+        Data::D3(t) => Data::D3(t.narrow(axis, start, len)),
+        Data::D4(t) => Data::D4(t.narrow(axis, start, len)),
+    }
+}

@@ -2597,7 +2597,53 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         seq(&[2, 4], LayerSpec::Sigmoid(NoOptions {})),
         seq(&[2, 4], LayerSpec::Softmax(SoftmaxConfig { axis: 0 })),
         seq(&[2, 4], LayerSpec::Linear(NoOptions {})),
+        seq(
+            &[2, 6],
+            LayerSpec::Slice(super::reshape::SliceConfig {
+                start: 1,
+                end: 4,
+                axis: -1,
+            }),
+        ),
     ]
+}
+
+#[test]
+fn slice_keeps_a_range_of_one_axis() {
+    let device = device();
+    let graph = build(
+        &one_layer(
+            &[2, 6],
+            "s",
+            LayerSpec::Slice(super::reshape::SliceConfig {
+                start: 1,
+                end: 4,
+                axis: -1,
+            }),
+        ),
+        &device,
+    );
+    assert_eq!(graph.output_shapes(), vec![vec![2, 3]]);
+    let x = Tensor::<3>::from_floats(
+        [[[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]]],
+        &device,
+    );
+    let out = run(&graph, vec![Data::D3(x)]).remove(0).data.d3().unwrap();
+    assert_eq!(
+        out.into_data().try_to_vec::<f32>().unwrap(),
+        vec![1.0, 2.0, 3.0, 7.0, 8.0, 9.0]
+    );
+    let bad = one_layer(
+        &[2, 6],
+        "s",
+        LayerSpec::Slice(super::reshape::SliceConfig {
+            start: 4,
+            end: 9,
+            axis: -1,
+        }),
+    );
+    let e = Graph::build(&bad, &device).unwrap_err().to_string();
+    assert!(e.contains("layer 's'") && e.contains("4..9"), "{e}");
 }
 
 fn round_trip(spec: &ModelSpec) -> ModelSpec {

@@ -11,13 +11,18 @@ pub mod array;
 pub mod batch;
 pub mod dataset;
 pub mod digits;
+pub mod idx;
 pub mod npy;
+pub mod prepare;
 mod rng;
 pub mod split;
+pub mod table;
+pub mod text;
 
 pub use array::Array;
 pub use batch::{Batch, Batches, gather};
 pub use dataset::{DataSource, Dataset, Targets, numbered_class_names};
 pub use digits::{DIGITS_SAMPLES, Digits, load_digits};
+pub use idx::{IdxSource, read_idx};
 pub use npy::{NpySource, read_npy_f32, read_npy_labels, write_npy_f32};
 pub use split::split_indices;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde_json::{Value as Json, json};
 
-use crate::data::{Array, read_npy_f32, write_npy_f32};
+use crate::data::prepare::Preprocessor;
+use crate::data::{Array, write_npy_f32};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::load_model;
@@ -18,6 +19,7 @@ use burn::prelude::*;
 pub struct Predictor {
     pub graph: Graph,
     pub head: TaskHead,
+    pub preprocessor: Preprocessor,
 }
 
 impl Predictor {
@@ -31,7 +33,16 @@ impl Predictor {
         let classes: Vec<String> = serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
         let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
-        Ok(Predictor { graph, head })
+        let preprocessor: Preprocessor = match pre.get("preprocessor") {
+            Some(p) => serde_json::from_value(p.clone())
+                .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
+            None => Preprocessor::None,
+        };
+        Ok(Predictor {
+            graph,
+            head,
+            preprocessor,
+        })
     }
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
@@ -65,10 +76,11 @@ impl Predictor {
     }
 }
 
-/// Reads `input` (`.npy`), predicts, writes `output` (`.npy` or `.jsonl`).
+/// Reads raw `input` (`.npy`, or the format the model was trained on: IDX, CSV, text lines), applies the stored
+/// preprocessing, predicts, writes `output` (`.npy` or `.jsonl`).
 pub fn predict_file(model_dir: &Path, input: &Path, output: &Path, device: &Device) -> Result<usize> {
     let predictor = Predictor::load(model_dir, device)?;
-    let inputs = read_npy_f32(input)?;
+    let inputs = predictor.preprocessor.read_inputs(input)?;
     let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
     match output.extension().and_then(|e| e.to_str()) {
         Some("npy") => write_npy_f32(output, &preds)?,

@@ -21,29 +21,7 @@ pub struct ExperimentSpec {
     pub path: Option<PathBuf>,
 }
 
-/// Where the examples come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DatasetSpec {
-    /// A built-in data set: `"digits"`.
-    Builtin(String),
-    /// NumPy arrays: `{ npy = { x = "x.npy", y = "y.npy" } }`.
-    Npy { npy: NpyFiles },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NpyFiles {
-    pub x: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub y: Option<PathBuf>,
-    /// Class names in label order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classes: Option<Vec<String>>,
-    /// Per-sample loss weights `[n]` (Keras' `sample_weight`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample_weight: Option<PathBuf>,
-}
+pub use crate::data::prepare::{IdxFiles, NpyFiles, SourceSpec as DatasetSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

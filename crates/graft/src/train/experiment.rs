@@ -12,90 +12,88 @@ use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
 use super::loss::Task;
 use super::task::TaskHead;
 use super::trainer::{class_weights, evaluate, fit};
-use crate::data::{DataSource, Dataset, NpySource, Targets, load_digits, split_indices};
+use crate::data::prepare::{Preprocessor, Raw, read_raw};
+use crate::data::{Dataset, Targets, split_indices};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{write_atomic, write_report};
 use crate::spec::experiment::{CheckpointSpec, DatasetSpec, ExperimentSpec};
-use crate::spec::suggest::hint;
 
-pub const BUILTIN_DATASETS: [&str; 1] = ["digits"];
-
-/// The three parts of the data.
+/// The three parts of the data, and the preprocessing fitted on the training part.
 pub struct Splits {
     pub train: Dataset,
     pub validation: Option<Dataset>,
     pub test: Option<Dataset>,
+    pub preprocessor: Preprocessor,
 }
 
-pub fn load_dataset(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Dataset> {
-    let ds = match spec {
-        DatasetSpec::Builtin(name) if name == "digits" => load_digits()?,
-        DatasetSpec::Builtin(name) => {
-            return Err(Error::new(format!(
-                "unknown built-in dataset \"{name}\"{}; built-in: {}",
-                hint(name, BUILTIN_DATASETS),
-                BUILTIN_DATASETS.join(", ")
-            ))
-            .at(key));
-        }
-        DatasetSpec::Npy { npy } => {
-            let mut src = NpySource::new(exp.resolve(&npy.x));
-            if let Some(y) = &npy.y {
-                src = src.with_targets(exp.resolve(y));
-            }
-            if let Some(c) = &npy.classes {
-                src = src.with_classes(c.clone());
-            }
-            if let Some(w) = &npy.sample_weight {
-                src = src.with_sample_weight(exp.resolve(w));
-            }
-            src.load()?
-        }
-    };
-    ds.validate().map_err(|e| e.at(key))?;
-    Ok(ds)
+fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
+    read_raw(spec, &|p| exp.resolve(p)).map_err(|e| e.at(key))
 }
 
-/// Loads the data and makes the seeded (stratified where asked) splits.
+/// Loads the data, makes the seeded (stratified where asked) splits, fits the preprocessing on the training rows
+/// only and transforms every part with it.
 pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
     let data = &exp.data;
-    let all = load_dataset(exp, &data.dataset, "data.dataset")?;
-    let strat = |ds: &Dataset| {
-        if data.split.stratify {
-            ds.labels().map(|l| l.to_vec())
-        } else {
-            None
-        }
-    };
-    let (rest, test) = match &data.test {
-        Some(t) => (all, Some(load_dataset(exp, t, "data.test")?)),
+    let main = read(exp, &data.dataset, "data.dataset")?;
+    let labels = if data.split.stratify { main.labels()? } else { None };
+    let all: Vec<usize> = (0..main.len()).collect();
+    let (rest, test_rows) = match &data.test {
         None if data.split.test > 0.0 => {
-            let (keep, held) = split_indices(all.len(), data.split.test, strat(&all).as_deref(), seed)
+            let (keep, held) = split_indices(main.len(), data.split.test, labels.as_deref(), seed)
                 .map_err(|e| e.at("data.split.test"))?;
-            (all.select(&keep), Some(all.select(&held)))
+            (keep, Some(held))
         }
-        None => (all, None),
+        _ => (all, None),
     };
-    let (train, validation) = match &data.validation {
-        Some(v) => (rest, Some(load_dataset(exp, v, "data.validation")?)),
+    let (train_rows, val_rows) = match &data.validation {
         None if data.split.validation > 0.0 => {
+            let rest_labels: Option<Vec<usize>> = labels.as_ref().map(|l| rest.iter().map(|&r| l[r]).collect());
             let (keep, held) = split_indices(
                 rest.len(),
                 data.split.validation,
-                strat(&rest).as_deref(),
+                rest_labels.as_deref(),
                 seed.wrapping_add(1),
             )
             .map_err(|e| e.at("data.split.validation"))?;
-            (rest.select(&keep), Some(rest.select(&held)))
+            (
+                keep.iter().map(|&i| rest[i]).collect::<Vec<_>>(),
+                Some(held.iter().map(|&i| rest[i]).collect::<Vec<_>>()),
+            )
         }
-        None => (rest, None),
+        _ => (rest, None),
+    };
+    let preprocessor = main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?;
+    let part = |raw: &Raw, rows: &[usize], training: bool, key: &str| -> Result<Dataset> {
+        let ds = raw.transform(&preprocessor, rows, training).map_err(|e| e.at(key))?;
+        ds.validate().map_err(|e| e.at(key))?;
+        Ok(ds)
+    };
+    let train = part(&main, &train_rows, true, "data.dataset")?;
+    let given = |spec: &Option<DatasetSpec>, key: &str| -> Result<Option<Dataset>> {
+        match spec {
+            Some(s) => {
+                let raw = read(exp, s, key)?;
+                let rows: Vec<usize> = (0..raw.len()).collect();
+                Ok(Some(part(&raw, &rows, false, key)?))
+            }
+            None => Ok(None),
+        }
+    };
+    let validation = match val_rows {
+        Some(rows) => Some(part(&main, &rows, false, "data.split.validation")?),
+        None => given(&data.validation, "data.validation")?,
+    };
+    let test = match test_rows {
+        Some(rows) => Some(part(&main, &rows, false, "data.split.test")?),
+        None => given(&data.test, "data.test")?,
     };
     Ok(Splits {
         train,
         validation,
         test,
+        preprocessor,
     })
 }
 
@@ -115,8 +113,9 @@ pub fn check_data_fits(graph: &Graph, ds: &Dataset, what: &str) -> Result<()> {
 }
 
 /// What `predict` needs besides the model: task, class names, input shape.
-pub fn preprocess_json(head: &TaskHead, graph: &Graph) -> Json {
+pub fn preprocess_json(head: &TaskHead, graph: &Graph, preprocessor: &Preprocessor) -> Json {
     json!({
+        "preprocessor": preprocessor,
         "task": head.task,
         "classes": head.classes,
         "loss": head.loss,
@@ -192,6 +191,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         &mut callbacks,
     )?;
     let model = fitted.model.valid();
+    write_timing(&opts.out, &fitted.timings)?;
     let weights = class_weights(
         exp.train.class_weights.as_ref(),
         splits.train.labels(),
@@ -201,12 +201,34 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         Some(t) => evaluate(&model, &head, t, weights.as_deref(), 256, exp.train.top_k)?,
         None => Map::new(),
     };
-    write_run(&opts.out, &model, &head, &fitted.history, &test, exp)?;
+    write_run(
+        &opts.out,
+        &model,
+        &head,
+        &fitted.history,
+        &test,
+        exp,
+        &splits.preprocessor,
+    )?;
     Ok(RunResult {
         history: fitted.history,
         test,
         out: opts.out.clone(),
     })
+}
+
+/// `timing.json`: wall time per epoch and the share spent waiting for data (kept out of `metrics.json`, which must
+/// be identical for identical seeds).
+fn write_timing(dir: &Path, timings: &[super::trainer::EpochTiming]) -> Result<()> {
+    let total: f64 = timings.iter().map(|t| t.seconds).sum();
+    let waited: f64 = timings.iter().map(|t| t.data_wait).sum();
+    let doc = json!({
+        "epochs": timings,
+        "total_seconds": total,
+        "data_wait_fraction": if total > 0.0 { waited / total } else { 0.0 },
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&dir.join("timing.json"), text.as_bytes())
 }
 
 fn write_run(
@@ -216,9 +238,11 @@ fn write_run(
     history: &[Map<String, Json>],
     test: &Map<String, Json>,
     exp: &ExperimentSpec,
+    preprocessor: &Preprocessor,
 ) -> Result<()> {
     save_model(model, dir)?;
-    let pre = serde_json::to_string_pretty(&preprocess_json(head, model)).map_err(|e| Error::new(e.to_string()))?;
+    let pre = serde_json::to_string_pretty(&preprocess_json(head, model, preprocessor))
+        .map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("preprocess.json"), pre.as_bytes())?;
     let mut metrics = Map::new();
     metrics.insert(

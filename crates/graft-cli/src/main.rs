@@ -144,7 +144,12 @@ fn run(cli: Cli) -> Result<()> {
                 load_model(&target, &dev)?
             } else {
                 let exp = ExperimentSpec::from_file(&target)?;
-                Graph::build(&exp.model, &dev).map_err(|e| e.in_file(&target))?
+                let mut spec = exp.model.clone();
+                if spec.needs_input_shape() {
+                    let splits = prepare_data(&exp, 42)?;
+                    spec = spec.with_data_shape(splits.train.inputs.sample_shape());
+                }
+                Graph::build(&spec, &dev).map_err(|e| e.in_file(&target))?
             };
             println!("{}", graph.summary());
         }

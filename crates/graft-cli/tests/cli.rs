@@ -515,3 +515,138 @@ fn a_saved_model_reloads_to_identical_predictions() {
     // Two independent loads of model.toml + model.safetensors give bit-identical outputs.
     assert_eq!(predict("a.npy"), predict("b.npy"));
 }
+
+/// A CSV table with numeric and categorical columns: trained, then `predict` takes a raw CSV with the columns in
+/// another order, no target column, an unknown category and a missing value, and applies the stored preprocessing.
+#[test]
+fn csv_tables_train_and_predict_from_raw_rows() {
+    let dir = workdir("csv");
+    let mut csv = String::from("size,colour,weight,label\n");
+    for i in 0..120 {
+        let colour = ["red", "green", "blue"][i % 3];
+        let label = if (i % 3 == 0) ^ (i % 10 < 3) { "yes" } else { "no" };
+        csv.push_str(&format!("{},{colour},{:.1},{label}\n", 100 + i, (i % 10) as f32 * 1.5));
+    }
+    std::fs::write(dir.join("train.csv"), csv).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { csv = { path = "train.csv", target = "label" } }
+split = { validation = 0.0, test = 0.2 }
+[model]
+layers = [{ dense = { units = 16, activation = "relu" } }, { dense = { units = 2 } }]
+[train]
+epochs = 30
+batch_size = 16
+optimizer = { adam = { lr = 1e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let out = dir.join("run");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("preprocess.json")).unwrap()).unwrap();
+    assert_eq!(
+        pre["inputs"][0]["shape"],
+        serde_json::json!([6]),
+        "2 numeric + 3 colours + 1 unknown slot"
+    );
+    std::fs::write(dir.join("new.csv"), "weight,colour,size\n3.0,purple,150\n,red,101\n").unwrap();
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        dir.join("new.csv").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(["yes", "no"].contains(&lines[0]["class"].as_str().unwrap()));
+    // A predict-time file that lacks a feature column is refused, naming it.
+    std::fs::write(dir.join("bad.csv"), "colour,size\nred,101\n").unwrap();
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        dir.join("bad.csv").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]));
+    assert!(e.contains("weight") && e.contains("bad.csv"), "{e}");
+}
+
+/// Texts in one folder per class: trained with a fitted vocabulary, then `predict` reads one text per line.
+#[test]
+fn text_folders_train_and_predict_from_raw_lines() {
+    let dir = workdir("text");
+    for (class, words) in [("pos", ["great", "lovely", "fine"]), ("neg", ["awful", "bad", "poor"])] {
+        let folder = dir.join("corpus").join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..30 {
+            let text = format!("the film was {} and {} indeed", words[i % 3], words[(i + 1) % 3]);
+            std::fs::write(folder.join(format!("{i}.txt")), text).unwrap();
+        }
+    }
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { text = { path = "corpus", tokenizer = { length = 8 } } }
+split = { validation = 0.0, test = 0.2 }
+[model]
+layers = [
+  { embedding = { input_dim = 50, output_dim = 8, padding_idx = 0 } },
+  { global_avg_pool1d = {} },
+  { dense = { units = 2 } },
+]
+[train]
+epochs = 40
+batch_size = 8
+optimizer = { adam = { lr = 2e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let out = dir.join("run");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(
+        dir.join("new.txt"),
+        "what a lovely and great film\nbad awful poor unseenword\n",
+    )
+    .unwrap();
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        dir.join("new.txt").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let classes: Vec<String> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["class"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(classes, vec!["pos", "neg"]);
+}

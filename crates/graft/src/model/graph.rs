@@ -46,6 +46,13 @@ impl Graph {
         if spec.inputs.is_empty() {
             return Err(Error::new("the model has no inputs").at("model"));
         }
+        if let Some(i) = spec.inputs.iter().find(|i| i.shape.is_empty()) {
+            return Err(Error::new(format!(
+                "the shape of input '{}' comes from the data; it is known once the data is loaded",
+                i.name
+            ))
+            .at("model"));
+        }
         let mut nodes: Vec<GraphNode> = Vec::with_capacity(spec.nodes.len());
         for node in &spec.nodes {
             let at = || format!("layer '{}'", node.name);

@@ -139,7 +139,11 @@ impl ModelSpec {
             }
         }
         if sequential {
-            let shape = parse_shape(table.get("input"), &format!("{location}.input"))?;
+            // Without `input`, the shape is taken from the data when training starts.
+            let shape = match table.get("input") {
+                None => vec![],
+                some => parse_shape(some, &format!("{location}.input"))?,
+            };
             let layers = table
                 .get("layers")
                 .and_then(Value::as_array)
@@ -240,6 +244,21 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
         Value::String(s) => Some(vec![s.clone()]),
         Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),
         _ => None,
+    }
+}
+
+impl ModelSpec {
+    /// Whether some input shape is left to the data (`input` omitted).
+    pub fn needs_input_shape(&self) -> bool {
+        self.inputs.iter().any(|i| i.shape.is_empty())
+    }
+
+    /// Fills the input shapes left to the data with the shape of the data's samples.
+    pub fn with_data_shape(mut self, sample_shape: &[usize]) -> Self {
+        for input in self.inputs.iter_mut().filter(|i| i.shape.is_empty()) {
+            input.shape = sample_shape.to_vec();
+        }
+        self
     }
 }
 

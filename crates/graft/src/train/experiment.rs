@@ -151,7 +151,8 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let splits = prepare_data(exp, opts.seed)?;
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
-    let model = Graph::build(&exp.model, &train_device)?;
+    let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
+    let model = Graph::build(&spec, &train_device)?;
     check_data_fits(&model, &splits.train, "data.dataset")?;
     if let Some(v) = &splits.validation {
         check_data_fits(&model, v, "data.validation")?;

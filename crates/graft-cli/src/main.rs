@@ -4,11 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use graft::data::prepare::Preprocessor;
 use graft::error::{Error, Result};
 use graft::model::Graph;
-use graft::model::io::load_model;
+use graft::model::io::{import_state_dict, load_model, save_model, save_safetensors};
 use graft::spec::ExperimentSpec;
-use graft::train::experiment::{RunOptions, check_data_fits, prepare_data, run_experiment, task_head};
+use graft::spec::ModelSpec;
+use graft::train::experiment::{RunOptions, check_data_fits, prepare_data, preprocess_json, run_experiment, task_head};
+use graft::train::loss::LossSpec;
+use graft::train::task::TaskHead;
 use graft::train::trainer::evaluate;
 
 #[derive(Parser)]
@@ -54,6 +58,30 @@ enum Command {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+    },
+    /// Import a PyTorch state dict (safetensors, PyTorch names and layouts) into a graft run directory.
+    Import {
+        /// The state dict: keys are the graft node names followed by the PyTorch parameter names.
+        #[arg(long)]
+        torch: PathBuf,
+        /// A file with the `[model]` table (a `model.toml` or an experiment file).
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Class names in output order, comma-separated (default: 0, 1, ...).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        /// The loss the model was trained with; it decides how outputs become predictions.
+        #[arg(long, default_value = "sparse_categorical_crossentropy")]
+        loss: String,
+    },
+    /// Export a run directory's weights as a PyTorch state dict (safetensors).
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
@@ -138,6 +166,43 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict { model, input, output } => {
             let n = graft::infer::predict::predict_file(&model, &input, &output, &dev)?;
             eprintln!("wrote {n} predictions to {}", output.display());
+        }
+        Command::Import {
+            torch,
+            spec,
+            out,
+            classes,
+            loss,
+        } => {
+            let text = std::fs::read_to_string(&spec).map_err(|e| Error::io(&spec, e))?;
+            let doc: toml::Table =
+                toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&spec))?;
+            let model = doc
+                .get("model")
+                .ok_or_else(|| Error::new("no [model] table").in_file(&spec))?;
+            let model_spec = ModelSpec::from_toml(model, "model").map_err(|e| e.in_file(&spec))?;
+            let loss: LossSpec = toml::Value::String(loss)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::new(e.message().to_string()).at("--loss"))?;
+            let graph = import_state_dict(&model_spec, &torch, &dev)?;
+            let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
+            let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.at("--classes"))?;
+            let classes = if head.is_classification() && head.classes.is_empty() {
+                (0..head.num_classes()).map(|i| i.to_string()).collect()
+            } else {
+                head.classes.clone()
+            };
+            let head = TaskHead { classes, ..head };
+            save_model(&graph, &out)?;
+            let pre = preprocess_json(&head, &graph, &Preprocessor::None);
+            let text = serde_json::to_string_pretty(&pre).map_err(|e| Error::new(e.to_string()))?;
+            graft::report::write_atomic(&out.join("preprocess.json"), text.as_bytes())?;
+            eprintln!("imported {} into {}", torch.display(), out.display());
+        }
+        Command::Export { model, out } => {
+            let graph = load_model(&model, &dev)?;
+            save_safetensors(&graph, &out)?;
+            eprintln!("wrote {}", out.display());
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

@@ -117,13 +117,16 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
     Ok(out)
 }
 
-/// Replaces every parameter of `module` by the tensor of the same name. Every parameter must be present with
-/// its exact shape; the error names the key, the expected and the found shape.
+/// Replaces every parameter of `module` by the tensor of the same name. Every parameter must be present with its
+/// exact shape and every tensor of the file must be used (PyTorch's `load_state_dict(strict=True)`); otherwise the
+/// error lists the missing keys, the unexpected keys and the keys of the wrong shape, each with its shape.
 pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>, file: &Path) -> Result<M> {
     struct Load<'a> {
         path: Vec<String>,
         tensors: &'a HashMap<String, NamedTensor>,
-        error: Option<Error>,
+        used: Vec<String>,
+        missing: Vec<String>,
+        wrong_shape: Vec<String>,
     }
     impl ModuleMapper for Load<'_> {
         fn enter_module(&mut self, name: &str, _: &str) {
@@ -137,18 +140,17 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
                 None => {
-                    self.error
-                        .get_or_insert(Error::new(format!("missing tensor '{name}' (shape {expected:?})")));
+                    self.missing.push(format!("{name} {expected:?}"));
                     param
                 }
                 Some(t) if t.shape != expected => {
-                    self.error.get_or_insert(Error::new(format!(
-                        "tensor '{name}' has shape {:?}, the model expects {expected:?}",
-                        t.shape
-                    )));
+                    self.used.push(name.clone());
+                    self.wrong_shape
+                        .push(format!("{name} (file {:?}, model {expected:?})", t.shape));
                     param
                 }
                 Some(t) => {
+                    self.used.push(name.clone());
                     let device = param.lazy_device();
                     let tensor = Tensor::<D>::from_data(TensorData::new(t.values.clone(), t.shape.clone()), &device);
                     let id = param.id;
@@ -160,12 +162,43 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
     let mut loader = Load {
         path: vec![],
         tensors,
-        error: None,
+        used: vec![],
+        missing: vec![],
+        wrong_shape: vec![],
     };
     let module = module.map(&mut loader);
-    match loader.error {
-        Some(e) => Err(e.in_file(file)),
-        None => Ok(module),
+    let mut unexpected: Vec<&String> = tensors
+        .keys()
+        // PyTorch's batch-norm step counter has no counterpart: graft's momentum is fixed, as PyTorch's default.
+        .filter(|k| !loader.used.contains(k) && !k.ends_with(".num_batches_tracked"))
+        .collect();
+    unexpected.sort();
+    let mut problems = vec![];
+    if !loader.missing.is_empty() {
+        problems.push(format!(
+            "missing {}: {}",
+            loader.missing.len(),
+            loader.missing.join(", ")
+        ));
+    }
+    if !unexpected.is_empty() {
+        let list: Vec<String> = unexpected
+            .iter()
+            .map(|k| format!("{k} {:?}", tensors[*k].shape))
+            .collect();
+        problems.push(format!("unexpected {}: {}", list.len(), list.join(", ")));
+    }
+    if !loader.wrong_shape.is_empty() {
+        problems.push(format!(
+            "wrong shape {}: {}",
+            loader.wrong_shape.len(),
+            loader.wrong_shape.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(module)
+    } else {
+        Err(Error::new(format!("the weights do not match the model — {}", problems.join("; "))).in_file(file))
     }
 }
 
@@ -197,4 +230,152 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Graph> {
     let weights = dir.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
     load_tensors(graph, &tensors, &weights)
+}
+
+/// Reads a PyTorch `torch.save` state dict (`.pt`, `.pth`, `.bin`; zip or legacy format) with burn's pickle reader.
+pub fn read_pytorch(path: &Path) -> Result<HashMap<String, NamedTensor>> {
+    use pytorch_reader::{DType as dt, PytorchReader};
+    let reader = PytorchReader::new(path)
+        .map_err(|e| Error::new(format!("not a readable PyTorch state dict: {e}")).in_file(path))?;
+    let mut out = HashMap::new();
+    for (name, tensor) in reader.tensors() {
+        let bytes = tensor.read().map_err(|e| Error::io(path, e))?;
+        let values: Vec<f32> = match tensor.dtype() {
+            dt::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            dt::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            dt::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(
+                    Error::new(format!("tensor '{name}' has dtype {other:?}; float32/float64 expected")).in_file(path),
+                );
+            }
+        };
+        out.insert(
+            name.clone(),
+            NamedTensor {
+                name: name.clone(),
+                shape: tensor.shape().to_vec(),
+                values,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A state dict in any supported format, chosen by extension: `.safetensors`, or PyTorch's `.pt`/`.pth`/`.bin`.
+pub fn read_state_dict(path: &Path) -> Result<HashMap<String, NamedTensor>> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("pt" | "pth" | "bin") => read_pytorch(path),
+        _ => read_safetensors(path),
+    }
+}
+
+/// `graft import`: builds the model of `spec` and loads a PyTorch state dict into it by name.
+pub fn import_state_dict(spec: &ModelSpec, file: &Path, device: &Device) -> Result<Graph> {
+    let graph = Graph::build(spec, device)?;
+    let tensors = read_state_dict(file)?;
+    load_tensors(graph, &tensors, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::LayerSpec;
+    use crate::layers::dense::DenseConfig;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("graft-io-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn mlp() -> ModelSpec {
+        ModelSpec::sequential(vec![4])
+            .add_named("fc1", LayerSpec::Dense(DenseConfig::new(3)))
+            .add_named("fc2", LayerSpec::Dense(DenseConfig::new(2)))
+    }
+
+    #[test]
+    fn save_and_load_round_trip_bit_exact() {
+        let device = Device::default();
+        device.seed(5);
+        let graph = Graph::build(&mlp(), &device).unwrap();
+        let file = temp("roundtrip").join("w.safetensors");
+        save_safetensors(&graph, &file).unwrap();
+        let tensors = read_safetensors(&file).unwrap();
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        assert_eq!(names, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
+        assert_eq!(tensors["fc1.weight"].shape, vec![3, 4], "PyTorch's [out, in]");
+        device.seed(6);
+        let other = Graph::build(&mlp(), &device).unwrap();
+        let loaded = load_tensors(other, &tensors, &file).unwrap();
+        assert_eq!(named_tensors(&loaded), named_tensors(&graph));
+    }
+
+    #[test]
+    fn reads_a_torch_save_state_dict() {
+        // tools/reference/io_fixtures.py: values 0.1 * arange, fc2.weight saved as float64.
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io/mlp.pt");
+        let tensors = read_state_dict(&file).unwrap();
+        assert_eq!(tensors["fc1.weight"].shape, vec![3, 4]);
+        assert_eq!(tensors["fc2.weight"].shape, vec![2, 3]);
+        for t in tensors.values() {
+            for (i, v) in t.values.iter().enumerate() {
+                assert!((v - 0.1 * i as f32).abs() < 1e-6, "{} [{i}] = {v}", t.name);
+            }
+        }
+        let graph = import_state_dict(&mlp(), &file, &Device::default()).unwrap();
+        let loaded = named_tensors(&graph);
+        assert_eq!(loaded[0].name, "fc1.weight");
+        assert!((loaded[0].values[5] - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mismatches_are_all_listed() {
+        let device = Device::default();
+        let graph = Graph::build(&mlp(), &device).unwrap();
+        let mut tensors: HashMap<String, NamedTensor> =
+            named_tensors(&graph).into_iter().map(|t| (t.name.clone(), t)).collect();
+        tensors.remove("fc2.bias");
+        tensors.get_mut("fc1.weight").unwrap().shape = vec![4, 3];
+        tensors.insert(
+            "head.weight".into(),
+            NamedTensor {
+                name: "head.weight".into(),
+                shape: vec![1],
+                values: vec![0.0],
+            },
+        );
+        tensors.insert(
+            "bn.num_batches_tracked".into(),
+            NamedTensor {
+                name: "bn.num_batches_tracked".into(),
+                shape: vec![],
+                values: vec![0.0],
+            },
+        );
+        let e = load_tensors(graph, &tensors, Path::new("sd.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sd.safetensors: the weights do not match the model"),
+            "{e}"
+        );
+        assert!(e.contains("missing 1: fc2.bias [2]"), "{e}");
+        assert!(e.contains("unexpected 1: head.weight [1]"), "{e}");
+        assert!(
+            e.contains("wrong shape 1: fc1.weight (file [4, 3], model [3, 4])"),
+            "{e}"
+        );
+    }
 }

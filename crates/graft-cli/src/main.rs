@@ -83,6 +83,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sentence embeddings from a pretrained encoder: one text per line in, a float32 [n_texts, dim] `.npy` out.
+    Embed {
+        /// A Hugging Face-format encoder directory (config.json, model.safetensors, tokenizer.json; the
+        /// sentence-transformers pooling files when present).
+        #[arg(long)]
+        model: PathBuf,
+        /// A text file, one text per line.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Texts per forward pass (texts of similar length are batched together).
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -152,10 +167,10 @@ fn run(cli: Cli) -> Result<()> {
             let exp = ExperimentSpec::from_file(&experiment)?;
             let graph = load_model(&model, &dev)?;
             let splits = prepare_data(&exp, seed)?;
-            let test = splits
+            let mut test = splits
                 .test
                 .ok_or_else(|| Error::new("the experiment has no test split").in_file(&experiment))?;
-            check_data_fits(&graph, &test, "data.test")?;
+            check_data_fits(&graph, &mut test, "data.test")?;
             let head = task_head(&exp, &graph, &splits.train)?;
             let metrics = evaluate(&graph, &head, &test, None, 256, exp.train.top_k)?;
             println!(
@@ -203,6 +218,15 @@ fn run(cli: Cli) -> Result<()> {
             let graph = load_model(&model, &dev)?;
             save_safetensors(&graph, &out)?;
             eprintln!("wrote {}", out.display());
+        }
+        Command::Embed {
+            model,
+            input,
+            output,
+            batch_size,
+        } => {
+            let (n, dim) = graft::transfer::embed_file(&model, &input, &output, batch_size, &dev)?;
+            eprintln!("wrote {n} embeddings of dimension {dim} to {}", output.display());
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

@@ -650,3 +650,226 @@ loss = "sparse_categorical_crossentropy"
         .collect();
     assert_eq!(classes, vec!["pos", "neg"]);
 }
+
+/// Models trained in PyTorch (`python tools/reference/parity.py` writes `crates/graft/tests/fixtures/e2e/`): a CNN
+/// on 1×8×8 images and an embedding → bidirectional LSTM → linear classifier over padded token ids. `graft import`
+/// builds a run directory from the torch state dict and the spec, `graft predict` reproduces torch's softmax
+/// probabilities to 1e-5, and `graft export` writes back exactly the imported state dict (same keys, shapes and
+/// values, so `load_state_dict(strict=True)` accepts it).
+#[test]
+fn pytorch_models_import_predict_and_export_round_trip() {
+    let digits = "zero,one,two,three,four,five,six,seven,eight,nine";
+    for (name, classes) in [("cnn", digits), ("bilstm", "neg,pos")] {
+        let fixture = PathBuf::from(repo(&format!("crates/graft/tests/fixtures/e2e/{name}")));
+        let dir = workdir(&format!("import-{name}"));
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let state = fixture.join("state_dict.safetensors");
+        let model = dir.join("model");
+        let o = graft(&[
+            "import",
+            "--torch",
+            &path(&state),
+            "--spec",
+            &path(&fixture.join("model.toml")),
+            "--out",
+            &path(&model),
+            "--classes",
+            classes,
+        ]);
+        assert!(o.status.success(), "{name}: import: {}", stderr(&o));
+
+        let p = dir.join("p.npy");
+        let o = graft(&[
+            "predict",
+            "--model",
+            &path(&model),
+            "--input",
+            &path(&fixture.join("inputs.npy")),
+            "--output",
+            &path(&p),
+        ]);
+        assert!(o.status.success(), "{name}: predict: {}", stderr(&o));
+        let got = graft::data::read_npy_f32(&p).unwrap();
+        let want = graft::data::read_npy_f32(fixture.join("expected.npy")).unwrap();
+        assert_eq!(got.shape, want.shape, "{name}: prediction shape");
+        let worst = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{name}: graft's probabilities differ from torch's by up to {worst:e}"
+        );
+
+        let exported = dir.join("exported.safetensors");
+        let o = graft(&["export", "--model", &path(&model), "--out", &path(&exported)]);
+        assert!(o.status.success(), "{name}: export: {}", stderr(&o));
+        let original = graft::model::io::read_safetensors(&state).unwrap();
+        let round_trip = graft::model::io::read_safetensors(&exported).unwrap();
+        let mut keys: Vec<&String> = original.keys().collect();
+        keys.sort();
+        let mut exported_keys: Vec<&String> = round_trip.keys().collect();
+        exported_keys.sort();
+        assert_eq!(exported_keys, keys, "{name}: exported keys");
+        for key in keys {
+            let (a, b) = (&original[key], &round_trip[key]);
+            assert_eq!(a.shape, b.shape, "{name}: {key} shape");
+            assert!(a.values == b.values, "{name}: {key} values changed in the round trip");
+        }
+    }
+}
+
+/// A graph model with two inputs trains on two named .npy files, matched to the model's inputs by name.
+#[test]
+fn several_inputs_are_matched_by_name() {
+    let dir = workdir("multi-input");
+    let n = 160;
+    let a: Vec<f32> = (0..n * 3).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+    let b: Vec<f32> = (0..n * 2).map(|i| if (i / 2) % 2 == 0 { -1.0 } else { 1.0 }).collect();
+    let y: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    write_npy_f32(dir.join("a.npy"), &Array::new(vec![n, 3], a).unwrap()).unwrap();
+    write_npy_f32(dir.join("b.npy"), &Array::new(vec![n, 2], b).unwrap()).unwrap();
+    write_npy_f32(dir.join("y.npy"), &Array::new(vec![n], y).unwrap()).unwrap();
+    let text = r#"
+[data]
+dataset = { npy = { x = { b = "b.npy", a = "a.npy" }, y = "y.npy", classes = ["even", "odd"] } }
+split = { validation = 0.0, test = 0.25 }
+[model]
+inputs = { a = [3], b = [2] }
+outputs = ["out"]
+[[model.nodes]]
+name = "joined"
+from = ["a", "b"]
+concatenate = {}
+[[model.nodes]]
+name = "out"
+from = ["joined"]
+dense = { units = 2 }
+[train]
+epochs = 15
+batch_size = 16
+optimizer = { adam = { lr = 5e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#;
+    let exp = write(&dir, "e.toml", text);
+    let out = dir.join("run");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    // The label is carried by input b alone: only a correct name match learns it.
+    assert!(m["test"]["accuracy"].as_f64().unwrap() > 0.95, "{}", m["test"]);
+    let missing = write(
+        &dir,
+        "f.toml",
+        &text.replace(
+            "x = { b = \"b.npy\", a = \"a.npy\" }",
+            "x = { b = \"b.npy\", c = \"a.npy\" }",
+        ),
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &missing,
+        "--out",
+        dir.join("r2").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("model input 'a' has no data") && e.contains("b, c"), "{e}");
+}
+
+/// `graft embed` on the tiny random BERT of `tools/reference/tiny_bert.py` (a Hugging Face / sentence-transformers
+/// directory with its own WordPiece tokenizer.json): the rows equal transformers' mean-pooled, normalized vectors.
+#[test]
+fn embed_writes_sentence_embeddings_from_a_hugging_face_directory() {
+    let dir = workdir("embed");
+    let model = repo("crates/graft/tests/fixtures/tiny-bert");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("crates/graft/tests/fixtures/tiny_bert_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    // Row i is line i: the second text twice, around a blank line, with Windows line ends.
+    let input = write(
+        &dir,
+        "texts.txt",
+        &format!("{}\r\n{}\r\n\r\n{}\r\n", texts[0], texts[1], texts[1]),
+    );
+    let output = dir.join("emb.npy");
+    let o = graft(&[
+        "embed",
+        "--model",
+        &model,
+        "--input",
+        &input,
+        "--output",
+        output.to_str().unwrap(),
+        "--batch-size",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wrote 4 embeddings of dimension 32"),
+        "{}",
+        stderr(&o)
+    );
+    let emb = graft::data::read_npy_f32(&output).unwrap();
+    assert_eq!(emb.shape, vec![4, 32]);
+    let want = reference["sentence_embedding"].as_array().unwrap();
+    for (row, w) in [(0, 0), (1, 1), (3, 1)] {
+        for (k, x) in want[w].as_array().unwrap().iter().enumerate() {
+            let d = (emb.row(row)[k] as f64 - x.as_f64().unwrap()).abs();
+            assert!(d <= 1e-5, "row {row}, column {k}: off by {d}");
+        }
+    }
+    let blank: f32 = emb.row(2).iter().map(|x| x * x).sum();
+    assert!((blank - 1.0).abs() < 1e-4, "a blank line is embedded too ([CLS] [SEP])");
+
+    // A graft run directory needs a layer to stop at, which is a later feature.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("model.toml"), "[model]\n").unwrap();
+    let e = expect_error(graft(&[
+        "embed",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        &input,
+        "--output",
+        output.to_str().unwrap(),
+    ]));
+    assert!(e.contains("a graft model directory") && e.contains("--layer"), "{e}");
+
+    // A Hugging Face directory without its tokenizer: the file is named.
+    let partial = dir.join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(&model).join(f), partial.join(f)).unwrap();
+    }
+    let e = expect_error(graft(&[
+        "embed",
+        "--model",
+        partial.to_str().unwrap(),
+        "--input",
+        &input,
+        "--output",
+        output.to_str().unwrap(),
+    ]));
+    assert!(e.contains("partial/tokenizer.json: missing"), "{e}");
+    let e = expect_error(graft(&[
+        "embed",
+        "--model",
+        &model,
+        "--input",
+        dir.join("nothing.txt").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]));
+    assert!(e.contains("nothing.txt"), "{e}");
+}

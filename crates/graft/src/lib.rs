@@ -8,8 +8,11 @@ pub mod error;
 pub mod infer;
 pub mod layers;
 pub mod model;
+#[cfg(test)]
+mod parity;
 pub mod report;
 pub mod spec;
 pub mod train;
+pub mod transfer;
 
 pub use error::{Error, Result};

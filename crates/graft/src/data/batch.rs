@@ -81,6 +81,8 @@ pub struct Batch {
     pub values: Option<Array>,
     /// Per-sample loss weights, when the dataset has them.
     pub weights: Option<Vec<f32>>,
+    /// The batch's rows of the dataset's further inputs.
+    pub extra_inputs: Vec<Array>,
 }
 
 impl Batch {
@@ -114,6 +116,7 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
             .weights
             .as_ref()
             .map(|w| indices.iter().map(|&i| w[i]).collect()),
+        extra_inputs: dataset.extra_inputs.iter().map(|a| a.select(indices)).collect(),
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Dataset {
     pub targets: Option<Targets>,
     /// Per-sample loss weights (`sample_weight` in Keras), when given.
     pub weights: Option<Vec<f32>>,
+    /// Further inputs for models with several inputs (`inputs` is the first).
+    pub extra_inputs: Vec<Array>,
+    /// Names of all inputs in order (empty: unnamed, matched to the model's inputs by position).
+    pub input_names: Vec<String>,
 }
 
 impl Dataset {
@@ -80,6 +84,8 @@ impl Dataset {
             inputs,
             targets,
             weights: None,
+            extra_inputs: vec![],
+            input_names: vec![],
         };
         dataset.validate()?;
         Ok(dataset)
@@ -104,6 +110,8 @@ impl Dataset {
             inputs: self.inputs.select(indices),
             targets: self.targets.as_ref().map(|t| t.select(indices)),
             weights: self.weights.as_ref().map(|w| indices.iter().map(|&i| w[i]).collect()),
+            extra_inputs: self.extra_inputs.iter().map(|a| a.select(indices)).collect(),
+            input_names: self.input_names.clone(),
         }
     }
 
@@ -140,6 +148,21 @@ impl Dataset {
     /// and targets have the same number of samples, and every label names an existing class.
     pub fn validate(&self) -> Result<()> {
         self.inputs.check().map_err(|e| e.at("inputs"))?;
+        for (i, extra) in self.extra_inputs.iter().enumerate() {
+            extra.check().map_err(|e| e.at(format!("input {}", i + 2)))?;
+            if extra.len() != self.inputs.len() {
+                let name = self
+                    .input_names
+                    .get(i + 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("input {}", i + 2));
+                return Err(Error::new(format!(
+                    "input '{name}' has {} samples but the first input has {}",
+                    extra.len(),
+                    self.inputs.len()
+                )));
+            }
+        }
         if let Some(w) = &self.weights {
             if w.len() != self.inputs.len() {
                 return Err(

@@ -230,6 +230,8 @@ impl DataSource for NpySource {
             inputs,
             targets,
             weights,
+            extra_inputs: vec![],
+            input_names: vec![],
         };
         dataset.validate().map_err(|e| {
             let file = match (&e.location, &self.sample_weight) {

@@ -151,7 +151,8 @@ pub enum SourceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NpyFiles {
-    pub x: PathBuf,
+    /// The inputs: one file, or one file per model input (`x = { image = "img.npy", meta = "meta.npy" }`).
+    pub x: XFiles,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<PathBuf>,
     /// Class names in label order.
@@ -160,6 +161,31 @@ pub struct NpyFiles {
     /// Per-sample loss weights `[n]` (Keras' `sample_weight`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_weight: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum XFiles {
+    One(PathBuf),
+    /// Input name → file, in the order written.
+    Named(toml::map::Map<String, toml::Value>),
+}
+
+impl XFiles {
+    /// (name, path) pairs; the single-file form is unnamed.
+    fn files(&self) -> Result<Vec<(Option<String>, PathBuf)>> {
+        match self {
+            XFiles::One(p) => Ok(vec![(None, p.clone())]),
+            XFiles::Named(map) if map.is_empty() => Err(Error::new("`x` names no input files").at("x")),
+            XFiles::Named(map) => map
+                .iter()
+                .map(|(name, v)| match v.as_str() {
+                    Some(p) => Ok((Some(name.clone()), PathBuf::from(p))),
+                    None => Err(Error::new("expected the path of a .npy file").at(format!("x.{name}"))),
+                })
+                .collect(),
+        }
+    }
 }
 
 pub const BUILTIN_DATASETS: [&str; 1] = ["digits"];
@@ -176,7 +202,8 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
             )));
         }
         SourceSpec::Npy { npy } => {
-            let mut src = NpySource::new(resolve(&npy.x));
+            let files = npy.x.files()?;
+            let mut src = NpySource::new(resolve(&files[0].1));
             if let Some(y) = &npy.y {
                 src = src.with_targets(resolve(y));
             }
@@ -186,7 +213,15 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
             if let Some(w) = &npy.sample_weight {
                 src = src.with_sample_weight(resolve(w));
             }
-            Raw::Ready(src.load()?, Preprocessor::None)
+            let mut ds = src.load()?;
+            for (_, path) in &files[1..] {
+                ds.extra_inputs.push(super::read_npy_f32(resolve(path))?);
+            }
+            if files[0].0.is_some() {
+                ds.input_names = files.iter().filter_map(|(n, _)| n.clone()).collect();
+            }
+            ds.validate().map_err(|e| e.in_file(resolve(&files[0].1)))?;
+            Raw::Ready(ds, Preprocessor::None)
         }
         SourceSpec::Idx { idx } => {
             let src = IdxSource {

@@ -47,6 +47,13 @@ impl Predictor {
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
     pub fn predict(&self, inputs: &Array) -> Result<Array> {
+        if self.graph.spec.inputs.len() > 1 {
+            return Err(Error::new(format!(
+                "this model has {} inputs; predict reads one input file, so feed models with several inputs through \
+                 `graft eval` or the Rust API",
+                self.graph.spec.inputs.len()
+            )));
+        }
         let expected = &self.graph.spec.inputs[0].shape;
         if inputs.sample_shape() != expected.as_slice() {
             return Err(Error::new(format!(

@@ -132,15 +132,27 @@ impl MultiHeadAttention {
         let v = heads(project(value, 2), tk);
         let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
         let device = scores.device();
-        if let Some(mask) = key_mask {
-            // A large finite negative keeps fully padded rows finite (they then attend uniformly).
-            scores = scores.mask_fill(mask.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1), -1e9);
+        // Keys a query may not attend to: padded keys `[B, 1, 1, Tk]`, future steps `[1, 1, Tq, Tk]`.
+        let masks: Vec<Tensor<4, Bool>> = key_mask
+            .map(|m| m.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1))
+            .into_iter()
+            .chain(self.causal.then(|| {
+                Tensor::<2, Bool>::tril_mask([tq, tk], 0, &device)
+                    .unsqueeze_dim::<3>(0)
+                    .unsqueeze_dim::<4>(0)
+            }))
+            .collect();
+        // A large finite negative keeps the softmax finite; masked keys then get exactly zero weight, and a query
+        // whose every key is masked gets zero weights (not a uniform average), as in PyTorch: its output is the
+        // output projection's bias.
+        for m in &masks {
+            scores = scores.mask_fill(m.clone(), -1e9);
         }
-        if self.causal {
-            let future = Tensor::<2, Bool>::tril_mask([tq, tk], 0, &device);
-            scores = scores.mask_fill(future.unsqueeze_dim::<3>(0).unsqueeze_dim::<4>(0), -1e9);
+        let mut weights = softmax(scores, 3);
+        for m in masks {
+            weights = weights.mask_fill(m, 0.0);
         }
-        let weights = dropout(softmax(scores, 3), self.dropout, training);
+        let weights = dropout(weights, self.dropout, training);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, e]);
         linear(context, &self.out_proj.weight, self.out_proj.bias.as_ref())
     }

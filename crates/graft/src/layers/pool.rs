@@ -222,10 +222,15 @@ impl GlobalPool {
                 let count = keep.clone().sum_dim(1).clamp_min(1.0);
                 (x * keep).sum_dim(1).div(count).squeeze_dim(1)
             }
-            (Some(mask), true) => x
-                .mask_fill(mask.unsqueeze_dim::<3>(2), f32::MIN)
-                .max_dim(1)
-                .squeeze_dim(1),
+            (Some(mask), true) => {
+                // A sequence with no real step pools to zeros (as the masked average does), not to f32::MIN.
+                let empty = mask.clone().bool_not().int().sum_dim(1).equal_elem(0);
+                let pooled: Tensor<2> = x
+                    .mask_fill(mask.unsqueeze_dim::<3>(2), f32::MIN)
+                    .max_dim(1)
+                    .squeeze_dim(1);
+                pooled.mask_fill(empty, 0.0)
+            }
         }
     }
 
@@ -234,5 +239,22 @@ impl GlobalPool {
         let flat: Tensor<3> = x.flatten(2, 3);
         let pooled = if self.max { flat.max_dim(2) } else { flat.mean_dim(2) };
         pooled.squeeze_dim(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_global_pools_of_an_all_padding_sequence_are_zero() {
+        let device = Device::default();
+        let x = Tensor::<3>::from_floats([[[1.0, -2.0], [3.0, 4.0]], [[5.0, 6.0], [-7.0, 8.0]]], &device);
+        // Sample 0: both steps padded; sample 1: the second step padded.
+        let mask = Tensor::<2, Bool>::from_data([[true, true], [false, true]], &device);
+        for (max, expected) in [(true, [0.0, 0.0, 5.0, 6.0]), (false, [0.0, 0.0, 5.0, 6.0])] {
+            let got = GlobalPool { max, two_d: false }.forward1d(x.clone(), Some(mask.clone()));
+            assert_eq!(got.into_data().try_to_vec::<f32>().unwrap(), expected, "max = {max}");
+        }
     }
 }

@@ -97,17 +97,53 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
     })
 }
 
-/// Checks that the data fits the model before training starts.
-pub fn check_data_fits(graph: &Graph, ds: &Dataset, what: &str) -> Result<()> {
-    let expected = &graph.spec.inputs[0].shape;
-    if ds.inputs.sample_shape() != expected.as_slice() {
+/// Puts the data's inputs in the model's input order (by name when the data names them) and checks every
+/// shape, before training starts.
+pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()> {
+    let model_inputs = &graph.spec.inputs;
+    let count = 1 + ds.extra_inputs.len();
+    if !ds.input_names.is_empty() {
+        let mut arrays: Vec<Option<crate::data::Array>> = std::iter::once(ds.inputs.clone())
+            .chain(ds.extra_inputs.drain(..))
+            .map(Some)
+            .collect();
+        let mut ordered = vec![];
+        for input in model_inputs {
+            let Some(k) = ds.input_names.iter().position(|n| n == &input.name) else {
+                return Err(Error::new(format!(
+                    "the model input '{}' has no data; the data has inputs {}",
+                    input.name,
+                    ds.input_names.join(", ")
+                ))
+                .at(what));
+            };
+            ordered.push(
+                arrays[k]
+                    .take()
+                    .ok_or_else(|| Error::new("an input is named twice").at(what))?,
+            );
+        }
+        ds.inputs = ordered.remove(0);
+        ds.extra_inputs = ordered;
+        ds.input_names = model_inputs.iter().map(|i| i.name.clone()).collect();
+    } else if count != model_inputs.len() {
         return Err(Error::new(format!(
-            "samples have shape {:?} but the model input '{}' expects {:?}",
-            ds.inputs.sample_shape(),
-            graph.spec.inputs[0].name,
-            expected
+            "the data has {count} input(s) but the model has {}",
+            model_inputs.len()
         ))
         .at(what));
+    }
+    let arrays = std::iter::once(&ds.inputs).chain(&ds.extra_inputs);
+    for (array, input) in arrays.zip(model_inputs) {
+        if array.sample_shape() != input.shape.as_slice() {
+            return Err(Error::new(format!(
+                "samples have shape {:?} but the model input '{}' expects {:?}",
+                array.sample_shape(),
+                input.name,
+                input.shape
+            ))
+            .at(what));
+        }
     }
     Ok(())
 }
@@ -153,11 +189,12 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     train_device.seed(opts.seed);
     let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
     let model = Graph::build(&spec, &train_device)?;
-    check_data_fits(&model, &splits.train, "data.dataset")?;
-    if let Some(v) = &splits.validation {
+    let mut splits = splits;
+    check_data_fits(&model, &mut splits.train, "data.dataset")?;
+    if let Some(v) = &mut splits.validation {
         check_data_fits(&model, v, "data.validation")?;
     }
-    if let Some(t) = &splits.test {
+    if let Some(t) = &mut splits.test {
         check_data_fits(&model, t, "data.test")?;
     }
     let head = task_head(exp, &model, &splits.train)?;

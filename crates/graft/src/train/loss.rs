@@ -167,8 +167,29 @@ impl LossSpec {
         }
     }
 
-    /// Mean loss of a batch. `logits [N, K]`; `weights [N]` per row (sample weights × class weights), or `None`.
-    pub fn compute(&self, logits: Tensor<2>, target: Target, weights: Option<Tensor<1>>) -> Result<Tensor<1>> {
+    /// Whether class weights act inside this loss (PyTorch's `CrossEntropyLoss(weight=...)`, hard labels) rather
+    /// than as per-row weights.
+    pub fn takes_class_weights(&self) -> bool {
+        matches!(
+            self,
+            LossSpec::SparseCategoricalCrossentropy { .. } | LossSpec::CategoricalCrossentropy { .. }
+        )
+    }
+
+    /// Mean loss of a batch. `logits [N, K]`; `weights [N]` per row (sample weights, and class weights for losses
+    /// that do not [take them](LossSpec::takes_class_weights)), or `None`; `class_weights [K]` for cross-entropy
+    /// against class labels, applied as PyTorch does: loss_i = (1-ε)·w_{y_i}·(−log p_{i,y_i}) + ε/K·Σ_c w_c·(−log
+    /// p_{i,c}), mean = Σ s_i·loss_i / Σ s_i·w_{y_i}.
+    pub fn compute(
+        &self,
+        logits: Tensor<2>,
+        target: Target,
+        weights: Option<Tensor<1>>,
+        class_weights: Option<&[f32]>,
+    ) -> Result<Tensor<1>> {
+        if let (Some(cw), Target::Classes(labels), true) = (class_weights, &target, self.takes_class_weights()) {
+            return self.class_weighted_cross_entropy(logits, labels.clone(), weights, cw);
+        }
         let [_, k] = logits.dims();
         let device = logits.device();
         let per_row: Tensor<1> = match (self, target) {
@@ -256,6 +277,46 @@ impl LossSpec {
     }
 }
 
+impl LossSpec {
+    fn class_weighted_cross_entropy(
+        &self,
+        logits: Tensor<2>,
+        labels: Tensor<1, Int>,
+        sample_weights: Option<Tensor<1>>,
+        class_weights: &[f32],
+    ) -> Result<Tensor<1>> {
+        let [n, k] = logits.dims();
+        if class_weights.len() != k {
+            return Err(Error::new(format!(
+                "{} class weights for {k} outputs",
+                class_weights.len()
+            )));
+        }
+        let device = logits.device();
+        let smoothing = match self {
+            LossSpec::SparseCategoricalCrossentropy { label_smoothing }
+            | LossSpec::CategoricalCrossentropy { label_smoothing } => *label_smoothing,
+            _ => 0.0,
+        };
+        let w = Tensor::<1>::from_floats(class_weights, &device);
+        let w_y = w.clone().gather(0, labels.clone());
+        let logp = log_softmax(logits, 1);
+        let nll = logp
+            .clone()
+            .gather(1, labels.unsqueeze_dim::<2>(1))
+            .squeeze_dim::<1>(1)
+            .neg();
+        let mut per_row = nll * w_y.clone();
+        if smoothing > 0.0 {
+            let smooth = (logp * w.unsqueeze_dim::<2>(0)).sum_dim(1).squeeze_dim::<1>(1).neg();
+            per_row = per_row.mul_scalar(1.0 - smoothing) + smooth.mul_scalar(smoothing / k as f64);
+        }
+        let s = sample_weights.unwrap_or_else(|| Tensor::<1>::ones([n], &device));
+        let total = (w_y * s.clone()).sum().clamp_min(1e-12);
+        Ok((per_row * s).sum() / total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,9 +334,16 @@ mod tests {
     fn sparse_cross_entropy_matches_pytorch() {
         let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
         let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
-        assert!((value(l.compute(logits(), Target::Classes(labels.clone()), None).unwrap()) - 0.642_700).abs() < 1e-5);
+        assert!(
+            (value(
+                l.compute(logits(), Target::Classes(labels.clone()), None, None)
+                    .unwrap()
+            ) - 0.642_700)
+                .abs()
+                < 1e-5
+        );
         let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.1 };
-        assert!((value(l.compute(logits(), Target::Classes(labels), None).unwrap()) - 0.719_367).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Classes(labels), None, None).unwrap()) - 0.719_367).abs() < 1e-5);
     }
 
     #[test]
@@ -283,7 +351,7 @@ mod tests {
         let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
         let w = Tensor::<1>::from_floats([0.5, 2.0], &Device::default());
         let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
-        assert!((value(l.compute(logits(), Target::Classes(labels), Some(w)).unwrap()) - 0.805_397).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Classes(labels), Some(w), None).unwrap()) - 0.805_397).abs() < 1e-5);
     }
 
     #[test]
@@ -295,7 +363,7 @@ mod tests {
             (LossSpec::Huber { delta: 1.0 }, 0.345_833),
         ];
         for (l, expected) in cases {
-            let got = value(l.compute(logits(), Target::Values(t.clone()), None).unwrap());
+            let got = value(l.compute(logits(), Target::Values(t.clone()), None, None).unwrap());
             assert!((got - expected).abs() < 1e-5, "{l:?}: {got} vs {expected}");
         }
     }
@@ -304,24 +372,26 @@ mod tests {
     fn binary_cross_entropy_with_pos_weight_matches_pytorch() {
         let t = Tensor::<2>::from_floats([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], &Device::default());
         let l = LossSpec::BinaryCrossentropy { pos_weight: None };
-        assert!((value(l.compute(logits(), Target::Values(t.clone()), None).unwrap()) - 0.579_384).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Values(t.clone()), None, None).unwrap()) - 0.579_384).abs() < 1e-5);
         let l = LossSpec::BinaryCrossentropy {
             pos_weight: Some(vec![3.0]),
         };
-        assert!((value(l.compute(logits(), Target::Values(t), None).unwrap()) - 0.806_478).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Values(t), None, None).unwrap()) - 0.806_478).abs() < 1e-5);
     }
 
     #[test]
     fn categorical_cross_entropy_with_soft_labels_matches_pytorch() {
         let soft = Tensor::<2>::from_floats([[0.1, 0.2, 0.7], [0.5, 0.5, 0.0]], &Device::default());
         let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 };
-        assert!((value(l.compute(logits(), Target::Values(soft.clone()), None).unwrap()) - 0.892_700).abs() < 1e-5);
+        assert!(
+            (value(l.compute(logits(), Target::Values(soft.clone()), None, None).unwrap()) - 0.892_700).abs() < 1e-5
+        );
         let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.2 };
-        assert!((value(l.compute(logits(), Target::Values(soft), None).unwrap()) - 0.996_034).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Values(soft), None, None).unwrap()) - 0.996_034).abs() < 1e-5);
         // Hard labels through the categorical loss equal the sparse loss.
         let labels = Tensor::<1, Int>::from_ints([2, 1], &Device::default());
         let l = LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 };
-        assert!((value(l.compute(logits(), Target::Classes(labels), None).unwrap()) - 0.642_700).abs() < 1e-5);
+        assert!((value(l.compute(logits(), Target::Classes(labels), None, None).unwrap()) - 0.642_700).abs() < 1e-5);
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl TaskHead {
         })
     }
 
+    /// Whether class weights go into the loss itself (cross-entropy on labels) instead of onto the rows.
+    pub fn loss_takes_class_weights(&self) -> bool {
+        self.task == Task::Multiclass && self.loss.takes_class_weights()
+    }
+
     pub fn is_classification(&self) -> bool {
         matches!(self.task, Task::Multiclass | Task::Binary)
     }

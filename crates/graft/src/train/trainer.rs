@@ -19,6 +19,14 @@ use crate::model::Graph;
 use crate::model::value::Data;
 use crate::spec::experiment::{ClassWeights, TrainSpec};
 
+/// Every input of a batch as model input tensors, in the model's input order.
+pub fn batch_inputs(batch: &crate::data::Batch, device: &Device) -> Result<Vec<Data>> {
+    std::iter::once(&batch.inputs)
+        .chain(&batch.extra_inputs)
+        .map(|a| input_data(a, device))
+        .collect()
+}
+
 /// A batch of inputs as the model's input tensor.
 pub fn input_data(inputs: &Array, device: &Device) -> Result<Data> {
     let n = inputs.len();
@@ -32,10 +40,12 @@ pub fn input_data(inputs: &Array, device: &Device) -> Result<Data> {
 /// A batch's model output as rows for the loss and the metrics. Sequence outputs `[N, T, K]` (from
 /// `time_distributed` or `return_sequences`) become N·T rows with per-step targets; padded steps get weight 0 in
 /// the loss and are left out of the metrics, so padding changes neither.
-struct Rows {
+struct Rows<'a> {
     logits: Tensor<2>,
     target: super::loss::Target,
     weights: Option<Tensor<1>>,
+    /// Class weights for losses that apply them inside (cross-entropy); otherwise they are in `weights`.
+    class_weights: Option<&'a [f32]>,
     metrics: MetricRows,
 }
 
@@ -65,14 +75,19 @@ impl MetricRows {
     }
 }
 
-impl Rows {
+impl<'a> Rows<'a> {
     fn new(
         head: &TaskHead,
         out: crate::model::value::Value,
         batch: &crate::data::Batch,
-        class_weights: Option<&[f32]>,
+        class_weights: Option<&'a [f32]>,
         device: &Device,
-    ) -> Result<Rows> {
+    ) -> Result<Rows<'a>> {
+        let (class_weights, loss_class_weights) = if head.loss_takes_class_weights() {
+            (None, class_weights)
+        } else {
+            (class_weights, None)
+        };
         let t3 = match out.data {
             Data::D2(t) => {
                 let target = head.target(batch, device)?;
@@ -81,6 +96,7 @@ impl Rows {
                     logits: t,
                     target,
                     weights,
+                    class_weights: loss_class_weights,
                     metrics: MetricRows::Batch(batch.clone()),
                 });
             }
@@ -91,6 +107,7 @@ impl Rows {
                     logits: t.flatten(1, 3),
                     target,
                     weights,
+                    class_weights: loss_class_weights,
                     metrics: MetricRows::Batch(batch.clone()),
                 });
             }
@@ -138,6 +155,7 @@ impl Rows {
                     .then(|| Array::new(vec![rows.len(), per_step], data))
                     .transpose()?,
                 weights: None,
+                extra_inputs: vec![],
             })
         };
         let all: Vec<usize> = (0..n * steps).collect();
@@ -171,6 +189,7 @@ impl Rows {
             logits: t3.reshape([n * steps, k]),
             target,
             weights: Some(Tensor::<1>::from_floats(w.as_slice(), device)),
+            class_weights: loss_class_weights,
             metrics: MetricRows::Steps {
                 batch: step_batch(&keep)?,
                 keep,
@@ -299,10 +318,11 @@ pub fn evaluate(
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = gather(data, chunk);
-        let x = input_data(&batch.inputs, &device)?;
-        let out = model.forward(vec![x], false, true)?.remove(0);
+        let out = model.forward(batch_inputs(&batch, &device)?, false, true)?.remove(0);
         let rows = Rows::new(head, out, &batch, weights, &device)?;
-        let loss = head.loss.compute(rows.logits.clone(), rows.target, rows.weights)?;
+        let loss = head
+            .loss
+            .compute(rows.logits.clone(), rows.target, rows.weights, rows.class_weights)?;
         loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
         count += chunk.len();
         let probs = head
@@ -401,11 +421,12 @@ pub fn fit(
                 let wait = Instant::now();
                 let Ok(batch) = receiver.recv() else { break };
                 waited += wait.elapsed();
-                let x = input_data(&batch.inputs, &device)?;
-                let out = model.forward(vec![x], true, true)?.remove(0);
+                let out = model.forward(batch_inputs(&batch, &device)?, true, true)?.remove(0);
                 let rows = Rows::new(head, out, &batch, weights.as_deref(), &device)?;
                 let logits = rows.logits.clone();
-                let mut loss = head.loss.compute(rows.logits, rows.target, rows.weights)?;
+                let mut loss = head
+                    .loss
+                    .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
                 let data_loss = loss.clone().into_scalar::<f32>() as f64;
                 if !data_loss.is_finite() {
                     return Err(Error::new(format!(

@@ -1,0 +1,1369 @@
+//! BERT-family encoders loaded from a Hugging Face-format directory, on burn modules.
+//!
+//! - `config.json`: [`BertConfig`] (`model_type` "bert", absolute positions; `hidden_act` `gelu` (erf),
+//!   `gelu_new`/`gelu_pytorch_tanh`/`gelu_fast` (tanh), `relu` or `silu`).
+//! - `model.safetensors` (or `pytorch_model.bin`) under the checkpoint's own names: `embeddings.word_embeddings.weight`,
+//!   `encoder.layer.0.attention.self.query.weight`, ... Linear weights stay PyTorch's `[out, in]`. The load is strict:
+//!   every parameter must be there with the shape the config implies, and every tensor of the file must be used,
+//!   except the pooler (`pooler.*`) and the position-id buffer (`embeddings.position_ids`), which BERT checkpoints often
+//!   carry and a sentence encoder never uses. Otherwise the error lists the missing, unexpected and wrong-shape keys.
+//! - `tokenizer.json`, read with the Hugging Face `tokenizers` crate. Its own padding and truncation settings are
+//!   switched off (MiniLM's pads everything to 128): batches are padded here, to their longest text, and texts are
+//!   truncated to the maximum sequence length below.
+//! - sentence-transformers files, when present: `modules.json` (Transformer → Pooling → optional Normalize; the
+//!   Transformer may live in a sub-folder), `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`) and the
+//!   Pooling folder's `config.json` (cls, max, mean, mean-sqrt-len; several modes are concatenated in that order, as
+//!   sentence-transformers does). Without `modules.json` the encoder mean-pools and does not normalize, and the
+//!   maximum sequence length is `max_position_embeddings`.
+//!
+//! In graft's module tree, `self` (a Rust keyword) is `self_attn` and `LayerNorm` is `layer_norm`; the loader maps
+//! the names, and every message names the checkpoint's keys.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::module::embedding;
+use burn::tensor::{Int, TensorData};
+use serde::Deserialize;
+use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
+
+use crate::data::Array;
+use crate::error::{Error, Result};
+use crate::layers::activation::Activation;
+use crate::layers::dense::{Dense, linear};
+use crate::layers::init::Initializer;
+use crate::layers::norm::LayerNorm;
+use crate::model::io::{NamedTensor, read_state_dict};
+
+// --- configuration ----------------------------------------------------------------------------------------------
+
+/// The fields of a Hugging Face `config.json` that a BERT encoder needs (others are ignored).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_types")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_positions() -> usize {
+    512
+}
+fn default_types() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// The feed-forward activation, from `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HiddenAct {
+    /// `gelu`: the exact erf form.
+    #[default]
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+}
+
+impl HiddenAct {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(HiddenAct::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(HiddenAct::GeluTanh),
+            "relu" => Some(HiddenAct::Relu),
+            "silu" | "swish" => Some(HiddenAct::Silu),
+            _ => None,
+        }
+    }
+
+    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            HiddenAct::Gelu => gelu(x),
+            HiddenAct::GeluTanh => gelu_approximate(x),
+            HiddenAct::Relu => relu(x),
+            HiddenAct::Silu => silu(x),
+        }
+    }
+}
+
+impl BertConfig {
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: BertConfig =
+            serde_json::from_str(&text).map_err(|e| Error::new(format!("not a BERT config: {e}")).in_file(path))?;
+        config.check().map_err(|e| e.in_file(path))?;
+        Ok(config)
+    }
+
+    /// Sizes at least 1, heads dividing the width, a known activation, BERT's absolute positions.
+    pub fn check(&self) -> Result<()> {
+        if let Some(kind) = &self.model_type
+            && kind != "bert"
+        {
+            return Err(Error::new(format!(
+                "model_type \"{kind}\" is not supported; graft loads BERT encoders (model_type \"bert\")"
+            ))
+            .at("model_type"));
+        }
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return Err(Error::new("must be at least 1").at(name));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::new(format!(
+                "{} heads do not divide hidden_size {}",
+                self.num_attention_heads, self.hidden_size
+            ))
+            .at("num_attention_heads"));
+        }
+        if HiddenAct::parse(&self.hidden_act).is_none() {
+            return Err(Error::new(format!(
+                "unsupported activation \"{}\"; expected gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu or silu",
+                self.hidden_act
+            ))
+            .at("hidden_act"));
+        }
+        if let Some(kind) = &self.position_embedding_type
+            && kind != "absolute"
+        {
+            return Err(Error::new(format!(
+                "\"{kind}\" is not supported; graft's BERT has absolute position embeddings"
+            ))
+            .at("position_embedding_type"));
+        }
+        if !(self.layer_norm_eps > 0.0) {
+            return Err(Error::new("must be positive").at("layer_norm_eps"));
+        }
+        Ok(())
+    }
+
+    /// The encoder with every parameter allocated lazily (zeros until loaded).
+    pub fn init(&self, device: &Device) -> BertModel {
+        let h = self.hidden_size;
+        let dense = |out: usize, inp: usize| Dense {
+            weight: Initializer::Zeros.init([out, inp], device),
+            bias: Some(Initializer::Zeros.init([out], device)),
+            activation: Activation::Linear,
+        };
+        let norm = || LayerNorm {
+            weight: Initializer::Ones.init([h], device),
+            bias: Initializer::Zeros.init([h], device),
+            epsilon: self.layer_norm_eps,
+        };
+        let table = |rows: usize| Table {
+            weight: Initializer::Zeros.init([rows, h], device),
+        };
+        let act = HiddenAct::parse(&self.hidden_act).unwrap_or_default();
+        BertModel {
+            embeddings: BertEmbeddings {
+                word_embeddings: table(self.vocab_size),
+                position_embeddings: table(self.max_position_embeddings),
+                token_type_embeddings: table(self.type_vocab_size),
+                layer_norm: norm(),
+            },
+            encoder: BertEncoder {
+                layer: (0..self.num_hidden_layers)
+                    .map(|_| BertLayer {
+                        attention: BertAttention {
+                            self_attn: BertSelfAttention {
+                                query: dense(h, h),
+                                key: dense(h, h),
+                                value: dense(h, h),
+                                num_heads: self.num_attention_heads,
+                            },
+                            output: BertSelfOutput {
+                                dense: dense(h, h),
+                                layer_norm: norm(),
+                            },
+                        },
+                        intermediate: BertIntermediate {
+                            dense: dense(self.intermediate_size, h),
+                            act,
+                        },
+                        output: BertOutput {
+                            dense: dense(h, self.intermediate_size),
+                            layer_norm: norm(),
+                        },
+                    })
+                    .collect(),
+            },
+            config: self.clone(),
+        }
+    }
+}
+
+// --- modules ----------------------------------------------------------------------------------------------------
+
+/// A lookup table `weight [rows, hidden]` (`torch.nn.Embedding` without a padding index).
+#[derive(Module, Debug)]
+pub struct Table {
+    pub weight: Param<Tensor<2>>,
+}
+
+/// Word + position + token-type embeddings, then LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Table,
+    pub position_embeddings: Table,
+    pub token_type_embeddings: Table,
+    /// HF: `LayerNorm`.
+    pub layer_norm: LayerNorm,
+}
+
+/// Multi-head self-attention with separate query, key and value projections.
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    pub num_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    pub dense: Dense,
+    /// HF: `LayerNorm`.
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// HF: `self`.
+    pub self_attn: BertSelfAttention,
+    pub output: BertSelfOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Dense,
+    #[module(skip)]
+    pub act: HiddenAct,
+}
+
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    pub dense: Dense,
+    /// HF: `LayerNorm`.
+    pub layer_norm: LayerNorm,
+}
+
+/// One post-norm encoder block: `x = LN(x + attn(x))`, `x = LN(x + W2·act(W1·x))`.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+/// `transformers.BertModel` without its pooler.
+#[derive(Module, Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    #[module(skip)]
+    pub config: BertConfig,
+}
+
+/// The token ids of one text (or text pair) and their segment (token type) ids, as the tokenizer gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl BertSelfAttention {
+    /// `[B, T, H]` and the additive key mask `[B, 1, 1, T]` → `[B, T, H]`.
+    fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
+        let [b, t, e] = x.dims();
+        let h = self.num_heads;
+        let dh = e / h;
+        let split = |d: &Dense| {
+            linear(x.clone(), &d.weight, d.bias.as_ref())
+                .reshape([b, t, h, dh])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(&self.query), split(&self.key), split(&self.value));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + key_bias;
+        softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, e])
+    }
+}
+
+impl BertLayer {
+    fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
+        let a = self.attention.self_attn.forward(x.clone(), key_bias);
+        let out = &self.attention.output;
+        let x = out
+            .layer_norm
+            .forward(linear(a, &out.dense.weight, out.dense.bias.as_ref()) + x);
+        let inter = &self.intermediate;
+        let hidden = inter
+            .act
+            .apply(linear(x.clone(), &inter.dense.weight, inter.dense.bias.as_ref()));
+        let out = &self.output;
+        out.layer_norm
+            .forward(linear(hidden, &out.dense.weight, out.dense.bias.as_ref()) + x)
+    }
+}
+
+impl BertModel {
+    /// Builds the encoder of `dir/config.json` and loads `dir/model.safetensors` (or `dir/pytorch_model.bin`) into
+    /// it, strictly (see the module documentation).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = require(dir, "config.json")?;
+        let config = BertConfig::from_file(&config_path)?;
+        let weights = weights_file(dir)?;
+        let tensors = read_state_dict(&weights)?;
+        load_weights(config.init(device), &tensors, &weights, &config_path)
+    }
+
+    /// The width of the hidden states.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The last hidden state `[B, T, H]` for token ids `[B, T]`, token type ids `[B, T]` and an attention mask
+    /// `[B, T]` (1 for tokens, 0 for padding: padded keys are left out of every softmax). Ids must be in range and
+    /// `T` at most `max_position_embeddings` — [`BertModel::encode`] checks this.
+    pub fn forward(&self, ids: Tensor<2, Int>, type_ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let e = &self.embeddings;
+        let words = embedding(e.word_embeddings.weight.val(), ids);
+        let positions = e.position_embeddings.weight.val().narrow(0, 0, t).unsqueeze_dim::<3>(0);
+        let types = embedding(e.token_type_embeddings.weight.val(), type_ids);
+        let mut x = e.layer_norm.forward(words + positions + types);
+        // 0 for tokens and -1e9 for padding, added to the attention scores: exp() of a padded key's score is 0.
+        let key_bias: Tensor<4> = mask.sub_scalar(1.0).mul_scalar(1e9).reshape([b, 1, 1, t]);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, key_bias.clone());
+        }
+        x
+    }
+
+    /// Pads `batch` to its longest member and runs the encoder: the last hidden state `[B, T, H]` and the attention
+    /// mask `[B, T]` (1 = token, 0 = padding).
+    pub fn encode(&self, batch: &[Tokens], device: &Device) -> Result<(Tensor<3>, Tensor<2>)> {
+        let c = &self.config;
+        let t = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        if batch.is_empty() || t == 0 {
+            return Err(Error::new(
+                "nothing to encode: an empty batch or an empty token sequence",
+            ));
+        }
+        if t > c.max_position_embeddings {
+            return Err(Error::new(format!(
+                "a sequence of {t} tokens exceeds the model's max_position_embeddings = {}",
+                c.max_position_embeddings
+            )));
+        }
+        let b = batch.len();
+        let mut ids = vec![0i64; b * t];
+        let mut types = vec![0i64; b * t];
+        let mut mask = vec![0f32; b * t];
+        for (i, s) in batch.iter().enumerate() {
+            if s.type_ids.len() != s.ids.len() {
+                return Err(Error::new(format!(
+                    "sequence {i}: {} token ids but {} token type ids",
+                    s.ids.len(),
+                    s.type_ids.len()
+                )));
+            }
+            for (j, (&id, &ty)) in s.ids.iter().zip(&s.type_ids).enumerate() {
+                if id as usize >= c.vocab_size {
+                    return Err(Error::new(format!(
+                        "token id {id} is outside the model's vocabulary of {} (does tokenizer.json belong to \
+                         this model?)",
+                        c.vocab_size
+                    )));
+                }
+                if ty as usize >= c.type_vocab_size {
+                    return Err(Error::new(format!(
+                        "token type id {ty} is outside the model's type_vocab_size = {}",
+                        c.type_vocab_size
+                    )));
+                }
+                ids[i * t + j] = id as i64;
+                types[i * t + j] = ty as i64;
+                mask[i * t + j] = 1.0;
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device);
+        let types = Tensor::<2, Int>::from_data(TensorData::new(types, [b, t]), device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device);
+        Ok((self.forward(ids, types, mask.clone()), mask))
+    }
+}
+
+// --- weights ----------------------------------------------------------------------------------------------------
+
+/// `dir/name`, or an error naming it when it is missing.
+fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::new(
+            "missing: a Hugging Face-format encoder directory holds config.json, model.safetensors and tokenizer.json",
+        )
+        .in_file(path))
+    }
+}
+
+/// `model.safetensors`, else PyTorch's `pytorch_model.bin`.
+fn weights_file(dir: &Path) -> Result<PathBuf> {
+    let bin = dir.join("pytorch_model.bin");
+    match require(dir, "model.safetensors") {
+        Err(_) if bin.is_file() => Ok(bin),
+        other => other,
+    }
+}
+
+/// The checkpoint key of a parameter path in graft's module tree.
+fn hf_key(path: &[String]) -> String {
+    path.iter()
+        .map(|p| match p.as_str() {
+            "self_attn" => "self",
+            "layer_norm" => "LayerNorm",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Keys a BERT checkpoint may carry that the encoder does not use.
+fn ignored_key(key: &str) -> bool {
+    key == "embeddings.position_ids" || key.starts_with("pooler.")
+}
+
+/// `items`, comma-separated, the first 12 and a count of the rest.
+fn listed(items: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(", ... and {} more", items.len() - SHOWN));
+    }
+    text
+}
+
+/// Loads `tensors` (checkpoint names) into `model`, strictly: the error lists missing, unexpected and wrong-shape keys.
+pub fn load_weights(
+    model: BertModel,
+    tensors: &HashMap<String, NamedTensor>,
+    file: &Path,
+    config_file: &Path,
+) -> Result<BertModel> {
+    struct Load<'a> {
+        path: Vec<String>,
+        tensors: &'a HashMap<String, NamedTensor>,
+        used: HashSet<String>,
+        missing: Vec<String>,
+        wrong_shape: Vec<String>,
+    }
+    impl ModuleMapper for Load<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let key = hf_key(&self.path);
+            let expected = param.lazy_shape().dims::<D>().to_vec();
+            match self.tensors.get(&key) {
+                None => {
+                    self.missing.push(format!("{key} {expected:?}"));
+                    param
+                }
+                Some(t) if t.shape != expected => {
+                    self.used.insert(key.clone());
+                    self.wrong_shape
+                        .push(format!("{key} (file {:?}, config {expected:?})", t.shape));
+                    param
+                }
+                Some(t) => {
+                    self.used.insert(key);
+                    let device = param.lazy_device();
+                    let tensor = Tensor::<D>::from_data(TensorData::new(t.values.clone(), t.shape.clone()), &device);
+                    let id = param.id;
+                    param.transform_for_load(tensor, id)
+                }
+            }
+        }
+    }
+    let mut loader = Load {
+        path: vec![],
+        tensors,
+        used: HashSet::new(),
+        missing: vec![],
+        wrong_shape: vec![],
+    };
+    let model = model.map(&mut loader);
+    let mut unexpected: Vec<String> = tensors
+        .iter()
+        .filter(|(k, _)| !loader.used.contains(*k) && !ignored_key(k))
+        .map(|(k, t)| format!("{k} {:?}", t.shape))
+        .collect();
+    unexpected.sort();
+    let mut problems = vec![];
+    if !loader.missing.is_empty() {
+        problems.push(format!("missing {}: {}", loader.missing.len(), listed(&loader.missing)));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!("unexpected {}: {}", unexpected.len(), listed(&unexpected)));
+    }
+    if !loader.wrong_shape.is_empty() {
+        problems.push(format!(
+            "wrong shape {}: {}",
+            loader.wrong_shape.len(),
+            listed(&loader.wrong_shape)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(model)
+    } else {
+        Err(Error::new(format!(
+            "the weights do not match {} (hidden_size {}, {} layers, intermediate_size {}, vocab_size {}) — {}",
+            config_file.display(),
+            model.config.hidden_size,
+            model.config.num_hidden_layers,
+            model.config.intermediate_size,
+            model.config.vocab_size,
+            problems.join("; ")
+        ))
+        .in_file(file))
+    }
+}
+
+// --- pooling ----------------------------------------------------------------------------------------------------
+
+/// How token vectors become one sentence vector (sentence-transformers' Pooling modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolingMode {
+    /// The first token's vector (`[CLS]`).
+    Cls,
+    /// The element-wise maximum over the tokens (padding excluded).
+    Max,
+    /// The mean over the tokens (padding excluded).
+    Mean,
+    /// The sum over the tokens divided by the square root of their count.
+    MeanSqrtLen,
+}
+
+/// One or more pooling modes, concatenated in the order cls, max, mean, mean-sqrt-len; optionally L2-normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pooling {
+    pub modes: Vec<PoolingMode>,
+    pub normalize: bool,
+}
+
+impl Pooling {
+    pub fn new(modes: Vec<PoolingMode>, normalize: bool) -> Self {
+        Pooling { modes, normalize }
+    }
+
+    /// Hidden states `[B, T, H]` and mask `[B, T]` (1 = token) → `[B, modes·H]`.
+    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+        let [b, _, h] = hidden.dims();
+        let m: Tensor<3> = mask.unsqueeze_dim(2);
+        let parts: Vec<Tensor<2>> = self
+            .modes
+            .iter()
+            .map(|mode| match mode {
+                PoolingMode::Cls => hidden.clone().narrow(1, 0, 1).reshape([b, h]),
+                // Padded positions become -1e9 (sentence-transformers' value) and never win.
+                PoolingMode::Max => (hidden.clone() + m.clone().sub_scalar(1.0).mul_scalar(1e9))
+                    .max_dim(1)
+                    .reshape([b, h]),
+                PoolingMode::Mean => {
+                    let sum = (hidden.clone() * m.clone()).sum_dim(1).reshape([b, h]);
+                    sum / m.clone().sum_dim(1).clamp_min(1e-9).reshape([b, 1])
+                }
+                PoolingMode::MeanSqrtLen => {
+                    let sum = (hidden.clone() * m.clone()).sum_dim(1).reshape([b, h]);
+                    sum / m.clone().sum_dim(1).sqrt().reshape([b, 1])
+                }
+            })
+            .collect();
+        let pooled = Tensor::cat(parts, 1);
+        if self.normalize {
+            // torch.nn.functional.normalize: x / max(‖x‖₂, 1e-12).
+            let norm = pooled.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+            pooled / norm
+        } else {
+            pooled
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingFile {
+    #[serde(default)]
+    word_embedding_dimension: Option<usize>,
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct SentenceBertConfig {
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(path))
+}
+
+/// The sentence-transformers pipeline of a directory.
+struct Pipeline {
+    /// The Transformer module's folder: config.json, the weights, tokenizer.json, sentence_bert_config.json.
+    transformer: PathBuf,
+    pooling: Pooling,
+    /// The Pooling config's `word_embedding_dimension` and its file, to check against the encoder.
+    width: Option<(usize, PathBuf)>,
+}
+
+/// Reads `dir/modules.json`; without it, `dir` itself with mean pooling and no normalization.
+fn read_pipeline(dir: &Path) -> Result<Pipeline> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(Pipeline {
+            transformer: dir.to_path_buf(),
+            pooling: Pooling::new(vec![PoolingMode::Mean], false),
+            width: None,
+        });
+    }
+    let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+    let mut transformer = None;
+    let mut pooling = None;
+    let mut normalize = false;
+    let mut width = None;
+    for (i, m) in modules.iter().enumerate() {
+        let at = || format!("[{i}]");
+        let kind = m.kind.rsplit('.').next().unwrap_or("");
+        let folder = dir.join(&m.path);
+        match kind {
+            "Transformer" | "BERT" if transformer.is_none() && pooling.is_none() => transformer = Some(folder),
+            "Pooling" if transformer.is_some() && pooling.is_none() => {
+                let path = folder.join("config.json");
+                let file: PoolingFile = read_json(&path)?;
+                if file.pooling_mode_weightedmean_tokens || file.pooling_mode_lasttoken {
+                    return Err(Error::new(
+                        "weighted-mean and last-token pooling are not supported (cls, max, mean, mean_sqrt_len are)",
+                    )
+                    .in_file(&path));
+                }
+                width = file.word_embedding_dimension.map(|d| (d, path.clone()));
+                let modes: Vec<PoolingMode> = [
+                    (file.pooling_mode_cls_token, PoolingMode::Cls),
+                    (file.pooling_mode_max_tokens, PoolingMode::Max),
+                    (file.pooling_mode_mean_tokens, PoolingMode::Mean),
+                    (file.pooling_mode_mean_sqrt_len_tokens, PoolingMode::MeanSqrtLen),
+                ]
+                .into_iter()
+                .filter_map(|(on, mode)| on.then_some(mode))
+                .collect();
+                if modes.is_empty() {
+                    return Err(Error::new("no pooling mode is switched on").in_file(&path));
+                }
+                pooling = Some(modes);
+            }
+            "Normalize" if pooling.is_some() && !normalize => normalize = true,
+            _ => {
+                return Err(Error::new(format!(
+                    "module \"{}\" is not supported here; graft runs Transformer → Pooling → (Normalize)",
+                    m.kind
+                ))
+                .at(at())
+                .in_file(&modules_path));
+            }
+        }
+    }
+    match (transformer, pooling) {
+        (Some(transformer), Some(modes)) => Ok(Pipeline {
+            transformer,
+            pooling: Pooling::new(modes, normalize),
+            width,
+        }),
+        _ => Err(Error::new("expected a Transformer module followed by a Pooling module").in_file(&modules_path)),
+    }
+}
+
+// --- sentence encoder -------------------------------------------------------------------------------------------
+
+/// A BERT encoder with its tokenizer and sentence-transformers pooling: texts in, one vector per text out.
+pub struct SentenceEncoder {
+    pub model: BertModel,
+    pub tokenizer: Tokenizer,
+    pub pooling: Pooling,
+    /// Texts are cut to this many tokens, special tokens included.
+    pub max_seq_length: usize,
+    /// Lower-case texts before tokenizing (`do_lower_case` of `sentence_bert_config.json`).
+    pub lowercase: bool,
+    pub device: Device,
+}
+
+impl SentenceEncoder {
+    /// Loads the encoder, tokenizer and pooling of a Hugging Face / sentence-transformers directory.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::new("no such directory").in_file(dir));
+        }
+        let Pipeline {
+            transformer: transformer_dir,
+            pooling,
+            width,
+        } = read_pipeline(dir)?;
+        let config_path = require(&transformer_dir, "config.json")?;
+        let weights = weights_file(&transformer_dir)?;
+        let tokenizer_path = require(&transformer_dir, "tokenizer.json")?;
+        let config = BertConfig::from_file(&config_path)?;
+        if let Some((d, path)) = width
+            && d != config.hidden_size
+        {
+            return Err(Error::new(format!(
+                "word_embedding_dimension {d} differs from hidden_size {} in {}",
+                config.hidden_size,
+                config_path.display()
+            ))
+            .in_file(path));
+        }
+
+        let st_path = transformer_dir.join("sentence_bert_config.json");
+        let st: SentenceBertConfig = if st_path.is_file() {
+            read_json(&st_path)?
+        } else {
+            SentenceBertConfig::default()
+        };
+        let max_seq_length = st
+            .max_seq_length
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| Error::new(format!("not a readable tokenizer.json: {e}")).in_file(&tokenizer_path))?;
+        let added = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        if max_seq_length <= added {
+            return Err(Error::new(format!(
+                "max_seq_length {max_seq_length} leaves no room for text next to the {added} special tokens"
+            ))
+            .in_file(&st_path));
+        }
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| Error::new(e.to_string()).in_file(&tokenizer_path))?;
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(Error::new(format!(
+                "the tokenizer has {vocab} tokens but {} has vocab_size {}",
+                config_path.display(),
+                config.vocab_size
+            ))
+            .in_file(&tokenizer_path));
+        }
+
+        let tensors = read_state_dict(&weights)?;
+        let model = load_weights(config.init(device), &tensors, &weights, &config_path)?;
+        Ok(SentenceEncoder {
+            model,
+            tokenizer,
+            pooling,
+            max_seq_length,
+            lowercase: st.do_lower_case,
+            device: device.clone(),
+        })
+    }
+
+    /// The width of a sentence vector.
+    pub fn dim(&self) -> usize {
+        self.pooling.modes.len() * self.model.dim()
+    }
+
+    /// Token ids as sentence-transformers makes them: the text stripped of surrounding white space (and lower-cased
+    /// with `do_lower_case`), `[CLS] … [SEP]`, at most `max_seq_length` tokens, no padding.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
+        let prepared: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let t = t.as_ref().trim();
+                if self.lowercase {
+                    t.to_lowercase()
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(prepared, true)
+            .map_err(|e| Error::new(format!("cannot tokenize: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Tokens {
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+            })
+            .collect())
+    }
+
+    /// Sentence vectors `[n_texts, dim]`, in the order of `texts`. Texts are batched by token count (at most
+    /// `batch_size` a batch) so that little padding is computed; the result does not depend on the batching.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], batch_size: usize) -> Result<Array> {
+        if batch_size == 0 {
+            return Err(Error::new("the batch size must be at least 1"));
+        }
+        let dim = self.dim();
+        let tokens = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        order.sort_by_key(|&i| tokens[i].ids.len());
+        let mut out = vec![0f32; tokens.len() * dim];
+        for chunk in order.chunks(batch_size) {
+            let batch: Vec<Tokens> = chunk.iter().map(|&i| tokens[i].clone()).collect();
+            let (hidden, mask) = self.model.encode(&batch, &self.device)?;
+            let pooled = self
+                .pooling
+                .forward(hidden, mask)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::new(format!("cannot read the embeddings back: {e:?}")))?;
+            for (row, &i) in chunk.iter().enumerate() {
+                out[i * dim..(i + 1) * dim].copy_from_slice(&pooled[row * dim..(row + 1) * dim]);
+            }
+        }
+        Array::new(vec![tokens.len(), dim], out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    /// tools/reference/tiny_bert.py: a random 2-layer BERT (hidden 32, 4 heads, vocabulary 100) saved by transformers.
+    fn tiny() -> PathBuf {
+        fixtures().join("tiny-bert")
+    }
+
+    fn reference() -> Value {
+        let text = std::fs::read_to_string(fixtures().join("tiny_bert_reference.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn rows(v: &Value) -> Vec<Vec<f64>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .collect()
+    }
+
+    fn tensor_rows(t: Tensor<2>) -> Vec<Vec<f64>> {
+        let [_, w] = t.dims();
+        let v = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        v.chunks(w).map(|r| r.iter().map(|&x| x as f64).collect()).collect()
+    }
+
+    fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .flat_map(|(x, y)| {
+                assert_eq!(x.len(), y.len());
+                x.iter().zip(y).map(|(p, q)| (p - q).abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// A scratch copy of a fixture directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("graft-bert-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&tiny(), &dir);
+        Scratch(dir)
+    }
+
+    fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+        let path = dir.join("config.json");
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(config.as_object_mut().unwrap());
+        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    }
+
+    fn single_texts(r: &Value) -> Vec<String> {
+        r["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The reference's padded id rows, cut at their attention masks.
+    fn reference_tokens(r: &Value) -> Vec<Tokens> {
+        let ids = rows(&r["input_ids"]);
+        let types = rows(&r["token_type_ids"]);
+        let mask = rows(&r["attention_mask"]);
+        (0..ids.len())
+            .map(|i| {
+                let n = mask[i].iter().filter(|&&m| m == 1.0).count();
+                Tokens {
+                    ids: ids[i][..n].iter().map(|&x| x as u32).collect(),
+                    type_ids: types[i][..n].iter().map(|&x| x as u32).collect(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tiny_bert_last_hidden_state_matches_transformers_at_real_tokens() {
+        let device = Device::default();
+        let r = reference();
+        let model = BertModel::load(&tiny(), &device).unwrap();
+        let tokens = reference_tokens(&r);
+        // One batch padded to the longest (a pair with token types 0 and 1, and two shorter single texts).
+        let (hidden, mask) = model.encode(&tokens, &device).unwrap();
+        let [b, t, h] = hidden.dims();
+        assert_eq!([b, h], [3, 32]);
+        let got = hidden.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let mask = mask.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let want = r["last_hidden_state"].as_array().unwrap();
+        let mut worst = 0f64;
+        let mut compared = 0;
+        for i in 0..b {
+            for j in 0..t {
+                if mask[i * t + j] == 0.0 {
+                    continue;
+                }
+                let row = want[i][j].as_array().unwrap();
+                for k in 0..h {
+                    worst = worst.max((got[(i * t + j) * h + k] as f64 - row[k].as_f64().unwrap()).abs());
+                }
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, tokens.iter().map(|s| s.ids.len()).sum::<usize>());
+        println!("tiny BERT: max |graft - transformers| over {compared} real tokens = {worst:.3e}");
+        assert!(worst <= 1e-5, "max abs error {worst}");
+
+        // Each sequence alone (no padding at all) gives the same states.
+        for (i, s) in tokens.iter().enumerate() {
+            let (alone, _) = model.encode(std::slice::from_ref(s), &device).unwrap();
+            let n = s.ids.len();
+            let alone = alone.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            for j in 0..n {
+                for k in 0..h {
+                    let want = want[i][j][k].as_f64().unwrap();
+                    assert!((alone[j * h + k] as f64 - want).abs() <= 1e-5, "sequence {i} token {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tokenizer_matches_and_its_fixed_padding_is_switched_off() {
+        let r = reference();
+        let encoder = SentenceEncoder::load(&tiny(), &Device::default()).unwrap();
+        assert_eq!(encoder.max_seq_length, 24, "from sentence_bert_config.json");
+        assert!(encoder.tokenizer.get_padding().is_none());
+        let tokens = encoder.tokenize(&single_texts(&r)).unwrap();
+        let want = reference_tokens(&r);
+        assert_eq!(tokens, want[..2].to_vec());
+        // tokenizer.json pads to 16: the first text has 6 tokens, not 16.
+        assert_eq!(tokens[0].ids.len(), 6);
+        // Surrounding white space is stripped, as sentence-transformers does.
+        assert_eq!(encoder.tokenize(&["  The cat sits outside\t"]).unwrap()[0], want[0]);
+    }
+
+    #[test]
+    fn long_texts_are_cut_to_max_seq_length() {
+        let encoder = SentenceEncoder::load(&tiny(), &Device::default()).unwrap();
+        let long = "the cat sits outside ".repeat(40);
+        let tokens = encoder.tokenize(&[long.as_str()]).unwrap();
+        assert_eq!(tokens[0].ids.len(), 24);
+        assert_eq!((tokens[0].ids[0], tokens[0].ids[23]), (2, 3), "[CLS] first, [SEP] last");
+        let e = encoder.embed(&[long.as_str(), "a dog"], 8).unwrap();
+        assert_eq!(e.shape, vec![2, 32]);
+    }
+
+    #[test]
+    fn pooling_modes_match_sentence_transformers() {
+        let device = Device::default();
+        let r = reference();
+        let model = BertModel::load(&tiny(), &device).unwrap();
+        let tokens = reference_tokens(&r);
+        let (hidden, mask) = model.encode(&tokens[..2], &device).unwrap();
+        let mut worst = 0f64;
+        for (mode, key) in [
+            (PoolingMode::Mean, "mean"),
+            (PoolingMode::Cls, "cls"),
+            (PoolingMode::Max, "max"),
+        ] {
+            let pooled = Pooling::new(vec![mode], false).forward(hidden.clone(), mask.clone());
+            let d = max_diff(&tensor_rows(pooled), &rows(&r["pooled"][key]));
+            assert!(d <= 1e-5, "{key}: {d}");
+            worst = worst.max(d);
+        }
+        println!("tiny BERT pooling: max error {worst:.3e}");
+        // Several modes are concatenated, cls first; mean-sqrt-len is the mean times sqrt(count).
+        let both = tensor_rows(
+            Pooling::new(vec![PoolingMode::Cls, PoolingMode::Mean], false).forward(hidden.clone(), mask.clone()),
+        );
+        let cls = rows(&r["pooled"]["cls"]);
+        let mean = rows(&r["pooled"]["mean"]);
+        let joined: Vec<Vec<f64>> = cls
+            .iter()
+            .zip(&mean)
+            .map(|(c, m)| [c.clone(), m.clone()].concat())
+            .collect();
+        assert!(max_diff(&both, &joined) <= 1e-5);
+        let sqrt = tensor_rows(Pooling::new(vec![PoolingMode::MeanSqrtLen], false).forward(hidden, mask));
+        let scaled: Vec<Vec<f64>> = mean
+            .iter()
+            .zip(&tokens)
+            .map(|(m, t)| m.iter().map(|x| x * (t.ids.len() as f64).sqrt()).collect())
+            .collect();
+        assert!(max_diff(&sqrt, &scaled) <= 1e-4);
+    }
+
+    #[test]
+    fn sentence_embeddings_match_and_do_not_depend_on_batching() {
+        let r = reference();
+        let encoder = SentenceEncoder::load(&tiny(), &Device::default()).unwrap();
+        assert_eq!(encoder.pooling, Pooling::new(vec![PoolingMode::Mean], true));
+        assert_eq!(encoder.dim(), 32);
+        let texts = single_texts(&r);
+        let want = rows(&r["sentence_embedding"]);
+        for batch_size in [1, 2, 32] {
+            let e = encoder.embed(&texts, batch_size).unwrap();
+            assert_eq!(e.shape, vec![2, 32]);
+            let got: Vec<Vec<f64>> = e
+                .data
+                .chunks(32)
+                .map(|c| c.iter().map(|&x| x as f64).collect())
+                .collect();
+            let d = max_diff(&got, &want);
+            assert!(d <= 1e-5, "batch size {batch_size}: {d}");
+        }
+        // Batched by length, returned in input order.
+        let mixed = vec![texts[1].clone(), "dog".into(), texts[0].clone(), texts[1].clone()];
+        let e = encoder.embed(&mixed, 2).unwrap();
+        let row = |i: usize| {
+            e.data[i * 32..(i + 1) * 32]
+                .iter()
+                .map(|&x| x as f64)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            max_diff(
+                &[row(0), row(2), row(3)],
+                &[want[1].clone(), want[0].clone(), want[1].clone()]
+            ) <= 1e-5
+        );
+        assert_eq!(encoder.embed(&Vec::<String>::new(), 4).unwrap().shape, vec![0, 32]);
+        assert!(encoder.embed(&texts, 0).is_err());
+    }
+
+    #[test]
+    fn without_modules_json_it_mean_pools_without_normalizing() {
+        let r = reference();
+        let dir = scratch("plain");
+        for f in ["modules.json", "sentence_bert_config.json"] {
+            std::fs::remove_file(dir.0.join(f)).unwrap();
+        }
+        let encoder = SentenceEncoder::load(&dir.0, &Device::default()).unwrap();
+        assert_eq!(encoder.pooling, Pooling::new(vec![PoolingMode::Mean], false));
+        assert_eq!(encoder.max_seq_length, 64, "max_position_embeddings");
+        let e = encoder.embed(&single_texts(&r), 4).unwrap();
+        let got: Vec<Vec<f64>> = e
+            .data
+            .chunks(32)
+            .map(|c| c.iter().map(|&x| x as f64).collect())
+            .collect();
+        assert!(max_diff(&got, &rows(&r["pooled"]["mean"])) <= 1e-5);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+            let dir = scratch(&format!("missing-{name}"));
+            std::fs::remove_file(dir.0.join(name)).unwrap();
+            let e = SentenceEncoder::load(&dir.0, &Device::default()).err().unwrap();
+            assert_eq!(e.file.as_deref(), Some(dir.0.join(name).as_path()), "{e}");
+            assert!(e.to_string().contains("missing"), "{e}");
+        }
+        let dir = scratch("missing-pooling");
+        std::fs::remove_file(dir.0.join("1_Pooling/config.json")).unwrap();
+        let e = SentenceEncoder::load(&dir.0, &Device::default()).err().unwrap();
+        assert_eq!(
+            e.file.as_deref(),
+            Some(dir.0.join("1_Pooling/config.json").as_path()),
+            "{e}"
+        );
+        let e = SentenceEncoder::load(&dir.0.join("nowhere"), &Device::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no such directory"), "{e}");
+    }
+
+    #[test]
+    fn weights_that_do_not_match_the_config_are_listed() {
+        let dir = scratch("wrong-width");
+        edit_config(&dir.0, |c| {
+            c.insert("hidden_size".into(), 48.into());
+        });
+        let e = SentenceEncoder::load(&dir.0, &Device::default()).err().unwrap();
+        assert_eq!(
+            e.file.as_deref(),
+            Some(dir.0.join("1_Pooling/config.json").as_path()),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("word_embedding_dimension 32 differs from hidden_size 48"),
+            "{e}"
+        );
+        let e = BertModel::load(&dir.0, &Device::default()).err().unwrap();
+        let text = e.to_string();
+        assert_eq!(
+            e.file.as_deref(),
+            Some(dir.0.join("model.safetensors").as_path()),
+            "{e}"
+        );
+        assert!(
+            text.contains("do not match") && text.contains("config.json (hidden_size 48"),
+            "{text}"
+        );
+        assert!(text.contains("wrong shape 35: "), "{text}");
+        assert!(
+            text.contains("embeddings.word_embeddings.weight (file [100, 32], config [100, 48])"),
+            "{text}"
+        );
+        assert!(
+            text.contains("encoder.layer.0.attention.self.query.weight (file [32, 32], config [48, 48])"),
+            "{text}"
+        );
+        assert!(
+            text.contains("embeddings.LayerNorm.weight (file [32], config [48])"),
+            "{text}"
+        );
+        assert!(text.contains("... and 23 more"), "{text}");
+        assert!(!text.contains("pooler") && !text.contains("position_ids"), "{text}");
+
+        let dir = scratch("more-layers");
+        edit_config(&dir.0, |c| {
+            c.insert("num_hidden_layers".into(), 3.into());
+        });
+        let e = BertModel::load(&dir.0, &Device::default()).err().unwrap().to_string();
+        assert!(e.contains("missing 16: encoder.layer.2."), "{e}");
+
+        // Keys the file lacks or the model does not have, in the checkpoint's naming.
+        let device = Device::default();
+        let config = BertConfig::from_file(&tiny().join("config.json")).unwrap();
+        let mut tensors = read_state_dict(&tiny().join("model.safetensors")).unwrap();
+        tensors.remove("encoder.layer.1.output.dense.bias");
+        let extra = NamedTensor {
+            name: "classifier.weight".into(),
+            shape: vec![2, 32],
+            values: vec![0.0; 64],
+        };
+        tensors.insert(extra.name.clone(), extra);
+        let e = load_weights(
+            config.init(&device),
+            &tensors,
+            Path::new("w.safetensors"),
+            Path::new("config.json"),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.starts_with("w.safetensors: the weights do not match config.json"),
+            "{e}"
+        );
+        assert!(e.contains("missing 1: encoder.layer.1.output.dense.bias [32]"), "{e}");
+        assert!(e.contains("unexpected 1: classifier.weight [2, 32]"), "{e}");
+    }
+
+    #[test]
+    fn config_problems_name_the_key() {
+        let dir = scratch("config");
+        for (key, value, expected) in [
+            (
+                "hidden_act",
+                Value::from("tanh"),
+                "hidden_act: unsupported activation \"tanh\"",
+            ),
+            (
+                "model_type",
+                Value::from("roberta"),
+                "model_type: model_type \"roberta\" is not supported",
+            ),
+            (
+                "num_attention_heads",
+                Value::from(5),
+                "num_attention_heads: 5 heads do not divide hidden_size 32",
+            ),
+            (
+                "position_embedding_type",
+                Value::from("relative_key"),
+                "position_embedding_type",
+            ),
+            ("hidden_size", Value::from("wide"), "not a BERT config"),
+        ] {
+            copy_dir(&tiny(), &dir.0);
+            edit_config(&dir.0, |c| {
+                c.insert(key.into(), value.clone());
+            });
+            let e = SentenceEncoder::load(&dir.0, &Device::default()).err().unwrap();
+            assert_eq!(e.file.as_deref(), Some(dir.0.join("config.json").as_path()), "{e}");
+            assert!(e.to_string().contains(expected), "{key}: {e}");
+        }
+        copy_dir(&tiny(), &dir.0);
+        std::fs::write(
+            dir.0.join("modules.json"),
+            r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#,
+        )
+        .unwrap();
+        let e = SentenceEncoder::load(&dir.0, &Device::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("modules.json: [2]: module \"sentence_transformers.models.Dense\" is not supported"),
+            "{e}"
+        );
+    }
+
+    /// The real all-MiniLM-L6-v2 (`scripts/fetch-data.sh minilm`) against sentence-transformers' own output.
+    #[test]
+    fn minilm_matches_the_golden_embeddings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/minilm");
+        if !dir.join("config.json").is_file() {
+            println!(
+                "skipped: {} is absent (run scripts/fetch-data.sh minilm)",
+                dir.display()
+            );
+            return;
+        }
+        let golden: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm_golden.json")).unwrap()).unwrap();
+        let sentences = single_texts(&serde_json::json!({ "texts": golden["sentences"] }));
+        let encoder = SentenceEncoder::load(&dir, &Device::default()).unwrap();
+        assert_eq!((encoder.dim(), encoder.max_seq_length), (384, 256));
+        assert_eq!(encoder.pooling, Pooling::new(vec![PoolingMode::Mean], true));
+        let tokens = encoder.tokenize(&sentences).unwrap();
+        let want_ids = rows(&golden["input_ids"]);
+        for (t, w) in tokens.iter().zip(&want_ids) {
+            assert_eq!(t.ids.iter().map(|&x| x as f64).collect::<Vec<_>>(), *w);
+        }
+        let start = std::time::Instant::now();
+        let e = encoder.embed(&sentences, 32).unwrap();
+        let took = start.elapsed();
+        let want = rows(&golden["embeddings"]);
+        let (mut min_cos, mut max_abs) = (f64::MAX, 0f64);
+        for (i, w) in want.iter().enumerate() {
+            let g: Vec<f64> = e.data[i * 384..(i + 1) * 384].iter().map(|&x| x as f64).collect();
+            let dot: f64 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cos = dot / (norm(&g) * norm(w));
+            min_cos = min_cos.min(cos);
+            max_abs = max_abs.max(max_diff(&[g], &[w.clone()]));
+        }
+        println!(
+            "MiniLM vs sentence-transformers: min cosine {min_cos:.8}, max abs diff {max_abs:.3e} ({} sentences in {:.1} ms)",
+            want.len(),
+            took.as_secs_f64() * 1e3
+        );
+        assert!(min_cos >= 0.9999, "min cosine {min_cos}");
+        assert!(max_abs <= 1e-4, "max abs diff {max_abs}");
+    }
+}

@@ -97,6 +97,9 @@ pub struct TrainSpec {
     pub top_k: usize,
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Parameters kept fixed during training, by glob over their names (`embedding`, `conv1.*`, `*.bias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 fn batch() -> usize {

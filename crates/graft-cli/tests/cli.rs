@@ -873,3 +873,55 @@ fn embed_writes_sentence_embeddings_from_a_hugging_face_directory() {
     ]));
     assert!(e.contains("nothing.txt"), "{e}");
 }
+
+/// An embedding initialised from pretrained GloVe vectors for the text vocabulary, kept fixed while the rest
+/// trains: the exported rows of known words are the vectors themselves.
+#[test]
+fn pretrained_word_vectors_initialise_a_frozen_embedding() {
+    let dir = workdir("wordvec");
+    for (class, words) in [("pos", ["great", "lovely", "fine"]), ("neg", ["awful", "bad", "poor"])] {
+        let folder = dir.join("corpus").join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..20 {
+            std::fs::write(folder.join(format!("{i}.txt")), format!("a {} film", words[i % 3])).unwrap();
+        }
+    }
+    let glove = "great 1 0 0 0\nawful -1 0 0 0\nfilm 0 0.5 0.5 0\n";
+    std::fs::write(dir.join("vectors.txt"), glove).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { text = { path = "corpus", tokenizer = { length = 4 } } }
+split = { validation = 0.0, test = 0.2 }
+[model]
+layers = [
+  { name = "emb", embedding = { input_dim = 20, output_dim = 4, padding_idx = 0, trainable = false, pretrained = { path = "vectors.txt", format = "glove" } } },
+  { global_avg_pool1d = {} },
+  { dense = { units = 2 } },
+]
+[train]
+epochs = 3
+batch_size = 8
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let out = dir.join("run");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("layer 'emb': 3 of"), "{}", stderr(&o));
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("preprocess.json")).unwrap()).unwrap();
+    let tokens: Vec<String> = serde_json::from_value(pre["preprocessor"]["text"]["vocab"].clone()).unwrap();
+    let weights = graft::model::io::read_safetensors(&out.join("model.safetensors")).unwrap();
+    let emb = &weights["emb.weight"];
+    for (word, vector) in [
+        ("great", [1.0, 0.0, 0.0, 0.0]),
+        ("awful", [-1.0, 0.0, 0.0, 0.0]),
+        ("film", [0.0, 0.5, 0.5, 0.0]),
+    ] {
+        let id = 2 + tokens.iter().position(|t| t == word).unwrap();
+        assert_eq!(&emb.values[id * 4..id * 4 + 4], &vector, "{word}");
+    }
+}

@@ -6,6 +6,7 @@
 //!   trait every reader implements ([`Digits`], [`NpySource`]; later IDX, CSV, text).
 //! - [`split_indices`]: seeded, optionally stratified train/held-out splits.
 //! - [`Batches`] and [`gather`]: per-epoch mini-batch order and the batch arrays.
+//! - [`WordVectors`]: pretrained word vectors (word2vec binary/text, GloVe) and embedding matrices from them.
 
 pub mod array;
 pub mod batch;
@@ -18,6 +19,7 @@ mod rng;
 pub mod split;
 pub mod table;
 pub mod text;
+pub mod wordvec;
 
 pub use array::Array;
 pub use batch::{Batch, Batches, gather};
@@ -26,3 +28,4 @@ pub use digits::{DIGITS_SAMPLES, Digits, load_digits};
 pub use idx::{IdxSource, read_idx};
 pub use npy::{NpySource, read_npy_f32, read_npy_labels, write_npy_f32};
 pub use split::split_indices;
+pub use wordvec::{WordVecFormat, WordVectors};

@@ -356,6 +356,14 @@ impl fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
+    /// Every id's token: `"<pad>"` (0), `"<oov>"` (1), then the vocabulary — the rows of an embedding matrix.
+    pub fn tokens_by_id(&self) -> Vec<String> {
+        ["<pad>".to_string(), "<oov>".to_string()]
+            .into_iter()
+            .chain(self.vocab.iter().cloned())
+            .collect()
+    }
+
     /// Fits the vocabulary on `texts[r]` for `r` in `train_rows` (only those: held-out texts must not leak into
     /// it): the `spec.vocab_size - 2` most frequent tokens seen at least `spec.min_freq` times, most frequent first
     /// (ids 2, 3, …), ties broken alphabetically.

@@ -22,6 +22,30 @@ pub struct EmbeddingConfig {
     /// PyTorch's default N(0, 1).
     #[serde(default = "normal")]
     pub initializer: Initializer,
+    /// Start from pretrained word vectors (word2vec binary/text or GloVe), looked up for each token of the text
+    /// dataset's vocabulary; tokens without a vector keep a random draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PretrainedVectors>,
+    /// `false` keeps the embedding fixed during training.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub trainable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedVectors {
+    pub path: std::path::PathBuf,
+    /// `"word2vec_binary"`, `"word2vec_text"` or `"glove"`; detected when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::data::wordvec::WordVecFormat>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn normal() -> Initializer {

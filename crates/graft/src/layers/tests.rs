@@ -1426,6 +1426,8 @@ fn embedding(input_dim: usize, output_dim: usize) -> EmbeddingConfig {
         output_dim,
         padding_idx: None,
         initializer: Initializer::Normal { mean: 0.0, std: 1.0 },
+        pretrained: None,
+        trainable: true,
     }
 }
 
@@ -2510,6 +2512,8 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
             ModelSpec::sequential(vec![6]).add(LayerSpec::Embedding(EmbeddingConfig {
                 padding_idx: Some(0),
                 initializer: Normal { mean: 0.0, std: 0.1 },
+                pretrained: None,
+                trainable: true,
                 ..embedding(10, 4)
             })),
             true,

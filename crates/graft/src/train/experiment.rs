@@ -189,7 +189,9 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     train_device.seed(opts.seed);
     let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
     let model = Graph::build(&spec, &train_device)?;
-    let (model, _frozen) = crate::transfer::freeze::freeze(model, &exp.train.freeze)?;
+    let (model, fixed) = load_pretrained_embeddings(exp, model, &splits.preprocessor, opts.seed, opts.quiet)?;
+    let patterns: Vec<String> = exp.train.freeze.iter().cloned().chain(fixed).collect();
+    let (model, _frozen) = crate::transfer::freeze::freeze(model, &patterns)?;
     let mut splits = splits;
     check_data_fits(&model, &mut splits.train, "data.dataset")?;
     if let Some(v) = &mut splits.validation {
@@ -254,6 +256,82 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         test,
         out: opts.out.clone(),
     })
+}
+
+/// Replaces the weights of `embedding` layers that name `pretrained` vectors by the vectors of the text dataset's
+/// vocabulary. Returns the model and the parameters to keep fixed (`trainable = false`).
+fn load_pretrained_embeddings(
+    exp: &ExperimentSpec,
+    mut model: Graph,
+    preprocessor: &Preprocessor,
+    seed: u64,
+    quiet: bool,
+) -> Result<(Graph, Vec<String>)> {
+    use crate::data::wordvec::WordVectors;
+    use crate::layers::{Layer, LayerSpec};
+    let mut fixed = vec![];
+    for node in model.nodes.iter_mut() {
+        let LayerSpec::Embedding(cfg) = &node.spec else {
+            continue;
+        };
+        let at = || format!("layer '{}'", node.name);
+        if !cfg.trainable {
+            fixed.push(format!("{}.weight", node.name));
+        }
+        let Some(pre) = &cfg.pretrained else { continue };
+        let Preprocessor::Text(tokenizer) = preprocessor else {
+            return Err(Error::new(
+                "pretrained vectors need a text dataset, whose vocabulary says which word each id is",
+            )
+            .at(at()));
+        };
+        let path = exp.resolve(&pre.path);
+        let vectors = WordVectors::read(&path, pre.format)?;
+        if vectors.dim != cfg.output_dim {
+            return Err(Error::new(format!(
+                "the vectors in {} have {} dimensions but output_dim is {}",
+                path.display(),
+                vectors.dim,
+                cfg.output_dim
+            ))
+            .at(at()));
+        }
+        let tokens = tokenizer.tokens_by_id();
+        if tokens.len() > cfg.input_dim {
+            return Err(Error::new(format!(
+                "the vocabulary has {} ids but input_dim is {}; raise input_dim or lower the tokenizer's vocab_size",
+                tokens.len(),
+                cfg.input_dim
+            ))
+            .at(at()));
+        }
+        let (matrix, found) = vectors.embedding_matrix(&tokens, seed);
+        if let Some(Layer::Embedding(e)) = node.layer.as_mut() {
+            let device = e.weight.val().device();
+            let mut values = e
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            values[..matrix.data.len()].copy_from_slice(&matrix.data);
+            let weight = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(values, [cfg.input_dim, cfg.output_dim]),
+                &device,
+            );
+            e.weight = burn::module::Param::from_tensor(weight);
+        }
+        if !quiet {
+            eprintln!(
+                "{}: {found} of {} vocabulary tokens found in {}",
+                at(),
+                tokens.len().saturating_sub(2),
+                path.display()
+            );
+        }
+    }
+    Ok((model, fixed))
 }
 
 /// `timing.json`: wall time per epoch and the share spent waiting for data (kept out of `metrics.json`, which must

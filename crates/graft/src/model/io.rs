@@ -117,18 +117,65 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
     Ok(out)
 }
 
-/// Replaces every parameter of `module` by the tensor of the same name. Every parameter must be present with its
-/// exact shape and every tensor of the file must be used (PyTorch's `load_state_dict(strict=True)`); otherwise the
-/// error lists the missing keys, the unexpected keys and the keys of the wrong shape, each with its shape.
-pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>, file: &Path) -> Result<M> {
-    struct Load<'a> {
+/// What a strict load found wrong, each entry with its shapes.
+#[derive(Debug, Default)]
+pub struct LoadProblems {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    pub wrong_shape: Vec<String>,
+}
+
+impl LoadProblems {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
+    }
+
+    /// "missing 2: a [3], b [4]; unexpected 1: c [1]; wrong shape 1: d (file [2], model [3])", long lists cut.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![];
+        for (what, items) in [
+            ("missing", &self.missing),
+            ("unexpected", &self.unexpected),
+            ("wrong shape", &self.wrong_shape),
+        ] {
+            if !items.is_empty() {
+                parts.push(format!("{what} {}: {}", items.len(), listed(items)));
+            }
+        }
+        parts.join("; ")
+    }
+}
+
+/// `items`, comma-separated: the first 12 and a count of the rest.
+fn listed(items: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(", ... and {} more", items.len() - SHOWN));
+    }
+    text
+}
+
+/// Replaces every parameter of `module` by the tensor whose name `key` gives for the parameter's module path
+/// (PyTorch's `load_state_dict(strict=True)`): every parameter must be present with its exact shape and every
+/// tensor used, except the keys `ignore` accepts. `expected_from` names where the expected shapes come from
+/// ("model", "config") in wrong-shape entries.
+pub fn load_named<M: Module>(
+    module: M,
+    tensors: &HashMap<String, NamedTensor>,
+    key: impl Fn(&[String]) -> String,
+    ignore: impl Fn(&str) -> bool,
+    expected_from: &str,
+) -> std::result::Result<M, LoadProblems> {
+    struct Load<'a, K> {
         path: Vec<String>,
         tensors: &'a HashMap<String, NamedTensor>,
-        used: Vec<String>,
-        missing: Vec<String>,
-        wrong_shape: Vec<String>,
+        key: K,
+        expected_from: &'a str,
+        used: std::collections::HashSet<String>,
+        problems: LoadProblems,
     }
-    impl ModuleMapper for Load<'_> {
+    impl<K: Fn(&[String]) -> String> ModuleMapper for Load<'_, K> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -136,21 +183,23 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let name = self.path.join(".");
+            let name = (self.key)(&self.path);
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
                 None => {
-                    self.missing.push(format!("{name} {expected:?}"));
+                    self.problems.missing.push(format!("{name} {expected:?}"));
                     param
                 }
                 Some(t) if t.shape != expected => {
-                    self.used.push(name.clone());
-                    self.wrong_shape
-                        .push(format!("{name} (file {:?}, model {expected:?})", t.shape));
+                    self.problems.wrong_shape.push(format!(
+                        "{name} (file {:?}, {} {expected:?})",
+                        t.shape, self.expected_from
+                    ));
+                    self.used.insert(name);
                     param
                 }
                 Some(t) => {
-                    self.used.push(name.clone());
+                    self.used.insert(name);
                     let device = param.lazy_device();
                     let tensor = Tensor::<D>::from_data(TensorData::new(t.values.clone(), t.shape.clone()), &device);
                     let id = param.id;
@@ -162,44 +211,34 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
     let mut loader = Load {
         path: vec![],
         tensors,
-        used: vec![],
-        missing: vec![],
-        wrong_shape: vec![],
+        key,
+        expected_from,
+        used: Default::default(),
+        problems: LoadProblems::default(),
     };
     let module = module.map(&mut loader);
-    let mut unexpected: Vec<&String> = tensors
-        .keys()
-        // PyTorch's batch-norm step counter has no counterpart: graft's momentum is fixed, as PyTorch's default.
-        .filter(|k| !loader.used.contains(k) && !k.ends_with(".num_batches_tracked"))
+    let mut problems = loader.problems;
+    problems.unexpected = tensors
+        .iter()
+        .filter(|(k, _)| !loader.used.contains(*k) && !ignore(k))
+        .map(|(k, t)| format!("{k} {:?}", t.shape))
         .collect();
-    unexpected.sort();
-    let mut problems = vec![];
-    if !loader.missing.is_empty() {
-        problems.push(format!(
-            "missing {}: {}",
-            loader.missing.len(),
-            loader.missing.join(", ")
-        ));
-    }
-    if !unexpected.is_empty() {
-        let list: Vec<String> = unexpected
-            .iter()
-            .map(|k| format!("{k} {:?}", tensors[*k].shape))
-            .collect();
-        problems.push(format!("unexpected {}: {}", list.len(), list.join(", ")));
-    }
-    if !loader.wrong_shape.is_empty() {
-        problems.push(format!(
-            "wrong shape {}: {}",
-            loader.wrong_shape.len(),
-            loader.wrong_shape.join(", ")
-        ));
-    }
-    if problems.is_empty() {
-        Ok(module)
-    } else {
-        Err(Error::new(format!("the weights do not match the model — {}", problems.join("; "))).in_file(file))
-    }
+    problems.unexpected.sort();
+    if problems.is_empty() { Ok(module) } else { Err(problems) }
+}
+
+/// Replaces every parameter of `module` by the tensor of the same name, strictly (see [`load_named`]); PyTorch's
+/// batch-norm step counters (`*.num_batches_tracked`) are accepted and ignored — graft's momentum is fixed, as is
+/// PyTorch's default.
+pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>, file: &Path) -> Result<M> {
+    load_named(
+        module,
+        tensors,
+        |path| path.join("."),
+        |k| k.ends_with(".num_batches_tracked"),
+        "model",
+    )
+    .map_err(|p| Error::new(format!("the weights do not match the model — {}", p.describe())).in_file(file))
 }
 
 /// Writes `model.toml` (the spec in graph form) and `model.safetensors` into `dir`.

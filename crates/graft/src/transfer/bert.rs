@@ -19,10 +19,10 @@
 //! In graft's module tree, `self` (a Rust keyword) is `self_attn` and `LayerNorm` is `layer_norm`; the loader maps
 //! the names, and every message names the checkpoint's keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::module::embedding;
@@ -36,7 +36,7 @@ use crate::layers::activation::Activation;
 use crate::layers::dense::{Dense, linear};
 use crate::layers::init::Initializer;
 use crate::layers::norm::LayerNorm;
-use crate::model::io::{NamedTensor, read_state_dict};
+use crate::model::io::{NamedTensor, load_named, read_state_dict};
 
 // --- configuration ----------------------------------------------------------------------------------------------
 
@@ -472,16 +472,6 @@ fn ignored_key(key: &str) -> bool {
     key == "embeddings.position_ids" || key.starts_with("pooler.")
 }
 
-/// `items`, comma-separated, the first 12 and a count of the rest.
-fn listed(items: &[String]) -> String {
-    const SHOWN: usize = 12;
-    let mut text = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if items.len() > SHOWN {
-        text.push_str(&format!(", ... and {} more", items.len() - SHOWN));
-    }
-    text
-}
-
 /// Loads `tensors` (checkpoint names) into `model`, strictly: the error lists missing, unexpected and wrong-shape keys.
 pub fn load_weights(
     model: BertModel,
@@ -489,86 +479,19 @@ pub fn load_weights(
     file: &Path,
     config_file: &Path,
 ) -> Result<BertModel> {
-    struct Load<'a> {
-        path: Vec<String>,
-        tensors: &'a HashMap<String, NamedTensor>,
-        used: HashSet<String>,
-        missing: Vec<String>,
-        wrong_shape: Vec<String>,
-    }
-    impl ModuleMapper for Load<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let key = hf_key(&self.path);
-            let expected = param.lazy_shape().dims::<D>().to_vec();
-            match self.tensors.get(&key) {
-                None => {
-                    self.missing.push(format!("{key} {expected:?}"));
-                    param
-                }
-                Some(t) if t.shape != expected => {
-                    self.used.insert(key.clone());
-                    self.wrong_shape
-                        .push(format!("{key} (file {:?}, config {expected:?})", t.shape));
-                    param
-                }
-                Some(t) => {
-                    self.used.insert(key);
-                    let device = param.lazy_device();
-                    let tensor = Tensor::<D>::from_data(TensorData::new(t.values.clone(), t.shape.clone()), &device);
-                    let id = param.id;
-                    param.transform_for_load(tensor, id)
-                }
-            }
-        }
-    }
-    let mut loader = Load {
-        path: vec![],
-        tensors,
-        used: HashSet::new(),
-        missing: vec![],
-        wrong_shape: vec![],
-    };
-    let model = model.map(&mut loader);
-    let mut unexpected: Vec<String> = tensors
-        .iter()
-        .filter(|(k, _)| !loader.used.contains(*k) && !ignored_key(k))
-        .map(|(k, t)| format!("{k} {:?}", t.shape))
-        .collect();
-    unexpected.sort();
-    let mut problems = vec![];
-    if !loader.missing.is_empty() {
-        problems.push(format!("missing {}: {}", loader.missing.len(), listed(&loader.missing)));
-    }
-    if !unexpected.is_empty() {
-        problems.push(format!("unexpected {}: {}", unexpected.len(), listed(&unexpected)));
-    }
-    if !loader.wrong_shape.is_empty() {
-        problems.push(format!(
-            "wrong shape {}: {}",
-            loader.wrong_shape.len(),
-            listed(&loader.wrong_shape)
-        ));
-    }
-    if problems.is_empty() {
-        Ok(model)
-    } else {
-        Err(Error::new(format!(
+    let config = model.config.clone();
+    load_named(model, tensors, hf_key, ignored_key, "config").map_err(|problems| {
+        Error::new(format!(
             "the weights do not match {} (hidden_size {}, {} layers, intermediate_size {}, vocab_size {}) — {}",
             config_file.display(),
-            model.config.hidden_size,
-            model.config.num_hidden_layers,
-            model.config.intermediate_size,
-            model.config.vocab_size,
-            problems.join("; ")
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.intermediate_size,
+            config.vocab_size,
+            problems.describe()
         ))
-        .in_file(file))
-    }
+        .in_file(file)
+    })
 }
 
 // --- pooling ----------------------------------------------------------------------------------------------------

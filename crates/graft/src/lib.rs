@@ -5,6 +5,8 @@
 
 pub mod data;
 pub mod error;
+#[cfg(test)]
+mod gradcheck;
 pub mod infer;
 pub mod layers;
 pub mod model;

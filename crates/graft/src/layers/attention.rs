@@ -130,7 +130,8 @@ impl MultiHeadAttention {
         let q = heads(project(query, 0), tq);
         let k = heads(project(key, 1), tk);
         let v = heads(project(value, 2), tk);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+        // Multiplying by 1/√d (not dividing): burn-autodiff 0.22.1 differentiates div_scalar through an f32 reciprocal.
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
         let device = scores.device();
         // Keys a query may not attend to: padded keys `[B, 1, 1, Tk]`, future steps `[1, 1, Tq, Tk]`.
         let masks: Vec<Tensor<4, Bool>> = key_mask

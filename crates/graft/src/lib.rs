@@ -14,6 +14,8 @@ pub mod model;
 mod parity;
 pub mod report;
 pub mod spec;
+#[cfg(test)]
+mod test_util;
 pub mod train;
 pub mod transfer;
 

@@ -488,41 +488,19 @@ fn read_data<T: Value, R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::TempDir;
     use std::io::Write;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use flate2::Compression;
     use flate2::write::GzEncoder;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "graft-idx-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, bytes).unwrap();
-            path
-        }
-
-        fn write_gz(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            self.write(name, &gzip(bytes))
-        }
+    trait WriteGz {
+        fn write_gz(&self, name: &str, bytes: &[u8]) -> PathBuf;
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    impl WriteGz for TempDir {
+        fn write_gz(&self, name: &str, bytes: &[u8]) -> PathBuf {
+            self.write(name, gzip(bytes))
         }
     }
 
@@ -553,7 +531,7 @@ mod tests {
 
     #[test]
     fn reads_3d_u8_images() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let path = dir.write(
             "images-idx3-ubyte",
             &idx(0x08, &[2, 2, 3], &[0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255]),
@@ -568,7 +546,7 @@ mod tests {
 
     #[test]
     fn reads_1d_labels_and_empty_arrays() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let (dims, values) = read_idx(&dir.write("labels", &idx(0x08, &[4], &[7, 0, 9, 3]))).unwrap();
         assert_eq!(dims, vec![4]);
         assert_eq!(values, vec![7.0, 0.0, 9.0, 3.0]);
@@ -579,7 +557,7 @@ mod tests {
 
     #[test]
     fn reads_every_element_type_big_endian() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let f32s: Vec<u8> = [1.5f32, -2.25, 1e-3].iter().flat_map(|v| v.to_be_bytes()).collect();
         let (dims, values) = read_idx(&dir.write("f32", &idx(0x0D, &[3], &f32s))).unwrap();
         assert_eq!(dims, vec![3]);
@@ -609,7 +587,7 @@ mod tests {
 
     #[test]
     fn gzip_is_recognised_by_magic_not_name() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let raw = u8_images(3, 4, 5);
         let plain = read_idx(&dir.write("plain-idx3-ubyte", &raw)).unwrap();
         let gz = read_idx(&dir.write_gz("images-idx3-ubyte.gz", &raw)).unwrap();
@@ -627,7 +605,7 @@ mod tests {
 
     #[test]
     fn source_builds_channels_first_scaled_images_with_numbered_classes() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let images = dir.write_gz(
             "train-images-idx3-ubyte.gz",
             &idx(0x08, &[3, 2, 2], &[0, 51, 102, 255, 0, 0, 0, 0, 255, 255, 255, 255]),
@@ -678,7 +656,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let path = dir.0.join("absent-idx3-ubyte");
         let err = error_of(read_idx(&path));
         assert_eq!(err.file.as_deref(), Some(path.as_path()));
@@ -694,7 +672,7 @@ mod tests {
 
     #[test]
     fn bad_magic_says_what_was_found() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let path = dir.write("image.png", b"\x89PNG\r\n\x1a\n....");
         let err = error_of(read_idx(&path));
         assert_eq!(err.file.as_deref(), Some(path.as_path()));
@@ -722,7 +700,7 @@ mod tests {
 
     #[test]
     fn unsupported_type_is_named() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let err = error_of(read_idx(&dir.write("u16", &idx(0x0A, &[1], &[0, 1]))));
         assert!(
             err.message
@@ -737,7 +715,7 @@ mod tests {
 
     #[test]
     fn truncated_files_say_expected_and_found() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let mut raw = u8_images(2, 3, 3);
         raw.truncate(raw.len() - 5);
         let err = error_of(read_idx(&dir.write("short-idx3-ubyte", &raw)));
@@ -766,7 +744,7 @@ mod tests {
 
     #[test]
     fn huge_headers_are_refused_before_allocating() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         // (2^32-1)^2 bytes still fit in a u64, but the file has 3 data bytes.
         let err = error_of(read_idx(
             &dir.write("huge", &idx(0x08, &[u32::MAX, u32::MAX, 1], &[1, 2, 3])),
@@ -805,7 +783,7 @@ mod tests {
 
     #[test]
     fn trailing_garbage_is_refused() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let mut raw = u8_images(1, 2, 2);
         raw.extend_from_slice(b"junk!");
         let expected = "5 bytes of trailing data after the 4 bytes of data that the header's dims [1, 2, 2] call for";
@@ -815,7 +793,7 @@ mod tests {
 
     #[test]
     fn corrupt_gzip_is_reported() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let mut gz = gzip(&u8_images(4, 8, 8));
         let mid = gz.len() / 2;
         for b in &mut gz[mid..mid + 8] {
@@ -838,7 +816,7 @@ mod tests {
 
     #[test]
     fn label_count_must_match_images() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let images = dir.write("images", &u8_images(3, 2, 2));
         let labels = dir.write("labels", &idx(0x08, &[2], &[0, 1]));
         let err = error_of(IdxSource::new(&images).with_labels(&labels).load());
@@ -864,7 +842,7 @@ mod tests {
 
     #[test]
     fn labels_must_be_whole_non_negative_numbers() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let images = dir.write("images", &u8_images(3, 1, 1));
         let load = |labels: &Path| IdxSource::new(&images).with_labels(labels).load();
 
@@ -907,7 +885,7 @@ mod tests {
 
     #[test]
     fn bad_scale_is_refused() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("idx");
         let images = dir.write("images", &u8_images(1, 1, 1));
         let err = error_of(IdxSource::new(&images).with_scale(0.0).load());
         assert_eq!(err.message, "the image scale must be a positive finite number, found 0");

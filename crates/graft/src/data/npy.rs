@@ -554,46 +554,29 @@ fn parse_shape(value: &str) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array1, Array2, Array3, ShapeBuilder};
-    use ndarray_npy::{WritableElement, write_npy};
+    use crate::test_util::TempDir;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    trait WriteArray {
+        fn write_array<T: WritableElement, D: ndarray::Dimension>(
+            &self,
+            name: &str,
+            a: &ndarray::Array<T, D>,
+        ) -> PathBuf;
+    }
 
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "graft-npy-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn file(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-
-        fn write<T: WritableElement, D: ndarray::Dimension>(&self, name: &str, a: &ndarray::Array<T, D>) -> PathBuf {
+    impl WriteArray for TempDir {
+        fn write_array<T: WritableElement, D: ndarray::Dimension>(
+            &self,
+            name: &str,
+            a: &ndarray::Array<T, D>,
+        ) -> PathBuf {
             let path = self.file(name);
             write_npy(&path, a).unwrap();
             path
         }
-
-        fn write_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.file(name);
-            std::fs::write(&path, bytes).unwrap();
-            path
-        }
     }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use ndarray::{Array1, Array2, Array3, ShapeBuilder};
+    use ndarray_npy::{WritableElement, write_npy};
 
     /// A hand-made version 1.0 `.npy` file, for dtypes and layouts ndarray-npy does not write.
     fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
@@ -611,92 +594,92 @@ mod tests {
 
     #[test]
     fn reads_every_numeric_dtype_as_f32() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("npy");
         let f32s = Array2::from_shape_vec((2, 3), vec![0.5f32, 1.0, 2.0, 3.0, 4.0, 5.5]).unwrap();
-        let a = read_npy_f32(dir.write("f32.npy", &f32s)).unwrap();
+        let a = read_npy_f32(dir.write_array("f32.npy", &f32s)).unwrap();
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data, vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.5]);
 
         let expected = vec![1.0f32, 2.0, 3.0, 4.0];
         let f64s = Array1::from(vec![1.0f64, 2.0, 3.0, 4.0]);
-        assert_eq!(read_npy_f32(dir.write("f64.npy", &f64s)).unwrap().data, expected);
+        assert_eq!(read_npy_f32(dir.write_array("f64.npy", &f64s)).unwrap().data, expected);
         let i32s = Array1::from(vec![1i32, 2, 3, 4]);
-        assert_eq!(read_npy_f32(dir.write("i32.npy", &i32s)).unwrap().data, expected);
+        assert_eq!(read_npy_f32(dir.write_array("i32.npy", &i32s)).unwrap().data, expected);
         let i64s = Array1::from(vec![1i64, 2, 3, 4]);
-        assert_eq!(read_npy_f32(dir.write("i64.npy", &i64s)).unwrap().data, expected);
+        assert_eq!(read_npy_f32(dir.write_array("i64.npy", &i64s)).unwrap().data, expected);
         let u16s = Array1::from(vec![1u16, 2, 3, 4]);
-        assert_eq!(read_npy_f32(dir.write("u16.npy", &u16s)).unwrap().data, expected);
+        assert_eq!(read_npy_f32(dir.write_array("u16.npy", &u16s)).unwrap().data, expected);
         let i8s = Array1::from(vec![-1i8, 2, 3, 4]);
         assert_eq!(
-            read_npy_f32(dir.write("i8.npy", &i8s)).unwrap().data,
+            read_npy_f32(dir.write_array("i8.npy", &i8s)).unwrap().data,
             vec![-1.0, 2.0, 3.0, 4.0]
         );
 
         let images = Array3::from_shape_fn((2, 2, 2), |(i, j, k)| (i * 4 + j * 2 + k) as u8 * 30);
-        let a = read_npy_f32(dir.write("u8.npy", &images)).unwrap();
+        let a = read_npy_f32(dir.write_array("u8.npy", &images)).unwrap();
         assert_eq!(a.shape, vec![2, 2, 2]);
         assert_eq!(a.row(1), &[120.0, 150.0, 180.0, 210.0]);
     }
 
     #[test]
     fn fortran_order_and_big_endian_come_back_row_major() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("npy");
         let fortran = Array2::from_shape_vec((2, 3).f(), vec![1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]).unwrap();
-        let a = read_npy_f32(dir.write("fortran.npy", &fortran)).unwrap();
+        let a = read_npy_f32(dir.write_array("fortran.npy", &fortran)).unwrap();
         assert_eq!(a.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 
         let mut data = 1.5f64.to_be_bytes().to_vec();
         data.extend_from_slice(&(-2.0f64).to_be_bytes());
-        let path = dir.write_bytes("big.npy", &npy_bytes(">f8", "(2,)", &data));
+        let path = dir.write("big.npy", &npy_bytes(">f8", "(2,)", &data));
         assert_eq!(read_npy_f32(path).unwrap().data, vec![1.5, -2.0]);
     }
 
     #[test]
     fn unsupported_dtypes_name_file_and_dtype() {
-        let dir = TempDir::new();
-        let path = dir.write("bool.npy", &Array1::from(vec![true, false]));
+        let dir = TempDir::new("npy");
+        let path = dir.write_array("bool.npy", &Array1::from(vec![true, false]));
         let err = read_npy_f32(&path).unwrap_err();
         assert_eq!(err.file.as_deref(), Some(path.as_path()));
         assert!(err.message.contains("'|b1' (bool)"), "{}", err.message);
 
-        let path = dir.write_bytes("half.npy", &npy_bytes("<f2", "(2,)", &[0; 4]));
+        let path = dir.write("half.npy", &npy_bytes("<f2", "(2,)", &[0; 4]));
         let err = read_npy_f32(&path).unwrap_err();
         assert!(
             err.to_string().contains("half.npy") && err.message.contains("'<f2'"),
             "{err}"
         );
 
-        let path = dir.write_bytes("scalar.npy", &npy_bytes("<f4", "()", &[0; 4]));
+        let path = dir.write("scalar.npy", &npy_bytes("<f4", "()", &[0; 4]));
         assert!(read_npy_f32(&path).unwrap_err().message.contains("0-dimensional"));
     }
 
     #[test]
     fn broken_files_are_errors_naming_the_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("npy");
         let missing = dir.file("missing.npy");
         let err = read_npy_f32(&missing).unwrap_err();
         assert_eq!(err.file.as_deref(), Some(missing.as_path()));
 
-        let path = dir.write_bytes("text.npy", b"hello, this is not numpy");
+        let path = dir.write("text.npy", b"hello, this is not numpy");
         let err = read_npy_f32(&path).unwrap_err();
         assert_eq!(err.file.as_deref(), Some(path.as_path()));
         assert!(err.message.contains("magic"), "{}", err.message);
         assert!(
-            read_npy_f32(dir.write_bytes("empty.npy", b""))
+            read_npy_f32(dir.write("empty.npy", b""))
                 .unwrap_err()
                 .message
                 .contains("magic")
         );
 
         let truncated = npy_bytes("<f4", "(4,)", &[0; 12]);
-        let err = read_npy_f32(dir.write_bytes("short.npy", &truncated)).unwrap_err();
+        let err = read_npy_f32(dir.write("short.npy", &truncated)).unwrap_err();
         assert!(err.message.contains("truncated"), "{}", err.message);
         let header_only = &truncated[..20];
-        let err = read_npy_f32(dir.write_bytes("cut.npy", header_only)).unwrap_err();
+        let err = read_npy_f32(dir.write("cut.npy", header_only)).unwrap_err();
         assert!(err.message.contains("truncated"), "{}", err.message);
         let long = npy_bytes("<f4", "(1,)", &[0; 8]);
         assert!(
-            read_npy_f32(dir.write_bytes("long.npy", &long))
+            read_npy_f32(dir.write("long.npy", &long))
                 .unwrap_err()
                 .message
                 .contains("4 bytes after")
@@ -704,48 +687,57 @@ mod tests {
 
         // A corrupt shape must be refused, not allocated.
         let huge = npy_bytes("<f8", "(1000000000000, 1000000)", &[0; 8]);
-        let err = read_npy_f32(dir.write_bytes("huge.npy", &huge)).unwrap_err();
+        let err = read_npy_f32(dir.write("huge.npy", &huge)).unwrap_err();
         assert!(err.message.contains("truncated"), "{}", err.message);
         let overflow = npy_bytes("<f8", "(18446744073709551615, 18446744073709551615)", &[]);
-        assert!(read_npy_f32(dir.write_bytes("overflow.npy", &overflow)).is_err());
+        assert!(read_npy_f32(dir.write("overflow.npy", &overflow)).is_err());
     }
 
     #[test]
     fn labels_from_integers_and_whole_floats() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("npy");
         let ints = Array1::from(vec![0i64, 3, 1, 2]);
-        assert_eq!(read_npy_labels(dir.write("i.npy", &ints)).unwrap(), vec![0, 3, 1, 2]);
+        assert_eq!(
+            read_npy_labels(dir.write_array("i.npy", &ints)).unwrap(),
+            vec![0, 3, 1, 2]
+        );
         let column = Array2::from_shape_vec((3, 1), vec![2u8, 0, 1]).unwrap();
-        assert_eq!(read_npy_labels(dir.write("col.npy", &column)).unwrap(), vec![2, 0, 1]);
+        assert_eq!(
+            read_npy_labels(dir.write_array("col.npy", &column)).unwrap(),
+            vec![2, 0, 1]
+        );
         let floats = Array1::from(vec![1.0f64, 0.0, 2.0]);
-        assert_eq!(read_npy_labels(dir.write("f.npy", &floats)).unwrap(), vec![1, 0, 2]);
+        assert_eq!(
+            read_npy_labels(dir.write_array("f.npy", &floats)).unwrap(),
+            vec![1, 0, 2]
+        );
     }
 
     #[test]
     fn bad_labels_name_file_and_row() {
-        let dir = TempDir::new();
-        let path = dir.write("neg.npy", &Array1::from(vec![0i32, 1, -1]));
+        let dir = TempDir::new("npy");
+        let path = dir.write_array("neg.npy", &Array1::from(vec![0i32, 1, -1]));
         let err = read_npy_labels(&path).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{}: row 2: label -1 is negative", path.display())
         );
 
-        let path = dir.write("frac.npy", &Array1::from(vec![0.0f32, 1.5]));
+        let path = dir.write_array("frac.npy", &Array1::from(vec![0.0f32, 1.5]));
         let err = read_npy_labels(&path).unwrap_err();
         assert_eq!(err.location.as_deref(), Some("row 1"));
         assert!(err.message.contains("1.5 is not a whole number"), "{}", err.message);
 
-        let path = dir.write("nan.npy", &Array1::from(vec![f64::NAN]));
+        let path = dir.write_array("nan.npy", &Array1::from(vec![f64::NAN]));
         assert_eq!(read_npy_labels(&path).unwrap_err().location.as_deref(), Some("row 0"));
 
-        let path = dir.write("matrix.npy", &Array2::<i64>::zeros((3, 2)));
+        let path = dir.write_array("matrix.npy", &Array2::<i64>::zeros((3, 2)));
         assert!(read_npy_labels(&path).unwrap_err().message.contains("shape [n]"));
     }
 
     #[test]
     fn write_round_trips_atomically() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("npy");
         let path = dir.file("out.npy");
         let a = Array::new(vec![2, 1, 3], vec![0.0, -1.5, 2.25, 1e-3, 7.0, f32::MAX]).unwrap();
         write_npy_f32(&path, &a).unwrap();
@@ -774,9 +766,9 @@ mod tests {
 
     #[test]
     fn source_with_integer_labels_gives_classes() {
-        let dir = TempDir::new();
-        let x = dir.write("x.npy", &Array2::<f32>::zeros((4, 3)));
-        let y = dir.write("y.npy", &Array1::from(vec![0i64, 2, 1, 2]));
+        let dir = TempDir::new("npy");
+        let x = dir.write_array("x.npy", &Array2::<f32>::zeros((4, 3)));
+        let y = dir.write_array("y.npy", &Array1::from(vec![0i64, 2, 1, 2]));
         let source = NpySource::new(&x).with_targets(&y);
         let d = source.load().unwrap();
         assert_eq!(d.inputs.shape, vec![4, 3]);
@@ -796,9 +788,9 @@ mod tests {
 
     #[test]
     fn source_with_float_targets_gives_values() {
-        let dir = TempDir::new();
-        let x = dir.write("x.npy", &Array2::<f64>::ones((3, 2)));
-        let soft = dir.write(
+        let dir = TempDir::new("npy");
+        let x = dir.write_array("x.npy", &Array2::<f64>::ones((3, 2)));
+        let soft = dir.write_array(
             "soft.npy",
             &Array2::from_shape_vec((3, 2), vec![0.1f32, 0.9, 0.5, 0.5, 1.0, 0.0]).unwrap(),
         );
@@ -807,10 +799,10 @@ mod tests {
         assert_eq!(d.num_classes(), None);
 
         // Whole-valued floats stay regression targets unless class names say otherwise.
-        let y = dir.write("y.npy", &Array1::from(vec![25.0f64, 151.0, 75.0]));
+        let y = dir.write_array("y.npy", &Array1::from(vec![25.0f64, 151.0, 75.0]));
         let d = NpySource::new(&x).with_targets(&y).load().unwrap();
         assert_eq!(d.values().unwrap().shape, vec![3, 1]);
-        let small = dir.write("small.npy", &Array1::from(vec![1.0f64, 0.0, 1.0]));
+        let small = dir.write_array("small.npy", &Array1::from(vec![1.0f64, 0.0, 1.0]));
         let d = NpySource::new(&x)
             .with_targets(&small)
             .with_classes(vec!["a".into(), "b".into()])
@@ -827,9 +819,9 @@ mod tests {
 
     #[test]
     fn source_errors_name_the_file() {
-        let dir = TempDir::new();
-        let x = dir.write("x.npy", &Array2::<f32>::zeros((4, 3)));
-        let y = dir.write("y.npy", &Array1::from(vec![0i64, 1, 1]));
+        let dir = TempDir::new("npy");
+        let x = dir.write_array("x.npy", &Array2::<f32>::zeros((4, 3)));
+        let y = dir.write_array("y.npy", &Array1::from(vec![0i64, 1, 1]));
         let err = NpySource::new(&x).with_targets(&y).load().unwrap_err();
         assert_eq!(err.file.as_deref(), Some(y.as_path()));
         assert!(
@@ -844,7 +836,7 @@ mod tests {
             Some(missing.as_path())
         );
 
-        let huge = dir.write("huge.npy", &Array1::from(vec![0i64, 1, 1, 5_000_000_000]));
+        let huge = dir.write_array("huge.npy", &Array1::from(vec![0i64, 1, 1, 5_000_000_000]));
         let err = NpySource::new(&x).with_targets(&huge).load().unwrap_err();
         assert_eq!(err.location.as_deref(), Some("row 3"));
         assert_eq!(err.file.as_deref(), Some(huge.as_path()));

@@ -830,35 +830,7 @@ fn list_classes(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "graft-table-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn write(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn spec(path: PathBuf, target: Option<&str>) -> CsvSpec {
         CsvSpec {
@@ -881,7 +853,7 @@ mod tests {
 
     #[test]
     fn standardization_uses_training_statistics_only() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = spec(dir.write("p.csv", PEOPLE), Some("income"));
         let table = read_csv(&s).unwrap();
         assert_eq!(table.header, ["age", "city", "income"]);
@@ -932,7 +904,7 @@ mod tests {
 
     #[test]
     fn constant_column_gets_std_one() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = spec(dir.write("c.csv", "a,b\n5,1\n5,2\n5,3\n"), None);
         let table = read_csv(&s).unwrap();
         let p = TabularPreprocessor::fit(&s, &table, &all(&table)).unwrap();
@@ -950,7 +922,7 @@ mod tests {
 
     #[test]
     fn embedding_ids_share_one_space_with_zero_reserved() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let text = "x,color,size,y\n1,red,S,a\n2,blue,M,b\n3,red,L,a\n";
         let s = CsvSpec {
             encoding: CategoricalEncoding::Embedding,
@@ -980,7 +952,7 @@ mod tests {
 
     #[test]
     fn unknown_category_at_predict_time_goes_to_the_reserved_slot() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = spec(dir.write("p.csv", PEOPLE), Some("income"));
         let table = read_csv(&s).unwrap();
         let p = TabularPreprocessor::fit(&s, &table, &all(&table)).unwrap();
@@ -1013,7 +985,7 @@ mod tests {
 
     #[test]
     fn missing_mean_imputes_the_training_mean_and_the_reserved_category() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let (p, table) = fit_holes(&dir, MissingPolicy::Mean);
         // Mean and std over the non-missing values 1, 3, 5.
         let std = (8.0f64 / 3.0).sqrt() as f32;
@@ -1035,7 +1007,7 @@ mod tests {
 
     #[test]
     fn missing_zero_imputes_zero_before_standardization() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let (p, table) = fit_holes(&dir, MissingPolicy::Zero);
         let (x, _) = p.transform(&table, false).unwrap();
         let std = (8.0f64 / 3.0).sqrt() as f32;
@@ -1045,7 +1017,7 @@ mod tests {
 
     #[test]
     fn missing_drop_drops_training_rows_only() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let (p, table) = fit_holes(&dir, MissingPolicy::Drop);
         // Statistics from the complete rows 0 and 3: n = 1, 5; c = a.
         assert!(matches!(
@@ -1070,7 +1042,7 @@ mod tests {
 
     #[test]
     fn missing_error_names_row_and_column() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = CsvSpec {
             missing: MissingPolicy::Error,
             ..spec(dir.write("h.csv", HOLES), Some("y"))
@@ -1093,7 +1065,7 @@ mod tests {
 
     #[test]
     fn custom_missing_values_and_bad_numbers() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = CsvSpec {
             missing_values: Some(vec!["-".into()]),
             categorical: Some(vec![]),
@@ -1109,7 +1081,7 @@ mod tests {
 
     #[test]
     fn target_errors_name_row_and_value() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = spec(dir.write("p.csv", PEOPLE), Some("income"));
         let table = read_csv(&s).unwrap();
         let p = TabularPreprocessor::fit(&s, &table, &all(&table)).unwrap();
@@ -1147,7 +1119,7 @@ mod tests {
 
     #[test]
     fn regression_targets_are_values() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = CsvSpec {
             regression: true,
             ..spec(dir.write("r.csv", "x,price\n1,10.5\n2,20.25\n3,7\n"), Some("price"))
@@ -1162,7 +1134,7 @@ mod tests {
 
     #[test]
     fn quoted_fields_with_delimiters_quotes_and_newlines() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let text = "name,\"note, with comma\",n\r\n\
                     \"Smith, J.\",\"said \"\"hi\"\"\nthen left\",1\r\n\
                     \n   \n\
@@ -1193,7 +1165,7 @@ mod tests {
 
     #[test]
     fn other_delimiters() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = CsvSpec {
             delimiter: ';',
             ..spec(dir.write("s.csv", "a;b\n1,5;x\n"), None)
@@ -1209,7 +1181,7 @@ mod tests {
 
     #[test]
     fn ragged_row_error_names_file_and_line() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         // The quoted newline makes the ragged record start on line 5.
         let text = "a,b,c\n1,2,3\n\n\"x\ny\",2,3\n1,2\n";
         let s = spec(dir.write("r.csv", text), None);
@@ -1235,7 +1207,7 @@ mod tests {
 
     #[test]
     fn headerless_file_with_columns() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = CsvSpec {
             columns: Some(vec!["a".into(), "b".into(), "label".into()]),
             ..spec(dir.write("n.csv", "1,x,yes\n2,y,no\n"), Some("label"))
@@ -1264,7 +1236,7 @@ mod tests {
 
     #[test]
     fn adult_style_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let text = "|1x3 Cross validator\n\
                     25, Private, 11th, <=50K.\n\
                     38, ?, HS-grad, >50K.\n\
@@ -1308,7 +1280,7 @@ mod tests {
 
     #[test]
     fn serde_round_trip_transforms_bit_exactly() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let text = "a,b,c,y\n0.1,u,1e-3,k\n0.7,v,2.5e-3,l\n1.3,u,7e-4,k\n0.35,w,1.1e-3,l\n";
         for encoding in [CategoricalEncoding::OneHot, CategoricalEncoding::Embedding] {
             let s = CsvSpec {
@@ -1348,7 +1320,7 @@ mod tests {
 
     #[test]
     fn column_order_does_not_matter_at_predict_time() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("table");
         let s = spec(dir.write("p.csv", PEOPLE), Some("income"));
         let table = read_csv(&s).unwrap();
         let p = TabularPreprocessor::fit(&s, &table, &all(&table)).unwrap();

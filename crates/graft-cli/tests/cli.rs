@@ -925,3 +925,39 @@ loss = "sparse_categorical_crossentropy"
         assert_eq!(&emb.values[id * 4..id * 4 + 4], &vector, "{word}");
     }
 }
+
+/// `init_from` restores the chosen layers of an earlier run before training; the report names what was loaded.
+#[test]
+fn init_from_restores_chosen_layers_of_an_earlier_run() {
+    let dir = workdir("init-from");
+    let exp = write(&dir, "base.toml", &FAST_MLP.replace("epochs = 3", "epochs = 1"));
+    let base = dir.join("base");
+    assert!(
+        graft(&["train", &exp, "--out", base.to_str().unwrap(), "--quiet"])
+            .status
+            .success()
+    );
+    let text = FAST_MLP.replace(
+        "metrics = [\"accuracy\", \"f1_macro\"]",
+        &format!(
+            "metrics = [\"accuracy\"]\ninit_from = {{ path = \"{}\", include = [\"dense_1\"] }}\nfreeze = [\"dense_1\"]",
+            base.display()
+        ),
+    );
+    let exp = write(&dir, "fine.toml", &text.replace("epochs = 3", "epochs = 1"));
+    let out = dir.join("fine");
+    let o = graft(&["train", &exp, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "loaded 2: dense_1.weight, dense_1.bias; skipped 0: none; left initialized 2: out.weight, out.bias"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // The restored, frozen layer is exactly the base run's.
+    let a = graft::model::io::read_safetensors(&base.join("model.safetensors")).unwrap();
+    let b = graft::model::io::read_safetensors(&out.join("model.safetensors")).unwrap();
+    assert_eq!(a["dense_1.weight"].values, b["dense_1.weight"].values);
+    assert_ne!(a["out.weight"].values, b["out.weight"].values);
+}

@@ -97,6 +97,9 @@ pub struct TrainSpec {
     pub top_k: usize,
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Start from the weights of another run or state dict, for some or all layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<crate::transfer::restore::RestoreSpec>,
     /// Parameters kept fixed during training, by glob over their names (`embedding`, `conv1.*`, `*.bias`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,

@@ -189,6 +189,20 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     train_device.seed(opts.seed);
     let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
     let model = Graph::build(&spec, &train_device)?;
+    let model = match &exp.train.init_from {
+        Some(init) => {
+            let init = crate::transfer::restore::RestoreSpec {
+                path: exp.resolve(&init.path),
+                ..init.clone()
+            };
+            let (model, report) = crate::transfer::restore::restore(model, &init)?;
+            if !opts.quiet {
+                eprintln!("init_from {}: {report}", init.path.display());
+            }
+            model
+        }
+        None => model,
+    };
     let (model, fixed) = load_pretrained_embeddings(exp, model, &splits.preprocessor, opts.seed, opts.quiet)?;
     let patterns: Vec<String> = exp.train.freeze.iter().cloned().chain(fixed).collect();
     let (model, _frozen) = crate::transfer::freeze::freeze(model, &patterns)?;

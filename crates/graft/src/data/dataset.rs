@@ -62,6 +62,29 @@ pub fn numbered_class_names(k: usize) -> Vec<String> {
     (0..k).map(|i| i.to_string()).collect()
 }
 
+/// The most classes a label file may imply without class names: a wrong file must not make graft allocate
+/// millions of class names.
+const MAX_INFERRED_CLASSES: usize = 1 << 20;
+
+/// Number of classes implied by the largest label (the readers' default when no class names are given).
+pub(crate) fn infer_num_classes(labels: &[usize]) -> Result<usize> {
+    let Some((row, &max)) = labels
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, &l)| (l, std::cmp::Reverse(i)))
+    else {
+        return Ok(0);
+    };
+    if max >= MAX_INFERRED_CLASSES {
+        return Err(Error::new(format!(
+            "label {max} would imply {} classes; give the class names explicitly if that is intended",
+            max as u128 + 1
+        ))
+        .at(format!("row {row}")));
+    }
+    Ok(max + 1)
+}
+
 /// Inputs and (for supervised data) targets, sample for sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 
 use super::array::Array;
-use super::dataset::{DataSource, Dataset, Targets, numbered_class_names};
+use super::dataset::{DataSource, Dataset, Targets, infer_num_classes, numbered_class_names};
 use crate::error::{Error, Result};
 
 /// Pixel values of 8-bit images are divided by this unless told otherwise.
@@ -25,9 +25,6 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Deflate expands data by at most about 1032:1, so a gzip file cannot hold more than this many
 /// times its own size; a header that claims more is refused before reading on.
 const MAX_GZIP_RATIO: u64 = 1032;
-/// Inferring more classes than this from the largest label is far more likely a wrong file than a
-/// real task, and would allocate a name per class.
-const MAX_INFERRED_CLASSES: usize = 1 << 20;
 /// How much trailing data after a gzip file's values is counted before saying "at least".
 const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
 /// Bytes decoded at a time: a multiple of every element size.
@@ -259,25 +256,6 @@ fn to_label(v: f64) -> std::result::Result<usize, String> {
     } else {
         Ok(v as usize)
     }
-}
-
-/// Number of classes implied by the largest label.
-fn infer_num_classes(labels: &[usize]) -> Result<usize> {
-    let Some((row, &max)) = labels
-        .iter()
-        .enumerate()
-        .max_by_key(|&(i, &l)| (l, std::cmp::Reverse(i)))
-    else {
-        return Ok(0);
-    };
-    if max >= MAX_INFERRED_CLASSES {
-        return Err(Error::new(format!(
-            "{max} would imply {} classes; give the class names explicitly if that is intended",
-            max as u128 + 1
-        ))
-        .at(format!("label {row}")));
-    }
-    Ok(max + 1)
 }
 
 /// The parsed header.

@@ -13,13 +13,10 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyError, WriteNpyExt};
 
 use super::array::Array;
-use super::dataset::{DataSource, Dataset, Targets, numbered_class_names};
+use super::dataset::{DataSource, Dataset, Targets, infer_num_classes, numbered_class_names};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
-/// Inferring more classes than this from the largest label is far more likely a wrong file
-/// (regression values, ids) than a real task, and would allocate a name per class.
-const MAX_INFERRED_CLASSES: usize = 1 << 20;
 
 /// The numeric dtypes read, each with its decoded values.
 enum Values {
@@ -258,25 +255,6 @@ impl DataSource for NpySource {
 /// `[n]` or `[n, 1]`: one value per sample.
 fn is_label_shaped(shape: &[usize]) -> bool {
     matches!(shape, [_] | [_, 1])
-}
-
-/// Number of classes implied by the largest label.
-fn infer_num_classes(labels: &[usize]) -> Result<usize> {
-    let Some((row, &max)) = labels
-        .iter()
-        .enumerate()
-        .max_by_key(|&(i, &l)| (l, std::cmp::Reverse(i)))
-    else {
-        return Ok(0);
-    };
-    if max >= MAX_INFERRED_CLASSES {
-        return Err(Error::new(format!(
-            "label {max} would imply {} classes; give the class names explicitly if that is intended",
-            max as u128 + 1
-        ))
-        .at(format!("row {row}")));
-    }
-    Ok(max + 1)
 }
 
 /// An element type we convert from.

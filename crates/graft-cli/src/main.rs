@@ -58,6 +58,9 @@ enum Command {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// The input holds this layer's outputs as a .npy (from `graft embed --layer`): only the model after it runs.
+        #[arg(long)]
+        from_layer: Option<String>,
     },
     /// Import a PyTorch state dict (safetensors, PyTorch names and layouts) into a graft run directory.
     Import {
@@ -86,14 +89,17 @@ enum Command {
     /// Sentence embeddings from a pretrained encoder: one text per line in, a float32 [n_texts, dim] `.npy` out.
     Embed {
         /// A Hugging Face-format encoder directory (config.json, model.safetensors, tokenizer.json; the
-        /// sentence-transformers pooling files when present).
+        /// sentence-transformers pooling files when present), or a graft run directory with `--layer`.
         #[arg(long)]
         model: PathBuf,
-        /// A text file, one text per line.
+        /// A text file, one text per line (for a graft model: anything `predict` reads).
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// For a graft model directory: run it up to this layer and write that layer's outputs.
+        #[arg(long)]
+        layer: Option<String>,
         /// Texts per forward pass (texts of similar length are batched together).
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
@@ -178,8 +184,13 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?
             );
         }
-        Command::Predict { model, input, output } => {
-            let n = graft::infer::predict::predict_file(&model, &input, &output, &dev)?;
+        Command::Predict {
+            model,
+            input,
+            output,
+            from_layer,
+        } => {
+            let n = graft::infer::predict::predict_file(&model, &input, &output, from_layer.as_deref(), &dev)?;
             eprintln!("wrote {n} predictions to {}", output.display());
         }
         Command::Import {
@@ -223,9 +234,10 @@ fn run(cli: Cli) -> Result<()> {
             model,
             input,
             output,
+            layer,
             batch_size,
         } => {
-            let (n, dim) = graft::transfer::embed_file(&model, &input, &output, batch_size, &dev)?;
+            let (n, dim) = graft::transfer::embed_file(&model, &input, &output, layer.as_deref(), batch_size, &dev)?;
             eprintln!("wrote {n} embeddings of dimension {dim} to {}", output.display());
         }
         Command::Summary { target } => {

@@ -961,3 +961,146 @@ fn init_from_restores_chosen_layers_of_an_earlier_run() {
     assert_eq!(a["dense_1.weight"].values, b["dense_1.weight"].values);
     assert_ne!(a["out.weight"].values, b["out.weight"].values);
 }
+
+/// A text classifier on a frozen BERT encoder (the tiny random one of the fixtures) with its own tokenizer:
+/// the encoder's sentence vectors are computed once (`cache_features`) and only the head trains; the run directory
+/// holds the whole model with the encoder's weights untouched; and `embed --layer` followed by `predict
+/// --from-layer` gives what `predict` gives on the raw texts.
+#[test]
+fn frozen_bert_features_are_cached_and_the_model_splits_at_a_layer() {
+    let dir = workdir("bert-features");
+    let tiny = repo("crates/graft/tests/fixtures/tiny-bert");
+    let mut csv = String::from("review,score\n");
+    for i in 0..40 {
+        let (words, label) = if i % 2 == 0 {
+            (["great", "lovely", "fine"], "pos")
+        } else {
+            (["awful", "bad", "poor"], "neg")
+        };
+        csv.push_str(&format!(
+            "the film was {} and {},{label}\n",
+            words[i % 3],
+            words[(i + 1) % 3]
+        ));
+    }
+    write(&dir, "reviews.csv", &csv);
+    let exp = write(
+        &dir,
+        "e.toml",
+        &format!(
+            r#"
+[data]
+dataset = {{ text = {{ path = "reviews.csv", column = "review", label = "score", tokenizer = {{ pretrained = "{tiny}", length = 12 }} }} }}
+split = {{ validation = 0.2, test = 0.2 }}
+[model]
+layers = [
+  {{ name = "bert", bert = {{ pretrained = "{tiny}" }} }},
+  {{ name = "hidden", dense = {{ units = 8, activation = "relu" }} }},
+  {{ name = "logits", dense = {{ units = 2 }} }},
+]
+[train]
+epochs = 3
+batch_size = 8
+loss = "sparse_categorical_crossentropy"
+freeze = ["bert"]
+cache_features = true
+"#
+        ),
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cache_features: the output of 'bert' [") && stderr(&o).contains("for 40 samples"),
+        "{}",
+        stderr(&o)
+    );
+    // The whole model is saved, the encoder exactly as loaded; the checkpoint is whole too.
+    let saved = graft::model::io::read_safetensors(&run.join("model.safetensors")).unwrap();
+    let original = graft::model::io::read_safetensors(Path::new(&tiny).join("model.safetensors").as_path()).unwrap();
+    let key = "embeddings.word_embeddings.weight";
+    assert_eq!(saved[&format!("bert.{key}")].values, original[key].values);
+    assert!(saved.contains_key("logits.weight"));
+    let best = graft::model::io::read_safetensors(&run.join("checkpoints/best/model.safetensors")).unwrap();
+    assert_eq!(best.len(), saved.len());
+
+    let texts = write(&dir, "new.txt", "what a lovely and great film\nbad awful poor\n");
+    let run_s = run.to_str().unwrap();
+    let full = dir.join("full.npy");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run_s,
+        "--input",
+        &texts,
+        "--output",
+        full.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let emb = dir.join("emb.npy");
+    let o = graft(&[
+        "embed",
+        "--model",
+        run_s,
+        "--layer",
+        "bert",
+        "--input",
+        &texts,
+        "--output",
+        emb.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let vectors = graft::data::read_npy_f32(&emb).unwrap();
+    assert_eq!(vectors.len(), 2);
+    let split = dir.join("split.npy");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run_s,
+        "--from-layer",
+        "bert",
+        "--input",
+        emb.to_str().unwrap(),
+        "--output",
+        split.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (
+        graft::data::read_npy_f32(&full).unwrap(),
+        graft::data::read_npy_f32(&split).unwrap(),
+    );
+    assert_eq!(a.shape, b.shape);
+    let diff = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-6, "partial-graph predict differs from full predict by {diff}");
+
+    // Errors name the layer and the expected input.
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run_s,
+        "--from-layer",
+        "hiden",
+        "--input",
+        &texts,
+        "--output",
+        "x.npy",
+    ]));
+    assert!(e.contains("--from-layer") && e.contains("did you mean `hidden`"), "{e}");
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run_s,
+        "--from-layer",
+        "bert",
+        "--input",
+        &texts,
+        "--output",
+        "x.npy",
+    ]));
+    assert!(e.contains(".npy"), "{e}");
+}

@@ -203,6 +203,7 @@ impl Case {
                 | "time_distributed"
                 | "multi_head_attention"
                 | "transformer_encoder"
+                | "bert"
         )
     }
 
@@ -219,6 +220,10 @@ impl Case {
         spec
     }
 }
+
+/// A BERT small enough for finite differences.
+const TINY_BERT: &str = "{ vocab_size = 7, hidden_size = 4, num_hidden_layers = 1, num_attention_heads = 2, \
+    intermediate_size = 6, max_position_embeddings = 8, type_vocab_size = 2 }";
 
 fn case(name: &str) -> Case {
     let lstm = "lstm = { units = 3";
@@ -393,6 +398,17 @@ fn case(name: &str) -> Case {
             &[4, 4],
         )
         .mask(0, &[4, 2]),
+        // A one-block BERT on ids; 0 is [PAD], so the second sample's padded tail is left out of attention and
+        // pooling.
+        "bert_mean_pooled" => Case::new(&format!("bert = {{ config = {TINY_BERT}, pooling = \"mean\" }}"), &[4])
+            .generate(Gen::Ids(7)),
+        "bert_cls_normalized" => Case::new(
+            &format!("bert = {{ config = {TINY_BERT}, pooling = \"cls\", normalize = true }}"),
+            &[4],
+        )
+        .generate(Gen::Ids(7)),
+        "bert_sequence" => Case::new(&format!("bert = {{ config = {TINY_BERT}, pooling = \"none\" }}"), &[4])
+            .generate(Gen::Ids(7)),
         // merges
         "add" => Case::multi("add = {}", &[&[3, 2], &[3, 2], &[3, 2]]),
         "multiply" => Case::multi("multiply = {}", &[&[2, 3, 2], &[2, 3, 2]]),
@@ -527,6 +543,9 @@ gradcheck_tests! {
     multi_head_attention_strict_inexact_scale,
     transformer_encoder,
     transformer_encoder_norm_first_gelu_masked,
+    bert_mean_pooled,
+    bert_cls_normalized,
+    bert_sequence,
     add,
     multiply,
     concatenate_last,

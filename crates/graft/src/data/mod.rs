@@ -12,6 +12,7 @@ pub mod array;
 pub mod batch;
 pub mod dataset;
 pub mod digits;
+pub mod hf_tokenizer;
 pub mod idx;
 pub mod npy;
 pub mod prepare;

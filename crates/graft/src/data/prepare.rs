@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::hf_tokenizer::PretrainedTokenizer;
 use super::idx::IdxSource;
 use super::table::{CsvSpec, Table, TabularPreprocessor, read_csv};
 use super::text::{TextSpec, Tokenizer, TokenizerSpec, read_texts};
@@ -55,6 +56,8 @@ pub enum Preprocessor {
     },
     Tabular(Box<TabularPreprocessor>),
     Text(Tokenizer),
+    /// A pretrained encoder's tokenizer.
+    PretrainedText(Box<PretrainedTokenizer>),
 }
 
 impl Raw {
@@ -96,6 +99,12 @@ impl Raw {
         Ok(match self {
             Raw::Ready(_, p) => p.clone(),
             Raw::Table(t, spec) => Preprocessor::Tabular(Box::new(TabularPreprocessor::fit(spec, t, train)?)),
+            Raw::Texts { tokenizer, .. } if tokenizer.pretrained.is_some() => {
+                let path = tokenizer.pretrained.as_deref().unwrap_or(Path::new(""));
+                Preprocessor::PretrainedText(Box::new(
+                    PretrainedTokenizer::load(path, tokenizer.length).map_err(|e| e.at("tokenizer.pretrained"))?,
+                ))
+            }
             Raw::Texts { texts, tokenizer, .. } => Preprocessor::Text(Tokenizer::fit(tokenizer, texts, train)?),
         })
     }
@@ -126,6 +135,19 @@ impl Raw {
                     names: classes.clone(),
                 };
                 Dataset::new(tok.transform(&chosen), Some(targets))
+            }
+            (
+                Raw::Texts {
+                    texts, labels, classes, ..
+                },
+                Preprocessor::PretrainedText(tok),
+            ) => {
+                let chosen: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
+                let targets = Targets::Classes {
+                    labels: rows.iter().map(|&r| labels[r]).collect(),
+                    names: classes.clone(),
+                };
+                Dataset::new(tok.transform(&chosen)?, Some(targets))
             }
             _ => Err(Error::new("internal: the preprocessor does not match the data source")),
         }
@@ -240,10 +262,11 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
             Raw::Table(read_csv(&spec)?, spec)
         }
         SourceSpec::Text { text } => {
-            let spec = TextSpec {
+            let mut spec = TextSpec {
                 path: resolve(&text.path),
                 ..text.clone()
             };
+            spec.tokenizer.pretrained = spec.tokenizer.pretrained.as_deref().map(resolve);
             let (texts, labels, classes) = read_texts(&spec)?;
             Raw::Texts {
                 texts,
@@ -282,11 +305,14 @@ impl Preprocessor {
                 let table = read_csv(&spec)?;
                 Ok(tp.transform(&table, false).map_err(|e| e.in_file(path))?.0)
             }
-            Preprocessor::Text(tok) => {
-                let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                let lines: Vec<String> = String::from_utf8_lossy(&text).lines().map(str::to_string).collect();
-                Ok(tok.transform(&lines))
-            }
+            Preprocessor::Text(tok) => Ok(tok.transform(&read_lines(path)?)),
+            Preprocessor::PretrainedText(tok) => tok.transform(&read_lines(path)?).map_err(|e| e.in_file(path)),
         }
     }
+}
+
+/// The lines of a text file, one text each.
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(String::from_utf8_lossy(&text).lines().map(str::to_string).collect())
 }

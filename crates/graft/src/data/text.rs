@@ -81,6 +81,11 @@ pub struct TokenizerSpec {
     /// For `char_ngrams`: the shortest and longest n-gram, in characters (default `[3, 6]`, as fastText).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ngram_range: Option<[usize; 2]>,
+    /// A pretrained encoder's tokenizer (`tokenizer.json` or the directory holding it) instead of a vocabulary
+    /// fitted here: ids with the encoder's special tokens, padded at the end to `length`; `lowercase`,
+    /// `vocab_size`, `min_freq`, `padding`, `truncation` and `mode` do not apply (the tokenizer has its own rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
 }
 
 impl Default for TokenizerSpec {
@@ -94,6 +99,7 @@ impl Default for TokenizerSpec {
             truncation: Side::Post,
             mode: TokenMode::Word,
             ngram_range: None,
+            pretrained: None,
         }
     }
 }

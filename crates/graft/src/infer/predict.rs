@@ -85,9 +85,30 @@ impl Predictor {
 
 /// Reads raw `input` (`.npy`, or the format the model was trained on: IDX, CSV, text lines), applies the stored
 /// preprocessing, predicts, writes `output` (`.npy` or `.jsonl`).
-pub fn predict_file(model_dir: &Path, input: &Path, output: &Path, device: &Device) -> Result<usize> {
-    let predictor = Predictor::load(model_dir, device)?;
-    let inputs = predictor.preprocessor.read_inputs(input)?;
+/// With `from_layer`, `input` is a `.npy` of that layer's outputs (from `graft embed --layer`) and only the part of
+/// the model after it runs.
+pub fn predict_file(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    from_layer: Option<&str>,
+    device: &Device,
+) -> Result<usize> {
+    let mut predictor = Predictor::load(model_dir, device)?;
+    let inputs = match from_layer {
+        Some(name) => {
+            predictor.graph = predictor.graph.after(name).map_err(|e| e.at("--from-layer"))?;
+            if input.extension().and_then(|e| e.to_str()) != Some("npy") {
+                return Err(Error::new(format!(
+                    "--from-layer {name} reads that layer's outputs from a .npy file (`graft embed --layer {name}` \
+                     writes one)"
+                ))
+                .in_file(input));
+            }
+            crate::data::read_npy_f32(input)?
+        }
+        None => predictor.preprocessor.read_inputs(input)?,
+    };
     let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
     match output.extension().and_then(|e| e.to_str()) {
         Some("npy") => write_npy_f32(output, &preds)?,

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod bert;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
@@ -98,6 +99,7 @@ pub enum LayerSpec {
     TimeDistributed(TimeDistributedConfig),
     MultiHeadAttention(MultiHeadAttentionConfig),
     TransformerEncoder(TransformerEncoderConfig),
+    Bert(bert::BertLayerConfig),
     Add(NoOptions),
     Multiply(NoOptions),
     Concatenate(ConcatenateConfig),
@@ -161,6 +163,7 @@ pub const LAYER_KINDS: &[&str] = &[
     "time_distributed",
     "multi_head_attention",
     "transformer_encoder",
+    "bert",
     "add",
     "multiply",
     "concatenate",
@@ -361,6 +364,16 @@ impl LayerSpec {
                 let out = c.infer(x)?;
                 one(Layer::Transformer(c.init(x, device)?), out, true)
             }
+            LayerSpec::Bert(c) => {
+                let out = c.infer(x)?;
+                let (model, head) = c.init(device)?;
+                let sequence = head.pooling.is_none();
+                Built {
+                    layer: Layer::Bert(model, head),
+                    outputs: vec![out],
+                    masked: vec![sequence],
+                }
+            }
             LayerSpec::Add(_) => one(
                 Layer::Merge(Merge::Add),
                 merge::infer_elementwise(inputs, input_names)?,
@@ -478,6 +491,8 @@ pub enum Layer {
     Recurrent(Recurrent),
     Attention(MultiHeadAttention),
     Transformer(TransformerEncoder),
+    /// A BERT encoder and the pooling after it.
+    Bert(crate::transfer::BertModel, bert::BertHead),
     TimeDistributed(Box<Layer>),
     Pool(Pool),
     GlobalPool(GlobalPool),
@@ -541,6 +556,7 @@ impl Layer {
                 mask.clone(),
                 ctx.dropout_active(),
             ))),
+            Layer::Bert(model, head) => Ok(vec![bert::forward(model, head, first.data.d2()?)?]),
             Layer::TimeDistributed(inner) => {
                 let dims = first.data.dims();
                 let (b, t) = (dims[0], dims[1]);
@@ -594,6 +610,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => m.collect_devices(devices),)*
                     Layer::TimeDistributed(m) => m.collect_devices(devices),
+                    Layer::Bert(m, _) => m.collect_devices(devices),
                     _ => devices,
                 }
             }
@@ -601,6 +618,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.fork(device)),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.fork(device))),
+                    Layer::Bert(m, h) => Layer::Bert(m.fork(device), h),
                     other => other,
                 }
             }
@@ -608,6 +626,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.to_device(device)),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.to_device(device))),
+                    Layer::Bert(m, h) => Layer::Bert(m.to_device(device), h),
                     other => other,
                 }
             }
@@ -615,6 +634,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.train()),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.train())),
+                    Layer::Bert(m, h) => Layer::Bert(m.train(), h),
                     other => other,
                 }
             }
@@ -622,6 +642,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.valid()),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.valid())),
+                    Layer::Bert(m, h) => Layer::Bert(m.valid(), h.clone()),
                     other => other.clone(),
                 }
             }
@@ -629,6 +650,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.materialize()),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.materialize())),
+                    Layer::Bert(m, h) => Layer::Bert(m.materialize(), h),
                     other => other,
                 }
             }
@@ -636,6 +658,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => m.visit(visitor),)*
                     Layer::TimeDistributed(m) => m.visit(visitor),
+                    Layer::Bert(m, _) => m.visit(visitor),
                     _ => {}
                 }
             }
@@ -643,6 +666,7 @@ macro_rules! delegate_module {
                 match self {
                     $(Layer::$variant(m) => Layer::$variant(m.map(mapper)),)*
                     Layer::TimeDistributed(m) => Layer::TimeDistributed(Box::new(m.map(mapper))),
+                    Layer::Bert(m, h) => Layer::Bert(m.map(mapper), h),
                     other => other,
                 }
             }

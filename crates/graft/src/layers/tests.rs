@@ -2580,6 +2580,21 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
                 epsilon: 1e-6,
             }),
         ),
+        (
+            ModelSpec::sequential(vec![6]).add(LayerSpec::Bert(super::bert::BertLayerConfig {
+                pretrained: None,
+                config: Some(
+                    serde_json::from_str(
+                        r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+                            "intermediate_size": 12, "max_position_embeddings": 16}"#,
+                    )
+                    .unwrap(),
+                ),
+                pooling: Some("cls+mean".into()),
+                normalize: Some(true),
+            })),
+            true,
+        ),
         (two_inputs(LayerSpec::Add(NoOptions {}), &[3, 4], &[3, 4]), false),
         (two_inputs(LayerSpec::Multiply(NoOptions {}), &[4], &[4]), false),
         (

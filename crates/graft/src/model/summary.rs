@@ -29,7 +29,7 @@ pub struct Summary {
 }
 
 /// Parameter counts per top-level node name: (trainable, frozen).
-fn counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
+pub(crate) fn parameter_counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
     struct Count {
         path: Vec<String>,
         counts: BTreeMap<String, (usize, usize)>,
@@ -71,7 +71,7 @@ fn counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
 
 impl Graph {
     pub fn summary(&self) -> Summary {
-        let counts = counts(self);
+        let counts = parameter_counts(self);
         // (receptive field, jump) per spatial axis for each node output 0.
         let mut fields: Vec<Option<Vec<(usize, usize)>>> = Vec::with_capacity(self.nodes.len());
         let mut rows = vec![];

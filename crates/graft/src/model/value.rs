@@ -5,7 +5,9 @@
 use burn::prelude::*;
 use burn::tensor::Bool;
 
+use crate::data::Array;
 use crate::error::{Error, Result};
+use burn::tensor::TensorData;
 
 /// A batch tensor of rank 2, 3 or 4 (`[B, F]`, `[B, T, F]` / `[B, C, L]`, `[B, C, H, W]`).
 #[derive(Clone, Debug)]
@@ -115,4 +117,22 @@ impl Value {
             mask: self.mask,
         }
     }
+}
+
+/// Every input of a batch as model input tensors, in the model's input order.
+pub fn batch_inputs(batch: &crate::data::Batch, device: &Device) -> Result<Vec<Data>> {
+    std::iter::once(&batch.inputs)
+        .chain(&batch.extra_inputs)
+        .map(|a| input_data(a, device))
+        .collect()
+}
+
+/// A batch of inputs as the model's input tensor.
+pub fn input_data(inputs: &Array, device: &Device) -> Result<Data> {
+    let n = inputs.len();
+    let flat = Tensor::<2>::from_data(TensorData::new(inputs.data.clone(), [n, inputs.sample_size()]), device);
+    let dims: Vec<usize> = std::iter::once(n)
+        .chain(inputs.sample_shape().iter().copied())
+        .collect();
+    Data::D2(flat).reshape(&dims)
 }

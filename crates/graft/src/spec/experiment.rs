@@ -103,6 +103,10 @@ pub struct TrainSpec {
     /// Parameters kept fixed during training, by glob over their names (`embedding`, `conv1.*`, `*.bias`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
+    /// Feature extraction: compute the output of the frozen part of the model (everything up to the latest layer
+    /// that only frozen layers feed) once for every sample, in inference mode, and train the rest on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_features: bool,
 }
 
 fn batch() -> usize {

@@ -260,6 +260,19 @@ impl ModelSpec {
         }
         self
     }
+
+    /// Fills in what pretrained layers leave to their files (a `bert` layer's sizes and pooling), with relative
+    /// paths resolved by `resolve`.
+    pub fn with_pretrained_sizes(mut self, resolve: &dyn Fn(&std::path::Path) -> std::path::PathBuf) -> Result<Self> {
+        for node in self.nodes.iter_mut() {
+            if let NodeOp::Layer(crate::layers::LayerSpec::Bert(c)) = &mut node.op {
+                *c = c
+                    .complete(resolve)
+                    .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+            }
+        }
+        Ok(self)
+    }
 }
 
 fn parse_shape(v: Option<&Value>, at: &str) -> Result<Shape> {

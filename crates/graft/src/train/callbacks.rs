@@ -176,6 +176,7 @@ pub struct Checkpoint {
     maximize: bool,
     best: Option<f64>,
     dir: PathBuf,
+    whole: Option<Graph>,
 }
 
 impl Checkpoint {
@@ -186,12 +187,28 @@ impl Checkpoint {
             maximize,
             best: None,
             dir,
+            whole: None,
         })
+    }
+
+    /// Saves `whole` with the trained layers put in, when training sees only a part of the model (the head
+    /// trained on cached features), so every checkpoint is a complete model.
+    pub fn around(mut self, whole: Graph) -> Self {
+        self.whole = Some(whole);
+        self
     }
 }
 
 impl Callback for Checkpoint {
     fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, model: &Graph, _control: &mut Control) -> Result<()> {
+        let whole;
+        let model = match &self.whole {
+            Some(w) => {
+                whole = w.clone().with_layers_of(model.clone());
+                &whole
+            }
+            None => model,
+        };
         save_model(model, &self.dir.join("last"))?;
         let value = monitored(logs, &self.spec.monitor, "checkpoint")?;
         if improved(value, self.best, self.maximize, 0.0) {

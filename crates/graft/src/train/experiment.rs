@@ -187,8 +187,12 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let splits = prepare_data(exp, opts.seed)?;
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
-    let spec = exp.model.clone().with_data_shape(splits.train.inputs.sample_shape());
-    let model = Graph::build(&spec, &train_device)?;
+    let spec = exp
+        .model
+        .clone()
+        .with_data_shape(splits.train.inputs.sample_shape())
+        .with_pretrained_sizes(&|p| exp.resolve(p))?;
+    let model = load_pretrained_encoders(Graph::build(&spec, &train_device)?, opts.quiet)?;
     let model = match &exp.train.init_from {
         Some(init) => {
             let init = crate::transfer::restore::RestoreSpec {
@@ -234,42 +238,118 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         monitor: default_monitor.into(),
         mode: None,
     });
-    callbacks.push(Box::new(Checkpoint::new(ck, opts.out.join("checkpoints"))?));
+    let checkpoint = Checkpoint::new(ck, opts.out.join("checkpoints"))?;
 
-    let fitted = fit(
-        model,
-        &head,
-        &exp.train,
-        &splits.train,
-        splits.validation.as_ref(),
-        opts.seed,
-        &mut callbacks,
-    )?;
-    let model = fitted.model.valid();
-    write_timing(&opts.out, &fitted.timings)?;
-    let weights = class_weights(
-        exp.train.class_weights.as_ref(),
-        splits.train.labels(),
-        head.num_classes(),
-    )?;
-    let test = match &splits.test {
-        Some(t) => evaluate(&model, &head, t, weights.as_deref(), 256, exp.train.top_k)?,
-        None => Map::new(),
+    // Feature extraction: the frozen part runs once per sample; only the part after it trains.
+    let cached = if exp.train.cache_features {
+        let cut = model.frozen_cut().ok_or_else(|| {
+            Error::new(
+                "no layer has only frozen layers before it and splits the model cleanly; freeze the encoder \
+                 (e.g. `freeze = [\"bert\"]`) or leave cache_features out",
+            )
+            .at("train.cache_features")
+        })?;
+        let name = model.nodes[cut].name.clone();
+        let started = std::time::Instant::now();
+        let frozen = model.valid();
+        let features = |ds: &Dataset| frozen.features(cut, ds, 64);
+        let train = features(&splits.train)?;
+        let validation = splits.validation.as_ref().map(features).transpose()?;
+        let test = splits.test.as_ref().map(features).transpose()?;
+        if !opts.quiet {
+            eprintln!(
+                "cache_features: the output of '{name}' {:?} for {} samples in {:.1} s; training the layers after it",
+                model.nodes[cut].outputs[0],
+                train.len() + validation.as_ref().map_or(0, Dataset::len) + test.as_ref().map_or(0, Dataset::len),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Some((model.after(&name)?, train, validation, test))
+    } else {
+        None
     };
-    write_run(
-        &opts.out,
-        &model,
-        &head,
-        &fitted.history,
-        &test,
-        exp,
-        &splits.preprocessor,
-    )?;
+    let (trained, timings, history, test) = match cached {
+        Some((part, train, validation, test)) => {
+            callbacks.push(Box::new(checkpoint.around(model.clone())));
+            let fitted = fit(
+                part,
+                &head,
+                &exp.train,
+                &train,
+                validation.as_ref(),
+                opts.seed,
+                &mut callbacks,
+            )?;
+            let test = match &test {
+                Some(t) => evaluate_test(exp, &fitted.model.valid(), &head, &splits.train, t)?,
+                None => Map::new(),
+            };
+            (model.with_layers_of(fitted.model), fitted.timings, fitted.history, test)
+        }
+        None => {
+            callbacks.push(Box::new(checkpoint));
+            let fitted = fit(
+                model,
+                &head,
+                &exp.train,
+                &splits.train,
+                splits.validation.as_ref(),
+                opts.seed,
+                &mut callbacks,
+            )?;
+            let test = match &splits.test {
+                Some(t) => evaluate_test(exp, &fitted.model.valid(), &head, &splits.train, t)?,
+                None => Map::new(),
+            };
+            (fitted.model, fitted.timings, fitted.history, test)
+        }
+    };
+    let model = trained.valid();
+    write_timing(&opts.out, &timings)?;
+    write_run(&opts.out, &model, &head, &history, &test, exp, &splits.preprocessor)?;
     Ok(RunResult {
-        history: fitted.history,
+        history,
         test,
         out: opts.out.clone(),
     })
+}
+
+/// Test-set metrics, with the class weights of training in the loss.
+fn evaluate_test(
+    exp: &ExperimentSpec,
+    model: &Graph,
+    head: &TaskHead,
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<Map<String, Json>> {
+    let weights = class_weights(exp.train.class_weights.as_ref(), train.labels(), head.num_classes())?;
+    evaluate(model, head, test, weights.as_deref(), 256, exp.train.top_k)
+}
+
+/// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
+/// [`ModelSpec::with_pretrained_sizes`](crate::spec::model::ModelSpec::with_pretrained_sizes)).
+fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
+    use crate::layers::{Layer, LayerSpec};
+    for node in model.nodes.iter_mut() {
+        let LayerSpec::Bert(cfg) = &node.spec else { continue };
+        let Some(Layer::Bert(encoder, head)) = node.layer.take() else {
+            continue;
+        };
+        let encoder = match &cfg.pretrained {
+            Some(dir) => {
+                let loaded = encoder
+                    .load_pretrained(dir)
+                    .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+                if !quiet {
+                    eprintln!("layer '{}': weights from {}", node.name, dir.display());
+                }
+                loaded
+            }
+            None => encoder,
+        };
+        node.layer = Some(Layer::Bert(encoder, head));
+    }
+    Ok(model)
 }
 
 /// Replaces the weights of `embedding` layers that name `pretrained` vectors by the vectors of the text dataset's

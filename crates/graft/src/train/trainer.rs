@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use serde_json::{Map, Value as Json};
 
 use super::callbacks::{Callback, Control, Logs};
@@ -19,23 +18,7 @@ use crate::model::Graph;
 use crate::model::value::Data;
 use crate::spec::experiment::{ClassWeights, TrainSpec};
 
-/// Every input of a batch as model input tensors, in the model's input order.
-pub fn batch_inputs(batch: &crate::data::Batch, device: &Device) -> Result<Vec<Data>> {
-    std::iter::once(&batch.inputs)
-        .chain(&batch.extra_inputs)
-        .map(|a| input_data(a, device))
-        .collect()
-}
-
-/// A batch of inputs as the model's input tensor.
-pub fn input_data(inputs: &Array, device: &Device) -> Result<Data> {
-    let n = inputs.len();
-    let flat = Tensor::<2>::from_data(TensorData::new(inputs.data.clone(), [n, inputs.sample_size()]), device);
-    let dims: Vec<usize> = std::iter::once(n)
-        .chain(inputs.sample_shape().iter().copied())
-        .collect();
-    Data::D2(flat).reshape(&dims)
-}
+pub use crate::model::value::{batch_inputs, input_data};
 
 /// A batch's model output as rows for the loss and the metrics. Sequence outputs `[N, T, K]` (from
 /// `time_distributed` or `return_sequences`) become N·T rows with per-step targets; padded steps get weight 0 in

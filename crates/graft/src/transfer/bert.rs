@@ -27,7 +27,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, TensorData};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::data::Array;
@@ -41,7 +41,7 @@ use crate::model::io::{NamedTensor, load_named, read_state_dict};
 // --- configuration ----------------------------------------------------------------------------------------------
 
 /// The fields of a Hugging Face `config.json` that a BERT encoder needs (others are ignored).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -56,10 +56,13 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_embedding_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
+    /// The id of `[PAD]`: positions holding it are left out of attention and pooling.
+    #[serde(default)]
+    pub pad_token_id: usize,
 }
 
 fn default_act() -> String {
@@ -170,11 +173,13 @@ impl BertConfig {
         Ok(())
     }
 
-    /// The encoder with every parameter allocated lazily (zeros until loaded).
+    /// The encoder initialized as Hugging Face initializes BERT (weights and tables from N(0, 0.02²), biases 0,
+    /// LayerNorm 1 and 0), so it also trains from scratch; loading pretrained weights replaces every value.
     pub fn init(&self, device: &Device) -> BertModel {
         let h = self.hidden_size;
+        let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
         let dense = |out: usize, inp: usize| Dense {
-            weight: Initializer::Zeros.init([out, inp], device),
+            weight: normal.init([out, inp], device),
             bias: Some(Initializer::Zeros.init([out], device)),
             activation: Activation::Linear,
         };
@@ -184,7 +189,7 @@ impl BertConfig {
             epsilon: self.layer_norm_eps,
         };
         let table = |rows: usize| Table {
-            weight: Initializer::Zeros.init([rows, h], device),
+            weight: normal.init([rows, h], device),
         };
         let act = HiddenAct::parse(&self.hidden_act).unwrap_or_default();
         BertModel {
@@ -357,6 +362,31 @@ impl BertModel {
     /// The width of the hidden states.
     pub fn dim(&self) -> usize {
         self.config.hidden_size
+    }
+
+    /// Replaces every weight by those of the Hugging Face-format directory `dir` (a sentence-transformers
+    /// directory's Transformer folder is found through `modules.json`), whose `config.json` must describe this
+    /// encoder's sizes.
+    pub fn load_pretrained(self, dir: &Path) -> Result<Self> {
+        let (transformer, _) = sentence_pipeline(dir)?;
+        let config_path = require(&transformer, "config.json")?;
+        let config = BertConfig::from_file(&config_path)?;
+        if config != self.config {
+            return Err(Error::new(format!(
+                "describes another encoder than the layer's config (hidden_size {} vs {}, {} vs {} layers, \
+                 vocab_size {} vs {})",
+                config.hidden_size,
+                self.config.hidden_size,
+                config.num_hidden_layers,
+                self.config.num_hidden_layers,
+                config.vocab_size,
+                self.config.vocab_size
+            ))
+            .in_file(config_path));
+        }
+        let weights = weights_file(&transformer)?;
+        let tensors = read_state_dict(&weights)?;
+        load_weights(self, &tensors, &weights, &config_path)
     }
 
     /// The last hidden state `[B, T, H]` for token ids `[B, T]`, token type ids `[B, T]` and an attention mask
@@ -601,6 +631,13 @@ struct Pipeline {
     pooling: Pooling,
     /// The Pooling config's `word_embedding_dimension` and its file, to check against the encoder.
     width: Option<(usize, PathBuf)>,
+}
+
+/// The folder holding a sentence-transformers directory's Transformer module (config.json, weights, tokenizer.json)
+/// and its pooling; without `modules.json`, `dir` itself with mean pooling and no normalization.
+pub fn sentence_pipeline(dir: &Path) -> Result<(PathBuf, Pooling)> {
+    let p = read_pipeline(dir)?;
+    Ok((p.transformer, p.pooling))
 }
 
 /// Reads `dir/modules.json`; without it, `dir` itself with mean pooling and no normalization.

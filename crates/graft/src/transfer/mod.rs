@@ -19,23 +19,44 @@ use crate::error::{Error, Result};
 
 /// `graft embed`: embeds every line of the text file `input` (one text per line, blank lines included, so row `i`
 /// is line `i + 1`) with the encoder in `model_dir` and writes a float32 `[n_texts, dim]` `.npy` to `output`.
-/// Returns the number of texts and the embedding width.
+/// `model_dir` is a Hugging Face-format encoder directory, or a graft run directory run up to the node `layer`
+/// (then `input` is anything `predict` reads, and the array is `[n, layer's output shape]`). Returns the number of
+/// rows and the width of one.
 pub fn embed_file(
     model_dir: &Path,
     input: &Path,
     output: &Path,
+    layer: Option<&str>,
     batch_size: usize,
     device: &Device,
 ) -> Result<(usize, usize)> {
     if !model_dir.is_dir() {
         return Err(Error::new("--model: no such directory").in_file(model_dir));
     }
-    if model_dir.join("model.toml").is_file() && !model_dir.join("config.json").is_file() {
-        return Err(Error::new(
-            "a graft model directory: embedding with a graft model runs it up to a named layer (`--layer NAME`), \
-             which is not supported yet; --model takes a Hugging Face-format encoder directory \
-             (config.json, model.safetensors, tokenizer.json)",
-        )
+    let graft_dir = model_dir.join("model.toml").is_file() && !model_dir.join("config.json").is_file();
+    if graft_dir {
+        let Some(layer) = layer else {
+            return Err(Error::new(
+                "a graft model directory: name the layer whose outputs are the embeddings (`--layer NAME`)",
+            )
+            .in_file(model_dir));
+        };
+        let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
+        let cut = predictor.graph.node_index(layer).map_err(|e| e.at("--layer"))?;
+        let inputs = predictor.preprocessor.read_inputs(input)?;
+        let ds = crate::data::Dataset::new(inputs, None)?;
+        let mut ds = ds;
+        crate::train::experiment::check_data_fits(&predictor.graph, &mut ds, "--input")
+            .map_err(|e| e.in_file(input))?;
+        let features = predictor.graph.features(cut, &ds, batch_size.max(1))?;
+        write_npy_f32(output, &features.inputs)?;
+        return Ok((features.len(), features.inputs.sample_size()));
+    }
+    if let Some(layer) = layer {
+        return Err(Error::new(format!(
+            "--layer {layer} runs a graft model directory up to that layer; a Hugging Face encoder directory \
+             gives its pooled sentence vectors without it"
+        ))
         .in_file(model_dir));
     }
     let encoder = SentenceEncoder::load(model_dir, device)?;

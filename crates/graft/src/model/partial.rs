@@ -1,0 +1,305 @@
+//! Parts of a model: running it only up to a named node (embeddings of a whole catalogue, cached features), and
+//! the rest of it as a model of its own whose input is that node's output (prediction from precomputed vectors,
+//! training a head on cached features). A node splits a model cleanly when nothing after it reads the model's
+//! inputs or any node before it except through that node.
+
+use burn::module::Module;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layers::Ctx;
+use crate::model::Graph;
+use crate::model::graph::Source;
+use crate::model::value::{Data, Value};
+use crate::spec::model::{InputSpec, ModelSpec};
+use crate::spec::suggest::hint;
+
+impl Graph {
+    /// The index of the node called `name`.
+    pub fn node_index(&self, name: &str) -> Result<usize> {
+        self.nodes.iter().position(|n| n.name == name).ok_or_else(|| {
+            Error::new(format!(
+                "the model has no layer '{name}'{}",
+                hint(name, self.nodes.iter().map(|n| n.name.as_str()))
+            ))
+        })
+    }
+
+    /// Which nodes node `n` depends on, itself included.
+    fn upstream(&self, n: usize) -> Vec<bool> {
+        let mut needed = vec![false; self.nodes.len()];
+        needed[n] = true;
+        for i in (0..=n).rev() {
+            if !needed[i] {
+                continue;
+            }
+            for s in &self.nodes[i].sources {
+                if let Source::Node(j, _) = s {
+                    needed[*j] = true;
+                }
+            }
+        }
+        needed
+    }
+
+    /// Runs only what node `n` depends on and returns its first output.
+    pub fn forward_until(&self, inputs: Vec<Data>, n: usize, ctx: Ctx) -> Result<Value> {
+        let needed = self.upstream(n);
+        let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
+        let mut values: Vec<Vec<Value>> = Vec::with_capacity(n + 1);
+        for (i, node) in self.nodes.iter().enumerate().take(n + 1) {
+            if !needed[i] {
+                values.push(vec![]);
+                continue;
+            }
+            let args: Vec<Value> = node
+                .sources
+                .iter()
+                .map(|s| match *s {
+                    Source::Input(k) => inputs[k].clone(),
+                    Source::Node(j, o) => values[j][o].clone(),
+                })
+                .collect();
+            let layer = self.nodes[node.layer_of]
+                .layer
+                .as_ref()
+                .ok_or_else(|| Error::new("layer missing"))?;
+            let out = layer
+                .forward(args, &ctx)
+                .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+            values.push(out);
+        }
+        Ok(values[n].swap_remove(0))
+    }
+
+    /// Why the model cannot be split after node `n`, if it cannot.
+    fn split_problem(&self, n: usize) -> Option<String> {
+        let node = &self.nodes[n];
+        if node.outputs.len() != 1 {
+            return Some(format!(
+                "'{}' has {} outputs; split after a single-output layer",
+                node.name,
+                node.outputs.len()
+            ));
+        }
+        if node.masked[0] {
+            return Some(format!(
+                "'{}' outputs a padded sequence, whose mask a precomputed array cannot carry",
+                node.name
+            ));
+        }
+        let before = self.upstream(n);
+        for (i, later) in self.nodes.iter().enumerate().skip(n + 1) {
+            if before[later.layer_of] && later.layer_of != i {
+                return Some(format!(
+                    "'{}' shares the layer of '{}', which comes before the split",
+                    later.name, self.nodes[later.layer_of].name
+                ));
+            }
+            for s in &later.sources {
+                match *s {
+                    Source::Input(k) => {
+                        return Some(format!(
+                            "'{}' reads the model input '{}' directly",
+                            later.name, self.spec.inputs[k].name
+                        ));
+                    }
+                    Source::Node(j, _) if j < n => {
+                        return Some(format!(
+                            "'{}' reads '{}', which comes before the split",
+                            later.name, self.nodes[j].name
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for o in &self.outputs {
+            match *o {
+                Source::Node(j, _) if j > n => {}
+                _ => return Some("a model output comes before the split".into()),
+            }
+        }
+        None
+    }
+
+    /// The part of the model after node `name`: a model whose one input (named `name`) is that node's output, with
+    /// copies of this model's layers.
+    pub fn after(&self, name: &str) -> Result<Graph> {
+        let n = self.node_index(name)?;
+        if let Some(problem) = self.split_problem(n) {
+            return Err(Error::new(format!(
+                "the model cannot be split after '{name}': {problem}"
+            )));
+        }
+        let cut = &self.nodes[n];
+        let spec = ModelSpec {
+            inputs: vec![InputSpec {
+                name: cut.name.clone(),
+                shape: cut.outputs[0].clone(),
+            }],
+            nodes: self.spec.nodes[n + 1..].to_vec(),
+            outputs: self.spec.outputs.clone(),
+        };
+        let device = self.devices().first().cloned().unwrap_or_default();
+        let mut head = Graph::build(&spec, &device)?;
+        for node in head.nodes.iter_mut() {
+            if node.layer.is_some() {
+                let i = self.node_index(&node.name)?;
+                node.layer = self.nodes[i].layer.clone();
+            }
+        }
+        Ok(head)
+    }
+
+    /// This model with the layers of `head` (a part made by [`Graph::after`], trained since) put back by name.
+    pub fn with_layers_of(mut self, head: Graph) -> Graph {
+        for part in head.nodes {
+            if let Some(layer) = part.layer
+                && let Some(node) = self.nodes.iter_mut().find(|n| n.name == part.name)
+            {
+                node.layer = Some(layer);
+            }
+        }
+        self
+    }
+
+    /// `ds` with its inputs replaced by the output of node `cut` (computed in inference mode, `batch_size` at a time).
+    pub fn features(&self, cut: usize, ds: &Dataset, batch_size: usize) -> Result<Dataset> {
+        let model = self;
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let shape = model.nodes[cut].outputs[0].clone();
+        let width: usize = shape.iter().product();
+        let mut data = vec![0f32; ds.len() * width];
+        // Rows of token ids go in order of length, so a batch holds texts of similar length and layers that cut off
+        // shared padding (bert) compute little of it; the order does not change any row's features.
+        let mut indices: Vec<usize> = (0..ds.len()).collect();
+        if ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
+            let t = ds.inputs.sample_size();
+            let length = |r: usize| {
+                let row = &ds.inputs.data[r * t..(r + 1) * t];
+                let last = row.last().copied().unwrap_or(0.0);
+                t - row.iter().rev().take_while(|&&v| v == last).count()
+            };
+            indices.sort_by_key(|&r| length(r));
+        }
+        for chunk in indices.chunks(batch_size.max(1)) {
+            let batch = crate::data::gather(ds, chunk);
+            let out = model.forward_until(
+                crate::model::value::batch_inputs(&batch, &device)?,
+                cut,
+                crate::layers::Ctx::default(),
+            )?;
+            let values = match out.data {
+                crate::model::value::Data::D2(t) => t.into_data(),
+                crate::model::value::Data::D3(t) => t.into_data(),
+                crate::model::value::Data::D4(t) => t.into_data(),
+            };
+            let values = values
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::new(format!("cannot read features back: {e:?}")))?;
+            for (k, &r) in chunk.iter().enumerate() {
+                data[r * width..(r + 1) * width].copy_from_slice(&values[k * width..(k + 1) * width]);
+            }
+        }
+        let mut out = ds.clone();
+        out.inputs = crate::data::Array::new(std::iter::once(ds.len()).chain(shape).collect(), data)?;
+        out.extra_inputs.clear();
+        out.input_names.clear();
+        Ok(out)
+    }
+
+    /// The latest node that splits the model cleanly and up to which no parameter trains: everything before it can
+    /// be computed once and cached. `None` when there is no such node.
+    pub fn frozen_cut(&self) -> Option<usize> {
+        let counts = super::summary::parameter_counts(self);
+        let frozen: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let owner = &self.nodes[node.layer_of].name;
+                counts.get(owner).is_none_or(|(trainable, _)| *trainable == 0)
+            })
+            .collect();
+        (0..self.nodes.len()).rev().find(|&n| {
+            self.upstream(n).iter().enumerate().all(|(i, up)| !up || frozen[i]) && self.split_problem(n).is_none()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+
+    use super::*;
+    use crate::layers::LayerSpec;
+    use crate::layers::dense::DenseConfig;
+
+    fn dense(units: usize) -> LayerSpec {
+        LayerSpec::Dense(DenseConfig::new(units))
+    }
+
+    fn mlp(device: &Device) -> Graph {
+        let spec = ModelSpec::sequential(vec![5])
+            .add_named("a", dense(4))
+            .add_named("b", dense(3))
+            .add_named("c", dense(2));
+        Graph::build(&spec, device).unwrap()
+    }
+
+    #[test]
+    fn the_two_parts_compute_what_the_whole_model_computes() {
+        let device = Device::default();
+        let model = mlp(&device);
+        let x = Tensor::<2>::random([3, 5], burn::tensor::Distribution::Default, &device);
+        let whole = model
+            .forward(vec![Data::D2(x.clone())], false, false)
+            .unwrap()
+            .remove(0);
+        let b = model.node_index("b").unwrap();
+        let features = model.forward_until(vec![Data::D2(x)], b, Ctx::default()).unwrap();
+        assert_eq!(features.data.dims(), vec![3, 3]);
+        let head = model.after("b").unwrap();
+        assert_eq!(head.spec.inputs[0].name, "b");
+        assert_eq!(head.nodes.len(), 1);
+        let split = head.forward(vec![features.data], false, false).unwrap().remove(0);
+        let (w, s) = (
+            whole.data.d2().unwrap().into_data().try_to_vec::<f32>().unwrap(),
+            split.data.d2().unwrap().into_data().try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(w, s);
+    }
+
+    #[test]
+    fn frozen_cut_is_the_last_layer_fed_only_by_frozen_ones() {
+        let device = Device::default().autodiff();
+        let model = mlp(&device);
+        assert_eq!(model.frozen_cut(), None);
+        let (model, _) = crate::transfer::freeze::freeze(model, &["a".into(), "b".into()]).unwrap();
+        assert_eq!(model.frozen_cut(), Some(1));
+        let head = model.after("b").unwrap();
+        let trained = model.clone().with_layers_of(head);
+        assert_eq!(trained.nodes.len(), 3);
+    }
+
+    #[test]
+    fn a_model_that_cannot_be_split_there_says_why() {
+        let device = Device::default();
+        let spec = ModelSpec::graph()
+            .input("x", vec![4])
+            .node("a", dense(3), &["x"])
+            .node("b", dense(3), &["a"])
+            .node(
+                "skip",
+                LayerSpec::Add(crate::layers::activation::NoOptions {}),
+                &["a", "b"],
+            )
+            .output("skip");
+        let model = Graph::build(&spec, &device).unwrap();
+        let e = model.after("b").unwrap_err().to_string();
+        assert!(e.contains("'skip' reads 'a'"), "{e}");
+        let e = model.after("bb").unwrap_err().to_string();
+        assert!(e.contains("no layer 'bb'") && e.contains("did you mean"), "{e}");
+    }
+}

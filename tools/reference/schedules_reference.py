@@ -53,6 +53,10 @@ CASES = {
     "ONE_CYCLE_THREE_PHASE_LINEAR_LR": dict(kind="one_cycle", epochs=5, steps_per_epoch=5, max_lr=0.1,
                                             pct_start=0.4, anneal="linear", div_factor=25.0,
                                             final_div_factor=1e4, three_phase=True),
+    # Slanted triangular (ULMFiT, Howard & Ruder 2018, eq. 3) over 4 epochs x 5 steps = 20 steps, as torch's
+    # LambdaLR with that factor; three parameter groups at the discriminative rates lr / 2.6^g (g = 0 the top).
+    "SLANTED_TRIANGULAR_LR": dict(kind="slanted_triangular", epochs=4, steps_per_epoch=5, cut_frac=0.2,
+                                  ratio=32.0, decay=2.6, groups=3),
     # min mode, relative threshold 1% (0.895 after 0.9 is not an improvement), patience 1, cooldown 2,
     # floor at min_lr = 0.01.
     "PLATEAU_MIN_LR": dict(kind="plateau", mode="min", factor=0.5, patience=1, threshold=0.01,
@@ -172,6 +176,21 @@ def derive_one_cycle(c):
     return out
 
 
+def stlr_factor(t, total, cut_frac, ratio):
+    cut = math.floor(total * cut_frac)
+    p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / cut_frac - 1))
+    return (1 + p * (ratio - 1)) / ratio
+
+
+def derive_slanted_triangular(c):
+    total = c["epochs"] * c["steps_per_epoch"]
+    out = []
+    for t in range(total):
+        f = stlr_factor(t, total, c["cut_frac"], c["ratio"])
+        out.extend(BASE_LR / c["decay"] ** g * f for g in range(c["groups"]))
+    return out
+
+
 def derive_plateau(c):
     eps = 1e-8
     mode, thr, thr_mode = c["mode"], c["threshold"], c["threshold_mode"]
@@ -213,6 +232,7 @@ DERIVE = {
     "warmup_cosine": derive_warmup_cosine,
     "one_cycle": derive_one_cycle,
     "plateau": derive_plateau,
+    "slanted_triangular": derive_slanted_triangular,
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -276,6 +296,17 @@ def torch_case(torch, c):
         )
         for _ in range(c["epochs"] * c["steps_per_epoch"]):
             out.append(lr_of(opt))
+            opt.step()
+            sched.step()
+    elif kind == "slanted_triangular":
+        params = [torch.zeros(1, requires_grad=True) for _ in range(c["groups"])]
+        opt = torch.optim.SGD(
+            [{"params": [p], "lr": BASE_LR / c["decay"] ** g} for g, p in enumerate(params)], lr=BASE_LR
+        )
+        total = c["epochs"] * c["steps_per_epoch"]
+        sched = S.LambdaLR(opt, lambda t: stlr_factor(t, total, c["cut_frac"], c["ratio"]))
+        for _ in range(total):
+            out.extend(float(g["lr"]) for g in opt.param_groups)
             opt.step()
             sched.step()
     elif kind == "plateau":

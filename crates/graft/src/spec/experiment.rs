@@ -107,6 +107,10 @@ pub struct TrainSpec {
     /// that only frozen layers feed) once for every sample, in inference mode, and train the rest on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache_features: bool,
+    /// Discriminative learning rates and gradual unfreezing over groups of layers (ULMFiT); parameters in no group
+    /// stay frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_groups: Option<crate::transfer::groups::LayerGroupsSpec>,
 }
 
 fn batch() -> usize {

@@ -208,7 +208,18 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         None => model,
     };
     let (model, fixed) = load_pretrained_embeddings(exp, model, &splits.preprocessor, opts.seed, opts.quiet)?;
-    let patterns: Vec<String> = exp.train.freeze.iter().cloned().chain(fixed).collect();
+    let outside_groups = match &exp.train.layer_groups {
+        Some(g) => crate::transfer::groups::LayerGroups::new(g, &model)?.outside,
+        None => vec![],
+    };
+    let patterns: Vec<String> = exp
+        .train
+        .freeze
+        .iter()
+        .cloned()
+        .chain(fixed)
+        .chain(outside_groups)
+        .collect();
     let (model, _frozen) = crate::transfer::freeze::freeze(model, &patterns)?;
     let mut splits = splits;
     check_data_fits(&model, &mut splits.train, "data.dataset")?;

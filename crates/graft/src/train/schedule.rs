@@ -74,6 +74,15 @@ pub enum ScheduleSpec {
         #[serde(default)]
         three_phase: bool,
     },
+    /// ULMFiT's slanted triangular learning rate (Howard & Ruder 2018, eq. 3), per optimizer step: a short linear
+    /// rise from `lr / ratio` to the optimizer's lr over the first `cut_frac` of the steps, then a long linear decay
+    /// back to `lr / ratio`.
+    SlantedTriangular {
+        #[serde(default = "default_cut_frac")]
+        cut_frac: f64,
+        #[serde(default = "default_ratio")]
+        ratio: f64,
+    },
     /// torch `ReduceLROnPlateau` on the logged value `monitor`, checked at the end of each epoch.
     ReduceOnPlateau {
         #[serde(default = "default_monitor")]
@@ -95,6 +104,12 @@ pub enum ScheduleSpec {
     },
 }
 
+fn default_cut_frac() -> f64 {
+    0.1
+}
+fn default_ratio() -> f64 {
+    32.0
+}
 fn default_step_gamma() -> f64 {
     0.1
 }
@@ -157,6 +172,7 @@ impl ScheduleSpec {
             ScheduleSpec::Cosine { .. } => "cosine",
             ScheduleSpec::Warmup { .. } => "warmup",
             ScheduleSpec::OneCycle { .. } => "one_cycle",
+            ScheduleSpec::SlantedTriangular { .. } => "slanted_triangular",
             ScheduleSpec::ReduceOnPlateau { .. } => "reduce_on_plateau",
         }
     }
@@ -180,6 +196,29 @@ enum Plan {
     PerEpoch(PerEpoch),
     OneCycle(OneCycle),
     Warmup(Warmup),
+    Slanted(Slanted),
+}
+
+#[derive(Debug, Clone)]
+struct Slanted {
+    total_steps: usize,
+    cut_frac: f64,
+    ratio: f64,
+    max_lr: f64,
+}
+
+impl Slanted {
+    /// ULMFiT's η_t = η_max (1 + p (ratio − 1)) / ratio, p rising to 1 at step ⌊T·cut_frac⌋ and falling after it.
+    fn lr_at(&self, step: usize) -> f64 {
+        let t = step.min(self.total_steps.saturating_sub(1)) as f64;
+        let cut = (self.total_steps as f64 * self.cut_frac).floor();
+        let p = if t < cut {
+            t / cut
+        } else {
+            1.0 - (t - cut) / (cut * (1.0 / self.cut_frac - 1.0))
+        };
+        self.max_lr * (1.0 + p * (self.ratio - 1.0)) / self.ratio
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +288,31 @@ impl Scheduler {
             ScheduleSpec::OneCycle { .. } => {
                 Plan::OneCycle(OneCycle::new(spec, epochs, steps_per_epoch).map_err(|e| e.at(spec.name()))?)
             }
+            ScheduleSpec::SlantedTriangular { cut_frac, ratio } => {
+                check_base_lr(base_lr)?;
+                let at = |key: &str| format!("slanted_triangular.{key}");
+                if !(*cut_frac > 0.0 && *cut_frac < 1.0) {
+                    return Err(
+                        Error::new(format!("expected a fraction between 0 and 1, found {cut_frac}")).at(at("cut_frac")),
+                    );
+                }
+                if !(*ratio >= 1.0) {
+                    return Err(Error::new(format!("expected at least 1, found {ratio}")).at(at("ratio")));
+                }
+                let total_steps = epochs * steps_per_epoch;
+                if ((total_steps as f64) * cut_frac).floor() < 1.0 {
+                    return Err(Error::new(format!(
+                        "{total_steps} steps leave no rising part at cut_frac = {cut_frac}; raise cut_frac or train longer"
+                    ))
+                    .at(at("cut_frac")));
+                }
+                Plan::Slanted(Slanted {
+                    total_steps,
+                    cut_frac: *cut_frac,
+                    ratio: *ratio,
+                    max_lr: base_lr,
+                })
+            }
             ScheduleSpec::Warmup {
                 warmup_steps,
                 start_factor,
@@ -261,7 +325,12 @@ impl Scheduler {
                     }
                     fraction("start_factor", *start_factor)?;
                     let then = then.as_deref().unwrap_or(&ScheduleSpec::Constant);
-                    if matches!(then, ScheduleSpec::Warmup { .. } | ScheduleSpec::OneCycle { .. }) {
+                    if matches!(
+                        then,
+                        ScheduleSpec::Warmup { .. }
+                            | ScheduleSpec::OneCycle { .. }
+                            | ScheduleSpec::SlantedTriangular { .. }
+                    ) {
                         return Err(Error::new(format!(
                             "expected a per-epoch schedule or reduce_on_plateau, found {} (which has its own warm-up)",
                             then.name()
@@ -317,7 +386,7 @@ impl Scheduler {
         let before = self.current_lr();
         match &mut self.plan {
             Plan::PerEpoch(schedule) => schedule.advance(logs)?,
-            Plan::OneCycle(_) => {}
+            Plan::OneCycle(_) | Plan::Slanted(_) => {}
             Plan::Warmup(warmup) => {
                 if self.steps_done > warmup.steps {
                     warmup.then.advance(logs)?;
@@ -341,6 +410,7 @@ impl Scheduler {
         match &self.plan {
             Plan::PerEpoch(schedule) => schedule.lr,
             Plan::OneCycle(one_cycle) => one_cycle.lr_at(step),
+            Plan::Slanted(slanted) => slanted.lr_at(step),
             Plan::Warmup(warmup) if step < warmup.steps => {
                 // torch LinearLR's closed form, same operation order.
                 let sf = warmup.start_factor;
@@ -432,7 +502,7 @@ impl PerEpoch {
                 .map_err(|e| e.at("reduce_on_plateau"))?;
                 Rule::Plateau(plateau)
             }
-            ScheduleSpec::Warmup { .. } | ScheduleSpec::OneCycle { .. } => {
+            ScheduleSpec::Warmup { .. } | ScheduleSpec::OneCycle { .. } | ScheduleSpec::SlantedTriangular { .. } => {
                 return Err(Error::new("is not a per-epoch schedule").at(spec.name()));
             }
         };
@@ -695,6 +765,69 @@ mod tests {
     // numbers bit for bit). The cases' parameters are in that script, under the same names. Base lr 0.1 throughout
     // (OneCycle: optimizer lr 0.5, which OneCycle overrides). The Rust side reproduces them exactly, except the
     // warm-up, which uses LinearLR's closed form where torch steps its chainable form (1 ulp apart).
+    // Three parameter groups at lr / 2.6^g, interleaved per step: [g0, g1, g2] of step 0, then of step 1, ...
+    const SLANTED_TRIANGULAR_LR: [f64; 60] = [
+        0.003125,
+        0.001201923076923077,
+        0.0004622781065088757,
+        0.02734375,
+        0.010516826923076924,
+        0.0040449334319526626,
+        0.051562500000000004,
+        0.01983173076923077,
+        0.00762758875739645,
+        0.07578125000000001,
+        0.029146634615384616,
+        0.011210244082840236,
+        0.1,
+        0.038461538461538464,
+        0.014792899408284023,
+        0.0939453125,
+        0.0361328125,
+        0.013897235576923076,
+        0.087890625,
+        0.03380408653846154,
+        0.01300157174556213,
+        0.08183593750000001,
+        0.03147536057692308,
+        0.012105907914201183,
+        0.07578125000000001,
+        0.029146634615384616,
+        0.011210244082840236,
+        0.0697265625,
+        0.026817908653846156,
+        0.010314580251479289,
+        0.063671875,
+        0.024489182692307692,
+        0.009418916420118342,
+        0.0576171875,
+        0.022160456730769232,
+        0.008523252588757396,
+        0.051562500000000004,
+        0.01983173076923077,
+        0.00762758875739645,
+        0.0455078125,
+        0.017503004807692308,
+        0.006731924926035503,
+        0.039453125000000006,
+        0.015174278846153848,
+        0.005836261094674556,
+        0.0333984375,
+        0.012845552884615386,
+        0.004940597263313609,
+        0.02734375,
+        0.010516826923076924,
+        0.0040449334319526626,
+        0.0212890625,
+        0.008188100961538462,
+        0.003149269600591716,
+        0.015234375000000001,
+        0.005859375,
+        0.002253605769230769,
+        0.0091796875,
+        0.0035306490384615385,
+        0.0013579419378698225,
+    ];
     const STEP_LR: [f64; 10] = [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.0125];
     const EXPONENTIAL_LR: [f64; 10] = [
         0.1,
@@ -1453,5 +1586,34 @@ mod tests {
             let text = toml::to_string(&Wrapper { schedule: spec.clone() }).unwrap();
             assert_eq!(parse(&text), spec, "{text}");
         }
+    }
+
+    #[test]
+    fn slanted_triangular_with_discriminative_rates_matches_torch() {
+        let spec = ScheduleSpec::SlantedTriangular {
+            cut_frac: 0.2,
+            ratio: 32.0,
+        };
+        let mut s = Scheduler::new(&spec, 0.1, 4, 5).unwrap();
+        for step in 0..20 {
+            let lr = s.next_step_lr();
+            for g in 0..3 {
+                let want = SLANTED_TRIANGULAR_LR[step * 3 + g];
+                let got = lr / 2.6f64.powi(g as i32);
+                assert!(
+                    (got - want).abs() <= 1e-15 * want.abs().max(1e-300) * 4.0,
+                    "step {step} group {g}: {got} vs {want}"
+                );
+            }
+        }
+        let bad = ScheduleSpec::SlantedTriangular {
+            cut_frac: 0.01,
+            ratio: 32.0,
+        };
+        let e = Scheduler::new(&bad, 0.1, 2, 5).unwrap_err().to_string();
+        assert!(
+            e.contains("slanted_triangular.cut_frac") && e.contains("no rising part"),
+            "{e}"
+        );
     }
 }

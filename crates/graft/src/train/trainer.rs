@@ -376,11 +376,23 @@ pub fn fit(
     let mut scheduler =
         Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps).map_err(|e| e.at("train.schedule"))?;
     let weights = class_weights(spec.class_weights.as_ref(), train.labels(), head.num_classes())?;
+    let groups = spec
+        .layer_groups
+        .as_ref()
+        .map(|g| crate::transfer::groups::LayerGroups::new(g, &model))
+        .transpose()?;
+    let mut groups_training = groups.as_ref().map_or(0, |g| g.len());
     let wanted: Vec<String> = spec.metrics.clone();
     let mut history = vec![];
     let mut timings = vec![];
     let mut stopped_early = None;
     for epoch in 1..=spec.epochs {
+        if let Some(g) = &groups
+            && (epoch == 1 || g.training_in(epoch) != groups_training)
+        {
+            groups_training = g.training_in(epoch);
+            model = g.unfreeze_top(model, groups_training);
+        }
         let batches = Batches::new(train.len(), spec.batch_size, spec.shuffle, seed, epoch)?;
         for cb in callbacks.iter_mut() {
             cb.on_epoch_begin(epoch, batches.num_batches());
@@ -422,7 +434,10 @@ pub fn fit(
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let lr = scheduler.next_step_lr();
-                model = optim.step(lr, model.clone(), grads);
+                model = match &groups {
+                    Some(g) => optim.step(g.learning_rates(lr), model.clone(), grads),
+                    None => optim.step(lr, model.clone(), grads),
+                };
                 model = apply_max_norm(model.clone());
                 loss_sum += data_loss * batch.len() as f64;
                 seen += batch.len();
@@ -463,6 +478,9 @@ pub fn fit(
             }
         }
         logs.insert("lr".into(), scheduler.current_lr());
+        if groups.is_some() {
+            logs.insert("groups_training".into(), groups_training as f64);
+        }
         scheduler.end_epoch(epoch, &logs).map_err(|e| e.at("train.schedule"))?;
         let mut control = Control::default();
         for cb in callbacks.iter_mut() {

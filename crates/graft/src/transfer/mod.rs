@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod freeze;
+pub mod groups;
 pub mod restore;
 
 pub use bert::{BertConfig, BertModel, Pooling, PoolingMode, SentenceEncoder, Tokens};

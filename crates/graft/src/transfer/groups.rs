@@ -1,0 +1,326 @@
+//! Layer groups for fine-tuning a pretrained network as ULMFiT does (Howard & Ruder, 2018): the parameters are
+//! split into groups by name pattern, listed from the top of the network (the head) down. Each group trains at its
+//! own learning rate — the base rate divided by `lr_decay` once per group below the top (discriminative fine-tuning)
+//! — and with gradual unfreezing only the top group trains in the first epoch, one more group from the top joins in
+//! each epoch after. Parameters in no group stay frozen, so listing the head and the top k blocks fine-tunes just
+//! those.
+//!
+//! ```toml
+//! [train.layer_groups]
+//! groups = ["logits", "bert.encoder.layer.5", "bert.encoder.layer.4"]
+//! lr_decay = 2.6
+//! gradual_unfreezing = true
+//! ```
+
+use std::collections::HashSet;
+
+use burn::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::freeze::glob_match;
+use crate::error::{Error, Result};
+use crate::model::Graph;
+use crate::spec::suggest::hint;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerGroupsSpec {
+    /// One entry per group, the top of the network first: a glob over parameter names (a node name covers all its
+    /// parameters), or a list of them.
+    pub groups: Vec<GroupPatterns>,
+    /// Group g (0 = the top) trains at lr / lr_decay^g; ULMFiT uses 2.6, 1 gives every group the same rate.
+    #[serde(default = "one")]
+    pub lr_decay: f64,
+    /// Epoch e (from 1) trains the top e groups only.
+    #[serde(default)]
+    pub gradual_unfreezing: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GroupPatterns {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl GroupPatterns {
+    fn patterns(&self) -> Vec<&str> {
+        match self {
+            GroupPatterns::One(p) => vec![p.as_str()],
+            GroupPatterns::Many(ps) => ps.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Every parameter's name, id and whether it trains now (running statistics are buffers and left out).
+fn parameters(model: &Graph) -> Vec<(String, ParamId, bool)> {
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<(String, ParamId, bool)>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let leaf = self.path.last().map(String::as_str).unwrap_or("");
+            if leaf == "running_mean" || leaf == "running_var" {
+                return;
+            }
+            let value = param.val();
+            let trains = value.is_require_grad() || !value.device().is_autodiff();
+            self.out.push((self.path.join("."), param.id, trains));
+        }
+    }
+    let mut c = Collect {
+        path: vec![],
+        out: vec![],
+    };
+    model.visit(&mut c);
+    c.out
+}
+
+/// The groups of one model.
+#[derive(Debug, Clone)]
+pub struct LayerGroups {
+    /// Per group (top first): the ids of its parameters that may train (frozen ones by `freeze` stay out).
+    members: Vec<Vec<ParamId>>,
+    /// Names of the parameters in no group, which stay frozen.
+    pub outside: Vec<String>,
+    decay: f64,
+    gradual: bool,
+}
+
+impl LayerGroups {
+    /// Assigns every parameter of `model` to the first group whose pattern matches its name; a pattern that matches
+    /// nothing is an error.
+    pub fn new(spec: &LayerGroupsSpec, model: &Graph) -> Result<Self> {
+        let at = "train.layer_groups";
+        if spec.groups.is_empty() {
+            return Err(Error::new("name at least one group").at(format!("{at}.groups")));
+        }
+        if !(spec.lr_decay > 0.0) || !spec.lr_decay.is_finite() {
+            return Err(
+                Error::new(format!("expected a positive number, found {}", spec.lr_decay)).at(format!("{at}.lr_decay")),
+            );
+        }
+        let params = parameters(model);
+        let mut members = vec![vec![]; spec.groups.len()];
+        let mut outside = vec![];
+        let mut used: Vec<Vec<bool>> = spec.groups.iter().map(|g| vec![false; g.patterns().len()]).collect();
+        for (name, id, trains) in &params {
+            let mut group = None;
+            for (g, patterns) in spec.groups.iter().enumerate() {
+                for (k, p) in patterns.patterns().iter().enumerate() {
+                    if glob_match(p, name) || glob_match(&format!("{p}.*"), name) {
+                        used[g][k] = true;
+                        group = group.or(Some(g));
+                    }
+                }
+            }
+            match group {
+                Some(g) if *trains => members[g].push(*id),
+                Some(_) => {}
+                None => outside.push(name.clone()),
+            }
+        }
+        for (g, patterns) in spec.groups.iter().enumerate() {
+            if let Some(k) = used[g].iter().position(|u| !u) {
+                let p = patterns.patterns()[k];
+                return Err(Error::new(format!(
+                    "pattern '{p}' matches no parameter{}",
+                    hint(p, params.iter().map(|(n, _, _)| n.as_str()))
+                ))
+                .at(format!("{at}.groups[{g}]")));
+            }
+        }
+        Ok(LayerGroups {
+            members,
+            outside,
+            decay: spec.lr_decay,
+            gradual: spec.gradual_unfreezing,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The learning-rate factor of group `g`: 1 / lr_decay^g.
+    pub fn factor(&self, g: usize) -> f64 {
+        1.0 / self.decay.powi(g as i32)
+    }
+
+    /// How many groups, from the top, train in `epoch` (from 1).
+    pub fn training_in(&self, epoch: usize) -> usize {
+        if self.gradual {
+            epoch.clamp(1, self.len())
+        } else {
+            self.len()
+        }
+    }
+
+    /// Per-parameter learning rates for an optimizer step at base rate `lr`.
+    pub fn learning_rates(&self, lr: f64) -> ModuleLearningRate {
+        let mut scheduler = ModuleLrScheduler::new(lr);
+        for (g, ids) in self.members.iter().enumerate().skip(1) {
+            scheduler = scheduler.with_group(ParamGroup::from_ids(ids.clone()), lr * self.factor(g));
+        }
+        scheduler.step()
+    }
+
+    /// `model` with the top `count` groups trainable and the others frozen.
+    pub fn unfreeze_top(&self, model: Graph, count: usize) -> Graph {
+        struct Set {
+            on: HashSet<ParamId>,
+            off: HashSet<ParamId>,
+        }
+        impl ModuleMapper for Set {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                if self.on.contains(&param.id) {
+                    param.set_require_grad(true)
+                } else if self.off.contains(&param.id) {
+                    param.set_require_grad(false)
+                } else {
+                    param
+                }
+            }
+        }
+        let mut set = Set {
+            on: self.members[..count.min(self.len())]
+                .iter()
+                .flatten()
+                .copied()
+                .collect(),
+            off: self.members[count.min(self.len())..]
+                .iter()
+                .flatten()
+                .copied()
+                .collect(),
+        };
+        model.map(&mut set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Array, Dataset, Targets};
+    use crate::layers::LayerSpec;
+    use crate::layers::dense::DenseConfig;
+    use crate::model::io::named_tensors;
+    use crate::spec::experiment::TrainSpec;
+    use crate::spec::model::ModelSpec;
+    use crate::train::task::TaskHead;
+    use crate::train::trainer::fit;
+
+    fn data() -> Dataset {
+        let x: Vec<f32> = (0..32).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        let y: Vec<f32> = (0..8).map(|i| (i % 3) as f32 - 1.0).collect();
+        Dataset::new(
+            Array::new(vec![8, 4], x).unwrap(),
+            Some(Targets::Values(Array::new(vec![8, 1], y).unwrap())),
+        )
+        .unwrap()
+    }
+
+    /// Trains a 4 → a(6) → b(5) → c(1) model with `groups`, starting from the same weights each time, and returns
+    /// each parameter's change.
+    fn train(groups: &str, epochs: usize, optimizer: &str) -> Vec<(String, Vec<f32>)> {
+        let device = Device::default().autodiff();
+        device.seed(5);
+        let spec = ModelSpec::sequential(vec![4])
+            .add_named("a", LayerSpec::Dense(DenseConfig::new(6)))
+            .add_named("b", LayerSpec::Dense(DenseConfig::new(5)))
+            .add_named("c", LayerSpec::Dense(DenseConfig::new(1)));
+        let model = Graph::build(&spec, &device).unwrap();
+        let train: TrainSpec = toml::from_str(&format!(
+            "epochs = {epochs}\nbatch_size = 8\nshuffle = false\nloss = \"mse\"\nmetrics = []\noptimizer = {optimizer}\nlayer_groups = {groups}"
+        ))
+        .unwrap();
+        let outside = LayerGroups::new(train.layer_groups.as_ref().unwrap(), &model)
+            .unwrap()
+            .outside;
+        let (model, _) = crate::transfer::freeze::freeze(model, &outside).unwrap();
+        let before = named_tensors(&model);
+        let head = TaskHead::new(&train.loss, 1, vec![]).unwrap();
+        let fitted = fit(model, &head, &train, &data(), None, 1, &mut []).unwrap();
+        named_tensors(&fitted.model)
+            .into_iter()
+            .zip(before)
+            .map(|(a, b)| (a.name, a.values.iter().zip(&b.values).map(|(x, y)| x - y).collect()))
+            .collect()
+    }
+
+    fn changed(deltas: &[(String, Vec<f32>)]) -> Vec<String> {
+        deltas
+            .iter()
+            .filter(|(_, d)| d.iter().any(|v| *v != 0.0))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    #[test]
+    fn gradual_unfreezing_adds_one_group_per_epoch_from_the_top() {
+        let groups = r#"{ groups = ["c", "b", "a"], gradual_unfreezing = true }"#;
+        let adam = "{ adam = { lr = 0.01 } }";
+        assert_eq!(changed(&train(groups, 1, adam)), ["c.weight", "c.bias"]);
+        assert_eq!(
+            changed(&train(groups, 2, adam)),
+            ["b.weight", "b.bias", "c.weight", "c.bias"]
+        );
+        assert_eq!(changed(&train(groups, 3, adam)).len(), 6);
+        // Without gradual unfreezing every group trains from the start; parameters in no group never do.
+        let two = r#"{ groups = ["c", "b"] }"#;
+        assert_eq!(
+            changed(&train(two, 1, adam)),
+            ["b.weight", "b.bias", "c.weight", "c.bias"]
+        );
+    }
+
+    #[test]
+    fn each_group_below_the_top_trains_at_the_rate_divided_by_the_decay() {
+        let sgd = "{ sgd = { lr = 0.1 } }";
+        let same = train(r#"{ groups = ["c", "b"], lr_decay = 1.0 }"#, 1, sgd);
+        let decayed = train(r#"{ groups = ["c", "b"], lr_decay = 2.0 }"#, 1, sgd);
+        for ((name, a), (_, b)) in same.iter().zip(&decayed) {
+            let factor = if name.starts_with('b') { 0.5 } else { 1.0 };
+            for (x, y) in a.iter().zip(b) {
+                // The deltas (about 1e-2) are differences of float32 weights near 1: exact to about 1e-7.
+                assert!((x * factor - y).abs() <= 1e-6, "{name}: {x} vs {y}");
+            }
+            if name.starts_with('a') {
+                assert!(
+                    a.iter().all(|v| *v == 0.0),
+                    "{name} is in no group and must stay frozen"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_pattern_that_matches_nothing_is_named() {
+        let device = Device::default().autodiff();
+        let spec = ModelSpec::sequential(vec![4]).add_named("dense", LayerSpec::Dense(DenseConfig::new(2)));
+        let model = Graph::build(&spec, &device).unwrap();
+        let groups: LayerGroupsSpec = toml::from_str(r#"groups = ["dense", ["dense.bias", "dnse"]]"#).unwrap();
+        let e = LayerGroups::new(&groups, &model).unwrap_err().to_string();
+        assert!(
+            e.contains("train.layer_groups.groups[1]") && e.contains("'dnse'"),
+            "{e}"
+        );
+    }
+}

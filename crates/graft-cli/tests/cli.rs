@@ -1103,4 +1103,34 @@ cache_features = true
         "x.npy",
     ]));
     assert!(e.contains(".npy"), "{e}");
+
+    // A linear SVM head on the same frozen features: one score, hinge loss, classes from its sign.
+    let svm = std::fs::read_to_string(&exp)
+        .unwrap()
+        .replace(
+            r#"{ name = "hidden", dense = { units = 8, activation = "relu" } },
+  { name = "logits", dense = { units = 2 } },"#,
+            r#"{ name = "svm", dense = { units = 1 } },"#,
+        )
+        .replace("sparse_categorical_crossentropy", "hinge");
+    assert!(svm.contains("\"hinge\"") && svm.contains("units = 1 }"), "{svm}");
+    let svm = write(&dir, "svm.toml", &svm);
+    let svm_run = dir.join("svm");
+    let o = graft(&["train", &svm, "--out", svm_run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = dir.join("svm.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        svm_run.to_str().unwrap(),
+        "--input",
+        &texts,
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in std::fs::read_to_string(&p).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(["neg", "pos"].contains(&v["class"].as_str().unwrap()), "{line}");
+    }
 }

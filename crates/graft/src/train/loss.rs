@@ -31,6 +31,11 @@ pub enum LossSpec {
     SparseCategoricalCrossentropy {
         label_smoothing: f64,
     },
+    /// A linear SVM's hinge loss on the raw scores, per output (as Keras' `hinge`): 0/1 targets become −1/+1 and
+    /// the loss is mean(max(0, 1 − y·score)). One output: binary; several: multi-label.
+    Hinge,
+    /// A multi-class SVM (Weston–Watkins), torch's `MultiMarginLoss`: Σ_{j≠y} max(0, 1 − score_y + score_j) / K.
+    MulticlassHinge,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,13 +70,15 @@ fn one() -> f64 {
     1.0
 }
 
-pub const LOSS_NAMES: [&str; 6] = [
+pub const LOSS_NAMES: [&str; 8] = [
     "mse",
     "mae",
     "huber",
     "binary_crossentropy",
     "categorical_crossentropy",
     "sparse_categorical_crossentropy",
+    "hinge",
+    "multiclass_hinge",
 ];
 
 impl TryFrom<LossInput> for LossSpec {
@@ -85,6 +92,8 @@ impl TryFrom<LossInput> for LossSpec {
                 "binary_crossentropy" => LossSpec::BinaryCrossentropy { pos_weight: None },
                 "categorical_crossentropy" => LossSpec::CategoricalCrossentropy { label_smoothing: 0.0 },
                 "sparse_categorical_crossentropy" => LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 },
+                "hinge" => LossSpec::Hinge,
+                "multiclass_hinge" | "multi_margin" => LossSpec::MulticlassHinge,
                 other => {
                     return Err(format!(
                         "unknown loss `{other}`{}; valid losses: {}",
@@ -122,6 +131,8 @@ impl From<LossSpec> for LossInput {
         match spec {
             LossSpec::Mse => LossInput::Name("mse".into()),
             LossSpec::Mae => LossInput::Name("mae".into()),
+            LossSpec::Hinge => LossInput::Name("hinge".into()),
+            LossSpec::MulticlassHinge => LossInput::Name("multiclass_hinge".into()),
             LossSpec::Huber { delta } => LossInput::Table(LossTable::Huber { delta }),
             LossSpec::BinaryCrossentropy { pos_weight } => {
                 LossInput::Table(LossTable::BinaryCrossentropy { pos_weight })
@@ -161,8 +172,8 @@ impl LossSpec {
     pub fn task(&self, outputs: usize) -> Task {
         match self {
             LossSpec::Mse | LossSpec::Mae | LossSpec::Huber { .. } => Task::Regression,
-            LossSpec::BinaryCrossentropy { .. } if outputs == 1 => Task::Binary,
-            LossSpec::BinaryCrossentropy { .. } => Task::Multilabel,
+            LossSpec::BinaryCrossentropy { .. } | LossSpec::Hinge if outputs == 1 => Task::Binary,
+            LossSpec::BinaryCrossentropy { .. } | LossSpec::Hinge => Task::Multilabel,
             _ => Task::Multiclass,
         }
     }
@@ -229,6 +240,29 @@ impl LossSpec {
                 };
                 per.mean_dim(1).squeeze_dim(1)
             }
+            (LossSpec::Hinge, target) => {
+                let t = match target {
+                    Target::Values(t) => t,
+                    Target::Classes(c) => c.float().unsqueeze_dim::<2>(1),
+                };
+                let signs = t.mul_scalar(2.0).sub_scalar(1.0);
+                (signs * logits)
+                    .neg()
+                    .add_scalar(1.0)
+                    .clamp_min(0.0)
+                    .mean_dim(1)
+                    .squeeze_dim(1)
+            }
+            (LossSpec::MulticlassHinge, Target::Classes(c)) => {
+                let own = logits.clone().gather(1, c.unsqueeze_dim::<2>(1));
+                // The j = y term is max(0, 1) = 1 in the sum over every j; take it back out.
+                let margins = (logits - own).add_scalar(1.0).clamp_min(0.0);
+                margins
+                    .sum_dim(1)
+                    .squeeze_dim::<1>(1)
+                    .sub_scalar(1.0)
+                    .div_scalar(k as f64)
+            }
             (LossSpec::CategoricalCrossentropy { label_smoothing }, target) => {
                 let t = match target {
                     Target::Values(t) => t,
@@ -259,7 +293,10 @@ impl LossSpec {
             (_, _) => {
                 return Err(Error::new(format!(
                     "the loss and the targets do not fit: {self:?} needs {}",
-                    if matches!(self, LossSpec::SparseCategoricalCrossentropy { .. }) {
+                    if matches!(
+                        self,
+                        LossSpec::SparseCategoricalCrossentropy { .. } | LossSpec::MulticlassHinge
+                    ) {
                         "class labels"
                     } else {
                         "target values"
@@ -352,6 +389,35 @@ mod tests {
         let w = Tensor::<1>::from_floats([0.5, 2.0], &Device::default());
         let l = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
         assert!((value(l.compute(logits(), Target::Classes(labels), Some(w), None).unwrap()) - 0.805_397).abs() < 1e-5);
+    }
+
+    #[test]
+    fn svm_hinge_losses_match_pytorch() {
+        let device = Device::default();
+        let t = Tensor::<2>::from_floats([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], &device);
+        let hinge = value(
+            LossSpec::Hinge
+                .compute(logits(), Target::Values(t), None, None)
+                .unwrap(),
+        );
+        assert!((hinge - 0.716_667).abs() < 1e-5, "{hinge}");
+        let labels = Tensor::<1, Int>::from_ints([1, 0], &device);
+        let first = logits().narrow(1, 0, 1);
+        let binary = value(
+            LossSpec::Hinge
+                .compute(first, Target::Classes(labels), None, None)
+                .unwrap(),
+        );
+        assert!((binary - 0.65).abs() < 1e-5, "{binary}");
+        let labels = Tensor::<1, Int>::from_ints([2, 1], &device);
+        let multi = value(
+            LossSpec::MulticlassHinge
+                .compute(logits(), Target::Classes(labels), None, None)
+                .unwrap(),
+        );
+        assert!((multi - 0.2).abs() < 1e-5, "{multi}");
+        assert_eq!(LossSpec::Hinge.task(1), Task::Binary);
+        assert_eq!(LossSpec::MulticlassHinge.task(3), Task::Multiclass);
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl TaskHead {
             }
             Task::Binary if classes.len() > 2 => {
                 return Err(Error::new(format!(
-                    "binary_crossentropy with one output needs 2 classes, the data has {}",
+                    "a binary loss (binary_crossentropy, hinge) with one output needs 2 classes, the data has {}",
                     classes.len()
                 )));
             }
@@ -71,7 +71,9 @@ impl TaskHead {
             (Task::Multiclass, Some(labels), _)
                 if matches!(
                     self.loss,
-                    LossSpec::SparseCategoricalCrossentropy { .. } | LossSpec::CategoricalCrossentropy { .. }
+                    LossSpec::SparseCategoricalCrossentropy { .. }
+                        | LossSpec::CategoricalCrossentropy { .. }
+                        | LossSpec::MulticlassHinge
                 ) =>
             {
                 let ids: Vec<i64> = labels.iter().map(|&l| l as i64).collect();

@@ -10,7 +10,9 @@ use graft::model::Graph;
 use graft::model::io::{import_state_dict, load_model, save_model, save_safetensors};
 use graft::spec::ExperimentSpec;
 use graft::spec::ModelSpec;
-use graft::train::experiment::{RunOptions, check_data_fits, prepare_data, preprocess_json, run_experiment, task_head};
+use graft::train::experiment::{
+    RunOptions, check_data_fits, prepare_data, preprocess_json, run_experiment, task_heads,
+};
 use graft::train::loss::LossSpec;
 use graft::train::task::TaskHead;
 use graft::train::trainer::evaluate;
@@ -177,8 +179,9 @@ fn run(cli: Cli) -> Result<()> {
                 .test
                 .ok_or_else(|| Error::new("the experiment has no test split").in_file(&experiment))?;
             check_data_fits(&graph, &mut test, "data.test")?;
-            let head = task_head(&exp, &graph, &splits.train)?;
-            let metrics = evaluate(&graph, &head, &test, None, 256, exp.train.top_k)?;
+            let heads = task_heads(&exp, &graph, &splits.train)?;
+            let weights = graft::train::trainer::head_class_weights(&heads, &splits.train)?;
+            let metrics = evaluate(&graph, &heads, &test, &weights, 256, exp.train.top_k)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?
@@ -220,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let head = TaskHead { classes, ..head };
             save_model(&graph, &out)?;
-            let pre = preprocess_json(&head, &graph, &Preprocessor::None);
+            let pre = preprocess_json(std::slice::from_ref(&head), &graph, &Preprocessor::None);
             let text = serde_json::to_string_pretty(&pre).map_err(|e| Error::new(e.to_string()))?;
             graft::report::write_atomic(&out.join("preprocess.json"), text.as_bytes())?;
             eprintln!("imported {} into {}", torch.display(), out.display());

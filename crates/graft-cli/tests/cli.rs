@@ -1134,3 +1134,139 @@ cache_features = true
         assert!(["neg", "pos"].contains(&v["class"].as_str().unwrap()), "{line}");
     }
 }
+
+/// Two tasks, two data sets, one model: every example is labelled for its own task only, each head's loss counts
+/// only its task's examples, the metrics come per task, and one `predict` serves both heads.
+#[test]
+fn a_multi_task_model_trains_on_the_union_of_its_tasks_data() {
+    let dir = workdir("multitask");
+    let mut sentiment = String::from("text,label\n");
+    let mut topic = String::from("text,label\n");
+    for i in 0..40 {
+        let (w, l) = if i % 2 == 0 {
+            ("great lovely", "pos")
+        } else {
+            ("awful bad", "neg")
+        };
+        sentiment.push_str(&format!("the film was {w} {i},{l}\n"));
+        let (w, l) = if i % 2 == 0 {
+            ("goal match team", "sport")
+        } else {
+            ("vote party minister", "politics")
+        };
+        topic.push_str(&format!("news about the {w} {i},{l}\n"));
+    }
+    write(&dir, "sentiment.csv", &sentiment);
+    write(&dir, "topic.csv", &topic);
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data.tasks.sentiment]
+dataset = { text = { path = "sentiment.csv", column = "text", label = "label", tokenizer = { length = 6 } } }
+split = { validation = 0.2, test = 0.2 }
+[data.tasks.topic]
+dataset = { text = { path = "topic.csv", column = "text", label = "label", tokenizer = { length = 6 } } }
+split = { validation = 0.2, test = 0.2 }
+[model]
+inputs = { text = [6] }
+outputs = ["sentiment", "topic_head"]
+nodes = [
+  { name = "embedding", embedding = { input_dim = 64, output_dim = 8, padding_idx = 0 }, from = "text" },
+  { name = "pool", global_avg_pool1d = {}, from = "embedding" },
+  { name = "sentiment", dense = { units = 2 }, from = "pool" },
+  { name = "topic_head", dense = { units = 2 }, from = "pool" },
+]
+[train]
+epochs = 30
+batch_size = 8
+optimizer = { adam = { lr = 2e-2 } }
+loss = "sparse_categorical_crossentropy"
+[train.tasks.topic]
+output = "topic_head"
+weight = 0.5
+metrics = ["accuracy", "f1_macro"]
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let test = &metrics["test"];
+    for task in ["sentiment", "topic"] {
+        let acc = test[task]["accuracy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {task} accuracy: {test}"));
+        assert!(acc >= 0.99, "{task}: {acc}");
+    }
+    assert!(test["topic"]["f1_macro"].is_number());
+    let last = metrics["history"].as_array().unwrap().last().unwrap();
+    for key in [
+        "loss",
+        "sentiment_loss",
+        "topic_loss",
+        "val_sentiment_accuracy",
+        "topic_f1_macro",
+    ] {
+        assert!(last[key].is_number(), "{key} missing: {last}");
+    }
+    assert_eq!(
+        metrics["tasks"]["topic"]["classes"],
+        serde_json::json!(["politics", "sport"])
+    );
+
+    let texts = write(
+        &dir,
+        "new.txt",
+        "the film was lovely great\nthe minister and the party vote\n",
+    );
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        &texts,
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["sentiment"]["class"], "pos");
+    assert_eq!(lines[1]["topic"]["class"], "politics");
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        &texts,
+        "--output",
+        "p.npy",
+    ]));
+    assert!(e.contains(".jsonl"), "{e}");
+
+    // A task the data does not define, and an output the model does not have, are named.
+    let text = std::fs::read_to_string(&exp).unwrap();
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &text.replace("[train.tasks.topic]", "[train.tasks.topik]"),
+    );
+    let e = expect_error(graft(&["train", &bad, "--out", dir.join("x").to_str().unwrap()]));
+    assert!(
+        e.contains("train.tasks.topik") && e.contains("did you mean `topic`"),
+        "{e}"
+    );
+    let bad = write(
+        &dir,
+        "bad2.toml",
+        &text.replace("output = \"topic_head\"", "output = \"topic_hed\""),
+    );
+    let e = expect_error(graft(&["train", &bad, "--out", dir.join("x").to_str().unwrap()]));
+    assert!(e.contains("no output 'topic_hed'") && e.contains("topic_head"), "{e}");
+}

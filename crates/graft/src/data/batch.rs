@@ -83,6 +83,8 @@ pub struct Batch {
     pub weights: Option<Vec<f32>>,
     /// The batch's rows of the dataset's further inputs.
     pub extra_inputs: Vec<Array>,
+    /// Multi-task data: each task's targets for the batch's rows.
+    pub tasks: Vec<super::dataset::TaskLabels>,
 }
 
 impl Batch {
@@ -117,6 +119,7 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
             .as_ref()
             .map(|w| indices.iter().map(|&i| w[i]).collect()),
         extra_inputs: dataset.extra_inputs.iter().map(|a| a.select(indices)).collect(),
+        tasks: dataset.select_tasks(indices),
     }
 }
 

@@ -98,6 +98,97 @@ pub struct Dataset {
     pub extra_inputs: Vec<Array>,
     /// Names of all inputs in order (empty: unnamed, matched to the model's inputs by position).
     pub input_names: Vec<String>,
+    /// Multi-task data (then `targets` is `None`): per task, targets for every row and which rows have them.
+    pub tasks: Vec<TaskLabels>,
+}
+
+/// One task's targets in a multi-task data set, where an example may be labelled for some tasks only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLabels {
+    pub name: String,
+    /// A row without a label holds a placeholder (class 0, or zeros).
+    pub targets: Targets,
+    pub present: Vec<bool>,
+}
+
+impl TaskLabels {
+    fn select(&self, indices: &[usize]) -> TaskLabels {
+        TaskLabels {
+            name: self.name.clone(),
+            targets: self.targets.select(indices),
+            present: indices.iter().map(|&i| self.present[i]).collect(),
+        }
+    }
+}
+
+impl Dataset {
+    /// The multi-task data set made of `parts` (task name, that task's examples), one after the other: every
+    /// example carries its own task's label and none of the others'. The parts' inputs must have the same shape.
+    pub fn union_of_tasks(parts: Vec<(String, Dataset)>) -> Result<Dataset> {
+        let Some((_, first)) = parts.first() else {
+            return Err(Error::new("no tasks"));
+        };
+        let shape = first.inputs.sample_shape().to_vec();
+        let total: usize = parts.iter().map(|(_, d)| d.len()).sum();
+        let mut data = Vec::with_capacity(total * first.inputs.sample_size());
+        let mut tasks = vec![];
+        let mut offset = 0;
+        for (k, (name, part)) in parts.iter().enumerate() {
+            if part.inputs.sample_shape() != shape.as_slice() || !part.extra_inputs.is_empty() {
+                return Err(Error::new(format!(
+                    "the inputs of task '{name}' are shaped {:?} but those of task '{}' {shape:?}; the tasks share \
+                     one model input",
+                    part.inputs.sample_shape(),
+                    parts[0].0
+                )));
+            }
+            data.extend_from_slice(&part.inputs.data);
+            let targets = match &part.targets {
+                Some(Targets::Classes { labels, names }) => {
+                    let mut all = vec![0; total];
+                    all[offset..offset + labels.len()].copy_from_slice(labels);
+                    Targets::Classes {
+                        labels: all,
+                        names: names.clone(),
+                    }
+                }
+                Some(Targets::Values(v)) => {
+                    let width = v.sample_size();
+                    let mut all = vec![0.0; total * width];
+                    all[offset * width..(offset + v.len()) * width].copy_from_slice(&v.data);
+                    Targets::Values(Array::new(
+                        std::iter::once(total).chain(v.sample_shape().iter().copied()).collect(),
+                        all,
+                    )?)
+                }
+                None => return Err(Error::new(format!("task '{name}' has no labels"))),
+            };
+            let mut present = vec![false; total];
+            present[offset..offset + part.len()].iter_mut().for_each(|p| *p = true);
+            tasks.push((
+                k,
+                TaskLabels {
+                    name: name.clone(),
+                    targets,
+                    present,
+                },
+            ));
+            offset += part.len();
+        }
+        let mut out = Dataset::new(Array::new(std::iter::once(total).chain(shape).collect(), data)?, None)?;
+        out.tasks = tasks.into_iter().map(|(_, t)| t).collect();
+        Ok(out)
+    }
+
+    /// Every task's labels of the rows at `indices`.
+    pub fn select_tasks(&self, indices: &[usize]) -> Vec<TaskLabels> {
+        self.tasks.iter().map(|t| t.select(indices)).collect()
+    }
+
+    /// The task `name` of a multi-task data set.
+    pub fn task(&self, name: &str) -> Option<&TaskLabels> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
 }
 
 impl Dataset {
@@ -109,6 +200,7 @@ impl Dataset {
             weights: None,
             extra_inputs: vec![],
             input_names: vec![],
+            tasks: vec![],
         };
         dataset.validate()?;
         Ok(dataset)
@@ -135,6 +227,7 @@ impl Dataset {
             weights: self.weights.as_ref().map(|w| indices.iter().map(|&i| w[i]).collect()),
             extra_inputs: self.extra_inputs.iter().map(|a| a.select(indices)).collect(),
             input_names: self.input_names.clone(),
+            tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
         }
     }
 

@@ -24,7 +24,7 @@ pub mod wordvec;
 
 pub use array::Array;
 pub use batch::{Batch, Batches, gather};
-pub use dataset::{DataSource, Dataset, Targets, numbered_class_names};
+pub use dataset::{DataSource, Dataset, Targets, TaskLabels, numbered_class_names};
 pub use digits::{DIGITS_SAMPLES, Digits, load_digits};
 pub use idx::{IdxSource, read_idx};
 pub use npy::{NpySource, read_npy_f32, read_npy_labels, write_npy_f32};

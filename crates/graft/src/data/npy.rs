@@ -229,6 +229,7 @@ impl DataSource for NpySource {
             weights,
             extra_inputs: vec![],
             input_names: vec![],
+            tasks: vec![],
         };
         dataset.validate().map_err(|e| {
             let file = match (&e.location, &self.sample_weight) {

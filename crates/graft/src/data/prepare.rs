@@ -94,6 +94,65 @@ impl Raw {
         })
     }
 
+    /// Fits one preprocessing on the union of several sources' training rows (`parts`: a source and its training
+    /// rows; `names`: what each is called, for errors): texts share one vocabulary (or one pretrained tokenizer),
+    /// arrays must be prepared alike.
+    pub fn fit_union(parts: &[(&Raw, &[usize])], names: &[&str]) -> Result<Preprocessor> {
+        let Some(((first, _), first_name)) = parts.first().zip(names.first()) else {
+            return Err(Error::new("no data"));
+        };
+        match first {
+            Raw::Texts { tokenizer, .. } => {
+                let mut texts = vec![];
+                for ((raw, rows), name) in parts.iter().zip(names) {
+                    match raw {
+                        Raw::Texts {
+                            texts: t,
+                            tokenizer: other,
+                            ..
+                        } if other == tokenizer => {
+                            texts.extend(rows.iter().map(|&r| t[r].clone()));
+                        }
+                        Raw::Texts { .. } => {
+                            return Err(Error::new(format!(
+                                "the tasks '{first_name}' and '{name}' tokenize differently; they share one model \
+                                 input, so give them the same tokenizer"
+                            )));
+                        }
+                        _ => {
+                            return Err(Error::new(format!(
+                                "task '{first_name}' has texts and task '{name}' does not; the tasks share one \
+                                 model input"
+                            )));
+                        }
+                    }
+                }
+                let rows: Vec<usize> = (0..texts.len()).collect();
+                let union = Raw::Texts {
+                    labels: vec![0; texts.len()],
+                    texts,
+                    classes: vec![],
+                    tokenizer: tokenizer.clone(),
+                };
+                union.fit(&rows)
+            }
+            Raw::Ready(_, p) => {
+                for ((raw, _), name) in parts.iter().zip(names) {
+                    if !matches!(raw, Raw::Ready(_, q) if q == p) {
+                        return Err(Error::new(format!(
+                            "the tasks '{first_name}' and '{name}' come in different formats; they share one model \
+                             input, so give them the same kind of data"
+                        )));
+                    }
+                }
+                Ok(p.clone())
+            }
+            Raw::Table(..) => Err(Error::new(
+                "multi-task data from CSV tables is not handled by [data.tasks]; give texts or arrays per task",
+            )),
+        }
+    }
+
     /// Fits the preprocessing on `train` rows.
     pub fn fit(&self, train: &[usize]) -> Result<Preprocessor> {
         Ok(match self {

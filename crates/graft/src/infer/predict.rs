@@ -19,6 +19,8 @@ use burn::prelude::*;
 pub struct Predictor {
     pub graph: Graph,
     pub head: TaskHead,
+    /// A multi-task model's tasks, each with the output that serves it (empty for a single-task model).
+    pub tasks: Vec<TaskHead>,
     pub preprocessor: Preprocessor,
 }
 
@@ -38,15 +40,38 @@ impl Predictor {
                 .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
             None => Preprocessor::None,
         };
+        let mut tasks = vec![];
+        for t in pre.get("tasks").and_then(Json::as_array).into_iter().flatten() {
+            let bad = |what: &str| Error::new(format!("tasks: {what}")).in_file(&path);
+            let name = t["name"].as_str().ok_or_else(|| bad("a task without a name"))?;
+            let loss: LossSpec = serde_json::from_value(t["loss"].clone()).map_err(|e| bad(&e.to_string()))?;
+            let output = t["output"].as_u64().ok_or_else(|| bad("a task without its output"))? as usize;
+            let width = graph
+                .output_shapes()
+                .get(output)
+                .and_then(|s| s.last().copied())
+                .ok_or_else(|| bad(&format!("task '{name}' names output {output}, which the model lacks")))?;
+            let classes: Vec<String> = serde_json::from_value(t["classes"].clone()).unwrap_or_default();
+            let mut head = TaskHead::new(&loss, width, classes).map_err(|e| e.in_file(&path))?;
+            head.name = Some(name.to_string());
+            head.output = output;
+            tasks.push(head);
+        }
         Ok(Predictor {
             graph,
             head,
+            tasks,
             preprocessor,
         })
     }
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
     pub fn predict(&self, inputs: &Array) -> Result<Array> {
+        Ok(self.predict_heads(inputs, std::slice::from_ref(&self.head))?.remove(0))
+    }
+
+    /// One array per head (see [`Predictor::predict`]), all from one forward pass per batch.
+    pub fn predict_heads(&self, inputs: &Array, heads: &[TaskHead]) -> Result<Vec<Array>> {
         if self.graph.spec.inputs.len() > 1 {
             return Err(Error::new(format!(
                 "this model has {} inputs; predict reads one input file, so feed models with several inputs through \
@@ -66,20 +91,26 @@ impl Predictor {
             .first()
             .cloned()
             .unwrap_or_default();
-        let mut out = vec![];
-        let mut width = 0;
+        let mut out = vec![vec![]; heads.len()];
+        let mut widths = vec![0; heads.len()];
         for start in (0..inputs.len()).step_by(256) {
             let idx: Vec<usize> = (start..(start + 256).min(inputs.len())).collect();
             let x = input_data(&inputs.select(&idx), &device)?;
-            let logits = match self.graph.forward(vec![x], false, true)?.remove(0).data {
-                crate::model::value::Data::D2(t) => t,
-                other => other.reshape(&[idx.len(), usize::MAX])?.d2()?,
-            };
-            let probs = self.head.probabilities(logits);
-            width = probs.dims()[1];
-            out.extend(probs.into_data().try_to_vec::<f32>().unwrap_or_default());
+            let outs = self.graph.forward(vec![x], false, true)?;
+            for (h, head) in heads.iter().enumerate() {
+                let logits = match outs[head.output].data.clone() {
+                    crate::model::value::Data::D2(t) => t,
+                    other => other.reshape(&[idx.len(), usize::MAX])?.d2()?,
+                };
+                let probs = head.probabilities(logits);
+                widths[h] = probs.dims()[1];
+                out[h].extend(probs.into_data().try_to_vec::<f32>().unwrap_or_default());
+            }
         }
-        Array::new(vec![inputs.len(), width], out)
+        out.into_iter()
+            .zip(widths)
+            .map(|(values, width)| Array::new(vec![inputs.len(), width], values))
+            .collect()
     }
 }
 
@@ -109,37 +140,16 @@ pub fn predict_file(
         }
         None => predictor.preprocessor.read_inputs(input)?,
     };
+    if !predictor.tasks.is_empty() {
+        return write_task_predictions(&predictor, &inputs, input, output);
+    }
     let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
     match output.extension().and_then(|e| e.to_str()) {
         Some("npy") => write_npy_f32(output, &preds)?,
         Some("jsonl") => {
             let mut text = String::new();
             for i in 0..preds.len() {
-                let row = preds.row(i);
-                let line = match predictor.head.task {
-                    Task::Multiclass | Task::Binary => {
-                        let probs: Vec<f32> = if predictor.head.task == Task::Binary {
-                            vec![1.0 - row[0], row[0]]
-                        } else {
-                            row.to_vec()
-                        };
-                        let best = probs
-                            .iter()
-                            .enumerate()
-                            .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b });
-                        let name = predictor
-                            .head
-                            .classes
-                            .get(best)
-                            .cloned()
-                            .unwrap_or_else(|| best.to_string());
-                        json!({"class": name, "class_index": best, "probabilities": probs})
-                    }
-                    Task::Multilabel => {
-                        json!({"probabilities": row, "labels": row.iter().map(|p| *p > 0.5).collect::<Vec<_>>()})
-                    }
-                    Task::Regression => json!({"values": row}),
-                };
+                let line = row_json(&predictor.head, preds.row(i));
                 text.push_str(&line.to_string());
                 text.push('\n');
             }
@@ -148,4 +158,53 @@ pub fn predict_file(
         _ => return Err(Error::new("the output must end in .npy or .jsonl").in_file(output)),
     }
     Ok(preds.len())
+}
+
+/// One prediction as JSON: class, class index and probabilities (classification), probabilities and labels
+/// (multi-label), or values (regression).
+fn row_json(head: &TaskHead, row: &[f32]) -> Json {
+    match head.task {
+        Task::Multiclass | Task::Binary => {
+            let probs: Vec<f32> = if head.task == Task::Binary {
+                vec![1.0 - row[0], row[0]]
+            } else {
+                row.to_vec()
+            };
+            let best = probs
+                .iter()
+                .enumerate()
+                .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b });
+            let name = head.classes.get(best).cloned().unwrap_or_else(|| best.to_string());
+            json!({"class": name, "class_index": best, "probabilities": probs})
+        }
+        Task::Multilabel => json!({"probabilities": row, "labels": row.iter().map(|p| *p > 0.5).collect::<Vec<_>>()}),
+        Task::Regression => json!({"values": row}),
+    }
+}
+
+/// A multi-task model's predictions: one JSON line per input with one object per task, all heads from one forward
+/// pass.
+fn write_task_predictions(predictor: &Predictor, inputs: &Array, input: &Path, output: &Path) -> Result<usize> {
+    if output.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+        return Err(
+            Error::new("a multi-task model predicts several things per input; write them to a .jsonl file")
+                .in_file(output),
+        );
+    }
+    let preds = predictor
+        .predict_heads(inputs, &predictor.tasks)
+        .map_err(|e| e.in_file(input))?;
+    let mut text = String::new();
+    for i in 0..inputs.len() {
+        let line: serde_json::Map<String, Json> = predictor
+            .tasks
+            .iter()
+            .zip(&preds)
+            .map(|(head, p)| (head.name.clone().unwrap_or_default(), row_json(head, p.row(i))))
+            .collect();
+        text.push_str(&Json::Object(line).to_string());
+        text.push('\n');
+    }
+    write_atomic(output, text.as_bytes())?;
+    Ok(inputs.len())
 }

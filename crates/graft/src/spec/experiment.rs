@@ -1,5 +1,6 @@
 //! `ExperimentSpec`: an experiment file — `[data]`, `[model]`, `[train]` — as users write it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    pub dataset: DatasetSpec,
+    /// The data set (absent when `tasks` gives one per task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetSpec>,
     #[serde(default)]
     pub split: SplitSpec,
     /// A given validation set instead of a split.
@@ -69,6 +72,10 @@ pub struct DataSpec {
     /// A given test set instead of a split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<DatasetSpec>,
+    /// Multi-task learning: one data set per task (each with its own split or given validation and test sets),
+    /// trained as their union, every example labelled for its own task only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, DataSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +118,33 @@ pub struct TrainSpec {
     /// stay frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_groups: Option<crate::transfer::groups::LayerGroupsSpec>,
+    /// Multi-task learning: per task (as named in `[data.tasks]`), the model output that serves it and its loss,
+    /// loss weight, metrics and class weights; the total loss is the weighted sum, each task's loss counting only
+    /// the examples labelled for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, TaskSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The model output (a node name in `[model] outputs`); by default the task's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// By default `[train] loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossSpec>,
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// By default `[train] metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<ClassWeights>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn batch() -> usize {
@@ -201,6 +235,30 @@ impl ExperimentSpec {
         let train: TrainSpec = section_de(section("train")?, "train")?;
         if train.epochs == 0 || train.batch_size == 0 {
             return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
+        }
+        match (&data.dataset, data.tasks.is_empty()) {
+            (None, true) => {
+                return Err(Error::new("missing `dataset` (or one data set per task in `[data.tasks]`)").at("data"));
+            }
+            (Some(_), false) => {
+                return Err(Error::new("give either `dataset` or `[data.tasks]`, not both").at("data"));
+            }
+            _ => {}
+        }
+        for (name, task) in &data.tasks {
+            if task.dataset.is_none() || !task.tasks.is_empty() {
+                return Err(Error::new("a task's data needs a `dataset` (and no tasks of its own)")
+                    .at(format!("data.tasks.{name}")));
+            }
+        }
+        for name in train.tasks.keys() {
+            if !data.tasks.contains_key(name) {
+                return Err(Error::new(format!(
+                    "no such task in [data.tasks]{}",
+                    hint(name, data.tasks.keys().map(String::as_str))
+                ))
+                .at(format!("train.tasks.{name}")));
+            }
         }
         Ok(ExperimentSpec {
             data,

@@ -11,14 +11,15 @@ use serde_json::{Map, Value as Json, json};
 use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
 use super::loss::Task;
 use super::task::TaskHead;
-use super::trainer::{class_weights, evaluate, fit};
+use super::trainer::{evaluate, fit};
 use crate::data::prepare::{Preprocessor, Raw, read_raw};
 use crate::data::{Dataset, Targets, split_indices};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{write_atomic, write_report};
-use crate::spec::experiment::{CheckpointSpec, DatasetSpec, ExperimentSpec};
+use crate::spec::experiment::{CheckpointSpec, DataSpec, DatasetSpec, ExperimentSpec};
+use crate::spec::suggest::hint;
 
 /// The three parts of the data, and the preprocessing fitted on the training part.
 pub struct Splits {
@@ -32,17 +33,17 @@ fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
     read_raw(spec, &|p| exp.resolve(p)).map_err(|e| e.at(key))
 }
 
-/// Loads the data, makes the seeded (stratified where asked) splits, fits the preprocessing on the training rows
-/// only and transforms every part with it.
-pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
-    let data = &exp.data;
-    let main = read(exp, &data.dataset, "data.dataset")?;
-    let labels = if data.split.stratify { main.labels()? } else { None };
-    let all: Vec<usize> = (0..main.len()).collect();
+/// Which rows of `raw` are training, validation and test rows under `data`'s split (validation and test rows are
+/// `None` where `data` gives those sets instead).
+type SplitRows = (Vec<usize>, Option<Vec<usize>>, Option<Vec<usize>>);
+
+fn split_rows(raw: &Raw, data: &DataSpec, seed: u64, at: &str) -> Result<SplitRows> {
+    let labels = if data.split.stratify { raw.labels()? } else { None };
+    let all: Vec<usize> = (0..raw.len()).collect();
     let (rest, test_rows) = match &data.test {
         None if data.split.test > 0.0 => {
-            let (keep, held) = split_indices(main.len(), data.split.test, labels.as_deref(), seed)
-                .map_err(|e| e.at("data.split.test"))?;
+            let (keep, held) = split_indices(raw.len(), data.split.test, labels.as_deref(), seed)
+                .map_err(|e| e.at(format!("{at}.split.test")))?;
             (keep, Some(held))
         }
         _ => (all, None),
@@ -56,7 +57,7 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
                 rest_labels.as_deref(),
                 seed.wrapping_add(1),
             )
-            .map_err(|e| e.at("data.split.validation"))?;
+            .map_err(|e| e.at(format!("{at}.split.validation")))?;
             (
                 keep.iter().map(|&i| rest[i]).collect::<Vec<_>>(),
                 Some(held.iter().map(|&i| rest[i]).collect::<Vec<_>>()),
@@ -64,13 +65,51 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
         }
         _ => (rest, None),
     };
+    Ok((train_rows, val_rows, test_rows))
+}
+
+/// Loads the data, makes the seeded (stratified where asked) splits, fits the preprocessing on the training rows
+/// only and transforms every part with it. With `[data.tasks]`, every task's data is split on its own and the
+/// parts are joined into multi-task data sets.
+pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
+    let data = &exp.data;
+    let Some(dataset) = &data.dataset else {
+        return prepare_tasks(exp, seed);
+    };
+    let main = read(exp, dataset, "data.dataset")?;
+    let (train_rows, val_rows, test_rows) = split_rows(&main, data, seed, "data")?;
     let preprocessor = main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?;
+    let parts = transform_parts(
+        exp,
+        data,
+        &main,
+        &preprocessor,
+        (train_rows, val_rows, test_rows),
+        "data",
+    )?;
+    Ok(Splits {
+        train: parts.0,
+        validation: parts.1,
+        test: parts.2,
+        preprocessor,
+    })
+}
+
+/// The training, validation and test sets of one data spec under a fitted preprocessor.
+fn transform_parts(
+    exp: &ExperimentSpec,
+    data: &DataSpec,
+    main: &Raw,
+    preprocessor: &Preprocessor,
+    (train_rows, val_rows, test_rows): SplitRows,
+    at: &str,
+) -> Result<(Dataset, Option<Dataset>, Option<Dataset>)> {
     let part = |raw: &Raw, rows: &[usize], training: bool, key: &str| -> Result<Dataset> {
-        let ds = raw.transform(&preprocessor, rows, training).map_err(|e| e.at(key))?;
+        let ds = raw.transform(preprocessor, rows, training).map_err(|e| e.at(key))?;
         ds.validate().map_err(|e| e.at(key))?;
         Ok(ds)
     };
-    let train = part(&main, &train_rows, true, "data.dataset")?;
+    let train = part(main, &train_rows, true, &format!("{at}.dataset"))?;
     let given = |spec: &Option<DatasetSpec>, key: &str| -> Result<Option<Dataset>> {
         match spec {
             Some(s) => {
@@ -82,17 +121,57 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
         }
     };
     let validation = match val_rows {
-        Some(rows) => Some(part(&main, &rows, false, "data.split.validation")?),
-        None => given(&data.validation, "data.validation")?,
+        Some(rows) => Some(part(main, &rows, false, &format!("{at}.split.validation"))?),
+        None => given(&data.validation, &format!("{at}.validation"))?,
     };
     let test = match test_rows {
-        Some(rows) => Some(part(&main, &rows, false, "data.split.test")?),
-        None => given(&data.test, "data.test")?,
+        Some(rows) => Some(part(main, &rows, false, &format!("{at}.split.test"))?),
+        None => given(&data.test, &format!("{at}.test"))?,
+    };
+    Ok((train, validation, test))
+}
+
+/// Multi-task data: each task split on its own, one preprocessing fitted on the union of the training parts.
+fn prepare_tasks(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
+    let mut raws = vec![];
+    for (name, data) in &exp.data.tasks {
+        let at = format!("data.tasks.{name}");
+        let dataset = data
+            .dataset
+            .as_ref()
+            .ok_or_else(|| Error::new("missing `dataset`").at(&at))?;
+        let raw = read(exp, dataset, &format!("{at}.dataset"))?;
+        let rows = split_rows(&raw, data, seed, &at)?;
+        raws.push((name.clone(), data, raw, rows, at));
+    }
+    let parts: Vec<(&Raw, &[usize])> = raws
+        .iter()
+        .map(|(_, _, raw, rows, _)| (raw, rows.0.as_slice()))
+        .collect();
+    let names: Vec<&str> = raws.iter().map(|(n, ..)| n.as_str()).collect();
+    let preprocessor = Raw::fit_union(&parts, &names).map_err(|e| e.at("data.tasks"))?;
+    let (mut train, mut validation, mut test) = (vec![], vec![], vec![]);
+    for (name, data, raw, rows, at) in raws {
+        let (t, v, s) = transform_parts(exp, data, &raw, &preprocessor, rows, &at)?;
+        train.push((name.clone(), t));
+        if let Some(v) = v {
+            validation.push((name.clone(), v));
+        }
+        if let Some(s) = s {
+            test.push((name, s));
+        }
+    }
+    let union = |parts: Vec<(String, Dataset)>| -> Result<Option<Dataset>> {
+        if parts.is_empty() {
+            Ok(None)
+        } else {
+            Dataset::union_of_tasks(parts).map(Some).map_err(|e| e.at("data.tasks"))
+        }
     };
     Ok(Splits {
-        train,
-        validation,
-        test,
+        train: union(train)?.ok_or_else(|| Error::new("no tasks").at("data.tasks"))?,
+        validation: union(validation)?,
+        test: union(test)?,
         preprocessor,
     })
 }
@@ -148,15 +227,28 @@ pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()
     Ok(())
 }
 
-/// What `predict` needs besides the model: task, class names, input shape.
-pub fn preprocess_json(head: &TaskHead, graph: &Graph, preprocessor: &Preprocessor) -> Json {
-    json!({
+/// What `predict` needs besides the model: task, class names, input shape; for a multi-task model, the same per
+/// task (with the model output that serves it) in `tasks`.
+pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preprocessor) -> Json {
+    let head = &heads[0];
+    let mut doc = json!({
         "preprocessor": preprocessor,
         "task": head.task,
         "classes": head.classes,
         "loss": head.loss,
         "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
-    })
+    });
+    if head.name.is_some() {
+        doc["tasks"] = Json::Array(
+            heads
+                .iter()
+                .map(|h| {
+                    json!({"name": h.name, "task": h.task, "classes": h.classes, "loss": h.loss, "output": h.output})
+                })
+                .collect(),
+        );
+    }
+    doc
 }
 
 pub struct RunOptions {
@@ -172,14 +264,56 @@ pub struct RunResult {
     pub out: PathBuf,
 }
 
-pub fn task_head(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Result<TaskHead> {
-    let out_shape = graph.output_shapes()[0].clone();
-    let outputs = *out_shape.last().unwrap_or(&1);
-    let classes = match &train.targets {
-        Some(Targets::Classes { names, .. }) => names.clone(),
-        _ => vec![],
-    };
-    TaskHead::new(&exp.train.loss, outputs, classes).map_err(|e| e.at("train.loss"))
+/// The task (or, with `[data.tasks]`, the tasks) the model trains for, from the losses, the data and the model's
+/// outputs.
+pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Result<Vec<TaskHead>> {
+    let shapes = graph.output_shapes();
+    let width = |k: usize| *shapes[k].last().unwrap_or(&1);
+    if train.tasks.is_empty() {
+        let classes = match &train.targets {
+            Some(Targets::Classes { names, .. }) => names.clone(),
+            _ => vec![],
+        };
+        let mut head = TaskHead::new(&exp.train.loss, width(0), classes).map_err(|e| e.at("train.loss"))?;
+        head.class_weights = exp.train.class_weights.clone();
+        return Ok(vec![head]);
+    }
+    let outputs: Vec<&str> = graph
+        .spec
+        .outputs
+        .iter()
+        .map(|o| o.rsplit_once(':').map_or(o.as_str(), |(n, _)| n))
+        .collect();
+    let mut heads = vec![];
+    for labels in &train.tasks {
+        let name = &labels.name;
+        let at = format!("train.tasks.{name}");
+        let spec = exp.train.tasks.get(name);
+        let output_name = spec.and_then(|t| t.output.clone()).unwrap_or_else(|| name.clone());
+        let output = outputs.iter().position(|o| *o == output_name).ok_or_else(|| {
+            Error::new(format!(
+                "the model has no output '{output_name}' for task '{name}'{}; its outputs are {}",
+                hint(&output_name, outputs.iter().copied()),
+                outputs.join(", ")
+            ))
+            .at(format!("{at}.output"))
+        })?;
+        let loss = spec
+            .and_then(|t| t.loss.clone())
+            .unwrap_or_else(|| exp.train.loss.clone());
+        let classes = match &labels.targets {
+            Targets::Classes { names, .. } => names.clone(),
+            _ => vec![],
+        };
+        let mut head = TaskHead::new(&loss, width(output), classes).map_err(|e| e.at(format!("{at}.loss")))?;
+        head.name = Some(name.clone());
+        head.output = output;
+        head.weight = spec.map_or(1.0, |t| t.weight);
+        head.metrics = spec.and_then(|t| t.metrics.clone()).unwrap_or_default();
+        head.class_weights = spec.and_then(|t| t.class_weights.clone());
+        heads.push(head);
+    }
+    Ok(heads)
 }
 
 /// Trains the experiment and writes the run directory.
@@ -229,7 +363,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     if let Some(t) = &mut splits.test {
         check_data_fits(&model, t, "data.test")?;
     }
-    let head = task_head(exp, &model, &splits.train)?;
+    let heads = task_heads(exp, &model, &splits.train)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
 
     let mut callbacks: Vec<Box<dyn Callback>> = vec![];
@@ -284,7 +418,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             callbacks.push(Box::new(checkpoint.around(model.clone())));
             let fitted = fit(
                 part,
-                &head,
+                &heads,
                 &exp.train,
                 &train,
                 validation.as_ref(),
@@ -292,7 +426,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 &mut callbacks,
             )?;
             let test = match &test {
-                Some(t) => evaluate_test(exp, &fitted.model.valid(), &head, &splits.train, t)?,
+                Some(t) => evaluate_test(&fitted.model.valid(), &heads, &splits.train, t, exp.train.top_k)?,
                 None => Map::new(),
             };
             (model.with_layers_of(fitted.model), fitted.timings, fitted.history, test)
@@ -301,7 +435,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             callbacks.push(Box::new(checkpoint));
             let fitted = fit(
                 model,
-                &head,
+                &heads,
                 &exp.train,
                 &splits.train,
                 splits.validation.as_ref(),
@@ -309,7 +443,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 &mut callbacks,
             )?;
             let test = match &splits.test {
-                Some(t) => evaluate_test(exp, &fitted.model.valid(), &head, &splits.train, t)?,
+                Some(t) => evaluate_test(&fitted.model.valid(), &heads, &splits.train, t, exp.train.top_k)?,
                 None => Map::new(),
             };
             (fitted.model, fitted.timings, fitted.history, test)
@@ -317,7 +451,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     };
     let model = trained.valid();
     write_timing(&opts.out, &timings)?;
-    write_run(&opts.out, &model, &head, &history, &test, exp, &splits.preprocessor)?;
+    write_run(&opts.out, &model, &heads, &history, &test, exp, &splits.preprocessor)?;
     Ok(RunResult {
         history,
         test,
@@ -327,14 +461,14 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
 
 /// Test-set metrics, with the class weights of training in the loss.
 fn evaluate_test(
-    exp: &ExperimentSpec,
     model: &Graph,
-    head: &TaskHead,
+    heads: &[TaskHead],
     train: &Dataset,
     test: &Dataset,
+    top_k: usize,
 ) -> Result<Map<String, Json>> {
-    let weights = class_weights(exp.train.class_weights.as_ref(), train.labels(), head.num_classes())?;
-    evaluate(model, head, test, weights.as_deref(), 256, exp.train.top_k)
+    let weights = super::trainer::head_class_weights(heads, train)?;
+    evaluate(model, heads, test, &weights, 256, top_k)
 }
 
 /// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
@@ -456,14 +590,14 @@ fn write_timing(dir: &Path, timings: &[super::trainer::EpochTiming]) -> Result<(
 fn write_run(
     dir: &Path,
     model: &Graph,
-    head: &TaskHead,
+    heads: &[TaskHead],
     history: &[Map<String, Json>],
     test: &Map<String, Json>,
     exp: &ExperimentSpec,
     preprocessor: &Preprocessor,
 ) -> Result<()> {
     save_model(model, dir)?;
-    let pre = serde_json::to_string_pretty(&preprocess_json(head, model, preprocessor))
+    let pre = serde_json::to_string_pretty(&preprocess_json(heads, model, preprocessor))
         .map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("preprocess.json"), pre.as_bytes())?;
     let mut metrics = Map::new();
@@ -472,8 +606,22 @@ fn write_run(
         Json::Array(history.iter().cloned().map(Json::Object).collect()),
     );
     metrics.insert("test".into(), Json::Object(test.clone()));
-    metrics.insert("classes".into(), json!(head.classes));
-    metrics.insert("task".into(), json!(head.task));
+    let head = &heads[0];
+    if head.name.is_none() {
+        metrics.insert("classes".into(), json!(head.classes));
+        metrics.insert("task".into(), json!(head.task));
+    } else {
+        let tasks: Map<String, Json> = heads
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone().unwrap_or_default(),
+                    json!({"task": h.task, "classes": h.classes}),
+                )
+            })
+            .collect();
+        metrics.insert("tasks".into(), Json::Object(tasks));
+    }
     let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("metrics.json"), text.as_bytes())?;
     let title = exp
@@ -481,11 +629,12 @@ fn write_run(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "graft run".into());
-    let classes = if head.task == Task::Regression {
-        vec![]
+    // The report's per-class charts are for one task; a multi-task run gets its training curves.
+    let (test, classes) = if head.name.is_some() || head.task == Task::Regression {
+        (if head.name.is_some() { Map::new() } else { test.clone() }, vec![])
     } else {
-        head.classes.clone()
+        (test.clone(), head.classes.clone())
     };
-    write_report(dir, &title, history, test, &classes)?;
+    write_report(dir, &title, history, &test, &classes)?;
     Ok(())
 }

@@ -19,6 +19,17 @@ pub struct TaskHead {
     pub outputs: usize,
     /// Class names (classification) — index order.
     pub classes: Vec<String>,
+    /// In multi-task training, the task's name (its labels in the data, its metrics' prefix); `None` for a model
+    /// trained for one task.
+    pub name: Option<String>,
+    /// Which model output serves this task.
+    pub output: usize,
+    /// This task's share of the total loss.
+    pub weight: f64,
+    /// Metrics logged per epoch; empty: `[train] metrics`.
+    pub metrics: Vec<String>,
+    /// `"balanced"` or explicit class weights for this task's loss.
+    pub class_weights: Option<crate::spec::experiment::ClassWeights>,
 }
 
 impl TaskHead {
@@ -45,7 +56,80 @@ impl TaskHead {
             loss: loss.clone(),
             outputs,
             classes,
+            name: None,
+            output: 0,
+            weight: 1.0,
+            metrics: vec![],
+            class_weights: None,
         })
+    }
+
+    /// The batch as this head sees it: for a task of multi-task data, that task's targets, with the rows that have
+    /// no label for it weighted 0 (they add nothing to the loss or its gradient), and the rows that have one.
+    pub fn view(&self, batch: &Batch) -> Result<(Batch, Option<Vec<usize>>)> {
+        let Some(name) = &self.name else {
+            return Ok((batch.clone(), None));
+        };
+        let labels = batch
+            .tasks
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| Error::new(format!("the data has no labels for the task '{name}'")))?;
+        let (class_ids, values) = match &labels.targets {
+            crate::data::Targets::Classes { labels, .. } => (Some(labels.clone()), None),
+            crate::data::Targets::Values(v) => (None, Some(v.clone())),
+        };
+        let weights: Vec<f32> = labels
+            .present
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| {
+                if p {
+                    batch.weights.as_ref().map_or(1.0, |w| w[r])
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let keep: Vec<usize> = (0..labels.present.len()).filter(|&r| labels.present[r]).collect();
+        let view = Batch {
+            inputs: batch.inputs.clone(),
+            labels: class_ids,
+            values,
+            weights: Some(weights),
+            extra_inputs: vec![],
+            tasks: vec![],
+        };
+        Ok((view, Some(keep)))
+    }
+
+    /// The class labels this head trains on (multi-task: of the rows labelled for its task).
+    pub fn train_labels(&self, data: &crate::data::Dataset) -> Option<Vec<usize>> {
+        match &self.name {
+            None => data.labels().map(<[usize]>::to_vec),
+            Some(name) => {
+                let task = data.task(name)?;
+                match &task.targets {
+                    crate::data::Targets::Classes { labels, .. } => Some(
+                        labels
+                            .iter()
+                            .zip(&task.present)
+                            .filter(|(_, p)| **p)
+                            .map(|(l, _)| *l)
+                            .collect(),
+                    ),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// A metric's name in the logs: `accuracy`, or `task_accuracy` in multi-task training.
+    pub fn log_name(&self, metric: &str) -> String {
+        match &self.name {
+            Some(n) => format!("{n}_{metric}"),
+            None => metric.to_string(),
+        }
     }
 
     /// Whether class weights go into the loss itself (cross-entropy on labels) instead of onto the rows.

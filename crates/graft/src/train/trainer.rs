@@ -139,6 +139,7 @@ impl<'a> Rows<'a> {
                     .transpose()?,
                 weights: None,
                 extra_inputs: vec![],
+                tasks: vec![],
             })
         };
         let all: Vec<usize> = (0..n * steps).collect();
@@ -285,41 +286,115 @@ fn apply_max_norm(mut model: Graph) -> Graph {
     model
 }
 
-/// Loss and metrics of a model (in inference mode) over a whole data set.
+/// One head's rows of a batch: loss inputs and the rows its metrics see (multi-task: those labelled for it).
+fn head_rows<'a>(
+    head: &TaskHead,
+    out: crate::model::value::Value,
+    batch: &crate::data::Batch,
+    class_weights: Option<&'a [f32]>,
+    device: &Device,
+) -> Result<Rows<'a>> {
+    let (view, keep) = head.view(batch)?;
+    let mut rows = Rows::new(head, out, &view, class_weights, device)?;
+    if let (Some(keep), MetricRows::Batch(b)) = (keep, &rows.metrics) {
+        let labelled = crate::data::Batch {
+            inputs: b.inputs.select(&keep),
+            labels: b.labels.as_ref().map(|l| keep.iter().map(|&r| l[r]).collect()),
+            values: b.values.as_ref().map(|v| v.select(&keep)),
+            weights: None,
+            extra_inputs: vec![],
+            tasks: vec![],
+        };
+        rows.metrics = MetricRows::Steps {
+            total: b.len(),
+            keep,
+            batch: labelled,
+        };
+    }
+    Ok(rows)
+}
+
+/// Each head's class weights (its own, `balanced` from its training labels).
+pub fn head_class_weights(heads: &[TaskHead], train: &Dataset) -> Result<Vec<Option<Vec<f32>>>> {
+    heads
+        .iter()
+        .map(|h| {
+            let at = match &h.name {
+                Some(n) => format!("train.tasks.{n}"),
+                None => "train".into(),
+            };
+            class_weights(
+                h.class_weights.as_ref(),
+                h.train_labels(train).as_deref(),
+                h.num_classes(),
+            )
+            .map_err(|e| e.at(at))
+        })
+        .collect()
+}
+
+/// Loss and metrics of a model (in inference mode) over a whole data set. One head: its metrics and `loss`.
+/// Several (multi-task): `loss` (the weighted total) and one object of metrics per task, over the examples
+/// labelled for it.
 pub fn evaluate(
     model: &Graph,
-    head: &TaskHead,
+    heads: &[TaskHead],
     data: &Dataset,
-    weights: Option<&[f32]>,
+    weights: &[Option<Vec<f32>>],
     batch_size: usize,
     top_k: usize,
 ) -> Result<Map<String, Json>> {
     let device = model.devices().first().cloned().unwrap_or_default();
-    let mut metrics = EpochMetrics::new(head);
-    let mut loss_sum = 0.0;
+    let mut metrics: Vec<EpochMetrics> = heads.iter().map(EpochMetrics::new).collect();
+    let mut loss_sums = vec![0.0; heads.len()];
+    let mut label_counts = vec![0.0; heads.len()];
     let mut count = 0usize;
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = gather(data, chunk);
-        let out = model.forward(batch_inputs(&batch, &device)?, false, true)?.remove(0);
-        let rows = Rows::new(head, out, &batch, weights, &device)?;
-        let loss = head
-            .loss
-            .compute(rows.logits.clone(), rows.target, rows.weights, rows.class_weights)?;
-        loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
+        for (h, head) in heads.iter().enumerate() {
+            let out = outs[head.output].clone();
+            let rows = head_rows(head, out, &batch, weights.get(h).and_then(|w| w.as_deref()), &device)?;
+            // Multi-task losses are averaged over the examples labelled for the task.
+            let labelled = match &rows.metrics {
+                MetricRows::Steps { keep, .. } if head.name.is_some() => keep.len(),
+                _ => chunk.len(),
+            };
+            let loss = head
+                .loss
+                .compute(rows.logits.clone(), rows.target, rows.weights, rows.class_weights)?;
+            loss_sums[h] += loss.into_scalar::<f32>() as f64 * labelled as f64;
+            label_counts[h] += labelled as f64;
+            let probs = head
+                .probabilities(rows.logits)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            rows.metrics.update(head, &probs, &mut metrics[h]);
+        }
         count += chunk.len();
-        let probs = head
-            .probabilities(rows.logits)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        rows.metrics.update(head, &probs, &mut metrics);
     }
-    let mut out = metrics.compute(top_k);
-    out.insert(
-        "loss".into(),
-        Json::from(if count > 0 { loss_sum / count as f64 } else { 0.0 }),
-    );
+    let mean = |h: usize| {
+        if label_counts[h] > 0.0 {
+            loss_sums[h] / label_counts[h]
+        } else {
+            0.0
+        }
+    };
+    if heads.len() == 1 && heads[0].name.is_none() {
+        let mut out = metrics[0].compute(top_k);
+        out.insert("loss".into(), Json::from(if count > 0 { mean(0) } else { 0.0 }));
+        return Ok(out);
+    }
+    let mut out = Map::new();
+    let total: f64 = heads.iter().enumerate().map(|(h, head)| head.weight * mean(h)).sum();
+    out.insert("loss".into(), Json::from(total));
+    for (h, head) in heads.iter().enumerate() {
+        let mut m = metrics[h].compute(top_k);
+        m.insert("loss".into(), Json::from(mean(h)));
+        out.insert(head.name.clone().unwrap_or_default(), Json::Object(m));
+    }
     Ok(out)
 }
 
@@ -360,7 +435,7 @@ pub struct FitResult {
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     mut model: Graph,
-    head: &TaskHead,
+    heads: &[TaskHead],
     spec: &TrainSpec,
     train: &Dataset,
     validation: Option<&Dataset>,
@@ -375,7 +450,7 @@ pub fn fit(
     let steps = train.len().div_ceil(spec.batch_size);
     let mut scheduler =
         Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps).map_err(|e| e.at("train.schedule"))?;
-    let weights = class_weights(spec.class_weights.as_ref(), train.labels(), head.num_classes())?;
+    let weights = head_class_weights(heads, train)?;
     let groups = spec
         .layer_groups
         .as_ref()
@@ -397,8 +472,9 @@ pub fn fit(
         for cb in callbacks.iter_mut() {
             cb.on_epoch_begin(epoch, batches.num_batches());
         }
-        let mut metrics = EpochMetrics::new(head);
+        let mut metrics: Vec<EpochMetrics> = heads.iter().map(EpochMetrics::new).collect();
         let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let mut head_loss_sums = vec![0.0; heads.len()];
         let epoch_start = Instant::now();
         let mut waited = Duration::ZERO;
         // Batches are gathered on a second thread, a few ahead of the training step that consumes them.
@@ -416,19 +492,49 @@ pub fn fit(
                 let wait = Instant::now();
                 let Ok(batch) = receiver.recv() else { break };
                 waited += wait.elapsed();
-                let out = model.forward(batch_inputs(&batch, &device)?, true, true)?.remove(0);
-                let rows = Rows::new(head, out, &batch, weights.as_deref(), &device)?;
-                let logits = rows.logits.clone();
-                let mut loss = head
-                    .loss
-                    .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
-                let data_loss = loss.clone().into_scalar::<f32>() as f64;
-                if !data_loss.is_finite() {
-                    return Err(Error::new(format!(
-                        "the loss became {data_loss} at epoch {epoch}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
-                        b + 1
-                    )));
+                let outs = model.forward(batch_inputs(&batch, &device)?, true, true)?;
+                let mut loss: Option<Tensor<1>> = None;
+                let mut data_loss = 0.0;
+                for (h, head) in heads.iter().enumerate() {
+                    let out = outs[head.output].clone();
+                    let rows = head_rows(head, out, &batch, weights[h].as_deref(), &device)?;
+                    let logits = rows.logits.clone();
+                    let head_loss = head
+                        .loss
+                        .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
+                    let value = head_loss.clone().into_scalar::<f32>() as f64;
+                    if !value.is_finite() {
+                        let task = head
+                            .name
+                            .as_ref()
+                            .map(|n| format!(" of task '{n}'"))
+                            .unwrap_or_default();
+                        return Err(Error::new(format!(
+                            "the loss{task} became {value} at epoch {epoch}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
+                            b + 1
+                        )));
+                    }
+                    head_loss_sums[h] += value * batch.len() as f64;
+                    data_loss += head.weight * value;
+                    let weighted = if head.weight == 1.0 {
+                        head_loss
+                    } else {
+                        head_loss.mul_scalar(head.weight)
+                    };
+                    loss = Some(match loss {
+                        Some(total) => total + weighted,
+                        None => weighted,
+                    });
+                    let probs = head
+                        .probabilities(logits.detach())
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default();
+                    rows.metrics.update(head, &probs, &mut metrics[h]);
                 }
+                let Some(mut loss) = loss else {
+                    return Err(Error::new("the model has no task to train"));
+                };
                 if let Some(penalty) = l2_penalty(&model) {
                     loss = loss + penalty;
                 }
@@ -441,12 +547,6 @@ pub fn fit(
                 model = apply_max_norm(model.clone());
                 loss_sum += data_loss * batch.len() as f64;
                 seen += batch.len();
-                let probs = head
-                    .probabilities(logits.detach())
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default();
-                rows.metrics.update(head, &probs, &mut metrics);
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_end(b, data_loss);
                 }
@@ -460,20 +560,42 @@ pub fn fit(
         });
         let mut logs = Logs::new();
         logs.insert("loss".into(), loss_sum / seen.max(1) as f64);
-        let train_metrics = metrics.compute(spec.top_k);
-        for name in &wanted {
-            if let Some(v) = train_metrics.get(name).and_then(Json::as_f64) {
-                logs.insert(name.clone(), v);
+        let multi = heads.len() > 1 || heads.iter().any(|h| h.name.is_some());
+        for (h, head) in heads.iter().enumerate() {
+            let train_metrics = metrics[h].compute(spec.top_k);
+            let wanted = if head.metrics.is_empty() {
+                &wanted
+            } else {
+                &head.metrics
+            };
+            for name in wanted {
+                if let Some(v) = train_metrics.get(name).and_then(Json::as_f64) {
+                    logs.insert(head.log_name(name), v);
+                }
+            }
+            if multi {
+                logs.insert(head.log_name("loss"), head_loss_sums[h] / seen.max(1) as f64);
             }
         }
         if let Some(val) = validation {
-            let v = evaluate(&model.valid(), head, val, weights.as_deref(), 256, spec.top_k)?;
+            let v = evaluate(&model.valid(), heads, val, &weights, 256, spec.top_k)?;
             if let Some(l) = v.get("loss").and_then(Json::as_f64) {
                 logs.insert("val_loss".into(), l);
             }
-            for name in &wanted {
-                if let Some(x) = v.get(name).and_then(Json::as_f64) {
-                    logs.insert(format!("val_{name}"), x);
+            for head in heads {
+                let part = match &head.name {
+                    Some(n) => v.get(n).and_then(Json::as_object).cloned().unwrap_or_default(),
+                    None => v.clone(),
+                };
+                let wanted = if head.metrics.is_empty() {
+                    &wanted
+                } else {
+                    &head.metrics
+                };
+                for name in wanted.iter().chain(multi.then_some(&"loss".to_string())) {
+                    if let Some(x) = part.get(name).and_then(Json::as_f64) {
+                        logs.insert(format!("val_{}", head.log_name(name)), x);
+                    }
                 }
             }
         }
@@ -509,4 +631,121 @@ pub fn fit(
         stopped_early,
         timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+
+    use super::*;
+    use crate::data::{Array, Targets, TaskLabels};
+    use crate::layers::LayerSpec;
+    use crate::layers::dense::DenseConfig;
+    use crate::spec::model::ModelSpec;
+    use crate::train::loss::LossSpec;
+
+    /// A trunk with two heads, `a` (3 classes) and `b` (2 classes).
+    fn two_heads(device: &Device) -> Graph {
+        let spec = ModelSpec::graph()
+            .input("x", vec![4])
+            .node("trunk", LayerSpec::Dense(DenseConfig::new(5)), &["x"])
+            .node("a", LayerSpec::Dense(DenseConfig::new(3)), &["trunk"])
+            .node("b", LayerSpec::Dense(DenseConfig::new(2)), &["trunk"])
+            .output("a")
+            .output("b");
+        Graph::build(&spec, device).unwrap()
+    }
+
+    fn heads() -> Vec<TaskHead> {
+        let loss = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let classes = (0..3 - k).map(|c| c.to_string()).collect();
+                let mut h = TaskHead::new(&loss, 3 - k, classes).unwrap();
+                h.name = Some(name.to_string());
+                h.output = k;
+                h
+            })
+            .collect()
+    }
+
+    /// Row 0 is labelled for task a only, row 1 for task b only; `second` is row 1's input.
+    fn batch(second: [f32; 4]) -> crate::data::Batch {
+        let mut x = vec![0.5, -1.0, 2.0, 0.1];
+        x.extend(second);
+        let task = |name: &str, labels: Vec<usize>, k: usize, present: Vec<bool>| TaskLabels {
+            name: name.into(),
+            targets: Targets::Classes {
+                labels,
+                names: (0..k).map(|c| c.to_string()).collect(),
+            },
+            present,
+        };
+        crate::data::Batch {
+            inputs: Array::new(vec![2, 4], x).unwrap(),
+            labels: None,
+            values: None,
+            weights: None,
+            extra_inputs: vec![],
+            tasks: vec![
+                task("a", vec![2, 0], 3, vec![true, false]),
+                task("b", vec![0, 1], 2, vec![false, true]),
+            ],
+        }
+    }
+
+    /// The gradient of the total loss with respect to head `a`'s weight.
+    fn head_a_gradient(model: &Graph, batch: &crate::data::Batch) -> Vec<f32> {
+        let device = model.devices()[0].clone();
+        let outs = model
+            .forward(batch_inputs(batch, &device).unwrap(), true, true)
+            .unwrap();
+        let mut total: Option<Tensor<1>> = None;
+        for head in heads() {
+            let rows = head_rows(&head, outs[head.output].clone(), batch, None, &device).unwrap();
+            let loss = head.loss.compute(rows.logits, rows.target, rows.weights, None).unwrap();
+            total = Some(total.map_or(loss.clone(), |t| t + loss));
+        }
+        let grads = total.unwrap().backward();
+        let Some(Layer::Dense(a)) = &model.nodes[1].layer else {
+            panic!()
+        };
+        a.weight
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_example_without_a_label_gives_its_task_head_exactly_zero_gradient() {
+        let device = Device::default().autodiff();
+        device.seed(2);
+        let model = two_heads(&device);
+        let base = head_a_gradient(&model, &batch([1.0, 1.0, -1.0, 0.3]));
+        // Row 1 has no label for task a: whatever it holds, head a's gradient is the same, bit for bit.
+        let other = head_a_gradient(&model, &batch([-7.0, 3.0, 9.0, -2.0]));
+        assert_eq!(base, other);
+        assert!(base.iter().any(|g| *g != 0.0));
+        // And it equals the gradient from row 0 alone.
+        let mut alone = batch([0.0; 4]);
+        alone.inputs = alone.inputs.select(&[0]);
+        alone.tasks = alone
+            .tasks
+            .iter()
+            .map(|t| TaskLabels {
+                name: t.name.clone(),
+                targets: t.targets.select(&[0]),
+                present: vec![t.present[0]],
+            })
+            .collect();
+        let single = head_a_gradient(&model, &alone);
+        for (x, y) in base.iter().zip(&single) {
+            assert!((x - y).abs() <= 1e-7, "{x} vs {y}");
+        }
+    }
 }

@@ -257,7 +257,7 @@ mod tests {
         let (model, _) = crate::transfer::freeze::freeze(model, &outside).unwrap();
         let before = named_tensors(&model);
         let head = TaskHead::new(&train.loss, 1, vec![]).unwrap();
-        let fitted = fit(model, &head, &train, &data(), None, 1, &mut []).unwrap();
+        let fitted = fit(model, &[head], &train, &data(), None, 1, &mut []).unwrap();
         named_tensors(&fitted.model)
             .into_iter()
             .zip(before)

@@ -253,6 +253,9 @@ fn run(cli: Cli) -> Result<()> {
                     let splits = prepare_data(&exp, 42)?;
                     spec = spec.with_data_shape(splits.train.inputs.sample_shape());
                 }
+                let spec = spec
+                    .with_pretrained_sizes(&|p| exp.resolve(p))
+                    .map_err(|e| e.in_file(&target))?;
                 Graph::build(&spec, &dev).map_err(|e| e.in_file(&target))?
             };
             println!("{}", graph.summary());

@@ -341,4 +341,24 @@ loss = "sparse_categorical_crossentropy"
         let e = ExperimentSpec::from_toml_str("[data\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
     }
+
+    #[test]
+    fn data_has_either_one_dataset_or_one_per_task() {
+        let e = ExperimentSpec::from_toml_str(&MINIMAL.replace("dataset = \"digits\"", "")).unwrap_err();
+        assert!(e.to_string().contains("missing `dataset`"), "{e}");
+        let both = MINIMAL.replace("[model]", "[data.tasks.a]\ndataset = \"digits\"\n[model]");
+        let e = ExperimentSpec::from_toml_str(&both).unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let tasks = MINIMAL.replace("dataset = \"digits\"\n", "").replace(
+            "[model]",
+            "[data.tasks.a]\ndataset = \"digits\"\n[data.tasks.b]\ndataset = \"digits\"\n[model]",
+        );
+        let spec = ExperimentSpec::from_toml_str(&tasks).unwrap();
+        assert_eq!(spec.data.tasks.keys().collect::<Vec<_>>(), ["a", "b"]);
+        let e = ExperimentSpec::from_toml_str(&format!("{tasks}[train.tasks.c]\nweight = 2.0\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("train.tasks.c") && e.to_string().contains("no such task"),
+            "{e}"
+        );
+    }
 }

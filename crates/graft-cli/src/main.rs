@@ -63,6 +63,12 @@ enum Command {
         /// The input holds this layer's outputs as a .npy (from `graft embed --layer`): only the model after it runs.
         #[arg(long)]
         from_layer: Option<String>,
+        /// Monte-Carlo dropout: N passes with dropout active; reports the mean, std, entropy, mutual information.
+        #[arg(long, value_name = "N")]
+        mc_dropout: Option<usize>,
+        /// Seeds the dropout masks of --mc-dropout.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Import a PyTorch state dict (safetensors, PyTorch names and layouts) into a graft run directory.
     Import {
@@ -192,8 +198,15 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             from_layer,
+            mc_dropout,
+            seed,
         } => {
-            let n = graft::infer::predict::predict_file(&model, &input, &output, from_layer.as_deref(), &dev)?;
+            let opts = graft::infer::predict::PredictOptions {
+                from_layer,
+                mc_dropout,
+                seed,
+            };
+            let n = graft::infer::predict::predict_file(&model, &input, &output, &opts, &dev)?;
             eprintln!("wrote {n} predictions to {}", output.display());
         }
         Command::Import {

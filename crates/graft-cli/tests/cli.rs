@@ -1270,3 +1270,71 @@ metrics = ["accuracy", "f1_macro"]
     let e = expect_error(graft(&["train", &bad, "--out", dir.join("x").to_str().unwrap()]));
     assert!(e.contains("no output 'topic_hed'") && e.contains("topic_head"), "{e}");
 }
+
+/// `predict --mc-dropout N`: N passes with dropout active, per input the mean probabilities with their standard
+/// deviation, predictive entropy and mutual information; the same seed gives the same file, another seed another.
+#[test]
+fn mc_dropout_predictions_carry_their_uncertainty_and_repeat_with_the_seed() {
+    let dir = workdir("mc");
+    let exp = write(&dir, "mlp.toml", FAST_MLP);
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let x: Vec<f32> = (0..3 * 64).map(|i| (i % 17) as f32).collect();
+    let input = dir.join("x.npy");
+    write_npy_f32(&input, &Array::new(vec![3, 1, 8, 8], x).unwrap()).unwrap();
+    let predict = |seed: &str, name: &str| {
+        let out = dir.join(name);
+        let o = graft(&[
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--mc-dropout",
+            "25",
+            "--seed",
+            seed,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let (a, b, c) = (
+        predict("1", "a.jsonl"),
+        predict("1", "b.jsonl"),
+        predict("2", "c.jsonl"),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    for line in a.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let probs: Vec<f64> = v["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        assert_eq!(v["std"].as_array().unwrap().len(), 10);
+        let (h, mi) = (
+            v["entropy"].as_f64().unwrap(),
+            v["mutual_information"].as_f64().unwrap(),
+        );
+        assert!(h >= 0.0 && (0.0..=h + 1e-9).contains(&mi), "{line}");
+        assert!(v["class"].is_string());
+    }
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "p.csv",
+        "--mc-dropout",
+        "5",
+    ]));
+    assert!(e.contains(".jsonl"), "{e}");
+}

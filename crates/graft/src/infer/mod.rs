@@ -1,3 +1,4 @@
 //! Inference with a trained run directory.
 
 pub mod predict;
+pub mod uncertainty;

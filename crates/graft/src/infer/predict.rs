@@ -7,6 +7,8 @@ use serde_json::{Value as Json, json};
 use crate::data::prepare::Preprocessor;
 use crate::data::{Array, write_npy_f32};
 use crate::error::{Error, Result};
+use crate::infer::uncertainty::{McSummary, summarize};
+use crate::layers::Ctx;
 use crate::model::Graph;
 use crate::model::io::load_model;
 use crate::report::write_atomic;
@@ -72,6 +74,41 @@ impl Predictor {
 
     /// One array per head (see [`Predictor::predict`]), all from one forward pass per batch.
     pub fn predict_heads(&self, inputs: &Array, heads: &[TaskHead]) -> Result<Vec<Array>> {
+        self.sample_heads(inputs, heads, 1, Ctx::default())
+    }
+
+    /// Monte-Carlo dropout: `passes` predictions of every input with dropout active (batch norm on its running
+    /// statistics), summarized per input, for each head. The passes of a batch run as one forward pass over the
+    /// batch repeated `passes` times.
+    pub fn predict_mc(&self, inputs: &Array, heads: &[TaskHead], passes: usize) -> Result<Vec<Vec<McSummary>>> {
+        if passes == 0 {
+            return Err(Error::new("--mc-dropout needs at least 1 pass"));
+        }
+        let ctx = Ctx {
+            mc_dropout: true,
+            ..Ctx::default()
+        };
+        let samples = self.sample_heads(inputs, heads, passes, ctx)?;
+        let n = inputs.len();
+        Ok(heads
+            .iter()
+            .zip(samples)
+            .map(|(head, a)| {
+                let k = a.sample_size();
+                (0..n)
+                    .map(|i| {
+                        let draws: Vec<Vec<f32>> = (0..passes)
+                            .map(|p| a.data[(p * n + i) * k..(p * n + i + 1) * k].to_vec())
+                            .collect();
+                        summarize(&draws, head.is_classification())
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Per head, `[passes · n, K]`: pass p of input i at row p·n + i.
+    fn sample_heads(&self, inputs: &Array, heads: &[TaskHead], passes: usize, ctx: Ctx) -> Result<Vec<Array>> {
         if self.graph.spec.inputs.len() > 1 {
             return Err(Error::new(format!(
                 "this model has {} inputs; predict reads one input file, so feed models with several inputs through \
@@ -91,42 +128,66 @@ impl Predictor {
             .first()
             .cloned()
             .unwrap_or_default();
-        let mut out = vec![vec![]; heads.len()];
+        let n = inputs.len();
+        let mut out: Vec<Vec<f32>> = vec![vec![]; heads.len()];
         let mut widths = vec![0; heads.len()];
-        for start in (0..inputs.len()).step_by(256) {
-            let idx: Vec<usize> = (start..(start + 256).min(inputs.len())).collect();
-            let x = input_data(&inputs.select(&idx), &device)?;
-            let outs = self.graph.forward(vec![x], false, true)?;
+        // Keep a forward pass near 256 rows whatever the number of passes.
+        let chunk = (256 / passes).max(1);
+        let mut rows_of_pass: Vec<Vec<Vec<f32>>> = vec![vec![vec![]; passes]; heads.len()];
+        for start in (0..n).step_by(chunk) {
+            let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
+            let tiled: Vec<usize> = (0..passes).flat_map(|_| idx.iter().copied()).collect();
+            let x = input_data(&inputs.select(&tiled), &device)?;
+            let outs = self.graph.forward_ctx(vec![x], ctx, true)?;
             for (h, head) in heads.iter().enumerate() {
                 let logits = match outs[head.output].data.clone() {
                     crate::model::value::Data::D2(t) => t,
-                    other => other.reshape(&[idx.len(), usize::MAX])?.d2()?,
+                    other => other.reshape(&[tiled.len(), usize::MAX])?.d2()?,
                 };
                 let probs = head.probabilities(logits);
-                widths[h] = probs.dims()[1];
-                out[h].extend(probs.into_data().try_to_vec::<f32>().unwrap_or_default());
+                let k = probs.dims()[1];
+                widths[h] = k;
+                let values = probs.into_data().try_to_vec::<f32>().unwrap_or_default();
+                for p in 0..passes {
+                    rows_of_pass[h][p].extend_from_slice(&values[p * idx.len() * k..(p + 1) * idx.len() * k]);
+                }
+            }
+        }
+        for (h, passes_of_head) in rows_of_pass.into_iter().enumerate() {
+            for rows in passes_of_head {
+                out[h].extend(rows);
             }
         }
         out.into_iter()
             .zip(widths)
-            .map(|(values, width)| Array::new(vec![inputs.len(), width], values))
+            .map(|(values, width)| Array::new(vec![passes * n, width], values))
             .collect()
     }
 }
 
+/// How `predict` runs.
+#[derive(Debug, Clone, Default)]
+pub struct PredictOptions {
+    /// The input holds this layer's outputs (from `graft embed --layer`); only the model after it runs.
+    pub from_layer: Option<String>,
+    /// Monte-Carlo dropout with this many passes.
+    pub mc_dropout: Option<usize>,
+    /// Seeds the dropout masks of Monte-Carlo passes.
+    pub seed: u64,
+}
+
 /// Reads raw `input` (`.npy`, or the format the model was trained on: IDX, CSV, text lines), applies the stored
-/// preprocessing, predicts, writes `output` (`.npy` or `.jsonl`).
-/// With `from_layer`, `input` is a `.npy` of that layer's outputs (from `graft embed --layer`) and only the part of
-/// the model after it runs.
+/// preprocessing, predicts, writes `output` (`.npy` or `.jsonl`). With Monte-Carlo dropout the `.npy` holds the
+/// mean probabilities and each `.jsonl` line adds `std`, `entropy` and `mutual_information`.
 pub fn predict_file(
     model_dir: &Path,
     input: &Path,
     output: &Path,
-    from_layer: Option<&str>,
+    opts: &PredictOptions,
     device: &Device,
 ) -> Result<usize> {
     let mut predictor = Predictor::load(model_dir, device)?;
-    let inputs = match from_layer {
+    let inputs = match &opts.from_layer {
         Some(name) => {
             predictor.graph = predictor.graph.after(name).map_err(|e| e.at("--from-layer"))?;
             if input.extension().and_then(|e| e.to_str()) != Some("npy") {
@@ -140,6 +201,10 @@ pub fn predict_file(
         }
         None => predictor.preprocessor.read_inputs(input)?,
     };
+    if let Some(passes) = opts.mc_dropout {
+        device.seed(opts.seed);
+        return write_mc_predictions(&predictor, &inputs, passes, input, output);
+    }
     if !predictor.tasks.is_empty() {
         return write_task_predictions(&predictor, &inputs, input, output);
     }
@@ -158,6 +223,65 @@ pub fn predict_file(
         _ => return Err(Error::new("the output must end in .npy or .jsonl").in_file(output)),
     }
     Ok(preds.len())
+}
+
+/// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread.
+fn write_mc_predictions(
+    predictor: &Predictor,
+    inputs: &Array,
+    passes: usize,
+    input: &Path,
+    output: &Path,
+) -> Result<usize> {
+    let heads: Vec<TaskHead> = if predictor.tasks.is_empty() {
+        vec![predictor.head.clone()]
+    } else {
+        predictor.tasks.clone()
+    };
+    let summaries = predictor
+        .predict_mc(inputs, &heads, passes)
+        .map_err(|e| e.in_file(input))?;
+    let n = inputs.len();
+    match output.extension().and_then(|e| e.to_str()) {
+        Some("npy") if heads.len() == 1 => {
+            let k = summaries[0].first().map_or(0, |s| s.mean.len());
+            let data = summaries[0].iter().flat_map(|s| s.mean.iter().copied()).collect();
+            write_npy_f32(output, &Array::new(vec![n, k], data)?)?;
+        }
+        Some("jsonl") => {
+            let mut text = String::new();
+            for i in 0..n {
+                let one = |head: &TaskHead, s: &McSummary| {
+                    let mut line = row_json(head, &s.mean);
+                    for (key, value) in s.fields(head.is_classification()) {
+                        line[key] = value;
+                    }
+                    line
+                };
+                let line = if predictor.tasks.is_empty() {
+                    one(&heads[0], &summaries[0][i])
+                } else {
+                    Json::Object(
+                        heads
+                            .iter()
+                            .zip(&summaries)
+                            .map(|(h, s)| (h.name.clone().unwrap_or_default(), one(h, &s[i])))
+                            .collect(),
+                    )
+                };
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            write_atomic(output, text.as_bytes())?;
+        }
+        _ => {
+            return Err(Error::new(
+                "Monte-Carlo predictions go to a .jsonl file (or, for one task, their mean probabilities to a .npy)",
+            )
+            .in_file(output));
+        }
+    }
+    Ok(n)
 }
 
 /// One prediction as JSON: class, class index and probabilities (classification), probabilities and labels
@@ -207,4 +331,71 @@ fn write_task_predictions(predictor: &Predictor, inputs: &Array, input: &Path, o
     }
     write_atomic(output, text.as_bytes())?;
     Ok(inputs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::LayerSpec;
+    use crate::layers::dense::DenseConfig;
+    use crate::layers::dropout::DropoutConfig;
+    use crate::spec::model::ModelSpec;
+
+    fn predictor(rate: f64) -> Predictor {
+        let device = Device::default();
+        device.seed(4);
+        let spec = ModelSpec::sequential(vec![6])
+            .add(LayerSpec::Dense(DenseConfig::new(16)))
+            .add(LayerSpec::Dropout(DropoutConfig { rate }))
+            .add(LayerSpec::Dense(DenseConfig::new(3)));
+        let loss = crate::train::loss::LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        Predictor {
+            graph: Graph::build(&spec, &device).unwrap(),
+            head: TaskHead::new(&loss, 3, vec!["a".into(), "b".into(), "c".into()]).unwrap(),
+            tasks: vec![],
+            preprocessor: Preprocessor::None,
+        }
+    }
+
+    fn inputs() -> Array {
+        Array::new(vec![5, 6], (0..30).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect()).unwrap()
+    }
+
+    #[test]
+    fn mc_dropout_without_dropout_is_the_deterministic_prediction() {
+        let p = predictor(0.0);
+        let plain = p.predict(&inputs()).unwrap();
+        let mc = p
+            .predict_mc(&inputs(), std::slice::from_ref(&p.head), 7)
+            .unwrap()
+            .remove(0);
+        for (i, s) in mc.iter().enumerate() {
+            for (a, b) in s.mean.iter().zip(plain.row(i)) {
+                assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            }
+            assert!(s.std.iter().all(|v| *v < 1e-6), "{:?}", s.std);
+            assert!(s.mutual_information < 1e-6);
+        }
+    }
+
+    #[test]
+    fn mc_dropout_passes_differ() {
+        // (That the same seed repeats them is checked by the CLI test, in processes of their own: the device's random
+        // generator is shared by the tests running in parallel here.)
+        let p = predictor(0.5);
+        let a = p
+            .predict_mc(&inputs(), std::slice::from_ref(&p.head), 20)
+            .unwrap()
+            .remove(0);
+        assert!(
+            a.iter()
+                .all(|s| s.std.iter().any(|v| *v > 1e-4) && s.mutual_information > 0.0)
+        );
+        // The inputs are batched with their repeats: more inputs than one forward pass holds give the same shape.
+        let many = Array::new(vec![40, 6], (0..240).map(|i| (i % 11) as f32 / 11.0).collect()).unwrap();
+        assert_eq!(
+            p.predict_mc(&many, std::slice::from_ref(&p.head), 30).unwrap()[0].len(),
+            40
+        );
+    }
 }

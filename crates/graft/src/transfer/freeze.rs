@@ -140,8 +140,15 @@ mod tests {
         }
         // The optimizer keeps no state for frozen parameters: Adam holds its moments for d2's two tensors only.
         let tensors = |record: String| -> usize {
-            let tail = record.split("num_tensors: ").nth(1).expect("num_tensors in the record's Debug");
-            tail.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+            let tail = record
+                .split("num_tensors: ")
+                .nth(1)
+                .expect("num_tensors in the record's Debug");
+            tail.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         let frozen_state = tensors(format!("{:?}", optim.to_record()));
         let mut all = Graph::build(&spec(), &device).unwrap();
@@ -153,7 +160,10 @@ mod tests {
         let grads = GradientsParams::from_grads(out.data.d2().unwrap().powi_scalar(2).sum().backward(), &all);
         all = optim_all.step(0.1, all, grads);
         let all_state = tensors(format!("{:?}", optim_all.to_record()));
-        assert!(frozen_state > 0 && all_state == 2 * frozen_state, "{frozen_state} vs {all_state}");
+        assert!(
+            frozen_state > 0 && all_state == 2 * frozen_state,
+            "{frozen_state} vs {all_state}"
+        );
         assert_eq!(all.nodes.len(), 2);
         let summary = model.summary();
         assert_eq!((summary.rows[0].trainable, summary.rows[0].frozen), (0, 40));

@@ -1338,3 +1338,34 @@ fn mc_dropout_predictions_carry_their_uncertainty_and_repeat_with_the_seed() {
     ]));
     assert!(e.contains(".jsonl"), "{e}");
 }
+
+/// `calibrate = "temperature"`: a temperature fitted on the validation split lowers its NLL, is stored with the
+/// model for `predict`, and the test metrics carry the expected calibration error before and after.
+#[test]
+fn temperature_scaling_is_fitted_on_validation_and_stored_with_the_model() {
+    let dir = workdir("calibrate");
+    let exp = write(&dir, "mlp.toml", &format!("{FAST_MLP}calibrate = \"temperature\"\n"));
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let c = &metrics["calibration"]["model"];
+    let t = c["temperature"].as_f64().unwrap();
+    assert!(t > 0.05 && t < 20.0, "{c}");
+    assert!(c["validation_nll_after"].as_f64().unwrap() <= c["validation_nll_before"].as_f64().unwrap() + 1e-12);
+    assert!(c["test_ece_before"].is_number() && c["test_ece_after"].is_number(), "{c}");
+    assert_eq!(metrics["test"]["ece"], c["test_ece_after"]);
+    assert_eq!(metrics["test"]["reliability"].as_array().unwrap().len(), 15);
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
+    assert_eq!(pre["temperature"].as_f64().unwrap(), t);
+    // Without a validation split there is nothing to fit on.
+    let none = write(
+        &dir,
+        "none.toml",
+        &format!("{FAST_MLP}calibrate = \"temperature\"\n").replace("validation = 0.15", "validation = 0.0"),
+    );
+    let e = expect_error(graft(&["train", &none, "--out", dir.join("x").to_str().unwrap(), "--quiet"]));
+    assert!(e.contains("train.calibrate") && e.contains("validation"), "{e}");
+}

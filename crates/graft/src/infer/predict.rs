@@ -36,7 +36,8 @@ impl Predictor {
             serde_json::from_value(pre["loss"].clone()).map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
         let classes: Vec<String> = serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-        let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
+        let mut head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
+        head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
         let preprocessor: Preprocessor = match pre.get("preprocessor") {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
@@ -57,6 +58,7 @@ impl Predictor {
             let mut head = TaskHead::new(&loss, width, classes).map_err(|e| e.in_file(&path))?;
             head.name = Some(name.to_string());
             head.output = output;
+            head.temperature = t.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
             tasks.push(head);
         }
         Ok(Predictor {

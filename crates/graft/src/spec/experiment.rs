@@ -123,6 +123,16 @@ pub struct TrainSpec {
     /// the examples labelled for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tasks: BTreeMap<String, TaskSpec>,
+    /// `"temperature"`: after training, fit a temperature on the validation split that calibrates the
+    /// probabilities (stored with the model, used by `predict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrate: Option<Calibration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibration {
+    Temperature,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{write_atomic, write_report};
-use crate::spec::experiment::{CheckpointSpec, DataSpec, DatasetSpec, ExperimentSpec};
+use crate::spec::experiment::{Calibration, CheckpointSpec, DataSpec, DatasetSpec, ExperimentSpec};
 use crate::spec::suggest::hint;
 
 /// The three parts of the data, and the preprocessing fitted on the training part.
@@ -236,6 +236,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
         "task": head.task,
         "classes": head.classes,
         "loss": head.loss,
+        "temperature": head.temperature,
         "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
     });
     if head.name.is_some() {
@@ -243,7 +244,8 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
             heads
                 .iter()
                 .map(|h| {
-                    json!({"name": h.name, "task": h.task, "classes": h.classes, "loss": h.loss, "output": h.output})
+                    json!({"name": h.name, "task": h.task, "classes": h.classes, "loss": h.loss, "output": h.output,
+                           "temperature": h.temperature})
                 })
                 .collect(),
         );
@@ -413,7 +415,8 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     } else {
         None
     };
-    let (trained, timings, history, test) = match cached {
+    // What the test set and calibration run on: the trained part and its cached features, or the whole model.
+    let (trained, part, validation, test_set, timings, history) = match cached {
         Some((part, train, validation, test)) => {
             callbacks.push(Box::new(checkpoint.around(model.clone())));
             let fitted = fit(
@@ -425,11 +428,15 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 opts.seed,
                 &mut callbacks,
             )?;
-            let test = match &test {
-                Some(t) => evaluate_test(&fitted.model.valid(), &heads, &splits.train, t, exp.train.top_k)?,
-                None => Map::new(),
-            };
-            (model.with_layers_of(fitted.model), fitted.timings, fitted.history, test)
+            let part = fitted.model.valid();
+            (
+                model.with_layers_of(fitted.model),
+                part,
+                validation,
+                test,
+                fitted.timings,
+                fitted.history,
+            )
         }
         None => {
             callbacks.push(Box::new(checkpoint));
@@ -442,21 +449,105 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 opts.seed,
                 &mut callbacks,
             )?;
-            let test = match &splits.test {
-                Some(t) => evaluate_test(&fitted.model.valid(), &heads, &splits.train, t, exp.train.top_k)?,
-                None => Map::new(),
-            };
-            (fitted.model, fitted.timings, fitted.history, test)
+            let part = fitted.model.valid();
+            (
+                fitted.model,
+                part,
+                splits.validation.clone(),
+                splits.test.clone(),
+                fitted.timings,
+                fitted.history,
+            )
         }
+    };
+    let mut heads = heads;
+    let calibration = match exp.train.calibrate {
+        Some(Calibration::Temperature) => {
+            let validation = validation.as_ref().ok_or_else(|| {
+                Error::new("temperature scaling is fitted on the validation split; the data has none")
+                    .at("train.calibrate")
+            })?;
+            let uncalibrated = match &test_set {
+                Some(t) => Some(evaluate_test(&part, &heads, &splits.train, t, exp.train.top_k)?),
+                None => None,
+            };
+            let report = calibrate_temperature(&part, &mut heads, validation, uncalibrated.as_ref())?;
+            if !opts.quiet {
+                eprintln!("calibrate: {}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    let test = match &test_set {
+        Some(t) => evaluate_test(&part, &heads, &splits.train, t, exp.train.top_k)?,
+        None => Map::new(),
     };
     let model = trained.valid();
     write_timing(&opts.out, &timings)?;
     write_run(&opts.out, &model, &heads, &history, &test, exp, &splits.preprocessor)?;
+    if let Some(c) = calibration {
+        add_to_metrics(&opts.out, "calibration", c, &test)?;
+    }
     Ok(RunResult {
         history,
         test,
         out: opts.out.clone(),
     })
+}
+
+/// Fits each classification head's temperature on the validation split (minimizing its NLL) and returns, per head,
+/// the temperature with the validation NLL and the test ECE before and after.
+fn calibrate_temperature(
+    model: &Graph,
+    heads: &mut [TaskHead],
+    validation: &Dataset,
+    uncalibrated_test: Option<&Map<String, Json>>,
+) -> Result<Json> {
+    let mut out = Map::new();
+    for (h, head) in heads.iter_mut().enumerate() {
+        if !head.is_classification() {
+            continue;
+        }
+        let (logits, labels, k) = super::trainer::collect_logits(model, head, validation, 256)?;
+        let t = super::calibration::fit_temperature(&logits, &labels, k);
+        let before = super::calibration::nll_with_temperature(&logits, &labels, k, 1.0);
+        let after = super::calibration::nll_with_temperature(&logits, &labels, k, t);
+        head.temperature = t;
+        let test_before = uncalibrated_test.and_then(|m| match &head.name {
+            Some(n) => m.get(n).and_then(|t| t.get("ece")).and_then(Json::as_f64),
+            None => m.get("ece").and_then(Json::as_f64),
+        });
+        let key = head
+            .name
+            .clone()
+            .unwrap_or_else(|| if h == 0 { "model".into() } else { h.to_string() });
+        out.insert(
+            key,
+            json!({"temperature": t, "validation_nll_before": before, "validation_nll_after": after, "test_ece_before": test_before}),
+        );
+    }
+    Ok(Json::Object(out))
+}
+
+/// Adds `value` under `key` to the run's `metrics.json`, with each head's calibrated test ECE.
+fn add_to_metrics(dir: &Path, key: &str, mut value: Json, test: &Map<String, Json>) -> Result<()> {
+    if let Some(heads) = value.as_object_mut() {
+        for (name, entry) in heads.iter_mut() {
+            let ece = if name == "model" {
+                test.get("ece")
+            } else {
+                test.get(name).and_then(|t| t.get("ece"))
+            };
+            entry["test_ece_after"] = ece.cloned().unwrap_or(Json::Null);
+        }
+    }
+    let path = dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut doc: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
+    doc[key] = value;
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&path, text.as_bytes())
 }
 
 /// Test-set metrics, with the class weights of training in the loss.

@@ -117,6 +117,9 @@ impl ClassificationAccumulator {
             f1_weighted: weighted(&f1_per_class),
             balanced_accuracy: mean(&supported_recalls),
             roc_auc: self.roc_auc(),
+            ece: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).0,
+            nll: super::calibration::nll(&self.probs, &self.labels, c),
+            reliability: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).1,
             precision_per_class,
             recall_per_class,
             f1_per_class,
@@ -187,13 +190,19 @@ pub struct ClassificationMetrics {
     pub roc_auc: Option<f64>,
     /// Row counts indexed `[true class][predicted class]`: `confusion_matrix`.
     pub confusion_matrix: Vec<Vec<usize>>,
+    /// Expected calibration error over 15 confidence bins (see [`super::calibration`]).
+    pub ece: f64,
+    /// Mean negative log-likelihood of the true class.
+    pub nll: f64,
+    /// The reliability diagram's bins.
+    pub reliability: Vec<super::calibration::ReliabilityBin>,
 }
 
 impl ClassificationMetrics {
     /// JSON object with the keys `accuracy`, `top_k_accuracy`, `precision_macro`, `recall_macro`, `f1_macro`,
     /// `f1_micro`, `f1_weighted`, `precision_per_class`, `recall_per_class`, `f1_per_class` (arrays in class-index
     /// order), `roc_auc` (null when undefined), `confusion_matrix` (array of rows), `balanced_accuracy`,
-    /// `precision_weighted` and `recall_weighted`. Non-finite numbers become null, since JSON has no NaN.
+    /// `precision_weighted`, `recall_weighted`, `ece`, `nll` and `reliability` (the 15 bins). Non-finite numbers become null, since JSON has no NaN.
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("accuracy".into(), json_f64(self.accuracy));
@@ -219,6 +228,12 @@ impl ClassificationMetrics {
         m.insert("balanced_accuracy".into(), json_f64(self.balanced_accuracy));
         m.insert("precision_weighted".into(), json_f64(self.precision_weighted));
         m.insert("recall_weighted".into(), json_f64(self.recall_weighted));
+        m.insert("ece".into(), json_f64(self.ece));
+        m.insert("nll".into(), json_f64(self.nll));
+        m.insert(
+            "reliability".into(),
+            serde_json::to_value(&self.reliability).unwrap_or(Value::Null),
+        );
         m
     }
 }
@@ -864,6 +879,9 @@ mod tests {
             "balanced_accuracy",
             "precision_weighted",
             "recall_weighted",
+            "ece",
+            "nll",
+            "reliability",
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);

@@ -1,5 +1,6 @@
 //! Training: losses, optimizers, schedules, metrics, callbacks, the loop, and running a whole experiment.
 
+pub mod calibration;
 pub mod callbacks;
 pub mod experiment;
 pub mod loss;

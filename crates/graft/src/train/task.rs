@@ -30,6 +30,8 @@ pub struct TaskHead {
     pub metrics: Vec<String>,
     /// `"balanced"` or explicit class weights for this task's loss.
     pub class_weights: Option<crate::spec::experiment::ClassWeights>,
+    /// Logits are divided by this before the softmax or sigmoid (temperature scaling; 1 until calibrated).
+    pub temperature: f64,
 }
 
 impl TaskHead {
@@ -61,6 +63,7 @@ impl TaskHead {
             weight: 1.0,
             metrics: vec![],
             class_weights: None,
+            temperature: 1.0,
         })
     }
 
@@ -189,6 +192,11 @@ impl TaskHead {
     /// Logits `[N, K]` → probabilities (softmax for multi-class, sigmoid for binary/multi-label), or the values
     /// themselves for regression.
     pub fn probabilities(&self, logits: Tensor<2>) -> Tensor<2> {
+        let logits = if self.temperature != 1.0 && self.is_classification() {
+            logits.div_scalar(self.temperature)
+        } else {
+            logits
+        };
         match self.task {
             Task::Multiclass => softmax(logits, 1),
             Task::Binary | Task::Multilabel => sigmoid(logits),

@@ -333,6 +333,39 @@ pub fn head_class_weights(heads: &[TaskHead], train: &Dataset) -> Result<Vec<Opt
         .collect()
 }
 
+/// The logits `[n, k]` of one head over the rows labelled for it, with their class labels, in inference mode.
+pub fn collect_logits(
+    model: &Graph,
+    head: &TaskHead,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<(Vec<f32>, Vec<usize>, usize)> {
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let (mut logits, mut labels, mut width) = (vec![], vec![], 0);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = gather(data, chunk);
+        let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
+        let (view, keep) = head.view(&batch)?;
+        let Data::D2(t) = outs[head.output].data.clone() else {
+            return Err(Error::new(
+                "calibration needs one prediction per example (not a sequence)",
+            ));
+        };
+        width = t.dims()[1];
+        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let rows: Vec<usize> = keep.unwrap_or_else(|| (0..chunk.len()).collect());
+        let Some(batch_labels) = &view.labels else {
+            return Err(Error::new("calibration needs class labels"));
+        };
+        for r in rows {
+            logits.extend_from_slice(&values[r * width..(r + 1) * width]);
+            labels.push(batch_labels[r]);
+        }
+    }
+    Ok((logits, labels, width))
+}
+
 /// Loss and metrics of a model (in inference mode) over a whole data set. One head: its metrics and `loss`.
 /// Several (multi-task): `loss` (the weighted total) and one object of metrics per task, over the examples
 /// labelled for it.

@@ -1354,9 +1354,18 @@ fn temperature_scaling_is_fitted_on_validation_and_stored_with_the_model() {
     let t = c["temperature"].as_f64().unwrap();
     assert!(t > 0.05 && t < 20.0, "{c}");
     assert!(c["validation_nll_after"].as_f64().unwrap() <= c["validation_nll_before"].as_f64().unwrap() + 1e-12);
-    assert!(c["test_ece_before"].is_number() && c["test_ece_after"].is_number(), "{c}");
+    assert!(
+        c["test_ece_before"].is_number() && c["test_ece_after"].is_number(),
+        "{c}"
+    );
     assert_eq!(metrics["test"]["ece"], c["test_ece_after"]);
     assert_eq!(metrics["test"]["reliability"].as_array().unwrap().len(), 15);
+    assert!(run.join("reliability.png").is_file());
+    assert!(
+        std::fs::read_to_string(run.join("report.html"))
+            .unwrap()
+            .contains("reliability.png")
+    );
     let pre: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
     assert_eq!(pre["temperature"].as_f64().unwrap(), t);
@@ -1366,6 +1375,12 @@ fn temperature_scaling_is_fitted_on_validation_and_stored_with_the_model() {
         "none.toml",
         &format!("{FAST_MLP}calibrate = \"temperature\"\n").replace("validation = 0.15", "validation = 0.0"),
     );
-    let e = expect_error(graft(&["train", &none, "--out", dir.join("x").to_str().unwrap(), "--quiet"]));
+    let e = expect_error(graft(&[
+        "train",
+        &none,
+        "--out",
+        dir.join("x").to_str().unwrap(),
+        "--quiet",
+    ]));
     assert!(e.contains("train.calibrate") && e.contains("validation"), "{e}");
 }

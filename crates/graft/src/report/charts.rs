@@ -45,6 +45,59 @@ pub(super) fn confusion_chart(path: &Path, counts: &[Vec<u64>], labels: &[String
     })
 }
 
+/// A reliability diagram: per confidence bin `(lower, upper, accuracy, count)`, a bar as high as the bin's
+/// accuracy, against the diagonal of perfect calibration.
+pub(super) fn reliability_chart(path: &Path, title: &str, bins: &[(f64, f64, f64, usize)]) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_reliability(root, title, bins).map_err(plot_error(path))
+    })
+}
+
+fn draw_reliability<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    bins: &[(f64, f64, f64, usize)],
+) -> Drawn<DB> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("confidence (top-label probability)")
+        .y_desc("accuracy")
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    let bar = PALETTE[0];
+    chart
+        .draw_series(
+            bins.iter()
+                .filter(|b| b.3 > 0)
+                .map(|&(lo, hi, acc, _)| Rectangle::new([(lo, 0.0), (hi, acc)], bar.mix(0.6).filled())),
+        )?
+        .label("accuracy per bin")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], bar.mix(0.6).filled()));
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            BLACK.mix(0.6).stroke_width(2),
+        ))?
+        .label("perfect calibration")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.6).stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 15.0))
+        .draw()?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(super) fn confusion_chart_size(classes: usize) -> (u32, u32) {
     ConfusionLayout::new(classes).size()

@@ -33,7 +33,10 @@ pub fn write_report(
 ) -> Result<ReportFiles> {
     ensure_dir(dir)?;
     let confusion = ConfusionInput::from_test(test);
-    let charts = write_charts(dir, history, &confusion, classes)?;
+    let mut charts = write_charts(dir, history, &confusion, classes)?;
+    if let Some(chart) = write_reliability(dir, test)? {
+        charts.push(chart);
+    }
     let page = render_html(&Page {
         title,
         history,
@@ -126,6 +129,37 @@ fn write_charts(
         });
     }
     Ok(charts)
+}
+
+/// The reliability diagram of the test set, when its metrics carry the bins.
+fn write_reliability(dir: &Path, test: &Map<String, Value>) -> Result<Option<Chart>> {
+    let Some(bins) = test.get("reliability").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let bins: Vec<(f64, f64, f64, usize)> = bins
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b.get("lower")?.as_f64()?,
+                b.get("upper")?.as_f64()?,
+                b.get("accuracy")?.as_f64()?,
+                b.get("count")?.as_u64()? as usize,
+            ))
+        })
+        .collect();
+    if bins.iter().all(|b| b.3 == 0) {
+        return Ok(None);
+    }
+    let ece = test.get("ece").and_then(Value::as_f64).unwrap_or(f64::NAN);
+    charts::reliability_chart(
+        &dir.join("reliability.png"),
+        &format!("reliability (test ECE {ece:.4})"),
+        &bins,
+    )?;
+    Ok(Some(Chart {
+        file: "reliability.png".to_string(),
+        caption: "Reliability diagram of the test set: accuracy per confidence bin against the diagonal".to_string(),
+    }))
 }
 
 fn write_curve_chart(

@@ -112,6 +112,17 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
     },
+    /// How well each out-of-distribution score separates in-distribution inputs from others (JSON on stdout).
+    Ood {
+        #[arg(long)]
+        model: PathBuf,
+        /// In-distribution inputs, in any format `predict` reads.
+        #[arg(long)]
+        in_dist: PathBuf,
+        /// Out-of-distribution inputs.
+        #[arg(long)]
+        ood: PathBuf,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -255,6 +266,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let (n, dim) = graft::transfer::embed_file(&model, &input, &output, layer.as_deref(), batch_size, &dev)?;
             eprintln!("wrote {n} embeddings of dimension {dim} to {}", output.display());
+        }
+        Command::Ood { model, in_dist, ood } => {
+            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, &dev)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(|e| Error::new(e.to_string()))?
+            );
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

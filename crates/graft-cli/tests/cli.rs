@@ -1384,3 +1384,87 @@ fn temperature_scaling_is_fitted_on_validation_and_stored_with_the_model() {
     ]));
     assert!(e.contains("train.calibrate") && e.contains("validation"), "{e}");
 }
+
+/// `reject`: Mahalanobis statistics of the training features and a threshold keeping 90% of the validation inputs
+/// are stored with the model; `predict` marks inputs above it as unknown, and `graft ood` reports how well every
+/// score separates digits from noise.
+#[test]
+fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
+    let dir = workdir("ood");
+    let exp = write(
+        &dir,
+        "mlp.toml",
+        &format!("{FAST_MLP}reject = {{ score = \"mahalanobis\", keep = 0.9 }}\n").replace("epochs = 3", "epochs = 8"),
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run.join("ood.json").is_file());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let kept = metrics["reject"]["validation_kept"].as_f64().unwrap();
+    assert!(
+        (0.9..0.95).contains(&kept),
+        "the threshold keeps {kept} of the validation inputs"
+    );
+
+    let digits = graft::data::load_digits().unwrap();
+    let rows: Vec<usize> = (0..200).collect();
+    let inside = digits.inputs.select(&rows);
+    let max = inside.data.iter().fold(0f32, |m, &v| m.max(v));
+    let noise: Vec<f32> = (0..200 * 64)
+        .map(|i| ((i * 7919 % 104_729) as f32 / 104_729.0) * max)
+        .collect();
+    let (in_path, out_path) = (dir.join("digits.npy"), dir.join("noise.npy"));
+    write_npy_f32(&in_path, &inside).unwrap();
+    write_npy_f32(&out_path, &Array::new(inside.shape.clone(), noise).unwrap()).unwrap();
+
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        out_path.to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let unknown = lines.iter().filter(|l| l["class"] == "unknown").count();
+    assert!(unknown >= 190, "only {unknown} of 200 noise images rejected");
+    assert!(lines.iter().all(|l| l["ood_score"].is_number()));
+
+    let o = graft(&[
+        "ood",
+        "--model",
+        run.to_str().unwrap(),
+        "--in-dist",
+        in_path.to_str().unwrap(),
+        "--ood",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for score in [
+        "max_softmax",
+        "entropy",
+        "energy",
+        "mc_mutual_information",
+        "mahalanobis",
+    ] {
+        let s = &report["scores"][score];
+        assert!(
+            s["auroc"].is_number() && s["aupr"].is_number() && s["fpr_at_95_tpr"].is_number(),
+            "{score}: {s}"
+        );
+    }
+    assert!(
+        report["scores"]["mahalanobis"]["auroc"].as_f64().unwrap() > 0.95,
+        "{report}"
+    );
+}

@@ -1,4 +1,5 @@
 //! Inference with a trained run directory.
 
+pub mod ood;
 pub mod predict;
 pub mod uncertainty;

@@ -24,6 +24,8 @@ pub struct Predictor {
     /// A multi-task model's tasks, each with the output that serves it (empty for a single-task model).
     pub tasks: Vec<TaskHead>,
     pub preprocessor: Preprocessor,
+    /// Feature statistics and the rejection threshold (`ood.json`), when the model was trained with `reject`.
+    pub ood: Option<crate::infer::ood::OodModel>,
 }
 
 impl Predictor {
@@ -66,12 +68,22 @@ impl Predictor {
             head,
             tasks,
             preprocessor,
+            ood: crate::infer::ood::OodModel::read(dir)?,
         })
     }
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
     pub fn predict(&self, inputs: &Array) -> Result<Array> {
         Ok(self.predict_heads(inputs, std::slice::from_ref(&self.head))?.remove(0))
+    }
+
+    /// The model's raw output scores (logits, before any softmax or sigmoid) `[N, K]`.
+    pub fn logits(&self, inputs: &Array) -> Result<Array> {
+        let mut raw = self.head.clone();
+        raw.task = crate::train::loss::Task::Regression;
+        Ok(self
+            .sample_heads(inputs, std::slice::from_ref(&raw), 1, Ctx::default())?
+            .remove(0))
     }
 
     /// One array per head (see [`Predictor::predict`]), all from one forward pass per batch.
@@ -214,9 +226,17 @@ pub fn predict_file(
     match output.extension().and_then(|e| e.to_str()) {
         Some("npy") => write_npy_f32(output, &preds)?,
         Some("jsonl") => {
+            let rejection = rejection_scores(&predictor, &inputs)?;
             let mut text = String::new();
             for i in 0..preds.len() {
-                let line = row_json(&predictor.head, preds.row(i));
+                let mut line = row_json(&predictor.head, preds.row(i));
+                if let Some((scores, threshold)) = &rejection {
+                    line["ood_score"] = json!(scores[i]);
+                    if scores[i] > *threshold {
+                        line["class"] = json!("unknown");
+                        line["class_index"] = Json::Null;
+                    }
+                }
                 text.push_str(&line.to_string());
                 text.push('\n');
             }
@@ -225,6 +245,21 @@ pub fn predict_file(
         _ => return Err(Error::new("the output must end in .npy or .jsonl").in_file(output)),
     }
     Ok(preds.len())
+}
+
+/// The rejection score of every input and the threshold above which an input is unknown, for a model trained with
+/// `reject`.
+fn rejection_scores(predictor: &Predictor, inputs: &Array) -> Result<Option<(Vec<f64>, f64)>> {
+    let Some(ood) = &predictor.ood else { return Ok(None) };
+    let Some(reject) = &ood.reject else { return Ok(None) };
+    let name = reject.score.as_str();
+    let mut scores = crate::infer::ood::scores(predictor, inputs, Some(&ood.features), &[name])?;
+    let values = scores.remove(name).ok_or_else(|| {
+        Error::new(format!(
+            "ood.json names the score \"{name}\", which graft does not know"
+        ))
+    })?;
+    Ok(Some((values, reject.threshold)))
 }
 
 /// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread.
@@ -356,6 +391,7 @@ mod tests {
             head: TaskHead::new(&loss, 3, vec!["a".into(), "b".into(), "c".into()]).unwrap(),
             tasks: vec![],
             preprocessor: Preprocessor::None,
+            ood: None,
         }
     }
 

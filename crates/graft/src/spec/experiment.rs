@@ -127,6 +127,9 @@ pub struct TrainSpec {
     /// probabilities (stored with the model, used by `predict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrate: Option<Calibration>,
+    /// Reject inputs that belong to no class: a score and the fraction of validation inputs its threshold keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<crate::infer::ood::RejectSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

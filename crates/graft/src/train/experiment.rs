@@ -489,6 +489,39 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
     }
+    if let Some(spec) = &exp.train.reject {
+        let validation = splits.validation.as_ref().ok_or_else(|| {
+            Error::new("the rejection threshold is set on the validation split; the data has none").at("train.reject")
+        })?;
+        if heads.len() != 1 || !heads[0].is_classification() {
+            return Err(
+                Error::new("rejecting unknown inputs applies to a single classification task").at("train.reject"),
+            );
+        }
+        let predictor = crate::infer::predict::Predictor {
+            graph: model.clone(),
+            head: heads[0].clone(),
+            tasks: vec![],
+            preprocessor: splits.preprocessor.clone(),
+            ood: None,
+        };
+        let (ood, kept) = crate::infer::ood::fit_rejection(&predictor, spec, &splits.train, validation)?;
+        ood.write(&opts.out)?;
+        let threshold = ood.reject.as_ref().map_or(f64::NAN, |r| r.threshold);
+        if !opts.quiet {
+            eprintln!(
+                "reject: {} above {threshold:.6} (keeps {:.1}% of validation inputs)",
+                spec.score,
+                kept * 100.0
+            );
+        }
+        add_to_metrics(
+            &opts.out,
+            "reject",
+            json!({"score": spec.score, "keep": spec.keep, "threshold": threshold, "validation_kept": kept}),
+            &Map::new(),
+        )?;
+    }
     Ok(RunResult {
         history,
         test,
@@ -532,7 +565,9 @@ fn calibrate_temperature(
 
 /// Adds `value` under `key` to the run's `metrics.json`, with each head's calibrated test ECE.
 fn add_to_metrics(dir: &Path, key: &str, mut value: Json, test: &Map<String, Json>) -> Result<()> {
-    if let Some(heads) = value.as_object_mut() {
+    if key == "calibration"
+        && let Some(heads) = value.as_object_mut()
+    {
         for (name, entry) in heads.iter_mut() {
             let ece = if name == "model" {
                 test.get("ece")

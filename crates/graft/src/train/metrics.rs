@@ -535,6 +535,11 @@ fn in_top_k(row: &[f32], label: usize, k: usize) -> bool {
     rank < k
 }
 
+/// [`binary_roc_auc`] of float64 scores (compared in float32, as the metrics are).
+pub(crate) fn roc_auc_f64(scored: &[(f64, bool)]) -> Option<f64> {
+    binary_roc_auc(scored.iter().map(|&(s, p)| (s as f32, p)).collect())
+}
+
 /// ROC-AUC of `scores` for the positive rows: the probability that a random positive outscores a random negative,
 /// ties counted 1/2. `None` unless both kinds of row occur.
 fn binary_roc_auc(mut scored: Vec<(f32, bool)>) -> Option<f64> {

@@ -162,9 +162,27 @@ impl Graph {
 
     pub fn forward_ctx(&self, inputs: Vec<Data>, ctx: Ctx, logits: bool) -> Result<Vec<Value>> {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
-        let mut values: Vec<Vec<Value>> = Vec::with_capacity(self.nodes.len());
-        for (i, node) in self.nodes.iter().enumerate() {
-            let args: Vec<Value> = node.sources.iter().map(|s| fetch(&inputs, &values, *s)).collect();
+        let values = self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None)?;
+        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
+    }
+
+    /// The outputs of the first `upto` nodes (those not `needed` are skipped and left empty). Output nodes leave out
+    /// a final softmax/sigmoid when `logits` is set.
+    pub(crate) fn run_nodes(
+        &self,
+        inputs: &[Value],
+        ctx: Ctx,
+        logits: bool,
+        upto: usize,
+        needed: Option<&[bool]>,
+    ) -> Result<Vec<Vec<Value>>> {
+        let mut values: Vec<Vec<Value>> = Vec::with_capacity(upto);
+        for (i, node) in self.nodes.iter().enumerate().take(upto) {
+            if needed.is_some_and(|n| !n[i]) {
+                values.push(vec![]);
+                continue;
+            }
+            let args: Vec<Value> = node.sources.iter().map(|s| fetch(inputs, &values, *s)).collect();
             let is_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
             let node_ctx = Ctx {
                 skip_probability: logits && is_output,
@@ -179,7 +197,7 @@ impl Graph {
                 .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
             values.push(out);
         }
-        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
+        Ok(values)
     }
 }
 

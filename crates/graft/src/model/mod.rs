@@ -2,6 +2,7 @@
 
 pub mod graph;
 pub mod io;
+pub mod params;
 pub mod partial;
 pub mod summary;
 pub mod value;

@@ -46,29 +46,7 @@ impl Graph {
     pub fn forward_until(&self, inputs: Vec<Data>, n: usize, ctx: Ctx) -> Result<Value> {
         let needed = self.upstream(n);
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
-        let mut values: Vec<Vec<Value>> = Vec::with_capacity(n + 1);
-        for (i, node) in self.nodes.iter().enumerate().take(n + 1) {
-            if !needed[i] {
-                values.push(vec![]);
-                continue;
-            }
-            let args: Vec<Value> = node
-                .sources
-                .iter()
-                .map(|s| match *s {
-                    Source::Input(k) => inputs[k].clone(),
-                    Source::Node(j, o) => values[j][o].clone(),
-                })
-                .collect();
-            let layer = self.nodes[node.layer_of]
-                .layer
-                .as_ref()
-                .ok_or_else(|| Error::new("layer missing"))?;
-            let out = layer
-                .forward(args, &ctx)
-                .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
-            values.push(out);
-        }
+        let mut values = self.run_nodes(&inputs, ctx, false, n + 1, Some(&needed))?;
         Ok(values[n].swap_remove(0))
     }
 

@@ -3,9 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
-
 use super::graph::{Graph, Source};
 
 /// One row of the summary.
@@ -30,43 +27,17 @@ pub struct Summary {
 
 /// Parameter counts per top-level node name: (trainable, frozen).
 pub(crate) fn parameter_counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
-    struct Count {
-        path: Vec<String>,
-        counts: BTreeMap<String, (usize, usize)>,
-    }
-    impl ModuleVisitor for Count {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let leaf = self.path.last().map(String::as_str).unwrap_or("");
-            // Running statistics are buffers, not parameters (as PyTorch's parameters() excludes them).
-            if leaf == "running_mean" || leaf == "running_var" {
-                return;
-            }
-            let n = param.lazy_shape().num_elements();
-            let entry = self
-                .counts
-                .entry(self.path.first().cloned().unwrap_or_default())
-                .or_default();
-            // Freezing only exists on a training (autodiff) device; elsewhere every parameter counts as trainable.
-            let value = param.val();
-            if value.is_require_grad() || !value.device().is_autodiff() {
-                entry.0 += n;
-            } else {
-                entry.1 += n;
-            }
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for p in super::params::parameters(graph) {
+        let node = p.name.split('.').next().unwrap_or_default().to_string();
+        let entry = counts.entry(node).or_default();
+        if p.trainable {
+            entry.0 += p.numel;
+        } else {
+            entry.1 += p.numel;
         }
     }
-    let mut c = Count {
-        path: vec![],
-        counts: BTreeMap::new(),
-    };
-    graph.visit(&mut c);
-    c.counts
+    counts
 }
 
 impl Graph {

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 
 use burn::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -58,35 +58,12 @@ impl GroupPatterns {
     }
 }
 
-/// Every parameter's name, id and whether it trains now (running statistics are buffers and left out).
+/// Every parameter's name, id and whether it trains now.
 fn parameters(model: &Graph) -> Vec<(String, ParamId, bool)> {
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<(String, ParamId, bool)>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let leaf = self.path.last().map(String::as_str).unwrap_or("");
-            if leaf == "running_mean" || leaf == "running_var" {
-                return;
-            }
-            let value = param.val();
-            let trains = value.is_require_grad() || !value.device().is_autodiff();
-            self.out.push((self.path.join("."), param.id, trains));
-        }
-    }
-    let mut c = Collect {
-        path: vec![],
-        out: vec![],
-    };
-    model.visit(&mut c);
-    c.out
+    crate::model::params::parameters(model)
+        .into_iter()
+        .map(|p| (p.name, p.id, p.trainable))
+        .collect()
 }
 
 /// The groups of one model.

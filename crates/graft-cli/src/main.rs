@@ -122,6 +122,9 @@ enum Command {
         /// Out-of-distribution inputs.
         #[arg(long)]
         ood: PathBuf,
+        /// Also write an HTML page with each score's histograms and the ROC curves.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
@@ -267,8 +270,13 @@ fn run(cli: Cli) -> Result<()> {
             let (n, dim) = graft::transfer::embed_file(&model, &input, &output, layer.as_deref(), batch_size, &dev)?;
             eprintln!("wrote {n} embeddings of dimension {dim} to {}", output.display());
         }
-        Command::Ood { model, in_dist, ood } => {
-            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, &dev)?;
+        Command::Ood {
+            model,
+            in_dist,
+            ood,
+            report,
+        } => {
+            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), &dev)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).map_err(|e| Error::new(e.to_string()))?

@@ -1439,6 +1439,7 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
     assert!(unknown >= 190, "only {unknown} of 200 noise images rejected");
     assert!(lines.iter().all(|l| l["ood_score"].is_number()));
 
+    let html = dir.join("ood.html");
     let o = graft(&[
         "ood",
         "--model",
@@ -1447,6 +1448,8 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
         in_path.to_str().unwrap(),
         "--ood",
         out_path.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1467,4 +1470,8 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
         report["scores"]["mahalanobis"]["auroc"].as_f64().unwrap() > 0.95,
         "{report}"
     );
+    let page = std::fs::read_to_string(&html).unwrap();
+    for chart in ["ood_roc.png", "ood_mahalanobis.png", "ood_energy.png"] {
+        assert!(page.contains(chart) && dir.join(chart).is_file(), "{chart}");
+    }
 }

@@ -500,6 +500,7 @@ pub fn ood_report(
     model_dir: &Path,
     inside: &Path,
     outside: &Path,
+    report: Option<&Path>,
     device: &burn::prelude::Device,
 ) -> Result<serde_json::Value> {
     let predictor = Predictor::load(model_dir, device)?;
@@ -523,6 +524,28 @@ pub fn ood_report(
             name.to_string(),
             serde_json::json!({"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr}),
         );
+    }
+    if let Some(path) = report {
+        let parts: Vec<crate::report::OodScore> = SCORES
+            .iter()
+            .filter_map(|name| {
+                let (x, y) = (sa.get(name)?, sb.get(name)?);
+                let m = &out[*name];
+                let fmt = |k: &str| m[k].as_f64().map_or("—".to_string(), |v| format!("{v:.4}"));
+                Some(crate::report::OodScore {
+                    name,
+                    inside: x,
+                    outside: y,
+                    figures: vec![
+                        ("AUROC", fmt("auroc")),
+                        ("AUPR", fmt("aupr")),
+                        ("FPR at 95% TPR", fmt("fpr_at_95_tpr")),
+                    ],
+                })
+            })
+            .collect();
+        let title = format!("{} vs {}", inside.display(), outside.display());
+        crate::report::write_ood_report(path, &title, &parts)?;
     }
     let mut doc = serde_json::json!({"scores": out, "in_distribution": a.len(), "out_of_distribution": b.len()});
     if stats.is_none() {

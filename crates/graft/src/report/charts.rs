@@ -98,6 +98,120 @@ fn draw_reliability<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Overlaid histograms of two samples (in-distribution and out-of-distribution scores) on shared bins.
+pub(super) fn histogram_chart(path: &Path, title: &str, samples: [(&str, &[f64]); 2]) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_histograms(root, title, samples).map_err(plot_error(path))
+    })
+}
+
+fn draw_histograms<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    samples: [(&str, &[f64]); 2],
+) -> Drawn<DB> {
+    const BUCKETS: usize = 40;
+    let finite = samples
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|x| x.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (lo.min(0.0), lo.max(0.0) + 1.0)
+    };
+    let width = (hi - lo) / BUCKETS as f64;
+    let fractions: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|(_, values)| {
+            let mut counts = vec![0f64; BUCKETS];
+            for &v in values.iter().filter(|v| v.is_finite()) {
+                counts[(((v - lo) / width) as usize).min(BUCKETS - 1)] += 1.0;
+            }
+            let n = values.len().max(1) as f64;
+            counts.into_iter().map(|c| c / n).collect()
+        })
+        .collect();
+    let top = fractions.iter().flatten().fold(0f64, |m, &f| m.max(f)).max(1e-3) * 1.1;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(lo..hi, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("score (higher: less like the training data)")
+        .y_desc("fraction of inputs")
+        .x_label_formatter(&|x| fmt_number(*x))
+        .y_label_formatter(&|y| fmt_number(*y))
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (k, ((label, _), counts)) in samples.iter().zip(&fractions).enumerate() {
+        let color = PALETTE[k];
+        chart
+            .draw_series(counts.iter().enumerate().filter(|(_, f)| **f > 0.0).map(|(b, &f)| {
+                let x0 = lo + b as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, f)], color.mix(0.45).filled())
+            }))?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], color.mix(0.45).filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 15.0))
+        .draw()?;
+    Ok(())
+}
+
+/// ROC curves `(false-positive rate, true-positive rate)`, one per labelled line, with the chance diagonal.
+pub(super) fn roc_chart(path: &Path, title: &str, lines: &[Line]) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_roc(root, title, lines).map_err(plot_error(path))
+    })
+}
+
+fn draw_roc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, lines: &[Line]) -> Drawn<DB> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("in-distribution inputs flagged (false-positive rate)")
+        .y_desc("out-of-distribution inputs flagged")
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        [(0.0, 0.0), (1.0, 1.0)],
+        BLACK.mix(0.3).stroke_width(1),
+    ))?;
+    for (line, &color) in lines.iter().zip(PALETTE.iter().cycle()) {
+        chart
+            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
+            .label(line.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 15.0))
+        .draw()?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(super) fn confusion_chart_size(classes: usize) -> (u32, u32) {
     ConfusionLayout::new(classes).size()

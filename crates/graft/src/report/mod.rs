@@ -53,6 +53,101 @@ pub fn write_report(
     })
 }
 
+/// One score of an out-of-distribution comparison: its name, the scores of the in- and out-of-distribution inputs,
+/// and the summary figures to show.
+pub struct OodScore<'a> {
+    pub name: &'a str,
+    pub inside: &'a [f64],
+    pub outside: &'a [f64],
+    pub figures: Vec<(&'static str, String)>,
+}
+
+/// `graft ood --report FILE.html`: a table of the figures, each score's histograms (in vs out) and every score's ROC
+/// curve, with the PNGs next to the page as `<stem>_<chart>.png`.
+pub fn write_ood_report(path: &Path, title: &str, scores: &[OodScore]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("ood");
+    let mut charts = vec![];
+    let roc_file = format!("{stem}_roc.png");
+    let lines: Vec<charts::Line> = scores
+        .iter()
+        .map(|s| charts::Line {
+            label: s.name,
+            points: roc_points(s.inside, s.outside),
+        })
+        .collect();
+    charts::roc_chart(&dir.join(&roc_file), "ROC: out-of-distribution as positive", &lines)?;
+    charts.push(Chart {
+        file: roc_file,
+        caption: "ROC curve of every score".into(),
+    });
+    for s in scores {
+        let file = format!("{stem}_{}.png", s.name);
+        charts::histogram_chart(
+            &dir.join(&file),
+            s.name,
+            [("in-distribution", s.inside), ("out-of-distribution", s.outside)],
+        )?;
+        charts.push(Chart {
+            file,
+            caption: format!("{}: scores of in- and out-of-distribution inputs", s.name),
+        });
+    }
+    let title = escape(title);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n\
+         <style>{CSS}</style>\n</head>\n<body>\n<main>\n<h1>{title}</h1>\n<table>\n<tr><th>score</th>"
+    );
+    for (name, _) in scores.first().map(|s| s.figures.as_slice()).unwrap_or_default() {
+        html.push_str(&format!("<th>{}</th>", escape(name)));
+    }
+    html.push_str("</tr>\n");
+    for s in scores {
+        html.push_str(&format!("<tr><td>{}</td>", escape(s.name)));
+        for (_, v) in &s.figures {
+            html.push_str(&format!("<td>{}</td>", escape(v)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    html.push_str(&charts_section(&charts));
+    html.push_str("</main>\n</body>\n</html>\n");
+    write_atomic(path, html.as_bytes())
+}
+
+/// ROC points of scores where `outside` is the positive class, one per distinct threshold, highest first.
+fn roc_points(inside: &[f64], outside: &[f64]) -> Vec<(f64, f64)> {
+    let mut all: Vec<(f64, bool)> = inside
+        .iter()
+        .map(|&s| (s, false))
+        .chain(outside.iter().map(|&s| (s, true)))
+        .filter(|(s, _)| !s.is_nan())
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (n_in, n_out) = (inside.len().max(1) as f64, outside.len().max(1) as f64);
+    let (mut fp, mut tp) = (0usize, 0usize);
+    let mut points = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            if all[j].1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        points.push((fp as f64 / n_in, tp as f64 / n_out));
+        i = j;
+    }
+    points
+}
+
 /// Replaces `path` with `bytes` so that readers see either the old file or the whole new one, never
 /// a half-written page (a report may be regenerated while someone has it open).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -45,6 +45,18 @@ enum Command {
         quiet: bool,
     },
     /// Evaluate a trained model on the experiment's test split; prints the metrics as JSON.
+    /// Stratified k-fold cross-validation: one run per fold, each fold's test metrics and their mean ± std.
+    Cv {
+        experiment: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        quiet: bool,
+    },
     Eval {
         #[arg(long)]
         model: PathBuf,
@@ -170,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
                     quiet,
                     device: dev,
                     out,
+                    test_rows: None,
                 },
             )?;
             let shown: Vec<String> = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2"]
@@ -186,6 +199,37 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("test: {}", shown.join("  "));
             }
             eprintln!("wrote {}", result.out.display());
+        }
+        Command::Cv {
+            experiment,
+            folds,
+            out,
+            seed,
+            quiet,
+        } => {
+            let exp = ExperimentSpec::from_file(&experiment)?;
+            let opts = RunOptions {
+                seed,
+                quiet,
+                device: dev,
+                out: out.clone(),
+                test_rows: None,
+            };
+            let report = graft::train::experiment::cross_validate(&exp, &opts, folds)?;
+            for key in [
+                "accuracy",
+                "f1_macro",
+                "balanced_accuracy",
+                "roc_auc",
+                "mse",
+                "mae",
+                "r2",
+            ] {
+                if let (Some(m), Some(s)) = (report["mean"][key].as_f64(), report["std"][key].as_f64()) {
+                    eprintln!("{key}: {m:.4} ± {s:.4}");
+                }
+            }
+            eprintln!("wrote {} (one run per fold, cv.json)", out.display());
         }
         Command::Eval {
             model,

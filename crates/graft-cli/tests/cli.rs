@@ -1475,3 +1475,44 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
         assert!(page.contains(chart) && dir.join(chart).is_file(), "{chart}");
     }
 }
+
+/// `graft cv`: one run per stratified fold (each fold the test set once), each fold's test metrics and their
+/// mean ± std in `cv.json`; with `resample`, the training split of each fold is resampled.
+#[test]
+fn cross_validation_runs_every_fold_and_summarizes_them() {
+    let dir = workdir("cv");
+    let exp = write(&dir, "mlp.toml", &format!("{FAST_MLP}resample = \"oversample\"\n"));
+    let out = dir.join("cv");
+    let o = graft(&["cv", &exp, "--folds", "3", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("accuracy: 0."), "{}", stderr(&o));
+    let cv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).unwrap()).unwrap();
+    let folds = cv["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3);
+    let sizes: Vec<u64> = folds
+        .iter()
+        .map(|f| {
+            f["confusion_matrix"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap())
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(
+        sizes.iter().sum::<u64>(),
+        1797,
+        "every example is tested once: {sizes:?}"
+    );
+    let accs: Vec<f64> = folds.iter().map(|f| f["accuracy"].as_f64().unwrap()).collect();
+    let mean = accs.iter().sum::<f64>() / 3.0;
+    assert!((cv["mean"]["accuracy"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(cv["std"]["accuracy"].as_f64().unwrap() >= 0.0 && mean > 0.8, "{accs:?}");
+    for k in 1..=3 {
+        assert!(out.join(format!("fold-{k}/model.safetensors")).is_file());
+    }
+    let e = expect_error(graft(&["cv", &exp, "--folds", "1", "--out", out.to_str().unwrap()]));
+    assert!(e.contains("--folds") && e.contains("folds"), "{e}");
+}

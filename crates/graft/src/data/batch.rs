@@ -38,6 +38,18 @@ impl Batches {
         })
     }
 
+    /// The batches of a given epoch order (a resampled one), in that order.
+    pub fn from_order(order: Vec<usize>, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::new("the batch size must be at least 1, found 0"));
+        }
+        Ok(Batches {
+            order,
+            batch_size,
+            next: 0,
+        })
+    }
+
     /// The sample order of the whole epoch.
     pub fn order(&self) -> &[usize] {
         &self.order

@@ -17,6 +17,7 @@ pub mod idx;
 pub mod npy;
 pub mod prepare;
 mod rng;
+pub mod sampling;
 pub mod split;
 pub mod table;
 pub mod text;

@@ -130,6 +130,10 @@ pub struct TrainSpec {
     /// Reject inputs that belong to no class: a score and the fraction of validation inputs its threshold keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject: Option<crate::infer::ood::RejectSpec>,
+    /// `"oversample"`, `"undersample"` or `"balanced_batches"`: which training examples each epoch visits
+    /// (classification; the validation and test sets are never resampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resample: Option<crate::data::sampling::Resample>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

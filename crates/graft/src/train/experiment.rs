@@ -72,12 +72,47 @@ fn split_rows(raw: &Raw, data: &DataSpec, seed: u64, at: &str) -> Result<SplitRo
 /// only and transforms every part with it. With `[data.tasks]`, every task's data is split on its own and the
 /// parts are joined into multi-task data sets.
 pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
+    prepare_fold(exp, seed, None)
+}
+
+/// [`prepare_data`], with `test_rows` (a cross-validation fold) as the test set instead of the configured one.
+pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>) -> Result<Splits> {
     let data = &exp.data;
     let Some(dataset) = &data.dataset else {
+        if test_rows.is_some() {
+            return Err(Error::new("cross-validation takes one `dataset`, not `[data.tasks]`").at("data"));
+        }
         return prepare_tasks(exp, seed);
     };
     let main = read(exp, dataset, "data.dataset")?;
-    let (train_rows, val_rows, test_rows) = split_rows(&main, data, seed, "data")?;
+    let (train_rows, val_rows, test_rows) = match test_rows {
+        None => split_rows(&main, data, seed, "data")?,
+        Some(held) => {
+            let mut is_test = vec![false; main.len()];
+            for &r in held {
+                is_test[r] = true;
+            }
+            let rest: Vec<usize> = (0..main.len()).filter(|&r| !is_test[r]).collect();
+            let labels = if data.split.stratify { main.labels()? } else { None };
+            let (train, val) = if data.validation.is_none() && data.split.validation > 0.0 {
+                let rest_labels: Option<Vec<usize>> = labels.map(|l| rest.iter().map(|&r| l[r]).collect());
+                let (keep, val) = split_indices(
+                    rest.len(),
+                    data.split.validation,
+                    rest_labels.as_deref(),
+                    seed.wrapping_add(1),
+                )
+                .map_err(|e| e.at("data.split.validation"))?;
+                (
+                    keep.iter().map(|&i| rest[i]).collect(),
+                    Some(val.iter().map(|&i| rest[i]).collect()),
+                )
+            } else {
+                (rest, None)
+            };
+            (train, val, Some(held.to_vec()))
+        }
+    };
     let preprocessor = main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?;
     let parts = transform_parts(
         exp,
@@ -258,6 +293,8 @@ pub struct RunOptions {
     pub quiet: bool,
     pub device: Device,
     pub out: PathBuf,
+    /// Cross-validation: these rows of the data set are the test set.
+    pub test_rows: Option<Vec<usize>>,
 }
 
 pub struct RunResult {
@@ -320,7 +357,7 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
 
 /// Trains the experiment and writes the run directory.
 pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
-    let splits = prepare_data(exp, opts.seed)?;
+    let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref())?;
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let spec = exp
@@ -763,4 +800,57 @@ fn write_run(
     };
     write_report(dir, &title, history, &test, &classes)?;
     Ok(())
+}
+
+/// `graft cv`: trains the experiment once per stratified fold of its data set (each fold the test set once; the
+/// validation split comes from the other folds), writes each run to `out/fold-<k>`, and returns every fold's test
+/// metrics with the mean and standard deviation of each number (also written to `out/cv.json`).
+pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> Result<Json> {
+    let dataset = exp
+        .data
+        .dataset
+        .as_ref()
+        .ok_or_else(|| Error::new("cross-validation takes one `dataset`, not `[data.tasks]`").at("data"))?;
+    let raw = read(exp, dataset, "data.dataset")?;
+    let labels = raw.labels()?.unwrap_or_else(|| vec![0; raw.len()]);
+    let parts = crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?;
+    let mut results = vec![];
+    for (k, rows) in parts.into_iter().enumerate() {
+        if !opts.quiet {
+            eprintln!("fold {}/{folds}: {} test examples", k + 1, rows.len());
+        }
+        let fold = RunOptions {
+            seed: opts.seed,
+            quiet: opts.quiet,
+            device: opts.device.clone(),
+            out: opts.out.join(format!("fold-{}", k + 1)),
+            test_rows: Some(rows),
+        };
+        results.push(run_experiment(exp, &fold)?.test);
+    }
+    let mut mean = Map::new();
+    let mut std = Map::new();
+    if let Some(first) = results.first() {
+        for (name, value) in first {
+            if !value.is_number() {
+                continue;
+            }
+            let values: Vec<f64> = results
+                .iter()
+                .filter_map(|r| r.get(name).and_then(Json::as_f64))
+                .collect();
+            if values.len() != results.len() {
+                continue;
+            }
+            let m = values.iter().sum::<f64>() / values.len() as f64;
+            // The sample standard deviation (n − 1), as scikit-learn's cross-validation reports usually quote.
+            let s = (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() as f64 - 1.0).max(1.0)).sqrt();
+            mean.insert(name.clone(), json!(m));
+            std.insert(name.clone(), json!(s));
+        }
+    }
+    let doc = json!({"folds": results, "mean": mean, "std": std});
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&opts.out.join("cv.json"), text.as_bytes())?;
+    Ok(doc)
 }

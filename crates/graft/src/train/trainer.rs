@@ -480,7 +480,30 @@ pub fn fit(
         .optimizer
         .init(spec.clip_grad)
         .map_err(|e| e.at("train.optimizer"))?;
-    let steps = train.len().div_ceil(spec.batch_size);
+    // Resampling draws each epoch's examples from the training labels (one classification task).
+    let resample_labels = match spec.resample {
+        Some(_) => {
+            let head = match heads {
+                [h] if h.is_classification() && h.name.is_none() => h,
+                _ => return Err(Error::new("resampling applies to one classification task").at("train.resample")),
+            };
+            let labels = head
+                .train_labels(train)
+                .ok_or_else(|| Error::new("resampling needs class labels").at("train.resample"))?;
+            Some((labels, head.num_classes()))
+        }
+        None => None,
+    };
+    let epoch_order = |epoch: usize| -> Result<Option<Vec<usize>>> {
+        match (spec.resample, &resample_labels) {
+            (Some(kind), Some((labels, classes))) => {
+                crate::data::sampling::epoch_order(kind, labels, *classes, seed, epoch).map(Some)
+            }
+            _ => Ok(None),
+        }
+    };
+    let epoch_len = epoch_order(1)?.map_or(train.len(), |o| o.len());
+    let steps = epoch_len.div_ceil(spec.batch_size);
     let mut scheduler =
         Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps).map_err(|e| e.at("train.schedule"))?;
     let weights = head_class_weights(heads, train)?;
@@ -501,7 +524,10 @@ pub fn fit(
             groups_training = g.training_in(epoch);
             model = g.unfreeze_top(model, groups_training);
         }
-        let batches = Batches::new(train.len(), spec.batch_size, spec.shuffle, seed, epoch)?;
+        let batches = match epoch_order(epoch)? {
+            Some(order) => Batches::from_order(order, spec.batch_size)?,
+            None => Batches::new(train.len(), spec.batch_size, spec.shuffle, seed, epoch)?,
+        };
         for cb in callbacks.iter_mut() {
             cb.on_epoch_begin(epoch, batches.num_batches());
         }

@@ -1516,3 +1516,66 @@ fn cross_validation_runs_every_fold_and_summarizes_them() {
     let e = expect_error(graft(&["cv", &exp, "--folds", "1", "--out", out.to_str().unwrap()]));
     assert!(e.contains("--folds") && e.contains("folds"), "{e}");
 }
+
+/// `threshold = { objective = "f1" }` on an imbalanced binary task: the threshold is tuned on the validation
+/// split, recorded in metrics.json, stored in preprocess.json, and `predict` classifies by it.
+#[test]
+fn a_tuned_decision_threshold_is_stored_and_used_by_predict() {
+    let dir = workdir("threshold");
+    let n = 400;
+    // One positive in five, overlapping the negatives.
+    let x: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let noise = ((i * 37) % 101) as f32 / 50.0 - 1.0;
+            [if i % 5 == 0 { 0.8 } else { -0.2 } + noise, ((i * 13) % 7) as f32 / 7.0]
+        })
+        .collect();
+    let y: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect();
+    write_npy_f32(dir.join("x.npy"), &Array::new(vec![n, 2], x).unwrap()).unwrap();
+    write_npy_f32(dir.join("y.npy"), &Array::new(vec![n], y).unwrap()).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { npy = { x = "x.npy", y = "y.npy", classes = ["no", "yes"] } }
+split = { validation = 0.25, test = 0.25 }
+[model]
+input = [2]
+layers = [{ dense = { units = 8, activation = "tanh" } }, { dense = { units = 1 } }]
+[train]
+epochs = 30
+batch_size = 16
+optimizer = { adam = { lr = 1e-2 } }
+loss = "binary_crossentropy"
+metrics = ["accuracy", "f1_macro"]
+threshold = { objective = "f1" }
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let t = metrics["thresholds"]["model"]["thresholds"][0].as_f64().unwrap();
+    assert!(t > 0.0 && t < 1.0, "{}", metrics["thresholds"]);
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
+    assert_eq!(pre["thresholds"][0].as_f64().unwrap(), t);
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("x.npy").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in std::fs::read_to_string(&p).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let yes = v["probabilities"][1].as_f64().unwrap();
+        assert_eq!(v["class"] == "yes", yes >= t - 1e-7, "{line} at threshold {t}");
+    }
+}

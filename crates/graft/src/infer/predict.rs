@@ -40,6 +40,7 @@ impl Predictor {
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
         let mut head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
         head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
+        head.thresholds = serde_json::from_value(pre["thresholds"].clone()).unwrap_or(None);
         let preprocessor: Preprocessor = match pre.get("preprocessor") {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
@@ -61,6 +62,7 @@ impl Predictor {
             head.name = Some(name.to_string());
             head.output = output;
             head.temperature = t.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
+            head.thresholds = serde_json::from_value(t["thresholds"].clone()).unwrap_or(None);
             tasks.push(head);
         }
         Ok(Predictor {
@@ -331,14 +333,23 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
             } else {
                 row.to_vec()
             };
-            let best = probs
-                .iter()
-                .enumerate()
-                .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b });
+            let best = match head.thresholds.as_deref() {
+                Some([t]) if head.task == Task::Binary => usize::from(row[0] as f64 >= *t),
+                _ => probs
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b }),
+            };
             let name = head.classes.get(best).cloned().unwrap_or_else(|| best.to_string());
             json!({"class": name, "class_index": best, "probabilities": probs})
         }
-        Task::Multilabel => json!({"probabilities": row, "labels": row.iter().map(|p| *p > 0.5).collect::<Vec<_>>()}),
+        Task::Multilabel => {
+            let labels: Vec<bool> = match &head.thresholds {
+                Some(t) if t.len() == row.len() => row.iter().zip(t).map(|(p, t)| *p as f64 >= *t).collect(),
+                _ => row.iter().map(|p| *p > 0.5).collect(),
+            };
+            json!({"probabilities": row, "labels": labels})
+        }
         Task::Regression => json!({"values": row}),
     }
 }

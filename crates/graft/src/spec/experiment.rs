@@ -134,6 +134,10 @@ pub struct TrainSpec {
     /// (classification; the validation and test sets are never resampled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resample: Option<crate::data::sampling::Resample>,
+    /// Binary and multi-label outputs: tune the decision threshold on the validation split (`{ objective = "f1" }`,
+    /// `"youden"` or `{ recall_at_precision = 0.9 }`); stored with the model and used by `predict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<crate::train::threshold::ThresholdSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

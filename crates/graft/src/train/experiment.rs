@@ -272,6 +272,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
         "classes": head.classes,
         "loss": head.loss,
         "temperature": head.temperature,
+        "thresholds": head.thresholds,
         "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
     });
     if head.name.is_some() {
@@ -280,7 +281,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
                 .iter()
                 .map(|h| {
                     json!({"name": h.name, "task": h.task, "classes": h.classes, "loss": h.loss, "output": h.output,
-                           "temperature": h.temperature})
+                           "temperature": h.temperature, "thresholds": h.thresholds})
                 })
                 .collect(),
         );
@@ -516,6 +517,16 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         }
         None => None,
     };
+    let thresholds = match &exp.train.threshold {
+        Some(spec) => {
+            spec.check()?;
+            let validation = validation.as_ref().ok_or_else(|| {
+                Error::new("thresholds are tuned on the validation split; the data has none").at("train.threshold")
+            })?;
+            Some(tune_thresholds(&part, &mut heads, validation, spec)?)
+        }
+        None => None,
+    };
     let test = match &test_set {
         Some(t) => evaluate_test(&part, &heads, &splits.train, t, exp.train.top_k)?,
         None => Map::new(),
@@ -525,6 +536,9 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     write_run(&opts.out, &model, &heads, &history, &test, exp, &splits.preprocessor)?;
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
+    }
+    if let Some(t) = thresholds {
+        add_to_metrics(&opts.out, "thresholds", t, &test)?;
     }
     if let Some(spec) = &exp.train.reject {
         let validation = splits.validation.as_ref().ok_or_else(|| {
@@ -596,6 +610,43 @@ fn calibrate_temperature(
             key,
             json!({"temperature": t, "validation_nll_before": before, "validation_nll_after": after, "test_ece_before": test_before}),
         );
+    }
+    Ok(Json::Object(out))
+}
+
+/// Tunes the decision threshold of every binary or multi-label head on the validation split (per label), and
+/// returns them with the objective's validation value.
+fn tune_thresholds(
+    model: &Graph,
+    heads: &mut [TaskHead],
+    validation: &Dataset,
+    spec: &crate::train::threshold::ThresholdSpec,
+) -> Result<Json> {
+    let mut out = Map::new();
+    for head in heads.iter_mut() {
+        if !matches!(head.task, Task::Binary | Task::Multilabel) {
+            continue;
+        }
+        let (probs, truth, k) = super::trainer::collect_probabilities(model, head, validation, 256)?;
+        let mut thresholds = vec![];
+        let mut values = vec![];
+        for j in 0..k {
+            let scores: Vec<f32> = probs.iter().skip(j).step_by(k).copied().collect();
+            let positives: Vec<bool> = truth.iter().skip(j).step_by(k).copied().collect();
+            // A label the objective cannot be met for keeps 0.5.
+            let (t, v) = crate::train::threshold::tune(&scores, &positives, &spec.objective).unwrap_or((0.5, f64::NAN));
+            thresholds.push(t);
+            values.push(v);
+        }
+        head.thresholds = Some(thresholds.clone());
+        let key = head.name.clone().unwrap_or_else(|| "model".into());
+        out.insert(
+            key,
+            json!({"objective": spec.objective, "thresholds": thresholds, "validation_value": values}),
+        );
+    }
+    if out.is_empty() {
+        return Err(Error::new("thresholds apply to binary and multi-label outputs").at("train.threshold"));
     }
     Ok(Json::Object(out))
 }

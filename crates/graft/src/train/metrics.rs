@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub struct ClassificationAccumulator {
     num_classes: usize,
+    /// Two classes: class 1 is predicted when its probability is at least this (a tuned threshold), not by argmax.
+    threshold: Option<f64>,
     probs: Vec<f32>,
     labels: Vec<usize>,
 }
@@ -25,9 +27,16 @@ impl ClassificationAccumulator {
         assert!(num_classes > 0, "a classifier needs at least one class");
         ClassificationAccumulator {
             num_classes,
+            threshold: None,
             probs: Vec::new(),
             labels: Vec::new(),
         }
+    }
+
+    /// With two classes, class 1 is predicted at probability ≥ `threshold` (a tuned threshold) instead of by argmax.
+    pub fn with_threshold(mut self, threshold: Option<f64>) -> Self {
+        self.threshold = threshold;
+        self
     }
 
     /// Adds one batch. `probs` is row-major `[batch, num_classes]` class probabilities (rows sum to 1); a binary
@@ -70,7 +79,11 @@ impl ClassificationAccumulator {
 
         let mut confusion_matrix = vec![vec![0usize; c]; c];
         for (row, label) in rows() {
-            confusion_matrix[label][argmax(row)] += 1;
+            let predicted = match self.threshold {
+                Some(t) if c == 2 => usize::from(row[1] as f64 >= t),
+                _ => argmax(row),
+            };
+            confusion_matrix[label][predicted] += 1;
         }
         let support: Vec<usize> = confusion_matrix.iter().map(|r| r.iter().sum()).collect();
         let predicted: Vec<usize> = (0..c).map(|j| confusion_matrix.iter().map(|r| r[j]).sum()).collect();
@@ -369,6 +382,8 @@ impl RegressionMetrics {
 #[derive(Debug, Clone)]
 pub struct MultiLabelAccumulator {
     num_labels: usize,
+    /// A label is predicted when its probability exceeds this (0.5 unless tuned; `p ≥ t` when tuned).
+    thresholds: Option<Vec<f64>>,
     rows: usize,
     exact_rows: usize,
     wrong_cells: usize,
@@ -384,6 +399,7 @@ impl MultiLabelAccumulator {
         assert!(num_labels > 0, "a multi-label model needs at least one label");
         MultiLabelAccumulator {
             num_labels,
+            thresholds: None,
             rows: 0,
             exact_rows: 0,
             wrong_cells: 0,
@@ -391,6 +407,12 @@ impl MultiLabelAccumulator {
             false_pos: vec![0; num_labels],
             false_neg: vec![0; num_labels],
         }
+    }
+
+    /// Tuned per-label decision thresholds instead of 0.5.
+    pub fn with_thresholds(mut self, thresholds: Option<Vec<f64>>) -> Self {
+        self.thresholds = thresholds.filter(|t| t.len() == self.num_labels);
+        self
     }
 
     /// Adds one batch: `probs` and 0/1 `targets` are both row-major `[batch, num_labels]`.
@@ -413,7 +435,11 @@ impl MultiLabelAccumulator {
             self.rows += 1;
             let mut row_wrong = 0;
             for (j, (&p, &t)) in prob_row.iter().zip(target_row).enumerate() {
-                match (p > 0.5, t > 0.5) {
+                let predicted = match &self.thresholds {
+                    Some(th) => p as f64 >= th[j],
+                    None => p > 0.5,
+                };
+                match (predicted, t > 0.5) {
                     (true, true) => self.true_pos[j] += 1,
                     (true, false) => {
                         self.false_pos[j] += 1;

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod optim;
 pub mod schedule;
 pub mod task;
+pub mod threshold;
 pub mod trainer;

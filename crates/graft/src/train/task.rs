@@ -32,6 +32,8 @@ pub struct TaskHead {
     pub class_weights: Option<crate::spec::experiment::ClassWeights>,
     /// Logits are divided by this before the softmax or sigmoid (temperature scaling; 1 until calibrated).
     pub temperature: f64,
+    /// Tuned decision thresholds (binary: one; multi-label: one per label): positive at probability ≥ t.
+    pub thresholds: Option<Vec<f64>>,
 }
 
 impl TaskHead {
@@ -64,6 +66,7 @@ impl TaskHead {
             metrics: vec![],
             class_weights: None,
             temperature: 1.0,
+            thresholds: None,
         })
     }
 
@@ -220,10 +223,17 @@ pub enum EpochMetrics {
 impl EpochMetrics {
     pub fn new(head: &TaskHead) -> Self {
         match head.task {
-            Task::Multiclass | Task::Binary => {
-                EpochMetrics::Classification(ClassificationAccumulator::new(head.num_classes().max(1)))
-            }
-            Task::Multilabel => EpochMetrics::MultiLabel(MultiLabelAccumulator::new(head.outputs.max(1))),
+            Task::Multiclass | Task::Binary => EpochMetrics::Classification(
+                ClassificationAccumulator::new(head.num_classes().max(1)).with_threshold(
+                    head.thresholds
+                        .as_ref()
+                        .and_then(|t| t.first().copied())
+                        .filter(|_| head.task == Task::Binary),
+                ),
+            ),
+            Task::Multilabel => EpochMetrics::MultiLabel(
+                MultiLabelAccumulator::new(head.outputs.max(1)).with_thresholds(head.thresholds.clone()),
+            ),
             Task::Regression => EpochMetrics::Regression(RegressionAccumulator::new(head.outputs.max(1))),
         }
     }

@@ -366,6 +366,41 @@ pub fn collect_logits(
     Ok((logits, labels, width))
 }
 
+/// One head's probabilities `[n, k]` over the rows labelled for it, with each cell's 0/1 truth (binary: whether
+/// the label is 1; multi-label: the target values), in inference mode.
+pub fn collect_probabilities(
+    model: &Graph,
+    head: &TaskHead,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<(Vec<f32>, Vec<bool>, usize)> {
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let (mut probs, mut truth, mut width) = (vec![], vec![], 0);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = gather(data, chunk);
+        let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
+        let (view, keep) = head.view(&batch)?;
+        let Data::D2(t) = outs[head.output].data.clone() else {
+            return Err(Error::new(
+                "thresholds need one prediction per example (not a sequence)",
+            ));
+        };
+        let p = head.probabilities(t);
+        width = p.dims()[1];
+        let values = p.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        for r in keep.unwrap_or_else(|| (0..chunk.len()).collect()) {
+            probs.extend_from_slice(&values[r * width..(r + 1) * width]);
+            match (&view.labels, &view.values) {
+                (Some(labels), _) => truth.push(labels[r] == 1),
+                (None, Some(v)) => truth.extend(v.data[r * width..(r + 1) * width].iter().map(|&x| x > 0.5)),
+                _ => return Err(Error::new("thresholds need targets")),
+            }
+        }
+    }
+    Ok((probs, truth, width))
+}
+
 /// Loss and metrics of a model (in inference mode) over a whole data set. One head: its metrics and `loss`.
 /// Several (multi-task): `loss` (the weighted total) and one object of metrics per task, over the examples
 /// labelled for it.

@@ -137,6 +137,9 @@ enum Command {
         /// Also write an HTML page with each score's histograms and the ROC curves.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Seeds the dropout masks behind mc_mutual_information.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
@@ -319,8 +322,9 @@ fn run(cli: Cli) -> Result<()> {
             in_dist,
             ood,
             report,
+            seed,
         } => {
-            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), &dev)?;
+            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), seed, &dev)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).map_err(|e| Error::new(e.to_string()))?

@@ -501,9 +501,12 @@ pub fn ood_report(
     inside: &Path,
     outside: &Path,
     report: Option<&Path>,
+    seed: u64,
     device: &burn::prelude::Device,
 ) -> Result<serde_json::Value> {
     let predictor = Predictor::load(model_dir, device)?;
+    // The Monte-Carlo dropout passes draw their masks from the device's generator.
+    device.seed(seed);
     if !predictor.tasks.is_empty() || !predictor.head.is_classification() {
         return Err(
             Error::new("out-of-distribution scores are defined for a single classification task").in_file(model_dir),

@@ -214,16 +214,19 @@ mod tests {
         .unwrap()
     }
 
-    /// Trains a 4 → a(6) → b(5) → c(1) model with `groups`, starting from the same weights each time, and returns
-    /// each parameter's change.
-    fn train(groups: &str, epochs: usize, optimizer: &str) -> Vec<(String, Vec<f32>)> {
+    /// A 4 → a(6) → b(5) → c(1) model. Runs that must start from the same weights share one (the device's random
+    /// generator is shared by the tests running in parallel, so building twice does not repeat the draw).
+    fn model() -> Graph {
         let device = Device::default().autodiff();
-        device.seed(5);
         let spec = ModelSpec::sequential(vec![4])
             .add_named("a", LayerSpec::Dense(DenseConfig::new(6)))
             .add_named("b", LayerSpec::Dense(DenseConfig::new(5)))
             .add_named("c", LayerSpec::Dense(DenseConfig::new(1)));
-        let model = Graph::build(&spec, &device).unwrap();
+        Graph::build(&spec, &device).unwrap()
+    }
+
+    /// Trains `model` with `groups` and returns each parameter's change.
+    fn train(model: Graph, groups: &str, epochs: usize, optimizer: &str) -> Vec<(String, Vec<f32>)> {
         let train: TrainSpec = toml::from_str(&format!(
             "epochs = {epochs}\nbatch_size = 8\nshuffle = false\nloss = \"mse\"\nmetrics = []\noptimizer = {optimizer}\nlayer_groups = {groups}"
         ))
@@ -254,16 +257,16 @@ mod tests {
     fn gradual_unfreezing_adds_one_group_per_epoch_from_the_top() {
         let groups = r#"{ groups = ["c", "b", "a"], gradual_unfreezing = true }"#;
         let adam = "{ adam = { lr = 0.01 } }";
-        assert_eq!(changed(&train(groups, 1, adam)), ["c.weight", "c.bias"]);
+        assert_eq!(changed(&train(model(), groups, 1, adam)), ["c.weight", "c.bias"]);
         assert_eq!(
-            changed(&train(groups, 2, adam)),
+            changed(&train(model(), groups, 2, adam)),
             ["b.weight", "b.bias", "c.weight", "c.bias"]
         );
-        assert_eq!(changed(&train(groups, 3, adam)).len(), 6);
+        assert_eq!(changed(&train(model(), groups, 3, adam)).len(), 6);
         // Without gradual unfreezing every group trains from the start; parameters in no group never do.
         let two = r#"{ groups = ["c", "b"] }"#;
         assert_eq!(
-            changed(&train(two, 1, adam)),
+            changed(&train(model(), two, 1, adam)),
             ["b.weight", "b.bias", "c.weight", "c.bias"]
         );
     }
@@ -271,8 +274,9 @@ mod tests {
     #[test]
     fn each_group_below_the_top_trains_at_the_rate_divided_by_the_decay() {
         let sgd = "{ sgd = { lr = 0.1 } }";
-        let same = train(r#"{ groups = ["c", "b"], lr_decay = 1.0 }"#, 1, sgd);
-        let decayed = train(r#"{ groups = ["c", "b"], lr_decay = 2.0 }"#, 1, sgd);
+        let start = model();
+        let same = train(start.clone(), r#"{ groups = ["c", "b"], lr_decay = 1.0 }"#, 1, sgd);
+        let decayed = train(start, r#"{ groups = ["c", "b"], lr_decay = 2.0 }"#, 1, sgd);
         for ((name, a), (_, b)) in same.iter().zip(&decayed) {
             let factor = if name.starts_with('b') { 0.5 } else { 1.0 };
             for (x, y) in a.iter().zip(b) {

@@ -593,7 +593,11 @@ fn calibrate_temperature(
         if !head.is_classification() {
             continue;
         }
-        let (logits, labels, k) = super::trainer::collect_logits(model, head, validation, 256)?;
+        let outputs = super::trainer::collect_outputs(model, head, validation, 256)?;
+        let (logits, labels, k) = (outputs.logits, outputs.labels, outputs.width);
+        if labels.is_empty() {
+            return Err(Error::new("temperature scaling needs class labels").at("train.calibrate"));
+        }
         let t = super::calibration::fit_temperature(&logits, &labels, k);
         let before = super::calibration::nll_with_temperature(&logits, &labels, k, 1.0);
         let after = super::calibration::nll_with_temperature(&logits, &labels, k, t);
@@ -627,7 +631,23 @@ fn tune_thresholds(
         if !matches!(head.task, Task::Binary | Task::Multilabel) {
             continue;
         }
-        let (probs, truth, k) = super::trainer::collect_probabilities(model, head, validation, 256)?;
+        let outputs = super::trainer::collect_outputs(model, head, validation, 256)?;
+        let k = outputs.width;
+        // Thresholds apply to the probabilities exactly as predict computes them (the same tensor operations).
+        let n = outputs.logits.len() / k.max(1);
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let logits = Tensor::<2>::from_data(burn::tensor::TensorData::new(outputs.logits, [n, k]), &device);
+        let probs: Vec<f32> = head
+            .probabilities(logits)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        let truth: Vec<bool> = if head.task == Task::Binary {
+            outputs.labels.iter().map(|&l| l == 1).collect()
+        } else {
+            outputs.values.iter().map(|&v| v > 0.5).collect()
+        };
         let mut thresholds = vec![];
         let mut values = vec![];
         for j in 0..k {

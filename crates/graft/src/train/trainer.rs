@@ -333,72 +333,44 @@ pub fn head_class_weights(heads: &[TaskHead], train: &Dataset) -> Result<Vec<Opt
         .collect()
 }
 
-/// The logits `[n, k]` of one head over the rows labelled for it, with their class labels, in inference mode.
-pub fn collect_logits(
-    model: &Graph,
-    head: &TaskHead,
-    data: &Dataset,
-    batch_size: usize,
-) -> Result<(Vec<f32>, Vec<usize>, usize)> {
-    let device = model.devices().first().cloned().unwrap_or_default();
-    let (mut logits, mut labels, mut width) = (vec![], vec![], 0);
-    let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = gather(data, chunk);
-        let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
-        let (view, keep) = head.view(&batch)?;
-        let Data::D2(t) = outs[head.output].data.clone() else {
-            return Err(Error::new(
-                "calibration needs one prediction per example (not a sequence)",
-            ));
-        };
-        width = t.dims()[1];
-        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        let rows: Vec<usize> = keep.unwrap_or_else(|| (0..chunk.len()).collect());
-        let Some(batch_labels) = &view.labels else {
-            return Err(Error::new("calibration needs class labels"));
-        };
-        for r in rows {
-            logits.extend_from_slice(&values[r * width..(r + 1) * width]);
-            labels.push(batch_labels[r]);
-        }
-    }
-    Ok((logits, labels, width))
+/// One head's outputs over the rows labelled for it, in inference mode: the logits `[n, k]` and each row's
+/// targets (its class label, or its `k` target values).
+pub struct HeadOutputs {
+    pub logits: Vec<f32>,
+    pub width: usize,
+    pub labels: Vec<usize>,
+    pub values: Vec<f32>,
 }
 
-/// One head's probabilities `[n, k]` over the rows labelled for it, with each cell's 0/1 truth (binary: whether
-/// the label is 1; multi-label: the target values), in inference mode.
-pub fn collect_probabilities(
-    model: &Graph,
-    head: &TaskHead,
-    data: &Dataset,
-    batch_size: usize,
-) -> Result<(Vec<f32>, Vec<bool>, usize)> {
+pub fn collect_outputs(model: &Graph, head: &TaskHead, data: &Dataset, batch_size: usize) -> Result<HeadOutputs> {
     let device = model.devices().first().cloned().unwrap_or_default();
-    let (mut probs, mut truth, mut width) = (vec![], vec![], 0);
+    let mut out = HeadOutputs {
+        logits: vec![],
+        width: 0,
+        labels: vec![],
+        values: vec![],
+    };
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = gather(data, chunk);
         let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
         let (view, keep) = head.view(&batch)?;
         let Data::D2(t) = outs[head.output].data.clone() else {
-            return Err(Error::new(
-                "thresholds need one prediction per example (not a sequence)",
-            ));
+            return Err(Error::new("this needs one prediction per example (not a sequence)"));
         };
-        let p = head.probabilities(t);
-        width = p.dims()[1];
-        let values = p.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let w = t.dims()[1];
+        out.width = w;
+        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
         for r in keep.unwrap_or_else(|| (0..chunk.len()).collect()) {
-            probs.extend_from_slice(&values[r * width..(r + 1) * width]);
+            out.logits.extend_from_slice(&values[r * w..(r + 1) * w]);
             match (&view.labels, &view.values) {
-                (Some(labels), _) => truth.push(labels[r] == 1),
-                (None, Some(v)) => truth.extend(v.data[r * width..(r + 1) * width].iter().map(|&x| x > 0.5)),
-                _ => return Err(Error::new("thresholds need targets")),
+                (Some(labels), _) => out.labels.push(labels[r]),
+                (None, Some(v)) => out.values.extend_from_slice(&v.data[r * w..(r + 1) * w]),
+                _ => return Err(Error::new("this needs targets")),
             }
         }
     }
-    Ok((probs, truth, width))
+    Ok(out)
 }
 
 /// Loss and metrics of a model (in inference mode) over a whole data set. One head: its metrics and `loss`.

@@ -1579,3 +1579,64 @@ threshold = { objective = "f1" }
         assert_eq!(v["class"] == "yes", yes >= t - 1e-7, "{line} at threshold {t}");
     }
 }
+
+/// `[data] background`: examples of none of the classes become one more class ("other" by default), split with the
+/// rest, so the model learns to answer "none of these".
+#[test]
+fn background_examples_train_an_other_class() {
+    let dir = workdir("background");
+    let n = 300;
+    let noise: Vec<f32> = (0..n * 64)
+        .map(|i| ((i * 7919 % 104_729) as f32 / 104_729.0) * 16.0)
+        .collect();
+    write_npy_f32(dir.join("noise.npy"), &Array::new(vec![n, 1, 8, 8], noise).unwrap()).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        &FAST_MLP
+            .replace(
+                "dataset = \"digits\"",
+                "dataset = \"digits\"\nbackground = { npy = { x = \"noise.npy\" } }",
+            )
+            .replace(
+                "{ name = \"out\", dense = { units = 10 } }",
+                "{ name = \"out\", dense = { units = 11 } }",
+            )
+            .replace("epochs = 3", "epochs = 8"),
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["classes"][10], "other");
+    assert!(
+        metrics["test"]["recall_per_class"][10].as_f64().unwrap() > 0.9,
+        "{}",
+        metrics["test"]
+    );
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("noise.npy").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let other = text.lines().filter(|l| l.contains("\"class\":\"other\"")).count();
+    assert!(other > 270, "{other} of {n} noise images predicted as other");
+    // The model must have one output more than the data has classes.
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &std::fs::read_to_string(&exp)
+            .unwrap()
+            .replace("units = 11", "units = 10"),
+    );
+    let e = expect_error(graft(&["train", &bad, "--out", dir.join("x").to_str().unwrap()]));
+    assert!(e.contains("11 classes") && e.contains("units = 11"), "{e}");
+}

@@ -94,6 +94,76 @@ impl Raw {
         })
     }
 
+    /// This source with `background`'s examples appended as one more class called `name` (last in class order).
+    pub fn with_background(self, background: Raw, name: &str) -> Result<Raw> {
+        match (self, background) {
+            (
+                Raw::Texts {
+                    mut texts,
+                    mut labels,
+                    mut classes,
+                    tokenizer,
+                },
+                Raw::Texts { texts: extra, .. },
+            ) => {
+                if classes.iter().any(|c| c == name) {
+                    return Err(Error::new(format!("the data already has a class '{name}'")).at("background_class"));
+                }
+                labels.extend(std::iter::repeat_n(classes.len(), extra.len()));
+                classes.push(name.to_string());
+                texts.extend(extra);
+                Ok(Raw::Texts {
+                    texts,
+                    labels,
+                    classes,
+                    tokenizer,
+                })
+            }
+            (Raw::Ready(main, p), Raw::Ready(extra, _)) => {
+                let Some(Targets::Classes { mut labels, mut names }) = main.targets.clone() else {
+                    return Err(Error::new("background examples need a data set with class labels").at("background"));
+                };
+                if names.iter().any(|c| c == name) {
+                    return Err(Error::new(format!("the data already has a class '{name}'")).at("background_class"));
+                }
+                if extra.inputs.sample_shape() != main.inputs.sample_shape() || !main.extra_inputs.is_empty() {
+                    return Err(Error::new(format!(
+                        "background examples are shaped {:?}, the data set's {:?}",
+                        extra.inputs.sample_shape(),
+                        main.inputs.sample_shape()
+                    ))
+                    .at("background"));
+                }
+                let mut shape = main.inputs.shape.clone();
+                shape[0] += extra.len();
+                let mut data = main.inputs.data.clone();
+                data.extend_from_slice(&extra.inputs.data);
+                labels.extend(std::iter::repeat_n(names.len(), extra.len()));
+                names.push(name.to_string());
+                let mut ds = Dataset::new(Array::new(shape, data)?, Some(Targets::Classes { labels, names }))?;
+                ds.weights = match (&main.weights, &extra.weights) {
+                    (None, None) => None,
+                    (a, b) => Some(
+                        a.clone()
+                            .unwrap_or_else(|| vec![1.0; main.len()])
+                            .into_iter()
+                            .chain(b.clone().unwrap_or_else(|| vec![1.0; extra.len()]))
+                            .collect(),
+                    ),
+                };
+                Ok(Raw::Ready(ds, p))
+            }
+            (Raw::Table(..), _) => Err(Error::new(
+                "background examples for a CSV table: add them to the table as rows of their own class",
+            )
+            .at("background")),
+            _ => Err(
+                Error::new("the background examples must come in the data set's format (texts, or arrays)")
+                    .at("background"),
+            ),
+        }
+    }
+
     /// Fits one preprocessing on the union of several sources' training rows (`parts`: a source and its training
     /// rows; `names`: what each is called, for errors): texts share one vocabulary (or one pretrained tokenizer),
     /// arrays must be prepared alike.

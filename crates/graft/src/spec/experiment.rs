@@ -72,6 +72,13 @@ pub struct DataSpec {
     /// A given test set instead of a split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<DatasetSpec>,
+    /// Background examples that belong to none of the classes, in the data set's format: they become one more class
+    /// (`background_class`, last in class order; give the model one more output) and are split like the rest, so
+    /// the model learns to say "none of these".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<DatasetSpec>,
+    #[serde(default = "other", skip_serializing_if = "is_other")]
+    pub background_class: String,
     /// Multi-task learning: one data set per task (each with its own split or given validation and test sets),
     /// trained as their union, every example labelled for its own task only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -166,6 +173,14 @@ pub struct TaskSpec {
 
 fn one() -> f64 {
     1.0
+}
+
+fn other() -> String {
+    "other".into()
+}
+
+fn is_other(name: &String) -> bool {
+    name == "other"
 }
 
 fn batch() -> usize {

@@ -75,6 +75,17 @@ pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
     prepare_fold(exp, seed, None)
 }
 
+/// The data set with its background examples, when `[data] background` gives some.
+fn read_main(exp: &ExperimentSpec, dataset: &DatasetSpec) -> Result<Raw> {
+    let main = read(exp, dataset, "data.dataset")?;
+    match &exp.data.background {
+        Some(bg) => main
+            .with_background(read(exp, bg, "data.background")?, &exp.data.background_class)
+            .map_err(|e| e.at("data")),
+        None => Ok(main),
+    }
+}
+
 /// [`prepare_data`], with `test_rows` (a cross-validation fold) as the test set instead of the configured one.
 pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>) -> Result<Splits> {
     let data = &exp.data;
@@ -84,7 +95,7 @@ pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>
         }
         return prepare_tasks(exp, seed);
     };
-    let main = read(exp, dataset, "data.dataset")?;
+    let main = read_main(exp, dataset)?;
     let (train_rows, val_rows, test_rows) = match test_rows {
         None => split_rows(&main, data, seed, "data")?,
         Some(held) => {
@@ -882,7 +893,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
         .dataset
         .as_ref()
         .ok_or_else(|| Error::new("cross-validation takes one `dataset`, not `[data.tasks]`").at("data"))?;
-    let raw = read(exp, dataset, "data.dataset")?;
+    let raw = read_main(exp, dataset)?;
     let labels = raw.labels()?.unwrap_or_else(|| vec![0; raw.len()]);
     let parts = crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?;
     let mut results = vec![];

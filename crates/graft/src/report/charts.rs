@@ -4,7 +4,9 @@
 use std::fmt::Display;
 use std::path::Path;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -30,6 +32,48 @@ type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBack
 pub(super) struct Line<'a> {
     pub label: &'a str,
     pub points: Vec<(f64, f64)>,
+}
+
+type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame every line, bar and curve chart shares: caption, margins and label areas.
+fn frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> std::result::Result<Chart2d<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y)
+}
+
+/// The shared grid and axis styling; callers add formatters and draw it.
+fn styled_mesh<'c, 'a, DB: DrawingBackend>(
+    chart: &'c mut Chart2d<'a, DB>,
+    x_desc: &str,
+    y_desc: &str,
+) -> MeshStyle<'a, 'c, RangedCoordf64, RangedCoordf64, DB> {
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235));
+    mesh
+}
+
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart2d<'a, DB>, position: SeriesLabelPosition) -> Drawn<DB> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 15.0))
+        .draw()
 }
 
 pub(super) fn line_chart(path: &Path, title: &str, y_desc: &str, x_span: (f64, f64), lines: &[Line]) -> Result<()> {
@@ -58,20 +102,8 @@ fn draw_reliability<DB: DrawingBackend>(
     title: &str,
     bins: &[(f64, f64, f64, usize)],
 ) -> Drawn<DB> {
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24.0))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("confidence (top-label probability)")
-        .y_desc("accuracy")
-        .axis_desc_style((FONT, 16.0))
-        .label_style((FONT, 14.0))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = frame(root, title, 0f64..1f64, 0f64..1f64)?;
+    styled_mesh(&mut chart, "confidence (top-label probability)", "accuracy").draw()?;
     let bar = PALETTE[0];
     chart
         .draw_series(
@@ -88,13 +120,7 @@ fn draw_reliability<DB: DrawingBackend>(
         ))?
         .label("perfect calibration")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.6).stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 15.0))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 
@@ -134,22 +160,15 @@ fn draw_histograms<DB: DrawingBackend>(
         })
         .collect();
     let top = fractions.iter().flatten().fold(0f64, |m, &f| m.max(f)).max(1e-3) * 1.1;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24.0))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(lo..hi, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("score (higher: less like the training data)")
-        .y_desc("fraction of inputs")
-        .x_label_formatter(&|x| fmt_number(*x))
-        .y_label_formatter(&|y| fmt_number(*y))
-        .axis_desc_style((FONT, 16.0))
-        .label_style((FONT, 14.0))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = frame(root, title, lo..hi, 0f64..top)?;
+    styled_mesh(
+        &mut chart,
+        "score (higher: less like the training data)",
+        "fraction of inputs",
+    )
+    .x_label_formatter(&|x| fmt_number(*x))
+    .y_label_formatter(&|y| fmt_number(*y))
+    .draw()?;
     for (k, ((label, _), counts)) in samples.iter().zip(&fractions).enumerate() {
         let color = PALETTE[k];
         chart
@@ -160,13 +179,7 @@ fn draw_histograms<DB: DrawingBackend>(
             .label(*label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], color.mix(0.45).filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 15.0))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -178,20 +191,13 @@ pub(super) fn roc_chart(path: &Path, title: &str, lines: &[Line]) -> Result<()> 
 }
 
 fn draw_roc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, lines: &[Line]) -> Drawn<DB> {
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24.0))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("in-distribution inputs flagged (false-positive rate)")
-        .y_desc("out-of-distribution inputs flagged")
-        .axis_desc_style((FONT, 16.0))
-        .label_style((FONT, 14.0))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = frame(root, title, 0f64..1f64, 0f64..1f64)?;
+    styled_mesh(
+        &mut chart,
+        "in-distribution inputs flagged (false-positive rate)",
+        "out-of-distribution inputs flagged",
+    )
+    .draw()?;
     chart.draw_series(LineSeries::new(
         [(0.0, 0.0), (1.0, 1.0)],
         BLACK.mix(0.3).stroke_width(1),
@@ -202,13 +208,7 @@ fn draw_roc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, line
             .label(line.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 15.0))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -256,23 +256,12 @@ fn draw_lines<DB: DrawingBackend>(
 ) -> Drawn<DB> {
     let (x0, x1) = padded_x(x_span);
     let (y0, y1) = padded_y(lines);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24.0))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let mut chart = frame(root, title, x0..x1, y0..y1)?;
     let x_labels = ((x_span.1 - x_span.0) as usize + 1).clamp(2, 10);
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_desc)
+    styled_mesh(&mut chart, "epoch", y_desc)
         .x_labels(x_labels)
         .x_label_formatter(&epoch_tick)
         .y_label_formatter(&|y| fmt_number(*y))
-        .axis_desc_style((FONT, 16.0))
-        .label_style((FONT, 14.0))
-        .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     let mut labelled = false;
     for (line, &color) in lines.iter().zip(PALETTE.iter().cycle()) {
@@ -288,13 +277,7 @@ fn draw_lines<DB: DrawingBackend>(
         labelled = true;
     }
     if labelled {
-        chart
-            .configure_series_labels()
-            .position(legend_position(lines, y0, y1))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 15.0))
-            .draw()?;
+        draw_legend(&mut chart, legend_position(lines, y0, y1))?;
     } else {
         let (w, h) = root.dim_in_pixel();
         let style = TextStyle::from((FONT, 18.0).into_font())

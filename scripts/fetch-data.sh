@@ -23,6 +23,18 @@
 #                  package modeldata, from the Debian package r-cran-modeldata. Columns review,score (label
 #                  great/other), one record per line; converted from R's data format by
 #                  scripts/foods_to_csv.py with the PyPI package rdata==1.1.0 (no R needed).
+#   debtags        data/debtags/{train,test}.csv, labels.txt, README.txt
+#                  Multi-label text classification from the Debian package index of this machine
+#                  (`apt-cache dumpavail`, after `apt-get update` if it holds too few tagged packages):
+#                  columns text,tags, a package's one-line short description and those of its debtags
+#                  that are among the 20 most frequent (labels.txt), joined with "|" (may be empty); a
+#                  fixed split by sha256 of the package name (about 80/20). Made by
+#                  scripts/debtags_to_csv.py. The index moves with Debian point releases, so nothing is
+#                  pinned: the row counts, labels and sha256 of the CSVs are printed for comparison.
+#   mnist-imbalanced  data/mnist-imbalanced/train-{images-idx3,labels-idx1}-ubyte.gz, counts.txt
+#                  MNIST's training set with only the first 2% of the 7s kept (126 of 6,265), everything
+#                  else as it was, in its order; made from data/mnist (fetched first if need be). Use
+#                  it with data/mnist/t10k-*, the official test set, unchanged.
 #   all            each of the above.
 #
 # Usage: scripts/fetch-data.sh NAME...
@@ -35,7 +47,8 @@
 # present"). Otherwise it is downloaded into a temporary folder under data/, checked there, and only
 # then moved into place with one rename, so an interrupted run never leaves half a dataset behind.
 # Needs: bash 4.3+, python3 with pip, gzip, GNU tar, coreutils and findutils; npm for spam; apt-get
-# and dpkg-deb for fashion-mnist and foods; python3 3.11+ for foods (rdata 1.1.0 requires it).
+# and dpkg-deb for fashion-mnist and foods; apt-cache for debtags (and root, if its package lists
+# need an `apt-get update`); python3 3.11+ for foods (rdata 1.1.0 requires it) and debtags.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -123,13 +136,28 @@ declare -A FOODS_SHA256=(
     [test.csv]="fe1946d9b061fe1bee1a315e1d90188f894838bff7c87c00105d6126a9039506"
 )
 
+# debtags: `apt-cache dumpavail` must list at least this many package names with a Tag field, or
+# the package lists are refreshed with `apt-get update` (Debian 12 has about 30,000).
+DEBTAGS_MIN_TAGGED=20000
+
+# mnist-imbalanced: of the MNIST training images of IMBALANCED_DIGIT, only the first
+# ceil(IMBALANCED_PERCENT% of them) are kept.
+IMBALANCED_DIGIT=7
+IMBALANCED_PERCENT=2
+# md5 of the decompressed IDX files it writes: they follow from the pinned MNIST files above.
+declare -A IMBALANCED_MD5=(
+    [train-images-idx3-ubyte]="a5475fceeb9d31218ed40e4f63e0222e"
+    [train-labels-idx1-ubyte]="43956d9ea34a0d6823e6b2bd047147ad"
+)
+
 IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 
 # --- helpers ----------------------------------------------------------------------------------------
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags |" >&2
+    echo "        mnist-imbalanced | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -230,7 +258,7 @@ download_deb() {
 
 # check_idx_gz DIR TRAIN_COUNTS TEST_COUNTS: the four gzipped IDX files in DIR decompress cleanly,
 # have the right headers and sizes for 28x28 u8 images, and their labels have the per-class counts
-# given (comma-separated, class 0 first).
+# given (comma-separated, class 0 first). An empty TEST_COUNTS checks the two train files only.
 check_idx_gz() {
     python3 - "$@" <<'EOF'
 import gzip, os, struct, sys, zlib
@@ -238,6 +266,8 @@ import gzip, os, struct, sys, zlib
 folder, counts = sys.argv[1], {"train": sys.argv[2], "t10k": sys.argv[3]}
 failed = False
 for split in ("train", "t10k"):
+    if not counts[split]:
+        continue
     want = [int(c) for c in counts[split].split(",")]
     n = sum(want)
     for kind, ndims, dims in (("images", 3, [n, 28, 28]), ("labels", 1, [n])):
@@ -277,11 +307,12 @@ EOF
 # --- mnist ------------------------------------------------------------------------------------------
 
 # check_gz_contents_md5 DIR MAP: each NAME.gz in DIR decompresses to contents whose md5 is MAP[NAME]
-# (MAP is the name of an associative array).
+# (MAP is the name of an associative array; the names of IDX_NAMES that it has, in that order).
 check_gz_contents_md5() {
     local dir="$1" name actual
     local -n md5s="$2"
     for name in "${IDX_NAMES[@]}"; do
+        [[ -v "md5s[$name]" ]] || continue
         actual="$(gzip -dc "$dir/$name.gz" | md5_of_stdin)"
         if [[ "$actual" != "${md5s[$name]}" ]]; then
             echo "error: $dir/$name.gz: md5 of contents $actual, expected ${md5s[$name]}" >&2
@@ -717,6 +748,160 @@ fetch_foods() {
     install_dir "$work/foods" "$dest"
 }
 
+# --- debtags ----------------------------------------------------------------------------------------
+
+debtags_valid() {
+    local dir="$1" name
+    for name in train.csv test.csv labels.txt; do
+        if [[ ! -f "$dir/$name" ]]; then
+            echo "error: $dir/$name is missing" >&2
+            return 1
+        fi
+    done
+    # Header text,tags in both CSVs, enough train rows, 20 labels; prints the counts, the labels with
+    # their frequencies and the sha256 of the CSVs. No pins: the index moves with Debian point releases.
+    python3 "$repo_root/scripts/debtags_to_csv.py" check "$dir"
+}
+
+# debtags_dump FILE: the package index, `apt-cache dumpavail`, into FILE; prints how many package
+# names in it have a Tag field. (Run in a command substitution, hence the explicit returns.)
+debtags_dump() {
+    apt-cache dumpavail >"$1" || {
+        echo "error: apt-cache dumpavail failed" >&2
+        return 1
+    }
+    python3 "$repo_root/scripts/debtags_to_csv.py" count "$1"
+}
+
+fetch_debtags() {
+    local dest="$data_root/debtags" work report tagged release
+    if report="$(debtags_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    command -v apt-cache >/dev/null ||
+        die "debtags is made from the Debian package index: it needs apt-cache (a Debian-based system)"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        die "debtags needs python3 3.11 or newer (scripts/debtags_to_csv.py uses hashlib.file_digest)"
+    work="$(new_workdir debtags)"
+    cleanup_dirs+=("$work")
+
+    tagged="$(debtags_dump "$work/dumpavail.txt")" || die "could not read the package index"
+    if ((tagged < DEBTAGS_MIN_TAGGED)); then
+        echo "the package index lists $tagged packages with debtags, expected at least" \
+            "$DEBTAGS_MIN_TAGGED: refreshing it with apt-get update" >&2
+        [[ "$(id -u)" == 0 ]] ||
+            die "apt-get update needs root: run \`sudo apt-get update\`, then this again"
+        apt-get update ||
+            die "apt-get update failed, so the package index could not be refreshed; debtags not made"
+        tagged="$(debtags_dump "$work/dumpavail.txt")" || die "could not read the package index"
+        ((tagged >= DEBTAGS_MIN_TAGGED)) ||
+            die "after apt-get update the package index still lists only $tagged packages with debtags" \
+                "(expected at least $DEBTAGS_MIN_TAGGED; are Debian's main package lists configured?)"
+    fi
+    echo "package index: $tagged packages with debtags"
+
+    mkdir "$work/debtags"
+    python3 "$repo_root/scripts/debtags_to_csv.py" build "$work/dumpavail.txt" "$work/debtags"
+    release="$(cat /etc/debian_version 2>/dev/null || echo unknown)"
+    echo "Debian package index, read with \`apt-cache dumpavail\` on $(date -u +%F) (UTC), Debian release" \
+        "$release (/etc/debian_version); made by scripts/fetch-data.sh debtags with" \
+        "scripts/debtags_to_csv.py." >"$work/debtags/README.txt"
+    debtags_valid "$work/debtags" || die "the debtags files failed their checks"
+    install_dir "$work/debtags" "$dest"
+}
+
+# --- mnist-imbalanced -------------------------------------------------------------------------------
+
+# imbalanced_counts: the per-class counts of the mnist-imbalanced training set (comma-separated, class
+# 0 first), from MNIST's: ceil(IMBALANCED_PERCENT% of them) for IMBALANCED_DIGIT, the others as they are.
+imbalanced_counts() {
+    local counts=() digit=0 count
+    for count in ${MNIST_TRAIN_COUNTS//,/ }; do
+        if ((digit == IMBALANCED_DIGIT)); then
+            count=$(((count * IMBALANCED_PERCENT + 99) / 100))
+        fi
+        counts+=("$count")
+        digit=$((digit + 1))
+    done
+    (IFS=,; echo "${counts[*]}")
+}
+
+imbalanced_valid() {
+    local dir="$1" name
+    for name in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz counts.txt; do
+        [[ -f "$dir/$name" ]] || return 1
+    done
+    check_idx_gz "$dir" "$(imbalanced_counts)" "" || return 1
+    check_gz_contents_md5 "$dir" IMBALANCED_MD5
+}
+
+fetch_mnist_imbalanced() {
+    local dest="$data_root/mnist-imbalanced" work report
+    if report="$(imbalanced_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    # Made from MNIST, which is checked (and fetched if it is missing or stale) first.
+    echo "mnist-imbalanced is made from $data_root/mnist:"
+    fetch_mnist
+    work="$(new_workdir mnist-imbalanced)"
+    cleanup_dirs+=("$work")
+
+    mkdir "$work/mnist-imbalanced"
+    python3 - "$data_root/mnist" "$work/mnist-imbalanced" "$IMBALANCED_DIGIT" "$IMBALANCED_PERCENT" <<'EOF'
+import gzip, os, struct, sys
+
+source, out, digit, percent = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def read_idx(name, ndims):
+    with gzip.open(os.path.join(source, name + ".gz"), "rb") as f:
+        raw = f.read()
+    header = 4 + 4 * ndims
+    if raw[:4] != bytes([0, 0, 8, ndims]):
+        sys.exit(f"error: {name}: magic {raw[:4].hex()}, expected a u8 IDX file of {ndims} dimensions")
+    return raw[:header], struct.unpack(f">{ndims}I", raw[4:header]), raw[header:]
+
+def write_idx(name, dims, body):
+    # Same header layout as the input (magic 0x0000080N, big-endian u32 dimensions); gzip without a
+    # file name or time stamp, like `gzip -n`, so the same input gives the same bytes.
+    with open(os.path.join(out, name + ".gz"), "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + body)
+
+_, (n, rows, cols), images = read_idx("train-images-idx3-ubyte", 3)
+_, (n_labels,), labels = read_idx("train-labels-idx1-ubyte", 1)
+size = rows * cols
+if n != n_labels or len(images) != n * size or len(labels) != n:
+    sys.exit(f"error: {n} images and {n_labels} labels, or the sizes do not match")
+
+total = labels.count(digit)
+keep = (total * percent + 99) // 100  # ceil(percent% of total), in integers
+kept, seen = [], 0
+for i, label in enumerate(labels):
+    if label == digit:
+        seen += 1
+        if seen > keep:
+            continue
+    kept.append(i)
+write_idx("train-images-idx3-ubyte", (len(kept), rows, cols), b"".join(images[i * size:(i + 1) * size] for i in kept))
+write_idx("train-labels-idx1-ubyte", (len(kept),), bytes(labels[i] for i in kept))
+
+counts = [0] * 10
+for i in kept:
+    counts[labels[i]] += 1
+with open(os.path.join(out, "counts.txt"), "w") as f:
+    f.write("".join(f"{d} {c}\n" for d, c in enumerate(counts)))
+print(f"kept {counts[digit]} of the {total} training images of digit {digit}, all others: {len(kept)} of {n} in all")
+EOF
+    imbalanced_valid "$work/mnist-imbalanced" || die "the mnist-imbalanced files failed their checks"
+    install_dir "$work/mnist-imbalanced" "$dest"
+}
+
 # --- main -------------------------------------------------------------------------------------------
 
 run_one() {
@@ -730,6 +915,8 @@ run_one() {
         minilm) fetch_minilm ;;
         word2vec) fetch_word2vec ;;
         foods) fetch_foods ;;
+        debtags) fetch_debtags ;;
+        mnist-imbalanced) fetch_mnist_imbalanced ;;
     esac
     echo "== $1 done in $((SECONDS - start)) s"
 }
@@ -741,8 +928,10 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods) names+=("$arg") ;;
-        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods) ;;
+        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags | mnist-imbalanced)
+            names+=("$arg")
+            ;;
+        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods debtags mnist-imbalanced) ;;
         -h | --help)
             usage
             exit 0

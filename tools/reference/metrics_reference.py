@@ -12,6 +12,7 @@ import numpy as np
 import sklearn
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
@@ -64,8 +65,16 @@ def classification(title, probs, labels, top_k):
     show("balanced_accuracy_score", balanced_accuracy_score(labels, pred))
     if n_classes == 2:
         show("roc_auc_score(binary, class-1 prob)", roc_auc_score(labels, probs[:, 1]))
-    elif len(np.unique(labels)) == n_classes:
-        show("roc_auc_score(ovr, macro)", roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+        show("average_precision_score(binary, class-1 prob)", average_precision_score(labels, probs[:, 1]))
+    else:
+        if len(np.unique(labels)) == n_classes:
+            show("roc_auc_score(ovr, macro)", roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+        # The Rust code averages over the classes present in the labels (sklearn would count an absent one as 0).
+        present = [c for c in classes if (labels == c).any()]
+        show(
+            "mean of average_precision_score(labels == c, probs[:, c]) over present classes",
+            np.mean([average_precision_score(labels == c, probs[:, c]) for c in present]),
+        )
     # The per-class one-vs-rest AUCs, for classes where both outcomes occur: the Rust code averages these when a class
     # is missing (where sklearn's multiclass call refuses).
     per_class = [
@@ -166,6 +175,16 @@ def main():
     show("f1_score[macro]", f1_score(y, yhat, average="macro", zero_division=0))
     show("f1_score[micro]", f1_score(y, yhat, average="micro", zero_division=0))
     show("f1_score[per_class]", f1_score(y, yhat, average=None, zero_division=0))
+    show("precision_score[per_class]", precision_score(y, yhat, average=None, zero_division=0))
+    show("recall_score[per_class]", recall_score(y, yhat, average=None, zero_division=0))
+    show("support", y.sum(axis=0))
+    # Label 3 is never true: ROC-AUC and AP are averaged over the labels where they are defined.
+    p = f32(PROBS_ML)
+    show("roc_auc_score(Y[:, :3], P[:, :3], average='macro')", roc_auc_score(y[:, :3], p[:, :3], average="macro"))
+    show(
+        "average_precision_score(Y[:, :3], P[:, :3], average='macro')",
+        average_precision_score(y[:, :3], p[:, :3], average="macro"),
+    )
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ fn run(cli: Cli) -> Result<()> {
             check_data_fits(&graph, &mut test, "data.test")?;
             let heads = task_heads(&exp, &graph, &splits.train)?;
             let weights = graft::train::trainer::head_class_weights(&heads, &splits.train)?;
-            let metrics = evaluate(&graph, &heads, &test, &weights, 256, exp.train.top_k)?;
+            let metrics = evaluate(&graph, &heads, &test, &weights, 256, exp.train.top_k, true)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?

@@ -355,7 +355,7 @@ pub fn separation(inside: &[f64], outside: &[f64]) -> (Option<f64>, Option<f64>,
         .chain(outside.iter().map(|&s| (s, true)))
         .collect();
     let auroc = crate::train::metrics::roc_auc_f64(&scored);
-    let aupr = average_precision(&scored);
+    let aupr = crate::train::curves::Ranking::new(scored.iter().copied()).average_precision();
     let threshold = quantile(inside, 0.95);
     let kept = outside.iter().filter(|&&s| s <= threshold).count();
     (auroc, aupr, kept as f64 / outside.len().max(1) as f64)
@@ -371,35 +371,6 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
-}
-
-/// scikit-learn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁) Pₙ over the distinct thresholds, highest first.
-fn average_precision(scored: &[(f64, bool)]) -> Option<f64> {
-    let positives = scored.iter().filter(|s| s.1).count();
-    if positives == 0 {
-        return None;
-    }
-    let mut sorted: Vec<(f64, bool)> = scored.to_vec();
-    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0, 0.0);
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
-            if sorted[j].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
-        let recall = tp as f64 / positives as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - last_recall) * precision;
-        last_recall = recall;
-        i = j;
-    }
-    Some(ap)
 }
 
 #[cfg(test)]

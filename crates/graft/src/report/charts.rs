@@ -19,11 +19,18 @@ pub(super) const LINE_CHART_SIZE: (u32, u32) = (800, 500);
 const MAX_ANNOTATED_CLASSES: usize = 20;
 const FONT: &str = "sans-serif";
 /// Matplotlib's tab10 blue and orange: distinguishable for the common forms of colour blindness.
-const PALETTE: [RGBColor; 4] = [
+/// matplotlib's tab10, so ten classes get ten colours.
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
@@ -183,32 +190,41 @@ fn draw_histograms<DB: DrawingBackend>(
     Ok(())
 }
 
-/// ROC curves `(false-positive rate, true-positive rate)`, one per labelled line, with the chance diagonal.
-pub(super) fn roc_chart(path: &Path, title: &str, lines: &[Line]) -> Result<()> {
+/// Curves in the unit square (ROC or precision–recall), one per labelled line; `diagonal` adds the chance line
+/// of a ROC chart.
+pub(super) fn curve_chart(path: &Path, title: &str, axes: (&str, &str), diagonal: bool, lines: &[Line]) -> Result<()> {
     render_png(path, LINE_CHART_SIZE, |root| {
-        draw_roc(root, title, lines).map_err(plot_error(path))
+        draw_unit_curves(root, title, axes, diagonal, lines).map_err(plot_error(path))
     })
 }
 
-fn draw_roc<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, lines: &[Line]) -> Drawn<DB> {
-    let mut chart = frame(root, title, 0f64..1f64, 0f64..1f64)?;
-    styled_mesh(
-        &mut chart,
-        "in-distribution inputs flagged (false-positive rate)",
-        "out-of-distribution inputs flagged",
-    )
-    .draw()?;
-    chart.draw_series(LineSeries::new(
-        [(0.0, 0.0), (1.0, 1.0)],
-        BLACK.mix(0.3).stroke_width(1),
-    ))?;
+fn draw_unit_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    diagonal: bool,
+    lines: &[Line],
+) -> Drawn<DB> {
+    let mut chart = frame(root, title, 0f64..1f64, 0f64..1.02f64)?;
+    styled_mesh(&mut chart, x_desc, y_desc).draw()?;
+    if diagonal {
+        chart.draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            BLACK.mix(0.3).stroke_width(1),
+        ))?;
+    }
     for (line, &color) in lines.iter().zip(PALETTE.iter().cycle()) {
         chart
             .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))?
             .label(line.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
     }
-    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    let position = if diagonal {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::LowerLeft
+    };
+    draw_legend(&mut chart, position)?;
     Ok(())
 }
 

@@ -23,13 +23,14 @@ pub struct ReportFiles {
 ///
 /// `history` holds one object per epoch (`epoch`, `loss`, `val_loss`, metrics and their `val_` twins);
 /// `test` the test-set metrics (possibly with `confusion_matrix` as `[true][predicted]` counts);
-/// `classes` the class names in index order (empty for regression).
+/// `classes` the class names in index order (empty for regression); `warnings` what the run warned about the data.
 pub fn write_report(
     dir: &Path,
     title: &str,
     history: &[Map<String, Value>],
     test: &Map<String, Value>,
     classes: &[String],
+    warnings: &[String],
 ) -> Result<ReportFiles> {
     ensure_dir(dir)?;
     let confusion = ConfusionInput::from_test(test);
@@ -37,6 +38,7 @@ pub fn write_report(
     if let Some(chart) = write_reliability(dir, test)? {
         charts.push(chart);
     }
+    charts.extend(write_ranking_curves(dir, test, classes)?);
     let page = render_html(&Page {
         title,
         history,
@@ -44,6 +46,7 @@ pub fn write_report(
         classes,
         charts: &charts,
         confusion: &confusion,
+        warnings,
     });
     let html = dir.join("report.html");
     write_atomic(&html, page.as_bytes())?;
@@ -80,7 +83,16 @@ pub fn write_ood_report(path: &Path, title: &str, scores: &[OodScore]) -> Result
             points: roc_points(s.inside, s.outside),
         })
         .collect();
-    charts::roc_chart(&dir.join(&roc_file), "ROC: out-of-distribution as positive", &lines)?;
+    charts::curve_chart(
+        &dir.join(&roc_file),
+        "ROC: out-of-distribution as positive",
+        (
+            "in-distribution inputs flagged (false-positive rate)",
+            "out-of-distribution inputs flagged",
+        ),
+        true,
+        &lines,
+    )?;
     charts.push(Chart {
         file: roc_file,
         caption: "ROC curve of every score".into(),
@@ -121,31 +133,12 @@ pub fn write_ood_report(path: &Path, title: &str, scores: &[OodScore]) -> Result
 
 /// ROC points of scores where `outside` is the positive class, one per distinct threshold, highest first.
 fn roc_points(inside: &[f64], outside: &[f64]) -> Vec<(f64, f64)> {
-    let mut all: Vec<(f64, bool)> = inside
+    let scored = inside
         .iter()
         .map(|&s| (s, false))
         .chain(outside.iter().map(|&s| (s, true)))
-        .filter(|(s, _)| !s.is_nan())
-        .collect();
-    all.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (n_in, n_out) = (inside.len().max(1) as f64, outside.len().max(1) as f64);
-    let (mut fp, mut tp) = (0usize, 0usize);
-    let mut points = vec![(0.0, 0.0)];
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j < all.len() && all[j].0 == all[i].0 {
-            if all[j].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
-        points.push((fp as f64 / n_in, tp as f64 / n_out));
-        i = j;
-    }
-    points
+        .filter(|(s, _)| !s.is_nan());
+    crate::train::curves::Ranking::new(scored).roc_points()
 }
 
 /// Replaces `path` with `bytes` so that readers see either the old file or the whole new one, never
@@ -255,6 +248,69 @@ fn write_reliability(dir: &Path, test: &Map<String, Value>) -> Result<Option<Cha
         file: "reliability.png".to_string(),
         caption: "Reliability diagram of the test set: accuracy per confidence bin against the diagonal".to_string(),
     }))
+}
+
+/// The test set's ROC and precision–recall curves (one line per class, at most ten), when its metrics carry them.
+fn write_ranking_curves(dir: &Path, test: &Map<String, Value>, classes: &[String]) -> Result<Vec<Chart>> {
+    const MAX_LINES: usize = 10;
+    let Some(curves) = test.get("curves") else {
+        return Ok(vec![]);
+    };
+    let read = |kind: &str, figure: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        let entries = curves.get(kind).and_then(Value::as_array).cloned().unwrap_or_default();
+        entries
+            .iter()
+            .take(MAX_LINES)
+            .filter_map(|e| {
+                let class = e.get("class")?.as_u64()? as usize;
+                let value = e.get(figure).and_then(Value::as_f64).unwrap_or(f64::NAN);
+                let points: Vec<(f64, f64)> = e
+                    .get("points")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+                    .collect();
+                Some((format!("{} ({figure} {value:.3})", class_label(classes, class)), points))
+            })
+            .collect()
+    };
+    let mut charts = vec![];
+    for (kind, figure, file, title, caption, axes) in [
+        (
+            "roc",
+            "auc",
+            "roc.png",
+            "ROC (test)",
+            "Test ROC curves, one-vs-rest per class",
+            ("false-positive rate", "true-positive rate (recall)"),
+        ),
+        (
+            "pr",
+            "average_precision",
+            "precision_recall.png",
+            "precision–recall (test)",
+            "Test precision–recall curves, one-vs-rest per class",
+            ("recall", "precision"),
+        ),
+    ] {
+        let found = read(kind, figure);
+        if found.is_empty() {
+            continue;
+        }
+        let lines: Vec<charts::Line> = found
+            .iter()
+            .map(|(label, points)| charts::Line {
+                label,
+                points: points.clone(),
+            })
+            .collect();
+        charts::curve_chart(&dir.join(file), title, axes, kind == "roc", &lines)?;
+        charts.push(Chart {
+            file: file.to_string(),
+            caption: caption.to_string(),
+        });
+    }
+    Ok(charts)
 }
 
 fn write_curve_chart(
@@ -430,6 +486,7 @@ struct Page<'a> {
     classes: &'a [String],
     charts: &'a [Chart],
     confusion: &'a ConfusionInput,
+    warnings: &'a [String],
 }
 
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
@@ -451,6 +508,13 @@ fn render_html(page: &Page) -> String {
          <h1>{title}</h1>\n<p class=\"sub\">Training report · {} epoch(s)</p>\n",
         page.history.len()
     );
+    if !page.warnings.is_empty() {
+        html.push_str("<h2>Warnings</h2>\n<ul>\n");
+        for w in page.warnings {
+            html.push_str(&format!("<li class=\"note\">{}</li>\n", escape(w)));
+        }
+        html.push_str("</ul>\n");
+    }
     html.push_str(&test_section(page));
     html.push_str(&final_epoch_section(page.history));
     html.push_str(&charts_section(page.charts));
@@ -687,6 +751,30 @@ mod tests {
     }
 
     #[test]
+    fn roc_and_precision_recall_curves_are_drawn_from_the_test_curves() {
+        let dir = TempDir::new("curves");
+        let mut test = classification_test();
+        test.insert(
+            "curves".into(),
+            json!({
+                "roc": [{"class": 1, "auc": 0.75, "points": [[0.0, 0.0], [0.0, 0.5], [0.5, 1.0], [1.0, 1.0]]}],
+                "pr": [{"class": 1, "average_precision": 0.8, "points": [[0.0, 1.0], [0.5, 1.0], [1.0, 0.5]]}],
+            }),
+        );
+        let files = write_report(&dir.0, "run", &[], &test, &classes(&["a", "b"]), &[]).expect("report");
+        for chart in ["roc.png", "precision_recall.png"] {
+            assert!(
+                files.charts.contains(&dir.0.join(chart)),
+                "{chart} missing from {:?}",
+                files.charts
+            );
+            assert_eq!(png_size(&dir.0.join(chart)), charts::LINE_CHART_SIZE);
+        }
+        let html = fs::read_to_string(&files.html).expect("read html");
+        assert!(html.contains("roc.png") && html.contains("precision_recall.png"));
+    }
+
+    #[test]
     fn html_lists_test_metrics_final_epoch_and_charts() {
         let dir = TempDir::new("html");
         let files = write_report(
@@ -695,6 +783,7 @@ mod tests {
             &three_epochs(),
             &classification_test(),
             &classes(&["a", "b"]),
+            &[],
         )
         .expect("report");
         let html = fs::read_to_string(&files.html).expect("read html");
@@ -736,8 +825,15 @@ mod tests {
     fn html_escapes_class_names_and_title() {
         let dir = TempDir::new("escape");
         let names = classes(&["cat", "<dog> & \"co\""]);
-        let files =
-            write_report(&dir.0, "<b>run</b>", &three_epochs(), &classification_test(), &names).expect("report");
+        let files = write_report(
+            &dir.0,
+            "<b>run</b>",
+            &three_epochs(),
+            &classification_test(),
+            &names,
+            &[],
+        )
+        .expect("report");
         let html = fs::read_to_string(&files.html).expect("read html");
         assert!(html.contains("&lt;dog&gt; &amp; &quot;co&quot;"));
         assert!(html.contains("&lt;b&gt;run&lt;/b&gt;"));
@@ -766,6 +862,7 @@ mod tests {
             &three_epochs(),
             &classification_test(),
             &classes(&["a", "b"]),
+            &[],
         )
         .expect("report");
         let names: Vec<String> = files
@@ -797,6 +894,7 @@ mod tests {
             &three_epochs(),
             &classification_test(),
             &classes(&["a", "b"]),
+            &[],
         )
         .expect("report");
         let names = file_names(&dir.0);
@@ -816,7 +914,7 @@ mod tests {
     fn one_epoch_history_still_renders() {
         let dir = TempDir::new("one");
         let rows = history(vec![json!({"epoch": 1, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.6})]);
-        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[], &[]).expect("report");
         assert_eq!(files.charts.len(), 2);
         for chart in &files.charts {
             assert_eq!(png_size(chart), charts::LINE_CHART_SIZE);
@@ -832,7 +930,7 @@ mod tests {
             json!({"epoch": 2, "loss": null, "val_loss": null, "val_accuracy": 0.5}),
             json!({"epoch": 3, "loss": 0.4, "val_loss": null}),
         ]);
-        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[], &[]).expect("report");
         let names: Vec<String> = files
             .charts
             .iter()
@@ -850,7 +948,7 @@ mod tests {
     fn a_curve_without_any_finite_value_still_renders() {
         let dir = TempDir::new("allnull");
         let rows = history(vec![json!({"epoch": 1, "loss": null})]);
-        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[]).expect("report");
+        let files = write_report(&dir.0, "run", &rows, &Map::new(), &[], &[]).expect("report");
         assert_eq!(png_size(&files.charts[0]), charts::LINE_CHART_SIZE);
     }
 
@@ -863,7 +961,7 @@ mod tests {
             .collect();
         let test = obj(json!({"accuracy": 0.8, "confusion_matrix": matrix}));
         let names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
-        let files = write_report(&dir.0, "run", &[], &test, &names).expect("report");
+        let files = write_report(&dir.0, "run", &[], &test, &names, &[]).expect("report");
         assert_eq!(files.charts.len(), 1);
         assert_eq!(png_size(&files.charts[0]), charts::confusion_chart_size(n));
     }
@@ -872,7 +970,7 @@ mod tests {
     fn malformed_confusion_matrix_is_noted_not_fatal() {
         let dir = TempDir::new("malformed");
         let test = obj(json!({"accuracy": 0.8, "confusion_matrix": [[1, 2], [3]]}));
-        let files = write_report(&dir.0, "run", &[], &test, &[]).expect("report");
+        let files = write_report(&dir.0, "run", &[], &test, &[], &[]).expect("report");
         assert!(files.charts.is_empty());
         let html = fs::read_to_string(&files.html).expect("read html");
         assert!(html.contains("not a square array"));
@@ -882,7 +980,7 @@ mod tests {
     fn missing_directory_is_an_error_naming_it() {
         let dir = TempDir::new("missing");
         let missing = dir.0.join("does/not/exist");
-        let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[]).expect_err("must fail");
+        let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[], &[]).expect_err("must fail");
         assert_eq!(err.file.as_deref(), Some(missing.as_path()));
         assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
     }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json, json};
 use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
 use super::loss::Task;
 use super::task::TaskHead;
-use super::trainer::{evaluate, fit};
+use super::trainer::{EVAL_BATCH, evaluate, fit};
 use crate::data::prepare::{Preprocessor, Raw, read_raw};
 use crate::data::{Dataset, Targets, split_indices};
 use crate::error::{Error, Result};
@@ -415,6 +415,12 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         check_data_fits(&model, t, "data.test")?;
     }
     let heads = task_heads(exp, &model, &splits.train)?;
+    let warnings = super::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
+    if !opts.quiet {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
 
     let mut callbacks: Vec<Box<dyn Callback>> = vec![];
@@ -544,7 +550,16 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     };
     let model = trained.valid();
     write_timing(&opts.out, &timings)?;
-    write_run(&opts.out, &model, &heads, &history, &test, exp, &splits.preprocessor)?;
+    write_run(
+        &opts.out,
+        &model,
+        &heads,
+        &history,
+        &test,
+        &warnings,
+        exp,
+        &splits.preprocessor,
+    )?;
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
     }
@@ -713,7 +728,7 @@ fn evaluate_test(
     top_k: usize,
 ) -> Result<Map<String, Json>> {
     let weights = super::trainer::head_class_weights(heads, train)?;
-    evaluate(model, heads, test, &weights, 256, top_k)
+    evaluate(model, heads, test, &weights, EVAL_BATCH, top_k, true)
 }
 
 /// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
@@ -838,6 +853,7 @@ fn write_run(
     heads: &[TaskHead],
     history: &[Map<String, Json>],
     test: &Map<String, Json>,
+    warnings: &[String],
     exp: &ExperimentSpec,
     preprocessor: &Preprocessor,
 ) -> Result<()> {
@@ -851,6 +867,9 @@ fn write_run(
         Json::Array(history.iter().cloned().map(Json::Object).collect()),
     );
     metrics.insert("test".into(), Json::Object(test.clone()));
+    if !warnings.is_empty() {
+        metrics.insert("warnings".into(), json!(warnings));
+    }
     let head = &heads[0];
     if head.name.is_none() {
         metrics.insert("classes".into(), json!(head.classes));
@@ -880,7 +899,7 @@ fn write_run(
     } else {
         (test.clone(), head.classes.clone())
     };
-    write_report(dir, &title, history, &test, &classes)?;
+    write_report(dir, &title, history, &test, &classes, warnings)?;
     Ok(())
 }
 
@@ -908,7 +927,10 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
             out: opts.out.join(format!("fold-{}", k + 1)),
             test_rows: Some(rows),
         };
-        results.push(run_experiment(exp, &fold)?.test);
+        let mut test = run_experiment(exp, &fold)?.test;
+        // Each fold's run keeps its curves; the summary keeps the numbers.
+        test.remove("curves");
+        results.push(test);
     }
     let mut mean = Map::new();
     let mut std = Map::new();

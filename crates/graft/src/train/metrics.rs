@@ -8,6 +8,8 @@
 
 use serde_json::{Map, Value};
 
+use super::curves::Ranking;
+
 /// Accumulates the predictions of a single-label classifier over an epoch.
 ///
 /// The class probabilities are kept (ROC-AUC and top-k need them), so memory grows with `rows * num_classes`.
@@ -130,6 +132,7 @@ impl ClassificationAccumulator {
             f1_weighted: weighted(&f1_per_class),
             balanced_accuracy: mean(&supported_recalls),
             roc_auc: self.roc_auc(),
+            average_precision: self.average_precision(),
             ece: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).0,
             nll: super::calibration::nll(&self.probs, &self.labels, c),
             reliability: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).1,
@@ -141,24 +144,67 @@ impl ClassificationAccumulator {
         }
     }
 
-    fn roc_auc(&self) -> Option<f64> {
+    /// The one-vs-rest ranking of each class that gets one: class 1 alone for two classes, every class otherwise.
+    fn rankings(&self) -> Vec<(usize, Ranking)> {
         let c = self.num_classes;
-        let column = |j: usize| {
-            self.probs
-                .chunks_exact(c)
-                .zip(&self.labels)
-                .map(move |(row, &label)| (row[j], label == j))
-                .collect()
+        let classes: Vec<usize> = match c {
+            1 => vec![],
+            2 => vec![1],
+            _ => (0..c).collect(),
         };
-        match c {
-            1 => None,
-            2 => binary_roc_auc(column(1)),
-            _ => {
-                let defined: Vec<f64> = (0..c).filter_map(|j| binary_roc_auc(column(j))).collect();
-                (!defined.is_empty()).then(|| mean(&defined))
-            }
+        classes
+            .into_iter()
+            .map(|j| {
+                let column = self
+                    .probs
+                    .chunks_exact(c)
+                    .zip(&self.labels)
+                    .map(move |(row, &label)| (row[j] as f64, label == j));
+                (j, Ranking::new(column))
+            })
+            .collect()
+    }
+
+    fn roc_auc(&self) -> Option<f64> {
+        mean_defined(self.rankings().iter().map(|(_, r)| r.roc_auc()))
+    }
+
+    fn average_precision(&self) -> Option<f64> {
+        mean_defined(self.rankings().iter().map(|(_, r)| r.average_precision()))
+    }
+
+    /// ROC and precision–recall curves (at most `max_points` each) of every class that has both outcomes, for the
+    /// report: `{"roc": [{"class", "auc", "points": [[fpr, tpr], ...]}], "pr": [{"class", "average_precision",
+    /// "points": [[recall, precision], ...]}]}`.
+    pub fn curves(&self, max_points: usize) -> Value {
+        curves_json(self.rankings(), max_points)
+    }
+}
+
+/// The mean of the defined values, `None` when none is.
+fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let defined: Vec<f64> = values.flatten().collect();
+    (!defined.is_empty()).then(|| mean(&defined))
+}
+
+fn curves_json(rankings: Vec<(usize, Ranking)>, max_points: usize) -> Value {
+    let points = |pts: Vec<(f64, f64)>| -> Value {
+        Value::Array(
+            super::curves::thin(&pts, max_points)
+                .into_iter()
+                .map(|(x, y)| Value::Array(vec![json_f64(x), json_f64(y)]))
+                .collect(),
+        )
+    };
+    let (mut roc, mut pr) = (vec![], vec![]);
+    for (class, r) in rankings {
+        if let Some(auc) = r.roc_auc() {
+            roc.push(serde_json::json!({"class": class, "auc": json_f64(auc), "points": points(r.roc_points())}));
+            let ap = r.average_precision().map_or(Value::Null, json_f64);
+            pr.push(serde_json::json!({"class": class, "average_precision": ap, "points": points(r.pr_points())}));
         }
     }
+    serde_json::json!({"roc": roc, "pr": pr})
 }
 
 /// Classification metrics over one epoch, each equal to the scikit-learn function named in its doc (with
@@ -201,6 +247,10 @@ pub struct ClassificationMetrics {
     /// refuses because a class is missing from the labels (or is every label), that class is left out of the mean.
     /// `None` when no class has an AUC (fewer than two distinct labels, or one class).
     pub roc_auc: Option<f64>,
+    /// Average precision (area under the precision–recall curve as scikit-learn's `average_precision_score` sums
+    /// it). Two classes: of class 1. More classes: the mean of the one-vs-rest values over the classes present in
+    /// the labels (scikit-learn counts an absent class as 0). `None` when no class is present.
+    pub average_precision: Option<f64>,
     /// Row counts indexed `[true class][predicted class]`: `confusion_matrix`.
     pub confusion_matrix: Vec<Vec<usize>>,
     /// Expected calibration error over 15 confidence bins (see [`super::calibration`]).
@@ -214,7 +264,7 @@ pub struct ClassificationMetrics {
 impl ClassificationMetrics {
     /// JSON object with the keys `accuracy`, `top_k_accuracy`, `precision_macro`, `recall_macro`, `f1_macro`,
     /// `f1_micro`, `f1_weighted`, `precision_per_class`, `recall_per_class`, `f1_per_class` (arrays in class-index
-    /// order), `roc_auc` (null when undefined), `confusion_matrix` (array of rows), `balanced_accuracy`,
+    /// order), `roc_auc` and `average_precision` (null when undefined), `confusion_matrix` (array of rows), `balanced_accuracy`,
     /// `precision_weighted`, `recall_weighted`, `ece`, `nll` and `reliability` (the 15 bins). Non-finite numbers become null, since JSON has no NaN.
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
@@ -229,6 +279,10 @@ impl ClassificationMetrics {
         m.insert("recall_per_class".into(), json_f64s(&self.recall_per_class));
         m.insert("f1_per_class".into(), json_f64s(&self.f1_per_class));
         m.insert("roc_auc".into(), self.roc_auc.map_or(Value::Null, json_f64));
+        m.insert(
+            "average_precision".into(),
+            self.average_precision.map_or(Value::Null, json_f64),
+        );
         m.insert(
             "confusion_matrix".into(),
             Value::Array(
@@ -390,6 +444,9 @@ pub struct MultiLabelAccumulator {
     true_pos: Vec<usize>,
     false_pos: Vec<usize>,
     false_neg: Vec<usize>,
+    /// Kept for the ranking metrics (ROC-AUC, average precision).
+    probs: Vec<f32>,
+    positive: Vec<bool>,
 }
 
 impl MultiLabelAccumulator {
@@ -406,6 +463,8 @@ impl MultiLabelAccumulator {
             true_pos: vec![0; num_labels],
             false_pos: vec![0; num_labels],
             false_neg: vec![0; num_labels],
+            probs: Vec::new(),
+            positive: Vec::new(),
         }
     }
 
@@ -433,6 +492,8 @@ impl MultiLabelAccumulator {
             .zip(targets.chunks_exact(self.num_labels))
         {
             self.rows += 1;
+            self.probs.extend_from_slice(prob_row);
+            self.positive.extend(target_row.iter().map(|&t| t > 0.5));
             let mut row_wrong = 0;
             for (j, (&p, &t)) in prob_row.iter().zip(target_row).enumerate() {
                 let predicted = match &self.thresholds {
@@ -478,7 +539,19 @@ impl MultiLabelAccumulator {
         let tp: usize = self.true_pos.iter().sum();
         let fp: usize = self.false_pos.iter().sum();
         let fn_: usize = self.false_neg.iter().sum();
+        let rankings = self.rankings();
         MultiLabelMetrics {
+            precision_per_class: (0..self.num_labels)
+                .map(|j| ratio(self.true_pos[j] as f64, (self.true_pos[j] + self.false_pos[j]) as f64))
+                .collect(),
+            recall_per_class: (0..self.num_labels)
+                .map(|j| ratio(self.true_pos[j] as f64, (self.true_pos[j] + self.false_neg[j]) as f64))
+                .collect(),
+            support: (0..self.num_labels)
+                .map(|j| self.true_pos[j] + self.false_neg[j])
+                .collect(),
+            roc_auc: mean_defined(rankings.iter().map(|(_, r)| r.roc_auc())),
+            average_precision: mean_defined(rankings.iter().map(|(_, r)| r.average_precision())),
             accuracy: ratio(cells - self.wrong_cells as f64, cells),
             subset_accuracy: ratio(self.exact_rows as f64, self.rows as f64),
             hamming_loss: ratio(self.wrong_cells as f64, cells),
@@ -486,6 +559,25 @@ impl MultiLabelAccumulator {
             f1_micro: ratio(2.0 * tp as f64, (2 * tp + fp + fn_) as f64),
             f1_per_class,
         }
+    }
+
+    fn rankings(&self) -> Vec<(usize, Ranking)> {
+        let k = self.num_labels;
+        (0..k)
+            .map(|j| {
+                let column = self
+                    .probs
+                    .chunks_exact(k)
+                    .zip(self.positive.chunks_exact(k))
+                    .map(move |(p, t)| (p[j] as f64, t[j]));
+                (j, Ranking::new(column))
+            })
+            .collect()
+    }
+
+    /// Per-label ROC and precision–recall curves, as [`ClassificationAccumulator::curves`] gives them.
+    pub fn curves(&self, max_points: usize) -> Value {
+        curves_json(self.rankings(), max_points)
     }
 }
 
@@ -504,11 +596,23 @@ pub struct MultiLabelMetrics {
     pub f1_micro: f64,
     /// `2tp / (2tp + fp + fn)` per label, 0 for a label never true nor predicted: `f1_score(average=None)`.
     pub f1_per_class: Vec<f64>,
+    /// `tp / predicted` per label: `precision_score(average=None, zero_division=0)`.
+    pub precision_per_class: Vec<f64>,
+    /// `tp / true` per label: `recall_score(average=None, zero_division=0)`.
+    pub recall_per_class: Vec<f64>,
+    /// Rows where each label is true.
+    pub support: Vec<usize>,
+    /// Mean ROC-AUC over the labels with both outcomes (`roc_auc_score(average="macro")` when every label has both).
+    pub roc_auc: Option<f64>,
+    /// Mean average precision over the labels that occur (`average_precision_score(average="macro")` when every
+    /// label occurs).
+    pub average_precision: Option<f64>,
 }
 
 impl MultiLabelMetrics {
     /// JSON object with the keys `accuracy`, `subset_accuracy`, `hamming_loss`, `f1_macro`, `f1_micro` and
-    /// `f1_per_class` (array in label order); non-finite numbers become null.
+    /// `f1_per_class`, `precision_per_class`, `recall_per_class`, `support` (arrays in label order), `roc_auc` and
+    /// `average_precision` (null when undefined); non-finite numbers become null.
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("accuracy".into(), json_f64(self.accuracy));
@@ -517,6 +621,14 @@ impl MultiLabelMetrics {
         m.insert("f1_macro".into(), json_f64(self.f1_macro));
         m.insert("f1_micro".into(), json_f64(self.f1_micro));
         m.insert("f1_per_class".into(), json_f64s(&self.f1_per_class));
+        m.insert("precision_per_class".into(), json_f64s(&self.precision_per_class));
+        m.insert("recall_per_class".into(), json_f64s(&self.recall_per_class));
+        m.insert("support".into(), Value::from(self.support.clone()));
+        m.insert("roc_auc".into(), self.roc_auc.map_or(Value::Null, json_f64));
+        m.insert(
+            "average_precision".into(),
+            self.average_precision.map_or(Value::Null, json_f64),
+        );
         m
     }
 }
@@ -561,37 +673,15 @@ fn in_top_k(row: &[f32], label: usize, k: usize) -> bool {
     rank < k
 }
 
-/// [`binary_roc_auc`] of float64 scores (compared in float32, as the metrics are).
+/// ROC-AUC of float64 scores (compared in float32, as the metrics are).
 pub(crate) fn roc_auc_f64(scored: &[(f64, bool)]) -> Option<f64> {
     binary_roc_auc(scored.iter().map(|&(s, p)| (s as f32, p)).collect())
 }
 
 /// ROC-AUC of `scores` for the positive rows: the probability that a random positive outscores a random negative,
 /// ties counted 1/2. `None` unless both kinds of row occur.
-fn binary_roc_auc(mut scored: Vec<(f32, bool)>) -> Option<f64> {
-    let positives = scored.iter().filter(|&&(_, p)| p).count() as u128;
-    let negatives = scored.len() as u128 - positives;
-    if positives == 0 || negatives == 0 {
-        return None;
-    }
-    // total_cmp so NaN cannot panic the sort; grouping by `==` still merges -0.0 with 0.0.
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Twice the Mann–Whitney U, in integers so that it is exact.
-    let mut twice_u: u128 = 0;
-    let mut negatives_below: u128 = 0;
-    let mut start = 0;
-    while start < scored.len() {
-        let mut end = start + 1;
-        while end < scored.len() && scored[end].0 == scored[start].0 {
-            end += 1;
-        }
-        let group_pos = scored[start..end].iter().filter(|&&(_, p)| p).count() as u128;
-        let group_neg = (end - start) as u128 - group_pos;
-        twice_u += 2 * group_pos * negatives_below + group_pos * group_neg;
-        negatives_below += group_neg;
-        start = end;
-    }
-    Some(twice_u as f64 / (2 * positives * negatives) as f64)
+fn binary_roc_auc(scored: Vec<(f32, bool)>) -> Option<f64> {
+    Ranking::new(scored.into_iter().map(|(s, p)| (s as f64, p))).roc_auc()
 }
 
 fn json_f64(x: f64) -> Value {
@@ -706,6 +796,11 @@ mod tests {
             0.7668650793650794,
             "roc_auc_score(multi_class='ovr', average='macro')",
         );
+        close(
+            m.average_precision.expect("defined"),
+            0.6789682539682539,
+            "mean of average_precision_score(labels == c, probs[:, c])",
+        );
         // confusion_matrix(labels, pred, labels=[0, 1, 2])
         assert_eq!(m.confusion_matrix, vec![vec![2, 1, 0], vec![1, 3, 0], vec![2, 1, 0]]);
     }
@@ -737,6 +832,11 @@ mod tests {
         assert_eq!(m.support, vec![5, 7]);
         close(m.balanced_accuracy, 0.6142857142857143, "balanced_accuracy_score");
         close(m.roc_auc.expect("defined"), 0.6857142857142857, "roc_auc_score(y, p)");
+        close(
+            m.average_precision.expect("defined"),
+            0.730952380952381,
+            "average_precision_score(y, p)",
+        );
         assert_eq!(m.confusion_matrix, vec![vec![4, 1], vec![4, 3]]);
         close(acc.compute(2).top_k_accuracy, 1.0, "binary top-2 is every row");
     }
@@ -773,6 +873,11 @@ mod tests {
             m.roc_auc.expect("defined"),
             0.7916666666666667,
             "roc_auc_score(multi_class='ovr', average='macro')",
+        );
+        close(
+            m.average_precision.expect("defined"),
+            0.66875,
+            "mean of average_precision_score(labels == c, probs[:, c])",
         );
         assert_eq!(
             m.confusion_matrix,
@@ -816,6 +921,11 @@ mod tests {
             m.roc_auc.expect("defined"),
             0.625,
             "mean of roc_auc_score(labels == c, probs[:, c]) for c in 0..3",
+        );
+        close(
+            m.average_precision.expect("defined"),
+            0.6039141414141413,
+            "mean of average_precision_score(labels == c, probs[:, c]) over the present classes",
         );
         assert_eq!(m.confusion_matrix[3], vec![0, 0, 0, 0]);
     }
@@ -883,9 +993,9 @@ mod tests {
             (l.accuracy, l.subset_accuracy, l.hamming_loss, l.f1_macro, l.f1_micro),
             (0.0, 0.0, 0.0, 0.0, 0.0)
         );
-        // Every number is representable: serialising must not fail or produce null except roc_auc.
+        // Every number is representable: serialising must not fail or produce null except the ranking metrics.
         let text = serde_json::to_string(&Value::Object(m.to_json())).expect("serialises");
-        assert_eq!(text.matches("null").count(), 1, "{text}");
+        assert_eq!(text.matches("null").count(), 2, "{text}");
     }
 
     #[test]
@@ -906,6 +1016,7 @@ mod tests {
             "recall_per_class",
             "f1_per_class",
             "roc_auc",
+            "average_precision",
             "confusion_matrix",
             "balanced_accuracy",
             "precision_weighted",
@@ -940,11 +1051,16 @@ mod tests {
             keys,
             [
                 "accuracy",
+                "average_precision",
                 "f1_macro",
                 "f1_micro",
                 "f1_per_class",
                 "hamming_loss",
-                "subset_accuracy"
+                "precision_per_class",
+                "recall_per_class",
+                "roc_auc",
+                "subset_accuracy",
+                "support"
             ]
         );
     }
@@ -1059,6 +1175,28 @@ mod tests {
             &m.f1_per_class,
             &[0.8571428571428571, 0.8, 0.8571428571428571, 0.0],
             "f1_score(average=None, zero_division=0)",
+        );
+        all_close(
+            &m.precision_per_class,
+            &[1.0, 0.6666666666666666, 1.0, 0.0],
+            "precision_score(average=None)",
+        );
+        all_close(
+            &m.recall_per_class,
+            &[0.75, 1.0, 0.75, 0.0],
+            "recall_score(average=None)",
+        );
+        assert_eq!(m.support, vec![4, 2, 4, 0]);
+        // Label 3 is never true, so it has neither; sklearn on the other three labels:
+        close(
+            m.roc_auc.expect("defined"),
+            0.9166666666666666,
+            "roc_auc_score(Y[:, :3], average='macro')",
+        );
+        close(
+            m.average_precision.expect("defined"),
+            0.861111111111111,
+            "average_precision_score(Y[:, :3], average='macro')",
         );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod calibration;
 pub mod callbacks;
+pub mod curves;
 pub mod experiment;
 pub mod loss;
 pub mod metrics;
@@ -10,3 +11,4 @@ pub mod schedule;
 pub mod task;
 pub mod threshold;
 pub mod trainer;
+pub mod warnings;

@@ -270,4 +270,16 @@ impl EpochMetrics {
             EpochMetrics::Regression(acc) => acc.compute().to_json(),
         }
     }
+
+    /// ROC and precision–recall curves of a classifier's classes (see
+    /// [`ClassificationAccumulator::curves`](super::metrics::ClassificationAccumulator::curves)); `None` for
+    /// regression.
+    pub fn curves(&self) -> Option<Json> {
+        const MAX_POINTS: usize = 200;
+        match self {
+            EpochMetrics::Classification(acc) => Some(acc.curves(MAX_POINTS)),
+            EpochMetrics::MultiLabel(acc) => Some(acc.curves(MAX_POINTS)),
+            EpochMetrics::Regression(_) => None,
+        }
+    }
 }

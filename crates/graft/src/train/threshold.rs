@@ -2,6 +2,7 @@
 //! which an output counts as positive, chosen to maximize F1, Youden's J (TPR − FPR), or recall subject to a
 //! precision floor, instead of a fixed 0.5 that rarely suits a skewed class balance.
 
+use super::curves::Ranking;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -27,26 +28,14 @@ pub struct ThresholdSpec {
 /// wins (fewer positives predicted). `None` when the objective cannot be met (no positive example, or no threshold
 /// reaches the precision floor).
 pub fn tune(scores: &[f32], positives: &[bool], objective: &Objective) -> Option<(f64, f64)> {
-    let p = positives.iter().filter(|&&x| x).count();
-    let n = positives.len() - p;
+    let ranking = Ranking::new(scores.iter().map(|&s| s as f64).zip(positives.iter().copied()));
+    let (p, n) = (ranking.positives, ranking.negatives);
     if p == 0 {
         return None;
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut best: Option<(f64, f64, f64)> = None; // (value, precision, threshold)
-    let mut i = 0;
-    while i < order.len() {
-        let t = scores[order[i]];
-        while i < order.len() && scores[order[i]] == t {
-            if positives[order[i]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            i += 1;
-        }
+    for point in &ranking.points {
+        let (tp, fp) = (point.true_pos, point.false_pos);
         let recall = tp as f64 / p as f64;
         let precision = tp as f64 / (tp + fp) as f64;
         let value = match objective {
@@ -57,7 +46,7 @@ pub fn tune(scores: &[f32], positives: &[bool], objective: &Objective) -> Option
         };
         // Strictly better only: walking down from the highest threshold, ties keep the higher one.
         if best.is_none_or(|(v, bp, _)| value > v || (value == v && precision > bp)) {
-            best = Some((value, precision, t as f64));
+            best = Some((value, precision, point.threshold));
         }
     }
     best.map(|(v, _, t)| (t, v))

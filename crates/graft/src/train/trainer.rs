@@ -373,9 +373,12 @@ pub fn collect_outputs(model: &Graph, head: &TaskHead, data: &Dataset, batch_siz
     Ok(out)
 }
 
+/// Rows per batch when evaluating (in data order).
+pub const EVAL_BATCH: usize = 256;
+
 /// Loss and metrics of a model (in inference mode) over a whole data set. One head: its metrics and `loss`.
 /// Several (multi-task): `loss` (the weighted total) and one object of metrics per task, over the examples
-/// labelled for it.
+/// labelled for it. `curves`: add each classifier's ROC and precision–recall curves (`curves`).
 pub fn evaluate(
     model: &Graph,
     heads: &[TaskHead],
@@ -383,6 +386,7 @@ pub fn evaluate(
     weights: &[Option<Vec<f32>>],
     batch_size: usize,
     top_k: usize,
+    curves: bool,
 ) -> Result<Map<String, Json>> {
     let device = model.devices().first().cloned().unwrap_or_default();
     let mut metrics: Vec<EpochMetrics> = heads.iter().map(EpochMetrics::new).collect();
@@ -422,8 +426,15 @@ pub fn evaluate(
             0.0
         }
     };
+    let summary = |h: usize| {
+        let mut m = metrics[h].compute(top_k);
+        if let Some(c) = metrics[h].curves().filter(|_| curves) {
+            m.insert("curves".into(), c);
+        }
+        m
+    };
     if heads.len() == 1 && heads[0].name.is_none() {
-        let mut out = metrics[0].compute(top_k);
+        let mut out = summary(0);
         out.insert("loss".into(), Json::from(if count > 0 { mean(0) } else { 0.0 }));
         return Ok(out);
     }
@@ -431,7 +442,7 @@ pub fn evaluate(
     let total: f64 = heads.iter().enumerate().map(|(h, head)| head.weight * mean(h)).sum();
     out.insert("loss".into(), Json::from(total));
     for (h, head) in heads.iter().enumerate() {
-        let mut m = metrics[h].compute(top_k);
+        let mut m = summary(h);
         m.insert("loss".into(), Json::from(mean(h)));
         out.insert(head.name.clone().unwrap_or_default(), Json::Object(m));
     }
@@ -644,7 +655,7 @@ pub fn fit(
             }
         }
         if let Some(val) = validation {
-            let v = evaluate(&model.valid(), heads, val, &weights, 256, spec.top_k)?;
+            let v = evaluate(&model.valid(), heads, val, &weights, EVAL_BATCH, spec.top_k, false)?;
             if let Some(l) = v.get("loss").and_then(Json::as_f64) {
                 logs.insert("val_loss".into(), l);
             }

@@ -44,7 +44,6 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Evaluate a trained model on the experiment's test split; prints the metrics as JSON.
     /// Stratified k-fold cross-validation: one run per fold, each fold's test metrics and their mean ± std.
     Cv {
         experiment: PathBuf,
@@ -57,12 +56,23 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Evaluate a trained model on the experiment's test split; prints the metrics as JSON.
     Eval {
         #[arg(long)]
         model: PathBuf,
         experiment: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// The graft engine of the benchmark against PyTorch (run `bash bench/run.sh`): answers JSON requests, one per
+    /// line on stdin, with step timings on stdout.
+    Bench {
+        /// Serve requests until stdin ends (the only mode; bench/compare.py drives it).
+        #[arg(long)]
+        serve: bool,
+        /// The pretrained MiniLM directory for the minilm workloads.
+        #[arg(long, default_value = "data/minilm")]
+        minilm: PathBuf,
     },
     /// Predict with a trained model: input `.npy`, output `.npy` or `.jsonl`.
     Predict {
@@ -329,6 +339,14 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&report).map_err(|e| Error::new(e.to_string()))?
             );
+        }
+        Command::Bench { serve, minilm } => {
+            if !serve {
+                return Err(Error::new(
+                    "`graft bench` runs as the engine of `bash bench/run.sh`; pass --serve",
+                ));
+            }
+            graft::bench::serve(std::io::stdin().lock(), std::io::stdout().lock(), minilm)?;
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

@@ -1640,3 +1640,104 @@ fn background_examples_train_an_other_class() {
     let e = expect_error(graft(&["train", &bad, "--out", dir.join("x").to_str().unwrap()]));
     assert!(e.contains("11 classes") && e.contains("units = 11"), "{e}");
 }
+
+/// Multi-label text end to end: a CSV whose label column holds `|`-separated tags, one sigmoid output per tag,
+/// per-label metrics and ranking metrics in metrics.json, ROC/PR charts in the report, predictions naming the
+/// tags, and `graft cv` dealing the folds by iterative stratification (every tag in every fold).
+#[test]
+fn multi_label_texts_train_predict_and_cross_validate() {
+    let dir = workdir("multilabel");
+    let mut csv = String::from("text,tags\n");
+    let words = [
+        ("red", "colour"),
+        ("blue", "colour"),
+        ("dog", "animal"),
+        ("cat", "animal"),
+        ("fast", "speed"),
+    ];
+    for i in 0..120 {
+        let (a, b) = (words[i % 5], words[(i / 5) % 5]);
+        let mut tags = vec![a.1, b.1];
+        tags.dedup();
+        if i % 7 == 0 {
+            tags.clear();
+        }
+        let text = if tags.is_empty() {
+            "nothing here at all".to_string()
+        } else {
+            format!("a {} and a {}", a.0, b.0)
+        };
+        csv.push_str(&format!("{text},{}\n", tags.join("|")));
+    }
+    write(&dir, "tags.csv", &csv);
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { text = { path = "tags.csv", column = "text", label = "tags", label_separator = "|", tokenizer = { length = 6 } } }
+split = { validation = 0.2, test = 0.2, stratify = true }
+[model]
+layers = [
+  { embedding = { input_dim = 30, output_dim = 8, padding_idx = 0 } },
+  { global_avg_pool1d = {} },
+  { dense = { units = 3 } },
+]
+[train]
+epochs = 60
+batch_size = 8
+optimizer = { adam = { lr = 3e-2 } }
+loss = "binary_crossentropy"
+metrics = ["accuracy", "f1_macro"]
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let test = &metrics["test"];
+    assert_eq!(metrics["classes"], serde_json::json!(["animal", "colour", "speed"]));
+    assert_eq!(test["f1_per_class"].as_array().unwrap().len(), 3);
+    assert!(test["f1_macro"].as_f64().unwrap() > 0.9, "{test}");
+    assert!(test["roc_auc"].as_f64().unwrap() > 0.9, "{test}");
+    assert!(run.join("roc.png").is_file() && run.join("precision_recall.png").is_file());
+    std::fs::write(dir.join("new.txt"), "a dog and a red\na fast and a fast\n").unwrap();
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("new.txt").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let predicted: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["predicted"].clone())
+        .collect();
+    assert_eq!(
+        predicted,
+        vec![serde_json::json!(["animal", "colour"]), serde_json::json!(["speed"])]
+    );
+
+    let out = dir.join("cv");
+    let o = graft(&["cv", &exp, "--folds", "3", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).unwrap()).unwrap();
+    for fold in cv["folds"].as_array().unwrap() {
+        let support: Vec<u64> = fold["support"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(
+            support.iter().all(|&s| s >= 10),
+            "every tag tested in every fold: {support:?}"
+        );
+    }
+}

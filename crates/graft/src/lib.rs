@@ -3,6 +3,7 @@
 //! The folders follow the pipeline: `spec` (what a model and an experiment are) → `layers` and `model` (building
 //! and running it) → `data` → `train` → `infer` → `report`.
 
+pub mod bench;
 pub mod data;
 pub mod error;
 #[cfg(test)]

@@ -100,6 +100,8 @@ pub struct Dataset {
     pub input_names: Vec<String>,
     /// Multi-task data (then `targets` is `None`): per task, targets for every row and which rows have them.
     pub tasks: Vec<TaskLabels>,
+    /// Names of the value targets' columns, for multi-label data (empty when unnamed).
+    pub label_names: Vec<String>,
 }
 
 /// One task's targets in a multi-task data set, where an example may be labelled for some tasks only.
@@ -201,6 +203,7 @@ impl Dataset {
             extra_inputs: vec![],
             input_names: vec![],
             tasks: vec![],
+            label_names: vec![],
         };
         dataset.validate()?;
         Ok(dataset)
@@ -228,6 +231,7 @@ impl Dataset {
             extra_inputs: self.extra_inputs.iter().map(|a| a.select(indices)).collect(),
             input_names: self.input_names.clone(),
             tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
+            label_names: self.label_names.clone(),
         }
     }
 

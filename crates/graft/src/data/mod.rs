@@ -16,7 +16,7 @@ pub mod hf_tokenizer;
 pub mod idx;
 pub mod npy;
 pub mod prepare;
-mod rng;
+pub(crate) mod rng;
 pub mod sampling;
 pub mod split;
 pub mod table;

@@ -230,6 +230,7 @@ impl DataSource for NpySource {
             extra_inputs: vec![],
             input_names: vec![],
             tasks: vec![],
+            label_names: vec![],
         };
         dataset.validate().map_err(|e| {
             let file = match (&e.location, &self.sample_weight) {

@@ -38,7 +38,11 @@ pub enum Raw {
     Table(Table, CsvSpec),
     Texts {
         texts: Vec<String>,
+        /// One class per text (empty for multi-label texts).
         labels: Vec<usize>,
+        /// Multi-label texts: the labels of each text.
+        label_sets: Option<Vec<Vec<usize>>>,
+        /// Class (or label) names.
         classes: Vec<String>,
         tokenizer: TokenizerSpec,
     },
@@ -77,6 +81,9 @@ impl Raw {
     pub fn labels(&self) -> Result<Option<Vec<usize>>> {
         Ok(match self {
             Raw::Ready(d, _) => d.labels().map(<[usize]>::to_vec),
+            Raw::Texts {
+                label_sets: Some(_), ..
+            } => None,
             Raw::Texts { labels, .. } => Some(labels.clone()),
             Raw::Table(t, spec) => {
                 if spec.target.is_none() || spec.regression {
@@ -94,6 +101,18 @@ impl Raw {
         })
     }
 
+    /// The labels of every row of multi-label data (and their number), for iterative stratification.
+    pub fn label_sets(&self) -> Option<(&[Vec<usize>], usize)> {
+        match self {
+            Raw::Texts {
+                label_sets: Some(sets),
+                classes,
+                ..
+            } => Some((sets, classes.len())),
+            _ => None,
+        }
+    }
+
     /// This source with `background`'s examples appended as one more class called `name` (last in class order).
     pub fn with_background(self, background: Raw, name: &str) -> Result<Raw> {
         match (self, background) {
@@ -101,6 +120,7 @@ impl Raw {
                 Raw::Texts {
                     mut texts,
                     mut labels,
+                    label_sets: None,
                     mut classes,
                     tokenizer,
                 },
@@ -115,6 +135,7 @@ impl Raw {
                 Ok(Raw::Texts {
                     texts,
                     labels,
+                    label_sets: None,
                     classes,
                     tokenizer,
                 })
@@ -200,6 +221,7 @@ impl Raw {
                 let rows: Vec<usize> = (0..texts.len()).collect();
                 let union = Raw::Texts {
                     labels: vec![0; texts.len()],
+                    label_sets: None,
                     texts,
                     classes: vec![],
                     tokenizer: tokenizer.clone(),
@@ -254,29 +276,41 @@ impl Raw {
             }
             (
                 Raw::Texts {
-                    texts, labels, classes, ..
+                    texts,
+                    labels,
+                    label_sets,
+                    classes,
+                    ..
                 },
-                Preprocessor::Text(tok),
+                Preprocessor::Text(_) | Preprocessor::PretrainedText(_),
             ) => {
                 let chosen: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
-                let targets = Targets::Classes {
-                    labels: rows.iter().map(|&r| labels[r]).collect(),
-                    names: classes.clone(),
+                let inputs = match p {
+                    Preprocessor::Text(tok) => tok.transform(&chosen),
+                    Preprocessor::PretrainedText(tok) => tok.transform(&chosen)?,
+                    _ => unreachable!("matched above"),
                 };
-                Dataset::new(tok.transform(&chosen), Some(targets))
-            }
-            (
-                Raw::Texts {
-                    texts, labels, classes, ..
-                },
-                Preprocessor::PretrainedText(tok),
-            ) => {
-                let chosen: Vec<String> = rows.iter().map(|&r| texts[r].clone()).collect();
-                let targets = Targets::Classes {
-                    labels: rows.iter().map(|&r| labels[r]).collect(),
-                    names: classes.clone(),
+                let targets = match label_sets {
+                    Some(sets) => {
+                        let k = classes.len();
+                        let mut values = vec![0f32; rows.len() * k];
+                        for (i, &r) in rows.iter().enumerate() {
+                            for &l in &sets[r] {
+                                values[i * k + l] = 1.0;
+                            }
+                        }
+                        Targets::Values(Array::new(vec![rows.len(), k], values)?)
+                    }
+                    None => Targets::Classes {
+                        labels: rows.iter().map(|&r| labels[r]).collect(),
+                        names: classes.clone(),
+                    },
                 };
-                Dataset::new(tok.transform(&chosen)?, Some(targets))
+                let mut ds = Dataset::new(inputs, Some(targets))?;
+                if label_sets.is_some() {
+                    ds.label_names = classes.clone();
+                }
+                Ok(ds)
             }
             _ => Err(Error::new("internal: the preprocessor does not match the data source")),
         }
@@ -396,12 +430,24 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
                 ..text.clone()
             };
             spec.tokenizer.pretrained = spec.tokenizer.pretrained.as_deref().map(resolve);
-            let (texts, labels, classes) = read_texts(&spec)?;
-            Raw::Texts {
-                texts,
-                labels,
-                classes,
-                tokenizer: spec.tokenizer.clone(),
+            if spec.label_separator.is_some() {
+                let (texts, sets, classes) = crate::data::text::read_label_sets(&spec)?;
+                Raw::Texts {
+                    texts,
+                    labels: vec![],
+                    label_sets: Some(sets),
+                    classes,
+                    tokenizer: spec.tokenizer.clone(),
+                }
+            } else {
+                let (texts, labels, classes) = read_texts(&spec)?;
+                Raw::Texts {
+                    texts,
+                    labels,
+                    label_sets: None,
+                    classes,
+                    tokenizer: spec.tokenizer.clone(),
+                }
             }
         }
     })

@@ -98,6 +98,86 @@ pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Result<Vec<Vec
     Ok(folds)
 }
 
+/// Iterative stratification for multi-label data (Sechidis, Tsoumakas & Vlahavas, 2011): row indices dealt into
+/// parts of the given `shares` (summing to 1) so that every label is spread over the parts in those shares, as far
+/// as examples carrying several labels allow. `sets[i]` are the labels of row `i` (indices below `num_labels`).
+/// The rarest remaining label is dealt first; each of its examples goes to the part that most lacks that label,
+/// then the part that most lacks examples, then at random. Rows without labels fill the parts' remaining sizes.
+/// Seeded; each part is sorted.
+pub fn iterative_stratification(sets: &[Vec<usize>], num_labels: usize, shares: &[f64], seed: u64) -> Vec<Vec<usize>> {
+    let k = shares.len();
+    let n = sets.len();
+    let mut rng = seeded_rng(b"iterstrt", seed, 0);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    let mut wanted: Vec<f64> = shares.iter().map(|s| s * n as f64).collect();
+    let mut label_count = vec![0usize; num_labels];
+    for set in sets {
+        for &l in set {
+            label_count[l] += 1;
+        }
+    }
+    let mut wanted_label: Vec<Vec<f64>> = shares
+        .iter()
+        .map(|s| label_count.iter().map(|&c| s * c as f64).collect())
+        .collect();
+    let mut parts: Vec<Vec<usize>> = vec![vec![]; k];
+    let mut assigned = vec![false; n];
+    let mut remaining = label_count.clone();
+    let place = |row: usize,
+                 part: usize,
+                 wanted: &mut [f64],
+                 wanted_label: &mut [Vec<f64>],
+                 remaining: &mut [usize],
+                 parts: &mut [Vec<usize>]| {
+        parts[part].push(row);
+        wanted[part] -= 1.0;
+        for &l in &sets[row] {
+            wanted_label[part][l] -= 1.0;
+            remaining[l] -= 1;
+        }
+    };
+    loop {
+        let Some(label) = (0..num_labels)
+            .filter(|&l| remaining[l] > 0)
+            .min_by_key(|&l| (remaining[l], l))
+        else {
+            break;
+        };
+        for &row in &order {
+            if assigned[row] || !sets[row].contains(&label) {
+                continue;
+            }
+            let best = (0..k)
+                .map(|j| (wanted_label[j][label], wanted[j]))
+                .fold(None::<(f64, f64)>, |b, x| match b {
+                    Some(b) if b >= x => Some(b),
+                    _ => Some(x),
+                })
+                .expect("at least one part");
+            let ties: Vec<usize> = (0..k)
+                .filter(|&j| (wanted_label[j][label], wanted[j]) == best)
+                .collect();
+            let part = ties[rng.random_range(0..ties.len())];
+            assigned[row] = true;
+            place(row, part, &mut wanted, &mut wanted_label, &mut remaining, &mut parts);
+        }
+    }
+    for &row in &order {
+        if assigned[row] {
+            continue;
+        }
+        let most = wanted.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let ties: Vec<usize> = (0..k).filter(|&j| wanted[j] == most).collect();
+        let part = ties[rng.random_range(0..ties.len())];
+        place(row, part, &mut wanted, &mut wanted_label, &mut remaining, &mut parts);
+    }
+    for p in parts.iter_mut() {
+        p.sort_unstable();
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +203,56 @@ mod tests {
             c[labels[i]] += 1;
         }
         c
+    }
+
+    #[test]
+    fn iterative_stratification_spreads_every_label_evenly() {
+        // 600 rows over 5 labels of very different frequency, with co-occurring labels.
+        let mut rng = seeded_rng(b"testmlbl", 7, 0);
+        let sets: Vec<Vec<usize>> = (0..600)
+            .map(|_| {
+                let mut s = vec![];
+                for (l, p) in [0.5, 0.3, 0.1, 0.03, 0.01].iter().enumerate() {
+                    if rng.random::<f64>() < *p {
+                        s.push(l);
+                    }
+                }
+                s
+            })
+            .collect();
+        let folds = iterative_stratification(&sets, 5, &[0.2; 5], 3);
+        let mut seen: Vec<usize> = folds.concat();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..600).collect::<Vec<_>>(), "every row in exactly one fold");
+        for f in &folds {
+            assert!(
+                (119..=121).contains(&f.len()),
+                "fold sizes {:?}",
+                folds.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+        }
+        for label in 0..5 {
+            let total = sets.iter().filter(|s| s.contains(&label)).count();
+            let per_fold: Vec<usize> = folds
+                .iter()
+                .map(|f| f.iter().filter(|&&r| sets[r].contains(&label)).count())
+                .collect();
+            let (lo, hi) = (per_fold.iter().min().unwrap(), per_fold.iter().max().unwrap());
+            // Within one or two examples of total/5 (an example with several labels can only go to one fold).
+            assert!(hi - lo <= 2, "label {label} ({total} rows) spread {per_fold:?}");
+        }
+        // A 80/20 split keeps each label's share too, and repeats with the seed.
+        let split = iterative_stratification(&sets, 5, &[0.8, 0.2], 9);
+        assert_eq!(split, iterative_stratification(&sets, 5, &[0.8, 0.2], 9));
+        assert_eq!(split[1].len(), 120);
+        for label in 0..5 {
+            let total = sets.iter().filter(|s| s.contains(&label)).count() as f64;
+            let held = split[1].iter().filter(|&&r| sets[r].contains(&label)).count() as f64;
+            assert!(
+                (held - 0.2 * total).abs() <= 1.0,
+                "label {label}: {held} of {total} held out"
+            );
+        }
     }
 
     #[test]

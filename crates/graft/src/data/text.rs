@@ -38,6 +38,10 @@ pub struct TextSpec {
     /// For a CSV: the name of the label column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// For a CSV: the label column holds several labels separated by this (e.g. `"|"`), making the data
+    /// multi-label (one sigmoid output per label); an empty cell means no label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_separator: Option<String>,
     /// Class name → the folders under `path` holding its texts (for a CSV: the label values meaning it), e.g.
     /// `{ ham = ["easy-ham-1", "hard-ham-1"], spam = ["spam-1"] }`; classes are numbered in name order. By default
     /// every sub-folder (every distinct label value) is its own class, sorted by name (numerically when all labels
@@ -551,9 +555,24 @@ pub fn read_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<Strin
     let meta = fs::metadata(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
     if meta.is_dir() {
         read_folders(spec)
+    } else if spec.label_separator.is_some() {
+        Err(Error::new("internal: multi-label texts are read by read_label_sets").in_file(&spec.path))
     } else {
-        read_csv_texts(spec).map_err(|e| e.in_file(&spec.path))
+        let (texts, sets, names) = read_csv_texts(spec).map_err(|e| e.in_file(&spec.path))?;
+        Ok((texts, sets.into_iter().map(|s| s[0]).collect(), names))
     }
+}
+
+/// Reads multi-label texts from a CSV whose label column holds `label_separator`-separated labels: `(texts, the
+/// labels of each text, label names)`.
+pub fn read_label_sets(spec: &TextSpec) -> Result<(Vec<String>, Vec<Vec<usize>>, Vec<String>)> {
+    let meta = fs::metadata(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
+    if meta.is_dir() {
+        return Err(
+            Error::new("`label_separator` applies to a CSV of texts, but this is a folder").in_file(&spec.path),
+        );
+    }
+    read_csv_texts(spec).map_err(|e| e.in_file(&spec.path))
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
@@ -675,7 +694,8 @@ fn read_folders(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>
     Ok((texts, labels, names))
 }
 
-fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>)> {
+/// The labels of each row: one each, or (with `label_separator`) any number.
+fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<Vec<usize>>, Vec<String>)> {
     if spec.extensions.is_some() {
         return Err(Error::new(
             "`extensions` applies to a folder of texts, but this is a file",
@@ -703,11 +723,20 @@ fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<Strin
     let (mut texts, mut values) = (Vec::new(), Vec::new());
     for (i, record) in table.rows.into_iter().enumerate() {
         let row = format!("row {}", i + 1);
-        let value = record[label_col].trim().to_string();
-        if value.is_empty() {
-            return Err(Error::new(format!("the label ('{label}') is empty")).at(row));
-        }
-        values.push((row, value));
+        let cell = record[label_col].trim();
+        let row_values: Vec<String> = match &spec.label_separator {
+            Some(sep) => cell
+                .split(sep.as_str())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None if cell.is_empty() => {
+                return Err(Error::new(format!("the label ('{label}') is empty")).at(row));
+            }
+            None => vec![cell.to_string()],
+        };
+        values.push((row, row_values));
         texts.push(record[text_col].clone());
     }
     let (names, class_of): (Vec<String>, BTreeMap<String, usize>) = match &spec.classes {
@@ -727,7 +756,7 @@ fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<Strin
             (map.keys().cloned().collect(), class_of)
         }
         None => {
-            let distinct: BTreeSet<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
+            let distinct: BTreeSet<&str> = values.iter().flat_map(|(_, v)| v.iter().map(String::as_str)).collect();
             let mut names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
             if names.iter().all(|n| n.parse::<i64>().is_ok()) {
                 names.sort_by_key(|n| n.parse::<i64>().expect("checked integer"));
@@ -737,15 +766,21 @@ fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<Strin
         }
     };
     let mut labels = Vec::with_capacity(values.len());
-    for (row, value) in &values {
-        match class_of.get(value) {
-            Some(&c) => labels.push(c),
-            None => {
-                return Err(
-                    Error::new(format!("label '{value}' is not listed under any class of `classes`")).at(row.clone()),
-                );
+    for (row, row_values) in &values {
+        let mut set = Vec::with_capacity(row_values.len());
+        for value in row_values {
+            match class_of.get(value) {
+                Some(&c) if !set.contains(&c) => set.push(c),
+                Some(_) => {}
+                None => {
+                    return Err(
+                        Error::new(format!("label '{value}' is not listed under any class of `classes`"))
+                            .at(row.clone()),
+                    );
+                }
             }
         }
+        labels.push(set);
     }
     Ok((texts, labels, names))
 }
@@ -761,6 +796,7 @@ mod tests {
             path: path.to_path_buf(),
             column: None,
             label: None,
+            label_separator: None,
             classes: None,
             extensions: None,
             tokenizer: TokenizerSpec::default(),
@@ -857,6 +893,24 @@ mod tests {
         s.classes = None;
         s.column = Some("text".into());
         assert!(read_texts(&s).is_err());
+    }
+
+    #[test]
+    fn a_label_separator_reads_sets_of_labels() {
+        let dir = TempDir::new("text-multilabel");
+        let csv = "text,tags\nred dog,colour|animal\nnothing,\nblue,colour| colour \n";
+        let path = dir.0.join("t.csv");
+        fs::write(&path, csv).unwrap();
+        let mut s = folder_spec(&path);
+        s.column = Some("text".into());
+        s.label = Some("tags".into());
+        s.label_separator = Some("|".into());
+        let (texts, sets, names) = read_label_sets(&s).unwrap();
+        assert_eq!(texts, strings(&["red dog", "nothing", "blue"]));
+        assert_eq!(names, strings(&["animal", "colour"]));
+        // An empty cell is no label; a repeated label counts once.
+        assert_eq!(sets, vec![vec![1, 0], vec![], vec![1]]);
+        assert!(read_texts(&s).is_err(), "single-label reading refuses a separator");
     }
 
     #[test]

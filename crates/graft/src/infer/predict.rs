@@ -348,7 +348,18 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
                 Some(t) if t.len() == row.len() => row.iter().zip(t).map(|(p, t)| *p as f64 >= *t).collect(),
                 _ => row.iter().map(|p| *p > 0.5).collect(),
             };
-            json!({"probabilities": row, "labels": labels})
+            if head.classes.len() == labels.len() {
+                let names: Vec<&String> = head
+                    .classes
+                    .iter()
+                    .zip(&labels)
+                    .filter(|(_, on)| **on)
+                    .map(|(n, _)| n)
+                    .collect();
+                json!({"probabilities": row, "labels": labels, "predicted": names})
+            } else {
+                json!({"probabilities": row, "labels": labels})
+            }
         }
         Task::Regression => json!({"values": row}),
     }

@@ -38,34 +38,67 @@ fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
 type SplitRows = (Vec<usize>, Option<Vec<usize>>, Option<Vec<usize>>);
 
 fn split_rows(raw: &Raw, data: &DataSpec, seed: u64, at: &str) -> Result<SplitRows> {
-    let labels = if data.split.stratify { raw.labels()? } else { None };
     let all: Vec<usize> = (0..raw.len()).collect();
     let (rest, test_rows) = match &data.test {
         None if data.split.test > 0.0 => {
-            let (keep, held) = split_indices(raw.len(), data.split.test, labels.as_deref(), seed)
+            let (keep, held) = hold_out(raw, &all, data.split.test, data.split.stratify, seed)
                 .map_err(|e| e.at(format!("{at}.split.test")))?;
             (keep, Some(held))
         }
         _ => (all, None),
     };
-    let (train_rows, val_rows) = match &data.validation {
-        None if data.split.validation > 0.0 => {
-            let rest_labels: Option<Vec<usize>> = labels.as_ref().map(|l| rest.iter().map(|&r| l[r]).collect());
-            let (keep, held) = split_indices(
-                rest.len(),
-                data.split.validation,
-                rest_labels.as_deref(),
-                seed.wrapping_add(1),
-            )
-            .map_err(|e| e.at(format!("{at}.split.validation")))?;
-            (
-                keep.iter().map(|&i| rest[i]).collect::<Vec<_>>(),
-                Some(held.iter().map(|&i| rest[i]).collect::<Vec<_>>()),
-            )
-        }
-        _ => (rest, None),
-    };
+    let (train_rows, val_rows) = validation_rows(raw, data, rest, seed, at)?;
     Ok((train_rows, val_rows, test_rows))
+}
+
+/// The validation split of the `rest` rows (those not held out for testing), when the data asks for one.
+fn validation_rows(
+    raw: &Raw,
+    data: &DataSpec,
+    rest: Vec<usize>,
+    seed: u64,
+    at: &str,
+) -> Result<(Vec<usize>, Option<Vec<usize>>)> {
+    if data.validation.is_some() || data.split.validation <= 0.0 {
+        return Ok((rest, None));
+    }
+    let (keep, held) = hold_out(
+        raw,
+        &rest,
+        data.split.validation,
+        data.split.stratify,
+        seed.wrapping_add(1),
+    )
+    .map_err(|e| e.at(format!("{at}.split.validation")))?;
+    Ok((keep, Some(held)))
+}
+
+/// Splits `rows` of `raw` into (kept, held out) with `fraction` held out, seeded; `stratify` keeps each class's
+/// share in both parts (multi-label data: each label's, by iterative stratification).
+fn hold_out(raw: &Raw, rows: &[usize], fraction: f64, stratify: bool, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    let pick = |idx: Vec<usize>| -> Vec<usize> { idx.into_iter().map(|i| rows[i]).collect() };
+    if stratify && let Some((sets, k)) = raw.label_sets() {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::new(format!(
+                "the held-out fraction must be at least 0 and below 1, found {fraction}"
+            )));
+        }
+        let subset: Vec<Vec<usize>> = rows.iter().map(|&r| sets[r].clone()).collect();
+        let mut parts =
+            crate::data::sampling::iterative_stratification(&subset, k, &[1.0 - fraction, fraction], seed).into_iter();
+        let (keep, held) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        if keep.is_empty() || held.is_empty() {
+            return Err(Error::new(format!(
+                "holding out {fraction} of {} examples leaves a part empty",
+                rows.len()
+            )));
+        }
+        return Ok((pick(keep), pick(held)));
+    }
+    let labels = if stratify { raw.labels()? } else { None };
+    let subset: Option<Vec<usize>> = labels.map(|l| rows.iter().map(|&r| l[r]).collect());
+    let (keep, held) = split_indices(rows.len(), fraction, subset.as_deref(), seed)?;
+    Ok((pick(keep), pick(held)))
 }
 
 /// Loads the data, makes the seeded (stratified where asked) splits, fits the preprocessing on the training rows
@@ -104,23 +137,7 @@ pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>
                 is_test[r] = true;
             }
             let rest: Vec<usize> = (0..main.len()).filter(|&r| !is_test[r]).collect();
-            let labels = if data.split.stratify { main.labels()? } else { None };
-            let (train, val) = if data.validation.is_none() && data.split.validation > 0.0 {
-                let rest_labels: Option<Vec<usize>> = labels.map(|l| rest.iter().map(|&r| l[r]).collect());
-                let (keep, val) = split_indices(
-                    rest.len(),
-                    data.split.validation,
-                    rest_labels.as_deref(),
-                    seed.wrapping_add(1),
-                )
-                .map_err(|e| e.at("data.split.validation"))?;
-                (
-                    keep.iter().map(|&i| rest[i]).collect(),
-                    Some(val.iter().map(|&i| rest[i]).collect()),
-                )
-            } else {
-                (rest, None)
-            };
+            let (train, val) = validation_rows(&main, data, rest, seed, "data")?;
             (train, val, Some(held.to_vec()))
         }
     };
@@ -323,7 +340,7 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
     if train.tasks.is_empty() {
         let classes = match &train.targets {
             Some(Targets::Classes { names, .. }) => names.clone(),
-            _ => vec![],
+            _ => train.label_names.clone(),
         };
         let mut head = TaskHead::new(&exp.train.loss, width(0), classes).map_err(|e| e.at("train.loss"))?;
         head.class_weights = exp.train.class_weights.clone();
@@ -733,7 +750,7 @@ fn evaluate_test(
 
 /// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
 /// [`ModelSpec::with_pretrained_sizes`](crate::spec::model::ModelSpec::with_pretrained_sizes)).
-fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
+pub(crate) fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
     use crate::layers::{Layer, LayerSpec};
     for node in model.nodes.iter_mut() {
         let LayerSpec::Bert(cfg) = &node.spec else { continue };
@@ -913,8 +930,22 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
         .as_ref()
         .ok_or_else(|| Error::new("cross-validation takes one `dataset`, not `[data.tasks]`").at("data"))?;
     let raw = read_main(exp, dataset)?;
-    let labels = raw.labels()?.unwrap_or_else(|| vec![0; raw.len()]);
-    let parts = crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?;
+    let parts = match raw.label_sets() {
+        Some((sets, k)) => {
+            if folds < 2 || folds > raw.len() {
+                return Err(Error::new(format!(
+                    "expected between 2 and {} folds (the number of examples), found {folds}",
+                    raw.len()
+                ))
+                .at("--folds"));
+            }
+            crate::data::sampling::iterative_stratification(sets, k, &vec![1.0 / folds as f64; folds], opts.seed)
+        }
+        None => {
+            let labels = raw.labels()?.unwrap_or_else(|| vec![0; raw.len()]);
+            crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?
+        }
+    };
     let mut results = vec![];
     for (k, rows) in parts.into_iter().enumerate() {
         if !opts.quiet {

@@ -47,6 +47,13 @@ impl TaskHead {
                     classes.len()
                 )));
             }
+            Task::Multilabel if !classes.is_empty() && classes.len() != outputs => {
+                return Err(Error::new(format!(
+                    "the data has {} labels but the model outputs {outputs} values; make the last layer `units = {}`",
+                    classes.len(),
+                    classes.len()
+                )));
+            }
             Task::Binary if classes.len() > 2 => {
                 return Err(Error::new(format!(
                     "a binary loss (binary_crossentropy, hinge) with one output needs 2 classes, the data has {}",

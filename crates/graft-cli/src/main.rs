@@ -369,7 +369,25 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Keeps freed tensor buffers in the heap instead of returning them to the kernel. The engine allocates a fresh
+/// buffer for most op outputs; with glibc's defaults every buffer above 128 KiB is its own `mmap`, so each training
+/// step pays page faults and zeroing for memory it just released (measured: the MLP training step 1.65-2x faster,
+/// the CNN 1.2-1.3x, the LSTM 1.2-1.35x; see the README's performance section). `GRAFT_MALLOC_DEFAULTS=1` keeps
+/// glibc's defaults, to measure the difference.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("GRAFT_MALLOC_DEFAULTS").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; it is called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -253,7 +253,7 @@ impl Recurrent {
         training: bool,
     ) -> (Vec<Tensor<3>>, Vec<Tensor<2>>) {
         let keep = mask.map(|m| m.bool_not().float());
-        let keep_steps = keep.map(|k| split_steps(k.unsqueeze_dim::<3>(2)));
+        let keep_steps = keep.as_ref().map(|k| split_steps(k.clone().unsqueeze_dim::<3>(2)));
         let mut input = x;
         let mut finals: Vec<Vec<Tensor<2>>> = vec![];
         let mut merged_last = None;
@@ -271,7 +271,10 @@ impl Recurrent {
                     .take(self.cell.states())
                     .cloned()
                     .collect();
-                let (seq, state) = self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init);
+                let (seq, state) = match self.fused(idx, input.clone(), keep.as_ref(), d == 1, &init) {
+                    Some(done) => done,
+                    None => self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init),
+                };
                 seqs.push(seq);
                 finals.push(state);
             }
@@ -309,6 +312,50 @@ impl Recurrent {
             MergeMode::Mul => a * b,
             MergeMode::Ave => (a + b).div_scalar(2.0),
         }
+    }
+
+    /// An LSTM layer in one direction as one fused operation (see [`super::fused_lstm`]), where the backend has it;
+    /// `None` to use the composed steps. Same results, same parameters.
+    fn fused(
+        &self,
+        idx: usize,
+        x: Tensor<3>,
+        keep: Option<&Tensor<2>>,
+        reverse: bool,
+        initial: &[Tensor<2>],
+    ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        if self.cell != Cell::Lstm
+            || t == 0
+            || x.dtype() != burn::tensor::DType::F32
+            || !super::fused_lstm::available(&device)
+            || composed_rnn_forced()
+        {
+            return None;
+        }
+        let h = self.units;
+        let (w_ih, w_hh) = (&self.weights[2 * idx], &self.weights[2 * idx + 1]);
+        let mut xp = linear(x, w_ih, self.biases.get(2 * idx));
+        if let Some(b_hh) = self.biases.get(2 * idx + 1) {
+            xp = xp + b_hh.val().unsqueeze::<3>();
+        }
+        let zeros = || Tensor::<2>::zeros([b, h], &device);
+        let h0 = initial.first().cloned().unwrap_or_else(zeros);
+        let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
+        let keep_all = keep.cloned().unwrap_or_else(|| Tensor::<2>::ones([b, t], &device));
+        let states = super::fused_lstm::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
+        let hs = states.clone().narrow(2, 0, h);
+        let seq = match keep {
+            Some(k) => hs * k.clone().unsqueeze_dim::<3>(2),
+            None => hs,
+        };
+        let last = if reverse { 0 } else { t - 1 };
+        let final_states = states.narrow(1, last, 1).squeeze_dim::<2>(1);
+        Some((
+            seq,
+            vec![final_states.clone().narrow(1, 0, h), final_states.narrow(1, h, h)],
+        ))
     }
 
     /// One layer in one direction: `[B, T, F]` → (`[B, T, H]`, final states).
@@ -398,6 +445,13 @@ impl Recurrent {
             }
         }
     }
+}
+
+/// `GRAFT_COMPOSED_RNN=1` runs LSTMs step by step with ordinary tensor operations even where the fused operation
+/// exists (to compare the two).
+fn composed_rnn_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("GRAFT_COMPOSED_RNN").is_some())
 }
 
 /// Splits `[B, T, X]` into T tensors `[B, X]`. Slicing in two levels (blocks of √T steps, then steps) keeps the
@@ -501,5 +555,88 @@ impl Module for Recurrent {
             })
             .collect();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The fused LSTM pass and the composed steps give the same outputs, final states and gradients (inputs,
+    /// weights, biases, initial states), with padding, in both directions.
+    #[test]
+    fn fused_lstm_matches_the_composed_steps() {
+        let device = Device::default().autodiff();
+        let cfg = RecurrentConfig::new(5);
+        let layer = init(&cfg, Cell::Lstm, 2, MergeMode::Concat, &vec![6, 3], &device);
+        let x = Tensor::<3>::random([2, 6, 3], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let h0 = Tensor::<2>::random([2, 5], Distribution::Uniform(-0.5, 0.5), &device).require_grad();
+        let c0 = Tensor::<2>::random([2, 5], Distribution::Uniform(-0.5, 0.5), &device).require_grad();
+        let keep = Tensor::<2>::from_floats(
+            [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]],
+            &device,
+        );
+        let weights = Tensor::<3>::random([2, 6, 5], Distribution::Uniform(-1.0, 1.0), &device);
+        for reverse in [false, true] {
+            let idx = usize::from(reverse);
+            let initial = vec![h0.clone(), c0.clone()];
+            let loss = |(seq, states): (Tensor<3>, Vec<Tensor<2>>)| {
+                (seq * weights.clone()).sum() + states[0].clone().sum() * 0.7 + states[1].clone().sum() * 1.3
+            };
+            let (seq_f, states_f) = layer
+                .fused(idx, x.clone(), Some(&keep), reverse, &initial)
+                .expect("flex runs the fused pass");
+            let steps = split_steps(keep.clone().unsqueeze_dim::<3>(2));
+            let (seq_c, states_c) = layer.run(idx, x.clone(), Some(&steps), reverse, initial.clone());
+            let close = |a: Tensor<3>, b: Tensor<3>, what: &str| {
+                let (a, b) = (
+                    a.into_data().try_to_vec::<f32>().unwrap(),
+                    b.into_data().try_to_vec::<f32>().unwrap(),
+                );
+                for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                        "{what}[{i}] (reverse {reverse}): {p} vs {q}"
+                    );
+                }
+            };
+            close(seq_f.clone(), seq_c.clone(), "sequence");
+            for k in 0..2 {
+                close(
+                    states_f[k].clone().unsqueeze::<3>(),
+                    states_c[k].clone().unsqueeze::<3>(),
+                    "final state",
+                );
+            }
+            let g_f = loss((seq_f, states_f)).backward();
+            let g_c = loss((seq_c, states_c)).backward();
+            let grad3 = |t: &Tensor<3>, g| t.grad(g).unwrap().unsqueeze::<3>();
+            close(grad3(&x, &g_f), grad3(&x, &g_c), "d x");
+            close(
+                h0.grad(&g_f).unwrap().unsqueeze(),
+                h0.grad(&g_c).unwrap().unsqueeze(),
+                "d h0",
+            );
+            close(
+                c0.grad(&g_f).unwrap().unsqueeze(),
+                c0.grad(&g_c).unwrap().unsqueeze(),
+                "d c0",
+            );
+            for p in [&layer.weights[2 * idx], &layer.weights[2 * idx + 1]] {
+                close(
+                    p.val().grad(&g_f).unwrap().unsqueeze(),
+                    p.val().grad(&g_c).unwrap().unsqueeze(),
+                    "d weight",
+                );
+            }
+            for p in [&layer.biases[2 * idx], &layer.biases[2 * idx + 1]] {
+                close(
+                    p.val().grad(&g_f).unwrap().unsqueeze(),
+                    p.val().grad(&g_c).unwrap().unsqueeze(),
+                    "d bias",
+                );
+            }
+        }
     }
 }

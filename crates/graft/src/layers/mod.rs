@@ -9,7 +9,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
-pub mod fused_lstm;
+pub mod fused;
 pub mod init;
 pub mod merge;
 pub mod norm;

@@ -314,8 +314,8 @@ impl Recurrent {
         }
     }
 
-    /// An LSTM layer in one direction as one fused operation (see [`super::fused_lstm`]), where the backend has it;
-    /// `None` to use the composed steps. Same results, same parameters.
+    /// An LSTM or GRU layer in one direction as one fused operation (see [`super::fused`]), where the backend has
+    /// it; `None` to use the composed steps. Same results, same parameters.
     fn fused(
         &self,
         idx: usize,
@@ -326,36 +326,54 @@ impl Recurrent {
     ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        if self.cell != Cell::Lstm
+        if !matches!(self.cell, Cell::Lstm | Cell::Gru)
             || t == 0
             || x.dtype() != burn::tensor::DType::F32
-            || !super::fused_lstm::available(&device)
+            || !super::fused::available(&device)
             || composed_rnn_forced()
         {
             return None;
         }
         let h = self.units;
         let (w_ih, w_hh) = (&self.weights[2 * idx], &self.weights[2 * idx + 1]);
+        let b_hh = self.biases.get(2 * idx + 1).map(|p| p.val());
         let mut xp = linear(x, w_ih, self.biases.get(2 * idx));
-        if let Some(b_hh) = self.biases.get(2 * idx + 1) {
-            xp = xp + b_hh.val().unsqueeze::<3>();
-        }
         let zeros = || Tensor::<2>::zeros([b, h], &device);
         let h0 = initial.first().cloned().unwrap_or_else(zeros);
-        let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
         let keep_all = keep.cloned().unwrap_or_else(|| Tensor::<2>::ones([b, t], &device));
-        let states = super::fused_lstm::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
-        let hs = states.clone().narrow(2, 0, h);
-        let seq = match keep {
+        let last = if reverse { 0 } else { t - 1 };
+        let masked = |hs: Tensor<3>| match keep {
             Some(k) => hs * k.clone().unsqueeze_dim::<3>(2),
             None => hs,
         };
-        let last = if reverse { 0 } else { t - 1 };
-        let final_states = states.narrow(1, last, 1).squeeze_dim::<2>(1);
-        Some((
-            seq,
-            vec![final_states.clone().narrow(1, 0, h), final_states.narrow(1, h, h)],
-        ))
+        if self.cell == Cell::Lstm {
+            if let Some(b_hh) = b_hh {
+                xp = xp + b_hh.unsqueeze::<3>();
+            }
+            let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
+            let states = super::fused::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
+            let seq = masked(states.clone().narrow(2, 0, h));
+            let final_states = states.narrow(1, last, 1).squeeze_dim::<2>(1);
+            return Some((
+                seq,
+                vec![final_states.clone().narrow(1, 0, h), final_states.narrow(1, h, h)],
+            ));
+        }
+        // GRU: b_hr and b_hz fold into the input projection; b_hn stays inside the reset gate's product.
+        let b_hn = match b_hh {
+            Some(b_hh) => {
+                let folded = Tensor::cat(
+                    vec![b_hh.clone().narrow(0, 0, 2 * h), Tensor::<1>::zeros([h], &device)],
+                    0,
+                );
+                xp = xp + folded.unsqueeze::<3>();
+                b_hh.narrow(0, 2 * h, h)
+            }
+            None => Tensor::<1>::zeros([h], &device),
+        };
+        let states = super::fused::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
+        let final_h = states.clone().narrow(1, last, 1).squeeze_dim::<2>(1);
+        Some((masked(states), vec![final_h]))
     }
 
     /// One layer in one direction: `[B, T, F]` → (`[B, T, H]`, final states).
@@ -566,10 +584,16 @@ mod tests {
     /// The fused LSTM pass and the composed steps give the same outputs, final states and gradients (inputs,
     /// weights, biases, initial states), with padding, in both directions.
     #[test]
-    fn fused_lstm_matches_the_composed_steps() {
+    fn fused_lstm_and_gru_match_the_composed_steps() {
+        for cell in [Cell::Lstm, Cell::Gru] {
+            fused_matches_composed(cell);
+        }
+    }
+
+    fn fused_matches_composed(cell: Cell) {
         let device = Device::default().autodiff();
         let cfg = RecurrentConfig::new(5);
-        let layer = init(&cfg, Cell::Lstm, 2, MergeMode::Concat, &vec![6, 3], &device);
+        let layer = init(&cfg, cell, 2, MergeMode::Concat, &vec![6, 3], &device);
         let x = Tensor::<3>::random([2, 6, 3], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
         let h0 = Tensor::<2>::random([2, 5], Distribution::Uniform(-0.5, 0.5), &device).require_grad();
         let c0 = Tensor::<2>::random([2, 5], Distribution::Uniform(-0.5, 0.5), &device).require_grad();
@@ -580,9 +604,16 @@ mod tests {
         let weights = Tensor::<3>::random([2, 6, 5], Distribution::Uniform(-1.0, 1.0), &device);
         for reverse in [false, true] {
             let idx = usize::from(reverse);
-            let initial = vec![h0.clone(), c0.clone()];
+            let initial = if cell == Cell::Lstm {
+                vec![h0.clone(), c0.clone()]
+            } else {
+                vec![h0.clone()]
+            };
             let loss = |(seq, states): (Tensor<3>, Vec<Tensor<2>>)| {
-                (seq * weights.clone()).sum() + states[0].clone().sum() * 0.7 + states[1].clone().sum() * 1.3
+                let c_term = states
+                    .get(1)
+                    .map_or(Tensor::<1>::zeros([1], &seq.device()), |c| c.clone().sum() * 1.3);
+                (seq * weights.clone()).sum() + states[0].clone().sum() * 0.7 + c_term
             };
             let (seq_f, states_f) = layer
                 .fused(idx, x.clone(), Some(&keep), reverse, &initial)
@@ -602,12 +633,9 @@ mod tests {
                 }
             };
             close(seq_f.clone(), seq_c.clone(), "sequence");
-            for k in 0..2 {
-                close(
-                    states_f[k].clone().unsqueeze::<3>(),
-                    states_c[k].clone().unsqueeze::<3>(),
-                    "final state",
-                );
+            assert_eq!(states_f.len(), states_c.len());
+            for (f, c) in states_f.iter().zip(&states_c) {
+                close(f.clone().unsqueeze::<3>(), c.clone().unsqueeze::<3>(), "final state");
             }
             let g_f = loss((seq_f, states_f)).backward();
             let g_c = loss((seq_c, states_c)).backward();
@@ -618,11 +646,13 @@ mod tests {
                 h0.grad(&g_c).unwrap().unsqueeze(),
                 "d h0",
             );
-            close(
-                c0.grad(&g_f).unwrap().unsqueeze(),
-                c0.grad(&g_c).unwrap().unsqueeze(),
-                "d c0",
-            );
+            if cell == Cell::Lstm {
+                close(
+                    c0.grad(&g_f).unwrap().unsqueeze(),
+                    c0.grad(&g_c).unwrap().unsqueeze(),
+                    "d c0",
+                );
+            }
             for p in [&layer.weights[2 * idx], &layer.weights[2 * idx + 1]] {
                 close(
                     p.val().grad(&g_f).unwrap().unsqueeze(),

@@ -1,0 +1,579 @@
+//! Fused recurrent layers for the CPU (`flex`) backend: a whole LSTM or GRU sequence as one operation with a
+//! handwritten backward (backpropagation through time), instead of a dozen small autodiff operations per timestep.
+//!
+//! The input projection `x·W_ihᵀ + b_ih` (+ the recurrent biases that can be folded in) of every step is one matmul
+//! outside, in ordinary autodiff; the fused operation runs the recurrence (`lstm.rs`, `gru.rs`). Batch rows are
+//! independent, so contiguous ranges of them run on separate threads. Padded steps (`keep` = 0) leave the state
+//! unchanged, exactly as the composed layer does.
+//!
+//! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
+//! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
+
+pub mod gru;
+pub mod lstm;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// The sizes of one fused run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dims {
+    pub batch: usize,
+    pub steps: usize,
+    pub hidden: usize,
+}
+
+/// `e^x` to about 3e-7 relative error, in plain arithmetic so that the gate loops vectorize (a call into libm per
+/// element was a fifth of the step). Cody–Waite reduction: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts so
+/// that n·ln2 is exact), e^r by its degree-6 Taylor polynomial, 2^n built in the exponent bits.
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits
+    const LN2_HI: f32 = 0.693_145_751_953_125;
+    const LN2_LO: f32 = 1.428_606_765_330_187e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let power = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    p * f32::from_bits((power.wrapping_add(127) as u32) << 23)
+}
+
+#[inline(always)]
+pub(super) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+pub(super) fn tanh(x: f32) -> f32 {
+    2.0 / (1.0 + exp(-2.0 * x)) - 1.0
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each matrix given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (isize, isize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: every caller passes buffers holding the m×n, m×k and k×n matrices the strides describe.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+pub(super) fn time_of(steps: usize, step: usize, reverse: bool) -> usize {
+    if reverse { steps - 1 - step } else { step }
+}
+
+/// The batch rows split into one contiguous range per thread: the rows of an LSTM are independent, so each range
+/// runs its whole recurrence on its own core (the per-step matmuls are too small to split well).
+fn batch_ranges(batch: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = rayon::current_num_threads().clamp(1, batch.max(1));
+    (0..parts)
+        .map(|p| (p * batch / parts)..((p + 1) * batch / parts))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Runs `work` on every batch range in parallel and concatenates the per-range outputs (each batch-major).
+pub(super) fn per_batch_range<R: Send>(
+    batch: usize,
+    work: impl Fn(std::ops::Range<usize>) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    batch_ranges(batch).into_par_iter().map(work).collect()
+}
+
+/// The fused passes as backend operations. Each forward returns the states and the saved gates; each backward the
+/// gradients of the forward's differentiable inputs (LSTM: `xp, w_hh, h0, c0`; GRU: `xp, w_hh, b_hn, h0`).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedRnnBackend: Backend {
+    fn lstm_forward(
+        xp: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_backward(
+        d_states: FloatTensor<Self>,
+        states: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
+    fn gru_forward(
+        xp: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_hn: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    #[allow(clippy::too_many_arguments)]
+    fn gru_backward(
+        d_states: FloatTensor<Self>,
+        states: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+}
+
+fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("an f32 tensor").to_vec()),
+    }
+}
+
+fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// `[B, T, width·H]` → the run's sizes.
+fn dims_of(t: &FlexTensor, width: usize) -> Dims {
+    let shape = t.layout().shape();
+    Dims {
+        batch: shape[0],
+        steps: shape[1],
+        hidden: shape[2] / width,
+    }
+}
+
+impl FusedRnnBackend for Flex {
+    fn lstm_forward(
+        xp: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let d = dims_of(&xp, 4);
+        let (states, saved) = lstm::forward(
+            d,
+            &f32s(&xp),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&c0),
+            &f32s(&keep),
+            reverse,
+        );
+        (
+            flex(states, vec![d.batch, d.steps, 2 * d.hidden]),
+            flex(saved, vec![d.batch, d.steps, lstm::SAVED * d.hidden]),
+        )
+    }
+
+    fn lstm_backward(
+        d_states: FlexTensor,
+        states: FlexTensor,
+        saved: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let shape = states.layout().shape();
+        let d = Dims {
+            batch: shape[0],
+            steps: shape[1],
+            hidden: shape[2] / 2,
+        };
+        let g = lstm::backward(
+            d,
+            &f32s(&d_states),
+            &f32s(&states),
+            &f32s(&saved),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&c0),
+            &f32s(&keep),
+            reverse,
+        );
+        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        (
+            flex(g.xp, vec![b, t, 4 * h]),
+            flex(g.w_hh, vec![4 * h, h]),
+            flex(g.h0, vec![b, h]),
+            flex(g.c0, vec![b, h]),
+        )
+    }
+
+    fn gru_forward(
+        xp: FlexTensor,
+        w_hh: FlexTensor,
+        b_hn: FlexTensor,
+        h0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let d = dims_of(&xp, 3);
+        let (states, saved) = gru::forward(
+            d,
+            &f32s(&xp),
+            &f32s(&w_hh),
+            &f32s(&b_hn),
+            &f32s(&h0),
+            &f32s(&keep),
+            reverse,
+        );
+        (
+            flex(states, vec![d.batch, d.steps, d.hidden]),
+            flex(saved, vec![d.batch, d.steps, gru::SAVED * d.hidden]),
+        )
+    }
+
+    fn gru_backward(
+        d_states: FlexTensor,
+        states: FlexTensor,
+        saved: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let d = dims_of(&states, 1);
+        let g = gru::backward(
+            d,
+            &f32s(&d_states),
+            &f32s(&states),
+            &f32s(&saved),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&keep),
+            reverse,
+        );
+        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        (
+            flex(g.xp, vec![b, t, 3 * h]),
+            flex(g.w_hh, vec![3 * h, h]),
+            flex(g.b_hn, vec![h]),
+            flex(g.h0, vec![b, h]),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct LstmBackward;
+
+impl<B: Backend + FusedRnnBackend> Backward<B, 4> for LstmBackward {
+    /// states, saved gates, w_hh, h0, c0, keep, reverse
+    #[allow(clippy::type_complexity)]
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        bool,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_states = grads.consume::<B>(&ops.node);
+        let (states, saved, w_hh, h0, c0, keep, reverse) = ops.state;
+        let (d_xp, d_w, d_h0, d_c0) = B::lstm_backward(d_states, states, saved, w_hh, h0, c0, keep, reverse);
+        for (parent, grad) in ops.parents.into_iter().zip([d_xp, d_w, d_h0, d_c0]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GruBackward;
+
+impl<B: Backend + FusedRnnBackend> Backward<B, 4> for GruBackward {
+    /// states, saved values, w_hh, h0, keep, reverse
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        bool,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_states = grads.consume::<B>(&ops.node);
+        let (states, saved, w_hh, h0, keep, reverse) = ops.state;
+        let (d_xp, d_w, d_b_hn, d_h0) = B::gru_backward(d_states, states, saved, w_hh, h0, keep, reverse);
+        for (parent, grad) in ops.parents.into_iter().zip([d_xp, d_w, d_b_hn, d_h0]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + FusedRnnBackend, C: CheckpointStrategy> FusedRnnBackend for Autodiff<B, C> {
+    fn lstm_forward(
+        xp: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (states, saved) = B::lstm_forward(
+            xp.primitive().clone(),
+            w_hh.primitive().clone(),
+            h0.primitive().clone(),
+            c0.primitive().clone(),
+            keep.primitive().clone(),
+            reverse,
+        );
+        let tracked = match LstmBackward
+            .prepare::<C>([xp.node(), w_hh.node(), h0.node(), c0.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (
+                    states.clone(),
+                    saved.clone(),
+                    w_hh.into_primitive(),
+                    h0.into_primitive(),
+                    c0.into_primitive(),
+                    keep.into_primitive(),
+                    reverse,
+                ),
+                states,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(states),
+        };
+        (tracked, Self::from_inner(saved))
+    }
+
+    fn lstm_backward(
+        d_states: FloatTensor<Self>,
+        states: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        // Only reached when someone differentiates the backward itself; its outputs are constants.
+        let (a, b, c, d) = B::lstm_backward(
+            d_states.into_primitive(),
+            states.into_primitive(),
+            saved.into_primitive(),
+            w_hh.into_primitive(),
+            h0.into_primitive(),
+            c0.into_primitive(),
+            keep.into_primitive(),
+            reverse,
+        );
+        (
+            Self::from_inner(a),
+            Self::from_inner(b),
+            Self::from_inner(c),
+            Self::from_inner(d),
+        )
+    }
+
+    fn gru_forward(
+        xp: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        b_hn: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (states, saved) = B::gru_forward(
+            xp.primitive().clone(),
+            w_hh.primitive().clone(),
+            b_hn.primitive().clone(),
+            h0.primitive().clone(),
+            keep.primitive().clone(),
+            reverse,
+        );
+        let tracked = match GruBackward
+            .prepare::<C>([xp.node(), w_hh.node(), b_hn.node(), h0.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (
+                    states.clone(),
+                    saved.clone(),
+                    w_hh.into_primitive(),
+                    h0.into_primitive(),
+                    keep.into_primitive(),
+                    reverse,
+                ),
+                states,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(states),
+        };
+        (tracked, Self::from_inner(saved))
+    }
+
+    fn gru_backward(
+        d_states: FloatTensor<Self>,
+        states: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (a, b, c, d) = B::gru_backward(
+            d_states.into_primitive(),
+            states.into_primitive(),
+            saved.into_primitive(),
+            w_hh.into_primitive(),
+            h0.into_primitive(),
+            keep.into_primitive(),
+            reverse,
+        );
+        (
+            Self::from_inner(a),
+            Self::from_inner(b),
+            Self::from_inner(c),
+            Self::from_inner(d),
+        )
+    }
+}
+
+/// Whether the fused pass can run on `device`: the flex backend, with or without autodiff.
+pub fn available(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// The LSTM recurrence over `xp` `[B, T, 4H]` (projected inputs, biases included) with recurrent weight `w_hh`
+/// `[4H, H]`, initial states `[B, H]` and `keep` `[B, T]`: the states `[B, T, 2H]` (h, then c) after every step.
+pub fn lstm_states(
+    xp: Tensor<3>,
+    w_hh: Tensor<2>,
+    h0: Tensor<2>,
+    c0: Tensor<2>,
+    keep: Tensor<2>,
+    reverse: bool,
+) -> Tensor<3> {
+    let (states, _saved) = <Dispatch as FusedRnnBackend>::lstm_forward(
+        xp.into_dispatch(),
+        w_hh.into_dispatch(),
+        h0.into_dispatch(),
+        c0.into_dispatch(),
+        keep.into_dispatch(),
+        reverse,
+    );
+    Tensor::<3>::from_dispatch(states)
+}
+
+/// The GRU recurrence over `xp` `[B, T, 3H]` (projected inputs with `b_ih`, `b_hr` and `b_hz` included) with
+/// recurrent weight `w_hh` `[3H, H]`, the candidate's recurrent bias `b_hn` `[H]`, initial state `[B, H]` and
+/// `keep` `[B, T]`: the state `[B, T, H]` after every step.
+pub fn gru_states(
+    xp: Tensor<3>,
+    w_hh: Tensor<2>,
+    b_hn: Tensor<1>,
+    h0: Tensor<2>,
+    keep: Tensor<2>,
+    reverse: bool,
+) -> Tensor<3> {
+    let (states, _saved) = <Dispatch as FusedRnnBackend>::gru_forward(
+        xp.into_dispatch(),
+        w_hh.into_dispatch(),
+        b_hn.into_dispatch(),
+        h0.into_dispatch(),
+        keep.into_dispatch(),
+        reverse,
+    );
+    Tensor::<3>::from_dispatch(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_exponential_is_accurate() {
+        let mut worst: f64 = 0.0;
+        for k in -8000..=8000 {
+            let x = k as f32 / 100.0;
+            let rel = ((exp(x) as f64) - (x as f64).exp()).abs() / (x as f64).exp();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert!((tanh(0.5) - 0.5f32.tanh()).abs() < 1e-6 && (sigmoid(-3.0) - 0.047_425_874).abs() < 1e-6);
+        // Far outside the f32 range the argument is clamped: tiny or huge, never garbage.
+        assert!(exp(-200.0) > 0.0 && exp(-200.0) < 1e-37);
+        assert!(exp(200.0).is_finite() && exp(200.0) > 1e38);
+        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(200.0) == 1.0 && tanh(-50.0) == -1.0 && tanh(50.0) == 1.0);
+    }
+}

@@ -22,7 +22,9 @@ pub fn forward(
     reverse: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let (t, h) = (d.steps, d.hidden);
-    let parts = per_batch_range(d.batch, |r| {
+    let mut states = vec![0f32; d.batch * t * h];
+    let mut saved = vec![0f32; d.batch * t * SAVED * h];
+    per_batch_range(d.batch, [&mut states, &mut saved], [t * h, t * SAVED * h], |r, [states, saved]| {
         forward_rows(
             Dims { batch: r.len(), ..d },
             &xp[r.start * t * 3 * h..r.end * t * 3 * h],
@@ -31,19 +33,14 @@ pub fn forward(
             &h0[r.start * h..r.end * h],
             &keep[r.start * t..r.end * t],
             reverse,
+            states,
+            saved,
         )
     });
-    let (mut states, mut saved) = (
-        Vec::with_capacity(d.batch * t * h),
-        Vec::with_capacity(d.batch * t * SAVED * h),
-    );
-    for (st, sv) in parts {
-        states.extend_from_slice(&st);
-        saved.extend_from_slice(&sv);
-    }
     (states, saved)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward_rows(
     d: Dims,
     xp: &[f32],
@@ -52,11 +49,11 @@ fn forward_rows(
     h0: &[f32],
     keep: &[f32],
     reverse: bool,
-) -> (Vec<f32>, Vec<f32>) {
+    states: &mut [f32],
+    saved: &mut [f32],
+) {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g3 = 3 * h;
-    let mut states = vec![0f32; b * t * h];
-    let mut saved = vec![0f32; b * t * SAVED * h];
     let mut hp = h0.to_vec();
     let mut a = vec![0f32; b * g3];
     for s in 0..t {
@@ -85,7 +82,6 @@ fn forward_rows(
             states[row * h..(row + 1) * h].copy_from_slice(&hp[bi * h..(bi + 1) * h]);
         }
     }
-    (states, saved)
 }
 
 #[inline(never)]
@@ -133,38 +129,44 @@ pub fn backward(
     reverse: bool,
 ) -> Grads {
     let (t, h) = (d.steps, d.hidden);
-    let parts = per_batch_range(d.batch, |r| {
-        let bt = r.start * t..r.end * t;
-        backward_rows(
-            Dims { batch: r.len(), ..d },
-            &d_states[bt.start * h..bt.end * h],
-            &states[bt.start * h..bt.end * h],
-            &saved[bt.start * SAVED * h..bt.end * SAVED * h],
-            w_hh,
-            &h0[r.start * h..r.end * h],
-            &keep[bt],
-            reverse,
-        )
-    });
     let mut total = Grads {
-        xp: Vec::with_capacity(d.batch * t * 3 * h),
+        xp: vec![0f32; d.batch * t * 3 * h],
         w_hh: vec![0f32; 3 * h * h],
         b_hn: vec![0f32; h],
-        h0: Vec::with_capacity(d.batch * h),
+        h0: vec![0f32; d.batch * h],
     };
-    for g in parts {
-        total.xp.extend_from_slice(&g.xp);
-        total.h0.extend_from_slice(&g.h0);
-        for (acc, v) in total.w_hh.iter_mut().zip(&g.w_hh) {
+    let weight_grads = per_batch_range(
+        d.batch,
+        [&mut total.xp, &mut total.h0],
+        [t * 3 * h, h],
+        |r, [d_xp, d_h0]| {
+            let bt = r.start * t..r.end * t;
+            backward_rows(
+                Dims { batch: r.len(), ..d },
+                &d_states[bt.start * h..bt.end * h],
+                &states[bt.start * h..bt.end * h],
+                &saved[bt.start * SAVED * h..bt.end * SAVED * h],
+                w_hh,
+                &h0[r.start * h..r.end * h],
+                &keep[bt],
+                reverse,
+                (d_xp, d_h0),
+            )
+        },
+    );
+    for (d_w, d_b_hn) in weight_grads {
+        for (acc, v) in total.w_hh.iter_mut().zip(&d_w) {
             *acc += v;
         }
-        for (acc, v) in total.b_hn.iter_mut().zip(&g.b_hn) {
+        for (acc, v) in total.b_hn.iter_mut().zip(&d_b_hn) {
             *acc += v;
         }
     }
     total
 }
 
+/// The rows' backward: fills the gradients of their `xp` and `h0` in place and returns their parts of the `W_hh`
+/// and `b_hn` gradients.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows(
     d: Dims,
@@ -175,14 +177,13 @@ fn backward_rows(
     h0: &[f32],
     keep: &[f32],
     reverse: bool,
-) -> Grads {
+    (d_xp, dh): (&mut [f32], &mut [f32]),
+) -> (Vec<f32>, Vec<f32>) {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g3 = 3 * h;
-    let mut d_xp = vec![0f32; b * t * g3];
     // The gradient of the recurrent pre-activations h·W_hhᵀ (its n block differs from d_xp's by the reset gate).
     let mut d_rec = vec![0f32; b * t * g3];
     let mut h_prev_all = vec![0f32; b * t * h];
-    let mut dh = vec![0f32; b * h];
     for s in (0..t).rev() {
         let time = time_of(t, s, reverse);
         let prev = (s > 0).then(|| time_of(t, s - 1, reverse));
@@ -206,7 +207,7 @@ fn backward_rows(
         }
         matmul(
             (b, h, g3),
-            &mut dh,
+            dh,
             (h as isize, 1),
             true,
             &d_rec[time * g3..],
@@ -232,12 +233,7 @@ fn backward_rows(
             *acc += v;
         }
     }
-    Grads {
-        xp: d_xp,
-        w_hh: d_w,
-        b_hn: d_b_hn,
-        h0: dh,
-    }
+    (d_w, d_b_hn)
 }
 
 /// One row's step backward. `dh` holds the carried gradient of the state and leaves with the previous state's

@@ -24,29 +24,25 @@ pub fn forward(
     reverse: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let (t, h) = (d.steps, d.hidden);
-    let parts = per_batch_range(d.batch, |r| {
-        let rows = r.len();
+    let mut states = vec![0f32; d.batch * t * 2 * h];
+    let mut saved = vec![0f32; d.batch * t * SAVED * h];
+    per_batch_range(d.batch, [&mut states, &mut saved], [t * 2 * h, t * SAVED * h], |r, [states, saved]| {
         forward_rows(
-            Dims { batch: rows, ..d },
+            Dims { batch: r.len(), ..d },
             &xp[r.start * t * 4 * h..r.end * t * 4 * h],
             w_hh,
             &h0[r.start * h..r.end * h],
             &c0[r.start * h..r.end * h],
             &keep[r.start * t..r.end * t],
             reverse,
+            states,
+            saved,
         )
     });
-    let (mut states, mut saved) = (
-        Vec::with_capacity(d.batch * t * 2 * h),
-        Vec::with_capacity(d.batch * t * SAVED * h),
-    );
-    for (st, sv) in parts {
-        states.extend_from_slice(&st);
-        saved.extend_from_slice(&sv);
-    }
     (states, saved)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward_rows(
     d: Dims,
     xp: &[f32],
@@ -55,11 +51,11 @@ fn forward_rows(
     c0: &[f32],
     keep: &[f32],
     reverse: bool,
-) -> (Vec<f32>, Vec<f32>) {
+    states: &mut [f32],
+    saved: &mut [f32],
+) {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g4 = 4 * h;
-    let mut states = vec![0f32; b * t * 2 * h];
-    let mut saved = vec![0f32; b * t * SAVED * h];
     let (mut hp, mut cp) = (h0.to_vec(), c0.to_vec());
     let mut a = vec![0f32; b * g4];
     for s in 0..t {
@@ -88,7 +84,6 @@ fn forward_rows(
             gates_forward(arow, crow, hrow, out, st, k, h);
         }
     }
-    (states, saved)
 }
 
 /// One row's gates from its pre-activations `a` (i, f, g, o blocks): updates the states in place (blended with
@@ -144,37 +139,41 @@ pub fn backward(
     reverse: bool,
 ) -> Grads {
     let (t, h) = (d.steps, d.hidden);
-    let parts = per_batch_range(d.batch, |r| {
-        let (bt, bh) = (r.start * t..r.end * t, r.start * h..r.end * h);
-        backward_rows(
-            Dims { batch: r.len(), ..d },
-            &d_states[bt.start * 2 * h..bt.end * 2 * h],
-            &states[bt.start * 2 * h..bt.end * 2 * h],
-            &saved[bt.start * SAVED * h..bt.end * SAVED * h],
-            w_hh,
-            &h0[bh.clone()],
-            &c0[bh],
-            &keep[bt],
-            reverse,
-        )
-    });
     let mut total = Grads {
-        xp: Vec::with_capacity(d.batch * t * 4 * h),
+        xp: vec![0f32; d.batch * t * 4 * h],
         w_hh: vec![0f32; 4 * h * h],
-        h0: Vec::with_capacity(d.batch * h),
-        c0: Vec::with_capacity(d.batch * h),
+        h0: vec![0f32; d.batch * h],
+        c0: vec![0f32; d.batch * h],
     };
-    for g in parts {
-        total.xp.extend_from_slice(&g.xp);
-        total.h0.extend_from_slice(&g.h0);
-        total.c0.extend_from_slice(&g.c0);
-        for (acc, v) in total.w_hh.iter_mut().zip(&g.w_hh) {
+    let weight_grads = per_batch_range(
+        d.batch,
+        [&mut total.xp, &mut total.h0, &mut total.c0],
+        [t * 4 * h, h, h],
+        |r, [d_xp, d_h0, d_c0]| {
+            let (bt, bh) = (r.start * t..r.end * t, r.start * h..r.end * h);
+            backward_rows(
+                Dims { batch: r.len(), ..d },
+                &d_states[bt.start * 2 * h..bt.end * 2 * h],
+                &states[bt.start * 2 * h..bt.end * 2 * h],
+                &saved[bt.start * SAVED * h..bt.end * SAVED * h],
+                w_hh,
+                (&h0[bh.clone()], &c0[bh]),
+                &keep[bt],
+                reverse,
+                (d_xp, d_h0, d_c0),
+            )
+        },
+    );
+    for g in weight_grads {
+        for (acc, v) in total.w_hh.iter_mut().zip(&g) {
             *acc += v;
         }
     }
     total
 }
 
+/// The rows' backward: fills the gradients of their `xp` (= of the gate pre-activations), `h0` and `c0` in place
+/// and returns their part of the `W_hh` gradient.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows(
     d: Dims,
@@ -182,17 +181,14 @@ fn backward_rows(
     states: &[f32],
     saved: &[f32],
     w_hh: &[f32],
-    h0: &[f32],
-    c0: &[f32],
+    (h0, c0): (&[f32], &[f32]),
     keep: &[f32],
     reverse: bool,
-) -> Grads {
+    (d_gates, dh, dc): (&mut [f32], &mut [f32], &mut [f32]),
+) -> Vec<f32> {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g4 = 4 * h;
-    // The gradient of the pre-activations is the gradient of xp.
-    let mut d_gates = vec![0f32; b * t * g4];
     let mut h_prev_all = vec![0f32; b * t * h];
-    let (mut dh, mut dc) = (vec![0f32; b * h], vec![0f32; b * h]);
     for s in (0..t).rev() {
         let time = time_of(t, s, reverse);
         let prev = (s > 0).then(|| time_of(t, s - 1, reverse));
@@ -220,7 +216,7 @@ fn backward_rows(
         // dh_prev += d_gates(step) · W_hh, the step's rows being T·4H apart.
         matmul(
             (b, h, g4),
-            &mut dh,
+            dh,
             (h as isize, 1),
             true,
             &d_gates[time * g4..],
@@ -236,17 +232,12 @@ fn backward_rows(
         &mut d_w,
         (h as isize, 1),
         false,
-        &d_gates,
+        d_gates,
         (1, g4 as isize),
         &h_prev_all,
         (h as isize, 1),
     );
-    Grads {
-        xp: d_gates,
-        w_hh: d_w,
-        h0: dh,
-        c0: dc,
-    }
+    d_w
 }
 
 /// One row's step backward: from the gradient of its states (`ds`: h then c, plus the carried `dh`, `dc`), the

@@ -112,13 +112,26 @@ fn batch_ranges(batch: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Runs `work` on every batch range in parallel and concatenates the per-range outputs (each batch-major).
-pub(super) fn per_batch_range<R: Send>(
+/// Runs `work` on every batch range in parallel. Each output buffer is batch-major with `row_len[i]` values per
+/// batch row; `work` gets the range and its rows of every output to fill in place, and returns a per-range value.
+pub(super) fn per_batch_range<R: Send, const N: usize>(
     batch: usize,
-    work: impl Fn(std::ops::Range<usize>) -> R + Sync + Send,
+    mut outputs: [&mut [f32]; N],
+    row_len: [usize; N],
+    work: impl Fn(std::ops::Range<usize>, [&mut [f32]; N]) -> R + Sync + Send,
 ) -> Vec<R> {
     use rayon::prelude::*;
-    batch_ranges(batch).into_par_iter().map(work).collect()
+    let mut jobs = Vec::new();
+    for r in batch_ranges(batch) {
+        let mut mine: [&mut [f32]; N] = std::array::from_fn(|_| <&mut [f32]>::default());
+        for (i, out) in outputs.iter_mut().enumerate() {
+            let (head, tail) = std::mem::take(out).split_at_mut(r.len() * row_len[i]);
+            mine[i] = head;
+            *out = tail;
+        }
+        jobs.push((r, mine));
+    }
+    jobs.into_par_iter().map(|(r, outs)| work(r, outs)).collect()
 }
 
 /// The fused passes as backend operations. Each forward returns the states and the saved gates; each backward the

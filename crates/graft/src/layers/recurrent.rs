@@ -330,7 +330,6 @@ impl Recurrent {
             || t == 0
             || x.dtype() != burn::tensor::DType::F32
             || !super::fused::available(&device)
-            || composed_rnn_forced()
         {
             return None;
         }
@@ -463,13 +462,6 @@ impl Recurrent {
             }
         }
     }
-}
-
-/// `GRAFT_COMPOSED_RNN=1` runs LSTMs step by step with ordinary tensor operations even where the fused operation
-/// exists (to compare the two).
-fn composed_rnn_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var_os("GRAFT_COMPOSED_RNN").is_some())
 }
 
 /// Splits `[B, T, X]` into T tensors `[B, X]`. Slicing in two levels (blocks of √T steps, then steps) keeps the

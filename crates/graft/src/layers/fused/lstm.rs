@@ -26,19 +26,24 @@ pub fn forward(
     let (t, h) = (d.steps, d.hidden);
     let mut states = vec![0f32; d.batch * t * 2 * h];
     let mut saved = vec![0f32; d.batch * t * SAVED * h];
-    per_batch_range(d.batch, [&mut states, &mut saved], [t * 2 * h, t * SAVED * h], |r, [states, saved]| {
-        forward_rows(
-            Dims { batch: r.len(), ..d },
-            &xp[r.start * t * 4 * h..r.end * t * 4 * h],
-            w_hh,
-            &h0[r.start * h..r.end * h],
-            &c0[r.start * h..r.end * h],
-            &keep[r.start * t..r.end * t],
-            reverse,
-            states,
-            saved,
-        )
-    });
+    per_batch_range(
+        d.batch,
+        [&mut states, &mut saved],
+        [t * 2 * h, t * SAVED * h],
+        |r, [states, saved]| {
+            forward_rows(
+                Dims { batch: r.len(), ..d },
+                &xp[r.start * t * 4 * h..r.end * t * 4 * h],
+                w_hh,
+                &h0[r.start * h..r.end * h],
+                &c0[r.start * h..r.end * h],
+                &keep[r.start * t..r.end * t],
+                reverse,
+                states,
+                saved,
+            )
+        },
+    );
     (states, saved)
 }
 

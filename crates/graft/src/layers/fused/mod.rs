@@ -9,6 +9,7 @@
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
 //! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
 
+pub mod dense;
 pub mod gru;
 pub mod lstm;
 
@@ -57,9 +58,64 @@ pub(super) fn tanh(x: f32) -> f32 {
     2.0 / (1.0 + exp(-2.0 * x)) - 1.0
 }
 
+/// [`matmul`], on all threads when the product is large enough to gain from them (burn-flex's own threshold).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_parallel(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    let (m, n, k) = dims;
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm_with(
+        dims,
+        dst,
+        dst_strides,
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        parallelism,
+    );
+}
+
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each matrix given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    gemm_with(
+        dims,
+        dst,
+        dst_strides,
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        gemm::Parallelism::None,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     (dst_rs, dst_cs): (isize, isize),
@@ -68,6 +124,7 @@ pub(super) fn matmul(
     (lhs_rs, lhs_cs): (isize, isize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (isize, isize),
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -93,7 +150,7 @@ pub(super) fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -137,7 +194,7 @@ pub(super) fn per_batch_range<R: Send, const N: usize>(
 /// The fused passes as backend operations. Each forward returns the states and the saved gates; each backward the
 /// gradients of the forward's differentiable inputs (LSTM: `xp, w_hh, h0, c0`; GRU: `xp, w_hh, b_hn, h0`).
 #[backend_extension(Flex, Autodiff)]
-pub trait FusedRnnBackend: Backend {
+pub trait FusedBackend: Backend {
     fn lstm_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -163,6 +220,14 @@ pub trait FusedRnnBackend: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
     );
+
+    fn dense_forward(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    fn dense_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     fn gru_forward(
         xp: FloatTensor<Self>,
@@ -211,7 +276,7 @@ fn dims_of(t: &FlexTensor, width: usize) -> Dims {
     }
 }
 
-impl FusedRnnBackend for Flex {
+impl FusedBackend for Flex {
     fn lstm_forward(
         xp: FlexTensor,
         w_hh: FlexTensor,
@@ -272,6 +337,23 @@ impl FusedRnnBackend for Flex {
         )
     }
 
+    fn dense_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let n = x.layout().shape()[0];
+        let out_f = b.layout().shape()[0];
+        flex(dense::forward(n, &f32s(&x), &f32s(&w), &f32s(&b)), vec![n, out_f])
+    }
+
+    fn dense_backward(dy: FlexTensor, x: FlexTensor, w: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (n, out_f) = (dy.layout().shape()[0], dy.layout().shape()[1]);
+        let in_f = w.layout().shape()[1];
+        let (dx, dw, db) = dense::backward(n, &f32s(&dy), &f32s(&x), &f32s(&w), out_f);
+        (
+            flex(dx, vec![n, in_f]),
+            flex(dw, vec![out_f, in_f]),
+            flex(db, vec![out_f]),
+        )
+    }
+
     fn gru_forward(
         xp: FlexTensor,
         w_hh: FlexTensor,
@@ -329,7 +411,7 @@ impl FusedRnnBackend for Flex {
 #[derive(Debug)]
 struct LstmBackward;
 
-impl<B: Backend + FusedRnnBackend> Backward<B, 4> for LstmBackward {
+impl<B: Backend + FusedBackend> Backward<B, 4> for LstmBackward {
     /// states, saved gates, w_hh, h0, c0, keep, reverse
     #[allow(clippy::type_complexity)]
     type State = (
@@ -355,9 +437,28 @@ impl<B: Backend + FusedRnnBackend> Backward<B, 4> for LstmBackward {
 }
 
 #[derive(Debug)]
+struct DenseBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
+    /// x, w
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let (dx, dw, db) = B::dense_backward(dy, x, w);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct GruBackward;
 
-impl<B: Backend + FusedRnnBackend> Backward<B, 4> for GruBackward {
+impl<B: Backend + FusedBackend> Backward<B, 4> for GruBackward {
     /// states, saved values, w_hh, h0, keep, reverse
     type State = (
         FloatTensor<B>,
@@ -380,7 +481,7 @@ impl<B: Backend + FusedRnnBackend> Backward<B, 4> for GruBackward {
     }
 }
 
-impl<B: Backend + FusedRnnBackend, C: CheckpointStrategy> FusedRnnBackend for Autodiff<B, C> {
+impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn lstm_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -453,6 +554,27 @@ impl<B: Backend + FusedRnnBackend, C: CheckpointStrategy> FusedRnnBackend for Au
         )
     }
 
+    fn dense_forward(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let y = B::dense_forward(x.primitive().clone(), w.primitive().clone(), b.primitive().clone());
+        match DenseBackward
+            .prepare::<C>([x.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), w.into_primitive()), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn dense_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dw, db) = B::dense_backward(dy.into_primitive(), x.into_primitive(), w.into_primitive());
+        (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
+    }
+
     fn gru_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -522,9 +644,18 @@ impl<B: Backend + FusedRnnBackend, C: CheckpointStrategy> FusedRnnBackend for Au
     }
 }
 
-/// Whether the fused pass can run on `device`: the flex backend, with or without autodiff.
+/// Whether the fused operations run on `device`: the flex backend, with or without autodiff, unless
+/// `GRAFT_FUSED=0` asks for the composed operations everywhere (to compare the two).
 pub fn available(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let disabled = *DISABLED.get_or_init(|| std::env::var("GRAFT_FUSED").is_ok_and(|v| v == "0"));
+    !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// `x` `[N, in]` · `w` `[out, in]`ᵀ + `b` `[out]` → `[N, out]`, with the weight gradient in `w`'s own layout.
+pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+    let y = <Dispatch as FusedBackend>::dense_forward(x.into_dispatch(), w.into_dispatch(), b.into_dispatch());
+    Tensor::<2>::from_dispatch(y)
 }
 
 /// The LSTM recurrence over `xp` `[B, T, 4H]` (projected inputs, biases included) with recurrent weight `w_hh`
@@ -537,7 +668,7 @@ pub fn lstm_states(
     keep: Tensor<2>,
     reverse: bool,
 ) -> Tensor<3> {
-    let (states, _saved) = <Dispatch as FusedRnnBackend>::lstm_forward(
+    let (states, _saved) = <Dispatch as FusedBackend>::lstm_forward(
         xp.into_dispatch(),
         w_hh.into_dispatch(),
         h0.into_dispatch(),
@@ -559,7 +690,7 @@ pub fn gru_states(
     keep: Tensor<2>,
     reverse: bool,
 ) -> Tensor<3> {
-    let (states, _saved) = <Dispatch as FusedRnnBackend>::gru_forward(
+    let (states, _saved) = <Dispatch as FusedBackend>::gru_forward(
         xp.into_dispatch(),
         w_hh.into_dispatch(),
         b_hn.into_dispatch(),

@@ -138,6 +138,18 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+            } if kernel == stride
+                && *padding == [(0, 0); 2]
+                && x.dtype() == burn::tensor::DType::F32
+                && super::fused::available(&x.device()) =>
+            {
+                super::fused::max_pool2d(x, *kernel)
+            }
+            Pool::TwoD {
+                kind: PoolKind::Max2d,
+                kernel,
+                stride,
+                padding,
             } => max_pool2d(
                 x,
                 MaxPoolOptions::new(*kernel)

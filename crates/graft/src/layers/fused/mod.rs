@@ -12,6 +12,7 @@
 pub mod dense;
 pub mod gru;
 pub mod lstm;
+pub mod max_pool;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -238,6 +239,18 @@ pub trait FusedBackend: Backend {
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// `[B, C, H, W]` → (maxima `[B, C, H / kh, W / kw]`, position of each maximum in its window).
+    fn max_pool2d_forward(x: FloatTensor<Self>, kh: usize, kw: usize) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    fn max_pool2d_backward(
+        dy: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+    ) -> FloatTensor<Self>;
+
     #[allow(clippy::too_many_arguments)]
     fn gru_backward(
         d_states: FloatTensor<Self>,
@@ -354,6 +367,23 @@ impl FusedBackend for Flex {
         )
     }
 
+    fn max_pool2d_forward(x: FlexTensor, kh: usize, kw: usize) -> (FlexTensor, FlexTensor) {
+        let shape = x.layout().shape().to_vec();
+        let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let (y, at) = max_pool::forward(&f32s(&x), b * c, (h, w), (kh, kw));
+        let out = vec![b, c, h / kh, w / kw];
+        (flex(y, out.clone()), flex(at, out))
+    }
+
+    fn max_pool2d_backward(dy: FlexTensor, at: FlexTensor, h: usize, w: usize, kh: usize, kw: usize) -> FlexTensor {
+        let shape = dy.layout().shape().to_vec();
+        let (b, c) = (shape[0], shape[1]);
+        flex(
+            max_pool::backward(&f32s(&dy), &f32s(&at), b * c, (h, w), (kh, kw)),
+            vec![b, c, h, w],
+        )
+    }
+
     fn gru_forward(
         xp: FlexTensor,
         w_hh: FlexTensor,
@@ -451,6 +481,23 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 1> for MaxPoolBackward {
+    /// positions, h, w, kh, kw
+    type State = (FloatTensor<B>, usize, usize, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (at, h, w, kh, kw) = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::max_pool2d_backward(dy, at, h, w, kh, kw));
         }
     }
 }
@@ -575,6 +622,35 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
     }
 
+    fn max_pool2d_forward(x: FloatTensor<Self>, kh: usize, kw: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = burn::backend::TensorMetadata::shape(x.primitive());
+        let (h, w) = (shape[2], shape[3]);
+        let (y, at) = B::max_pool2d_forward(x.primitive().clone(), kh, kw);
+        let tracked = match MaxPoolBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((at.clone(), h, w, kh, kw), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (tracked, Self::from_inner(at))
+    }
+
+    fn max_pool2d_backward(
+        dy: FloatTensor<Self>,
+        at: FloatTensor<Self>,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::max_pool2d_backward(
+            dy.into_primitive(),
+            at.into_primitive(),
+            h,
+            w,
+            kh,
+            kw,
+        ))
+    }
+
     fn gru_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -650,6 +726,12 @@ pub fn available(device: &Device) -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let disabled = *DISABLED.get_or_init(|| std::env::var("GRAFT_FUSED").is_ok_and(|v| v == "0"));
     !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Max pooling of `[B, C, H, W]` over non-overlapping `kernel` windows (stride = kernel, no padding).
+pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
+    let (y, _at) = <Dispatch as FusedBackend>::max_pool2d_forward(x.into_dispatch(), kernel[0], kernel[1]);
+    Tensor::<4>::from_dispatch(y)
 }
 
 /// `x` `[N, in]` · `w` `[out, in]`ᵀ + `b` `[out]` → `[N, out]`, with the weight gradient in `w`'s own layout.

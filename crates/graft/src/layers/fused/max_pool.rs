@@ -1,0 +1,102 @@
+//! 2-D max pooling over non-overlapping windows (kernel = stride, no padding; the common `max_pool2d = { size =
+//! 2 }`), on plain f32 buffers (see [`super`]). The forward keeps each output's position within its window, so the
+//! backward is a scatter of the output gradient.
+
+use rayon::prelude::*;
+
+/// `x` `[planes, h, w]` (planes = batch × channels) → the maxima `[planes, h / kh, w / kw]` and the position of each
+/// maximum within its window (row-major, the first one on ties as PyTorch picks; NaN wins, as it propagates).
+pub fn forward(x: &[f32], planes: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    let (oh, ow) = (h / kh, w / kw);
+    let mut y = vec![0f32; planes * oh * ow];
+    let mut at = vec![0f32; planes * oh * ow];
+    if oh * ow == 0 {
+        return (y, at);
+    }
+    y.par_chunks_mut(oh * ow)
+        .zip(at.par_chunks_mut(oh * ow))
+        .enumerate()
+        .for_each(|(p, (yp, ap))| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (mut best, mut pos) = (f32::NEG_INFINITY, 0usize);
+                    let mut first = true;
+                    for di in 0..kh {
+                        let row = &plane[(i * kh + di) * w + j * kw..(i * kh + di) * w + j * kw + kw];
+                        for (dj, &v) in row.iter().enumerate() {
+                            if first || v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                pos = di * kw + dj;
+                                first = false;
+                            }
+                        }
+                    }
+                    yp[i * ow + j] = best;
+                    ap[i * ow + j] = pos as f32;
+                }
+            }
+        });
+    (y, at)
+}
+
+/// The input gradient `[planes, h, w]` from the output gradient and the saved positions.
+pub fn backward(dy: &[f32], at: &[f32], planes: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Vec<f32> {
+    let (oh, ow) = (h / kh, w / kw);
+    let mut dx = vec![0f32; planes * h * w];
+    if oh * ow == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w).enumerate().for_each(|(p, dxp)| {
+        for i in 0..oh {
+            for j in 0..ow {
+                let k = p * oh * ow + i * ow + j;
+                let pos = at[k] as usize;
+                let (di, dj) = (pos / kw, pos % kw);
+                dxp[(i * kh + di) * w + j * kw + dj] += dy[k];
+            }
+        }
+    });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+
+    #[test]
+    fn windows_ties_and_remainders() {
+        // One 3×5 plane, 2×2 windows: the last row and column are dropped (floor), ties pick the first.
+        let x = [
+            1.0, 3.0, 3.0, 0.0, 9.0, 2.0, 3.0, -1.0, 5.0, 9.0, 7.0, 7.0, 7.0, 7.0, 7.0,
+        ];
+        let (y, at) = forward(&x, 1, (3, 5), (2, 2));
+        assert_eq!(y, vec![3.0, 5.0]);
+        assert_eq!(at, vec![1.0, 3.0]);
+        let dx = backward(&[10.0, 20.0], &at, 1, (3, 5), (2, 2));
+        let mut expect = vec![0.0; 15];
+        expect[1] = 10.0;
+        expect[8] = 20.0;
+        assert_eq!(dx, expect);
+    }
+
+    /// The fused pool inside autodiff gives burn's `max_pool2d` output and input gradient.
+    #[test]
+    fn fused_max_pool_matches_the_composed_one() {
+        let device = Device::default().autodiff();
+        let x = Tensor::<4>::random([2, 3, 7, 6], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let fused = super::super::max_pool2d(x.clone(), [2, 3]);
+        let composed = max_pool2d(x.clone(), MaxPoolOptions::new([2, 3]).with_stride([2, 3]));
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(fused.dims(), composed.dims());
+        assert_eq!(values(fused.clone()), values(composed.clone()));
+        let weights = Tensor::<4>::random(fused.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+        let g_f = (fused * weights.clone()).sum().backward();
+        let g_c = (composed * weights).sum().backward();
+        assert_eq!(values(x.grad(&g_f).unwrap()), values(x.grad(&g_c).unwrap()));
+    }
+}

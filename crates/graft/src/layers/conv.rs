@@ -269,6 +269,16 @@ pub struct Conv2d {
 impl Conv2d {
     /// `[B, C, H, W]` → `[B, filters, H', W']`.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
+        let device = x.device();
+        if self.options.groups == 1 && x.dtype() == burn::tensor::DType::F32 && super::fused::available(&device) {
+            let filters = self.weight.dims()[0];
+            let b = self
+                .bias
+                .as_ref()
+                .map_or_else(|| Tensor::<1>::zeros([filters], &device), |b| b.val());
+            let y = super::fused::conv2d(x, self.weight.val(), b, self.options.clone());
+            return ctx.activate(self.activation, y);
+        }
         let y = burn::tensor::module::conv2d(
             x,
             self.weight.val(),

@@ -9,6 +9,7 @@
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
 //! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
 
+pub mod conv;
 pub mod dense;
 pub mod gru;
 pub mod lstm;
@@ -23,6 +24,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use burn::tensor::ops::ConvOptions;
 
 /// The sizes of one fused run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -239,6 +241,23 @@ pub trait FusedBackend: Backend {
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// burn's 2-D convolution forward (groups = 1) with graft's gemm backward.
+    fn conv2d_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of `x` (an empty tensor unless `need_dx`), `w` and `b`.
+    fn conv2d_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        need_dx: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
     /// `[B, C, H, W]` → (maxima `[B, C, H / kh, W / kw]`, position of each maximum in its window).
     fn max_pool2d_forward(x: FloatTensor<Self>, kh: usize, kw: usize) -> (FloatTensor<Self>, FloatTensor<Self>);
 
@@ -367,6 +386,41 @@ impl FusedBackend for Flex {
         )
     }
 
+    fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        <Flex as burn::backend::ops::ModuleOps<Flex>>::conv2d(x, w, Some(b), options)
+    }
+
+    fn conv2d_backward(
+        dy: FlexTensor,
+        x: FlexTensor,
+        w: FlexTensor,
+        options: ConvOptions<2>,
+        need_dx: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (xs, ws, ys) = (
+            x.layout().shape().to_vec(),
+            w.layout().shape().to_vec(),
+            dy.layout().shape().to_vec(),
+        );
+        let g = conv::Geometry {
+            batch: xs[0],
+            in_channels: xs[1],
+            out_channels: ws[0],
+            input: [xs[2], xs[3]],
+            output: [ys[2], ys[3]],
+            kernel: [ws[2], ws[3]],
+            stride: options.stride,
+            pad_begin: [options.padding[0].0, options.padding[1].0],
+            dilation: options.dilation,
+        };
+        let (dx, dw, db) = conv::backward(g, &f32s(&dy), &f32s(&x), &f32s(&w), need_dx);
+        (
+            dx.map_or_else(|| flex(vec![0.0], vec![1]), |dx| flex(dx, xs.clone())),
+            flex(dw, ws),
+            flex(db, vec![g.out_channels]),
+        )
+    }
+
     fn max_pool2d_forward(x: FlexTensor, kh: usize, kw: usize) -> (FlexTensor, FlexTensor) {
         let shape = x.layout().shape().to_vec();
         let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
@@ -478,6 +532,26 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
         let (x, w) = ops.state;
         let (dx, dw, db) = B::dense_backward(dy, x, w);
         for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 3> for ConvBackward {
+    /// x, w, options
+    type State = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, options) = ops.state;
+        let [px, pw, pb] = ops.parents;
+        let (dx, dw, db) = B::conv2d_backward(dy, x, w, options, px.is_some());
+        for (parent, grad) in [px, pw, pb].into_iter().zip([dx, dw, db]) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);
             }
@@ -622,6 +696,45 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
     }
 
+    fn conv2d_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let y = B::conv2d_forward(
+            x.primitive().clone(),
+            w.primitive().clone(),
+            b.primitive().clone(),
+            options.clone(),
+        );
+        match ConvBackward
+            .prepare::<C>([x.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), w.into_primitive(), options), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn conv2d_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        need_dx: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dw, db) = B::conv2d_backward(
+            dy.into_primitive(),
+            x.into_primitive(),
+            w.into_primitive(),
+            options,
+            need_dx,
+        );
+        (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
+    }
+
     fn max_pool2d_forward(x: FloatTensor<Self>, kh: usize, kw: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = burn::backend::TensorMetadata::shape(x.primitive());
         let (h, w) = (shape[2], shape[3]);
@@ -726,6 +839,13 @@ pub fn available(device: &Device) -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let disabled = *DISABLED.get_or_init(|| std::env::var("GRAFT_FUSED").is_ok_and(|v| v == "0"));
     !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// A 2-D convolution (groups = 1): burn's forward, graft's gemm backward.
+pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
+    let y =
+        <Dispatch as FusedBackend>::conv2d_forward(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), options);
+    Tensor::<4>::from_dispatch(y)
 }
 
 /// Max pooling of `[B, C, H, W]` over non-overlapping `kernel` windows (stride = kernel, no padding).

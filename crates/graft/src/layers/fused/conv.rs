@@ -1,0 +1,231 @@
+//! The backward pass of a 2-D convolution (groups = 1), on plain f32 buffers (see [`super`]). burn-flex's forward
+//! is already im2col + gemm, but its backward falls back to burn's generic routines (a transposed convolution for
+//! the input gradient); here both gradients are gemms over each image's im2col matrix:
+//! `dW += dy_n · colᵀ` and `dcol = Wᵀ · dy_n`, scattered back into the input (col2im) only when the input needs a
+//! gradient (not for the first layer).
+
+use rayon::prelude::*;
+
+use super::matmul;
+
+/// The geometry of one convolution. Padding is the `(begin, end)` pair per axis; only `begin` shifts the windows
+/// (the end padding is already reflected in the output size).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub input: [usize; 2],
+    pub output: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad_begin: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Geometry {
+    fn patch(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+
+    fn positions(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// The input row/column a window position and kernel offset read, `None` in the padding.
+    fn source(&self, axis: usize, out: usize, k: usize) -> Option<usize> {
+        (out * self.stride[axis] + k * self.dilation[axis])
+            .checked_sub(self.pad_begin[axis])
+            .filter(|&v| v < self.input[axis])
+    }
+
+    /// One image's im2col matrix `[Ci·KH·KW, Ho·Wo]`.
+    fn im2col(&self, image: &[f32], col: &mut [f32]) {
+        let (p, [h, w]) = (self.positions(), self.input);
+        for ci in 0..self.in_channels {
+            for a in 0..self.kernel[0] {
+                for b in 0..self.kernel[1] {
+                    let row = &mut col[((ci * self.kernel[0] + a) * self.kernel[1] + b) * p..][..p];
+                    for i in 0..self.output[0] {
+                        let dst = &mut row[i * self.output[1]..(i + 1) * self.output[1]];
+                        match self.source(0, i, a) {
+                            None => dst.fill(0.0),
+                            Some(y) => {
+                                for (j, d) in dst.iter_mut().enumerate() {
+                                    *d = self.source(1, j, b).map_or(0.0, |x| image[(ci * h + y) * w + x]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds an im2col-shaped gradient back into one image's input gradient.
+    fn col2im(&self, dcol: &[f32], dimage: &mut [f32]) {
+        let (p, [h, w]) = (self.positions(), self.input);
+        for ci in 0..self.in_channels {
+            for a in 0..self.kernel[0] {
+                for b in 0..self.kernel[1] {
+                    let row = &dcol[((ci * self.kernel[0] + a) * self.kernel[1] + b) * p..][..p];
+                    for i in 0..self.output[0] {
+                        let Some(y) = self.source(0, i, a) else { continue };
+                        for j in 0..self.output[1] {
+                            if let Some(x) = self.source(1, j, b) {
+                                dimage[(ci * h + y) * w + x] += row[i * self.output[1] + j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of `x` `[N, Ci, H, W]` (when `need_dx`), `w` `[Co, Ci, KH, KW]` and the bias from `dy`
+/// `[N, Co, Ho, Wo]`.
+pub fn backward(
+    g: Geometry,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    need_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let (k, p, co) = (g.patch(), g.positions(), g.out_channels);
+    let image_len = g.in_channels * g.input[0] * g.input[1];
+    let mut dx = need_dx.then(|| vec![0f32; g.batch * image_len]);
+    let threads = rayon::current_num_threads().clamp(1, g.batch.max(1));
+    let per = g.batch.div_ceil(threads).max(1);
+    let work = |first: usize, dx_part: Option<&mut [f32]>| -> Vec<f32> {
+        let mut dw = vec![0f32; co * k];
+        let mut col = vec![0f32; k * p];
+        let mut dcol = if need_dx { vec![0f32; k * p] } else { vec![] };
+        let mut dx_part = dx_part;
+        let last = (first + per).min(g.batch);
+        for n in first..last {
+            let dy_n = &dy[n * co * p..(n + 1) * co * p];
+            g.im2col(&x[n * image_len..(n + 1) * image_len], &mut col);
+            // dW += dy_n [Co, P] · colᵀ [P, K]
+            matmul(
+                (co, k, p),
+                &mut dw,
+                (k as isize, 1),
+                true,
+                dy_n,
+                (p as isize, 1),
+                &col,
+                (1, p as isize),
+            );
+            if let Some(part) = dx_part.as_deref_mut() {
+                // dcol [K, P] = Wᵀ [K, Co] · dy_n [Co, P]
+                matmul(
+                    (k, p, co),
+                    &mut dcol,
+                    (p as isize, 1),
+                    false,
+                    w,
+                    (1, k as isize),
+                    dy_n,
+                    (p as isize, 1),
+                );
+                let local = n - first;
+                g.col2im(&dcol, &mut part[local * image_len..(local + 1) * image_len]);
+            }
+        }
+        dw
+    };
+    let starts: Vec<usize> = (0..g.batch).step_by(per).collect();
+    let partial: Vec<Vec<f32>> = match dx.as_mut() {
+        Some(dx) => starts
+            .par_iter()
+            .zip(dx.par_chunks_mut(per * image_len))
+            .map(|(&first, part)| work(first, Some(part)))
+            .collect(),
+        None => starts.par_iter().map(|&first| work(first, None)).collect(),
+    };
+    let mut dw = vec![0f32; co * k];
+    for part in partial {
+        for (acc, v) in dw.iter_mut().zip(&part) {
+            *acc += v;
+        }
+    }
+    let mut db = vec![0f32; co];
+    for image in dy.chunks_exact(co * p) {
+        for (c, acc) in db.iter_mut().enumerate() {
+            *acc += image[c * p..(c + 1) * p].iter().sum::<f32>();
+        }
+    }
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::ops::ConvOptions;
+
+    /// The fused convolution inside autodiff gives burn's output and the same gradients of the input, weight and
+    /// bias, for strides, asymmetric padding and dilation; with an input that needs no gradient it still trains
+    /// the weights.
+    #[test]
+    fn fused_conv_matches_the_composed_one() {
+        let device = Device::default().autodiff();
+        let cases = [
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            ConvOptions::new([2, 1], [1, 2], [1, 1], 1),
+            ConvOptions::new([1, 2], [2, 1], [2, 1], 1),
+            ConvOptions {
+                padding: [(0, 1), (1, 0)],
+                ..ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
+            },
+        ];
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{what}: {p} vs {q}");
+            }
+        };
+        for (case, options) in cases.into_iter().enumerate() {
+            for input_grad in [true, false] {
+                let what = format!("case {case}, input gradient {input_grad}");
+                let x = Tensor::<4>::random([3, 2, 7, 8], Distribution::Uniform(-1.0, 1.0), &device);
+                let x = if input_grad { x.require_grad() } else { x };
+                let w = Tensor::<4>::random([4, 2, 3, 2], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+                let b = Tensor::<1>::random([4], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+                let fused = super::super::conv2d(x.clone(), w.clone(), b.clone(), options.clone());
+                let composed = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+                assert_eq!(fused.dims(), composed.dims(), "{what}");
+                close(
+                    values(fused.clone()),
+                    values(composed.clone()),
+                    &format!("{what}: output"),
+                );
+                let weights = Tensor::<4>::random(fused.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+                let g_f = (fused * weights.clone()).sum().backward();
+                let g_c = (composed * weights).sum().backward();
+                close(
+                    values(w.grad(&g_f).unwrap()),
+                    values(w.grad(&g_c).unwrap()),
+                    &format!("{what}: d w"),
+                );
+                let flat = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+                close(
+                    flat(b.grad(&g_f).unwrap()),
+                    flat(b.grad(&g_c).unwrap()),
+                    &format!("{what}: d b"),
+                );
+                if input_grad {
+                    close(
+                        values(x.grad(&g_f).unwrap()),
+                        values(x.grad(&g_c).unwrap()),
+                        &format!("{what}: d x"),
+                    );
+                } else {
+                    assert!(x.grad(&g_f).is_none());
+                }
+            }
+        }
+    }
+}

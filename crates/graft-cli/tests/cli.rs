@@ -1723,6 +1723,41 @@ metrics = ["accuracy", "f1_macro"]
         predicted,
         vec![serde_json::json!(["animal", "colour"]), serde_json::json!(["speed"])]
     );
+    // The same texts from a CSV: its `text` column, a quoted cell spanning two lines; a CSV without one is refused.
+    std::fs::write(
+        dir.join("new.csv"),
+        "id,text\n1,a dog and a red\n2,\"a fast and\na fast\"\n",
+    )
+    .unwrap();
+    let p_csv = dir.join("p_csv.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("new.csv").to_str().unwrap(),
+        "--output",
+        p_csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&p_csv).unwrap(),
+        std::fs::read_to_string(&p).unwrap()
+    );
+    std::fs::write(dir.join("bad.csv"), "id,body\n1,a dog\n").unwrap();
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("bad.csv").to_str().unwrap(),
+        "--output",
+        dir.join("bad.jsonl").to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("bad.csv") && e.contains("`text`") && e.contains("id, body"),
+        "{e}"
+    );
 
     let out = dir.join("cv");
     let o = graft(&["cv", &exp, "--folds", "3", "--out", out.to_str().unwrap(), "--quiet"]);

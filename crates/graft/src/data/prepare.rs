@@ -456,7 +456,7 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
 impl Preprocessor {
     /// Reads raw inputs for prediction in the format this preprocessor was fitted on: `.npy` arrays, IDX image files,
     /// CSV tables (columns found by name; the target column may be absent), or text (one text per line in a `.txt`
-    /// file, or the text column of a CSV).
+    /// file, or a CSV's only column or its `text` column).
     pub fn read_inputs(&self, path: &Path) -> Result<Array> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "npy" {
@@ -480,10 +480,42 @@ impl Preprocessor {
                 let table = read_csv(&spec)?;
                 Ok(tp.transform(&table, false).map_err(|e| e.in_file(path))?.0)
             }
-            Preprocessor::Text(tok) => Ok(tok.transform(&read_lines(path)?)),
-            Preprocessor::PretrainedText(tok) => tok.transform(&read_lines(path)?).map_err(|e| e.in_file(path)),
+            Preprocessor::Text(tok) => Ok(tok.transform(&read_text_inputs(path)?)),
+            Preprocessor::PretrainedText(tok) => tok.transform(&read_text_inputs(path)?).map_err(|e| e.in_file(path)),
         }
     }
+}
+
+/// The texts to predict on: a CSV's only column or its `text` column (quoted, possibly multi-line cells), or the
+/// lines of any other file, one text each.
+fn read_text_inputs(path: &Path) -> Result<Vec<String>> {
+    if !path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        return read_lines(path);
+    }
+    let table = read_csv(&CsvSpec {
+        path: path.to_path_buf(),
+        ..CsvSpec::default()
+    })?;
+    let column = match table.header.as_slice() {
+        [_] => 0,
+        header => header.iter().position(|h| h.trim() == "text").ok_or_else(|| {
+            Error::new(format!(
+                "a CSV of texts to predict on needs a single column or one named `text`; the columns are: {} \
+                 (or give a .txt file with one text per line)",
+                header.join(", ")
+            ))
+            .in_file(path)
+        })?,
+    };
+    Ok(table
+        .rows
+        .into_iter()
+        .map(|mut r| std::mem::take(&mut r[column]))
+        .collect())
 }
 
 /// The lines of a text file, one text each.

@@ -492,6 +492,19 @@ impl FusedBackend for Flex {
     }
 }
 
+/// Hands each parent that takes part in autodiff its gradient.
+fn register<B: Backend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<burn::backend::autodiff::NodeId>; N],
+    values: [FloatTensor<B>; N],
+) {
+    for (parent, grad) in parents.into_iter().zip(values) {
+        if let Some(id) = parent {
+            grads.register::<B>(id, grad);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct LstmBackward;
 
@@ -512,11 +525,7 @@ impl<B: Backend + FusedBackend> Backward<B, 4> for LstmBackward {
         let d_states = grads.consume::<B>(&ops.node);
         let (states, saved, w_hh, h0, c0, keep, reverse) = ops.state;
         let (d_xp, d_w, d_h0, d_c0) = B::lstm_backward(d_states, states, saved, w_hh, h0, c0, keep, reverse);
-        for (parent, grad) in ops.parents.into_iter().zip([d_xp, d_w, d_h0, d_c0]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [d_xp, d_w, d_h0, d_c0]);
     }
 }
 
@@ -531,11 +540,7 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
         let dy = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
         let (dx, dw, db) = B::dense_backward(dy, x, w);
-        for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dx, dw, db]);
     }
 }
 
@@ -551,11 +556,7 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for ConvBackward {
         let (x, w, options) = ops.state;
         let [px, pw, pb] = ops.parents;
         let (dx, dw, db) = B::conv2d_backward(dy, x, w, options, px.is_some());
-        for (parent, grad) in [px, pw, pb].into_iter().zip([dx, dw, db]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, [px, pw, pb].map(|p| p.map(|n| n.id)), [dx, dw, db]);
     }
 }
 
@@ -594,11 +595,7 @@ impl<B: Backend + FusedBackend> Backward<B, 4> for GruBackward {
         let d_states = grads.consume::<B>(&ops.node);
         let (states, saved, w_hh, h0, keep, reverse) = ops.state;
         let (d_xp, d_w, d_b_hn, d_h0) = B::gru_backward(d_states, states, saved, w_hh, h0, keep, reverse);
-        for (parent, grad) in ops.parents.into_iter().zip([d_xp, d_w, d_b_hn, d_h0]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [d_xp, d_w, d_b_hn, d_h0]);
     }
 }
 

@@ -26,6 +26,15 @@ pub enum Activation {
     Linear,
 }
 
+/// GELU in its exact (erf) form: the fused operation on the CPU backend (f32), burn's elsewhere.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == burn::tensor::DType::F32 && super::fused::available(&x.device()) {
+        super::fused::gelu(x)
+    } else {
+        act::gelu(x)
+    }
+}
+
 impl Activation {
     pub const NAMES: [&'static str; 10] = [
         "relu",
@@ -46,7 +55,7 @@ impl Activation {
             Activation::LeakyRelu => act::leaky_relu(x, 0.01),
             Activation::Elu => act::elu(x, 1.0),
             Activation::Selu => act::selu(x),
-            Activation::Gelu => act::gelu(x),
+            Activation::Gelu => gelu(x),
             Activation::Mish => act::mish(x),
             Activation::Tanh => act::tanh(x),
             Activation::Sigmoid => act::sigmoid(x),

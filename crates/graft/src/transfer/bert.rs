@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::activation::{gelu_approximate, relu, silu, softmax};
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl HiddenAct {
 
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            HiddenAct::Gelu => gelu(x),
+            HiddenAct::Gelu => crate::layers::activation::gelu(x),
             HiddenAct::GeluTanh => gelu_approximate(x),
             HiddenAct::Relu => relu(x),
             HiddenAct::Silu => silu(x),

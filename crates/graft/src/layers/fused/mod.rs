@@ -11,6 +11,7 @@
 
 pub mod conv;
 pub mod dense;
+pub mod gelu;
 pub mod gru;
 pub mod lstm;
 pub mod max_pool;
@@ -270,6 +271,12 @@ pub trait FusedBackend: Backend {
         kw: usize,
     ) -> FloatTensor<Self>;
 
+    /// GELU (erf form), element-wise.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The input gradient of [`FusedBackend::fused_gelu`].
+    fn fused_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+
     #[allow(clippy::too_many_arguments)]
     fn gru_backward(
         d_states: FloatTensor<Self>,
@@ -438,6 +445,16 @@ impl FusedBackend for Flex {
         )
     }
 
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        flex(gelu::forward(&f32s(&x)), shape)
+    }
+
+    fn fused_gelu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        flex(gelu::backward(&f32s(&x), &f32s(&dy)), shape)
+    }
+
     fn gru_forward(
         xp: FlexTensor,
         w_hh: FlexTensor,
@@ -573,6 +590,22 @@ impl<B: Backend + FusedBackend> Backward<B, 1> for MaxPoolBackward {
         let [parent] = ops.parents;
         if let Some(node) = parent {
             grads.register::<B>(node.id, B::max_pool2d_backward(dy, at, h, w, kh, kw));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 1> for GeluBackward {
+    /// x
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::fused_gelu_backward(ops.state, dy));
         }
     }
 }
@@ -761,6 +794,18 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         ))
     }
 
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let y = B::fused_gelu(x.primitive().clone());
+        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x.into_primitive(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::fused_gelu_backward(x.into_primitive(), dy.into_primitive()))
+    }
+
     fn gru_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -849,6 +894,11 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>)
 pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
     let (y, _at) = <Dispatch as FusedBackend>::max_pool2d_forward(x.into_dispatch(), kernel[0], kernel[1]);
     Tensor::<4>::from_dispatch(y)
+}
+
+/// GELU (erf form) on all threads; the caller checks [`available`] and f32.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::<D>::from_dispatch(<Dispatch as FusedBackend>::fused_gelu(x.into_dispatch()))
 }
 
 /// `x` `[N, in]` · `w` `[out, in]`ᵀ + `b` `[out]` → `[N, out]`, with the weight gradient in `w`'s own layout.

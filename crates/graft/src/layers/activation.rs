@@ -35,6 +35,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// Softmax over the last axis: the fused operation on the CPU backend (f32), burn's elsewhere.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == burn::tensor::DType::F32 && super::fused::available(&x.device()) {
+        super::fused::softmax(x)
+    } else {
+        act::softmax(x, D - 1)
+    }
+}
+
 impl Activation {
     pub const NAMES: [&'static str; 10] = [
         "relu",
@@ -59,7 +68,7 @@ impl Activation {
             Activation::Mish => act::mish(x),
             Activation::Tanh => act::tanh(x),
             Activation::Sigmoid => act::sigmoid(x),
-            Activation::Softmax => act::softmax(x, D - 1),
+            Activation::Softmax => softmax_last(x),
             Activation::Linear => x,
         }
     }
@@ -134,6 +143,7 @@ impl ActivationFn {
             ActivationFn::LeakyRelu(alpha) => act::leaky_relu(x, alpha),
             ActivationFn::Elu(alpha) => act::elu(x, alpha),
             ActivationFn::GeluTanh => act::gelu_approximate(x),
+            ActivationFn::Softmax(axis) if axis == D - 1 => softmax_last(x),
             ActivationFn::Softmax(axis) => act::softmax(x, axis),
         }
     }

@@ -5,7 +5,6 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Bool;
-use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
@@ -149,7 +148,7 @@ impl MultiHeadAttention {
         for m in &masks {
             scores = scores.mask_fill(m.clone(), -1e9);
         }
-        let mut weights = softmax(scores, 3);
+        let mut weights = super::activation::softmax_last(scores);
         for m in masks {
             weights = weights.mask_fill(m, 0.0);
         }

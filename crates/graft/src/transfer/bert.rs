@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu_approximate, relu, silu, softmax};
+use burn::tensor::activation::{gelu_approximate, relu, silu};
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
@@ -327,7 +327,7 @@ impl BertSelfAttention {
         };
         let (q, k, v) = (split(&self.query), split(&self.key), split(&self.value));
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + key_bias;
-        softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, e])
+        crate::layers::activation::softmax_last(scores).matmul(v).swap_dims(1, 2).reshape([b, t, e])
     }
 }
 

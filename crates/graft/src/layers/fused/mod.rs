@@ -15,6 +15,7 @@ pub mod gelu;
 pub mod gru;
 pub mod lstm;
 pub mod max_pool;
+pub mod softmax;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -277,6 +278,12 @@ pub trait FusedBackend: Backend {
     /// The input gradient of [`FusedBackend::fused_gelu`].
     fn fused_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// Softmax over the last axis.
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The input gradient of [`FusedBackend::fused_softmax`] from its output `y`.
+    fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+
     #[allow(clippy::too_many_arguments)]
     fn gru_backward(
         d_states: FloatTensor<Self>,
@@ -455,6 +462,18 @@ impl FusedBackend for Flex {
         flex(gelu::backward(&f32s(&x), &f32s(&dy)), shape)
     }
 
+    fn fused_softmax(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        let row = shape.last().copied().unwrap_or(1);
+        flex(softmax::forward(&f32s(&x), row), shape)
+    }
+
+    fn fused_softmax_backward(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = y.layout().shape().to_vec();
+        let row = shape.last().copied().unwrap_or(1);
+        flex(softmax::backward(&f32s(&y), &f32s(&dy), row), shape)
+    }
+
     fn gru_forward(
         xp: FlexTensor,
         w_hh: FlexTensor,
@@ -606,6 +625,22 @@ impl<B: Backend + FusedBackend> Backward<B, 1> for GeluBackward {
         let [parent] = ops.parents;
         if let Some(node) = parent {
             grads.register::<B>(node.id, B::fused_gelu_backward(ops.state, dy));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 1> for SoftmaxBackward {
+    /// the output y
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::fused_softmax_backward(ops.state, dy));
         }
     }
 }
@@ -806,6 +841,18 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         Self::from_inner(B::fused_gelu_backward(x.into_primitive(), dy.into_primitive()))
     }
 
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let y = B::fused_softmax(x.primitive().clone());
+        match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::fused_softmax_backward(y.into_primitive(), dy.into_primitive()))
+    }
+
     fn gru_forward(
         xp: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
@@ -899,6 +946,11 @@ pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
 /// GELU (erf form) on all threads; the caller checks [`available`] and f32.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as FusedBackend>::fused_gelu(x.into_dispatch()))
+}
+
+/// Softmax over the last axis on all threads; the caller checks [`available`] and f32.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::<D>::from_dispatch(<Dispatch as FusedBackend>::fused_softmax(x.into_dispatch()))
 }
 
 /// `x` `[N, in]` · `w` `[out, in]`ᵀ + `b` `[out]` → `[N, out]`, with the weight gradient in `w`'s own layout.

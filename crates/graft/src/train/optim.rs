@@ -5,12 +5,14 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
-    AdaGradConfig, AdamConfig, AdamWConfig, AdaptiveMomentumState, ModuleOptimizer, Optimizer, RmsPropConfig, SgdConfig,
+    AdaGradConfig, AdamConfig, AdamState, AdamWConfig, AdaptiveMomentumState, ModuleOptimizer, Optimizer,
+    RmsPropConfig, SgdConfig,
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::layers::fused::{self, adam::AdamStep};
 
 /// `optimizer = { adam = { lr = 1e-3 } }`; every field defaults to `torch.optim`'s default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +227,14 @@ impl OptimizerSpec {
                 .with_weight_decay(decay(s.weight_decay))
                 .with_grad_clipping(clipping)
                 .init(),
+            OptimizerSpec::Adam(s) if !s.amsgrad => with_clipping(
+                ModuleOptimizer::from(Adam::new(s, s.weight_decay.unwrap_or(0.0), 0.0)),
+                clipping,
+            ),
+            OptimizerSpec::Adamw(s) if !s.amsgrad => with_clipping(
+                ModuleOptimizer::from(Adam::new(s, 0.0, s.weight_decay.unwrap_or(0.01))),
+                clipping,
+            ),
             OptimizerSpec::Adam(s) => AdamConfig::new()
                 .with_beta_1(s.beta1 as f32)
                 .with_beta_2(s.beta2 as f32)
@@ -251,6 +261,76 @@ fn with_clipping(optim: ModuleOptimizer, clipping: Option<GradientClippingConfig
     match clipping {
         Some(c) => optim.with_grad_clipping(c.init()),
         None => optim,
+    }
+}
+
+/// `torch.optim.Adam` and `AdamW` (without AMSGrad, which burn's own serve): m ← β1m + (1-β1)g,
+/// v ← β2v + (1-β2)g², θ ← (1 - lr·λ_decoupled)θ - lr·m̂/(√v̂ + ε), with g = ∇ + λ_l2·θ. On the CPU backend one
+/// fused pass over parameter, gradient and moments (`layers::fused::adam`); elsewhere the same formula in tensor ops.
+/// The state is burn's `AdamState`, so checkpoints keep their format.
+#[derive(Clone)]
+struct Adam {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    l2: f64,
+    decoupled: f64,
+}
+
+impl Adam {
+    fn new(s: &AdamSpec, l2: f64, decoupled: f64) -> Self {
+        Adam {
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
+            l2,
+            decoupled,
+        }
+    }
+}
+
+impl Optimizer for Adam {
+    type State<const D: usize> = AdamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let (t, m, v) = match state {
+            Some(st) => (st.momentum.time + 1, st.momentum.moment_1, st.momentum.moment_2),
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let bc2_sqrt = (1.0 - self.beta2.powi(t as i32)).sqrt();
+        let step = AdamStep {
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            step_size: (lr * bc2_sqrt / (1.0 - self.beta1.powi(t as i32))) as f32,
+            eps: (self.eps * bc2_sqrt) as f32,
+            l2: self.l2 as f32,
+            keep: (1.0 - lr * self.decoupled) as f32,
+        };
+        let (param, m, v) = if param.dtype() == burn::tensor::DType::F32 && fused::available(&param.device()) {
+            fused::adam(param, grad, m, v, step)
+        } else {
+            let grad = if self.l2 != 0.0 {
+                grad + param.clone().mul_scalar(self.l2)
+            } else {
+                grad
+            };
+            let m = m.mul_scalar(self.beta1) + grad.clone().mul_scalar(1.0 - self.beta1);
+            let v = v.mul_scalar(self.beta2) + grad.square().mul_scalar(1.0 - self.beta2);
+            let update = m.clone().mul_scalar(step.step_size) / v.clone().sqrt().add_scalar(step.eps);
+            (param.mul_scalar(step.keep) - update, m, v)
+        };
+        (param, Some(AdamState::new(AdaptiveMomentumState::new(t, m, v))))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
     }
 }
 
@@ -407,6 +487,43 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// The fused CPU update (f32) and the tensor-op formula (taken for other dtypes and backends) agree, with both
+    /// kinds of weight decay, over several steps.
+    #[test]
+    fn fused_and_composed_adam_agree() {
+        let device = Device::default();
+        for (l2, decoupled) in [(0.0, 0.0), (0.1, 0.0), (0.0, 0.05)] {
+            let spec = AdamSpec {
+                lr: 0.05,
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: None,
+                amsgrad: false,
+            };
+            let adam = Adam::new(&spec, l2, decoupled);
+            let values = [0.5, -1.0, 2.0, 0.0, 3.5];
+            let mut fused = Tensor::<1>::from_floats(values, &device);
+            let mut composed = fused.clone().cast(burn::tensor::DType::F64);
+            let (mut fused_state, mut composed_state) = (None, None);
+            for step in 0..4 {
+                let grad = Tensor::<1>::from_floats([0.3, -0.2, 1.5, 0.0, -4.0], &device).mul_scalar(step as f64 + 1.0);
+                (fused, fused_state) = adam.step(0.05, fused, grad.clone(), fused_state);
+                (composed, composed_state) =
+                    adam.step(0.05, composed, grad.cast(burn::tensor::DType::F64), composed_state);
+            }
+            let f = fused.into_data().convert::<f64>().to_vec::<f64>().unwrap();
+            let c = composed.into_data().convert::<f64>().to_vec::<f64>().unwrap();
+            for (a, b) in f.iter().zip(&c) {
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "l2 {l2}, decoupled {decoupled}: fused {f:?}, composed {c:?}"
+                );
+            }
+            assert_ne!(f[..], values.map(f64::from)[..], "the parameters moved");
+        }
     }
 
     #[test]

@@ -327,7 +327,10 @@ impl BertSelfAttention {
         };
         let (q, k, v) = (split(&self.query), split(&self.key), split(&self.value));
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + key_bias;
-        crate::layers::activation::softmax_last(scores).matmul(v).swap_dims(1, 2).reshape([b, t, e])
+        crate::layers::activation::softmax_last(scores)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, t, e])
     }
 }
 

@@ -92,12 +92,18 @@ mod tests {
             let exact = reference_cdf(x);
             assert!((cdf as f64 - exact).abs() < 2.5e-7, "Φ({x}) = {cdf}, expected {exact}");
             if (-6.0..-1.0).contains(&x) {
-                assert!(((cdf as f64) / exact - 1.0).abs() < 4e-3, "Φ({x}) = {cdf}, expected {exact}");
+                assert!(
+                    ((cdf as f64) / exact - 1.0).abs() < 4e-3,
+                    "Φ({x}) = {cdf}, expected {exact}"
+                );
             }
             // what GELU sees: x·Φ(x) to f32 precision everywhere
             assert!((x * (cdf as f64 - exact)).abs() < 3e-7, "x·Φ(x) at {x}");
             let density = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            assert!((pdf as f64 - density).abs() < 1e-7 * (1.0 + density), "φ({x}) = {pdf}, expected {density}");
+            assert!(
+                (pdf as f64 - density).abs() < 1e-7 * (1.0 + density),
+                "φ({x}) = {pdf}, expected {density}"
+            );
         }
     }
 
@@ -111,21 +117,36 @@ mod tests {
         let fused = super::super::gelu(x.clone());
         let composed = gelu(x.clone());
         let to_vec = |t: Tensor<2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-        for (i, (f, c)) in to_vec(fused.clone()).into_iter().zip(to_vec(composed.clone())).enumerate() {
-            assert!((f - c).abs() < 3e-7 * (1.0 + values[i].abs()), "gelu({}) = {f}, burn {c}", values[i]);
+        for (i, (f, c)) in to_vec(fused.clone())
+            .into_iter()
+            .zip(to_vec(composed.clone()))
+            .enumerate()
+        {
+            assert!(
+                (f - c).abs() < 3e-7 * (1.0 + values[i].abs()),
+                "gelu({}) = {f}, burn {c}",
+                values[i]
+            );
         }
         let g_f = fused.sum().backward();
         let g_c = composed.sum().backward();
         let (df, dc) = (to_vec(x.grad(&g_f).unwrap()), to_vec(x.grad(&g_c).unwrap()));
         for (i, (f, c)) in df.into_iter().zip(dc).enumerate() {
-            assert!((f - c).abs() < 5e-7 * (1.0 + values[i].abs()), "gelu'({}) = {f}, burn {c}", values[i]);
+            assert!(
+                (f - c).abs() < 5e-7 * (1.0 + values[i].abs()),
+                "gelu'({}) = {f}, burn {c}",
+                values[i]
+            );
         }
         for &x in &[-3.0f32, -0.7, 0.0, 0.4, 2.5] {
             let h = 1e-3f64;
             let g = |x: f64| x * reference_cdf(x);
             let numeric = (g(x as f64 + h) - g(x as f64 - h)) / (2.0 * h);
             let analytic = backward(&[x], &[1.0])[0] as f64;
-            assert!((numeric - analytic).abs() < 1e-5, "gelu'({x}) = {analytic}, numerically {numeric}");
+            assert!(
+                (numeric - analytic).abs() < 1e-5,
+                "gelu'({x}) = {analytic}, numerically {numeric}"
+            );
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn forward(
     let (t, h) = (d.steps, d.hidden);
     let mut states = vec![0f32; d.batch * t * h];
     let mut saved = vec![0f32; d.batch * t * SAVED * h];
+    let w_t = super::transposed(w_hh, 3 * h, h);
     per_batch_range(
         d.batch,
         [&mut states, &mut saved],
@@ -32,7 +33,7 @@ pub fn forward(
             forward_rows(
                 Dims { batch: r.len(), ..d },
                 &xp[r.start * t * 3 * h..r.end * t * 3 * h],
-                w_hh,
+                &w_t,
                 b_hn,
                 &h0[r.start * h..r.end * h],
                 &keep[r.start * t..r.end * t],
@@ -49,7 +50,7 @@ pub fn forward(
 fn forward_rows(
     d: Dims,
     xp: &[f32],
-    w_hh: &[f32],
+    w_t: &[f32],
     b_hn: &[f32],
     h0: &[f32],
     keep: &[f32],
@@ -70,8 +71,8 @@ fn forward_rows(
             false,
             &hp,
             (h as isize, 1),
-            w_hh,
-            (1, h as isize),
+            w_t,
+            (g3 as isize, 1),
         );
         for bi in 0..b {
             let row = bi * t + time;

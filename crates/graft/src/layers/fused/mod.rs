@@ -9,6 +9,7 @@
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
 //! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
 
+pub mod adam;
 pub mod conv;
 pub mod dense;
 pub mod gelu;
@@ -160,6 +161,18 @@ fn gemm_with(
     }
 }
 
+/// `w` `[rows, cols]` row-major → `wᵀ` `[cols, rows]` row-major. The recurrent matmul reads `W_hhᵀ`; given
+/// column-contiguous, gemm uses it in place, where the strided view made it repack the whole weight every step.
+pub(super) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
 pub(super) fn time_of(steps: usize, step: usize, reverse: bool) -> usize {
     if reverse { steps - 1 - step } else { step }
 }
@@ -278,6 +291,15 @@ pub trait FusedBackend: Backend {
     /// The input gradient of [`FusedBackend::fused_gelu`].
     fn fused_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// One Adam/AdamW update: the new parameter and moments (see [`adam::AdamStep`]).
+    fn fused_adam(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: adam::AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
     /// Softmax over the last axis.
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
@@ -306,6 +328,18 @@ fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("an f32 tensor").to_vec()),
     }
+}
+
+/// `t` with storage that holds exactly its elements in order, so `storage_mut` updates it in place (copying only
+/// when the storage is shared).
+fn writable(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    let n = layout.num_elements();
+    if layout.is_contiguous() && layout.start_offset() == 0 && t.storage::<f32>().len() == n {
+        return t;
+    }
+    let shape = layout.shape().to_vec();
+    flex(f32s(&t).into_owned(), shape)
 }
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -460,6 +494,24 @@ impl FusedBackend for Flex {
     fn fused_gelu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
         let shape = x.layout().shape().to_vec();
         flex(gelu::backward(&f32s(&x), &f32s(&dy)), shape)
+    }
+
+    fn fused_adam(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        step: adam::AdamStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut p, mut m, mut v) = (writable(param), writable(m), writable(v));
+        adam::step(
+            step,
+            p.storage_mut::<f32>(),
+            &f32s(&grad),
+            m.storage_mut::<f32>(),
+            v.storage_mut::<f32>(),
+        );
+        (p, m, v)
     }
 
     fn fused_softmax(x: FlexTensor) -> FlexTensor {
@@ -841,6 +893,24 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         Self::from_inner(B::fused_gelu_backward(x.into_primitive(), dy.into_primitive()))
     }
 
+    fn fused_adam(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: adam::AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // An optimizer update is not differentiated: the results are constants.
+        let (p, m, v) = B::fused_adam(
+            param.into_primitive(),
+            grad.into_primitive(),
+            m.into_primitive(),
+            v.into_primitive(),
+            step,
+        );
+        (Self::from_inner(p), Self::from_inner(m), Self::from_inner(v))
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = B::fused_softmax(x.primitive().clone());
         match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
@@ -946,6 +1016,29 @@ pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
 /// GELU (erf form) on all threads; the caller checks [`available`] and f32.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as FusedBackend>::fused_gelu(x.into_dispatch()))
+}
+
+/// One Adam/AdamW update of `param` with `grad` and the moments `m`, `v`: the new parameter and moments. The caller
+/// checks [`available`] and f32.
+pub fn adam<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    step: adam::AdamStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let (p, m, v) = <Dispatch as FusedBackend>::fused_adam(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 /// Softmax over the last axis on all threads; the caller checks [`available`] and f32.

@@ -53,7 +53,11 @@ pub fn backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
     dx.par_chunks_mut(chunk)
         .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
         .for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx.chunks_exact_mut(row).zip(y.chunks_exact(row)).zip(dy.chunks_exact(row)) {
+            for ((dx, y), dy) in dx
+                .chunks_exact_mut(row)
+                .zip(y.chunks_exact(row))
+                .zip(dy.chunks_exact(row))
+            {
                 let dot = lane_sum(y.iter().zip(dy).map(|(y, d)| y * d));
                 for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
                     *dx = y * (dy - dot);
@@ -86,8 +90,14 @@ mod tests {
             let weights = Tensor::<3>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
             let g_f = (fused * weights.clone()).sum().backward();
             let g_c = (composed * weights).sum().backward();
-            for (f, c) in to_vec(x.grad(&g_f).unwrap()).into_iter().zip(to_vec(x.grad(&g_c).unwrap())) {
-                assert!((f - c).abs() < 1e-6 + 1e-5 * c.abs(), "softmax gradient {f} vs burn {c}");
+            for (f, c) in to_vec(x.grad(&g_f).unwrap())
+                .into_iter()
+                .zip(to_vec(x.grad(&g_c).unwrap()))
+            {
+                assert!(
+                    (f - c).abs() < 1e-6 + 1e-5 * c.abs(),
+                    "softmax gradient {f} vs burn {c}"
+                );
             }
         }
     }

@@ -27,12 +27,19 @@ pub fn step(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-        .for_each(|((p, g), (m, v))| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g + s.l2 * *p;
-                *m = s.beta1 * *m + (1.0 - s.beta1) * g;
-                *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
-                *p = s.keep * *p - s.step_size * *m / (v.sqrt() + s.eps);
-            }
-        });
+        .for_each(|((p, g), (m, v))| update(s, p, g, m, v));
+}
+
+simd_dispatch! {
+    fn update(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) => update_body
+}
+
+#[inline(always)]
+fn update_body(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+    for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g + s.l2 * *p;
+        *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+        *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+        *p = s.keep * *p - s.step_size * *m / (v.sqrt() + s.eps);
+    }
 }

@@ -26,12 +26,21 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 /// `y = x·Φ(x)`.
 pub fn forward(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = x * normal_cdf_pdf(x).0;
-        }
-    });
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| forward_chunk(x, y));
     y
+}
+
+simd_dispatch! {
+    fn forward_chunk(x: &[f32], y: &mut [f32]) => forward_body
+}
+
+#[inline(always)]
+fn forward_body(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x * normal_cdf_pdf(x).0;
+    }
 }
 
 /// `dx = dy·(Φ(x) + x·φ(x))`.
@@ -39,13 +48,20 @@ pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f32; x.len()];
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| {
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let (cdf, pdf) = normal_cdf_pdf(x);
-                *dx = dy * (cdf + x * pdf);
-            }
-        });
+        .for_each(|(dx, (x, dy))| backward_chunk(x, dy, dx));
     dx
+}
+
+simd_dispatch! {
+    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) => backward_body
+}
+
+#[inline(always)]
+fn backward_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        let (cdf, pdf) = normal_cdf_pdf(x);
+        *dx = dy * (cdf + x * pdf);
+    }
 }
 
 #[cfg(test)]

@@ -90,8 +90,13 @@ fn forward_rows(
     }
 }
 
-#[inline(never)]
-fn gates_forward(a: &[f32], x: &[f32], b_hn: &[f32], hs: &mut [f32], out: &mut [f32], keep: f32, h: usize) {
+simd_dispatch! {
+    fn gates_forward(a: &[f32], x: &[f32], b_hn: &[f32], hs: &mut [f32], out: &mut [f32], keep: f32, h: usize)
+        => gates_forward_body
+}
+
+#[inline(always)]
+fn gates_forward_body(a: &[f32], x: &[f32], b_hn: &[f32], hs: &mut [f32], out: &mut [f32], keep: f32, h: usize) {
     let (ar, rest) = a.split_at(h);
     let (az, an) = rest.split_at(h);
     let (xr, rest) = x.split_at(h);
@@ -99,6 +104,8 @@ fn gates_forward(a: &[f32], x: &[f32], b_hn: &[f32], hs: &mut [f32], out: &mut [
     let (or, rest) = out.split_at_mut(h);
     let (oz, rest) = rest.split_at_mut(h);
     let (on, ohn) = rest.split_at_mut(h);
+    // Every slice cut to exactly h so that the loop runs without bounds checks and vectorizes.
+    let (an, xn, b_hn, hs, ohn) = (&an[..h], &xn[..h], &b_hn[..h], &mut hs[..h], &mut ohn[..h]);
     for j in 0..h {
         let r = sigmoid(xr[j] + ar[j]);
         let z = sigmoid(xz[j] + az[j]);
@@ -242,11 +249,25 @@ fn backward_rows(
     (d_w, d_b_hn)
 }
 
-/// One row's step backward. `dh` holds the carried gradient of the state and leaves with the previous state's
-/// (the recurrent matmul's part is added by the caller).
-#[inline(never)]
+simd_dispatch! {
+    /// One row's step backward. `dh` holds the carried gradient of the state and leaves with the previous state's
+    /// (the recurrent matmul's part is added by the caller).
+    #[allow(clippy::too_many_arguments)]
+    fn gates_backward(
+        saved: &[f32],
+        ds: &[f32],
+        h_prev: &[f32],
+        keep: f32,
+        dh: &mut [f32],
+        dx: &mut [f32],
+        drec: &mut [f32],
+        h: usize,
+    ) => gates_backward_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gates_backward(
+fn gates_backward_body(
     saved: &[f32],
     ds: &[f32],
     h_prev: &[f32],
@@ -263,6 +284,15 @@ fn gates_backward(
     let (dxz, dxn) = rest.split_at_mut(h);
     let (drr, rest) = drec.split_at_mut(h);
     let (drz, drn) = rest.split_at_mut(h);
+    // Every slice cut to exactly h so that the loop runs without bounds checks and vectorizes.
+    let (shn, ds, h_prev, dh, dxn, drn) = (
+        &shn[..h],
+        &ds[..h],
+        &h_prev[..h],
+        &mut dh[..h],
+        &mut dxn[..h],
+        &mut drn[..h],
+    );
     for j in 0..h {
         let (r, z, n, hn) = (sr[j], sz[j], sn[j], shn[j]);
         let d_state = ds[j] + dh[j];

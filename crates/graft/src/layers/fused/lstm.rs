@@ -92,10 +92,15 @@ fn forward_rows(
     }
 }
 
-/// One row's gates from its pre-activations `a` (i, f, g, o blocks): updates the states in place (blended with
-/// `keep`), saves the gate values and writes the new states.
-#[inline(never)]
-fn gates_forward(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: &mut [f32], keep: f32, h: usize) {
+simd_dispatch! {
+    /// One row's gates from its pre-activations `a` (i, f, g, o blocks): updates the states in place (blended with
+    /// `keep`), saves the gate values and writes the new states.
+    fn gates_forward(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: &mut [f32], keep: f32, h: usize)
+        => gates_forward_body
+}
+
+#[inline(always)]
+fn gates_forward_body(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: &mut [f32], keep: f32, h: usize) {
     let (ai, rest) = a.split_at(h);
     let (af, rest) = rest.split_at(h);
     let (ag, ao) = rest.split_at(h);
@@ -103,6 +108,8 @@ fn gates_forward(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: 
     let (of, rest) = rest.split_at_mut(h);
     let (og, rest) = rest.split_at_mut(h);
     let (oo, otc) = rest.split_at_mut(h);
+    // Every slice cut to exactly h so that the loop runs without bounds checks and vectorizes.
+    let (ao, otc, c, hs) = (&ao[..h], &mut otc[..h], &mut c[..h], &mut hs[..h]);
     for j in 0..h {
         let i = sigmoid(ai[j]);
         let f = sigmoid(af[j]);
@@ -246,12 +253,26 @@ fn backward_rows(
     d_w
 }
 
-/// One row's step backward: from the gradient of its states (`ds`: h then c, plus the carried `dh`, `dc`), the
-/// gradient of its gate pre-activations (`dg`), and the carried gradients for the previous step (the recurrent
-/// matmul's part of `dh` is added by the caller).
-#[inline(never)]
+simd_dispatch! {
+    /// One row's step backward: from the gradient of its states (`ds`: h then c, plus the carried `dh`, `dc`), the
+    /// gradient of its gate pre-activations (`dg`), and the carried gradients for the previous step (the recurrent
+    /// matmul's part of `dh` is added by the caller).
+    #[allow(clippy::too_many_arguments)]
+    fn gates_backward(
+        saved: &[f32],
+        ds: &[f32],
+        c_prev: &[f32],
+        keep: f32,
+        dh: &mut [f32],
+        dc: &mut [f32],
+        dg: &mut [f32],
+        h: usize,
+    ) => gates_backward_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gates_backward(
+fn gates_backward_body(
     saved: &[f32],
     ds: &[f32],
     c_prev: &[f32],
@@ -269,6 +290,15 @@ fn gates_backward(
     let (di, rest) = dg.split_at_mut(h);
     let (df, rest) = rest.split_at_mut(h);
     let (dgg, do_) = rest.split_at_mut(h);
+    // Every slice cut to exactly h so that the loop runs without bounds checks and vectorizes.
+    let (stc, dsc, do_, c_prev, dh, dc) = (
+        &stc[..h],
+        &dsc[..h],
+        &mut do_[..h],
+        &c_prev[..h],
+        &mut dh[..h],
+        &mut dc[..h],
+    );
     for j in 0..h {
         let (i, f, g, o, tc) = (si[j], sf[j], sg[j], so[j], stc[j]);
         let d_state_h = dsh[j] + dh[j];

@@ -9,6 +9,44 @@
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
 //! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
 
+/// Defines `fn $name(args) -> R` that runs `$body` (an `#[inline(always)]` function taking the same arguments)
+/// compiled for AVX-512 or for AVX2 with FMA when this CPU has them, else for the SSE2 baseline the crate is built
+/// for: graft's element-wise loops (gates, GELU, softmax, Adam) then vectorize 8 or 16 wide instead of 4. std caches
+/// the feature checks.
+macro_rules! simd_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $(#[$meta])*
+        #[inline(never)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn narrow($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `wide` is compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `narrow` is compiled for.
+                    return unsafe { narrow($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod adam;
 pub mod conv;
 pub mod dense;

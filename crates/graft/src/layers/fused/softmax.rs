@@ -9,15 +9,32 @@ fn rows_per_task(row: usize) -> usize {
     (16_384 / row.max(1)).max(1)
 }
 
-/// A sum in eight independent lanes: one running total would chain every addition on the last (strict IEEE order
+/// Sums in sixteen independent lanes: one running total would chain every addition on the last (strict IEEE order
 /// keeps the compiler from splitting it), which cost more than the exponentials.
 #[inline(always)]
-fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (i, v) in values.enumerate() {
-        lanes[i % 8] += v;
+fn lane_sum(a: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = a.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for a in chunks {
+        for k in 0..16 {
+            lanes[k] += a[k];
+        }
     }
-    lanes.iter().sum()
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in ca.zip(cb) {
+        for k in 0..16 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `x` `[rows, row]` → `softmax(x)` along each row.
@@ -27,20 +44,29 @@ pub fn forward(x: &[f32], row: usize) -> Vec<f32> {
         return y;
     }
     let chunk = rows_per_task(row) * row;
-    y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
-        for (y, x) in y.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
-            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-            // A row of −∞ (every position masked out) has no maximum to subtract; PyTorch gives NaN there too.
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = super::exp(x - max);
-            }
-            let scale = 1.0 / lane_sum(y.iter().copied());
-            for y in y.iter_mut() {
-                *y *= scale;
-            }
-        }
-    });
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(y, x)| forward_rows(x, y, row));
     y
+}
+
+simd_dispatch! {
+    fn forward_rows(x: &[f32], y: &mut [f32], row: usize) => forward_body
+}
+
+#[inline(always)]
+fn forward_body(x: &[f32], y: &mut [f32], row: usize) {
+    for (y, x) in y.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        // A row of −∞ (every position masked out) has no maximum to subtract; PyTorch gives NaN there too.
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = super::exp(x - max);
+        }
+        let scale = 1.0 / lane_sum(y);
+        for y in y.iter_mut() {
+            *y *= scale;
+        }
+    }
 }
 
 /// The input gradient from the output `y` and its gradient `dy`, both `[rows, row]`.
@@ -52,19 +78,26 @@ pub fn backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
     let chunk = rows_per_task(row) * row;
     dx.par_chunks_mut(chunk)
         .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-        .for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx
-                .chunks_exact_mut(row)
-                .zip(y.chunks_exact(row))
-                .zip(dy.chunks_exact(row))
-            {
-                let dot = lane_sum(y.iter().zip(dy).map(|(y, d)| y * d));
-                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-                    *dx = y * (dy - dot);
-                }
-            }
-        });
+        .for_each(|(dx, (y, dy))| backward_rows(y, dy, dx, row));
     dx
+}
+
+simd_dispatch! {
+    fn backward_rows(y: &[f32], dy: &[f32], dx: &mut [f32], row: usize) => backward_body
+}
+
+#[inline(always)]
+fn backward_body(y: &[f32], dy: &[f32], dx: &mut [f32], row: usize) {
+    for ((dx, y), dy) in dx
+        .chunks_exact_mut(row)
+        .zip(y.chunks_exact(row))
+        .zip(dy.chunks_exact(row))
+    {
+        let dot = lane_dot(y, dy);
+        for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+            *dx = y * (dy - dot);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,34 @@ pub(super) fn exp(x: f32) -> f32 {
     p * f32::from_bits((power.wrapping_add(127) as u32) << 23)
 }
 
+/// Sums in sixteen independent lanes: one running total would chain every addition on the last (strict IEEE order
+/// keeps the compiler from splitting it), which cost more than the softmax's exponentials.
+#[inline(always)]
+pub(super) fn lane_sum(a: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = a.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for a in chunks {
+        for k in 0..16 {
+            lanes[k] += a[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in ca.zip(cb) {
+        for k in 0..16 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 #[inline(always)]
 pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))

@@ -2,39 +2,12 @@
 //! composes softmax from max, subtract, exp, sum and divide, each a full pass and `exp` a scalar loop on one
 //! thread; here the forward is one pass per row and the backward `dx = y·(dy − Σ dy·y)` another.
 
+use super::{lane_dot, lane_sum};
 use rayon::prelude::*;
 
 /// Rows per parallel task.
 fn rows_per_task(row: usize) -> usize {
     (16_384 / row.max(1)).max(1)
-}
-
-/// Sums in sixteen independent lanes: one running total would chain every addition on the last (strict IEEE order
-/// keeps the compiler from splitting it), which cost more than the exponentials.
-#[inline(always)]
-fn lane_sum(a: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = a.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for a in chunks {
-        for k in 0..16 {
-            lanes[k] += a[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (a, b) in ca.zip(cb) {
-        for k in 0..16 {
-            lanes[k] += a[k] * b[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// `x` `[rows, row]` → `softmax(x)` along each row.

@@ -103,19 +103,23 @@ impl Dense {
 
 /// `x·Wᵀ + b` with a PyTorch-layout weight `[out, in]`.
 pub fn linear<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<2>>, bias: Option<&Param<Tensor<1>>>) -> Tensor<D> {
+    linear_tensors(x, weight.val(), bias.map(|b| b.val()))
+}
+
+/// [`linear`] with the weight `[out, in]` and bias as tensors (say, a sum of two biases).
+pub fn linear_tensors<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
     let device = x.device();
     if D >= 2 && x.dtype() == burn::tensor::DType::F32 && super::fused::available(&device) {
         // One fused operation on the CPU backend: the weight gradient comes out in the weight's own layout.
         let dims = x.dims();
         let in_features = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
-        let w = weight.val();
         let out_features = w.dims()[0];
-        let b = bias.map_or_else(|| Tensor::<1>::zeros([out_features], &device), |b| b.val());
+        let b = bias.unwrap_or_else(|| Tensor::<1>::zeros([out_features], &device));
         let y = super::fused::dense(x.reshape([rows, in_features]), w, b);
         let mut out_dims = dims;
         out_dims[D - 1] = out_features;
         return y.reshape(out_dims);
     }
-    burn::tensor::module::linear(x, weight.val().transpose(), bias.map(|b| b.val()))
+    burn::tensor::module::linear(x, w.transpose(), bias)
 }

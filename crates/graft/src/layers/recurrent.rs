@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
 use super::conv::expect_rank;
-use super::dense::{glorot, linear, yes, zeros};
+use super::dense::{glorot, linear, linear_tensors, yes, zeros};
 use super::dropout::dropout;
 use super::init::Initializer;
 use super::{Shape, shape_err};
@@ -335,8 +335,17 @@ impl Recurrent {
         }
         let h = self.units;
         let (w_ih, w_hh) = (&self.weights[2 * idx], &self.weights[2 * idx + 1]);
+        let b_ih = self.biases.get(2 * idx).map(|p| p.val());
         let b_hh = self.biases.get(2 * idx + 1).map(|p| p.val());
-        let mut xp = linear(x, w_ih, self.biases.get(2 * idx));
+        // The recurrent biases that simply add to the input projection join its bias: one [4H] (or [3H]) add
+        // instead of a pass over every step's projection, forward and backward.
+        let project = |extra: Option<Tensor<1>>| {
+            let bias = match (b_ih.clone(), extra) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            linear_tensors(x.clone(), w_ih.val(), bias)
+        };
         let zeros = || Tensor::<2>::zeros([b, h], &device);
         let h0 = initial.first().cloned().unwrap_or_else(zeros);
         let keep_all = keep.cloned().unwrap_or_else(|| Tensor::<2>::ones([b, t], &device));
@@ -346,9 +355,7 @@ impl Recurrent {
             None => hs,
         };
         if self.cell == Cell::Lstm {
-            if let Some(b_hh) = b_hh {
-                xp = xp + b_hh.unsqueeze::<3>();
-            }
+            let xp = project(b_hh);
             let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
             let states = super::fused::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
             let seq = masked(states.clone().narrow(2, 0, h));
@@ -359,16 +366,15 @@ impl Recurrent {
             ));
         }
         // GRU: b_hr and b_hz fold into the input projection; b_hn stays inside the reset gate's product.
-        let b_hn = match b_hh {
+        let (xp, b_hn) = match b_hh {
             Some(b_hh) => {
                 let folded = Tensor::cat(
                     vec![b_hh.clone().narrow(0, 0, 2 * h), Tensor::<1>::zeros([h], &device)],
                     0,
                 );
-                xp = xp + folded.unsqueeze::<3>();
-                b_hh.narrow(0, 2 * h, h)
+                (project(Some(folded)), b_hh.narrow(0, 2 * h, h))
             }
-            None => Tensor::<1>::zeros([h], &device),
+            None => (project(None), Tensor::<1>::zeros([h], &device)),
         };
         let states = super::fused::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
         let final_h = states.clone().narrow(1, last, 1).squeeze_dim::<2>(1);

@@ -16,28 +16,61 @@ pub fn forward(x: &[f32], planes: usize, (h, w): (usize, usize), (kh, kw): (usiz
     y.par_chunks_mut(oh * ow)
         .zip(at.par_chunks_mut(oh * ow))
         .enumerate()
-        .for_each(|(p, (yp, ap))| {
-            let plane = &x[p * h * w..(p + 1) * h * w];
-            for i in 0..oh {
-                for j in 0..ow {
-                    let (mut best, mut pos) = (f32::NEG_INFINITY, 0usize);
-                    let mut first = true;
-                    for di in 0..kh {
-                        let row = &plane[(i * kh + di) * w + j * kw..(i * kh + di) * w + j * kw + kw];
-                        for (dj, &v) in row.iter().enumerate() {
-                            if first || v > best || (v.is_nan() && !best.is_nan()) {
-                                best = v;
-                                pos = di * kw + dj;
-                                first = false;
-                            }
-                        }
+        .for_each(|(p, (yp, ap))| forward_plane(&x[p * h * w..(p + 1) * h * w], yp, ap, (h, w), (kh, kw)));
+    (y, at)
+}
+
+simd_dispatch! {
+    /// One plane's maxima and their positions.
+    fn forward_plane(plane: &[f32], yp: &mut [f32], ap: &mut [f32], size: (usize, usize), kernel: (usize, usize))
+        => forward_plane_body
+}
+
+/// Whether `v` replaces the running maximum `best`: larger, or NaN over a number (ties keep the first).
+#[inline(always)]
+fn beats(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+#[inline(always)]
+fn forward_plane_body(plane: &[f32], yp: &mut [f32], ap: &mut [f32], (h, w): (usize, usize), (kh, kw): (usize, usize)) {
+    let (oh, ow) = (h / kh, w / kw);
+    if (kh, kw) == (2, 2) {
+        // The common window, without the general loop's branches, so that it vectorizes.
+        for i in 0..oh {
+            let (r0, r1) = (&plane[2 * i * w..][..2 * ow], &plane[(2 * i + 1) * w..][..2 * ow]);
+            let (yr, ar) = (&mut yp[i * ow..][..ow], &mut ap[i * ow..][..ow]);
+            for j in 0..ow {
+                let (mut best, mut pos) = (r0[2 * j], 0.0f32);
+                for (v, p) in [(r0[2 * j + 1], 1.0), (r1[2 * j], 2.0), (r1[2 * j + 1], 3.0)] {
+                    let take = beats(v, best);
+                    best = if take { v } else { best };
+                    pos = if take { p } else { pos };
+                }
+                yr[j] = best;
+                ar[j] = pos;
+            }
+        }
+        return;
+    }
+    for i in 0..oh {
+        for j in 0..ow {
+            let (mut best, mut pos) = (f32::NEG_INFINITY, 0usize);
+            let mut first = true;
+            for di in 0..kh {
+                let row = &plane[(i * kh + di) * w + j * kw..(i * kh + di) * w + j * kw + kw];
+                for (dj, &v) in row.iter().enumerate() {
+                    if first || beats(v, best) {
+                        best = v;
+                        pos = di * kw + dj;
+                        first = false;
                     }
-                    yp[i * ow + j] = best;
-                    ap[i * ow + j] = pos as f32;
                 }
             }
-        });
-    (y, at)
+            yp[i * ow + j] = best;
+            ap[i * ow + j] = pos as f32;
+        }
+    }
 }
 
 /// The input gradient `[planes, h, w]` from the output gradient and the saved positions.
@@ -48,16 +81,27 @@ pub fn backward(dy: &[f32], at: &[f32], planes: usize, (h, w): (usize, usize), (
         return dx;
     }
     dx.par_chunks_mut(h * w).enumerate().for_each(|(p, dxp)| {
-        for i in 0..oh {
-            for j in 0..ow {
-                let k = p * oh * ow + i * ow + j;
-                let pos = at[k] as usize;
-                let (di, dj) = (pos / kw, pos % kw);
-                dxp[(i * kh + di) * w + j * kw + dj] += dy[k];
-            }
-        }
+        backward_plane(
+            &dy[p * oh * ow..(p + 1) * oh * ow],
+            &at[p * oh * ow..(p + 1) * oh * ow],
+            dxp,
+            w,
+            (kh, kw),
+        )
     });
     dx
+}
+
+/// One plane's input gradient: each output gradient to the position its maximum came from.
+#[inline(never)]
+fn backward_plane(dy: &[f32], at: &[f32], dxp: &mut [f32], w: usize, (kh, kw): (usize, usize)) {
+    let ow = w / kw;
+    for (k, (&g, &pos)) in dy.iter().zip(at).enumerate() {
+        let (i, j) = (k / ow, k % ow);
+        let pos = pos as usize;
+        let (di, dj) = (pos / kw, pos % kw);
+        dxp[(i * kh + di) * w + j * kw + dj] += g;
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
-//! Fused recurrent layers for the CPU (`flex`) backend: a whole LSTM or GRU sequence as one operation with a
-//! handwritten backward (backpropagation through time), instead of a dozen small autodiff operations per timestep.
+//! Fused operations for the CPU (`flex`) backend, each a burn backend extension (`#[backend_extension(Flex,
+//! Autodiff)]`) with a handwritten backward, where burn's composed primitives were the bottleneck (see the README's
+//! Performance section for what each gained):
 //!
-//! The input projection `x·W_ihᵀ + b_ih` (+ the recurrent biases that can be folded in) of every step is one matmul
-//! outside, in ordinary autodiff; the fused operation runs the recurrence (`lstm.rs`, `gru.rs`). Batch rows are
-//! independent, so contiguous ranges of them run on separate threads. Padded steps (`keep` = 0) leave the state
-//! unchanged, exactly as the composed layer does.
+//! - `lstm.rs`, `gru.rs`: a whole recurrent sequence per layer and direction. The input projection of every step is
+//!   one matmul outside, in ordinary autodiff; the fused operation runs the recurrence, per step one small matmul
+//!   and one vectorized gate pass; batch rows run on separate threads. Padded steps (`keep` = 0) leave the state
+//!   unchanged, exactly as the composed layer does.
+//! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout.
+//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes) and non-overlapping max pooling.
+//! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
+//! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
 //!
-//! Other backends (and other float types, such as the float64 gradient checks) use the composed layer in
-//! `recurrent.rs`; both are checked against the same PyTorch fixtures, and against each other.
+//! Other backends (and other float types, such as the float64 gradient checks) use the composed operations; both
+//! are checked against the same PyTorch fixtures, and against each other.
 
 /// Defines `fn $name(args) -> R` that runs `$body` (an `#[inline(always)]` function taking the same arguments)
 /// compiled for AVX-512 or for AVX2 with FMA when this CPU has them, else for the SSE2 baseline the crate is built
@@ -322,7 +327,7 @@ pub trait FusedBackend: Backend {
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// burn's 2-D convolution forward (groups = 1) with graft's gemm backward.
+    /// A 2-D convolution forward (groups = 1): im2col + gemm per image.
     fn conv2d_forward(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -410,6 +415,21 @@ fn writable(t: FlexTensor) -> FlexTensor {
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The geometry of a convolution of an input shaped `xs` with a weight shaped `ws` into `output` positions.
+fn conv_geometry(xs: &[usize], ws: &[usize], output: [usize; 2], options: &ConvOptions<2>) -> conv::Geometry {
+    conv::Geometry {
+        batch: xs[0],
+        in_channels: xs[1],
+        out_channels: ws[0],
+        input: [xs[2], xs[3]],
+        output,
+        kernel: [ws[2], ws[3]],
+        stride: options.stride,
+        pad_begin: [options.padding[0].0, options.padding[1].0],
+        dilation: options.dilation,
+    }
 }
 
 /// `[B, T, width·H]` → the run's sizes.
@@ -501,7 +521,15 @@ impl FusedBackend for Flex {
     }
 
     fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-        <Flex as burn::backend::ops::ModuleOps<Flex>>::conv2d(x, w, Some(b), options)
+        let (xs, ws) = (x.layout().shape().to_vec(), w.layout().shape().to_vec());
+        let out = |axis: usize| {
+            let (begin, end) = options.padding[axis];
+            let span = options.dilation[axis] * (ws[2 + axis] - 1) + 1;
+            (xs[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
+        };
+        let g = conv_geometry(&xs, &ws, [out(0), out(1)], &options);
+        let y = conv::forward(g, &f32s(&x), &f32s(&w), &f32s(&b));
+        flex(y, vec![g.batch, g.out_channels, g.output[0], g.output[1]])
     }
 
     fn conv2d_backward(
@@ -516,17 +544,7 @@ impl FusedBackend for Flex {
             w.layout().shape().to_vec(),
             dy.layout().shape().to_vec(),
         );
-        let g = conv::Geometry {
-            batch: xs[0],
-            in_channels: xs[1],
-            out_channels: ws[0],
-            input: [xs[2], xs[3]],
-            output: [ys[2], ys[3]],
-            kernel: [ws[2], ws[3]],
-            stride: options.stride,
-            pad_begin: [options.padding[0].0, options.padding[1].0],
-            dilation: options.dilation,
-        };
+        let g = conv_geometry(&xs, &ws, [ys[2], ys[3]], &options);
         let (dx, dw, db) = conv::backward(g, &f32s(&dy), &f32s(&x), &f32s(&w), need_dx);
         (
             dx.map_or_else(|| flex(vec![0.0], vec![1]), |dx| flex(dx, xs.clone())),
@@ -1066,7 +1084,7 @@ pub fn available(device: &Device) -> bool {
     !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// A 2-D convolution (groups = 1): burn's forward, graft's gemm backward.
+/// A 2-D convolution (groups = 1) with graft's im2col + gemm forward and backward.
 pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
     let y =
         <Dispatch as FusedBackend>::conv2d_forward(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), options);

@@ -276,8 +276,10 @@ impl Conv2d {
                 .bias
                 .as_ref()
                 .map_or_else(|| Tensor::<1>::zeros([filters], &device), |b| b.val());
-            let y = super::fused::conv2d(x, self.weight.val(), b, self.options.clone());
-            return ctx.activate(self.activation, y);
+            // A ReLU runs inside the fused operation, on each image while it is in cache.
+            let relu = self.activation == Activation::Relu;
+            let y = super::fused::conv2d(x, self.weight.val(), b, self.options.clone(), relu);
+            return if relu { y } else { ctx.activate(self.activation, y) };
         }
         let y = burn::tensor::module::conv2d(
             x,

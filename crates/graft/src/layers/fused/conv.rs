@@ -83,8 +83,9 @@ impl Geometry {
     }
 }
 
-/// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`.
-pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+/// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`
+/// (applied to each image while it is in cache, instead of another pass over the whole activation).
+pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
     let (k, p, co) = (g.patch(), g.positions(), g.out_channels);
     let image_len = g.in_channels * g.input[0] * g.input[1];
     let mut y = vec![0f32; g.batch * co * p];
@@ -112,18 +113,28 @@ pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
                 &col,
                 (p as isize, 1),
             );
+            if relu {
+                // NaN stays NaN, as in PyTorch's ReLU.
+                for v in y_n.iter_mut() {
+                    if *v < 0.0 {
+                        *v = 0.0;
+                    }
+                }
+            }
         }
     });
     y
 }
 
 /// Gradients of `x` `[N, Ci, H, W]` (when `need_dx`), `w` `[Co, Ci, KH, KW]` and the bias from `dy`
-/// `[N, Co, Ho, Wo]`.
+/// `[N, Co, Ho, Wo]`. With `relu_output` (the forward's output through its ReLU), `dy` is first masked where that
+/// output is zero, image by image.
 pub fn backward(
     g: Geometry,
     dy: &[f32],
     x: &[f32],
     w: &[f32],
+    relu_output: Option<&[f32]>,
     need_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (k, p, co) = (g.patch(), g.positions(), g.out_channels);
@@ -131,14 +142,29 @@ pub fn backward(
     let mut dx = need_dx.then(|| vec![0f32; g.batch * image_len]);
     let threads = rayon::current_num_threads().clamp(1, g.batch.max(1));
     let per = g.batch.div_ceil(threads).max(1);
-    let work = |first: usize, dx_part: Option<&mut [f32]>| -> Vec<f32> {
+    let work = |first: usize, dx_part: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let mut dw = vec![0f32; co * k];
+        let mut db = vec![0f32; co];
         let mut col = vec![0f32; k * p];
         let mut dcol = if need_dx { vec![0f32; k * p] } else { vec![] };
+        let mut masked = if relu_output.is_some() {
+            vec![0f32; co * p]
+        } else {
+            vec![]
+        };
         let mut dx_part = dx_part;
         let last = (first + per).min(g.batch);
         for n in first..last {
-            let dy_n = &dy[n * co * p..(n + 1) * co * p];
+            let mut dy_n = &dy[n * co * p..(n + 1) * co * p];
+            if let Some(y) = relu_output {
+                for ((m, &d), &y) in masked.iter_mut().zip(dy_n).zip(&y[n * co * p..(n + 1) * co * p]) {
+                    *m = if y > 0.0 { d } else { 0.0 };
+                }
+                dy_n = &masked;
+            }
+            for (acc, row) in db.iter_mut().zip(dy_n.chunks_exact(p)) {
+                *acc += row.iter().sum::<f32>();
+            }
             g.im2col(&x[n * image_len..(n + 1) * image_len], &mut col);
             // dW += dy_n [Co, P] · colᵀ [P, K]
             matmul(
@@ -167,10 +193,10 @@ pub fn backward(
                 g.col2im(&dcol, &mut part[local * image_len..(local + 1) * image_len]);
             }
         }
-        dw
+        (dw, db)
     };
     let starts: Vec<usize> = (0..g.batch).step_by(per).collect();
-    let partial: Vec<Vec<f32>> = match dx.as_mut() {
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = match dx.as_mut() {
         Some(dx) => starts
             .par_iter()
             .zip(dx.par_chunks_mut(per * image_len))
@@ -179,15 +205,13 @@ pub fn backward(
         None => starts.par_iter().map(|&first| work(first, None)).collect(),
     };
     let mut dw = vec![0f32; co * k];
-    for part in partial {
-        for (acc, v) in dw.iter_mut().zip(&part) {
+    let mut db = vec![0f32; co];
+    for (part_w, part_b) in partial {
+        for (acc, v) in dw.iter_mut().zip(&part_w) {
             *acc += v;
         }
-    }
-    let mut db = vec![0f32; co];
-    for image in dy.chunks_exact(co * p) {
-        for (c, acc) in db.iter_mut().enumerate() {
-            *acc += image[c * p..(c + 1) * p].iter().sum::<f32>();
+        for (acc, v) in db.iter_mut().zip(&part_b) {
+            *acc += v;
         }
     }
     (dx, dw, db)
@@ -200,8 +224,8 @@ mod tests {
     use burn::tensor::ops::ConvOptions;
 
     /// The fused convolution inside autodiff gives burn's output and the same gradients of the input, weight and
-    /// bias, for strides, asymmetric padding and dilation; with an input that needs no gradient it still trains
-    /// the weights.
+    /// bias, for strides, asymmetric padding and dilation, with and without the fused ReLU; with an input that
+    /// needs no gradient it still trains the weights.
     #[test]
     fn fused_conv_matches_the_composed_one() {
         let device = Device::default().autodiff();
@@ -222,14 +246,19 @@ mod tests {
             }
         };
         for (case, options) in cases.into_iter().enumerate() {
-            for input_grad in [true, false] {
-                let what = format!("case {case}, input gradient {input_grad}");
+            for (input_grad, relu) in [(true, false), (false, false), (true, true), (false, true)] {
+                let what = format!("case {case}, input gradient {input_grad}, relu {relu}");
                 let x = Tensor::<4>::random([3, 2, 7, 8], Distribution::Uniform(-1.0, 1.0), &device);
                 let x = if input_grad { x.require_grad() } else { x };
                 let w = Tensor::<4>::random([4, 2, 3, 2], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
                 let b = Tensor::<1>::random([4], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
-                let fused = super::super::conv2d(x.clone(), w.clone(), b.clone(), options.clone());
+                let fused = super::super::conv2d(x.clone(), w.clone(), b.clone(), options.clone(), relu);
                 let composed = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+                let composed = if relu {
+                    burn::tensor::activation::relu(composed)
+                } else {
+                    composed
+                };
                 assert_eq!(fused.dims(), composed.dims(), "{what}");
                 close(
                     values(fused.clone()),

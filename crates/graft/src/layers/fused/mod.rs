@@ -333,14 +333,19 @@ pub trait FusedBackend: Backend {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         options: ConvOptions<2>,
+        relu: bool,
     ) -> FloatTensor<Self>;
 
-    /// The gradients of `x` (an empty tensor unless `need_dx`), `w` and `b`.
+    /// The gradients of `x` (an empty tensor unless `need_dx`), `w` and `b`; `y` is the forward's output when it
+    /// went through the ReLU (`relu`), ignored otherwise.
+    #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        y: FloatTensor<Self>,
         options: ConvOptions<2>,
+        relu: bool,
         need_dx: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
@@ -520,7 +525,7 @@ impl FusedBackend for Flex {
         )
     }
 
-    fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+    fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>, relu: bool) -> FlexTensor {
         let (xs, ws) = (x.layout().shape().to_vec(), w.layout().shape().to_vec());
         let out = |axis: usize| {
             let (begin, end) = options.padding[axis];
@@ -528,7 +533,7 @@ impl FusedBackend for Flex {
             (xs[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
         };
         let g = conv_geometry(&xs, &ws, [out(0), out(1)], &options);
-        let y = conv::forward(g, &f32s(&x), &f32s(&w), &f32s(&b));
+        let y = conv::forward(g, &f32s(&x), &f32s(&w), &f32s(&b), relu);
         flex(y, vec![g.batch, g.out_channels, g.output[0], g.output[1]])
     }
 
@@ -536,7 +541,9 @@ impl FusedBackend for Flex {
         dy: FlexTensor,
         x: FlexTensor,
         w: FlexTensor,
+        y: FlexTensor,
         options: ConvOptions<2>,
+        relu: bool,
         need_dx: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (xs, ws, ys) = (
@@ -545,7 +552,8 @@ impl FusedBackend for Flex {
             dy.layout().shape().to_vec(),
         );
         let g = conv_geometry(&xs, &ws, [ys[2], ys[3]], &options);
-        let (dx, dw, db) = conv::backward(g, &f32s(&dy), &f32s(&x), &f32s(&w), need_dx);
+        let y = relu.then(|| f32s(&y));
+        let (dx, dw, db) = conv::backward(g, &f32s(&dy), &f32s(&x), &f32s(&w), y.as_deref(), need_dx);
         (
             dx.map_or_else(|| flex(vec![0.0], vec![1]), |dx| flex(dx, xs.clone())),
             flex(dw, ws),
@@ -720,14 +728,14 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
 struct ConvBackward;
 
 impl<B: Backend + FusedBackend> Backward<B, 3> for ConvBackward {
-    /// x, w, options
-    type State = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+    /// x, w, the output (for the ReLU's mask; x again without it), options, relu
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, ConvOptions<2>, bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let (x, w, options) = ops.state;
+        let (x, w, y, options, relu) = ops.state;
         let [px, pw, pb] = ops.parents;
-        let (dx, dw, db) = B::conv2d_backward(dy, x, w, options, px.is_some());
+        let (dx, dw, db) = B::conv2d_backward(dy, x, w, y, options, relu, px.is_some());
         register::<B, _>(grads, [px, pw, pb].map(|p| p.map(|n| n.id)), [dx, dw, db]);
     }
 }
@@ -902,19 +910,25 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         options: ConvOptions<2>,
+        relu: bool,
     ) -> FloatTensor<Self> {
         let y = B::conv2d_forward(
             x.primitive().clone(),
             w.primitive().clone(),
             b.primitive().clone(),
             options.clone(),
+            relu,
         );
         match ConvBackward
             .prepare::<C>([x.node(), w.node(), b.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), w.into_primitive(), options), y),
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let mask = if relu { y.clone() } else { x.clone() };
+                prep.finish((x, w.into_primitive(), mask, options, relu), y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -923,14 +937,18 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        y: FloatTensor<Self>,
         options: ConvOptions<2>,
+        relu: bool,
         need_dx: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (dx, dw, db) = B::conv2d_backward(
             dy.into_primitive(),
             x.into_primitive(),
             w.into_primitive(),
+            y.into_primitive(),
             options,
+            relu,
             need_dx,
         );
         (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
@@ -1084,10 +1102,15 @@ pub fn available(device: &Device) -> bool {
     !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// A 2-D convolution (groups = 1) with graft's im2col + gemm forward and backward.
-pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
-    let y =
-        <Dispatch as FusedBackend>::conv2d_forward(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), options);
+/// A 2-D convolution (groups = 1) with graft's im2col + gemm forward and backward, followed by a ReLU when `relu`.
+pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>, relu: bool) -> Tensor<4> {
+    let y = <Dispatch as FusedBackend>::conv2d_forward(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        options,
+        relu,
+    );
     Tensor::<4>::from_dispatch(y)
 }
 

@@ -39,6 +39,19 @@ impl Geometry {
             .filter(|&v| v < self.input[axis])
     }
 
+    /// With unit stride and dilation along the columns, the output columns `j` whose input column `j + b − pad` is
+    /// inside the image, for kernel column `b`: one contiguous run per row, copied or added as a slice.
+    fn unit_columns(&self, b: usize) -> Option<std::ops::Range<usize>> {
+        if self.stride[1] != 1 || self.dilation[1] != 1 {
+            return None;
+        }
+        let start = self.pad_begin[1].saturating_sub(b);
+        let end = (self.input[1] + self.pad_begin[1])
+            .saturating_sub(b)
+            .min(self.output[1]);
+        Some(start..end.max(start))
+    }
+
     /// One image's im2col matrix `[Ci·KH·KW, Ho·Wo]`.
     fn im2col(&self, image: &[f32], col: &mut [f32]) {
         let (p, [h, w]) = (self.positions(), self.input);
@@ -50,11 +63,20 @@ impl Geometry {
                         let dst = &mut row[i * self.output[1]..(i + 1) * self.output[1]];
                         match self.source(0, i, a) {
                             None => dst.fill(0.0),
-                            Some(y) => {
-                                for (j, d) in dst.iter_mut().enumerate() {
-                                    *d = self.source(1, j, b).map_or(0.0, |x| image[(ci * h + y) * w + x]);
+                            Some(y) => match self.unit_columns(b) {
+                                Some(run) => {
+                                    let src = &image[(ci * h + y) * w..][..w];
+                                    let x0 = run.start + b - self.pad_begin[1];
+                                    dst[..run.start].fill(0.0);
+                                    dst[run.clone()].copy_from_slice(&src[x0..x0 + run.len()]);
+                                    dst[run.end..].fill(0.0);
                                 }
-                            }
+                                None => {
+                                    for (j, d) in dst.iter_mut().enumerate() {
+                                        *d = self.source(1, j, b).map_or(0.0, |x| image[(ci * h + y) * w + x]);
+                                    }
+                                }
+                            },
                         }
                     }
                 }
@@ -71,9 +93,21 @@ impl Geometry {
                     let row = &dcol[((ci * self.kernel[0] + a) * self.kernel[1] + b) * p..][..p];
                     for i in 0..self.output[0] {
                         let Some(y) = self.source(0, i, a) else { continue };
-                        for j in 0..self.output[1] {
-                            if let Some(x) = self.source(1, j, b) {
-                                dimage[(ci * h + y) * w + x] += row[i * self.output[1] + j];
+                        let src = &row[i * self.output[1]..(i + 1) * self.output[1]];
+                        match self.unit_columns(b) {
+                            Some(run) => {
+                                let x0 = run.start + b - self.pad_begin[1];
+                                let dst = &mut dimage[(ci * h + y) * w + x0..][..run.len()];
+                                for (d, v) in dst.iter_mut().zip(&src[run]) {
+                                    *d += v;
+                                }
+                            }
+                            None => {
+                                for (j, v) in src.iter().enumerate() {
+                                    if let Some(x) = self.source(1, j, b) {
+                                        dimage[(ci * h + y) * w + x] += v;
+                                    }
+                                }
                             }
                         }
                     }
@@ -236,6 +270,11 @@ mod tests {
             ConvOptions {
                 padding: [(0, 1), (1, 0)],
                 ..ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
+            },
+            // unit column stride with padding at both ends: im2col's contiguous-run path, clipped on both sides
+            ConvOptions {
+                padding: [(1, 0), (1, 2)],
+                ..ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
             },
         ];
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();

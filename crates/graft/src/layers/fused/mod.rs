@@ -757,34 +757,26 @@ impl<B: Backend + FusedBackend> Backward<B, 1> for MaxPoolBackward {
     }
 }
 
-#[derive(Debug)]
-struct GeluBackward;
-
-impl<B: Backend + FusedBackend> Backward<B, 1> for GeluBackward {
-    /// x
-    type State = FloatTensor<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let dy = grads.consume::<B>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<B>(node.id, B::fused_gelu_backward(ops.state, dy));
-        }
-    }
+/// The element-wise operations whose backward needs one saved tensor: GELU (its input) and softmax (its output).
+#[derive(Debug, Clone, Copy)]
+enum SavedOneBackward {
+    Gelu,
+    Softmax,
 }
 
-#[derive(Debug)]
-struct SoftmaxBackward;
-
-impl<B: Backend + FusedBackend> Backward<B, 1> for SoftmaxBackward {
-    /// the output y
+impl<B: Backend + FusedBackend> Backward<B, 1> for SavedOneBackward {
+    /// GELU's input or softmax's output
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<B>(node.id, B::fused_softmax_backward(ops.state, dy));
+            let dx = match self {
+                SavedOneBackward::Gelu => B::fused_gelu_backward(ops.state, dy),
+                SavedOneBackward::Softmax => B::fused_softmax_backward(ops.state, dy),
+            };
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -985,7 +977,11 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = B::fused_gelu(x.primitive().clone());
-        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match SavedOneBackward::Gelu
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(x.into_primitive(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
@@ -1015,7 +1011,11 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = B::fused_softmax(x.primitive().clone());
-        match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match SavedOneBackward::Softmax
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }

@@ -28,7 +28,7 @@ pub enum Activation {
 
 /// GELU in its exact (erf) form: the fused operation on the CPU backend (f32), burn's elsewhere.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == burn::tensor::DType::F32 && super::fused::available(&x.device()) {
+    if super::fused::applies(&x) {
         super::fused::gelu(x)
     } else {
         act::gelu(x)
@@ -37,7 +37,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Softmax over the last axis: the fused operation on the CPU backend (f32), burn's elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == burn::tensor::DType::F32 && super::fused::available(&x.device()) {
+    if super::fused::applies(&x) {
         super::fused::softmax(x)
     } else {
         act::softmax(x, D - 1)

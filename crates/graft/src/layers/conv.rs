@@ -270,7 +270,7 @@ impl Conv2d {
     /// `[B, C, H, W]` → `[B, filters, H', W']`.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
         let device = x.device();
-        if self.options.groups == 1 && x.dtype() == burn::tensor::DType::F32 && super::fused::available(&device) {
+        if self.options.groups == 1 && super::fused::applies(&x) {
             let filters = self.weight.dims()[0];
             let b = self
                 .bias

@@ -109,7 +109,7 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<2>>, bias: Opt
 /// [`linear`] with the weight `[out, in]` and bias as tensors (say, a sum of two biases).
 pub fn linear_tensors<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
     let device = x.device();
-    if D >= 2 && x.dtype() == burn::tensor::DType::F32 && super::fused::available(&device) {
+    if D >= 2 && super::fused::applies(&x) {
         // One fused operation on the CPU backend: the weight gradient comes out in the weight's own layout.
         let dims = x.dims();
         let in_features = dims[D - 1];

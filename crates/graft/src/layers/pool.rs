@@ -138,11 +138,7 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
-            } if kernel == stride
-                && *padding == [(0, 0); 2]
-                && x.dtype() == burn::tensor::DType::F32
-                && super::fused::available(&x.device()) =>
-            {
+            } if kernel == stride && *padding == [(0, 0); 2] && super::fused::applies(&x) => {
                 super::fused::max_pool2d(x, *kernel)
             }
             Pool::TwoD {

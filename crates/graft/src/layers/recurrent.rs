@@ -326,11 +326,7 @@ impl Recurrent {
     ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        if !matches!(self.cell, Cell::Lstm | Cell::Gru)
-            || t == 0
-            || x.dtype() != burn::tensor::DType::F32
-            || !super::fused::available(&device)
-        {
+        if !matches!(self.cell, Cell::Lstm | Cell::Gru) || t == 0 || !super::fused::applies(&x) {
             return None;
         }
         let h = self.units;

@@ -313,7 +313,7 @@ impl Optimizer for Adam {
             l2: self.l2 as f32,
             keep: (1.0 - lr * self.decoupled) as f32,
         };
-        let (param, m, v) = if param.dtype() == burn::tensor::DType::F32 && fused::available(&param.device()) {
+        let (param, m, v) = if fused::applies(&param) {
             fused::adam(param, grad, m, v, step)
         } else {
             let grad = if self.l2 != 0.0 {

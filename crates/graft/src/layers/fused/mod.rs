@@ -781,6 +781,20 @@ impl<B: Backend + FusedBackend> Backward<B, 1> for SavedOneBackward {
     }
 }
 
+/// The autodiff output `y` of the element-wise operation `kind` on `x`, keeping `saved` for its backward when `x`
+/// is tracked.
+fn track_saved_one<B: Backend + FusedBackend, C: CheckpointStrategy>(
+    kind: SavedOneBackward,
+    x: FloatTensor<Autodiff<B, C>>,
+    y: FloatTensor<B>,
+    saved: FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match kind.prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
 #[derive(Debug)]
 struct GruBackward;
 
@@ -977,14 +991,8 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = B::fused_gelu(x.primitive().clone());
-        match SavedOneBackward::Gelu
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(x.into_primitive(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let saved = x.primitive().clone();
+        track_saved_one::<B, C>(SavedOneBackward::Gelu, x, y, saved)
     }
 
     fn fused_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1011,14 +1019,7 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = B::fused_softmax(x.primitive().clone());
-        match SavedOneBackward::Softmax
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        track_saved_one::<B, C>(SavedOneBackward::Softmax, x, y.clone(), y)
     }
 
     fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1100,6 +1101,12 @@ pub fn available(device: &Device) -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let disabled = *DISABLED.get_or_init(|| std::env::var("GRAFT_FUSED").is_ok_and(|v| v == "0"));
     !disabled && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Whether the fused operations take `x`: an f32 tensor on a device where they are [`available`]. (Float64, the
+/// gradient checks' type, and other backends use the composed operations.)
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == burn::tensor::DType::F32 && available(&x.device())
 }
 
 /// A 2-D convolution (groups = 1) with graft's im2col + gemm forward and backward, followed by a ReLU when `relu`.

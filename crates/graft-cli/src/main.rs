@@ -10,12 +10,11 @@ use graft::model::Graph;
 use graft::model::io::{import_state_dict, load_model, save_model, save_safetensors};
 use graft::spec::ExperimentSpec;
 use graft::spec::ModelSpec;
-use graft::train::experiment::{
-    RunOptions, check_data_fits, prepare_data, preprocess_json, run_experiment, task_heads,
-};
+use graft::train::experiment::{RunOptions, prepare_data, preprocess_json, run_experiment};
 use graft::train::loss::LossSpec;
+use graft::train::run_dir::{EvalData, eval_run};
 use graft::train::task::TaskHead;
-use graft::train::trainer::evaluate;
+use serde_json::Value as Json;
 
 #[derive(Parser)]
 #[command(
@@ -35,34 +34,59 @@ struct Cli {
 enum Command {
     /// Train an experiment and write the run directory.
     Train {
+        /// The experiment file (TOML with [data], [model] and [train]).
         experiment: PathBuf,
+        /// The run directory to write: created when missing; an existing run needs --overwrite.
         #[arg(long)]
         out: PathBuf,
+        /// Replace the graft run already in --out (its files are removed first).
+        #[arg(long)]
+        overwrite: bool,
+        /// Seeds the split, the weights, shuffling and dropout: the same seed gives the same run.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// No progress bars.
+        /// No progress output and no warnings (errors are still printed).
         #[arg(long)]
         quiet: bool,
     },
     /// Stratified k-fold cross-validation: one run per fold, each fold's test metrics and their mean ± std.
     Cv {
+        /// The experiment file; its data set is split into the folds.
         experiment: PathBuf,
+        /// The number of folds.
         #[arg(long, default_value_t = 5)]
         folds: usize,
+        /// The directory for the folds' runs (fold-1, fold-2, ...) and cv.json.
         #[arg(long)]
         out: PathBuf,
+        /// Replace a cross-validation already in --out (its files are removed first).
+        #[arg(long)]
+        overwrite: bool,
+        /// Seeds the folds and every fold's training.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// No progress output and no warnings.
         #[arg(long)]
         quiet: bool,
     },
-    /// Evaluate a trained model on the experiment's test split; prints the metrics as JSON.
+    /// Test metrics of a trained run as JSON: on exactly the rows the run was tested on (its recorded split, through
+    /// its stored preprocessing), or on a new labelled file with --data.
     Eval {
+        /// The run directory (the --out of `graft train`).
         #[arg(long)]
         model: PathBuf,
-        experiment: PathBuf,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        /// The experiment file, only for runs written by an older graft (newer runs keep a copy of theirs).
+        experiment: Option<PathBuf>,
+        /// Only with EXPERIMENT for an older run: the seed it was trained with (newer runs record theirs).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A labelled file in the run's data format (a CSV with the target column, texts with their labels, or
+        /// inputs as .npy/IDX with --labels), evaluated through the run's stored preprocessing.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The labels of --data when it holds arrays (.npy or IDX).
+        #[arg(long, requires = "data")]
+        labels: Option<PathBuf>,
     },
     /// The graft engine of the benchmark against PyTorch (run `bash bench/run.sh`): answers JSON requests, one per
     /// line on stdin, with step timings on stdout.
@@ -74,12 +98,16 @@ enum Command {
         #[arg(long, default_value = "data/minilm")]
         minilm: PathBuf,
     },
-    /// Predict with a trained model: input `.npy`, output `.npy` or `.jsonl`.
+    /// Predict with a trained model: inputs as the run's data came (.npy, IDX, CSV, text), output .npy or .jsonl.
     Predict {
+        /// The run directory (the --out of `graft train`).
         #[arg(long)]
         model: PathBuf,
+        /// The inputs: .npy, IDX images, a CSV with the training columns (the target may be absent), or texts (one
+        /// per line in a .txt file, or a CSV's text column).
         #[arg(long)]
         input: PathBuf,
+        /// Where to write: `.jsonl` (one object per input), or `.npy` (probabilities or values).
         #[arg(long)]
         output: PathBuf,
         /// The input holds this layer's outputs as a .npy (from `graft embed --layer`): only the model after it runs.
@@ -100,6 +128,7 @@ enum Command {
         /// A file with the `[model]` table (a `model.toml` or an experiment file).
         #[arg(long)]
         spec: PathBuf,
+        /// The run directory to write.
         #[arg(long)]
         out: PathBuf,
         /// Class names in output order, comma-separated (default: 0, 1, ...).
@@ -111,8 +140,10 @@ enum Command {
     },
     /// Export a run directory's weights as a PyTorch state dict (safetensors).
     Export {
+        /// The run directory.
         #[arg(long)]
         model: PathBuf,
+        /// The .safetensors file to write (PyTorch state-dict names and layouts).
         #[arg(long)]
         out: PathBuf,
     },
@@ -125,6 +156,7 @@ enum Command {
         /// A text file, one text per line (for a graft model: anything `predict` reads).
         #[arg(long)]
         input: PathBuf,
+        /// The .npy file to write, float32 [n_texts, dim].
         #[arg(long)]
         output: PathBuf,
         /// For a graft model directory: run it up to this layer and write that layer's outputs.
@@ -136,6 +168,7 @@ enum Command {
     },
     /// How well each out-of-distribution score separates in-distribution inputs from others (JSON on stdout).
     Ood {
+        /// The run directory of a classifier.
         #[arg(long)]
         model: PathBuf,
         /// In-distribution inputs, in any format `predict` reads.
@@ -184,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train {
             experiment,
             out,
+            overwrite,
             seed,
             quiet,
         } => {
@@ -195,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                     quiet,
                     device: dev,
                     out,
+                    overwrite,
                     test_rows: None,
                 },
             )?;
@@ -217,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             experiment,
             folds,
             out,
+            overwrite,
             seed,
             quiet,
         } => {
@@ -226,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
                 quiet,
                 device: dev,
                 out: out.clone(),
+                overwrite,
                 test_rows: None,
             };
             let report = graft::train::experiment::cross_validate(&exp, &opts, folds)?;
@@ -248,21 +285,12 @@ fn run(cli: Cli) -> Result<()> {
             model,
             experiment,
             seed,
+            data,
+            labels,
         } => {
-            let exp = ExperimentSpec::from_file(&experiment)?;
-            let graph = load_model(&model, &dev)?;
-            let splits = prepare_data(&exp, seed)?;
-            let mut test = splits
-                .test
-                .ok_or_else(|| Error::new("the experiment has no test split").in_file(&experiment))?;
-            check_data_fits(&graph, &mut test, "data.test")?;
-            let heads = task_heads(&exp, &graph, &splits.train)?;
-            let weights = graft::train::trainer::head_class_weights(&heads, &splits.train)?;
-            let metrics = evaluate(&graph, &heads, &test, &weights, 256, exp.train.top_k, true)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&metrics).map_err(|e| Error::new(e.to_string()))?
-            );
+            let data = data.map(|data| EvalData { data, labels });
+            let metrics = eval_run(&model, experiment.as_deref(), seed, data.as_ref(), &dev)?;
+            print_json(&Json::Object(metrics))?;
         }
         Command::Predict {
             model,
@@ -335,10 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
         } => {
             let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), seed, &dev)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| Error::new(e.to_string()))?
-            );
+            print_json(&report)?;
         }
         Command::Bench { serve, minilm } => {
             if !serve {
@@ -363,10 +388,26 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(|e| e.in_file(&target))?;
                 Graph::build(&spec, &dev).map_err(|e| e.in_file(&target))?
             };
-            println!("{}", graph.summary());
+            print_stdout(&format!("{}\n", graph.summary()))?;
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that closed it early (`graft eval ... | head -1`) ends the output quietly instead of
+/// with a panic.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::new(format!("writing to stdout: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+fn print_json(value: &Json) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::new(e.to_string()))?;
+    print_stdout(&format!("{text}\n"))
 }
 
 /// Keeps freed tensor buffers in the heap instead of returning them to the kernel. The engine allocates a fresh

@@ -61,6 +61,43 @@ loss = "sparse_categorical_crossentropy"
 metrics = ["accuracy", "f1_macro"]
 "#;
 
+/// Every number in `a` equals the one at the same place in `b` (to `tol`, relative to its size), and both have the
+/// same keys.
+fn assert_same_numbers(a: &serde_json::Value, b: &serde_json::Value, tol: f64, at: &str) {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= tol * (1.0 + x.abs()), "{at}: {x} vs {y}");
+        }
+        (J::Object(x), J::Object(y)) => {
+            let keys = |m: &serde_json::Map<String, J>| m.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(x), keys(y), "{at}: keys differ");
+            for (k, v) in x {
+                assert_same_numbers(v, &y[k], tol, &format!("{at}.{k}"));
+            }
+        }
+        (J::Array(x), J::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths differ");
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                assert_same_numbers(v, w, tol, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+/// `graft eval --model RUN` (no experiment file: the run keeps its own) gives back exactly the test metrics that
+/// the run measured and wrote to its `metrics.json`.
+fn assert_eval_reproduces_the_run(run: &Path) {
+    let o = graft(&["eval", "--model", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_same_numbers(&eval, &metrics["test"], 1e-6, "test");
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -151,11 +188,26 @@ fn train_writes_the_run_directory_and_predict_uses_it() {
     assert!((probs - 1.0).abs() < 1e-4);
     assert!(lines[0]["class"].is_string());
 
-    // eval reproduces the test metrics of training (same seed, same split).
+    // eval reproduces the test metrics of training: the run's own split, through its stored preprocessing, with the
+    // experiment file given or not; closing its stdout early is no error.
+    assert_eval_reproduces_the_run(Path::new(&out));
     let o = graft(&["eval", "--model", &out, &exp]);
     assert!(o.status.success(), "{}", stderr(&o));
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!((eval["accuracy"].as_f64().unwrap() - test["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+    assert_same_numbers(&eval, test, 1e-6, "test");
+    let e = expect_error(graft(&["eval", "--model", &out, "--seed", "3"]));
+    assert!(e.contains("seed 42") && e.contains("--seed"), "{e}");
+    let e = expect_error(graft(&["eval", "--model", &exp]));
+    assert!(e.contains("run directory"), "{e}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["eval", "--model", &out])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(!stderr(&closed).contains("panicked"), "{}", stderr(&closed));
 
     // summary of the run directory.
     let o = graft(&["summary", &out]);
@@ -173,7 +225,16 @@ fn the_same_seed_gives_identical_metrics() {
     let exp = write(&dir, "mlp.toml", FAST_MLP);
     let run = |name: &str, seed: &str| {
         let out = dir.join(name);
-        let o = graft(&["train", &exp, "--out", out.to_str().unwrap(), "--quiet", "--seed", seed]);
+        let o = graft(&[
+            "train",
+            &exp,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--overwrite",
+            "--seed",
+            seed,
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(out.join("metrics.json")).unwrap()
     };
@@ -585,6 +646,7 @@ loss = "sparse_categorical_crossentropy"
         p.to_str().unwrap(),
     ]));
     assert!(e.contains("weight") && e.contains("bad.csv"), "{e}");
+    assert_eval_reproduces_the_run(&out);
 }
 
 /// Texts in one folder per class: trained with a fitted vocabulary, then `predict` reads one text per line.
@@ -649,6 +711,7 @@ loss = "sparse_categorical_crossentropy"
         })
         .collect();
     assert_eq!(classes, vec!["pos", "neg"]);
+    assert_eval_reproduces_the_run(&out);
 }
 
 /// Models trained in PyTorch (`python tools/reference/parity.py` writes `crates/graft/tests/fixtures/e2e/`): a CNN
@@ -1191,6 +1254,7 @@ metrics = ["accuracy", "f1_macro"]
     let run = dir.join("run");
     let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eval_reproduces_the_run(&run);
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     let test = &metrics["test"];
@@ -1369,6 +1433,7 @@ fn temperature_scaling_is_fitted_on_validation_and_stored_with_the_model() {
     let pre: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
     assert_eq!(pre["temperature"].as_f64().unwrap(), t);
+    assert_eval_reproduces_the_run(&run);
     // Without a validation split there is nothing to fit on.
     let none = write(
         &dir,
@@ -1513,6 +1578,8 @@ fn cross_validation_runs_every_fold_and_summarizes_them() {
     for k in 1..=3 {
         assert!(out.join(format!("fold-{k}/model.safetensors")).is_file());
     }
+    // Each fold's run evaluates on exactly its fold (oversampling and all).
+    assert_eval_reproduces_the_run(&out.join("fold-2"));
     let e = expect_error(graft(&["cv", &exp, "--folds", "1", "--out", out.to_str().unwrap()]));
     assert!(e.contains("--folds") && e.contains("folds"), "{e}");
 }
@@ -1558,6 +1625,7 @@ threshold = { objective = "f1" }
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     let t = metrics["thresholds"]["model"]["thresholds"][0].as_f64().unwrap();
+    assert_eval_reproduces_the_run(&run);
     assert!(t > 0.0 && t < 1.0, "{}", metrics["thresholds"]);
     let pre: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
@@ -1775,4 +1843,268 @@ metrics = ["accuracy", "f1_macro"]
             "every tag tested in every fold: {support:?}"
         );
     }
+}
+
+/// `--out` never writes into a directory that is not a graft run, and replaces a run only with `--overwrite`,
+/// removing the old run's files first.
+#[test]
+fn out_refuses_foreign_directories_and_replaces_a_run_only_with_overwrite() {
+    let dir = workdir("overwrite");
+    let exp = write(&dir, "mlp.toml", &FAST_MLP.replace("epochs = 3", "epochs = 1"));
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let e = expect_error(graft(&["train", &exp, "--out", mine.to_str().unwrap(), "--overwrite"]));
+    assert!(e.contains("holds no graft run") && e.contains("mine"), "{e}");
+    assert!(mine.join("notes.txt").exists());
+    let run = dir.join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", &exp, "--out", run.to_str().unwrap(), "--quiet"];
+        args.extend_from_slice(extra);
+        graft(&args)
+    };
+    assert!(train(&[]).status.success());
+    std::fs::write(run.join("stale.png"), "an old chart").unwrap();
+    let e = expect_error(train(&[]));
+    assert!(e.contains("--overwrite"), "{e}");
+    let o = train(&["--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!run.join("stale.png").exists() && run.join("model.safetensors").exists());
+}
+
+/// Without a terminal (a pipe, nohup, a CI log) progress is one line per epoch with its logs, the elapsed time and
+/// the ETA.
+#[test]
+fn progress_without_a_terminal_is_one_line_per_epoch() {
+    let dir = workdir("progress");
+    let exp = write(&dir, "mlp.toml", FAST_MLP);
+    let o = graft(&["train", &exp, "--out", dir.join("run").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let epochs: Vec<&str> = err.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epochs.len(), 3, "{err}");
+    for (i, line) in epochs.iter().enumerate() {
+        assert!(line.starts_with(&format!("epoch {}/3 ", i + 1)), "{line}");
+        assert!(
+            line.contains(" loss ") && line.contains("val_accuracy") && line.contains("ETA"),
+            "{line}"
+        );
+    }
+}
+
+/// A run killed midway leaves a run directory: the history so far in metrics.json, and the best checkpoint with its
+/// preprocessing, which `predict` uses.
+#[test]
+fn a_killed_run_leaves_a_usable_run_directory() {
+    let dir = workdir("killed");
+    let exp = write(&dir, "mlp.toml", &FAST_MLP.replace("epochs = 3", "epochs = 400"));
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let history = loop {
+        assert!(started.elapsed().as_secs() < 120, "no epoch was written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let Ok(text) = std::fs::read_to_string(run.join("metrics.json")) else {
+            continue;
+        };
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let n = doc["history"].as_array().map_or(0, Vec::len);
+        if n >= 2 && run.join("model.safetensors").exists() {
+            break doc;
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(history["complete"], serde_json::json!(false));
+    let input = dir.join("x.npy");
+    write_npy_f32(&input, &Array::new(vec![2, 1, 8, 8], vec![0.5; 128]).unwrap()).unwrap();
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.join("p.jsonl").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Token ids the embedding cannot look up are one line naming the input, the layer, the largest id and the value,
+/// at predict time; a vocabulary larger than the embedding is found when the model is built.
+#[test]
+fn token_ids_outside_the_vocabulary_are_named() {
+    let dir = workdir("token-ids");
+    let ids = |values: Vec<f32>| Array::new(vec![values.len() / 4, 4], values).unwrap();
+    write_npy_f32(dir.join("x.npy"), &ids((0..160).map(|i| (i % 9) as f32).collect())).unwrap();
+    write_npy_f32(
+        dir.join("y.npy"),
+        &Array::new(vec![40], (0..40).map(|i| (i % 2) as f32).collect()).unwrap(),
+    )
+    .unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { npy = { x = "x.npy", y = "y.npy", classes = ["a", "b"] } }
+split = { validation = 0.0, test = 0.0 }
+[model]
+input = [4]
+layers = [{ name = "emb", embedding = { input_dim = 10, output_dim = 4 } }, { flatten = {} }, { dense = { units = 2 } }]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (value, expected) in [(12.0, "token id 12"), (-1.0, "token id -1"), (2.5, "token id 2.5")] {
+        let mut v = vec![1.0; 8];
+        v[6] = value;
+        write_npy_f32(dir.join("bad.npy"), &ids(v)).unwrap();
+        let e = expect_error(graft(&[
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            dir.join("bad.npy").to_str().unwrap(),
+            "--output",
+            dir.join("p.jsonl").to_str().unwrap(),
+        ]));
+        assert!(
+            e.contains(expected)
+                && e.contains("sample 1, position 2")
+                && e.contains("layer 'emb'")
+                && e.contains("0 to 9"),
+            "{e}"
+        );
+    }
+    // Training data with an id beyond the layer: refused before training, naming the data set.
+    write_npy_f32(dir.join("x.npy"), &ids((0..160).map(|i| (i % 13) as f32).collect())).unwrap();
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        dir.join("r2").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("data.dataset") && e.contains("token id 10"), "{e}");
+    // A tokenizer whose vocabulary outgrows the embedding: an error naming both numbers when the model is built.
+    let corpus = dir.join("corpus");
+    for (class, word) in [("a", "alpha"), ("b", "beta")] {
+        std::fs::create_dir_all(corpus.join(class)).unwrap();
+        for i in 0..10 {
+            std::fs::write(corpus.join(class).join(format!("{i}.txt")), format!("{word} w{i} x{i}")).unwrap();
+        }
+    }
+    let text = write(
+        &dir,
+        "t.toml",
+        r#"
+[data]
+dataset = { text = { path = "corpus", tokenizer = { length = 4 } } }
+split = { validation = 0.0, test = 0.0 }
+[model]
+layers = [{ name = "emb", embedding = { input_dim = 8, output_dim = 4 } }, { flatten = {} }, { dense = { units = 2 } }]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &text,
+        "--out",
+        dir.join("r3").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(
+        e.contains("layer 'emb'") && e.contains("input_dim is 8") && e.contains("24 ids"),
+        "{e}"
+    );
+}
+
+/// `graft eval --data FILE`: a new labelled table through the stored preprocessing; its accuracy is the accuracy
+/// of `predict`'s classes on the same rows.
+#[test]
+fn eval_on_a_new_labelled_file_agrees_with_predict() {
+    let dir = workdir("eval-data");
+    let row = |i: usize| {
+        let colour = ["red", "green", "blue"][i % 3];
+        let label = if (i % 3 == 0) ^ (i % 10 < 3) { "yes" } else { "no" };
+        format!("{},{colour},{:.1},{label}\n", 100 + i, (i % 10) as f32 * 1.5)
+    };
+    let header = "size,colour,weight,label\n";
+    let train: String = std::iter::once(header.to_string()).chain((0..120).map(row)).collect();
+    let fresh: String = std::iter::once(header.to_string()).chain((500..540).map(row)).collect();
+    std::fs::write(dir.join("train.csv"), train).unwrap();
+    std::fs::write(dir.join("fresh.csv"), &fresh).unwrap();
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { csv = { path = "train.csv", target = "label" } }
+split = { validation = 0.0, test = 0.2 }
+[model]
+layers = [{ dense = { units = 16, activation = "relu" } }, { dense = { units = 2 } }]
+[train]
+epochs = 10
+batch_size = 16
+optimizer = { adam = { lr = 1e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh_path = dir.join("fresh.csv");
+    let o = graft(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        fresh_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        fresh_path.to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let truth: Vec<&str> = fresh.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    let predicted: Vec<String> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["class"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let correct = truth.iter().zip(&predicted).filter(|(t, p)| **t == p.as_str()).count();
+    assert_eq!(eval["accuracy"].as_f64().unwrap(), correct as f64 / truth.len() as f64);
+    // A file without the target column cannot be evaluated.
+    std::fs::write(dir.join("unlabelled.csv"), "size,colour,weight\n100,red,1.5\n").unwrap();
+    let e = expect_error(graft(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        dir.join("unlabelled.csv").to_str().unwrap(),
+    ]));
+    assert!(e.contains("unlabelled.csv") && e.contains("no labels"), "{e}");
 }

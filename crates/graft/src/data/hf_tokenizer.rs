@@ -48,6 +48,11 @@ fn tokenizer_file(path: &Path) -> Result<PathBuf> {
 }
 
 impl PretrainedTokenizer {
+    /// The number of ids the tokenizer can produce, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// Loads `path` (a `tokenizer.json` or its directory) to make sequences of `length` ids.
     pub fn load(path: &Path, length: usize) -> Result<Self> {
         let file = tokenizer_file(path)?;

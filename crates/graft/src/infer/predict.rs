@@ -41,6 +41,7 @@ impl Predictor {
         let mut head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
         head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
         head.thresholds = serde_json::from_value(pre["thresholds"].clone()).unwrap_or(None);
+        head.class_weights = serde_json::from_value(pre["class_weights"].clone()).unwrap_or(None);
         let preprocessor: Preprocessor = match pre.get("preprocessor") {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
@@ -63,6 +64,8 @@ impl Predictor {
             head.output = output;
             head.temperature = t.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
             head.thresholds = serde_json::from_value(t["thresholds"].clone()).unwrap_or(None);
+            head.class_weights = serde_json::from_value(t["class_weights"].clone()).unwrap_or(None);
+            head.weight = t.get("weight").and_then(Json::as_f64).unwrap_or(1.0);
             tasks.push(head);
         }
         Ok(Predictor {
@@ -140,6 +143,7 @@ impl Predictor {
                 expected
             )));
         }
+        self.graph.check_token_ids(&[inputs])?;
         let device = burn::module::Module::devices(&self.graph)
             .first()
             .cloned()

@@ -41,6 +41,44 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Every value of a model input that an `embedding` layer reads directly must be one of its ids (a whole number
+    /// from 0 to `input_dim - 1`): checked on the host arrays, so a bad id is one line naming the input, the layer,
+    /// the largest id it takes and the value, before it reaches the engine.
+    pub fn check_token_ids(&self, arrays: &[&crate::data::Array]) -> Result<()> {
+        for node in &self.nodes {
+            let LayerSpec::Embedding(cfg) = &node.spec else {
+                continue;
+            };
+            for source in &node.sources {
+                let Source::Input(i) = *source else { continue };
+                let Some(array) = arrays.get(i) else { continue };
+                let limit = cfg.input_dim as f32;
+                let bad = array
+                    .data
+                    .iter()
+                    .position(|&v| !(v >= 0.0 && v < limit && v.fract() == 0.0));
+                let Some(k) = bad else { continue };
+                let v = array.data[k];
+                let width = array.sample_size().max(1);
+                let advice = if v >= limit {
+                    "; raise the layer's input_dim, or tokenize the data with the vocabulary the model was trained on"
+                } else {
+                    "; token ids are whole numbers from 0"
+                };
+                return Err(Error::new(format!(
+                    "token id {v} (sample {}, position {}) of input '{}' is not an id of layer '{}', which takes ids 0 \
+                     to {}{advice}",
+                    k / width,
+                    k % width,
+                    self.spec.inputs.get(i).map_or("?", |x| x.name.as_str()),
+                    node.name,
+                    cfg.input_dim - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates the spec, infers every shape and initializes the parameters on `device`.
     pub fn build(spec: &ModelSpec, device: &Device) -> Result<Graph> {
         if spec.inputs.is_empty() {

@@ -149,6 +149,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     commit_temp(&tmp, path, written)
 }
 
+/// Copies `from` over `to` with the same guarantee as [`write_atomic`]: readers see the old file or the whole copy.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let tmp = temp_sibling(to)?;
+    let copied = fs::copy(from, &tmp)
+        .and_then(|_| fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| Error::io(from, e));
+    commit_temp(&tmp, to, copied)
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = fs::File::create(path)?;
     file.write_all(bytes)?;

@@ -2,7 +2,9 @@
 //! Each sees the epoch's logs and the model, and may ask the loop to stop.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use burn::module::Module;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
+use crate::report::copy_atomic;
 use crate::spec::experiment::{CheckpointSpec, EarlyStoppingSpec};
 
 /// Per-epoch values: `loss`, `val_loss`, metrics, `lr`.
@@ -58,33 +61,81 @@ fn monitored(logs: &Logs, monitor: &str, who: &str) -> Result<f64> {
     })
 }
 
-/// A live progress bar per epoch with the running loss.
+/// Progress on stderr. On a terminal: a live bar per epoch with the running loss, samples/s, elapsed time and ETA.
+/// Elsewhere (pipes, `nohup`, CI logs), where a bar would print nothing or garble the log: one line per epoch with
+/// its logs, the elapsed time and the ETA of the run.
 pub struct Progress {
     bar: Option<ProgressBar>,
     epochs: usize,
+    batch_size: usize,
     loss_sum: f64,
+    terminal: bool,
+    started: Instant,
+    epoch_started: Instant,
 }
 
 impl Progress {
-    pub fn new(epochs: usize) -> Self {
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
         Progress {
             bar: None,
             epochs,
+            batch_size,
             loss_sum: 0.0,
+            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            epoch_started: Instant::now(),
         }
     }
 }
 
+/// `1 h 02 min`, `3 min 07 s`, `12.3 s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s >= 3600.0 {
+        format!("{} h {:02} min", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    } else if s >= 60.0 {
+        format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// The epoch's logs as `name value` pairs: the training loss and metrics, then the validation ones, then the rest
+/// (learning rate, groups).
+fn shown_logs(logs: &Logs) -> String {
+    let rank = |k: &str| match k {
+        "loss" => 0,
+        "val_loss" => 2,
+        "lr" | "groups_training" => 4,
+        k if k.starts_with("val_") => 3,
+        _ => 1,
+    };
+    let mut shown: Vec<(&String, &f64)> = logs.iter().filter(|(k, _)| k.as_str() != "epoch").collect();
+    shown.sort_by_key(|(k, _)| rank(k));
+    shown
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
 impl Callback for Progress {
     fn on_epoch_begin(&mut self, epoch: usize, batches: usize) {
+        self.loss_sum = 0.0;
+        self.epoch_started = Instant::now();
+        if epoch == 1 {
+            self.started = Instant::now();
+        }
+        if !self.terminal {
+            return;
+        }
         let bar = ProgressBar::new(batches as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {elapsed} (ETA {eta}) {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{}", self.epochs));
-        self.loss_sum = 0.0;
         self.bar = Some(bar);
     }
 
@@ -92,18 +143,29 @@ impl Callback for Progress {
         self.loss_sum += loss;
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            bar.set_message(format!("loss {:.4}", self.loss_sum / (batch + 1) as f64));
+            let seconds = self.epoch_started.elapsed().as_secs_f64().max(1e-9);
+            let rate = ((batch + 1) * self.batch_size) as f64 / seconds;
+            bar.set_message(format!(
+                "loss {:.4}  {rate:.0} samples/s",
+                self.loss_sum / (batch + 1) as f64
+            ));
         }
     }
 
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, _model: &Graph, _control: &mut Control) -> Result<()> {
-        if let Some(bar) = self.bar.take() {
-            let shown: Vec<String> = logs
-                .iter()
-                .filter(|(k, _)| k.as_str() != "epoch")
-                .map(|(k, v)| format!("{k} {v:.4}"))
-                .collect();
-            bar.finish_with_message(shown.join("  "));
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _model: &Graph, _control: &mut Control) -> Result<()> {
+        let shown = shown_logs(logs);
+        match self.bar.take() {
+            Some(bar) => bar.finish_with_message(shown),
+            None => {
+                let elapsed = self.started.elapsed().as_secs_f64();
+                let eta = elapsed / epoch as f64 * self.epochs.saturating_sub(epoch) as f64;
+                eprintln!(
+                    "epoch {epoch}/{}  {shown}  {} (ETA {})",
+                    self.epochs,
+                    duration(elapsed),
+                    duration(eta)
+                );
+            }
         }
         Ok(())
     }
@@ -177,6 +239,7 @@ pub struct Checkpoint {
     best: Option<f64>,
     dir: PathBuf,
     whole: Option<Graph>,
+    publish: Option<PathBuf>,
 }
 
 impl Checkpoint {
@@ -188,7 +251,15 @@ impl Checkpoint {
             best: None,
             dir,
             whole: None,
+            publish: None,
         })
+    }
+
+    /// Also copies each new best checkpoint into `run_dir` itself, so that a run stopped midway is a run directory
+    /// `predict` and `eval` can use.
+    pub fn publishing_best_to(mut self, run_dir: PathBuf) -> Self {
+        self.publish = Some(run_dir);
+        self
     }
 
     /// Saves `whole` with the trained layers put in, when training sees only a part of the model (the head
@@ -213,7 +284,13 @@ impl Callback for Checkpoint {
         let value = monitored(logs, &self.spec.monitor, "checkpoint")?;
         if improved(value, self.best, self.maximize, 0.0) {
             self.best = Some(value);
-            save_model(model, &self.dir.join("best"))?;
+            let best = self.dir.join("best");
+            save_model(model, &best)?;
+            if let Some(run_dir) = &self.publish {
+                for file in ["model.toml", "model.safetensors"] {
+                    copy_atomic(&best.join(file), &run_dir.join(file))?;
+                }
+            }
         }
         Ok(())
     }
@@ -222,6 +299,31 @@ impl Callback for Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        assert_eq!(duration(12.34), "12.3 s");
+        assert_eq!(duration(187.0), "3 min 07 s");
+        assert_eq!(duration(3720.0), "1 h 02 min");
+    }
+
+    #[test]
+    fn logs_show_training_values_before_validation_values() {
+        let logs: Logs = [
+            ("val_loss", 0.5),
+            ("loss", 0.25),
+            ("accuracy", 0.875),
+            ("lr", 0.001),
+            ("val_accuracy", 0.75),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(
+            shown_logs(&logs),
+            "loss 0.2500  accuracy 0.8750  val_loss 0.5000  val_accuracy 0.7500  lr 0.0010"
+        );
+    }
 
     #[test]
     fn mode_defaults_follow_the_metric() {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
 use super::loss::Task;
+use super::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
 use super::task::TaskHead;
 use super::trainer::{EVAL_BATCH, evaluate, fit};
 use crate::data::prepare::{Preprocessor, Raw, read_raw};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{write_atomic, write_report};
-use crate::spec::experiment::{Calibration, CheckpointSpec, DataSpec, DatasetSpec, ExperimentSpec};
+use crate::spec::experiment::{Calibration, CheckpointSpec, ClassWeights, DataSpec, DatasetSpec, ExperimentSpec};
 use crate::spec::suggest::hint;
 
 /// The three parts of the data, and the preprocessing fitted on the training part.
@@ -105,7 +106,7 @@ fn hold_out(raw: &Raw, rows: &[usize], fraction: f64, stratify: bool, seed: u64)
 /// only and transforms every part with it. With `[data.tasks]`, every task's data is split on its own and the
 /// parts are joined into multi-task data sets.
 pub fn prepare_data(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
-    prepare_fold(exp, seed, None)
+    prepare_fold(exp, seed, None, None)
 }
 
 /// The data set with its background examples, when `[data] background` gives some.
@@ -119,14 +120,20 @@ fn read_main(exp: &ExperimentSpec, dataset: &DatasetSpec) -> Result<Raw> {
     }
 }
 
-/// [`prepare_data`], with `test_rows` (a cross-validation fold) as the test set instead of the configured one.
-pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>) -> Result<Splits> {
+/// [`prepare_data`], with `test_rows` (a cross-validation fold) as the test set instead of the configured one, and
+/// with `fitted` (a trained run's stored preprocessing) instead of a new fit on the training rows.
+pub fn prepare_fold(
+    exp: &ExperimentSpec,
+    seed: u64,
+    test_rows: Option<&[usize]>,
+    fitted: Option<&Preprocessor>,
+) -> Result<Splits> {
     let data = &exp.data;
     let Some(dataset) = &data.dataset else {
         if test_rows.is_some() {
             return Err(Error::new("cross-validation takes one `dataset`, not `[data.tasks]`").at("data"));
         }
-        return prepare_tasks(exp, seed);
+        return prepare_tasks(exp, seed, fitted);
     };
     let main = read_main(exp, dataset)?;
     let (train_rows, val_rows, test_rows) = match test_rows {
@@ -141,7 +148,10 @@ pub fn prepare_fold(exp: &ExperimentSpec, seed: u64, test_rows: Option<&[usize]>
             (train, val, Some(held.to_vec()))
         }
     };
-    let preprocessor = main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?;
+    let preprocessor = match fitted {
+        Some(p) => p.clone(),
+        None => main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?,
+    };
     let parts = transform_parts(
         exp,
         data,
@@ -195,7 +205,7 @@ fn transform_parts(
 }
 
 /// Multi-task data: each task split on its own, one preprocessing fitted on the union of the training parts.
-fn prepare_tasks(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
+fn prepare_tasks(exp: &ExperimentSpec, seed: u64, fitted: Option<&Preprocessor>) -> Result<Splits> {
     let mut raws = vec![];
     for (name, data) in &exp.data.tasks {
         let at = format!("data.tasks.{name}");
@@ -212,7 +222,10 @@ fn prepare_tasks(exp: &ExperimentSpec, seed: u64) -> Result<Splits> {
         .map(|(_, _, raw, rows, _)| (raw, rows.0.as_slice()))
         .collect();
     let names: Vec<&str> = raws.iter().map(|(n, ..)| n.as_str()).collect();
-    let preprocessor = Raw::fit_union(&parts, &names).map_err(|e| e.at("data.tasks"))?;
+    let preprocessor = match fitted {
+        Some(p) => p.clone(),
+        None => Raw::fit_union(&parts, &names).map_err(|e| e.at("data.tasks"))?,
+    };
     let (mut train, mut validation, mut test) = (vec![], vec![], vec![]);
     for (name, data, raw, rows, at) in raws {
         let (t, v, s) = transform_parts(exp, data, &raw, &preprocessor, rows, &at)?;
@@ -275,6 +288,8 @@ pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()
         ))
         .at(what));
     }
+    let all: Vec<&crate::data::Array> = std::iter::once(&ds.inputs).chain(&ds.extra_inputs).collect();
+    graph.check_token_ids(&all).map_err(|e| e.at(what))?;
     let arrays = std::iter::once(&ds.inputs).chain(&ds.extra_inputs);
     for (array, input) in arrays.zip(model_inputs) {
         if array.sample_shape() != input.shape.as_slice() {
@@ -290,8 +305,9 @@ pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()
     Ok(())
 }
 
-/// What `predict` needs besides the model: task, class names, input shape; for a multi-task model, the same per
-/// task (with the model output that serves it) in `tasks`.
+/// What `predict` and `eval` need besides the model: task, class names, input shape, the loss and its resolved
+/// class weights; for a multi-task model, the same per task (with the model output that serves it and its share of
+/// the loss) in `tasks`.
 pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preprocessor) -> Json {
     let head = &heads[0];
     let mut doc = json!({
@@ -299,6 +315,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
         "task": head.task,
         "classes": head.classes,
         "loss": head.loss,
+        "class_weights": head.class_weights,
         "temperature": head.temperature,
         "thresholds": head.thresholds,
         "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
@@ -309,6 +326,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
                 .iter()
                 .map(|h| {
                     json!({"name": h.name, "task": h.task, "classes": h.classes, "loss": h.loss, "output": h.output,
+                           "weight": h.weight, "class_weights": h.class_weights,
                            "temperature": h.temperature, "thresholds": h.thresholds})
                 })
                 .collect(),
@@ -322,6 +340,9 @@ pub struct RunOptions {
     pub quiet: bool,
     pub device: Device,
     pub out: PathBuf,
+    /// Replace a graft run already in `out` (its files are removed first); without it such a run is kept and the
+    /// new one refused.
+    pub overwrite: bool,
     /// Cross-validation: these rows of the data set are the test set.
     pub test_rows: Option<Vec<usize>>,
 }
@@ -386,7 +407,8 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
 
 /// Trains the experiment and writes the run directory.
 pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
-    let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref())?;
+    claim_out_dir(&opts.out, opts.overwrite)?;
+    let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let spec = exp
@@ -410,6 +432,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         None => model,
     };
     let (model, fixed) = load_pretrained_embeddings(exp, model, &splits.preprocessor, opts.seed, opts.quiet)?;
+    check_vocabulary(&model, &splits.preprocessor)?;
     let outside_groups = match &exp.train.layer_groups {
         Some(g) => crate::transfer::groups::LayerGroups::new(g, &model)?.outside,
         None => vec![],
@@ -431,19 +454,42 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     if let Some(t) = &mut splits.test {
         check_data_fits(&model, t, "data.test")?;
     }
-    let heads = task_heads(exp, &model, &splits.train)?;
+    let mut heads = task_heads(exp, &model, &splits.train)?;
+    // Resolved once ("balanced" from the training labels) and stored with the model, so `eval` weighs the test loss
+    // as this run did without the training rows.
+    let resolved = super::trainer::head_class_weights(&heads, &splits.train)?;
+    for (head, weights) in heads.iter_mut().zip(resolved) {
+        if let Some(w) = weights {
+            head.class_weights = Some(ClassWeights::Explicit(w.iter().map(|&v| v as f64).collect()));
+        }
+    }
     let warnings = super::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
     if !opts.quiet {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    RunRecord {
+        format: 1,
+        seed: opts.seed,
+        experiment: exp
+            .path
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        test_rows: opts.test_rows.clone(),
+    }
+    .write(&opts.out)?;
+    // With the best checkpoint mirrored into the run directory after each improving epoch, an interrupted run is
+    // one `predict` can use.
+    let pre = serde_json::to_string_pretty(&preprocess_json(&heads, &model, &splits.preprocessor))
+        .map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&opts.out.join("preprocess.json"), pre.as_bytes())?;
 
     let mut callbacks: Vec<Box<dyn Callback>> = vec![];
     if !opts.quiet {
-        callbacks.push(Box::new(Progress::new(exp.train.epochs)));
+        callbacks.push(Box::new(Progress::new(exp.train.epochs, exp.train.batch_size)));
     }
+    callbacks.push(Box::new(HistoryWriter::new(&opts.out)));
     if let Some(es) = &exp.train.callbacks.early_stopping {
         callbacks.push(Box::new(EarlyStopping::new(es.clone())?));
     }
@@ -457,7 +503,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         monitor: default_monitor.into(),
         mode: None,
     });
-    let checkpoint = Checkpoint::new(ck, opts.out.join("checkpoints"))?;
+    let checkpoint = Checkpoint::new(ck, opts.out.join("checkpoints"))?.publishing_best_to(opts.out.clone());
 
     // Feature extraction: the frozen part runs once per sample; only the part after it trains.
     let cached = if exp.train.cache_features {
@@ -774,6 +820,35 @@ pub(crate) fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<
     Ok(model)
 }
 
+/// An `embedding` layer reading the tokenizer's ids must have room for every id of its vocabulary; found when the
+/// model is built, not as an out-of-range id in the first batch.
+fn check_vocabulary(model: &Graph, preprocessor: &Preprocessor) -> Result<()> {
+    let vocabulary = match preprocessor {
+        Preprocessor::Text(t) => t.vocab_size(),
+        Preprocessor::PretrainedText(t) => t.vocab_size(),
+        _ => return Ok(()),
+    };
+    for node in &model.nodes {
+        let crate::layers::LayerSpec::Embedding(cfg) = &node.spec else {
+            continue;
+        };
+        let reads_input = node
+            .sources
+            .iter()
+            .any(|s| matches!(s, crate::model::graph::Source::Input(_)));
+        if reads_input && cfg.input_dim < vocabulary {
+            return Err(Error::new(format!(
+                "input_dim is {} but the tokenizer's vocabulary has {vocabulary} ids (0 to {}); make input_dim at \
+                 least {vocabulary}, or lower the tokenizer's vocab_size",
+                cfg.input_dim,
+                vocabulary - 1
+            ))
+            .at(format!("layer '{}'", node.name)));
+        }
+    }
+    Ok(())
+}
+
 /// Replaces the weights of `embedding` layers that name `pretrained` vectors by the vectors of the text dataset's
 /// vocabulary. Returns the model and the parameters to keep fixed (`trainable = false`).
 fn load_pretrained_embeddings(
@@ -946,6 +1021,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
             crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?
         }
     };
+    claim_out_dir(&opts.out, opts.overwrite)?;
     let mut results = vec![];
     for (k, rows) in parts.into_iter().enumerate() {
         if !opts.quiet {
@@ -956,6 +1032,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
             quiet: opts.quiet,
             device: opts.device.clone(),
             out: opts.out.join(format!("fold-{}", k + 1)),
+            overwrite: false,
             test_rows: Some(rows),
         };
         let mut test = run_experiment(exp, &fold)?.test;

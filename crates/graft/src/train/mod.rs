@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod run_dir;
 pub mod schedule;
 pub mod task;
 pub mod threshold;

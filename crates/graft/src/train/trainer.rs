@@ -685,15 +685,7 @@ pub fn fit(
         for cb in callbacks.iter_mut() {
             cb.on_epoch_end(epoch, &logs, &model, &mut control)?;
         }
-        let mut entry = Map::new();
-        entry.insert("epoch".into(), Json::from(epoch));
-        for (k, v) in &logs {
-            entry.insert(
-                k.clone(),
-                serde_json::Number::from_f64(*v).map(Json::Number).unwrap_or(Json::Null),
-            );
-        }
-        history.push(entry);
+        history.push(history_entry(epoch, &logs));
         if control.stop {
             stopped_early = Some(epoch);
             break;
@@ -708,6 +700,19 @@ pub fn fit(
         stopped_early,
         timings,
     })
+}
+
+/// One epoch of `metrics.json`'s history: the epoch number and its logs (a non-finite value as `null`).
+pub fn history_entry(epoch: usize, logs: &Logs) -> Map<String, Json> {
+    let mut entry = Map::new();
+    entry.insert("epoch".into(), Json::from(epoch));
+    for (k, v) in logs {
+        entry.insert(
+            k.clone(),
+            serde_json::Number::from_f64(*v).map(Json::Number).unwrap_or(Json::Null),
+        );
+    }
+    entry
 }
 
 #[cfg(test)]

@@ -1,0 +1,361 @@
+//! The run directory as the unit users share: claiming `--out` without clobbering anything that is not a graft run,
+//! the record of what defines the run's split (`run.json` beside a copy of the experiment file), the history written
+//! after every epoch (so an interrupted run leaves a usable directory), and `eval`, which measures a trained model on
+//! exactly the rows its run was tested on, or on a new labelled file, through the preprocessing stored with it.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+
+use super::callbacks::{Callback, Control, Logs};
+use super::experiment::{check_data_fits, prepare_fold};
+use super::task::TaskHead;
+use super::trainer::{EVAL_BATCH, evaluate, head_class_weights, history_entry};
+use crate::data::prepare::{SourceSpec, read_raw};
+use crate::data::{Dataset, Targets};
+use crate::error::{Error, Result};
+use crate::infer::predict::Predictor;
+use crate::model::Graph;
+use crate::report::write_atomic;
+use crate::spec::experiment::ExperimentSpec;
+
+pub const RUN_RECORD: &str = "run.json";
+pub const EXPERIMENT_COPY: &str = "experiment.toml";
+/// Files whose presence marks a directory as a graft run (or a cross-validation of runs), including runs written
+/// before `run.json` existed.
+const RUN_MARKERS: [&str; 5] = [RUN_RECORD, "preprocess.json", "model.toml", "metrics.json", "cv.json"];
+
+/// What, besides the experiment file, decides which rows a run trained and was tested on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub format: u32,
+    pub seed: u64,
+    /// The experiment file the run was trained from; its relative data paths resolve against this file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<PathBuf>,
+    /// Cross-validation: the rows of the data set that were this fold's test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rows: Option<Vec<usize>>,
+}
+
+impl RunRecord {
+    /// `dir/run.json`, or `None` for a run written before graft recorded it.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(RUN_RECORD);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::new(format!("not a graft run record: {e}")).in_file(&path))
+    }
+
+    /// Writes `run.json` and, when the experiment came from a file, a copy of that file as `experiment.toml`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        if let Some(source) = &self.experiment {
+            let text = std::fs::read(source).map_err(|e| Error::io(source, e))?;
+            write_atomic(&dir.join(EXPERIMENT_COPY), &text)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::new(e.to_string()))?;
+        write_atomic(&dir.join(RUN_RECORD), text.as_bytes())
+    }
+
+    /// The experiment as it was when the run trained (the copy in the run directory), resolving data paths as the
+    /// original file did.
+    fn experiment_spec(&self, dir: &Path) -> Result<ExperimentSpec> {
+        let copy = dir.join(EXPERIMENT_COPY);
+        let text = std::fs::read_to_string(&copy).map_err(|_| {
+            Error::new(
+                "the run was not trained from an experiment file, so eval cannot find its data; pass the experiment: \
+                 graft eval --model DIR EXPERIMENT.toml",
+            )
+            .in_file(dir)
+        })?;
+        let mut spec = ExperimentSpec::from_toml_str(&text).map_err(|e| e.in_file(&copy))?;
+        spec.path = self.experiment.clone();
+        Ok(spec)
+    }
+}
+
+/// Makes `out` ready for a new run: created when missing, used when empty, emptied when it holds a graft run and
+/// `overwrite` is set (so no stale chart or checkpoint survives); anything else is refused, so a typo in `--out`
+/// never writes into (or removes) a directory of the user's own.
+pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::new("this is a file; --out takes a directory for the run").in_file(out));
+    }
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::create_dir_all(out).map_err(|e| Error::io(out, e));
+        }
+        Err(e) => return Err(Error::io(out, e)),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !RUN_MARKERS.iter().any(|f| out.join(f).exists()) {
+        return Err(Error::new(
+            "--out: the directory is not empty and holds no graft run; give a new or empty directory",
+        )
+        .in_file(out));
+    }
+    if !overwrite {
+        return Err(Error::new(
+            "--out: the directory holds a graft run already; pass --overwrite to replace it (its files are removed \
+             first) or give another directory",
+        )
+        .in_file(out));
+    }
+    std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+}
+
+/// Writes `metrics.json` with the history so far after every epoch (marked `"complete": false` until the run
+/// finishes and writes its test metrics), so a run stopped midway still shows what it learned.
+pub struct HistoryWriter {
+    path: PathBuf,
+    history: Vec<Map<String, Json>>,
+}
+
+impl HistoryWriter {
+    pub fn new(dir: &Path) -> Self {
+        HistoryWriter {
+            path: dir.join("metrics.json"),
+            history: vec![],
+        }
+    }
+}
+
+impl Callback for HistoryWriter {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _model: &Graph, _control: &mut Control) -> Result<()> {
+        self.history.push(history_entry(epoch, logs));
+        let doc = json!({"history": self.history, "test": {}, "complete": false});
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
+        write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+/// A labelled file to evaluate instead of the run's own test split: a CSV or text file in the format the run
+/// trained on, or arrays (`.npy` inputs, IDX images) with their labels in `labels`.
+#[derive(Debug, Clone)]
+pub struct EvalData {
+    pub data: PathBuf,
+    pub labels: Option<PathBuf>,
+}
+
+/// `graft eval`: the run's test metrics, measured again on exactly the rows the run was tested on (the split its
+/// recorded seed made, transformed by the stored preprocessing, not a new fit), or on `data`. `experiment` replaces
+/// the run's own copy of its experiment (needed for runs written before graft kept one); `seed` must then agree
+/// with the run's.
+pub fn eval_run(
+    dir: &Path,
+    experiment: Option<&Path>,
+    seed: Option<u64>,
+    data: Option<&EvalData>,
+    device: &Device,
+) -> Result<Map<String, Json>> {
+    if !dir.is_dir() {
+        return Err(Error::new("--model takes a run directory (the --out of graft train)").in_file(dir));
+    }
+    let predictor = Predictor::load(dir, device)?;
+    let record = RunRecord::read(dir)?;
+    if let (Some(r), Some(s)) = (&record, seed)
+        && r.seed != s
+    {
+        return Err(Error::new(format!(
+            "the run was trained with seed {}, whose split eval reuses; leave --seed out",
+            r.seed
+        ))
+        .at("--seed"));
+    }
+    let exp = match (experiment, &record) {
+        (Some(path), _) => ExperimentSpec::from_file(path)?,
+        (None, Some(r)) => r.experiment_spec(dir)?,
+        (None, None) => {
+            return Err(Error::new(
+                "this run has no run.json (it was trained by an older graft); pass its experiment file: graft eval \
+                 --model DIR EXPERIMENT.toml",
+            )
+            .in_file(dir));
+        }
+    };
+    let seed = record.as_ref().map_or(seed.unwrap_or(42), |r| r.seed);
+    let mut heads = if predictor.tasks.is_empty() {
+        vec![predictor.head.clone()]
+    } else {
+        predictor.tasks.clone()
+    };
+    let (mut test, train) = match data {
+        None => {
+            let test_rows = record.as_ref().and_then(|r| r.test_rows.as_deref());
+            let splits = prepare_fold(&exp, seed, test_rows, Some(&predictor.preprocessor))?;
+            let test = splits.test.ok_or_else(|| {
+                Error::new("the experiment has no test split; evaluate a labelled file with --data").at("data")
+            })?;
+            (test, Some(splits.train))
+        }
+        Some(d) => (labelled_file(&exp, &predictor, &heads, d)?, None),
+    };
+    check_data_fits(&predictor.graph, &mut test, "data.test")?;
+    // Runs written before the resolved class weights were stored recompute them from the experiment.
+    for head in heads.iter_mut().filter(|h| h.class_weights.is_none()) {
+        head.class_weights = match &head.name {
+            Some(n) => exp.train.tasks.get(n).and_then(|t| t.class_weights.clone()),
+            None => exp.train.class_weights.clone(),
+        };
+    }
+    let weights = head_class_weights(&heads, train.as_ref().unwrap_or(&test))?;
+    evaluate(
+        &predictor.graph,
+        &heads,
+        &test,
+        &weights,
+        EVAL_BATCH,
+        exp.train.top_k,
+        true,
+    )
+}
+
+/// The labelled file `d`, read as the run's data set is (its source kind and options, with the path replaced) and
+/// transformed by the stored preprocessing; class labels follow the run's class order, matched by name.
+fn labelled_file(exp: &ExperimentSpec, predictor: &Predictor, heads: &[TaskHead], d: &EvalData) -> Result<Dataset> {
+    let source = exp.data.dataset.as_ref().ok_or_else(|| {
+        Error::new("--data evaluates a single-task run; a multi-task run is evaluated on its own test splits")
+            .at("--data")
+    })?;
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let file = absolute(&d.data);
+    let labels = d.labels.as_deref().map(absolute);
+    let need_labels = || {
+        labels
+            .clone()
+            .ok_or_else(|| Error::new("arrays need their labels: add --labels FILE").at("--labels"))
+    };
+    let mut source = source.clone();
+    match &mut source {
+        SourceSpec::Csv { csv } => csv.path = file.clone(),
+        SourceSpec::Text { text } => text.path = file.clone(),
+        SourceSpec::Npy { npy } => {
+            npy.x = crate::data::prepare::XFiles::One(file.clone());
+            npy.y = Some(need_labels()?);
+            npy.sample_weight = None;
+        }
+        SourceSpec::Idx { idx } => {
+            idx.images = file.clone();
+            idx.labels = Some(need_labels()?);
+        }
+        SourceSpec::Builtin(name) => {
+            return Err(Error::new(format!(
+                "the run trained on the built-in '{name}'; its own test split is what `graft eval --model DIR` \
+                 measures"
+            ))
+            .at("--data"));
+        }
+    }
+    let raw = read_raw(&source, &|p| exp.resolve(p)).map_err(|e| e.in_file(&file))?;
+    let rows: Vec<usize> = (0..raw.len()).collect();
+    let mut ds = raw
+        .transform(&predictor.preprocessor, &rows, false)
+        .map_err(|e| e.in_file(&file))?;
+    let head = &heads[0];
+    match &mut ds.targets {
+        None => {
+            return Err(Error::new("the file has no labels (its target column or labels are missing)").in_file(&file));
+        }
+        Some(Targets::Classes { labels, names }) if head.is_classification() && *names != head.classes => {
+            let mut to_run = vec![];
+            for name in names.iter() {
+                let k = head.classes.iter().position(|c| c == name).ok_or_else(|| {
+                    Error::new(format!(
+                        "class '{name}' is not one the model knows ({})",
+                        head.classes.join(", ")
+                    ))
+                    .in_file(&file)
+                })?;
+                to_run.push(k);
+            }
+            for l in labels.iter_mut() {
+                *l = to_run[*l];
+            }
+            *names = head.classes.clone();
+        }
+        Some(_) => {}
+    }
+    ds.validate().map_err(|e| e.in_file(&file))?;
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("graft-run-dir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn out_dir_is_created_when_missing_and_used_when_empty() {
+        let dir = scratch("fresh");
+        claim_out_dir(&dir, false).unwrap();
+        assert!(dir.is_dir());
+        claim_out_dir(&dir, false).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_directory_is_never_written_into_or_removed() {
+        let dir = scratch("foreign");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("thesis.tex"), "mine").unwrap();
+        for overwrite in [false, true] {
+            let e = claim_out_dir(&dir, overwrite).unwrap_err().to_string();
+            assert!(e.contains("holds no graft run"), "{e}");
+        }
+        assert!(dir.join("thesis.tex").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_is_replaced_only_with_overwrite_and_leaves_nothing_stale() {
+        let dir = scratch("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.json"), "{}").unwrap();
+        std::fs::write(dir.join("metric_f1.png"), "old chart").unwrap();
+        let e = claim_out_dir(&dir, false).unwrap_err().to_string();
+        assert!(e.contains("--overwrite"), "{e}");
+        claim_out_dir(&dir, true).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_not_a_run_directory() {
+        let dir = scratch("file");
+        std::fs::write(&dir, "x").unwrap();
+        let e = claim_out_dir(&dir, true).unwrap_err().to_string();
+        assert!(e.contains("--out takes a directory"), "{e}");
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_run_record_round_trips() {
+        let dir = scratch("record");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(RunRecord::read(&dir).unwrap(), None);
+        let record = RunRecord {
+            format: 1,
+            seed: 7,
+            experiment: None,
+            test_rows: Some(vec![3, 1]),
+        };
+        record.write(&dir).unwrap();
+        assert_eq!(RunRecord::read(&dir).unwrap(), Some(record));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

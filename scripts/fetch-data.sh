@@ -35,6 +35,11 @@
 #                  MNIST's training set with only the first 2% of the 7s kept (126 of 6,265), everything
 #                  else as it was, in its order; made from data/mnist (fetched first if need be). Use
 #                  it with data/mnist/t10k-*, the official test set, unchanged.
+#   diabetes       data/diabetes/diabetes.csv
+#                  The diabetes regression table (Efron et al. 2004, "Least Angle Regression"; 442 patients, ten
+#                  baseline variables in their original units, and disease progression one year later, 25..346),
+#                  from the scikit-learn 1.9.1 wheel (BSD-3; sklearn/datasets/data/diabetes_data_raw.csv.gz and
+#                  diabetes_target.csv.gz), joined into one CSV with a header.
 #   all            each of the above.
 #
 # Usage: scripts/fetch-data.sh NAME...
@@ -150,6 +155,13 @@ declare -A IMBALANCED_MD5=(
     [train-labels-idx1-ubyte]="43956d9ea34a0d6823e6b2bd047147ad"
 )
 
+SKLEARN_REQUIREMENT="scikit-learn==1.9.1"
+SKLEARN_WHEEL="scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+SKLEARN_WHEEL_SHA256="52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df"
+# sha256 of the CSV written from the pinned wheel's two files (see fetch_diabetes), and its data rows.
+DIABETES_SHA256="36e3fd6f8158bdc41f916d8989653227e5a5dd506c508de3f33febb48213e641"
+DIABETES_ROWS=442
+
 IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -157,7 +169,7 @@ IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyt
 usage() {
     echo "usage: $0 NAME..." >&2
     echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags |" >&2
-    echo "        mnist-imbalanced | all" >&2
+    echo "        mnist-imbalanced | diabetes | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -902,6 +914,56 @@ EOF
     install_dir "$work/mnist-imbalanced" "$dest"
 }
 
+# --- diabetes ---------------------------------------------------------------------------------------
+
+diabetes_valid() {
+    local file="$1/diabetes.csv" rows
+    [[ -f "$file" ]] || return 1
+    check_sha256 "$file" "$DIABETES_SHA256" || return 1
+    rows="$(($(wc -l <"$file") - 1))"
+    if [[ "$rows" != "$DIABETES_ROWS" ]]; then
+        echo "error: $file: $rows rows, expected $DIABETES_ROWS" >&2
+        return 1
+    fi
+    echo "rows ok    diabetes.csv $DIABETES_ROWS"
+}
+
+fetch_diabetes() {
+    local dest="$data_root/diabetes" work report
+    if report="$(diabetes_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir diabetes)"
+    cleanup_dirs+=("$work")
+    # One platform's wheel, so the download is the same wherever the script runs; the data files are the same
+    # in every platform's wheel.
+    python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+        --python-version 3.11 "$SKLEARN_REQUIREMENT" -d "$work" >&2 || die "pip download $SKLEARN_REQUIREMENT failed"
+    check_sha256 "$work/$SKLEARN_WHEEL" "$SKLEARN_WHEEL_SHA256" || die "unexpected scikit-learn wheel"
+    mkdir "$work/diabetes"
+    python3 - "$work/$SKLEARN_WHEEL" "$work/diabetes/diabetes.csv" <<'EOF'
+import gzip, sys, zipfile
+
+wheel, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    raw = gzip.decompress(z.read("sklearn/datasets/data/diabetes_data_raw.csv.gz")).decode()
+    target = gzip.decompress(z.read("sklearn/datasets/data/diabetes_target.csv.gz")).decode()
+rows = [r.split() for r in raw.split("\n") if r.strip()]
+ys = [float(t) for t in target.split()]
+assert len(rows) == len(ys), (len(rows), len(ys))
+with open(out, "w", newline="\n") as f:
+    f.write("age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,progression\n")
+    for r, y in zip(rows, ys):
+        assert len(r) == 10 and y == int(y), r
+        f.write(",".join(r) + f",{int(y)}\n")
+EOF
+    diabetes_valid "$work/diabetes" || die "the diabetes table failed its checks"
+    install_dir "$work/diabetes" "$dest"
+}
+
 # --- main -------------------------------------------------------------------------------------------
 
 run_one() {
@@ -917,6 +979,7 @@ run_one() {
         foods) fetch_foods ;;
         debtags) fetch_debtags ;;
         mnist-imbalanced) fetch_mnist_imbalanced ;;
+        diabetes) fetch_diabetes ;;
     esac
     echo "== $1 done in $((SECONDS - start)) s"
 }
@@ -928,10 +991,10 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags | mnist-imbalanced)
+        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags | mnist-imbalanced | diabetes)
             names+=("$arg")
             ;;
-        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods debtags mnist-imbalanced) ;;
+        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods debtags mnist-imbalanced diabetes) ;;
         -h | --help)
             usage
             exit 0

@@ -2108,3 +2108,104 @@ loss = "sparse_categorical_crossentropy"
     ]));
     assert!(e.contains("unlabelled.csv") && e.contains("no labels"), "{e}");
 }
+
+/// A numeric target in the thousands: trained standardized (statistics stored with the model), reported in its own
+/// unit (r², MAE, RMSE, the predicted-vs-actual and residual charts), predicted in its own unit; the same target
+/// under a classification loss is an error that suggests `regression = true`.
+#[test]
+fn regression_targets_are_standardized_and_reported_in_their_own_unit() {
+    let dir = workdir("regression");
+    let mut csv = String::from("rooms,area,district,price\n");
+    for i in 0..300 {
+        let rooms = 1 + i % 5;
+        let area = 30.0 + ((i * 37) % 120) as f64;
+        let district = ["north", "south", "east"][i % 3];
+        let bonus = [0.0, 150.0, -80.0][i % 3];
+        let noise = ((i * 53) % 21) as f64 - 10.0;
+        let price = 1200.0 + 95.0 * rooms as f64 + 14.0 * area + bonus + noise;
+        csv.push_str(&format!("{rooms},{area},{district},{price:.0}\n"));
+    }
+    std::fs::write(dir.join("homes.csv"), &csv).unwrap();
+    let experiment = |loss: &str, regression: bool, units: usize| {
+        format!(
+            r#"
+[data]
+dataset = {{ csv = {{ path = "homes.csv", target = "price", regression = {regression} }} }}
+split = {{ validation = 0.15, test = 0.2 }}
+[model]
+layers = [{{ dense = {{ units = 32, activation = "relu" }} }}, {{ dense = {{ units = {units} }} }}]
+[train]
+epochs = 60
+batch_size = 32
+optimizer = {{ adam = {{ lr = 1e-2 }} }}
+loss = "{loss}"
+metrics = ["mae", "r2"]
+"#
+        )
+    };
+    let exp = write(&dir, "e.toml", &experiment("mse", true, 1));
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let test = &metrics["test"];
+    let (r2, mae, rmse) = (
+        test["r2"].as_f64().unwrap(),
+        test["mae"].as_f64().unwrap(),
+        test["rmse"].as_f64().unwrap(),
+    );
+    // The target spans about 1,700 to 3,600; its own noise is ±10.
+    assert!(r2 > 0.97, "{test}");
+    assert!(
+        mae > 1.0 && mae < 80.0 && rmse >= mae,
+        "MAE and RMSE are in the target's unit: {test}"
+    );
+    assert!((rmse * rmse - test["mse"].as_f64().unwrap()).abs() < 1e-6 * rmse * rmse);
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
+    let mean = pre["target_scaler"]["mean"][0].as_f64().unwrap();
+    assert!(mean > 2000.0 && mean < 3200.0, "{pre}");
+    for chart in ["predicted_vs_actual.png", "residuals.png"] {
+        assert!(run.join(chart).is_file(), "missing {chart}");
+    }
+    assert!(
+        std::fs::read_to_string(run.join("report.html"))
+            .unwrap()
+            .contains("residuals.png")
+    );
+    assert_eval_reproduces_the_run(&run);
+    std::fs::write(dir.join("new.csv"), "rooms,area,district\n3,100,north\n").unwrap();
+    let p = dir.join("p.jsonl");
+    let o = graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("new.csv").to_str().unwrap(),
+        "--output",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
+    let value = line["values"][0].as_f64().unwrap();
+    // 1200 + 95·3 + 14·100 = 2885.
+    assert!((value - 2885.0).abs() < 120.0, "{line}");
+    // The same numbers as classes: refused with the way out.
+    let wrong = write(
+        &dir,
+        "c.toml",
+        &experiment("sparse_categorical_crossentropy", false, 10),
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &wrong,
+        "--out",
+        dir.join("c").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(
+        e.contains("regression = true") && e.contains("distinct numeric values"),
+        "{e}"
+    );
+}

@@ -42,6 +42,13 @@ impl Predictor {
         head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
         head.thresholds = serde_json::from_value(pre["thresholds"].clone()).unwrap_or(None);
         head.class_weights = serde_json::from_value(pre["class_weights"].clone()).unwrap_or(None);
+        head.target_scaler = match pre.get("target_scaler") {
+            Some(s) if !s.is_null() => Some(
+                serde_json::from_value(s.clone())
+                    .map_err(|e| Error::new(format!("target_scaler: {e}")).in_file(&path))?,
+            ),
+            _ => None,
+        };
         let preprocessor: Preprocessor = match pre.get("preprocessor") {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,

@@ -17,10 +17,10 @@ pub(super) const LINE_CHART_SIZE: (u32, u32) = (800, 500);
 
 /// Above this many classes the cells are too small for their count and fraction to be legible.
 const MAX_ANNOTATED_CLASSES: usize = 20;
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 /// Matplotlib's tab10 blue and orange: distinguishable for the common forms of colour blindness.
 /// matplotlib's tab10, so ten classes get ten colours.
-const PALETTE: [RGBColor; 10] = [
+pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -33,7 +33,7 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(super) type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// One labelled curve; only finite points, in epoch order.
 pub(super) struct Line<'a> {
@@ -44,7 +44,7 @@ pub(super) struct Line<'a> {
 type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The frame every line, bar and curve chart shares: caption, margins and label areas.
-fn frame<'a, DB: DrawingBackend>(
+pub(super) fn frame<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
     x: std::ops::Range<f64>,
@@ -59,7 +59,7 @@ fn frame<'a, DB: DrawingBackend>(
 }
 
 /// The shared grid and axis styling; callers add formatters and draw it.
-fn styled_mesh<'c, 'a, DB: DrawingBackend>(
+pub(super) fn styled_mesh<'c, 'a, DB: DrawingBackend>(
     chart: &'c mut Chart2d<'a, DB>,
     x_desc: &str,
     y_desc: &str,
@@ -233,13 +233,13 @@ pub(super) fn confusion_chart_size(classes: usize) -> (u32, u32) {
     ConfusionLayout::new(classes).size()
 }
 
-fn plot_error<E: Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
+pub(super) fn plot_error<E: Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
     move |e| Error::new(format!("cannot draw chart: {e}")).in_file(path)
 }
 
 /// The bitmap backend encodes the PNG itself when presented, and picks the format from the file
 /// extension, which is why the temporary name keeps `.png` at its end.
-fn render_png(
+pub(super) fn render_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,

@@ -2,6 +2,9 @@
 //! other so the page can be opened straight from the run directory (or copied elsewhere as a folder).
 
 mod charts;
+mod regression;
+
+pub use regression::RegressionPoints;
 
 use std::fs;
 use std::io::Write;
@@ -32,9 +35,34 @@ pub fn write_report(
     classes: &[String],
     warnings: &[String],
 ) -> Result<ReportFiles> {
+    write_report_with(dir, title, history, test, classes, warnings, None)
+}
+
+/// [`write_report`], with a regression run's test predictions for the predicted-vs-actual and residual charts.
+pub fn write_report_with(
+    dir: &Path,
+    title: &str,
+    history: &[Map<String, Value>],
+    test: &Map<String, Value>,
+    classes: &[String],
+    warnings: &[String],
+    regression: Option<&RegressionPoints>,
+) -> Result<ReportFiles> {
     ensure_dir(dir)?;
     let confusion = ConfusionInput::from_test(test);
     let mut charts = write_charts(dir, history, &confusion, classes)?;
+    if let Some(points) = regression.filter(|p| !p.actual.is_empty()) {
+        regression::predicted_vs_actual_chart(&dir.join("predicted_vs_actual.png"), points)?;
+        regression::residual_chart(&dir.join("residuals.png"), points)?;
+        charts.push(Chart {
+            file: "predicted_vs_actual.png".into(),
+            caption: "Test set: predicted against actual values; the diagonal is a perfect prediction".into(),
+        });
+        charts.push(Chart {
+            file: "residuals.png".into(),
+            caption: "Test set: residuals (actual − predicted) against the prediction".into(),
+        });
+    }
     if let Some(chart) = write_reliability(dir, test)? {
         charts.push(chart);
     }

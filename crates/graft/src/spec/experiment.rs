@@ -145,6 +145,15 @@ pub struct TrainSpec {
     /// `"youden"` or `{ recall_at_precision = 0.9 }`); stored with the model and used by `predict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<crate::train::threshold::ThresholdSpec>,
+    /// Regression: the model learns the target standardized with the training rows' mean and standard deviation
+    /// (stored with the model); predictions and metrics are in the target's own unit. `false` trains on the raw
+    /// target.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub standardize_target: bool,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

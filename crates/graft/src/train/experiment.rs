@@ -18,7 +18,7 @@ use crate::data::{Dataset, Targets, split_indices};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
-use crate::report::{write_atomic, write_report};
+use crate::report::{RegressionPoints, write_atomic, write_report_with};
 use crate::spec::experiment::{Calibration, CheckpointSpec, ClassWeights, DataSpec, DatasetSpec, ExperimentSpec};
 use crate::spec::suggest::hint;
 
@@ -316,6 +316,7 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
         "classes": head.classes,
         "loss": head.loss,
         "class_weights": head.class_weights,
+        "target_scaler": head.target_scaler,
         "temperature": head.temperature,
         "thresholds": head.thresholds,
         "inputs": graph.spec.inputs.iter().map(|i| json!({"name": i.name, "shape": i.shape})).collect::<Vec<_>>(),
@@ -363,8 +364,16 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             Some(Targets::Classes { names, .. }) => names.clone(),
             _ => train.label_names.clone(),
         };
+        check_not_a_regression_target(&exp.train.loss, width(0), &classes)?;
         let mut head = TaskHead::new(&exp.train.loss, width(0), classes).map_err(|e| e.at("train.loss"))?;
         head.class_weights = exp.train.class_weights.clone();
+        if head.task == Task::Regression
+            && exp.train.standardize_target
+            && let Some(Targets::Values(values)) = &train.targets
+            && values.sample_size() == head.outputs
+        {
+            head.target_scaler = super::task::TargetScaler::fit(&values.data, head.outputs);
+        }
         return Ok(vec![head]);
     }
     let outputs: Vec<&str> = graph
@@ -403,6 +412,32 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
         heads.push(head);
     }
     Ok(heads)
+}
+
+/// Above this many distinct class names that are all numbers, a classification target is most likely a quantity.
+const MANY_NUMERIC_CLASSES: usize = 20;
+
+/// A classification loss over a target with many distinct numbers (a price, a count, a score) is almost always a
+/// regression task set up by mistake; say so instead of asking for hundreds of outputs.
+fn check_not_a_regression_target(
+    loss: &crate::train::loss::LossSpec,
+    outputs: usize,
+    classes: &[String],
+) -> Result<()> {
+    let classifying = matches!(loss.task(outputs), Task::Multiclass | Task::Binary);
+    let numeric = classes
+        .iter()
+        .all(|c| c.trim().parse::<f64>().is_ok_and(f64::is_finite));
+    if classifying && classes.len() > MANY_NUMERIC_CLASSES && numeric && classes.len() != outputs {
+        return Err(Error::new(format!(
+            "the target has {} distinct numeric values, which reads as a quantity to predict, not classes: set \
+             `regression = true` on the data source and use loss = \"mse\" (or \"mae\", \"huber\") with a last \
+             layer of `units = 1`",
+            classes.len()
+        ))
+        .at("train.loss"));
+    }
+    Ok(())
 }
 
 /// Trains the experiment and writes the run directory.
@@ -611,6 +646,18 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         Some(t) => evaluate_test(&part, &heads, &splits.train, t, exp.train.top_k)?,
         None => Map::new(),
     };
+    let points = match &test_set {
+        // Charts of one value per example; sequence outputs (a value per step) have none.
+        Some(t)
+            if heads.len() == 1
+                && heads[0].name.is_none()
+                && heads[0].task == Task::Regression
+                && part.output_shapes()[heads[0].output].len() == 1 =>
+        {
+            Some(regression_points(&part, &heads[0], t)?)
+        }
+        _ => None,
+    };
     let model = trained.valid();
     write_timing(&opts.out, &timings)?;
     write_run(
@@ -622,6 +669,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         &warnings,
         exp,
         &splits.preprocessor,
+        points.as_ref(),
     )?;
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
@@ -939,6 +987,20 @@ fn write_timing(dir: &Path, timings: &[super::trainer::EpochTiming]) -> Result<(
     write_atomic(&dir.join("timing.json"), text.as_bytes())
 }
 
+/// A regression model's test predictions in the target's unit, beside the targets, for the report's charts.
+fn regression_points(model: &Graph, head: &TaskHead, test: &Dataset) -> Result<RegressionPoints> {
+    let outputs = super::trainer::collect_outputs(model, head, test, EVAL_BATCH)?;
+    let predicted = match &head.target_scaler {
+        Some(s) => s.unscale(&outputs.logits),
+        None => outputs.logits,
+    };
+    Ok(RegressionPoints {
+        predicted: predicted.into_iter().map(f64::from).collect(),
+        actual: outputs.values.into_iter().map(f64::from).collect(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_run(
     dir: &Path,
     model: &Graph,
@@ -948,6 +1010,7 @@ fn write_run(
     warnings: &[String],
     exp: &ExperimentSpec,
     preprocessor: &Preprocessor,
+    regression: Option<&RegressionPoints>,
 ) -> Result<()> {
     save_model(model, dir)?;
     let pre = serde_json::to_string_pretty(&preprocess_json(heads, model, preprocessor))
@@ -991,7 +1054,7 @@ fn write_run(
     } else {
         (test.clone(), head.classes.clone())
     };
-    write_report(dir, &title, history, &test, &classes, warnings)?;
+    write_report_with(dir, &title, history, &test, &classes, warnings, regression)?;
     Ok(())
 }
 

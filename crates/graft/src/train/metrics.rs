@@ -396,9 +396,11 @@ impl RegressionAccumulator {
                 }
             })
             .collect();
+        let mse = ratio(self.squared_error.iter().sum(), cells);
         RegressionMetrics {
-            mse: ratio(self.squared_error.iter().sum(), cells),
+            mse,
             mae: ratio(self.absolute_error.iter().sum(), cells),
+            rmse: mse.sqrt(),
             // scikit-learn returns NaN below two samples; 0.0 keeps the JSON numeric.
             r2: if self.rows < 2 { 0.0 } else { mean(&r2_per_output) },
         }
@@ -412,17 +414,20 @@ pub struct RegressionMetrics {
     pub mse: f64,
     /// Mean absolute error: `mean_absolute_error(multioutput="uniform_average")`.
     pub mae: f64,
+    /// Root mean squared error, `sqrt(mse)`, in the target's own unit.
+    pub rmse: f64,
     /// Coefficient of determination `1 - SS_res / SS_tot` per output, then the mean:
     /// `r2_score(multioutput="uniform_average")` (with its `force_finite=True`). 0.0 with fewer than two rows.
     pub r2: f64,
 }
 
 impl RegressionMetrics {
-    /// JSON object with the keys `mse`, `mae` and `r2`; non-finite numbers become null.
+    /// JSON object with the keys `mse`, `mae`, `rmse` and `r2`; non-finite numbers become null.
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("mse".into(), json_f64(self.mse));
         m.insert("mae".into(), json_f64(self.mae));
+        m.insert("rmse".into(), json_f64(self.rmse));
         m.insert("r2".into(), json_f64(self.r2));
         m
     }
@@ -985,6 +990,7 @@ mod tests {
             RegressionMetrics {
                 mse: 0.0,
                 mae: 0.0,
+                rmse: 0.0,
                 r2: 0.0
             }
         );
@@ -1037,12 +1043,13 @@ mod tests {
         let r = RegressionMetrics {
             mse: f64::NAN,
             mae: f64::INFINITY,
+            rmse: f64::NAN,
             r2: 0.25,
         }
         .to_json();
         assert_eq!(
             Value::Object(r),
-            serde_json::json!({"mse": null, "mae": null, "r2": 0.25})
+            serde_json::json!({"mse": null, "mae": null, "rmse": null, "r2": 0.25})
         );
         let l = MultiLabelAccumulator::new(2).compute().to_json();
         let mut keys: Vec<&str> = l.keys().map(String::as_str).collect();
@@ -1129,6 +1136,7 @@ mod tests {
             RegressionMetrics {
                 mse: 1.0,
                 mae: 1.0,
+                rmse: 1.0,
                 r2: 0.0
             }
         );

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Int, TensorData};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::loss::{LossSpec, Target, Task};
@@ -34,6 +35,71 @@ pub struct TaskHead {
     pub temperature: f64,
     /// Tuned decision thresholds (binary: one; multi-label: one per label): positive at probability ≥ t.
     pub thresholds: Option<Vec<f64>>,
+    /// Regression: the model's outputs are the target standardized by these training statistics.
+    pub target_scaler: Option<TargetScaler>,
+}
+
+/// Per output column, the training targets' mean and standard deviation: the loss sees `(y - mean) / std`, and
+/// outputs are turned back into the target's unit (`output · std + mean`) for metrics and predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetScaler {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl TargetScaler {
+    /// The statistics of `values` (row-major, `width` columns); a constant column keeps a scale of 1.
+    pub fn fit(values: &[f32], width: usize) -> Option<Self> {
+        let rows = values.len() / width.max(1);
+        if rows == 0 || width == 0 {
+            return None;
+        }
+        let mut mean = vec![0.0; width];
+        for row in values.chunks_exact(width) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += f64::from(v);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rows as f64);
+        let mut var = vec![0.0; width];
+        for row in values.chunks_exact(width) {
+            for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (f64::from(v) - m).powi(2);
+            }
+        }
+        let std = var
+            .into_iter()
+            .map(|s| {
+                let sd = (s / rows as f64).sqrt();
+                if sd > 0.0 && sd.is_finite() { sd } else { 1.0 }
+            })
+            .collect();
+        Some(TargetScaler { mean, std })
+    }
+
+    pub fn width(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Target values (row-major) → what the model learns.
+    pub fn scale(&self, values: &[f32]) -> Vec<f32> {
+        let k = self.width().max(1);
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| ((f64::from(v) - self.mean[i % k]) / self.std[i % k]) as f32)
+            .collect()
+    }
+
+    /// Model outputs (row-major) → the target's unit.
+    pub fn unscale(&self, outputs: &[f32]) -> Vec<f32> {
+        let k = self.width().max(1);
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (f64::from(v) * self.std[i % k] + self.mean[i % k]) as f32)
+            .collect()
+    }
 }
 
 impl TaskHead {
@@ -74,6 +140,7 @@ impl TaskHead {
             class_weights: None,
             temperature: 1.0,
             thresholds: None,
+            target_scaler: None,
         })
     }
 
@@ -186,6 +253,16 @@ impl TaskHead {
                     device,
                 )))
             }
+            (Task::Regression, _, Some(values))
+                if self
+                    .target_scaler
+                    .as_ref()
+                    .is_some_and(|s| s.width() == values.sample_size()) =>
+            {
+                let scaler = self.target_scaler.as_ref().expect("checked above");
+                let scaled = Array::new(values.shape.clone(), scaler.scale(&values.data))?;
+                Ok(Target::Values(array_2d(&scaled, device)))
+            }
             (_, _, Some(values)) => Ok(Target::Values(array_2d(values, device))),
             _ => Err(Error::new(format!(
                 "the loss {:?} needs {} targets, which the data does not have",
@@ -207,10 +284,18 @@ impl TaskHead {
         } else {
             logits
         };
-        match self.task {
-            Task::Multiclass => softmax(logits, 1),
-            Task::Binary | Task::Multilabel => sigmoid(logits),
-            Task::Regression => logits,
+        match (self.task, &self.target_scaler) {
+            (Task::Multiclass, _) => softmax(logits, 1),
+            (Task::Binary | Task::Multilabel, _) => sigmoid(logits),
+            (Task::Regression, Some(s)) if s.width() == logits.dims()[1] => {
+                let device = logits.device();
+                let row = |v: &[f64]| {
+                    let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                    Tensor::<2>::from_data(TensorData::new(v, [1, s.width()]), &device)
+                };
+                logits.mul(row(&s.std)).add(row(&s.mean))
+            }
+            (Task::Regression, _) => logits,
         }
     }
 }

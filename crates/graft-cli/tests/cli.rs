@@ -2209,3 +2209,119 @@ metrics = ["mae", "r2"]
         "{e}"
     );
 }
+
+/// `early_stopping.restore_best` and `checkpoint = { monitor, mode }` keep the best epoch's weights: with the test
+/// set being the validation set, the restored model's test loss is the smallest validation loss of the history (not
+/// the last), and the best checkpoint's accuracy is the largest validation accuracy.
+#[test]
+fn the_best_epoch_is_what_is_restored_and_checkpointed() {
+    let dir = workdir("restore-best");
+    // Labels that only partly follow the inputs, and a wide network with a high rate: it overfits, so the
+    // validation loss has its minimum early.
+    let n = 160;
+    let x: Vec<f32> = (0..n * 8).map(|i| ((i * 7919 % 1009) as f32 / 1009.0) - 0.5).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| if (x[i * 8] > 0.0) ^ (i % 3 == 0) { 1.0 } else { 0.0 })
+        .collect();
+    let (train, val) = (n * 5 / 8, n * 3 / 8);
+    let part = |from: usize, rows: usize, name: &str| {
+        write_npy_f32(
+            dir.join(format!("x{name}.npy")),
+            &Array::new(vec![rows, 8], x[from * 8..(from + rows) * 8].to_vec()).unwrap(),
+        )
+        .unwrap();
+        write_npy_f32(
+            dir.join(format!("y{name}.npy")),
+            &Array::new(vec![rows], y[from..from + rows].to_vec()).unwrap(),
+        )
+        .unwrap();
+    };
+    part(0, train, "t");
+    part(train, val, "v");
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { npy = { x = "xt.npy", y = "yt.npy", classes = ["a", "b"] } }
+validation = { npy = { x = "xv.npy", y = "yv.npy", classes = ["a", "b"] } }
+test = { npy = { x = "xv.npy", y = "yv.npy", classes = ["a", "b"] } }
+[model]
+input = [8]
+layers = [{ dense = { units = 128, activation = "relu" } }, { dense = { units = 128, activation = "relu" } }, { dense = { units = 2 } }]
+[train]
+epochs = 25
+batch_size = 16
+optimizer = { adam = { lr = 1e-2 } }
+loss = "sparse_categorical_crossentropy"
+metrics = ["accuracy"]
+callbacks = { early_stopping = { monitor = "val_loss", patience = 100, restore_best = true }, checkpoint = { monitor = "val_accuracy", mode = "max" } }
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let history = metrics["history"].as_array().unwrap();
+    let column = |key: &str| -> Vec<f64> { history.iter().map(|h| h[key].as_f64().unwrap()).collect() };
+    let val_loss = column("val_loss");
+    let (best, best_loss) = val_loss
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f64::INFINITY), |b, (i, v)| if v < b.1 { (i, v) } else { b });
+    assert!(
+        best + 1 < val_loss.len(),
+        "the last epoch must not be the best: {val_loss:?}"
+    );
+    let test_loss = metrics["test"]["loss"].as_f64().unwrap();
+    assert!(
+        (test_loss - best_loss).abs() < 1e-6,
+        "restored {test_loss}, best {best_loss} of {val_loss:?}"
+    );
+    // The best-accuracy checkpoint, evaluated as a run of its own on the same rows.
+    let best_acc = column("val_accuracy").into_iter().fold(0.0, f64::max);
+    let ck = dir.join("best");
+    std::fs::create_dir_all(&ck).unwrap();
+    for f in ["model.toml", "model.safetensors"] {
+        std::fs::copy(run.join("checkpoints/best").join(f), ck.join(f)).unwrap();
+    }
+    for f in ["preprocess.json", "run.json", "experiment.toml"] {
+        std::fs::copy(run.join(f), ck.join(f)).unwrap();
+    }
+    let o = graft(&["eval", "--model", ck.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(eval["accuracy"].as_f64().unwrap(), best_acc, "{eval}");
+}
+
+/// A graph with several outputs and one target would train only its first output: refused, naming the outputs.
+#[test]
+fn several_outputs_without_tasks_are_refused() {
+    let dir = workdir("outputs");
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = "digits"
+[model]
+inputs = { image = [1, 8, 8] }
+outputs = ["a", "b"]
+nodes = [
+  { name = "flat", flatten = {}, from = "image" },
+  { name = "a", dense = { units = 10 }, from = "flat" },
+  { name = "b", dense = { units = 10 }, from = "flat" },
+]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let e = expect_error(graft(&["train", &exp, "--out", dir.join("r").to_str().unwrap()]));
+    assert!(
+        e.contains("model.outputs") && e.contains("a, b") && e.contains("[data.tasks]"),
+        "{e}"
+    );
+}

@@ -364,6 +364,16 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             Some(Targets::Classes { names, .. }) => names.clone(),
             _ => train.label_names.clone(),
         };
+        if shapes.len() > 1 {
+            return Err(Error::new(format!(
+                "the model has {} outputs ({}) but the data has one target, so only the first would train and the \
+                 others would stay random; give each output its data in [data.tasks] (and [train.tasks.<name>] \
+                 output = \"...\"), or end the model in one output",
+                shapes.len(),
+                graph.spec.outputs.join(", ")
+            ))
+            .at("model.outputs"));
+        }
         check_not_a_regression_target(&exp.train.loss, width(0), &classes)?;
         let mut head = TaskHead::new(&exp.train.loss, width(0), classes).map_err(|e| e.at("train.loss"))?;
         head.class_weights = exp.train.class_weights.clone();

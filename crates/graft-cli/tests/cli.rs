@@ -179,12 +179,14 @@ fn train_writes_the_run_directory_and_predict_uses_it() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
+    // Probabilities are keyed by class name.
     let probs: f64 = lines[0]["probabilities"]
-        .as_array()
+        .as_object()
         .unwrap()
-        .iter()
+        .values()
         .map(|v| v.as_f64().unwrap())
         .sum();
+    assert!(lines[0]["probabilities"].get("7").is_some(), "{}", lines[0]);
     assert!((probs - 1.0).abs() < 1e-4);
     assert!(lines[0]["class"].is_string());
 
@@ -1375,13 +1377,13 @@ fn mc_dropout_predictions_carry_their_uncertainty_and_repeat_with_the_seed() {
     for line in a.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let probs: Vec<f64> = v["probabilities"]
-            .as_array()
+            .as_object()
             .unwrap()
-            .iter()
+            .values()
             .map(|p| p.as_f64().unwrap())
             .collect();
         assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
-        assert_eq!(v["std"].as_array().unwrap().len(), 10);
+        assert_eq!(v["std"].as_object().unwrap().len(), 10);
         let (h, mi) = (
             v["entropy"].as_f64().unwrap(),
             v["mutual_information"].as_f64().unwrap(),
@@ -1643,7 +1645,7 @@ threshold = { objective = "f1" }
     assert!(o.status.success(), "{}", stderr(&o));
     for line in std::fs::read_to_string(&p).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let yes = v["probabilities"][1].as_f64().unwrap();
+        let yes = v["probabilities"]["yes"].as_f64().unwrap();
         assert_eq!(v["class"] == "yes", yes >= t - 1e-7, "{line} at threshold {t}");
     }
 }

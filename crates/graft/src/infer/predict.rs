@@ -306,6 +306,9 @@ fn write_mc_predictions(
                     for (key, value) in s.fields(head.is_classification()) {
                         line[key] = value;
                     }
+                    if head.is_classification() {
+                        line["std"] = by_class(head, &s.std);
+                    }
                     line
                 };
                 let line = if predictor.tasks.is_empty() {
@@ -334,8 +337,18 @@ fn write_mc_predictions(
     Ok(n)
 }
 
-/// One prediction as JSON: class, class index and probabilities (classification), probabilities and labels
-/// (multi-label), or values (regression).
+/// Per-class numbers keyed by class name, so a reader never has to know the class order; an array where the head
+/// has no names for them.
+fn by_class(head: &TaskHead, values: &[f32]) -> Json {
+    if head.classes.len() == values.len() {
+        Json::Object(head.classes.iter().cloned().zip(values.iter().map(|&v| json!(v))).collect())
+    } else {
+        json!(values)
+    }
+}
+
+/// One prediction as JSON: class, class index and probabilities by class name (classification), probabilities and
+/// labels (multi-label), or values (regression).
 fn row_json(head: &TaskHead, row: &[f32]) -> Json {
     match head.task {
         Task::Multiclass | Task::Binary => {
@@ -352,7 +365,7 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
                     .fold(0, |b, (j, p)| if *p > probs[b] { j } else { b }),
             };
             let name = head.classes.get(best).cloned().unwrap_or_else(|| best.to_string());
-            json!({"class": name, "class_index": best, "probabilities": probs})
+            json!({"class": name, "class_index": best, "probabilities": by_class(head, &probs)})
         }
         Task::Multilabel => {
             let labels: Vec<bool> = match &head.thresholds {
@@ -367,7 +380,7 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
                     .filter(|(_, on)| **on)
                     .map(|(n, _)| n)
                     .collect();
-                json!({"probabilities": row, "labels": labels, "predicted": names})
+                json!({"probabilities": by_class(head, row), "labels": labels, "predicted": names})
             } else {
                 json!({"probabilities": row, "labels": labels})
             }

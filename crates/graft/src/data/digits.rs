@@ -12,6 +12,7 @@ use flate2::read::GzDecoder;
 
 use super::array::Array;
 use super::dataset::{DataSource, Dataset, Targets};
+use super::table::parse_records;
 use crate::error::{Error, Result};
 
 /// The compressed CSV: one image per line, 64 pixel values then the label.
@@ -55,13 +56,9 @@ pub fn load_digits() -> Result<Dataset> {
 fn parse_digits_csv(text: &str) -> Result<Dataset> {
     let mut pixels = Vec::with_capacity(DIGITS_SAMPLES * PIXELS);
     let mut labels = Vec::with_capacity(DIGITS_SAMPLES);
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at_line = || format!("line {}", i + 1);
-        let fields: Vec<&str> = line.split(',').collect();
+    for record in parse_records(text, b',', 1)? {
+        let at_line = || format!("line {}", record.line);
+        let fields = &record.fields;
         if fields.len() != PIXELS + 1 {
             return Err(Error::new(format!("expected {} fields, found {}", PIXELS + 1, fields.len())).at(at_line()));
         }
@@ -73,7 +70,7 @@ fn parse_digits_csv(text: &str) -> Result<Dataset> {
                 })?;
             pixels.push(value / MAX_PIXEL);
         }
-        let field = fields[PIXELS];
+        let field = &fields[PIXELS];
         let label = parse_number(field)
             .filter(|v| v.fract() == 0.0 && (0.0..CLASSES as f32).contains(v))
             .ok_or_else(|| Error::new(format!("label is '{field}', expected a digit 0 to 9")).at(at_line()))?;

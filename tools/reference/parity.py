@@ -5,7 +5,12 @@ Run from the repository root, in a virtual environment with the pinned versions:
     python -m venv .venv && .venv/bin/pip install -r tools/reference/requirements.txt
     .venv/bin/python tools/reference/parity.py
 
-It rewrites
+or, to write only some parity fixtures (names or shell patterns; the others and the end-to-end fixtures are left
+as they are):
+
+    .venv/bin/python tools/reference/parity.py 'pool1d-avg_*' pool2d-avg_2
+
+Without arguments it rewrites
 
 * `crates/graft/tests/fixtures/parity/<group>-<case>.safetensors`: one file per case. The unit tests in
   `crates/graft/src/parity.rs` (`cargo test --release -p graft --lib parity`) compare graft against them;
@@ -36,8 +41,10 @@ Linear 3→2, MSE on fixed data) for 20 steps and hold the parameters after ever
 loss before it (`loss.<k>`).
 """
 
+import fnmatch
 import json
 import math
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -183,12 +190,16 @@ def save_file(tensors, path, metadata):
 
 
 def write(name, tensors, meta):
+    if ONLY and not any(fnmatch.fnmatchcase(name, pattern) for pattern in ONLY):
+        return
     path = PARITY / f"{name}.safetensors"
     save_file({k: np32(v) if torch.is_tensor(v) else v for k, v in tensors.items()}, path, meta)
     WRITTEN.append(name)
 
 
 WRITTEN = []
+# Fixture names (shell patterns) given on the command line; empty: every fixture.
+ONLY = []
 
 
 class Case:
@@ -545,24 +556,45 @@ def pool2d():
         ("avg_2", {"avg_pool2d": {"size": 2}}, (2, 3, 7, 6), lambda x: F.avg_pool2d(x, 2), "floor of odd sizes"),
         (
             "avg_3_stride2_pad1",
-            {"avg_pool2d": {"size": 3, "stride": 2, "padding": 1}},
+            {"avg_pool2d": {"size": 3, "stride": 2, "padding": 1, "count_include_pad": False}},
             (2, 2, 7, 6),
             lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
             "count_include_pad=False",
         ),
         (
             "avg_3_stride1_pad1_batch1",
-            {"avg_pool2d": {"size": 3, "stride": 1, "padding": 1}},
+            {"avg_pool2d": {"size": 3, "stride": 1, "padding": 1, "count_include_pad": False}},
             (1, 2, 5, 5),
             lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
             "count_include_pad=False",
         ),
         (
             "avg_same_3_stride2",
-            {"avg_pool2d": {"size": 3, "stride": 2, "padding": "same"}},
+            {"avg_pool2d": {"size": 3, "stride": 2, "padding": "same", "count_include_pad": False}},
             (2, 2, 7, 6),
             lambda x: avg_exclude_pad(F.avg_pool2d, x, (0, 1, 1, 1), 3, 2),
             "graft 'same' (TF rule), padding left out of the average",
+        ),
+        (
+            "avg_3_stride2_pad1_include_pad",
+            {"avg_pool2d": {"size": 3, "stride": 2, "padding": 1}},
+            (2, 2, 7, 6),
+            lambda x: F.avg_pool2d(x, 3, 2, 1),
+            "count_include_pad=True (both defaults)",
+        ),
+        (
+            "avg_2x3_stride1_pad1x0_include_pad",
+            {"avg_pool2d": {"size": [2, 3], "stride": 1, "padding": [1, 0], "count_include_pad": True}},
+            (1, 2, 5, 6),
+            lambda x: F.avg_pool2d(x, (2, 3), 1, (1, 0), count_include_pad=True),
+            "count_include_pad=True",
+        ),
+        (
+            "avg_same_3_stride2_include_pad",
+            {"avg_pool2d": {"size": 3, "stride": 2, "padding": "same"}},
+            (2, 2, 7, 6),
+            lambda x: F.avg_pool2d(F.pad(x, (0, 1, 1, 1)), 3, 2),
+            "graft 'same' (TF rule): F.pad with zeros, counted in the average",
         ),
     ]
     for case, layer, shape, f, note in cases:
@@ -591,17 +623,38 @@ def pool1d():
         ("avg_2", {"avg_pool1d": {"size": 2}}, (2, 9, 3), lambda x: F.avg_pool1d(x, 2), "floor of odd lengths"),
         (
             "avg_3_stride2_pad1",
-            {"avg_pool1d": {"size": 3, "stride": 2, "padding": 1}},
+            {"avg_pool1d": {"size": 3, "stride": 2, "padding": 1, "count_include_pad": False}},
             (2, 8, 3),
             lambda x: F.avg_pool1d(x, 3, 2, 1, count_include_pad=False),
             "count_include_pad=False",
         ),
         (
             "avg_same_2_stride1",
-            {"avg_pool1d": {"size": 2, "stride": 1, "padding": "same"}},
+            {"avg_pool1d": {"size": 2, "stride": 1, "padding": "same", "count_include_pad": False}},
             (2, 5, 2),
             lambda x: avg_exclude_pad(F.avg_pool1d, x, (0, 1), 2, 1),
             "graft 'same' (TF rule), padding left out of the average",
+        ),
+        (
+            "avg_3_stride2_pad1_include_pad",
+            {"avg_pool1d": {"size": 3, "stride": 2, "padding": 1}},
+            (2, 8, 3),
+            lambda x: F.avg_pool1d(x, 3, 2, 1),
+            "count_include_pad=True (both defaults)",
+        ),
+        (
+            "avg_4_stride1_pad2_include_pad",
+            {"avg_pool1d": {"size": 4, "stride": 1, "padding": 2, "count_include_pad": True}},
+            (1, 6, 2),
+            lambda x: F.avg_pool1d(x, 4, 1, 2, count_include_pad=True),
+            "count_include_pad=True",
+        ),
+        (
+            "avg_same_2_stride1_include_pad",
+            {"avg_pool1d": {"size": 2, "stride": 1, "padding": "same"}},
+            (2, 5, 2),
+            lambda x: F.avg_pool1d(F.pad(x, (0, 1)), 2, 1),
+            "graft 'same' (TF rule): F.pad with zeros, counted in the average",
         ),
     ]
     for case, layer, shape, f, note in cases:
@@ -1639,9 +1692,11 @@ def e2e():
 
 
 def main():
+    ONLY.extend(sys.argv[1:])
     PARITY.mkdir(parents=True, exist_ok=True)
-    for old in PARITY.glob("*.safetensors"):
-        old.unlink()
+    if not ONLY:
+        for old in PARITY.glob("*.safetensors"):
+            old.unlink()
     dense()
     conv1d()
     conv2d()
@@ -1662,6 +1717,9 @@ def main():
     dropout()
     losses()
     optimizers()
+    if ONLY:
+        print(f"{len(WRITTEN)} parity fixtures rewritten: {', '.join(WRITTEN) or 'none matched'}")
+        return
     size = sum(p.stat().st_size for p in PARITY.glob("*.safetensors"))
     print(f"{len(WRITTEN)} parity fixtures, {size / 1e6:.2f} MB, in {PARITY.relative_to(ROOT)}")
     e2e()

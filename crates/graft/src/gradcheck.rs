@@ -280,6 +280,10 @@ fn case(name: &str) -> Case {
         .generate(Gen::Distinct),
         "avg_pool2d" => Case::new("avg_pool2d = { size = [2, 3] }", &[2, 4, 6]),
         "avg_pool2d_padded" => Case::new("avg_pool2d = { size = 3, stride = 2, padding = 1 }", &[2, 5, 5]),
+        "avg_pool2d_padded_exclude_pad" => Case::new(
+            "avg_pool2d = { size = 3, stride = 2, padding = 1, count_include_pad = false }",
+            &[2, 5, 5],
+        ),
         // global pools
         "global_avg_pool1d" => Case::new("global_avg_pool1d = {}", &[5, 3]),
         "global_max_pool1d" => Case::new("global_max_pool1d = {}", &[5, 3]).generate(Gen::Distinct),
@@ -496,6 +500,7 @@ gradcheck_tests! {
     max_pool2d_stride_same,
     avg_pool2d,
     avg_pool2d_padded,
+    avg_pool2d_padded_exclude_pad,
     global_avg_pool1d,
     global_max_pool1d,
     global_avg_pool1d_masked,

@@ -601,6 +601,35 @@ group_tests!(
     optim,
 );
 
+/// The pooling groups above compare every `pool1d-*`/`pool2d-*` fixture; this keeps the average-pooling cases of
+/// both `count_include_pad` settings (false; true by default and written out) from going missing.
+#[test]
+fn avg_pool_fixtures_cover_both_count_include_pad_settings() {
+    let cases = [
+        ("pool1d-avg_3_stride2_pad1", "count_include_pad = false"),
+        ("pool1d-avg_same_2_stride1", "count_include_pad = false"),
+        ("pool1d-avg_3_stride2_pad1_include_pad", ""),
+        ("pool1d-avg_4_stride1_pad2_include_pad", "count_include_pad = true"),
+        ("pool1d-avg_same_2_stride1_include_pad", ""),
+        ("pool2d-avg_3_stride2_pad1", "count_include_pad = false"),
+        ("pool2d-avg_3_stride1_pad1_batch1", "count_include_pad = false"),
+        ("pool2d-avg_same_3_stride2", "count_include_pad = false"),
+        ("pool2d-avg_3_stride2_pad1_include_pad", ""),
+        ("pool2d-avg_2x3_stride1_pad1x0_include_pad", "count_include_pad = true"),
+        ("pool2d-avg_same_3_stride2_include_pad", ""),
+    ];
+    for (name, option) in cases {
+        let f = Fixture::load(&fixtures_dir().join(format!("{name}.safetensors")));
+        let spec = f.meta("spec");
+        assert!(spec.contains("padding = "), "{name}: {spec}");
+        if option.is_empty() {
+            assert!(!spec.contains("count_include_pad"), "{name} tests the default: {spec}");
+        } else {
+            assert!(spec.contains(option), "{name}: {spec}");
+        }
+    }
+}
+
 #[test]
 fn every_fixture_belongs_to_a_tested_group() {
     let names: Vec<String> = std::fs::read_dir(fixtures_dir())

@@ -2,8 +2,10 @@
 //! split, fitted on the training rows only, and transformed; the fitted [`Preprocessor`] is stored with the model so
 //! `predict` applies exactly the same transformation to raw inputs.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::hf_tokenizer::PretrainedTokenizer;
@@ -318,7 +320,7 @@ impl Raw {
 }
 
 /// Where a data set comes from, as an experiment names it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SourceSpec {
     /// A built-in data set: `"digits"`.
@@ -348,12 +350,97 @@ pub struct NpyFiles {
     pub sample_weight: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The keys naming a source's kind: `{ csv = { ... } }`.
+pub const SOURCE_KINDS: [&str; 4] = ["csv", "text", "npy", "idx"];
+
+/// Read by hand: the kind key picks the options struct, whose unknown keys and values are then errors at their
+/// own key path (`data.dataset.csv.catgorical`).
+impl<'de> Deserialize<'de> for SourceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SourceSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a built-in data set ({}) or a table naming one kind of source: {}",
+                    BUILTIN_DATASETS.join(", "),
+                    SOURCE_KINDS.map(|k| format!("{{ {k} = {{ ... }} }}")).join(", ")
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<SourceSpec, E> {
+                if BUILTIN_DATASETS.contains(&v) {
+                    return Ok(SourceSpec::Builtin(v.to_string()));
+                }
+                let kind = SOURCE_KINDS.iter().find(|k| **k == v);
+                Err(E::custom(match kind {
+                    Some(k) => format!("a {k} source is a table: {{ {k} = {{ path = \"...\", ... }} }}"),
+                    None => format!(
+                        "unknown built-in data set \"{v}\"{}; built-in: {}; or a table such as {{ csv = {{ path = \"...\" }} }}",
+                        crate::spec::suggest::hint(v, BUILTIN_DATASETS),
+                        BUILTIN_DATASETS.join(", ")
+                    ),
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<SourceSpec, A::Error> {
+                let Some(kind) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format!(
+                        "an empty table; name one kind of source: {}",
+                        SOURCE_KINDS.join(", ")
+                    )));
+                };
+                if let Some(message) = crate::spec::de::unknown_kind("data source", &kind, &SOURCE_KINDS) {
+                    return Err(de::Error::custom(message));
+                }
+                let spec = match kind.as_str() {
+                    "csv" => SourceSpec::Csv { csv: map.next_value()? },
+                    "text" => SourceSpec::Text {
+                        text: map.next_value()?,
+                    },
+                    "npy" => SourceSpec::Npy { npy: map.next_value()? },
+                    _ => SourceSpec::Idx { idx: map.next_value()? },
+                };
+                if let Some(other) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "a data source names one kind, found `{kind}` and `{other}`"
+                    )));
+                }
+                Ok(spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum XFiles {
     One(PathBuf),
     /// Input name → file, in the order written.
     Named(toml::map::Map<String, toml::Value>),
+}
+
+impl<'de> Deserialize<'de> for XFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = XFiles;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the path of a .npy file, or a table of input name = path")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<XFiles, E> {
+                Ok(XFiles::One(PathBuf::from(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<XFiles, A::Error> {
+                let mut files = toml::map::Map::new();
+                while let Some((name, path)) = map.next_entry::<String, String>()? {
+                    files.insert(name, toml::Value::String(path));
+                }
+                Ok(XFiles::Named(files))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl XFiles {
@@ -422,7 +509,9 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
                 path: resolve(&csv.path),
                 ..csv.clone()
             };
-            Raw::Table(read_csv(&spec)?, spec)
+            let table = read_csv(&spec)?;
+            check_columns(&spec, &table.header).map_err(|e| e.at("csv"))?;
+            Raw::Table(table, spec)
         }
         SourceSpec::Text { text } => {
             let mut spec = TextSpec {
@@ -451,6 +540,27 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
             }
         }
     })
+}
+
+/// Every column the spec names (`target`, `ignore`, `categorical`) is in the table; otherwise an error at that key
+/// with the closest column name. Checked on reading, before the split, whose errors would name the split instead.
+fn check_columns(spec: &CsvSpec, header: &[String]) -> Result<()> {
+    let named = spec.target.iter().map(|t| ("target", t));
+    let named = named
+        .chain(spec.ignore.iter().map(|c| ("ignore", c)))
+        .chain(spec.categorical.iter().flatten().map(|c| ("categorical", c)));
+    for (key, column) in named {
+        if !header.contains(column) {
+            let file = spec.path.file_name().unwrap_or(spec.path.as_os_str()).to_string_lossy();
+            return Err(Error::new(format!(
+                "no column `{column}` in {file}{}; the columns are: {}",
+                crate::spec::suggest::hint(column, header.iter().map(String::as_str)),
+                header.join(", ")
+            ))
+            .at(key));
+        }
+    }
+    Ok(())
 }
 
 impl Preprocessor {
@@ -522,4 +632,50 @@ fn read_text_inputs(path: &Path) -> Result<Vec<String>> {
 fn read_lines(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(String::from_utf8_lossy(&text).lines().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::ExperimentSpec;
+    use crate::test_util::TempDir;
+
+    /// The error `prepare_data` gives for an experiment whose `[data]` holds `data` (`{csv}`: a CSV of people).
+    fn data_error(data: &str) -> String {
+        let dir = TempDir::new("prepare");
+        let csv = dir.write(
+            "people.csv",
+            "age,city,income\n20,Paris,low\n30,Oslo,high\n40,Paris,low\n50,Rome,high\n60,Oslo,low\n",
+        );
+        let data = data.replace("{csv}", &csv.display().to_string());
+        let toml = format!(
+            "[data]\n{data}\n[model]\nlayers = [{{ dense = {{ units = 2 }} }}]\n[train]\nepochs = 1\n\
+             loss = \"sparse_categorical_crossentropy\"\n"
+        );
+        let exp = ExperimentSpec::from_toml_str(&toml).unwrap();
+        crate::train::experiment::prepare_data(&exp, 0)
+            .err()
+            .expect("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn a_column_missing_from_the_csv_is_named_at_its_key_with_the_closest_column() {
+        assert_eq!(
+            data_error("dataset = { csv = { path = \"{csv}\", target = \"incme\" } }"),
+            "data.dataset.csv.target: no column `incme` in people.csv; did you mean `income`?; the columns are: age, \
+             city, income"
+        );
+        assert_eq!(
+            data_error("dataset = { csv = { path = \"{csv}\", target = \"income\", ignore = [\"cty\"] } }"),
+            "data.dataset.csv.ignore: no column `cty` in people.csv; did you mean `city`?; the columns are: age, city, \
+             income"
+        );
+        assert_eq!(
+            data_error(
+                "dataset = { csv = { path = \"{csv}\", target = \"income\" } }\n\
+                 validation = { csv = { path = \"{csv}\", target = \"salary\" } }"
+            ),
+            "data.validation.csv.target: no column `salary` in people.csv; the columns are: age, city, income"
+        );
+    }
 }

@@ -2,9 +2,12 @@
 //! channels — the layout embeddings and recurrent layers use) and transposes around burn's channels-first kernel.
 //! Weights are PyTorch's `[out, in/groups, k...]` in both cases, so state dicts exchange as they are.
 
+use std::fmt;
+
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
+use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
@@ -12,13 +15,51 @@ use super::dense::{glorot, is_zero, yes, zeros};
 use super::init::Initializer;
 use super::{Ctx, Shape, shape_err};
 use crate::error::{Error, Result};
+use crate::spec::suggest::hint;
 
 /// A size given once for every spatial axis (`3`) or per axis (`[3, 1]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Dims {
     One(usize),
     Each(Vec<usize>),
+}
+
+/// Decided by the value's shape, so that a wrong value says what was expected rather than that no variant fits.
+struct DimsVisitor;
+
+impl<'de> Visitor<'de> for DimsVisitor {
+    type Value = Dims;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a size such as 3, or one per axis such as [3, 1]")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Dims, E> {
+        usize::try_from(v)
+            .map(Dims::One)
+            .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Dims, E> {
+        usize::try_from(v)
+            .map(Dims::One)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Dims, A::Error> {
+        let mut sizes = vec![];
+        while let Some(v) = seq.next_element::<usize>()? {
+            sizes.push(v);
+        }
+        Ok(Dims::Each(sizes))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(DimsVisitor)
+    }
 }
 
 impl Dims {
@@ -42,11 +83,52 @@ impl From<usize> for Dims {
 
 /// `"valid"` (none), `"same"` (output length ⌈L/stride⌉, extra padding at the end as in Keras/PyTorch), a number
 /// of zeros on both sides, or one number per axis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Padding {
     Named(String),
     Explicit(Dims),
+}
+
+pub const PADDING_NAMES: [&str; 2] = ["valid", "same"];
+
+struct PaddingVisitor;
+
+impl<'de> Visitor<'de> for PaddingVisitor {
+    type Value = Padding;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"valid\", \"same\", a number of zeros on both sides, or one number per axis")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Padding, E> {
+        if PADDING_NAMES.contains(&v) {
+            Ok(Padding::Named(v.to_string()))
+        } else {
+            Err(E::custom(format!(
+                "unknown padding \"{v}\"{}; expected \"valid\", \"same\", a number or one number per axis",
+                hint(v, PADDING_NAMES)
+            )))
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Padding, E> {
+        DimsVisitor.visit_u64(v).map(Padding::Explicit)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Padding, E> {
+        DimsVisitor.visit_i64(v).map(Padding::Explicit)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Padding, A::Error> {
+        DimsVisitor.visit_seq(seq).map(Padding::Explicit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Padding {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(PaddingVisitor)
+    }
 }
 
 impl Default for Padding {

@@ -31,7 +31,7 @@ use dropout::DropoutConfig;
 use embedding::{Embedding, EmbeddingConfig, PositionalEmbedding, PositionalEmbeddingConfig};
 use merge::{ConcatenateConfig, Merge};
 use norm::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNormConfig, LayerNorm, LayerNormConfig};
-use pool::{GlobalPool, Pool, PoolConfig, PoolKind};
+use pool::{AvgPoolConfig, GlobalPool, Pool, PoolConfig, PoolKind};
 use recurrent::{Cell, MergeMode, Recurrent, RecurrentConfig};
 use reshape::{PermuteConfig, ReshapeConfig, SliceConfig};
 
@@ -76,8 +76,8 @@ pub enum LayerSpec {
     Conv2d(ConvConfig),
     MaxPool1d(PoolConfig),
     MaxPool2d(PoolConfig),
-    AvgPool1d(PoolConfig),
-    AvgPool2d(PoolConfig),
+    AvgPool1d(AvgPoolConfig),
+    AvgPool2d(AvgPoolConfig),
     GlobalAvgPool1d(NoOptions),
     GlobalMaxPool1d(NoOptions),
     GlobalAvgPool2d(NoOptions),
@@ -250,10 +250,18 @@ impl LayerSpec {
                 let out = c.infer2d(x)?;
                 one(Layer::Conv2d(c.init2d(x, device)?), out, false)
             }
-            LayerSpec::MaxPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Max1d)?), c.infer(x, false)?, false),
-            LayerSpec::AvgPool1d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg1d)?), c.infer(x, false)?, false),
-            LayerSpec::MaxPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Max2d)?), c.infer(x, true)?, false),
-            LayerSpec::AvgPool2d(c) => one(Layer::Pool(c.init(x, PoolKind::Avg2d)?), c.infer(x, true)?, false),
+            LayerSpec::MaxPool1d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Max1d, false)?),
+                c.infer(x, false)?,
+                false,
+            ),
+            LayerSpec::AvgPool1d(c) => one(Layer::Pool(c.init(x, false)?), c.infer(x, false)?, false),
+            LayerSpec::MaxPool2d(c) => one(
+                Layer::Pool(c.init(x, PoolKind::Max2d, false)?),
+                c.infer(x, true)?,
+                false,
+            ),
+            LayerSpec::AvgPool2d(c) => one(Layer::Pool(c.init(x, true)?), c.infer(x, true)?, false),
             LayerSpec::GlobalAvgPool1d(_)
             | LayerSpec::GlobalMaxPool1d(_)
             | LayerSpec::GlobalAvgPool2d(_)
@@ -423,8 +431,10 @@ impl LayerSpec {
         match self {
             LayerSpec::Conv1d(c) => c.window::<1>().ok(),
             LayerSpec::Conv2d(c) => c.window::<2>().ok(),
-            LayerSpec::MaxPool1d(c) | LayerSpec::AvgPool1d(c) => c.window::<1>().ok(),
-            LayerSpec::MaxPool2d(c) | LayerSpec::AvgPool2d(c) => c.window::<2>().ok(),
+            LayerSpec::MaxPool1d(c) => c.window::<1>().ok(),
+            LayerSpec::AvgPool1d(c) => c.window_config().window::<1>().ok(),
+            LayerSpec::MaxPool2d(c) => c.window::<2>().ok(),
+            LayerSpec::AvgPool2d(c) => c.window_config().window::<2>().ok(),
             LayerSpec::Dropout(_)
             | LayerSpec::BatchNorm(_)
             | LayerSpec::GroupNorm(_)

@@ -8,6 +8,7 @@ use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use serde::{Deserialize, Serialize};
 
 use super::conv::{Dims, Padding, expect_rank, window_output};
+use super::dense::yes;
 use super::{Shape, shape_err};
 use crate::error::Result;
 
@@ -70,7 +71,8 @@ impl PoolConfig {
         }
     }
 
-    pub fn init(&self, input: &Shape, kind: PoolKind) -> Result<Pool> {
+    /// `count_include_pad` only matters for the average kinds.
+    pub fn init(&self, input: &Shape, kind: PoolKind, count_include_pad: bool) -> Result<Pool> {
         self.infer(input, matches!(kind, PoolKind::Max2d | PoolKind::Avg2d))?;
         Ok(match kind {
             PoolKind::Max2d | PoolKind::Avg2d => {
@@ -80,6 +82,7 @@ impl PoolConfig {
                     kernel: k,
                     stride: s,
                     padding: p,
+                    count_include_pad,
                 }
             }
             PoolKind::Max1d | PoolKind::Avg1d => {
@@ -89,6 +92,7 @@ impl PoolConfig {
                     kernel: k,
                     stride: s,
                     padding: p,
+                    count_include_pad,
                 }
             }
         })
@@ -102,6 +106,62 @@ impl PoolConfig {
             None => kernel,
         };
         Ok((0..N).map(|i| (kernel[i], stride[i])).collect())
+    }
+}
+
+/// Average pooling: the window of [`PoolConfig`], and what a window at a padded border is divided by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvgPoolConfig {
+    /// Window size.
+    pub size: Dims,
+    /// Defaults to the window size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<Dims>,
+    #[serde(default)]
+    pub padding: Padding,
+    /// `true` (PyTorch's default): padded positions count as zeros, every window is divided by its full size.
+    /// `false` (Keras, and PyTorch's `count_include_pad=False`): divided by the input positions in the window only.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub count_include_pad: bool,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+impl AvgPoolConfig {
+    pub fn new(size: usize) -> Self {
+        PoolConfig::new(size).into()
+    }
+
+    /// The window alone (size, stride, padding), shared with max pooling.
+    pub fn window_config(&self) -> PoolConfig {
+        PoolConfig {
+            size: self.size.clone(),
+            stride: self.stride.clone(),
+            padding: self.padding.clone(),
+        }
+    }
+
+    pub fn infer(&self, input: &Shape, two_d: bool) -> Result<Shape> {
+        self.window_config().infer(input, two_d)
+    }
+
+    pub fn init(&self, input: &Shape, two_d: bool) -> Result<Pool> {
+        let kind = if two_d { PoolKind::Avg2d } else { PoolKind::Avg1d };
+        self.window_config().init(input, kind, self.count_include_pad)
+    }
+}
+
+impl From<PoolConfig> for AvgPoolConfig {
+    fn from(c: PoolConfig) -> Self {
+        AvgPoolConfig {
+            size: c.size,
+            stride: c.stride,
+            padding: c.padding,
+            count_include_pad: true,
+        }
     }
 }
 
@@ -120,12 +180,14 @@ pub enum Pool {
         kernel: [usize; 1],
         stride: [usize; 1],
         padding: [(usize, usize); 1],
+        count_include_pad: bool,
     },
     TwoD {
         kind: PoolKind,
         kernel: [usize; 2],
         stride: [usize; 2],
         padding: [(usize, usize); 2],
+        count_include_pad: bool,
     },
 }
 
@@ -138,6 +200,7 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+                ..
             } if kernel == stride && *padding == [(0, 0); 2] && super::fused::applies(&x) => {
                 super::fused::max_pool2d(x, *kernel)
             }
@@ -146,6 +209,7 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+                ..
             } => max_pool2d(
                 x,
                 MaxPoolOptions::new(*kernel)
@@ -156,14 +220,14 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+                count_include_pad,
                 ..
             } => avg_pool2d(
                 x,
-                // Keras averages over the valid part of a window at the border.
                 AvgPoolOptions::new(*kernel)
                     .with_stride(*stride)
                     .with_padding_pairs(*padding)
-                    .with_count_include_pad(false),
+                    .with_count_include_pad(*count_include_pad),
             ),
             Pool::OneD { .. } => x,
         }
@@ -178,6 +242,7 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+                ..
             } => max_pool1d(
                 x,
                 MaxPoolOptions::new(*kernel)
@@ -188,13 +253,14 @@ impl Pool {
                 kernel,
                 stride,
                 padding,
+                count_include_pad,
                 ..
             } => avg_pool1d(
                 x,
                 AvgPoolOptions::new(*kernel)
                     .with_stride(*stride)
                     .with_padding_pairs(*padding)
-                    .with_count_include_pad(false),
+                    .with_count_include_pad(*count_include_pad),
             ),
             Pool::TwoD { .. } => x,
         };

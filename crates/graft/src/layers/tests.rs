@@ -19,7 +19,7 @@ use super::embedding::{EmbeddingConfig, PositionalEmbeddingConfig};
 use super::init::Initializer;
 use super::merge::ConcatenateConfig;
 use super::norm::{BatchNorm, BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig};
-use super::pool::PoolConfig;
+use super::pool::{AvgPoolConfig, PoolConfig};
 use super::recurrent::{MergeMode, RecurrentConfig};
 use super::reshape::{PermuteConfig, ReshapeConfig};
 use super::{BidirectionalConfig, Ctx, LAYER_KINDS, Layer, LayerSpec, TimeDistributedConfig};
@@ -333,7 +333,8 @@ fn direct_conv2d(
 }
 
 /// Max or average (over the positions inside the input, as Keras) of each window of `x [B, C, H, W]`.
-fn direct_pool2d(x: &[f32], [b, c, h, w]: [usize; 4], g: &Geom, max: bool) -> Vec<f32> {
+/// `include_pad`: an average divides by the whole window, padding included, rather than by its input positions.
+fn direct_pool2d(x: &[f32], [b, c, h, w]: [usize; 4], g: &Geom, max: bool, include_pad: bool) -> Vec<f32> {
     let [oh, ow] = g.out;
     let mut out = vec![0f32; b * c * oh * ow];
     for n in 0..b {
@@ -352,6 +353,8 @@ fn direct_pool2d(x: &[f32], [b, c, h, w]: [usize; 4], g: &Geom, max: bool) -> Ve
                     }
                     let v = if max {
                         window.iter().copied().fold(f64::MIN, f64::max)
+                    } else if include_pad {
+                        window.iter().sum::<f64>() / (g.kernel[0] * g.kernel[1]) as f64
                     } else {
                         window.iter().sum::<f64>() / window.len() as f64
                     };
@@ -869,15 +872,18 @@ fn conv1d_variants_match_a_direct_convolution() {
 // Pooling
 // ---------------------------------------------------------------------------------------------------------------
 
-fn check_pool2d(max: bool, cfg: PoolConfig, input: [usize; 3], out: [usize; 3], pad: [usize; 2]) {
+fn check_pool2d(max: bool, include_pad: bool, cfg: PoolConfig, input: [usize; 3], out: [usize; 3], pad: [usize; 2]) {
     let device = device();
     let layer = if max {
         LayerSpec::MaxPool2d(cfg.clone())
     } else {
-        LayerSpec::AvgPool2d(cfg.clone())
+        LayerSpec::AvgPool2d(AvgPoolConfig {
+            count_include_pad: include_pad,
+            ..cfg.clone().into()
+        })
     };
     let graph = build(&one_layer(&input, "pool", layer), &device);
-    let what = format!("max={max} {cfg:?} on {input:?}");
+    let what = format!("max={max} include_pad={include_pad} {cfg:?} on {input:?}");
     assert_eq!(graph.output_shapes(), vec![out.to_vec()], "{what}");
     assert_params(&graph, &[]);
     let x = random_batch(2, &input, &device);
@@ -896,7 +902,13 @@ fn check_pool2d(max: bool, cfg: PoolConfig, input: [usize; 3], out: [usize; 3], 
         pad,
         out: [out[1], out[2]],
     };
-    let want = direct_pool2d(&data_values(&x), [2, input[0], input[1], input[2]], &geom, max);
+    let want = direct_pool2d(
+        &data_values(&x),
+        [2, input[0], input[1], input[2]],
+        &geom,
+        max,
+        include_pad,
+    );
     assert_close(&data_values(&y), &want, 1e-5, &what);
 }
 
@@ -907,33 +919,42 @@ fn pool2d_variants_match_direct_pooling() {
         stride: stride.map(Dims::One),
         padding: Padding::Named("same".into()),
     };
-    for max in [true, false] {
-        check_pool2d(max, PoolConfig::new(2), [2, 6, 6], [2, 3, 3], [0, 0]);
-        check_pool2d(max, PoolConfig::new(2), [2, 7, 5], [2, 3, 2], [0, 0]);
+    for (max, include_pad) in [(true, false), (false, true), (false, false)] {
+        check_pool2d(max, include_pad, PoolConfig::new(2), [2, 6, 6], [2, 3, 3], [0, 0]);
+        check_pool2d(max, include_pad, PoolConfig::new(2), [2, 7, 5], [2, 3, 2], [0, 0]);
         let rect = PoolConfig {
             size: Dims::Each(vec![2, 3]),
             stride: Some(Dims::Each(vec![1, 2])),
             padding: Padding::default(),
         };
-        check_pool2d(max, rect, [1, 5, 7], [1, 4, 3], [0, 0]);
-        // same, size 3, stride 1: one on each side; the average counts only real positions (Keras)
-        check_pool2d(max, same(3, Some(1)), [2, 5, 5], [2, 5, 5], [1, 1]);
+        check_pool2d(max, include_pad, rect, [1, 5, 7], [1, 4, 3], [0, 0]);
+        let padded = PoolConfig {
+            stride: Some(Dims::One(2)),
+            padding: Padding::Explicit(Dims::One(1)),
+            ..PoolConfig::new(3)
+        };
+        check_pool2d(max, include_pad, padded, [2, 7, 6], [2, 4, 3], [1, 1]);
+        // same, size 3, stride 1: one on each side
+        check_pool2d(max, include_pad, same(3, Some(1)), [2, 5, 5], [2, 5, 5], [1, 1]);
         // same, size 2 (stride 2) on 5: out 3, one padding position at the end
-        check_pool2d(max, same(2, None), [2, 5, 5], [2, 3, 3], [0, 0]);
+        check_pool2d(max, include_pad, same(2, None), [2, 5, 5], [2, 3, 3], [0, 0]);
         // same, even size 4, stride 1: 1 before, 2 after
-        check_pool2d(max, same(4, Some(1)), [1, 6, 6], [1, 6, 6], [1, 1]);
+        check_pool2d(max, include_pad, same(4, Some(1)), [1, 6, 6], [1, 6, 6], [1, 1]);
     }
 }
 
-fn check_pool1d(max: bool, cfg: PoolConfig, input: [usize; 2], out: [usize; 2], pad: usize) {
+fn check_pool1d(max: bool, include_pad: bool, cfg: PoolConfig, input: [usize; 2], out: [usize; 2], pad: usize) {
     let device = device();
     let layer = if max {
         LayerSpec::MaxPool1d(cfg.clone())
     } else {
-        LayerSpec::AvgPool1d(cfg.clone())
+        LayerSpec::AvgPool1d(AvgPoolConfig {
+            count_include_pad: include_pad,
+            ..cfg.clone().into()
+        })
     };
     let graph = build(&one_layer(&input, "pool", layer), &device);
-    let what = format!("max={max} {cfg:?} on {input:?}");
+    let what = format!("max={max} include_pad={include_pad} {cfg:?} on {input:?}");
     assert_eq!(graph.output_shapes(), vec![out.to_vec()], "{what}");
     let x = random_batch(2, &input, &device);
     let y = run(&graph, vec![x.clone()]).remove(0).data;
@@ -952,7 +973,7 @@ fn check_pool1d(max: bool, cfg: PoolConfig, input: [usize; 2], out: [usize; 2], 
         out: [1, out[0]],
     };
     let x_cf = steps_to_cf(&data_values(&x), 2, input[0], input[1]);
-    let want = direct_pool2d(&x_cf, [2, input[1], 1, input[0]], &geom, max);
+    let want = direct_pool2d(&x_cf, [2, input[1], 1, input[0]], &geom, max, include_pad);
     assert_close(&data_values(&y), &cf_to_steps(&want, 2, out[0], out[1]), 1e-5, &what);
 }
 
@@ -963,10 +984,11 @@ fn pool1d_variants_match_direct_pooling() {
         stride: Some(Dims::One(stride)),
         padding: Padding::Named("same".into()),
     };
-    for max in [true, false] {
-        check_pool1d(max, PoolConfig::new(2), [10, 3], [5, 3], 0);
+    for (max, include_pad) in [(true, false), (false, true), (false, false)] {
+        check_pool1d(max, include_pad, PoolConfig::new(2), [10, 3], [5, 3], 0);
         check_pool1d(
             max,
+            include_pad,
             PoolConfig {
                 stride: Some(Dims::One(1)),
                 ..PoolConfig::new(3)
@@ -975,9 +997,15 @@ fn pool1d_variants_match_direct_pooling() {
             [8, 3],
             0,
         );
-        check_pool1d(max, same(3, 1), [10, 3], [10, 3], 1);
-        check_pool1d(max, same(2, 2), [7, 3], [4, 3], 0);
-        check_pool1d(max, same(4, 1), [6, 2], [6, 2], 1);
+        let padded = PoolConfig {
+            stride: Some(Dims::One(2)),
+            padding: Padding::Explicit(Dims::One(1)),
+            ..PoolConfig::new(3)
+        };
+        check_pool1d(max, include_pad, padded, [8, 3], [4, 3], 1);
+        check_pool1d(max, include_pad, same(3, 1), [10, 3], [10, 3], 1);
+        check_pool1d(max, include_pad, same(2, 2), [7, 3], [4, 3], 0);
+        check_pool1d(max, include_pad, same(4, 1), [6, 2], [6, 2], 1);
     }
 }
 
@@ -2476,8 +2504,14 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         seq(&[3, 8, 8], LayerSpec::Conv2d(conv2d)),
         seq(&[8, 3], LayerSpec::MaxPool1d(same_pool.clone())),
         seq(&[3, 8, 8], LayerSpec::MaxPool2d(PoolConfig::new(2))),
-        seq(&[8, 3], LayerSpec::AvgPool1d(same_pool)),
-        seq(&[3, 8, 8], LayerSpec::AvgPool2d(rect_pool)),
+        seq(&[8, 3], LayerSpec::AvgPool1d(same_pool.into())),
+        seq(
+            &[3, 8, 8],
+            LayerSpec::AvgPool2d(AvgPoolConfig {
+                count_include_pad: false,
+                ..rect_pool.into()
+            }),
+        ),
         seq(&[6, 3], LayerSpec::GlobalAvgPool1d(NoOptions {})),
         seq(&[6, 3], LayerSpec::GlobalMaxPool1d(NoOptions {})),
         seq(&[3, 4, 4], LayerSpec::GlobalAvgPool2d(NoOptions {})),
@@ -3088,7 +3122,7 @@ fn shape_errors_name_the_layer_and_the_shapes() {
 fn pooling_on_an_input_of_the_wrong_rank_is_an_error_not_a_panic() {
     for (input, layer) in [
         (vec![3, 3], LayerSpec::MaxPool2d(PoolConfig::new(2))),
-        (vec![5], LayerSpec::AvgPool2d(PoolConfig::new(2))),
+        (vec![5], LayerSpec::AvgPool2d(AvgPoolConfig::new(2))),
         (vec![5], LayerSpec::MaxPool1d(PoolConfig::new(2))),
     ] {
         let spec = one_layer(&input, "pool", layer);

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::model::ModelSpec;
-use super::suggest::{explain_serde, hint};
+use super::suggest::hint;
 use crate::error::{Error, Result};
 use crate::train::loss::LossSpec;
+use crate::train::metrics::check_metric_names;
 use crate::train::optim::{ClipSpec, OptimizerSpec};
 use crate::train::schedule::ScheduleSpec;
 
@@ -205,11 +206,46 @@ fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ClassWeights {
     Named(String),
     Explicit(Vec<f64>),
+}
+
+pub const CLASS_WEIGHT_NAMES: [&str; 1] = ["balanced"];
+
+impl<'de> Deserialize<'de> for ClassWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClassWeights;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"balanced\" or one weight per class")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ClassWeights, E> {
+                if CLASS_WEIGHT_NAMES.contains(&v) {
+                    Ok(ClassWeights::Named(v.to_string()))
+                } else {
+                    Err(E::custom(format!(
+                        "unknown class weights \"{v}\"{}; expected \"balanced\" or one weight per class",
+                        hint(v, CLASS_WEIGHT_NAMES)
+                    )))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ClassWeights, A::Error> {
+                let mut weights = vec![];
+                while let Some(w) = seq.next_element::<f64>()? {
+                    weights.push(w);
+                }
+                Ok(ClassWeights::Explicit(weights))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -281,6 +317,13 @@ impl ExperimentSpec {
         if train.epochs == 0 || train.batch_size == 0 {
             return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
         }
+        // The trainer logs only the metrics it knows, so a misspelt name would silently log nothing.
+        check_metric_names(&train.metrics).map_err(|e| e.at("train.metrics"))?;
+        for (name, task) in &train.tasks {
+            if let Some(metrics) = &task.metrics {
+                check_metric_names(metrics).map_err(|e| e.at(format!("train.tasks.{name}.metrics")))?;
+            }
+        }
         match (&data.dataset, data.tasks.is_empty()) {
             (None, true) => {
                 return Err(Error::new("missing `dataset` (or one data set per task in `[data.tasks]`)").at("data"));
@@ -330,8 +373,8 @@ impl ExperimentSpec {
     }
 }
 
-fn section_de<T: for<'de> Deserialize<'de>>(value: &Value, name: &str) -> Result<T> {
-    T::deserialize(value.clone()).map_err(|e| Error::new(explain_serde(&e.to_string())).at(name))
+fn section_de<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> Result<T> {
+    super::de::parse(value, name)
 }
 
 /// toml's message without its multi-line source excerpt: "TOML parse error at line 3, column 9: ...".
@@ -379,6 +422,159 @@ loss = "sparse_categorical_crossentropy"
         assert!(e.to_string().contains("did you mean `train`"), "{e}");
         let e = ExperimentSpec::from_toml_str(&MINIMAL.replace("epochs = 2", "epochs = 2\nbatch = 3")).unwrap_err();
         assert!(e.to_string().starts_with("train: unknown option `batch`"), "{e}");
+    }
+
+    /// MINIMAL with `from` replaced by `to`, and the error it gives.
+    fn error_of(from: &str, to: &str) -> String {
+        assert!(MINIMAL.contains(from), "{from}");
+        ExperimentSpec::from_toml_str(&MINIMAL.replace(from, to))
+            .unwrap_err()
+            .to_string()
+    }
+
+    const CSV_OPTIONS: &str = "path, target, columns, delimiter, categorical, ignore, encoding, missing_values, \
+                               missing, skip_rows, strip_target_suffix, regression";
+
+    #[test]
+    fn data_source_errors_name_the_key_path_and_suggest() {
+        let dataset = "dataset = \"digits\"";
+        assert_eq!(
+            error_of(
+                dataset,
+                "dataset = { csv = { path = \"a.csv\", catgorical = [\"x\"] } }"
+            ),
+            format!(
+                "data.dataset.csv: unknown option `catgorical`; did you mean `categorical`?; valid options: {CSV_OPTIONS}"
+            )
+        );
+        assert_eq!(
+            error_of(
+                dataset,
+                "dataset = { csv = { path = \"a.csv\", missing = \"median\" } }"
+            ),
+            "data.dataset.csv.missing: unknown value `median`; did you mean `mean`?; valid values: mean, drop, zero, \
+             error"
+        );
+        assert_eq!(
+            error_of(dataset, "dataset = { cvs = { path = \"a.csv\" } }"),
+            "data.dataset: unknown data source `cvs`; did you mean `csv`?; valid: csv, text, npy, idx"
+        );
+        assert_eq!(
+            error_of(
+                dataset,
+                "dataset = { text = { path = \"t\", tokenizer = { lower_case = false } } }"
+            ),
+            "data.dataset.text.tokenizer: unknown option `lower_case`; did you mean `lowercase`?; valid options: \
+             lowercase, vocab_size, min_freq, length, padding, truncation, mode, ngram_range, pretrained"
+        );
+        assert_eq!(
+            error_of(dataset, "dataset = { csv = { path = \"a.csv\", skip_rows = \"1\" } }"),
+            "data.dataset.csv.skip_rows: expected usize, found the string \"1\""
+        );
+        assert_eq!(
+            error_of(dataset, "dataset = \"digts\""),
+            "data.dataset: unknown built-in data set \"digts\"; did you mean `digits`?; built-in: digits; or a table \
+             such as { csv = { path = \"...\" } }"
+        );
+        assert_eq!(
+            error_of(
+                dataset,
+                "dataset = { csv = { path = \"a.csv\" }, npy = { x = \"x.npy\" } }"
+            ),
+            "data.dataset: a data source names one kind, found `csv` and `npy`"
+        );
+        assert_eq!(
+            error_of(
+                dataset,
+                "dataset = \"digits\"\nvalidation = { npy = { x = { image = 3 } } }"
+            ),
+            "data.validation.npy.x.image: expected a string, found the integer 3"
+        );
+        assert_eq!(
+            error_of(
+                dataset,
+                "[data.tasks.spam]\ndataset = { csv = { path = \"s.csv\", targte = \"y\" } }"
+            ),
+            format!(
+                "data.tasks.spam.dataset.csv: unknown option `targte`; did you mean `target`?; valid options: {CSV_OPTIONS}"
+            )
+        );
+    }
+
+    #[test]
+    fn train_errors_name_the_key_path_and_suggest() {
+        let epochs = "epochs = 2";
+        assert!(
+            error_of(epochs, "epochs = 2\nmetrics = [\"accuracy\", \"acuracy\"]").starts_with(
+                "train.metrics: unknown metric `acuracy`; did you mean `accuracy`?; valid metrics: accuracy, \
+                 top_k_accuracy, precision_macro,"
+            )
+        );
+        let tasks = MINIMAL
+            .replace("dataset = \"digits\"\n", "")
+            .replace("[model]", "[data.tasks.a]\ndataset = \"digits\"\n[model]")
+            + "[train.tasks.a]\nmetrics = [\"f1_macor\"]\n";
+        let e = ExperimentSpec::from_toml_str(&tasks).unwrap_err().to_string();
+        assert!(
+            e.starts_with("train.tasks.a.metrics: unknown metric `f1_macor`; did you mean `f1_macro`?"),
+            "{e}"
+        );
+        assert_eq!(
+            error_of(epochs, "epochs = 2\nclass_weights = \"balancd\""),
+            "train.class_weights: unknown class weights \"balancd\"; did you mean `balanced`?; expected \"balanced\" \
+             or one weight per class"
+        );
+        let loss = "loss = \"sparse_categorical_crossentropy\"";
+        assert_eq!(
+            error_of(loss, "loss = { hubr = {} }"),
+            "train.loss: unknown loss `hubr`; did you mean `huber`?; losses with options: huber, binary_crossentropy, \
+             categorical_crossentropy, sparse_categorical_crossentropy"
+        );
+        assert_eq!(
+            error_of(loss, "loss = { huber = { detla = 2.0 } }"),
+            "train.loss.huber: unknown option `detla`; did you mean `delta`?; valid options: delta"
+        );
+        assert_eq!(
+            error_of(loss, "loss = { mse = {} }"),
+            "train.loss: `mse` takes no options; write loss = \"mse\""
+        );
+        assert_eq!(
+            error_of(epochs, "epochs = 2\nschedule = { cosin = {} }"),
+            "train.schedule: unknown kind `cosin`; did you mean `cosine`?; valid kinds: constant, step, exponential, \
+             cosine, warmup, one_cycle, slanted_triangular, reduce_on_plateau"
+        );
+        assert_eq!(
+            error_of(epochs, "epochs = 2\nlayer_groups = { groups = [\"dense\", 3] }"),
+            "train.layer_groups.groups[1]: expected a parameter-name pattern or an array of them, found the integer 3"
+        );
+    }
+
+    #[test]
+    fn layer_option_values_name_the_key_path() {
+        let layers = "layers = [{ dense = { units = 10 } }]";
+        assert_eq!(
+            error_of(
+                layers,
+                "layers = [{ dense = { units = 10 } }, { conv1d = { filters = 2, kernel = \"3\" } }]"
+            ),
+            "model.layers[1].conv1d.kernel: expected a size such as 3, or one per axis such as [3, 1], found the \
+             string \"3\""
+        );
+        assert_eq!(
+            error_of(
+                layers,
+                "layers = [{ conv1d = { filters = 2, kernel = 3, padding = \"sme\" } }]"
+            ),
+            "model.layers[0].conv1d.padding: unknown padding \"sme\"; did you mean `same`?; expected \"valid\", \
+             \"same\", a number or one number per axis"
+        );
+        assert_eq!(
+            error_of(
+                layers,
+                "layers = [{ max_pool1d = { size = 2, count_include_pad = false } }]"
+            ),
+            "model.layers[0].max_pool1d: unknown option `count_include_pad`; valid options: size, stride, padding"
+        );
     }
 
     #[test]

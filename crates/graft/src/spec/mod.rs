@@ -1,5 +1,6 @@
 //! Specs: plain data describing models and experiments, read from TOML and written back.
 
+pub mod de;
 pub mod experiment;
 pub mod model;
 pub mod suggest;

@@ -1,10 +1,9 @@
 //! `ModelSpec`: the one representation of a model. The TOML `[model]` table (sequential or graph form) and the
 //! Rust builder both produce it; `model.toml` next to the weights is it, written back in graph form.
 
-use serde::Deserialize;
 use toml::Value;
 
-use super::suggest::{explain_serde, hint};
+use super::suggest::hint;
 use crate::error::{Error, Result};
 use crate::layers::{LAYER_KINDS, LayerSpec, Shape};
 
@@ -353,7 +352,9 @@ pub fn parse_layer(kind: &str, options: &Value, at: &str) -> Result<LayerSpec> {
     }
     let mut t = toml::Table::new();
     t.insert(kind.into(), options.clone());
-    LayerSpec::deserialize(Value::Table(t)).map_err(|e| Error::new(explain_serde(&e.to_string())).at(at))
+    // The kind is the first key of the path the errors name.
+    let parent = at.strip_suffix(&format!(".{kind}")).unwrap_or(at);
+    super::de::parse(&Value::Table(t), parent)
 }
 
 #[cfg(test)]

@@ -34,23 +34,6 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into a message with a suggestion.
-pub fn explain_serde(message: &str) -> String {
-    let first_line = message.lines().next().unwrap_or(message).trim().to_string();
-    let Some(rest) = first_line.strip_prefix("unknown field `") else {
-        return first_line;
-    };
-    let Some((field, expected)) = rest.split_once("`, expected") else {
-        return first_line;
-    };
-    let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    format!(
-        "unknown option `{field}`{}; valid options: {}",
-        hint(field, options.iter().copied()),
-        options.join(", ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,14 +49,5 @@ mod tests {
     fn suggests_close_names_only() {
         assert_eq!(closest("dens", ["dense", "dropout"]), Some("dense"));
         assert_eq!(closest("zzzzzz", ["dense", "dropout"]), None);
-    }
-
-    #[test]
-    fn rewrites_unknown_field() {
-        let m = explain_serde("unknown field `filtrs`, expected one of `filters`, `kernel`");
-        assert_eq!(
-            m,
-            "unknown option `filtrs`; did you mean `filters`?; valid options: filters, kernel"
-        );
     }
 }

@@ -38,14 +38,14 @@ pub enum LossSpec {
     MulticlassHinge,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 enum LossInput {
     Name(String),
     Table(LossTable),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum LossTable {
     Huber {
@@ -68,6 +68,97 @@ enum LossTable {
 
 fn one() -> f64 {
     1.0
+}
+
+/// The losses that take options (`{ huber = { delta = 2.0 } }`).
+const LOSS_TABLES: [&str; 4] = [
+    "huber",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HuberOptions {
+    #[serde(default = "one")]
+    delta: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BinaryOptions {
+    #[serde(default)]
+    pos_weight: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmoothingOptions {
+    #[serde(default)]
+    label_smoothing: f64,
+}
+
+/// A name or a one-key table, decided by the value's shape, so a wrong option names itself and its key path.
+impl<'de> Deserialize<'de> for LossInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LossInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a loss name ({}) or a table such as {{ huber = {{ delta = 1.0 }} }}",
+                    LOSS_NAMES.join(", ")
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<LossInput, E> {
+                Ok(LossInput::Name(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<LossInput, A::Error> {
+                let Some(kind) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom(format!(
+                        "an empty table; losses with options: {}",
+                        LOSS_TABLES.join(", ")
+                    )));
+                };
+                let table = match kind.as_str() {
+                    "huber" => LossTable::Huber {
+                        delta: map.next_value::<HuberOptions>()?.delta,
+                    },
+                    "binary_crossentropy" => LossTable::BinaryCrossentropy {
+                        pos_weight: map.next_value::<BinaryOptions>()?.pos_weight,
+                    },
+                    "categorical_crossentropy" => LossTable::CategoricalCrossentropy {
+                        label_smoothing: map.next_value::<SmoothingOptions>()?.label_smoothing,
+                    },
+                    "sparse_categorical_crossentropy" => LossTable::SparseCategoricalCrossentropy {
+                        label_smoothing: map.next_value::<SmoothingOptions>()?.label_smoothing,
+                    },
+                    name if LOSS_NAMES.contains(&name) => {
+                        return Err(A::Error::custom(format!(
+                            "`{name}` takes no options; write loss = \"{name}\""
+                        )));
+                    }
+                    other => {
+                        return Err(A::Error::custom(format!(
+                            "unknown loss `{other}`{}; losses with options: {}",
+                            crate::spec::suggest::hint(other, LOSS_NAMES),
+                            LOSS_TABLES.join(", ")
+                        )));
+                    }
+                };
+                if let Some(other) = map.next_key::<String>()? {
+                    return Err(A::Error::custom(format!(
+                        "one loss per table, found `{kind}` and `{other}`"
+                    )));
+                }
+                Ok(LossInput::Table(table))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 pub const LOSS_NAMES: [&str; 8] = [

@@ -42,11 +42,37 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum GroupPatterns {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for GroupPatterns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GroupPatterns;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a parameter-name pattern or an array of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<GroupPatterns, E> {
+                Ok(GroupPatterns::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<GroupPatterns, A::Error> {
+                let mut patterns = vec![];
+                while let Some(p) = seq.next_element::<String>()? {
+                    patterns.push(p);
+                }
+                Ok(GroupPatterns::Many(patterns))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl GroupPatterns {

@@ -2108,7 +2108,7 @@ loss = "sparse_categorical_crossentropy"
         "--data",
         dir.join("unlabelled.csv").to_str().unwrap(),
     ]));
-    assert!(e.contains("unlabelled.csv") && e.contains("no labels"), "{e}");
+    assert!(e.contains("unlabelled.csv") && e.contains("no column `label`"), "{e}");
 }
 
 /// A numeric target in the thousands: trained standardized (statistics stored with the model), reported in its own

@@ -42,7 +42,7 @@ pub const MULTILABEL_METRICS: [&str; 7] = [
 ];
 
 /// The metrics of a regression ([`RegressionMetrics::to_json`]).
-pub const REGRESSION_METRICS: [&str; 3] = ["mse", "mae", "r2"];
+pub const REGRESSION_METRICS: [&str; 4] = ["mse", "mae", "rmse", "r2"];
 
 /// Every name `metrics` may list: the metrics of any task, and `loss` (always logged).
 pub fn metric_names() -> Vec<&'static str> {

@@ -107,9 +107,13 @@ enum Command {
         /// per line in a .txt file, or a CSV's text column).
         #[arg(long)]
         input: PathBuf,
-        /// Where to write: `.jsonl` (one object per input), or `.npy` (probabilities or values).
+        /// Where to write: `.jsonl` (one object per input), `.csv` (one row per input, nested fields as columns such as
+        /// `probabilities.cat`), or `.npy` (probabilities or values only).
         #[arg(long)]
         output: PathBuf,
+        /// Columns of a CSV input to copy into each prediction (an id, say), comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+        keep: Vec<String>,
         /// The input holds this layer's outputs as a .npy (from `graft embed --layer`): only the model after it runs.
         #[arg(long)]
         from_layer: Option<String>,
@@ -299,11 +303,13 @@ fn run(cli: Cli) -> Result<()> {
             from_layer,
             mc_dropout,
             seed,
+            keep,
         } => {
             let opts = graft::infer::predict::PredictOptions {
                 from_layer,
                 mc_dropout,
                 seed,
+                keep,
             };
             let n = graft::infer::predict::predict_file(&model, &input, &output, &opts, &dev)?;
             eprintln!("wrote {n} predictions to {}", output.display());

@@ -1398,11 +1398,11 @@ fn mc_dropout_predictions_carry_their_uncertainty_and_repeat_with_the_seed() {
         "--input",
         input.to_str().unwrap(),
         "--output",
-        "p.csv",
+        dir.join("p.txt").to_str().unwrap(),
         "--mc-dropout",
         "5",
     ]));
-    assert!(e.contains(".jsonl"), "{e}");
+    assert!(e.contains(".jsonl, .csv or .npy"), "{e}");
 }
 
 /// `calibrate = "temperature"`: a temperature fitted on the validation split lowers its NLL, is stored with the
@@ -2326,4 +2326,104 @@ loss = "sparse_categorical_crossentropy"
         e.contains("model.outputs") && e.contains("a, b") && e.contains("[data.tasks]"),
         "{e}"
     );
+}
+
+/// Predictions as users take them: a CSV of texts with several columns is read at the column the model was trained
+/// on; `--keep id` copies the id into each prediction; `.csv` output has one row per input with a column per class
+/// probability, `.jsonl` the probabilities keyed by class name.
+#[test]
+fn predictions_keep_ids_and_go_to_csv_or_jsonl() {
+    let dir = workdir("predict-csv");
+    let mut reviews = String::from("id,review,stars\n");
+    for i in 0..60 {
+        let (w, l) = if i % 2 == 0 {
+            ("great lovely tasty", "good")
+        } else {
+            ("awful stale bad", "poor")
+        };
+        reviews.push_str(&format!("r{i},\"the snack was {w}, {i}\",{l}\n"));
+    }
+    write(&dir, "reviews.csv", &reviews);
+    let exp = write(
+        &dir,
+        "e.toml",
+        r#"
+[data]
+dataset = { text = { path = "reviews.csv", column = "review", label = "stars", tokenizer = { length = 8 } } }
+split = { validation = 0.0, test = 0.2 }
+[model]
+layers = [{ embedding = { input_dim = 100, output_dim = 8, padding_idx = 0 } }, { global_avg_pool1d = {} }, { dense = { units = 2 } }]
+[train]
+epochs = 30
+batch_size = 8
+optimizer = { adam = { lr = 2e-2 } }
+loss = "sparse_categorical_crossentropy"
+"#,
+    );
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    write(
+        &dir,
+        "new.csv",
+        "id,shop,review\nx1,north,\"a lovely, tasty snack\"\nx2,south,stale and awful\n",
+    );
+    let predict = |output: &str, keep: &str| {
+        let out = dir.join(output);
+        let o = graft(&[
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            dir.join("new.csv").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--keep",
+            keep,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let table = predict("p.csv", "id,shop");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0], "id,shop,class,class_index,probabilities.good,probabilities.poor",
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("x1,north,good,0,") && lines[2].starts_with("x2,south,poor,1,"),
+        "{table}"
+    );
+    let jsonl = predict("p.jsonl", "id");
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], "x1");
+    assert!(first["probabilities"]["good"].as_f64().unwrap() > 0.5, "{first}");
+    // A column that is not there, and a .npy output, which has no room for it.
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("new.csv").to_str().unwrap(),
+        "--output",
+        dir.join("p.csv").to_str().unwrap(),
+        "--keep",
+        "ids",
+    ]));
+    assert!(
+        e.contains("--keep") && e.contains("no column `ids`") && e.contains("did you mean `id`"),
+        "{e}"
+    );
+    let e = expect_error(graft(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        dir.join("new.csv").to_str().unwrap(),
+        "--output",
+        dir.join("p.npy").to_str().unwrap(),
+        "--keep",
+        "id",
+    ]));
+    assert!(e.contains(".jsonl or .csv"), "{e}");
 }

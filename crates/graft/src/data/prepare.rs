@@ -568,6 +568,12 @@ impl Preprocessor {
     /// CSV tables (columns found by name; the target column may be absent), or text (one text per line in a `.txt`
     /// file, or a CSV's only column or its `text` column).
     pub fn read_inputs(&self, path: &Path) -> Result<Array> {
+        self.read_inputs_from(path, None)
+    }
+
+    /// [`Preprocessor::read_inputs`]; texts in a CSV come from `text_column` (the column the model was trained on)
+    /// when the file has it.
+    pub fn read_inputs_from(&self, path: &Path, text_column: Option<&str>) -> Result<Array> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "npy" {
             return super::read_npy_f32(path);
@@ -590,15 +596,64 @@ impl Preprocessor {
                 let table = read_csv(&spec)?;
                 Ok(tp.transform(&table, false).map_err(|e| e.in_file(path))?.0)
             }
-            Preprocessor::Text(tok) => Ok(tok.transform(&read_text_inputs(path)?)),
-            Preprocessor::PretrainedText(tok) => tok.transform(&read_text_inputs(path)?).map_err(|e| e.in_file(path)),
+            Preprocessor::Text(tok) => Ok(tok.transform(&read_text_inputs(path, text_column)?)),
+            Preprocessor::PretrainedText(tok) => tok
+                .transform(&read_text_inputs(path, text_column)?)
+                .map_err(|e| e.in_file(path)),
         }
+    }
+
+    /// The values of the CSV columns `names` in every row of `path`, read as [`Preprocessor::read_inputs_from`] reads
+    /// the file, so row `i` belongs to prediction `i` (`predict --keep id`).
+    pub fn read_columns(&self, path: &Path, names: &[String]) -> Result<Vec<Vec<String>>> {
+        let is_csv = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let spec = match self {
+            Preprocessor::Tabular(tp) => tp.predict_spec(path),
+            Preprocessor::Text(_) | Preprocessor::PretrainedText(_) if is_csv => CsvSpec {
+                path: path.to_path_buf(),
+                ..CsvSpec::default()
+            },
+            _ => {
+                return Err(
+                    Error::new("--keep copies columns of a CSV input; this input has no named columns")
+                        .in_file(path)
+                        .at("--keep"),
+                );
+            }
+        };
+        let table = read_csv(&spec)?;
+        let mut positions = vec![];
+        for name in names {
+            let k = table.header.iter().position(|h| h == name).ok_or_else(|| {
+                Error::new(format!(
+                    "no column `{name}`{}; the columns are: {}",
+                    crate::spec::suggest::hint(name, table.header.iter().map(String::as_str)),
+                    table.header.join(", ")
+                ))
+                .in_file(path)
+                .at("--keep")
+            })?;
+            positions.push(k);
+        }
+        Ok(table
+            .rows
+            .iter()
+            .map(|row| {
+                positions
+                    .iter()
+                    .map(|&k| row.get(k).cloned().unwrap_or_default())
+                    .collect()
+            })
+            .collect())
     }
 }
 
-/// The texts to predict on: a CSV's only column or its `text` column (quoted, possibly multi-line cells), or the
-/// lines of any other file, one text each.
-fn read_text_inputs(path: &Path) -> Result<Vec<String>> {
+/// The texts to predict on: a CSV's `trained` column (the one the model learned from), its only column or its `text`
+/// column (quoted, possibly multi-line cells), or the lines of any other file, one text each.
+fn read_text_inputs(path: &Path, trained: Option<&str>) -> Result<Vec<String>> {
     if !path
         .extension()
         .and_then(|e| e.to_str())
@@ -610,12 +665,20 @@ fn read_text_inputs(path: &Path) -> Result<Vec<String>> {
         path: path.to_path_buf(),
         ..CsvSpec::default()
     })?;
-    let column = match table.header.as_slice() {
-        [_] => 0,
-        header => header.iter().position(|h| h.trim() == "text").ok_or_else(|| {
+    let by_name = |name: &str| table.header.iter().position(|h| h.trim() == name);
+    let column = match (trained.and_then(by_name), table.header.as_slice()) {
+        (Some(k), _) => k,
+        (None, [_]) => 0,
+        (None, header) => by_name("text").ok_or_else(|| {
+            let wanted = match trained {
+                Some(name) => {
+                    format!("the column `{name}` the model was trained on, a single column or one named `text`")
+                }
+                None => "a single column or one named `text`".to_string(),
+            };
             Error::new(format!(
-                "a CSV of texts to predict on needs a single column or one named `text`; the columns are: {} \
-                 (or give a .txt file with one text per line)",
+                "a CSV of texts to predict on needs {wanted}; the columns are: {} (or give a .txt file with one text \
+                 per line)",
                 header.join(", ")
             ))
             .in_file(path)

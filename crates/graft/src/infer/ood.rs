@@ -483,7 +483,7 @@ pub fn ood_report(
             Error::new("out-of-distribution scores are defined for a single classification task").in_file(model_dir),
         );
     }
-    let read = |p: &Path| predictor.preprocessor.read_inputs(p);
+    let read = |p: &Path| predictor.read_inputs(p);
     let (a, b) = (read(inside)?, read(outside)?);
     let stats = predictor.ood.as_ref().map(|o| &o.features);
     let sa = all_scores(&predictor, &a, stats, &SCORES).map_err(|e| e.in_file(inside))?;

@@ -26,6 +26,8 @@ pub struct Predictor {
     pub preprocessor: Preprocessor,
     /// Feature statistics and the rejection threshold (`ood.json`), when the model was trained with `reject`.
     pub ood: Option<crate::infer::ood::OodModel>,
+    /// The CSV column the model's texts came from in training.
+    pub text_column: Option<String>,
 }
 
 impl Predictor {
@@ -81,7 +83,13 @@ impl Predictor {
             tasks,
             preprocessor,
             ood: crate::infer::ood::OodModel::read(dir)?,
+            text_column: pre.get("text_column").and_then(Json::as_str).map(str::to_string),
         })
+    }
+
+    /// Raw inputs from `path` in the format the model was trained on, through the stored preprocessing.
+    pub fn read_inputs(&self, path: &Path) -> Result<Array> {
+        self.preprocessor.read_inputs_from(path, self.text_column.as_deref())
     }
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
@@ -201,11 +209,40 @@ pub struct PredictOptions {
     pub mc_dropout: Option<usize>,
     /// Seeds the dropout masks of Monte-Carlo passes.
     pub seed: u64,
+    /// Columns of a CSV input copied into each prediction (an id, say).
+    pub keep: Vec<String>,
+}
+
+/// What `predict` writes, by the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    /// The probabilities or values as a float32 array.
+    Npy,
+    /// One JSON object per input.
+    Jsonl,
+    /// One row per input; nested fields become columns (`probabilities.cat`).
+    Csv,
+}
+
+impl Format {
+    fn of(output: &Path) -> Result<Format> {
+        match output
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("npy") => Ok(Format::Npy),
+            Some("jsonl") => Ok(Format::Jsonl),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(Error::new("the output must end in .jsonl, .csv or .npy").in_file(output)),
+        }
+    }
 }
 
 /// Reads raw `input` (`.npy`, or the format the model was trained on: IDX, CSV, text lines), applies the stored
-/// preprocessing, predicts, writes `output` (`.npy` or `.jsonl`). With Monte-Carlo dropout the `.npy` holds the
-/// mean probabilities and each `.jsonl` line adds `std`, `entropy` and `mutual_information`.
+/// preprocessing, predicts, writes `output` (`.jsonl`, `.csv` or `.npy`). With Monte-Carlo dropout the `.npy` holds
+/// the mean probabilities and each row adds `std`, `entropy` and `mutual_information`.
 pub fn predict_file(
     model_dir: &Path,
     input: &Path,
@@ -213,6 +250,7 @@ pub fn predict_file(
     opts: &PredictOptions,
     device: &Device,
 ) -> Result<usize> {
+    let format = Format::of(output)?;
     let mut predictor = Predictor::load(model_dir, device)?;
     let inputs = match &opts.from_layer {
         Some(name) => {
@@ -226,38 +264,148 @@ pub fn predict_file(
             }
             crate::data::read_npy_f32(input)?
         }
-        None => predictor.preprocessor.read_inputs(input)?,
+        None => predictor.read_inputs(input)?,
     };
-    if let Some(passes) = opts.mc_dropout {
+    let kept = if opts.keep.is_empty() {
+        None
+    } else if format == Format::Npy {
+        return Err(
+            Error::new("--keep writes its columns beside each prediction: give a .jsonl or .csv output")
+                .in_file(output),
+        );
+    } else {
+        Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
+    };
+    let rows = if let Some(passes) = opts.mc_dropout {
         device.seed(opts.seed);
-        return write_mc_predictions(&predictor, &inputs, passes, input, output);
-    }
-    if !predictor.tasks.is_empty() {
-        return write_task_predictions(&predictor, &inputs, input, output);
-    }
-    let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
-    match output.extension().and_then(|e| e.to_str()) {
-        Some("npy") => write_npy_f32(output, &preds)?,
-        Some("jsonl") => {
+        mc_predictions(&predictor, &inputs, passes, input, output, format)?
+    } else if !predictor.tasks.is_empty() {
+        task_predictions(&predictor, &inputs, input, output, format)?
+    } else {
+        let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
+        if format == Format::Npy {
+            write_npy_f32(output, &preds)?;
+            None
+        } else {
             let rejection = rejection_scores(&predictor, &inputs)?;
-            let mut text = String::new();
-            for i in 0..preds.len() {
-                let mut line = row_json(&predictor.head, preds.row(i));
-                if let Some((scores, threshold)) = &rejection {
-                    line["ood_score"] = json!(scores[i]);
-                    if scores[i] > *threshold {
-                        line["class"] = json!("unknown");
-                        line["class_index"] = Json::Null;
+            let rows = (0..preds.len())
+                .map(|i| {
+                    let mut line = row_json(&predictor.head, preds.row(i));
+                    if let Some((scores, threshold)) = &rejection {
+                        line["ood_score"] = json!(scores[i]);
+                        if scores[i] > *threshold {
+                            line["class"] = json!("unknown");
+                            line["class_index"] = Json::Null;
+                        }
                     }
+                    line
+                })
+                .collect();
+            Some(rows)
+        }
+    };
+    if let Some(rows) = rows {
+        let kept = kept.map(|values| (opts.keep.as_slice(), values));
+        write_rows(output, format, rows, kept)?;
+    }
+    Ok(inputs.len())
+}
+
+/// Writes one row per prediction, each with the kept input columns (names, then each row's values) in front.
+fn write_rows(
+    output: &Path,
+    format: Format,
+    rows: Vec<Json>,
+    kept: Option<(&[String], Vec<Vec<String>>)>,
+) -> Result<()> {
+    let rows: Vec<Vec<(String, Json)>> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let mut fields = vec![];
+            if let Some((names, values)) = &kept {
+                for (name, value) in names.iter().zip(&values[i]) {
+                    if row.get(name).is_some() {
+                        return Err(Error::new(format!(
+                            "the column `{name}` has the name of a prediction field; rename it in the input"
+                        ))
+                        .at("--keep"));
+                    }
+                    fields.push((name.clone(), json!(value)));
                 }
-                text.push_str(&line.to_string());
+            }
+            match row {
+                Json::Object(map) => fields.extend(map),
+                other => fields.push(("prediction".into(), other)),
+            }
+            Ok(fields)
+        })
+        .collect::<Result<_>>()?;
+    let bytes = match format {
+        Format::Jsonl => {
+            let mut text = String::new();
+            for fields in rows {
+                let object: serde_json::Map<String, Json> = fields.into_iter().collect();
+                text.push_str(&Json::Object(object).to_string());
                 text.push('\n');
             }
-            write_atomic(output, text.as_bytes())?;
+            text.into_bytes()
         }
-        _ => return Err(Error::new("the output must end in .npy or .jsonl").in_file(output)),
+        Format::Csv => csv_bytes(&rows).map_err(|e| e.in_file(output))?,
+        Format::Npy => unreachable!("arrays are written where they are computed"),
+    };
+    write_atomic(output, &bytes)
+}
+
+/// The rows as CSV: nested objects and arrays of numbers become columns of their own (`probabilities.cat`,
+/// `values.0`), arrays of names one cell joined by `|`; the header is the first row's columns.
+fn csv_bytes(rows: &[Vec<(String, Json)>]) -> Result<Vec<u8>> {
+    fn flatten(name: String, value: &Json, out: &mut Vec<(String, String)>) {
+        match value {
+            Json::Object(map) => {
+                for (k, v) in map {
+                    flatten(format!("{name}.{k}"), v, out);
+                }
+            }
+            Json::Array(items) if items.iter().all(Json::is_string) => {
+                let names: Vec<&str> = items.iter().filter_map(Json::as_str).collect();
+                out.push((name, names.join("|")));
+            }
+            Json::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    flatten(format!("{name}.{i}"), v, out);
+                }
+            }
+            Json::String(text) => out.push((name, text.clone())),
+            Json::Null => out.push((name, String::new())),
+            other => out.push((name, other.to_string())),
+        }
     }
-    Ok(preds.len())
+    let cells: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|fields| {
+            let mut out = vec![];
+            for (name, value) in fields {
+                flatten(name.clone(), value, &mut out);
+            }
+            out
+        })
+        .collect();
+    let header: Vec<String> = cells
+        .first()
+        .map_or(vec![], |c| c.iter().map(|(n, _)| n.clone()).collect());
+    let mut writer = csv::Writer::from_writer(vec![]);
+    let failed = |e: csv::Error| Error::new(format!("cannot write the CSV: {e}"));
+    writer.write_record(&header).map_err(failed)?;
+    for row in &cells {
+        let record = header
+            .iter()
+            .map(|h| row.iter().find(|(n, _)| n == h).map_or("", |(_, v)| v.as_str()));
+        writer.write_record(record).map_err(failed)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| Error::new(format!("cannot write the CSV: {e}")))
 }
 
 /// The rejection score of every input and the threshold above which an input is unknown, for a model trained with
@@ -275,14 +423,16 @@ fn rejection_scores(predictor: &Predictor, inputs: &Array) -> Result<Option<(Vec
     Ok(Some((values, reject.threshold)))
 }
 
-/// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread.
-fn write_mc_predictions(
+/// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread. Rows to write, or
+/// `None` when the means went to a `.npy` already.
+fn mc_predictions(
     predictor: &Predictor,
     inputs: &Array,
     passes: usize,
     input: &Path,
     output: &Path,
-) -> Result<usize> {
+    format: Format,
+) -> Result<Option<Vec<Json>>> {
     let heads: Vec<TaskHead> = if predictor.tasks.is_empty() {
         vec![predictor.head.clone()]
     } else {
@@ -292,56 +442,58 @@ fn write_mc_predictions(
         .predict_mc(inputs, &heads, passes)
         .map_err(|e| e.in_file(input))?;
     let n = inputs.len();
-    match output.extension().and_then(|e| e.to_str()) {
-        Some("npy") if heads.len() == 1 => {
-            let k = summaries[0].first().map_or(0, |s| s.mean.len());
-            let data = summaries[0].iter().flat_map(|s| s.mean.iter().copied()).collect();
-            write_npy_f32(output, &Array::new(vec![n, k], data)?)?;
-        }
-        Some("jsonl") => {
-            let mut text = String::new();
-            for i in 0..n {
-                let one = |head: &TaskHead, s: &McSummary| {
-                    let mut line = row_json(head, &s.mean);
-                    for (key, value) in s.fields(head.is_classification()) {
-                        line[key] = value;
-                    }
-                    if head.is_classification() {
-                        line["std"] = by_class(head, &s.std);
-                    }
-                    line
-                };
-                let line = if predictor.tasks.is_empty() {
-                    one(&heads[0], &summaries[0][i])
-                } else {
-                    Json::Object(
-                        heads
-                            .iter()
-                            .zip(&summaries)
-                            .map(|(h, s)| (h.name.clone().unwrap_or_default(), one(h, &s[i])))
-                            .collect(),
-                    )
-                };
-                text.push_str(&line.to_string());
-                text.push('\n');
-            }
-            write_atomic(output, text.as_bytes())?;
-        }
-        _ => {
+    if format == Format::Npy {
+        if heads.len() != 1 {
             return Err(Error::new(
-                "Monte-Carlo predictions go to a .jsonl file (or, for one task, their mean probabilities to a .npy)",
+                "Monte-Carlo predictions of several tasks go to a .jsonl or .csv file (a .npy holds one task's mean \
+                 probabilities)",
             )
             .in_file(output));
         }
+        let k = summaries[0].first().map_or(0, |s| s.mean.len());
+        let data = summaries[0].iter().flat_map(|s| s.mean.iter().copied()).collect();
+        write_npy_f32(output, &Array::new(vec![n, k], data)?)?;
+        return Ok(None);
     }
-    Ok(n)
+    let one = |head: &TaskHead, s: &McSummary| {
+        let mut line = row_json(head, &s.mean);
+        for (key, value) in s.fields(head.is_classification()) {
+            line[key] = value;
+        }
+        if head.is_classification() {
+            line["std"] = by_class(head, &s.std);
+        }
+        line
+    };
+    let rows = (0..n)
+        .map(|i| {
+            if predictor.tasks.is_empty() {
+                one(&heads[0], &summaries[0][i])
+            } else {
+                Json::Object(
+                    heads
+                        .iter()
+                        .zip(&summaries)
+                        .map(|(h, s)| (h.name.clone().unwrap_or_default(), one(h, &s[i])))
+                        .collect(),
+                )
+            }
+        })
+        .collect();
+    Ok(Some(rows))
 }
 
 /// Per-class numbers keyed by class name, so a reader never has to know the class order; an array where the head
 /// has no names for them.
 fn by_class(head: &TaskHead, values: &[f32]) -> Json {
     if head.classes.len() == values.len() {
-        Json::Object(head.classes.iter().cloned().zip(values.iter().map(|&v| json!(v))).collect())
+        Json::Object(
+            head.classes
+                .iter()
+                .cloned()
+                .zip(values.iter().map(|&v| json!(v)))
+                .collect(),
+        )
     } else {
         json!(values)
     }
@@ -389,31 +541,36 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
     }
 }
 
-/// A multi-task model's predictions: one JSON line per input with one object per task, all heads from one forward
-/// pass.
-fn write_task_predictions(predictor: &Predictor, inputs: &Array, input: &Path, output: &Path) -> Result<usize> {
-    if output.extension().and_then(|e| e.to_str()) != Some("jsonl") {
-        return Err(
-            Error::new("a multi-task model predicts several things per input; write them to a .jsonl file")
-                .in_file(output),
-        );
+/// A multi-task model's predictions: one row per input with one object per task, all heads from one forward pass.
+fn task_predictions(
+    predictor: &Predictor,
+    inputs: &Array,
+    input: &Path,
+    output: &Path,
+    format: Format,
+) -> Result<Option<Vec<Json>>> {
+    if format == Format::Npy {
+        return Err(Error::new(
+            "a multi-task model predicts several things per input; write them to a .jsonl or .csv file",
+        )
+        .in_file(output));
     }
     let preds = predictor
         .predict_heads(inputs, &predictor.tasks)
         .map_err(|e| e.in_file(input))?;
-    let mut text = String::new();
-    for i in 0..inputs.len() {
-        let line: serde_json::Map<String, Json> = predictor
-            .tasks
-            .iter()
-            .zip(&preds)
-            .map(|(head, p)| (head.name.clone().unwrap_or_default(), row_json(head, p.row(i))))
-            .collect();
-        text.push_str(&Json::Object(line).to_string());
-        text.push('\n');
-    }
-    write_atomic(output, text.as_bytes())?;
-    Ok(inputs.len())
+    let rows = (0..inputs.len())
+        .map(|i| {
+            Json::Object(
+                predictor
+                    .tasks
+                    .iter()
+                    .zip(&preds)
+                    .map(|(head, p)| (head.name.clone().unwrap_or_default(), row_json(head, p.row(i))))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(Some(rows))
 }
 
 #[cfg(test)]
@@ -438,6 +595,7 @@ mod tests {
             tasks: vec![],
             preprocessor: Preprocessor::None,
             ood: None,
+            text_column: None,
         }
     }
 

@@ -336,6 +336,27 @@ pub fn preprocess_json(heads: &[TaskHead], graph: &Graph, preprocessor: &Preproc
     doc
 }
 
+/// [`preprocess_json`] of a trained experiment: also the CSV column its texts came from, so `predict` reads that
+/// column of a CSV with several.
+fn run_preprocess_json(exp: &ExperimentSpec, heads: &[TaskHead], graph: &Graph, preprocessor: &Preprocessor) -> Json {
+    let mut doc = preprocess_json(heads, graph, preprocessor);
+    let sources = exp
+        .data
+        .dataset
+        .iter()
+        .chain(exp.data.tasks.values().filter_map(|t| t.dataset.as_ref()));
+    let column = sources
+        .filter_map(|s| match s {
+            DatasetSpec::Text { text } => text.column.clone(),
+            _ => None,
+        })
+        .next();
+    if let Some(column) = column {
+        doc["text_column"] = json!(column);
+    }
+    doc
+}
+
 pub struct RunOptions {
     pub seed: u64,
     pub quiet: bool,
@@ -526,7 +547,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     .write(&opts.out)?;
     // With the best checkpoint mirrored into the run directory after each improving epoch, an interrupted run is
     // one `predict` can use.
-    let pre = serde_json::to_string_pretty(&preprocess_json(&heads, &model, &splits.preprocessor))
+    let pre = serde_json::to_string_pretty(&run_preprocess_json(exp, &heads, &model, &splits.preprocessor))
         .map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&opts.out.join("preprocess.json"), pre.as_bytes())?;
 
@@ -697,6 +718,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             );
         }
         let predictor = crate::infer::predict::Predictor {
+            text_column: None,
             graph: model.clone(),
             head: heads[0].clone(),
             tasks: vec![],
@@ -1023,7 +1045,7 @@ fn write_run(
     regression: Option<&RegressionPoints>,
 ) -> Result<()> {
     save_model(model, dir)?;
-    let pre = serde_json::to_string_pretty(&preprocess_json(heads, model, preprocessor))
+    let pre = serde_json::to_string_pretty(&run_preprocess_json(exp, heads, model, preprocessor))
         .map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&dir.join("preprocess.json"), pre.as_bytes())?;
     let mut metrics = Map::new();

@@ -44,7 +44,7 @@ pub fn embed_file(
         };
         let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
         let cut = predictor.graph.node_index(layer).map_err(|e| e.at("--layer"))?;
-        let inputs = predictor.preprocessor.read_inputs(input)?;
+        let inputs = predictor.read_inputs(input)?;
         let ds = crate::data::Dataset::new(inputs, None)?;
         let mut ds = ds;
         crate::train::experiment::check_data_fits(&predictor.graph, &mut ds, "--input")

@@ -236,8 +236,10 @@ fn run(cli: Cli) -> Result<()> {
                     overwrite,
                     test_rows: None,
                 },
-            )?;
-            let shown: Vec<String> = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2"]
+            )
+            .map_err(|e| about_experiment(e, &experiment))?;
+            // Regression: the loss is on the standardized target, so the numbers in the target's unit come first.
+            let shown: Vec<String> = ["accuracy", "f1_macro", "rmse", "mae", "r2", "loss"]
                 .iter()
                 .filter_map(|k| {
                     result
@@ -269,13 +271,14 @@ fn run(cli: Cli) -> Result<()> {
                 overwrite,
                 test_rows: None,
             };
-            let report = graft::train::experiment::cross_validate(&exp, &opts, folds)?;
+            let report = graft::train::experiment::cross_validate(&exp, &opts, folds)
+                .map_err(|e| about_experiment(e, &experiment))?;
             for key in [
                 "accuracy",
                 "f1_macro",
                 "balanced_accuracy",
                 "roc_auc",
-                "mse",
+                "rmse",
                 "mae",
                 "r2",
             ] {
@@ -398,6 +401,15 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An error at a key path of the experiment (`data.dataset.csv.target: ...`) names the experiment file too.
+fn about_experiment(e: Error, experiment: &std::path::Path) -> Error {
+    if e.file.is_none() && e.location.as_deref().is_some_and(|l| !l.starts_with("--")) {
+        e.in_file(experiment)
+    } else {
+        e
+    }
 }
 
 /// Writes to stdout; a reader that closed it early (`graft eval ... | head -1`) ends the output quietly instead of

@@ -28,6 +28,11 @@ fn repo(path: &str) -> String {
         .to_string()
 }
 
+/// `graft predict --model RUN --input INPUT --output OUTPUT`.
+fn predict(run: &str, input: &str, output: &str) -> Output {
+    graft(&["predict", "--model", run, "--input", input, "--output", output])
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -163,15 +168,7 @@ fn train_writes_the_run_directory_and_predict_uses_it() {
     let input = dir.join("x.npy");
     write_npy_f32(&input, &x).unwrap();
     let jsonl = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
-        &out,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        jsonl.to_str().unwrap(),
-    ]);
+    let o = predict(&out, input.to_str().unwrap(), jsonl.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
         .unwrap()
@@ -311,15 +308,7 @@ fn impossible_shapes_name_both_layers_before_training() {
 fn a_missing_file_is_named() {
     let e = expect_error(graft(&["train", "/nonexistent/x.toml", "--out", "/tmp/x"]));
     assert!(e.contains("/nonexistent/x.toml"), "{e}");
-    let e = expect_error(graft(&[
-        "predict",
-        "--model",
-        "/nonexistent/run",
-        "--input",
-        "a.npy",
-        "--output",
-        "b.jsonl",
-    ]));
+    let e = expect_error(predict("/nonexistent/run", "a.npy", "b.jsonl"));
     assert!(e.contains("/nonexistent/run"), "{e}");
 }
 
@@ -335,15 +324,11 @@ fn wrong_input_dimensions_at_predict_time() {
     );
     let input = dir.join("x.npy");
     write_npy_f32(&input, &Array::new(vec![2, 63], vec![0.0; 126]).unwrap()).unwrap();
-    let e = expect_error(graft(&[
-        "predict",
-        "--model",
+    let e = expect_error(predict(
         out.to_str().unwrap(),
-        "--input",
         input.to_str().unwrap(),
-        "--output",
         dir.join("p.npy").to_str().unwrap(),
-    ]));
+    ));
     assert!(
         e.contains("x.npy") && e.contains("[63]") && e.contains("[1, 8, 8]"),
         "{e}"
@@ -561,22 +546,14 @@ fn a_saved_model_reloads_to_identical_predictions() {
     .unwrap();
     let input = dir.join("x.npy");
     write_npy_f32(&input, &x).unwrap();
-    let predict = |to: &str| {
+    let predict_to = |to: &str| {
         let p = dir.join(to);
-        let o = graft(&[
-            "predict",
-            "--model",
-            out.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            p.to_str().unwrap(),
-        ]);
+        let o = predict(out.to_str().unwrap(), input.to_str().unwrap(), p.to_str().unwrap());
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(p).unwrap()
     };
     // Two independent loads of model.toml + model.safetensors give bit-identical outputs.
-    assert_eq!(predict("a.npy"), predict("b.npy"));
+    assert_eq!(predict_to("a.npy"), predict_to("b.npy"));
 }
 
 /// A CSV table with numeric and categorical columns: trained, then `predict` takes a raw CSV with the columns in
@@ -619,15 +596,11 @@ loss = "sparse_categorical_crossentropy"
     );
     std::fs::write(dir.join("new.csv"), "weight,colour,size\n3.0,purple,150\n,red,101\n").unwrap();
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         out.to_str().unwrap(),
-        "--input",
         dir.join("new.csv").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
         .unwrap()
@@ -638,15 +611,11 @@ loss = "sparse_categorical_crossentropy"
     assert!(["yes", "no"].contains(&lines[0]["class"].as_str().unwrap()));
     // A predict-time file that lacks a feature column is refused, naming it.
     std::fs::write(dir.join("bad.csv"), "colour,size\nred,101\n").unwrap();
-    let e = expect_error(graft(&[
-        "predict",
-        "--model",
+    let e = expect_error(predict(
         out.to_str().unwrap(),
-        "--input",
         dir.join("bad.csv").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]));
+    ));
     assert!(e.contains("weight") && e.contains("bad.csv"), "{e}");
     assert_eval_reproduces_the_run(&out);
 }
@@ -692,15 +661,11 @@ loss = "sparse_categorical_crossentropy"
     )
     .unwrap();
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         out.to_str().unwrap(),
-        "--input",
         dir.join("new.txt").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let classes: Vec<String> = std::fs::read_to_string(&p)
         .unwrap()
@@ -744,15 +709,7 @@ fn pytorch_models_import_predict_and_export_round_trip() {
         assert!(o.status.success(), "{name}: import: {}", stderr(&o));
 
         let p = dir.join("p.npy");
-        let o = graft(&[
-            "predict",
-            "--model",
-            &path(&model),
-            "--input",
-            &path(&fixture.join("inputs.npy")),
-            "--output",
-            &path(&p),
-        ]);
+        let o = predict(&path(&model), &path(&fixture.join("inputs.npy")), &path(&p));
         assert!(o.status.success(), "{name}: predict: {}", stderr(&o));
         let got = graft::data::read_npy_f32(&p).unwrap();
         let want = graft::data::read_npy_f32(fixture.join("expected.npy")).unwrap();
@@ -1092,15 +1049,7 @@ cache_features = true
     let texts = write(&dir, "new.txt", "what a lovely and great film\nbad awful poor\n");
     let run_s = run.to_str().unwrap();
     let full = dir.join("full.npy");
-    let o = graft(&[
-        "predict",
-        "--model",
-        run_s,
-        "--input",
-        &texts,
-        "--output",
-        full.to_str().unwrap(),
-    ]);
+    let o = predict(run_s, &texts, full.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let emb = dir.join("emb.npy");
     let o = graft(&[
@@ -1184,15 +1133,7 @@ cache_features = true
     let o = graft(&["train", &svm, "--out", svm_run.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let p = dir.join("svm.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
-        svm_run.to_str().unwrap(),
-        "--input",
-        &texts,
-        "--output",
-        p.to_str().unwrap(),
-    ]);
+    let o = predict(svm_run.to_str().unwrap(), &texts, p.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     for line in std::fs::read_to_string(&p).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -1288,15 +1229,7 @@ metrics = ["accuracy", "f1_macro"]
         "the film was lovely great\nthe minister and the party vote\n",
     );
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--input",
-        &texts,
-        "--output",
-        p.to_str().unwrap(),
-    ]);
+    let o = predict(run.to_str().unwrap(), &texts, p.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
         .unwrap()
@@ -1305,15 +1238,7 @@ metrics = ["accuracy", "f1_macro"]
         .collect();
     assert_eq!(lines[0]["sentiment"]["class"], "pos");
     assert_eq!(lines[1]["topic"]["class"], "politics");
-    let e = expect_error(graft(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--input",
-        &texts,
-        "--output",
-        "p.npy",
-    ]));
+    let e = expect_error(predict(run.to_str().unwrap(), &texts, "p.npy"));
     assert!(e.contains(".jsonl"), "{e}");
 
     // A task the data does not define, and an output the model does not have, are named.
@@ -1487,15 +1412,7 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
     write_npy_f32(&out_path, &Array::new(inside.shape.clone(), noise).unwrap()).unwrap();
 
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--input",
-        out_path.to_str().unwrap(),
-        "--output",
-        p.to_str().unwrap(),
-    ]);
+    let o = predict(run.to_str().unwrap(), out_path.to_str().unwrap(), p.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
         .unwrap()
@@ -1633,15 +1550,11 @@ threshold = { objective = "f1" }
         serde_json::from_str(&std::fs::read_to_string(run.join("preprocess.json")).unwrap()).unwrap();
     assert_eq!(pre["thresholds"][0].as_f64().unwrap(), t);
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("x.npy").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     for line in std::fs::read_to_string(&p).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -1686,15 +1599,11 @@ fn background_examples_train_an_other_class() {
         metrics["test"]
     );
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("noise.npy").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&p).unwrap();
     let other = text.lines().filter(|l| l.contains("\"class\":\"other\"")).count();
@@ -1774,15 +1683,11 @@ metrics = ["accuracy", "f1_macro"]
     assert!(run.join("roc.png").is_file() && run.join("precision_recall.png").is_file());
     std::fs::write(dir.join("new.txt"), "a dog and a red\na fast and a fast\n").unwrap();
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("new.txt").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let predicted: Vec<serde_json::Value> = std::fs::read_to_string(&p)
         .unwrap()
@@ -1800,30 +1705,22 @@ metrics = ["accuracy", "f1_macro"]
     )
     .unwrap();
     let p_csv = dir.join("p_csv.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("new.csv").to_str().unwrap(),
-        "--output",
         p_csv.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&p_csv).unwrap(),
         std::fs::read_to_string(&p).unwrap()
     );
     std::fs::write(dir.join("bad.csv"), "id,body\n1,a dog\n").unwrap();
-    let e = expect_error(graft(&[
-        "predict",
-        "--model",
+    let e = expect_error(predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("bad.csv").to_str().unwrap(),
-        "--output",
         dir.join("bad.jsonl").to_str().unwrap(),
-    ]));
+    ));
     assert!(
         e.contains("bad.csv") && e.contains("`text`") && e.contains("id, body"),
         "{e}"
@@ -1923,15 +1820,11 @@ fn a_killed_run_leaves_a_usable_run_directory() {
     assert_eq!(history["complete"], serde_json::json!(false));
     let input = dir.join("x.npy");
     write_npy_f32(&input, &Array::new(vec![2, 1, 8, 8], vec![0.5; 128]).unwrap()).unwrap();
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         input.to_str().unwrap(),
-        "--output",
         dir.join("p.jsonl").to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -1969,15 +1862,11 @@ loss = "sparse_categorical_crossentropy"
         let mut v = vec![1.0; 8];
         v[6] = value;
         write_npy_f32(dir.join("bad.npy"), &ids(v)).unwrap();
-        let e = expect_error(graft(&[
-            "predict",
-            "--model",
+        let e = expect_error(predict(
             run.to_str().unwrap(),
-            "--input",
             dir.join("bad.npy").to_str().unwrap(),
-            "--output",
             dir.join("p.jsonl").to_str().unwrap(),
-        ]));
+        ));
         assert!(
             e.contains(expected)
                 && e.contains("sample 1, position 2")
@@ -2076,15 +1965,7 @@ loss = "sparse_categorical_crossentropy"
     assert!(o.status.success(), "{}", stderr(&o));
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--input",
-        fresh_path.to_str().unwrap(),
-        "--output",
-        p.to_str().unwrap(),
-    ]);
+    let o = predict(run.to_str().unwrap(), fresh_path.to_str().unwrap(), p.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let truth: Vec<&str> = fresh.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
     let predicted: Vec<String> = std::fs::read_to_string(&p)
@@ -2179,15 +2060,11 @@ metrics = ["mae", "r2"]
     assert_eval_reproduces_the_run(&run);
     std::fs::write(dir.join("new.csv"), "rooms,area,district\n3,100,north\n").unwrap();
     let p = dir.join("p.jsonl");
-    let o = graft(&[
-        "predict",
-        "--model",
+    let o = predict(
         run.to_str().unwrap(),
-        "--input",
         dir.join("new.csv").to_str().unwrap(),
-        "--output",
         p.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
     let value = line["values"][0].as_f64().unwrap();
@@ -2426,4 +2303,83 @@ loss = "sparse_categorical_crossentropy"
         "id",
     ]));
     assert!(e.contains(".jsonl or .csv"), "{e}");
+}
+
+/// The mistakes a new user makes in an experiment file, each one line naming the file, the key path, what is valid
+/// and the closest name; and the tables they bring: tab-separated without saying so, and Latin-1.
+#[test]
+fn experiment_mistakes_and_everyday_tables() {
+    let dir = workdir("mistakes");
+    let mut tsv = String::from("size\tcolour\tlabel\n");
+    let mut latin1: Vec<u8> = b"size,colour,label\n".to_vec();
+    for i in 0..60 {
+        let label = if i % 2 == 0 { "yes" } else { "no" };
+        tsv.push_str(&format!("{}\t{}\t{label}\n", i, ["red", "green"][i % 2]));
+        // "bleu" and "vert" spelled with an e-acute in Latin-1 (0xE9), as public tables often are.
+        let colour: &[u8] = if i % 2 == 0 { b"r\xe9d" } else { b"gr\xe9en" };
+        latin1.extend_from_slice(format!("{i},").as_bytes());
+        latin1.extend_from_slice(colour);
+        latin1.extend_from_slice(format!(",{label}\n").as_bytes());
+    }
+    std::fs::write(dir.join("t.tsv"), tsv).unwrap();
+    std::fs::write(dir.join("latin1.csv"), latin1).unwrap();
+    let experiment = |source: &str, metrics: &str| {
+        format!(
+            "[data]\ndataset = {source}\nsplit = {{ validation = 0.0, test = 0.2 }}\n[model]\nlayers = [{{ dense = {{ units = 2 }} }}]\n\
+             [train]\nepochs = 2\nloss = \"sparse_categorical_crossentropy\"\nmetrics = {metrics}\n"
+        )
+    };
+    for (name, source) in [
+        ("tsv", r#"{ csv = { path = "t.tsv", target = "label" } }"#),
+        ("latin1", r#"{ csv = { path = "latin1.csv", target = "label" } }"#),
+    ] {
+        let exp = write(&dir, &format!("{name}.toml"), &experiment(source, r#"["accuracy"]"#));
+        let run = dir.join(name);
+        let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    let pre = std::fs::read_to_string(dir.join("latin1/preprocess.json")).unwrap();
+    assert!(pre.contains("réd") && pre.contains("gréen"), "{pre}");
+    for (source, metrics, expected) in [
+        (
+            r#"{ csv = { path = "t.tsv", target = "label", catgorical = ["colour"] } }"#,
+            r#"["accuracy"]"#,
+            "data.dataset.csv: unknown option `catgorical`; did you mean `categorical`?",
+        ),
+        (
+            r#"{ cvs = { path = "t.tsv", target = "label" } }"#,
+            r#"["accuracy"]"#,
+            "data.dataset: unknown data source `cvs`; did you mean `csv`?",
+        ),
+        (
+            r#"{ csv = { path = "t.tsv", target = "label", missing = "median" } }"#,
+            r#"["accuracy"]"#,
+            "data.dataset.csv.missing: unknown value `median`; did you mean `mean`?",
+        ),
+        (
+            r#"{ csv = { path = "t.tsv", target = "lable" } }"#,
+            r#"["accuracy"]"#,
+            "data.dataset.csv.target: no column `lable` in t.tsv; did you mean `label`?",
+        ),
+        (
+            r#"{ csv = { path = "t.tsv", target = "label" } }"#,
+            r#"["acuracy"]"#,
+            "train.metrics: unknown metric `acuracy`; did you mean `accuracy`?",
+        ),
+    ] {
+        let exp = write(&dir, "bad.toml", &experiment(source, metrics));
+        let e = expect_error(graft(&[
+            "train",
+            &exp,
+            "--out",
+            dir.join("bad").to_str().unwrap(),
+            "--quiet",
+        ]));
+        assert!(e.contains("bad.toml: ") && e.contains(expected), "{e}");
+    }
+    // A run directory is what --model takes.
+    let e = expect_error(predict(&write(&dir, "x.toml", "x"), "a.csv", "p.jsonl"));
+    assert!(e.contains("--model") && e.contains("run directory"), "{e}");
+    let e = expect_error(graft(&["eval", "--model", dir.to_str().unwrap()]));
+    assert!(e.contains("not a graft run directory"), "{e}");
 }

@@ -136,6 +136,11 @@ pub fn read_csv(spec: &CsvSpec) -> Result<Table> {
     let path = spec.path.as_path();
     let delimiter = delimiter_byte(spec.delimiter)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return Err(
+            Error::new("this is a gzip-compressed file; decompress it (gunzip) and give the .csv").in_file(path),
+        );
+    }
     let text = decode(&bytes);
     let body = skip_lines(&text, spec.skip_rows);
     let delimiter = if spec.columns.is_none() && delimiter == b',' {

@@ -32,6 +32,18 @@ pub struct Predictor {
 
 impl Predictor {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() || !dir.join("model.toml").is_file() {
+            let what = if dir.is_dir() {
+                "is not a graft run directory (it has no model.toml)"
+            } else if dir.exists() {
+                "is a file, not a run directory"
+            } else {
+                "does not exist"
+            };
+            return Err(
+                Error::new(format!("--model {what}; give the directory `graft train --out` wrote")).in_file(dir),
+            );
+        }
         let graph = load_model(dir, device)?;
         let path = dir.join("preprocess.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;

@@ -1,5 +1,7 @@
 //! The `graft` command line: thin clap commands over the library.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -380,7 +382,7 @@ fn run(cli: Cli) -> Result<()> {
                     "`graft bench` runs as the engine of `bash bench/run.sh`; pass --serve",
                 ));
             }
-            graft::bench::serve(std::io::stdin().lock(), std::io::stdout().lock(), minilm)?;
+            bench::serve(std::io::stdin().lock(), std::io::stdout().lock(), minilm)?;
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

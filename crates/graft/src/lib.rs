@@ -3,9 +3,6 @@
 //! The folders follow the pipeline: `spec` (what a model and an experiment are) → `layers` and `model` (building
 //! and running it) → `data` → `train` → `infer` → `report`.
 
-pub mod bench;
-pub mod data;
-pub mod error;
 #[cfg(test)]
 mod gradcheck;
 pub mod infer;
@@ -15,9 +12,8 @@ pub mod model;
 mod parity;
 pub mod report;
 pub mod spec;
-#[cfg(test)]
-mod test_util;
 pub mod train;
 pub mod transfer;
 
-pub use error::{Error, Result};
+pub use graft_data::error;
+pub use graft_data::{self as data, Error, Result};

@@ -61,7 +61,7 @@ impl RejectSpec {
             return Err(Error::new(format!(
                 "unknown score \"{}\"{}; expected one of {}",
                 self.score,
-                crate::spec::suggest::hint(&self.score, SCORES),
+                graft_data::suggest::hint(&self.score, SCORES),
                 SCORES.join(", ")
             ))
             .at("train.reject.score"));

@@ -28,8 +28,8 @@ pub enum Activation {
 
 /// GELU in its exact (erf) form: the fused operation on the CPU backend (f32), burn's elsewhere.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if super::fused::applies(&x) {
-        super::fused::gelu(x)
+    if graft_kernels::applies(&x) {
+        graft_kernels::gelu(x)
     } else {
         act::gelu(x)
     }
@@ -37,8 +37,8 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Softmax over the last axis: the fused operation on the CPU backend (f32), burn's elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if super::fused::applies(&x) {
-        super::fused::softmax(x)
+    if graft_kernels::applies(&x) {
+        graft_kernels::softmax(x)
     } else {
         act::softmax(x, D - 1)
     }

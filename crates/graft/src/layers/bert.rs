@@ -18,7 +18,7 @@ use super::conv::expect_rank;
 use super::{Shape, shape_err};
 use crate::error::{Error, Result};
 use crate::model::value::{Data, Value};
-use crate::transfer::bert::{BertConfig, BertModel, Pooling, PoolingMode, sentence_pipeline};
+use crate::transfer::bert::{BertConfig, BertModel, PoolTokens, Pooling, PoolingMode, sentence_pipeline};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use super::dense::{glorot, is_zero, yes, zeros};
 use super::init::Initializer;
 use super::{Ctx, Shape, shape_err};
 use crate::error::{Error, Result};
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 /// A size given once for every spatial axis (`3`) or per axis (`[3, 1]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -352,7 +352,7 @@ impl Conv2d {
     /// `[B, C, H, W]` → `[B, filters, H', W']`.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
         let device = x.device();
-        if self.options.groups == 1 && super::fused::applies(&x) {
+        if self.options.groups == 1 && graft_kernels::applies(&x) {
             let filters = self.weight.dims()[0];
             let b = self
                 .bias
@@ -360,7 +360,7 @@ impl Conv2d {
                 .map_or_else(|| Tensor::<1>::zeros([filters], &device), |b| b.val());
             // A ReLU runs inside the fused operation, on each image while it is in cache.
             let relu = self.activation == Activation::Relu;
-            let y = super::fused::conv2d(x, self.weight.val(), b, self.options.clone(), relu);
+            let y = graft_kernels::conv2d(x, self.weight.val(), b, self.options.clone(), relu);
             return if relu { y } else { ctx.activate(self.activation, y) };
         }
         let y = burn::tensor::module::conv2d(

@@ -9,7 +9,6 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
-pub mod fused;
 pub mod init;
 pub mod merge;
 pub mod norm;

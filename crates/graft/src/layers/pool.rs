@@ -201,8 +201,8 @@ impl Pool {
                 stride,
                 padding,
                 ..
-            } if kernel == stride && *padding == [(0, 0); 2] && super::fused::applies(&x) => {
-                super::fused::max_pool2d(x, *kernel)
+            } if kernel == stride && *padding == [(0, 0); 2] && graft_kernels::applies(&x) => {
+                graft_kernels::max_pool2d(x, *kernel)
             }
             Pool::TwoD {
                 kind: PoolKind::Max2d,

@@ -326,7 +326,7 @@ impl Recurrent {
     ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
         let [b, t, _] = x.dims();
         let device = x.device();
-        if !matches!(self.cell, Cell::Lstm | Cell::Gru) || t == 0 || !super::fused::applies(&x) {
+        if !matches!(self.cell, Cell::Lstm | Cell::Gru) || t == 0 || !graft_kernels::applies(&x) {
             return None;
         }
         let h = self.units;
@@ -353,7 +353,7 @@ impl Recurrent {
         if self.cell == Cell::Lstm {
             let xp = project(b_hh);
             let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
-            let states = super::fused::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
+            let states = graft_kernels::lstm_states(xp, w_hh.val(), h0, c0, keep_all, reverse);
             let seq = masked(states.clone().narrow(2, 0, h));
             let final_states = states.narrow(1, last, 1).squeeze_dim::<2>(1);
             return Some((
@@ -372,7 +372,7 @@ impl Recurrent {
             }
             None => (project(None), Tensor::<1>::zeros([h], &device)),
         };
-        let states = super::fused::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
+        let states = graft_kernels::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
         let final_h = states.clone().narrow(1, last, 1).squeeze_dim::<2>(1);
         Some((masked(states), vec![final_h]))
     }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer, LayerSpec, Shape};
 use crate::model::value::{Data, Value};
 use crate::spec::model::{ModelSpec, NodeOp};
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 /// Where a node's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]

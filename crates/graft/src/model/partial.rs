@@ -12,7 +12,7 @@ use crate::model::Graph;
 use crate::model::graph::Source;
 use crate::model::value::{Data, Value};
 use crate::spec::model::{InputSpec, ModelSpec};
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 impl Graph {
     /// The index of the node called `name`.

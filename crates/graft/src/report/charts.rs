@@ -10,7 +10,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{commit_temp, fmt_number, temp_sibling};
+use super::fmt_number;
+use graft_data::fsio::{commit_temp, temp_sibling};
 use crate::error::{Error, Result};
 
 pub(super) const LINE_CHART_SIZE: (u32, u32) = (800, 500);

@@ -7,13 +7,12 @@ mod regression;
 pub use regression::RegressionPoints;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+pub use graft_data::fsio::{copy_atomic, write_atomic};
 
 /// The files a report consists of, so callers can print or link them.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,50 +166,6 @@ fn roc_points(inside: &[f64], outside: &[f64]) -> Vec<(f64, f64)> {
         .chain(outside.iter().map(|&s| (s, true)))
         .filter(|(s, _)| !s.is_nan());
     crate::train::curves::Ranking::new(scored).roc_points()
-}
-
-/// Replaces `path` with `bytes` so that readers see either the old file or the whole new one, never
-/// a half-written page (a report may be regenerated while someone has it open).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path)?;
-    let written = write_synced(&tmp, bytes).map_err(|e| Error::io(path, e));
-    commit_temp(&tmp, path, written)
-}
-
-/// Copies `from` over `to` with the same guarantee as [`write_atomic`]: readers see the old file or the whole copy.
-pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let tmp = temp_sibling(to)?;
-    let copied = fs::copy(from, &tmp)
-        .and_then(|_| fs::File::open(&tmp)?.sync_all())
-        .map_err(|e| Error::io(from, e));
-    commit_temp(&tmp, to, copied)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// A temporary name in the target's own directory: `rename` is only atomic within one file system.
-/// The target's name stays at the end so that extension-sniffing writers (the PNG encoder) still work.
-fn temp_sibling(path: &Path) -> Result<PathBuf> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::new("cannot write to a path without a file name").in_file(path))?;
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Ok(path.with_file_name(format!(".tmp-{}-{n}-{}", std::process::id(), name.to_string_lossy())))
-}
-
-/// Moves a fully written temporary file over `path`, or removes it when writing failed, so that no
-/// stray temporaries are left behind either way.
-fn commit_temp(tmp: &Path, path: &Path, written: Result<()>) -> Result<()> {
-    let result = written.and_then(|()| fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = fs::remove_file(tmp);
-    }
-    result
 }
 
 fn ensure_dir(dir: &Path) -> Result<()> {
@@ -700,28 +655,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A fresh directory per test, so parallel tests and repeated runs never see each other's files.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!("graft-report-{name}-{}-{nanos}-{n}", std::process::id()));
-            fs::create_dir_all(&path).expect("create temp dir");
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use graft_data::test_util::TempDir;
 
     fn obj(value: Value) -> Map<String, Value> {
         match value {
@@ -1020,24 +954,6 @@ mod tests {
         let err = write_report(&missing, "run", &three_epochs(), &Map::new(), &[], &[]).expect_err("must fail");
         assert_eq!(err.file.as_deref(), Some(missing.as_path()));
         assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn write_atomic_replaces_the_file_and_cleans_up() {
-        let dir = TempDir::new("atomic");
-        let path = dir.0.join("x.txt");
-        write_atomic(&path, b"first").expect("first write");
-        write_atomic(&path, b"second").expect("second write");
-        assert_eq!(fs::read(&path).expect("read"), b"second");
-        assert_eq!(file_names(&dir.0), ["x.txt"]);
-    }
-
-    #[test]
-    fn write_atomic_into_a_missing_directory_names_the_target() {
-        let dir = TempDir::new("atomic-missing");
-        let path = dir.0.join("nope/x.txt");
-        let err = write_atomic(&path, b"x").expect_err("must fail");
-        assert_eq!(err.file.as_deref(), Some(path.as_path()));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use super::model::ModelSpec;
-use super::suggest::hint;
+use graft_data::suggest::hint;
 use crate::error::{Error, Result};
 use crate::train::loss::LossSpec;
 use crate::train::metrics::check_metric_names;
@@ -374,7 +374,7 @@ impl ExperimentSpec {
 }
 
 fn section_de<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> Result<T> {
-    super::de::parse(value, name)
+    graft_data::de::parse(value, name)
 }
 
 /// toml's message without its multi-line source excerpt: "TOML parse error at line 3, column 9: ...".

@@ -1,9 +1,7 @@
 //! Specs: plain data describing models and experiments, read from TOML and written back.
 
-pub mod de;
 pub mod experiment;
 pub mod model;
-pub mod suggest;
 
 pub use experiment::ExperimentSpec;
 pub use model::ModelSpec;

@@ -3,7 +3,7 @@
 
 use toml::Value;
 
-use super::suggest::hint;
+use graft_data::suggest::hint;
 use crate::error::{Error, Result};
 use crate::layers::{LAYER_KINDS, LayerSpec, Shape};
 
@@ -354,7 +354,7 @@ pub fn parse_layer(kind: &str, options: &Value, at: &str) -> Result<LayerSpec> {
     t.insert(kind.into(), options.clone());
     // The kind is the first key of the path the errors name.
     let parent = at.strip_suffix(&format!(".{kind}")).unwrap_or(at);
-    super::de::parse(&Value::Table(t), parent)
+    graft_data::de::parse(&Value::Table(t), parent)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{RegressionPoints, write_atomic, write_report_with};
 use crate::spec::experiment::{Calibration, CheckpointSpec, ClassWeights, DataSpec, DatasetSpec, ExperimentSpec};
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 /// The three parts of the data, and the preprocessing fitted on the training part.
 pub struct Splits {
@@ -876,7 +876,7 @@ fn evaluate_test(
 
 /// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
 /// [`ModelSpec::with_pretrained_sizes`](crate::spec::model::ModelSpec::with_pretrained_sizes)).
-pub(crate) fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
+pub fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
     use crate::layers::{Layer, LayerSpec};
     for node in model.nodes.iter_mut() {
         let LayerSpec::Bert(cfg) = &node.spec else { continue };
@@ -1160,4 +1160,50 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
     write_atomic(&opts.out.join("cv.json"), text.as_bytes())?;
     Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::ExperimentSpec;
+    use graft_data::test_util::TempDir;
+
+    /// The error `prepare_data` gives for an experiment whose `[data]` holds `data` (`{csv}`: a CSV of people).
+    fn data_error(data: &str) -> String {
+        let dir = TempDir::new("prepare");
+        let csv = dir.write(
+            "people.csv",
+            "age,city,income\n20,Paris,low\n30,Oslo,high\n40,Paris,low\n50,Rome,high\n60,Oslo,low\n",
+        );
+        let data = data.replace("{csv}", &csv.display().to_string());
+        let toml = format!(
+            "[data]\n{data}\n[model]\nlayers = [{{ dense = {{ units = 2 }} }}]\n[train]\nepochs = 1\n\
+             loss = \"sparse_categorical_crossentropy\"\n"
+        );
+        let exp = ExperimentSpec::from_toml_str(&toml).unwrap();
+        crate::train::experiment::prepare_data(&exp, 0)
+            .err()
+            .expect("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn a_column_missing_from_the_csv_is_named_at_its_key_with_the_closest_column() {
+        assert_eq!(
+            data_error("dataset = { csv = { path = \"{csv}\", target = \"incme\" } }"),
+            "data.dataset.csv.target: no column `incme` in people.csv; did you mean `income`?; the columns are: age, \
+             city, income"
+        );
+        assert_eq!(
+            data_error("dataset = { csv = { path = \"{csv}\", target = \"income\", ignore = [\"cty\"] } }"),
+            "data.dataset.csv.ignore: no column `cty` in people.csv; did you mean `city`?; the columns are: age, city, \
+             income"
+        );
+        assert_eq!(
+            data_error(
+                "dataset = { csv = { path = \"{csv}\", target = \"income\" } }\n\
+                 validation = { csv = { path = \"{csv}\", target = \"salary\" } }"
+            ),
+            "data.validation.csv.target: no column `salary` in people.csv; the columns are: age, city, income"
+        );
+    }
 }

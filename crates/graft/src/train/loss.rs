@@ -144,7 +144,7 @@ impl<'de> Deserialize<'de> for LossInput {
                     other => {
                         return Err(A::Error::custom(format!(
                             "unknown loss `{other}`{}; losses with options: {}",
-                            crate::spec::suggest::hint(other, LOSS_NAMES),
+                            graft_data::suggest::hint(other, LOSS_NAMES),
                             LOSS_TABLES.join(", ")
                         )));
                     }
@@ -188,7 +188,7 @@ impl TryFrom<LossInput> for LossSpec {
                 other => {
                     return Err(format!(
                         "unknown loss `{other}`{}; valid losses: {}",
-                        crate::spec::suggest::hint(other, LOSS_NAMES),
+                        graft_data::suggest::hint(other, LOSS_NAMES),
                         LOSS_NAMES.join(", ")
                     ));
                 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::curves::Ranking;
 use crate::error::{Error, Result};
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 /// The single-number metrics of a classifier (the numeric keys of [`ClassificationMetrics::to_json`]).
 pub const CLASSIFICATION_METRICS: [&str; 14] = [

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::fused::{self, adam::AdamStep};
+use graft_kernels::{self as fused, adam::AdamStep};
 
 /// `optimizer = { adam = { lr = 1e-3 } }`; every field defaults to `torch.optim`'s default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +267,7 @@ fn with_clipping(optim: ModuleOptimizer, clipping: Option<GradientClippingConfig
 
 /// `torch.optim.Adam` and `AdamW` (without AMSGrad, which burn's own serve): m ← β1m + (1-β1)g,
 /// v ← β2v + (1-β2)g², θ ← (1 - lr·λ_decoupled)θ - lr·m̂/(√v̂ + ε), with g = ∇ + λ_l2·θ. On the CPU backend one
-/// fused pass over parameter, gradient and moments (`layers::fused::adam`); elsewhere the same formula in tensor ops.
+/// fused pass over parameter, gradient and moments (`graft_kernels::adam`); elsewhere the same formula in tensor ops.
 /// The state is burn's `AdamState`, so checkpoints keep their format.
 #[derive(Clone)]
 struct Adam {

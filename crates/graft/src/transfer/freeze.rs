@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::Graph;
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 /// Whether `name` matches the glob `pattern`.
 pub fn glob_match(pattern: &str, name: &str) -> bool {

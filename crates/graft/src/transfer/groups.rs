@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::freeze::glob_match;
 use crate::error::{Error, Result};
 use crate::model::Graph;
-use crate::spec::suggest::hint;
+use graft_data::suggest::hint;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -163,7 +163,7 @@ mod tests {
     use crate::layers::dense::DenseConfig;
     use crate::model::io::{named_tensors, save_safetensors};
     use crate::spec::model::ModelSpec;
-    use crate::test_util::TempDir;
+    use graft_data::test_util::TempDir;
 
     fn mlp(hidden: &str, head: usize) -> ModelSpec {
         ModelSpec::sequential(vec![4])

@@ -62,44 +62,6 @@ pub fn backward(n: usize, dy: &[f32], x: &[f32], w: &[f32], out_f: usize) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Param;
-    use burn::prelude::*;
-    use burn::tensor::Distribution;
-
-    /// The fused op inside autodiff gives the composed `x·Wᵀ + b`'s output and gradients, for a sequence input.
-    #[test]
-    fn fused_dense_matches_the_composed_linear_with_gradients() {
-        let device = Device::default().autodiff();
-        let x = Tensor::<3>::random([3, 4, 5], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
-        let w = Param::from_tensor(Tensor::<2>::random([6, 5], Distribution::Uniform(-1.0, 1.0), &device));
-        let b = Param::from_tensor(Tensor::<1>::random([6], Distribution::Uniform(-1.0, 1.0), &device));
-        let weights = Tensor::<3>::random([3, 4, 6], Distribution::Uniform(-1.0, 1.0), &device);
-        let fused = crate::layers::dense::linear(x.clone(), &w, Some(&b));
-        let composed = burn::tensor::module::linear(x.clone(), w.val().transpose(), Some(b.val()));
-        let values = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
-        let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-            assert_eq!(a.len(), b.len());
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{what}: {p} vs {q}");
-            }
-        };
-        close(values(fused.clone()), values(composed.clone()), "output");
-        let g_f = (fused * weights.clone()).sum().backward();
-        let g_c = (composed * weights).sum().backward();
-        close(values(x.grad(&g_f).unwrap()), values(x.grad(&g_c).unwrap()), "d x");
-        let flat2 = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
-        close(
-            flat2(w.val().grad(&g_f).unwrap()),
-            flat2(w.val().grad(&g_c).unwrap()),
-            "d w",
-        );
-        let flat1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-        close(
-            flat1(b.val().grad(&g_f).unwrap()),
-            flat1(b.val().grad(&g_c).unwrap()),
-            "d b",
-        );
-    }
 
     #[test]
     fn forward_and_backward_match_the_definitions() {

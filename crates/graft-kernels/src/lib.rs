@@ -84,7 +84,7 @@ pub struct Dims {
 /// element was a fifth of the step). Cody–Waite reduction: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts so
 /// that n·ln2 is exact), e^r by its degree-6 Taylor polynomial, 2^n built in the exponent bits.
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits
     const LN2_HI: f32 = 0.693_145_751_953_125;
     const LN2_LO: f32 = 1.428_606_765_330_187e-6;
@@ -100,7 +100,7 @@ pub(super) fn exp(x: f32) -> f32 {
 /// Sums in sixteen independent lanes: one running total would chain every addition on the last (strict IEEE order
 /// keeps the compiler from splitting it), which cost more than the softmax's exponentials.
 #[inline(always)]
-pub(super) fn lane_sum(a: &[f32]) -> f32 {
+pub(crate) fn lane_sum(a: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let chunks = a.chunks_exact(16);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -113,7 +113,7 @@ pub(super) fn lane_sum(a: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
@@ -126,18 +126,18 @@ pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-pub(super) fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
 #[inline(always)]
-pub(super) fn tanh(x: f32) -> f32 {
+pub(crate) fn tanh(x: f32) -> f32 {
     2.0 / (1.0 + exp(-2.0 * x)) - 1.0
 }
 
 /// [`matmul`], on all threads when the product is large enough to gain from them (burn-flex's own threshold).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn matmul_parallel(
+pub(crate) fn matmul_parallel(
     dims: (usize, usize, usize),
     dst: &mut [f32],
     dst_strides: (isize, isize),
@@ -168,7 +168,7 @@ pub(super) fn matmul_parallel(
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each matrix given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn matmul(
+pub(crate) fn matmul(
     dims: (usize, usize, usize),
     dst: &mut [f32],
     dst_strides: (isize, isize),
@@ -234,7 +234,7 @@ fn gemm_with(
 
 /// `w` `[rows, cols]` row-major → `wᵀ` `[cols, rows]` row-major. The recurrent matmul reads `W_hhᵀ`; given
 /// column-contiguous, gemm uses it in place, where the strided view made it repack the whole weight every step.
-pub(super) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0f32; w.len()];
     for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
         for (c, &v) in row.iter().enumerate() {
@@ -244,7 +244,7 @@ pub(super) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-pub(super) fn time_of(steps: usize, step: usize, reverse: bool) -> usize {
+pub(crate) fn time_of(steps: usize, step: usize, reverse: bool) -> usize {
     if reverse { steps - 1 - step } else { step }
 }
 
@@ -260,7 +260,7 @@ fn batch_ranges(batch: usize) -> Vec<std::ops::Range<usize>> {
 
 /// Runs `work` on every batch range in parallel. Each output buffer is batch-major with `row_len[i]` values per
 /// batch row; `work` gets the range and its rows of every output to fill in place, and returns a per-range value.
-pub(super) fn per_batch_range<R: Send, const N: usize>(
+pub(crate) fn per_batch_range<R: Send, const N: usize>(
     batch: usize,
     mut outputs: [&mut [f32]; N],
     row_len: [usize; N],

@@ -377,7 +377,7 @@ impl<'de> Deserialize<'de> for SourceSpec {
                     Some(k) => format!("a {k} source is a table: {{ {k} = {{ path = \"...\", ... }} }}"),
                     None => format!(
                         "unknown built-in data set \"{v}\"{}; built-in: {}; or a table such as {{ csv = {{ path = \"...\" }} }}",
-                        crate::spec::suggest::hint(v, BUILTIN_DATASETS),
+                        crate::suggest::hint(v, BUILTIN_DATASETS),
                         BUILTIN_DATASETS.join(", ")
                     ),
                 }))
@@ -389,7 +389,7 @@ impl<'de> Deserialize<'de> for SourceSpec {
                         SOURCE_KINDS.join(", ")
                     )));
                 };
-                if let Some(message) = crate::spec::de::unknown_kind("data source", &kind, &SOURCE_KINDS) {
+                if let Some(message) = crate::de::unknown_kind("data source", &kind, &SOURCE_KINDS) {
                     return Err(de::Error::custom(message));
                 }
                 let spec = match kind.as_str() {
@@ -469,7 +469,7 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
         SourceSpec::Builtin(name) => {
             return Err(Error::new(format!(
                 "unknown built-in dataset \"{name}\"{}; built-in: {}",
-                crate::spec::suggest::hint(name, BUILTIN_DATASETS),
+                crate::suggest::hint(name, BUILTIN_DATASETS),
                 BUILTIN_DATASETS.join(", ")
             )));
         }
@@ -520,7 +520,7 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
             };
             spec.tokenizer.pretrained = spec.tokenizer.pretrained.as_deref().map(resolve);
             if spec.label_separator.is_some() {
-                let (texts, sets, classes) = crate::data::text::read_label_sets(&spec)?;
+                let (texts, sets, classes) = crate::text::read_label_sets(&spec)?;
                 Raw::Texts {
                     texts,
                     labels: vec![],
@@ -554,7 +554,7 @@ fn check_columns(spec: &CsvSpec, header: &[String]) -> Result<()> {
             let file = spec.path.file_name().unwrap_or(spec.path.as_os_str()).to_string_lossy();
             return Err(Error::new(format!(
                 "no column `{column}` in {file}{}; the columns are: {}",
-                crate::spec::suggest::hint(column, header.iter().map(String::as_str)),
+                crate::suggest::hint(column, header.iter().map(String::as_str)),
                 header.join(", ")
             ))
             .at(key));
@@ -630,7 +630,7 @@ impl Preprocessor {
             let k = table.header.iter().position(|h| h == name).ok_or_else(|| {
                 Error::new(format!(
                     "no column `{name}`{}; the columns are: {}",
-                    crate::spec::suggest::hint(name, table.header.iter().map(String::as_str)),
+                    crate::suggest::hint(name, table.header.iter().map(String::as_str)),
                     table.header.join(", ")
                 ))
                 .in_file(path)
@@ -695,50 +695,4 @@ fn read_text_inputs(path: &Path, trained: Option<&str>) -> Result<Vec<String>> {
 fn read_lines(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(String::from_utf8_lossy(&text).lines().map(str::to_string).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::spec::ExperimentSpec;
-    use crate::test_util::TempDir;
-
-    /// The error `prepare_data` gives for an experiment whose `[data]` holds `data` (`{csv}`: a CSV of people).
-    fn data_error(data: &str) -> String {
-        let dir = TempDir::new("prepare");
-        let csv = dir.write(
-            "people.csv",
-            "age,city,income\n20,Paris,low\n30,Oslo,high\n40,Paris,low\n50,Rome,high\n60,Oslo,low\n",
-        );
-        let data = data.replace("{csv}", &csv.display().to_string());
-        let toml = format!(
-            "[data]\n{data}\n[model]\nlayers = [{{ dense = {{ units = 2 }} }}]\n[train]\nepochs = 1\n\
-             loss = \"sparse_categorical_crossentropy\"\n"
-        );
-        let exp = ExperimentSpec::from_toml_str(&toml).unwrap();
-        crate::train::experiment::prepare_data(&exp, 0)
-            .err()
-            .expect("an error")
-            .to_string()
-    }
-
-    #[test]
-    fn a_column_missing_from_the_csv_is_named_at_its_key_with_the_closest_column() {
-        assert_eq!(
-            data_error("dataset = { csv = { path = \"{csv}\", target = \"incme\" } }"),
-            "data.dataset.csv.target: no column `incme` in people.csv; did you mean `income`?; the columns are: age, \
-             city, income"
-        );
-        assert_eq!(
-            data_error("dataset = { csv = { path = \"{csv}\", target = \"income\", ignore = [\"cty\"] } }"),
-            "data.dataset.csv.ignore: no column `cty` in people.csv; did you mean `city`?; the columns are: age, city, \
-             income"
-        );
-        assert_eq!(
-            data_error(
-                "dataset = { csv = { path = \"{csv}\", target = \"income\" } }\n\
-                 validation = { csv = { path = \"{csv}\", target = \"salary\" } }"
-            ),
-            "data.validation.csv.target: no column `salary` in people.csv; the columns are: age, city, income"
-        );
-    }
 }

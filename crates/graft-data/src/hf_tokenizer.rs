@@ -38,7 +38,7 @@ fn tokenizer_file(path: &Path) -> Result<PathBuf> {
             Error::new("no such file or directory; expected a tokenizer.json or the folder holding one").in_file(path),
         );
     }
-    let (transformer, _) = crate::transfer::bert::sentence_pipeline(path)?;
+    let (transformer, _) = crate::sentence_pipeline::sentence_pipeline(path)?;
     let file = transformer.join("tokenizer.json");
     if file.is_file() {
         Ok(file)
@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../graft/tests/fixtures/tiny-bert")
     }
 
     #[test]

@@ -133,7 +133,7 @@ mod tests {
     fn fused_max_pool_matches_the_composed_one() {
         let device = Device::default().autodiff();
         let x = Tensor::<4>::random([2, 3, 7, 6], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
-        let fused = super::super::max_pool2d(x.clone(), [2, 3]);
+        let fused = crate::max_pool2d(x.clone(), [2, 3]);
         let composed = max_pool2d(x.clone(), MaxPoolOptions::new([2, 3]).with_stride([2, 3]));
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(fused.dims(), composed.dims());

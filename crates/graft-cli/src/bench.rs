@@ -18,13 +18,13 @@ use burn::tensor::Distribution;
 use rand::Rng;
 use serde_json::{Value as Json, json};
 
-use crate::data::{Array, Dataset, Targets};
-use crate::error::{Error, Result};
-use crate::model::Graph;
-use crate::model::value::{Data, input_data};
-use crate::spec::experiment::{ExperimentSpec, TrainSpec};
-use crate::train::callbacks::Callback;
-use crate::train::task::TaskHead;
+use graft::data::{Array, Dataset, Targets};
+use graft::error::{Error, Result};
+use graft::model::Graph;
+use graft::model::value::{Data, input_data};
+use graft::spec::experiment::{ExperimentSpec, TrainSpec};
+use graft::train::callbacks::Callback;
+use graft::train::task::TaskHead;
 
 /// One workload's model and data, built on first request.
 enum Workload {
@@ -153,7 +153,7 @@ impl Callback for BatchClock {
 }
 
 fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
-    crate::data::rng::seeded_rng(b"benchmrk", seed, 0)
+    graft::data::rng::seeded_rng(b"benchmrk", seed, 0)
 }
 
 impl Workload {
@@ -169,9 +169,9 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = crate::train::experiment::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
+            let graph = graft::train::experiment::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
             let patterns: Vec<String> = freeze.iter().map(|p| p.to_string()).collect();
-            let (graph, _) = crate::transfer::freeze::freeze(graph, &patterns)?;
+            let (graph, _) = graft::transfer::freeze::freeze(graph, &patterns)?;
             let width = *graph.output_shapes()[0].last().unwrap_or(&1);
             let head = TaskHead::new(&exp.train.loss, width, (0..width).map(|c| c.to_string()).collect())?;
             Ok::<Workload, Error>(Workload::Train {
@@ -189,7 +189,7 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = crate::train::experiment::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
+            let graph = graft::train::experiment::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
             Ok::<Workload, Error>(Workload::Infer {
                 softmax,
                 batch: input.len(),
@@ -268,7 +268,7 @@ impl Workload {
                 let ends = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
                 let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(BatchClock(ends.clone()))];
                 let graph = model.take().ok_or_else(|| Error::new("internal: the model was lost"))?;
-                let fitted = crate::train::trainer::fit(
+                let fitted = graft::train::trainer::fit(
                     graph,
                     std::slice::from_ref(head),
                     train,

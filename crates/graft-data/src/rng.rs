@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// A generator determined by `(purpose, seed, stream)`; `stream` separates e.g. epochs.
-pub(crate) fn seeded_rng(purpose: &[u8; 8], seed: u64, stream: u64) -> ChaCha8Rng {
+pub fn seeded_rng(purpose: &[u8; 8], seed: u64, stream: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(purpose);
     key[8..16].copy_from_slice(&seed.to_le_bytes());

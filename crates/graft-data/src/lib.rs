@@ -1,5 +1,6 @@
-//! The data layer: reading datasets into one in-memory form, splitting them and cutting them into
-//! mini-batches, all deterministic given a seed.
+//! graft's data layer, below every tensor: reading datasets into one in-memory form, preprocessing them,
+//! splitting them and cutting them into mini-batches, all deterministic given a seed; and what every level above
+//! shares: the error type, "did you mean" hints, spec deserialization with key paths, atomic file writes.
 //!
 //! - [`Array`]: a dense row-major `f32` array whose first axis is the sample axis.
 //! - [`Dataset`] and [`Targets`]: inputs plus class labels or value targets; [`DataSource`] is the
@@ -9,6 +10,13 @@
 //! - [`WordVectors`]: pretrained word vectors (word2vec binary/text, GloVe) and embedding matrices from them.
 
 pub mod array;
+pub mod de;
+pub mod error;
+pub mod fsio;
+pub mod sentence_pipeline;
+pub mod suggest;
+#[doc(hidden)]
+pub mod test_util;
 pub mod batch;
 pub mod dataset;
 pub mod digits;
@@ -16,7 +24,7 @@ pub mod hf_tokenizer;
 pub mod idx;
 pub mod npy;
 pub mod prepare;
-pub(crate) mod rng;
+pub mod rng;
 pub mod sampling;
 pub mod split;
 pub mod table;
@@ -31,3 +39,5 @@ pub use idx::{IdxSource, read_idx};
 pub use npy::{NpySource, read_npy_f32, read_npy_labels, write_npy_f32};
 pub use split::split_indices;
 pub use wordvec::{WordVecFormat, WordVectors};
+
+pub use error::{Error, Result};

@@ -16,7 +16,7 @@ use super::table::parse_records;
 use crate::error::{Error, Result};
 
 /// The compressed CSV: one image per line, 64 pixel values then the label.
-const DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
+const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
 /// How errors refer to the embedded file.
 const FILE_NAME: &str = "digits.csv.gz (built-in)";
 

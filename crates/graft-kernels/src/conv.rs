@@ -291,7 +291,7 @@ mod tests {
                 let x = if input_grad { x.require_grad() } else { x };
                 let w = Tensor::<4>::random([4, 2, 3, 2], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
                 let b = Tensor::<1>::random([4], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
-                let fused = super::super::conv2d(x.clone(), w.clone(), b.clone(), options.clone(), relu);
+                let fused = crate::conv2d(x.clone(), w.clone(), b.clone(), options.clone(), relu);
                 let composed = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
                 let composed = if relu {
                     burn::tensor::activation::relu(composed)

@@ -20,11 +20,11 @@ use serde_json::{Value as Json, json};
 
 use graft::data::{Array, Dataset, Targets};
 use graft::error::{Error, Result};
+use graft::experiment::spec::{ExperimentSpec, TrainSpec};
+use graft::layers::value::{Data, input_data};
 use graft::model::Graph;
-use graft::model::value::{Data, input_data};
-use graft::spec::experiment::{ExperimentSpec, TrainSpec};
+use graft::task::head::TaskHead;
 use graft::train::callbacks::Callback;
-use graft::train::task::TaskHead;
 
 /// One workload's model and data, built on first request.
 enum Workload {
@@ -169,9 +169,9 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = graft::train::experiment::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
+            let graph = graft::experiment::run::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
             let patterns: Vec<String> = freeze.iter().map(|p| p.to_string()).collect();
-            let (graph, _) = graft::transfer::freeze::freeze(graph, &patterns)?;
+            let (graph, _) = graft::model::freeze::freeze(graph, &patterns)?;
             let width = *graph.output_shapes()[0].last().unwrap_or(&1);
             let head = TaskHead::new(&exp.train.loss, width, (0..width).map(|c| c.to_string()).collect())?;
             Ok::<Workload, Error>(Workload::Train {
@@ -189,7 +189,7 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = graft::train::experiment::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
+            let graph = graft::experiment::run::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
             Ok::<Workload, Error>(Workload::Infer {
                 softmax,
                 batch: input.len(),
@@ -271,7 +271,7 @@ impl Workload {
                 let fitted = graft::train::trainer::fit(
                     graph,
                     std::slice::from_ref(head),
-                    train,
+                    &train.fit_config(),
                     &data,
                     None,
                     *seed,

@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use graft::data::prepare::Preprocessor;
 use graft::error::{Error, Result};
+use graft::experiment::ExperimentSpec;
+use graft::experiment::run::{RunOptions, prepare_data, preprocess_json, run_experiment};
+use graft::experiment::run_dir::{EvalData, eval_run};
 use graft::model::Graph;
+use graft::model::ModelSpec;
 use graft::model::io::{import_state_dict, load_model, save_model, save_safetensors};
-use graft::spec::ExperimentSpec;
-use graft::spec::ModelSpec;
-use graft::train::experiment::{RunOptions, prepare_data, preprocess_json, run_experiment};
-use graft::train::loss::LossSpec;
-use graft::train::run_dir::{EvalData, eval_run};
-use graft::train::task::TaskHead;
+use graft::task::head::TaskHead;
+use graft::task::loss::LossSpec;
 use serde_json::Value as Json;
 
 #[derive(Parser)]
@@ -273,7 +273,7 @@ fn run(cli: Cli) -> Result<()> {
                 overwrite,
                 test_rows: None,
             };
-            let report = graft::train::experiment::cross_validate(&exp, &opts, folds)
+            let report = graft::experiment::run::cross_validate(&exp, &opts, folds)
                 .map_err(|e| about_experiment(e, &experiment))?;
             for key in [
                 "accuracy",
@@ -363,7 +363,8 @@ fn run(cli: Cli) -> Result<()> {
             layer,
             batch_size,
         } => {
-            let (n, dim) = graft::transfer::embed_file(&model, &input, &output, layer.as_deref(), batch_size, &dev)?;
+            let (n, dim) =
+                graft::experiment::embed::embed_file(&model, &input, &output, layer.as_deref(), batch_size, &dev)?;
             eprintln!("wrote {n} embeddings of dimension {dim} to {}", output.display());
         }
         Command::Ood {
@@ -373,7 +374,7 @@ fn run(cli: Cli) -> Result<()> {
             report,
             seed,
         } => {
-            let report = graft::infer::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), seed, &dev)?;
+            let report = graft::experiment::ood::ood_report(&model, &in_dist, &ood, report.as_deref(), seed, &dev)?;
             print_json(&report)?;
         }
         Command::Bench { serve, minilm } => {

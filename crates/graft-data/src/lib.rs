@@ -10,24 +10,24 @@
 //! - [`WordVectors`]: pretrained word vectors (word2vec binary/text, GloVe) and embedding matrices from them.
 
 pub mod array;
-pub mod de;
-pub mod error;
-pub mod fsio;
-pub mod sentence_pipeline;
-pub mod suggest;
-#[doc(hidden)]
-pub mod test_util;
 pub mod batch;
 pub mod dataset;
+pub mod de;
 pub mod digits;
+pub mod error;
+pub mod fsio;
 pub mod hf_tokenizer;
 pub mod idx;
 pub mod npy;
 pub mod prepare;
 pub mod rng;
 pub mod sampling;
+pub mod sentence_pipeline;
 pub mod split;
+pub mod suggest;
 pub mod table;
+#[doc(hidden)]
+pub mod test_util;
 pub mod text;
 pub mod wordvec;
 

@@ -47,10 +47,10 @@ use burn::prelude::*;
 use burn::tensor::{Bool, DType, FloatDType, TensorData};
 use serde::Deserialize;
 
+use crate::layers::value::{Data, Value};
 use crate::layers::{Ctx, LayerSpec};
 use crate::model::graph::{Graph, Source};
-use crate::model::value::{Data, Value};
-use crate::spec::model::ModelSpec;
+use crate::model::spec::ModelSpec;
 
 /// Finite-difference step.
 const STEP: f64 = 1e-6;

@@ -22,11 +22,11 @@ use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
 use serde::Deserialize;
 
+use crate::layers::value::Data;
 use crate::model::graph::Graph;
 use crate::model::io::{NamedTensor, load_tensors, named_tensors, read_safetensors};
-use crate::model::value::Data;
-use crate::spec::model::ModelSpec;
-use crate::train::loss::{LossSpec, Target};
+use crate::model::spec::ModelSpec;
+use crate::task::loss::{LossSpec, Target};
 use crate::train::optim::OptimizerSpec;
 
 /// The largest error any compared value may have.

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::predict::Predictor;
 use super::uncertainty::entropy;
+use crate::data::fsio::write_atomic;
 use crate::data::{Array, Dataset};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::graph::Source;
-use crate::report::write_atomic;
 
 pub const SCORES: [&str; 5] = [
     "max_softmax",
@@ -354,8 +354,8 @@ pub fn separation(inside: &[f64], outside: &[f64]) -> (Option<f64>, Option<f64>,
         .map(|&s| (s, false))
         .chain(outside.iter().map(|&s| (s, true)))
         .collect();
-    let auroc = crate::train::metrics::roc_auc_f64(&scored);
-    let aupr = crate::train::curves::Ranking::new(scored.iter().copied()).average_precision();
+    let auroc = crate::task::metrics::roc_auc_f64(&scored);
+    let aupr = crate::task::curves::Ranking::new(scored.iter().copied()).average_precision();
     let threshold = quantile(inside, 0.95);
     let kept = outside.iter().filter(|&&s| s <= threshold).count();
     (auroc, aupr, kept as f64 / outside.len().max(1) as f64)
@@ -464,17 +464,24 @@ pub fn fit_rejection(
     ))
 }
 
-/// `graft ood`: how well each score separates the inputs of `inside` (in-distribution) from those of `outside`,
+/// What [`ood_separation`] measured: the summary document and, per score, its values on both sets of inputs.
+pub struct Separation {
+    /// `{"scores": {name: {"auroc", "aupr", "fpr_at_95_tpr"}}, "in_distribution": n, "out_of_distribution": m}`.
+    pub doc: serde_json::Value,
+    /// (score name, scores of the in-distribution inputs, scores of the others).
+    pub scores: Vec<(&'static str, Vec<f64>, Vec<f64>)>,
+}
+
+/// How well each score separates the inputs of `inside` (in-distribution) from those of `outside`,
 /// both in any format `predict` reads, as `{"scores": {"max_softmax": {"auroc", "aupr", "fpr_at_95_tpr"}, ...}}`.
 /// `mahalanobis` needs the feature statistics a model trained with `[train] reject` carries (`ood.json`).
-pub fn ood_report(
+pub fn ood_separation(
     model_dir: &Path,
     inside: &Path,
     outside: &Path,
-    report: Option<&Path>,
     seed: u64,
     device: &burn::prelude::Device,
-) -> Result<serde_json::Value> {
+) -> Result<Separation> {
     let predictor = Predictor::load(model_dir, device)?;
     // The Monte-Carlo dropout passes draw their masks from the device's generator.
     device.seed(seed);
@@ -499,33 +506,15 @@ pub fn ood_report(
             serde_json::json!({"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr}),
         );
     }
-    if let Some(path) = report {
-        let parts: Vec<crate::report::OodScore> = SCORES
-            .iter()
-            .filter_map(|name| {
-                let (x, y) = (sa.get(name)?, sb.get(name)?);
-                let m = &out[*name];
-                let fmt = |k: &str| m[k].as_f64().map_or("—".to_string(), |v| format!("{v:.4}"));
-                Some(crate::report::OodScore {
-                    name,
-                    inside: x,
-                    outside: y,
-                    figures: vec![
-                        ("AUROC", fmt("auroc")),
-                        ("AUPR", fmt("aupr")),
-                        ("FPR at 95% TPR", fmt("fpr_at_95_tpr")),
-                    ],
-                })
-            })
-            .collect();
-        let title = format!("{} vs {}", inside.display(), outside.display());
-        crate::report::write_ood_report(path, &title, &parts)?;
-    }
     let mut doc = serde_json::json!({"scores": out, "in_distribution": a.len(), "out_of_distribution": b.len()});
     if stats.is_none() {
         doc["note"] = serde_json::json!(
             "no mahalanobis score: its class means and covariance are fitted when the model is trained with [train] reject"
         );
     }
-    Ok(doc)
+    let scores = SCORES
+        .iter()
+        .filter_map(|name| Some((*name, sa.get(name)?.clone(), sb.get(name)?.clone())))
+        .collect();
+    Ok(Separation { doc, scores })
 }

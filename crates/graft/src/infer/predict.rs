@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde_json::{Value as Json, json};
 
+use crate::data::fsio::write_atomic;
 use crate::data::prepare::Preprocessor;
 use crate::data::{Array, write_npy_f32};
 use crate::error::{Error, Result};
@@ -11,9 +12,8 @@ use crate::infer::uncertainty::{McSummary, summarize};
 use crate::layers::Ctx;
 use crate::model::Graph;
 use crate::model::io::load_model;
-use crate::report::write_atomic;
-use crate::train::loss::{LossSpec, Task};
-use crate::train::task::TaskHead;
+use crate::task::head::TaskHead;
+use crate::task::loss::{LossSpec, Task};
 use crate::train::trainer::input_data;
 use burn::prelude::*;
 
@@ -112,7 +112,7 @@ impl Predictor {
     /// The model's raw output scores (logits, before any softmax or sigmoid) `[N, K]`.
     pub fn logits(&self, inputs: &Array) -> Result<Array> {
         let mut raw = self.head.clone();
-        raw.task = crate::train::loss::Task::Regression;
+        raw.task = crate::task::loss::Task::Regression;
         Ok(self
             .sample_heads(inputs, std::slice::from_ref(&raw), 1, Ctx::default())?
             .remove(0))
@@ -188,7 +188,7 @@ impl Predictor {
             let outs = self.graph.forward_ctx(vec![x], ctx, true)?;
             for (h, head) in heads.iter().enumerate() {
                 let logits = match outs[head.output].data.clone() {
-                    crate::model::value::Data::D2(t) => t,
+                    crate::layers::value::Data::D2(t) => t,
                     other => other.reshape(&[tiled.len(), usize::MAX])?.d2()?,
                 };
                 let probs = head.probabilities(logits);
@@ -591,7 +591,7 @@ mod tests {
     use crate::layers::LayerSpec;
     use crate::layers::dense::DenseConfig;
     use crate::layers::dropout::DropoutConfig;
-    use crate::spec::model::ModelSpec;
+    use crate::model::spec::ModelSpec;
 
     fn predictor(rate: f64) -> Predictor {
         let device = Device::default();
@@ -600,7 +600,7 @@ mod tests {
             .add(LayerSpec::Dense(DenseConfig::new(16)))
             .add(LayerSpec::Dropout(DropoutConfig { rate }))
             .add(LayerSpec::Dense(DenseConfig::new(3)));
-        let loss = crate::train::loss::LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        let loss = crate::task::loss::LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
         Predictor {
             graph: Graph::build(&spec, &device).unwrap(),
             head: TaskHead::new(&loss, 3, vec!["a".into(), "b".into(), "c".into()]).unwrap(),

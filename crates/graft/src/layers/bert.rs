@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::conv::expect_rank;
 use super::{Shape, shape_err};
 use crate::error::{Error, Result};
-use crate::model::value::{Data, Value};
-use crate::transfer::bert::{BertConfig, BertModel, PoolTokens, Pooling, PoolingMode, sentence_pipeline};
+use crate::layers::bert_encoder::{BertConfig, BertModel, PoolTokens, Pooling, PoolingMode, sentence_pipeline};
+use crate::layers::value::{Data, Value};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,8 +204,8 @@ pub fn forward(model: &BertModel, head: &BertHead, ids: Tensor<2>) -> Result<Val
 mod tests {
     use super::*;
     use crate::model::Graph;
-    use crate::spec::model::ModelSpec;
-    use crate::transfer::SentenceEncoder;
+    use crate::model::spec::ModelSpec;
+    use crate::pretrained::SentenceEncoder;
 
     fn tiny() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
@@ -245,7 +245,7 @@ mod tests {
         let expected = encoder.embed(&texts, 8).unwrap();
         let completed = spec(None, 12);
         // The sentence-transformers pooling and normalization of the directory are filled in.
-        let crate::spec::model::NodeOp::Layer(crate::layers::LayerSpec::Bert(c)) = &completed.nodes[0].op else {
+        let crate::model::spec::NodeOp::Layer(crate::layers::LayerSpec::Bert(c)) = &completed.nodes[0].op else {
             panic!("not a bert layer")
         };
         assert_eq!(

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod attention;
 pub mod bert;
+pub mod bert_encoder;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
@@ -15,13 +16,14 @@ pub mod norm;
 pub mod pool;
 pub mod recurrent;
 pub mod reshape;
+pub mod value;
 
 use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::value::{Data, Value};
+use crate::layers::value::{Data, Value};
 use activation::{Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
 use attention::{MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig};
 use conv::{Conv1d, Conv2d, ConvConfig};
@@ -502,7 +504,7 @@ pub enum Layer {
     Attention(MultiHeadAttention),
     Transformer(TransformerEncoder),
     /// A BERT encoder and the pooling after it.
-    Bert(crate::transfer::BertModel, bert::BertHead),
+    Bert(crate::layers::bert_encoder::BertModel, bert::BertHead),
     TimeDistributed(Box<Layer>),
     Pool(Pool),
     GlobalPool(GlobalPool),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Shape, shape_err};
 use crate::error::Result;
-use crate::model::value::Data;
+use crate::layers::value::Data;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,9 +23,9 @@ use super::pool::{AvgPoolConfig, PoolConfig};
 use super::recurrent::{MergeMode, RecurrentConfig};
 use super::reshape::{PermuteConfig, ReshapeConfig};
 use super::{BidirectionalConfig, Ctx, LAYER_KINDS, Layer, LayerSpec, TimeDistributedConfig};
+use crate::layers::value::{Data, Value};
 use crate::model::graph::Graph;
-use crate::model::value::{Data, Value};
-use crate::spec::model::ModelSpec;
+use crate::model::spec::ModelSpec;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -2713,7 +2713,7 @@ fn every_layer_kind_builds_runs_and_round_trips_through_toml() {
         .iter()
         .flat_map(|(s, _)| s.nodes.iter())
         .filter_map(|n| match &n.op {
-            crate::spec::model::NodeOp::Layer(l) => Some(l.kind()),
+            crate::model::spec::NodeOp::Layer(l) => Some(l.kind()),
             _ => None,
         })
         .collect();

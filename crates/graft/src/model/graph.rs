@@ -5,9 +5,9 @@ use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::layers::value::{Data, Value};
 use crate::layers::{Ctx, Layer, LayerSpec, Shape};
-use crate::model::value::{Data, Value};
-use crate::spec::model::{ModelSpec, NodeOp};
+use crate::model::spec::{ModelSpec, NodeOp};
 use graft_data::suggest::hint;
 
 /// Where a node's input comes from.

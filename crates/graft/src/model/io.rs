@@ -9,10 +9,10 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::data::fsio::write_atomic;
 use crate::error::{Error, Result};
 use crate::model::Graph;
-use crate::report::write_atomic;
-use crate::spec::model::ModelSpec;
+use crate::model::spec::ModelSpec;
 
 /// One named parameter (or buffer) as plain data.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,15 @@
-//! Models: the graph built from a spec, the values flowing through it, its summary and its files.
+//! Models: the spec, the graph built from it, its summary and files, and the walks over its parameters (freezing,
+//! restoring from another model, layer groups).
 
+pub mod freeze;
 pub mod graph;
+pub mod groups;
 pub mod io;
 pub mod params;
 pub mod partial;
+pub mod restore;
+pub mod spec;
 pub mod summary;
-pub mod value;
 
 pub use graph::Graph;
+pub use spec::ModelSpec;

@@ -8,10 +8,10 @@ use burn::module::Module;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::Ctx;
+use crate::layers::value::{Data, Value};
 use crate::model::Graph;
 use crate::model::graph::Source;
-use crate::model::value::{Data, Value};
-use crate::spec::model::{InputSpec, ModelSpec};
+use crate::model::spec::{InputSpec, ModelSpec};
 use graft_data::suggest::hint;
 
 impl Graph {
@@ -164,14 +164,14 @@ impl Graph {
         for chunk in indices.chunks(batch_size.max(1)) {
             let batch = crate::data::gather(ds, chunk);
             let out = model.forward_until(
-                crate::model::value::batch_inputs(&batch, &device)?,
+                crate::layers::value::batch_inputs(&batch, &device)?,
                 cut,
                 crate::layers::Ctx::default(),
             )?;
             let values = match out.data {
-                crate::model::value::Data::D2(t) => t.into_data(),
-                crate::model::value::Data::D3(t) => t.into_data(),
-                crate::model::value::Data::D4(t) => t.into_data(),
+                crate::layers::value::Data::D2(t) => t.into_data(),
+                crate::layers::value::Data::D3(t) => t.into_data(),
+                crate::layers::value::Data::D4(t) => t.into_data(),
             };
             let values = values
                 .convert::<f32>()
@@ -254,7 +254,7 @@ mod tests {
         let device = Device::default().autodiff();
         let model = mlp(&device);
         assert_eq!(model.frozen_cut(), None);
-        let (model, _) = crate::transfer::freeze::freeze(model, &["a".into(), "b".into()]).unwrap();
+        let (model, _) = crate::model::freeze::freeze(model, &["a".into(), "b".into()]).unwrap();
         assert_eq!(model.frozen_cut(), Some(1));
         let head = model.after("b").unwrap();
         let trained = model.clone().with_layers_of(head);

@@ -11,8 +11,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::fmt_number;
-use graft_data::fsio::{commit_temp, temp_sibling};
 use crate::error::{Error, Result};
+use graft_data::fsio::{commit_temp, temp_sibling};
 
 pub(super) const LINE_CHART_SIZE: (u32, u32) = (800, 500);
 

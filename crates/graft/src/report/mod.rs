@@ -165,7 +165,7 @@ fn roc_points(inside: &[f64], outside: &[f64]) -> Vec<(f64, f64)> {
         .map(|&s| (s, false))
         .chain(outside.iter().map(|&s| (s, true)))
         .filter(|(s, _)| !s.is_nan());
-    crate::train::curves::Ranking::new(scored).roc_points()
+    crate::task::curves::Ranking::new(scored).roc_points()
 }
 
 fn ensure_dir(dir: &Path) -> Result<()> {

@@ -9,11 +9,11 @@ use std::time::Instant;
 use burn::module::Module;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::data::fsio::copy_atomic;
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
-use crate::report::copy_atomic;
-use crate::spec::experiment::{CheckpointSpec, EarlyStoppingSpec};
+use serde::{Deserialize, Serialize};
 
 /// Per-epoch values: `loss`, `val_loss`, metrics, `lr`.
 pub type Logs = BTreeMap<String, f64>;
@@ -294,6 +294,53 @@ impl Callback for Checkpoint {
         }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSpec {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    /// `"min"` or `"max"`; by default `max` for accuracy-like metrics, `min` for losses and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default = "five")]
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Put back the weights of the best epoch when training stops.
+    #[serde(default = "yes")]
+    pub restore_best: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+fn val_loss() -> String {
+    "val_loss".into()
+}
+
+fn five() -> usize {
+    5
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

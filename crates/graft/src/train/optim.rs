@@ -121,6 +121,53 @@ pub struct NadamSpec {
     pub momentum_decay: f64,
 }
 
+/// A spec with every field at its serde default (PyTorch's defaults), as an empty TOML table gives it.
+fn defaults<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_value(serde_json::Value::Object(Default::default())).expect("every field has a default")
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                defaults()
+            }
+        }
+    )*};
+}
+default_from_serde!(SgdSpec, AdagradSpec, AdadeltaSpec, RmspropSpec, AdamSpec, NadamSpec);
+
+impl Default for OptimizerSpec {
+    /// Adam with PyTorch's defaults (lr 1e-3).
+    fn default() -> Self {
+        OptimizerSpec::Adam(AdamSpec::default())
+    }
+}
+
+impl OptimizerSpec {
+    /// Adam at learning rate `lr`, the other settings PyTorch's defaults.
+    pub fn adam(lr: f64) -> Self {
+        OptimizerSpec::Adam(AdamSpec {
+            lr,
+            ..Default::default()
+        })
+    }
+    /// AdamW at learning rate `lr` (decoupled weight decay 0.01).
+    pub fn adamw(lr: f64) -> Self {
+        OptimizerSpec::Adamw(AdamSpec {
+            lr,
+            ..Default::default()
+        })
+    }
+    /// Plain SGD at learning rate `lr`; set `momentum` etc. on an [`SgdSpec`] for more.
+    pub fn sgd(lr: f64) -> Self {
+        OptimizerSpec::Sgd(SgdSpec {
+            lr,
+            ..Default::default()
+        })
+    }
+}
+
 fn lr_1() -> f64 {
     1.0
 }

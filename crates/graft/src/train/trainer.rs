@@ -10,22 +10,26 @@ use serde_json::{Map, Value as Json};
 
 use super::callbacks::{Callback, Control, Logs};
 use super::schedule::Scheduler;
-use super::task::{EpochMetrics, TaskHead};
+use crate::data::sampling::Resample;
 use crate::data::{Array, Batches, Dataset, gather};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
+use crate::layers::value::Data;
 use crate::model::Graph;
-use crate::model::value::Data;
-use crate::spec::experiment::{ClassWeights, TrainSpec};
+use crate::model::groups::LayerGroupsSpec;
+use crate::task::head::ClassWeights;
+use crate::task::head::{EpochMetrics, TaskHead};
+use crate::train::optim::{ClipSpec, OptimizerSpec};
+use crate::train::schedule::ScheduleSpec;
 
-pub use crate::model::value::{batch_inputs, input_data};
+pub use crate::layers::value::{batch_inputs, input_data};
 
 /// A batch's model output as rows for the loss and the metrics. Sequence outputs `[N, T, K]` (from
 /// `time_distributed` or `return_sequences`) become N·T rows with per-step targets; padded steps get weight 0 in
 /// the loss and are left out of the metrics, so padding changes neither.
 struct Rows<'a> {
     logits: Tensor<2>,
-    target: super::loss::Target,
+    target: crate::task::loss::Target,
     weights: Option<Tensor<1>>,
     /// Class weights for losses that apply them inside (cross-entropy); otherwise they are in `weights`.
     class_weights: Option<&'a [f32]>,
@@ -61,7 +65,7 @@ impl MetricRows {
 impl<'a> Rows<'a> {
     fn new(
         head: &TaskHead,
-        out: crate::model::value::Value,
+        out: crate::layers::value::Value,
         batch: &crate::data::Batch,
         class_weights: Option<&'a [f32]>,
         device: &Device,
@@ -289,7 +293,7 @@ fn apply_max_norm(mut model: Graph) -> Graph {
 /// One head's rows of a batch: loss inputs and the rows its metrics see (multi-task: those labelled for it).
 fn head_rows<'a>(
     head: &TaskHead,
-    out: crate::model::value::Value,
+    out: crate::layers::value::Value,
     batch: &crate::data::Batch,
     class_weights: Option<&'a [f32]>,
     device: &Device,
@@ -473,6 +477,99 @@ pub struct EpochTiming {
     pub data_wait: f64,
 }
 
+/// How [`fit`] trains: the loop's settings, as `[train]` gives them (`TrainSpec::fit_config`) or set in code.
+///
+/// ```ignore
+/// let config = FitConfig::default().with_epochs(20).with_batch_size(64).with_optimizer(OptimizerSpec::adam(1e-3));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Shuffle the training rows every epoch (seeded); `false` keeps their order.
+    pub shuffle: bool,
+    pub optimizer: OptimizerSpec,
+    pub clip_grad: Option<ClipSpec>,
+    pub schedule: ScheduleSpec,
+    /// Metrics logged per epoch (train and `val_`), for heads that name none of their own.
+    pub metrics: Vec<String>,
+    /// k of `top_k_accuracy`.
+    pub top_k: usize,
+    /// Which training examples each epoch visits (one classification task).
+    pub resample: Option<Resample>,
+    /// Discriminative learning rates and gradual unfreezing over groups of layers.
+    pub layer_groups: Option<LayerGroupsSpec>,
+}
+
+impl Default for FitConfig {
+    /// 10 epochs of batches of 32, shuffled, Adam at its defaults (lr 1e-3), a constant rate, accuracy logged.
+    fn default() -> Self {
+        FitConfig {
+            epochs: 10,
+            batch_size: 32,
+            shuffle: true,
+            optimizer: OptimizerSpec::default(),
+            clip_grad: None,
+            schedule: ScheduleSpec::default(),
+            metrics: vec!["accuracy".into()],
+            top_k: 5,
+            resample: None,
+            layer_groups: None,
+        }
+    }
+}
+
+impl FitConfig {
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    pub fn with_optimizer(mut self, optimizer: OptimizerSpec) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+    pub fn with_clip_grad(mut self, clip: ClipSpec) -> Self {
+        self.clip_grad = Some(clip);
+        self
+    }
+    pub fn with_schedule(mut self, schedule: ScheduleSpec) -> Self {
+        self.schedule = schedule;
+        self
+    }
+    pub fn with_metrics<S: Into<String>>(mut self, metrics: impl IntoIterator<Item = S>) -> Self {
+        self.metrics = metrics.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+    pub fn with_resample(mut self, resample: Resample) -> Self {
+        self.resample = Some(resample);
+        self
+    }
+    pub fn with_layer_groups(mut self, groups: LayerGroupsSpec) -> Self {
+        self.layer_groups = Some(groups);
+        self
+    }
+
+    /// Errors for settings no training can run with.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::new("epochs and batch_size must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// The result of [`fit`].
 pub struct FitResult {
     pub model: Graph,
@@ -487,7 +584,7 @@ pub struct FitResult {
 pub fn fit(
     mut model: Graph,
     heads: &[TaskHead],
-    spec: &TrainSpec,
+    spec: &FitConfig,
     train: &Dataset,
     validation: Option<&Dataset>,
     seed: u64,
@@ -528,7 +625,7 @@ pub fn fit(
     let groups = spec
         .layer_groups
         .as_ref()
-        .map(|g| crate::transfer::groups::LayerGroups::new(g, &model))
+        .map(|g| crate::model::groups::LayerGroups::new(g, &model))
         .transpose()?;
     let mut groups_training = groups.as_ref().map_or(0, |g| g.len());
     let wanted: Vec<String> = spec.metrics.clone();
@@ -723,8 +820,8 @@ mod tests {
     use crate::data::{Array, Targets, TaskLabels};
     use crate::layers::LayerSpec;
     use crate::layers::dense::DenseConfig;
-    use crate::spec::model::ModelSpec;
-    use crate::train::loss::LossSpec;
+    use crate::model::spec::ModelSpec;
+    use crate::task::loss::LossSpec;
 
     /// A trunk with two heads, `a` (3 classes) and `b` (2 classes).
     fn two_heads(device: &Device) -> Graph {

@@ -1,9 +1,9 @@
 //! Warnings about the data that a run should not hide: classes too rare to learn or to measure, and validation
 //! batches that hold a single class. They are printed, kept in `metrics.json` and shown on the report.
 
-use super::loss::Task;
-use super::task::TaskHead;
 use crate::data::Dataset;
+use crate::task::head::TaskHead;
+use crate::task::loss::Task;
 
 /// A class with less than this share of the training rows gets a warning.
 const RARE_CLASS_SHARE: f64 = 0.01;
@@ -81,7 +81,7 @@ pub fn data_warnings(
 mod tests {
     use super::*;
     use crate::data::{Array, Targets};
-    use crate::train::loss::LossSpec;
+    use crate::task::loss::LossSpec;
 
     fn classes(labels: Vec<usize>, k: usize) -> Dataset {
         let n = labels.len();

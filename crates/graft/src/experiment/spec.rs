@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
-use super::model::ModelSpec;
-use graft_data::suggest::hint;
 use crate::error::{Error, Result};
-use crate::train::loss::LossSpec;
-use crate::train::metrics::check_metric_names;
+use crate::model::spec::ModelSpec;
+pub use crate::task::head::{CLASS_WEIGHT_NAMES, ClassWeights};
+use crate::task::loss::LossSpec;
+use crate::task::metrics::check_metric_names;
+pub use crate::train::callbacks::{CallbacksSpec, CheckpointSpec, EarlyStoppingSpec};
 use crate::train::optim::{ClipSpec, OptimizerSpec};
 use crate::train::schedule::ScheduleSpec;
+use crate::train::trainer::FitConfig;
+use graft_data::suggest::hint;
 
 #[derive(Debug, Clone)]
 pub struct ExperimentSpec {
@@ -114,7 +117,7 @@ pub struct TrainSpec {
     pub shuffle: bool,
     /// Start from the weights of another run or state dict, for some or all layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_from: Option<crate::transfer::restore::RestoreSpec>,
+    pub init_from: Option<crate::model::restore::RestoreSpec>,
     /// Parameters kept fixed during training, by glob over their names (`embedding`, `conv1.*`, `*.bias`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
@@ -125,7 +128,7 @@ pub struct TrainSpec {
     /// Discriminative learning rates and gradual unfreezing over groups of layers (ULMFiT); parameters in no group
     /// stay frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layer_groups: Option<crate::transfer::groups::LayerGroupsSpec>,
+    pub layer_groups: Option<crate::model::groups::LayerGroupsSpec>,
     /// Multi-task learning: per task (as named in `[data.tasks]`), the model output that serves it and its loss,
     /// loss weight, metrics and class weights; the total loss is the weighted sum, each task's loss counting only
     /// the examples labelled for it.
@@ -145,12 +148,30 @@ pub struct TrainSpec {
     /// Binary and multi-label outputs: tune the decision threshold on the validation split (`{ objective = "f1" }`,
     /// `"youden"` or `{ recall_at_precision = 0.9 }`); stored with the model and used by `predict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<crate::train::threshold::ThresholdSpec>,
+    pub threshold: Option<crate::task::threshold::ThresholdSpec>,
     /// Regression: the model learns the target standardized with the training rows' mean and standard deviation
     /// (stored with the model); predictions and metrics are in the target's own unit. `false` trains on the raw
     /// target.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub standardize_target: bool,
+}
+
+impl TrainSpec {
+    /// The training loop's part of `[train]`.
+    pub fn fit_config(&self) -> FitConfig {
+        FitConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            shuffle: self.shuffle,
+            optimizer: self.optimizer.clone(),
+            clip_grad: self.clip_grad.clone(),
+            schedule: self.schedule.clone(),
+            metrics: self.metrics.clone(),
+            top_k: self.top_k,
+            resample: self.resample,
+            layer_groups: self.layer_groups.clone(),
+        }
+    }
 }
 
 fn is_true(v: &bool) -> bool {
@@ -200,91 +221,10 @@ fn five() -> usize {
     5
 }
 fn adam() -> OptimizerSpec {
-    OptimizerSpec::Adam(toml::from_str("").expect("adam defaults"))
+    OptimizerSpec::default()
 }
 fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ClassWeights {
-    Named(String),
-    Explicit(Vec<f64>),
-}
-
-pub const CLASS_WEIGHT_NAMES: [&str; 1] = ["balanced"];
-
-impl<'de> Deserialize<'de> for ClassWeights {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ClassWeights;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"balanced\" or one weight per class")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ClassWeights, E> {
-                if CLASS_WEIGHT_NAMES.contains(&v) {
-                    Ok(ClassWeights::Named(v.to_string()))
-                } else {
-                    Err(E::custom(format!(
-                        "unknown class weights \"{v}\"{}; expected \"balanced\" or one weight per class",
-                        hint(v, CLASS_WEIGHT_NAMES)
-                    )))
-                }
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<ClassWeights, A::Error> {
-                let mut weights = vec![];
-                while let Some(w) = seq.next_element::<f64>()? {
-                    weights.push(w);
-                }
-                Ok(ClassWeights::Explicit(weights))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CallbacksSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<EarlyStoppingSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<CheckpointSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EarlyStoppingSpec {
-    #[serde(default = "val_loss")]
-    pub monitor: String,
-    /// `"min"` or `"max"`; by default `max` for accuracy-like metrics, `min` for losses and errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(default = "five")]
-    pub patience: usize,
-    #[serde(default)]
-    pub min_delta: f64,
-    /// Put back the weights of the best epoch when training stops.
-    #[serde(default = "yes")]
-    pub restore_best: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointSpec {
-    #[serde(default = "val_loss")]
-    pub monitor: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-}
-
-fn val_loss() -> String {
-    "val_loss".into()
 }
 
 const SECTIONS: [&str; 3] = ["data", "model", "train"];

@@ -1,15 +1,4 @@
-//! Transfer learning: pretrained networks from other frameworks' formats.
-//!
-//! - [`bert`]: BERT-family encoders from a Hugging Face-format directory (`config.json`, `model.safetensors`,
-//!   `tokenizer.json`), with sentence-transformers pooling and normalization when its files are present —
-//!   `graft embed`.
-
-pub mod bert;
-pub mod freeze;
-pub mod groups;
-pub mod restore;
-
-pub use bert::{BertConfig, BertModel, Pooling, PoolingMode, SentenceEncoder, Tokens};
+//! `graft embed`: texts or inputs → vectors, from a Hugging Face encoder directory or a graft run directory.
 
 use std::path::Path;
 
@@ -17,6 +6,7 @@ use burn::prelude::Device;
 
 use crate::data::write_npy_f32;
 use crate::error::{Error, Result};
+use crate::pretrained::SentenceEncoder;
 
 /// `graft embed`: embeds every line of the text file `input` (one text per line, blank lines included, so row `i`
 /// is line `i + 1`) with the encoder in `model_dir` and writes a float32 `[n_texts, dim]` `.npy` to `output`.
@@ -47,8 +37,7 @@ pub fn embed_file(
         let inputs = predictor.read_inputs(input)?;
         let ds = crate::data::Dataset::new(inputs, None)?;
         let mut ds = ds;
-        crate::train::experiment::check_data_fits(&predictor.graph, &mut ds, "--input")
-            .map_err(|e| e.in_file(input))?;
+        crate::experiment::run::check_data_fits(&predictor.graph, &mut ds, "--input").map_err(|e| e.in_file(input))?;
         let features = predictor.graph.features(cut, &ds, batch_size.max(1))?;
         write_npy_f32(output, &features.inputs)?;
         return Ok((features.len(), features.inputs.sample_size()));

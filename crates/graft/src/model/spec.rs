@@ -3,9 +3,9 @@
 
 use toml::Value;
 
-use graft_data::suggest::hint;
 use crate::error::{Error, Result};
 use crate::layers::{LAYER_KINDS, LayerSpec, Shape};
+use graft_data::suggest::hint;
 
 /// A named model input with its per-sample shape.
 #[derive(Debug, Clone, PartialEq)]

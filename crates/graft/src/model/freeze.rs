@@ -99,7 +99,7 @@ mod tests {
     use crate::layers::LayerSpec;
     use crate::layers::dense::DenseConfig;
     use crate::model::io::named_tensors;
-    use crate::spec::model::ModelSpec;
+    use crate::model::spec::ModelSpec;
     use crate::train::optim::OptimizerSpec;
     use burn::optim::GradientsParams;
 
@@ -123,7 +123,7 @@ mod tests {
         let x = Tensor::<2>::from_floats([[1.0, -2.0, 0.5, 3.0], [0.1, 0.2, -0.3, 0.4]], &device);
         for _ in 0..5 {
             let out = model
-                .forward(vec![crate::model::value::Data::D2(x.clone())], true, true)
+                .forward(vec![crate::layers::value::Data::D2(x.clone())], true, true)
                 .unwrap()
                 .remove(0);
             let loss = out.data.d2().unwrap().powi_scalar(2).sum();
@@ -154,7 +154,7 @@ mod tests {
         let mut all = Graph::build(&spec(), &device).unwrap();
         let mut optim_all = optimizer.init(None).unwrap();
         let out = all
-            .forward(vec![crate::model::value::Data::D2(x.clone())], true, true)
+            .forward(vec![crate::layers::value::Data::D2(x.clone())], true, true)
             .unwrap()
             .remove(0);
         let grads = GradientsParams::from_grads(out.data.d2().unwrap().powi_scalar(2).sum().backward(), &all);

@@ -9,9 +9,9 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
-use super::freeze::glob_match;
 use crate::error::{Error, Result};
 use crate::model::Graph;
+use crate::model::freeze::glob_match;
 use crate::model::io::{NamedTensor, read_state_dict};
 
 /// `[train] init_from = { path = "runs/base/model.safetensors", include = ["conv*"], rename = { "encoder." = "enc." } }`
@@ -162,7 +162,7 @@ mod tests {
     use crate::layers::LayerSpec;
     use crate::layers::dense::DenseConfig;
     use crate::model::io::{named_tensors, save_safetensors};
-    use crate::spec::model::ModelSpec;
+    use crate::model::spec::ModelSpec;
     use graft_data::test_util::TempDir;
 
     fn mlp(hidden: &str, head: usize) -> ModelSpec {

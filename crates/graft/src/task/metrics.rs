@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use super::curves::Ranking;
 use crate::error::{Error, Result};
+use crate::task::curves::Ranking;
 use graft_data::suggest::hint;
 
 /// The single-number metrics of a classifier (the numeric keys of [`ClassificationMetrics::to_json`]).
@@ -196,9 +196,9 @@ impl ClassificationAccumulator {
             balanced_accuracy: mean(&supported_recalls),
             roc_auc: self.roc_auc(),
             average_precision: self.average_precision(),
-            ece: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).0,
-            nll: super::calibration::nll(&self.probs, &self.labels, c),
-            reliability: super::calibration::expected_calibration_error(&self.probs, &self.labels, c).1,
+            ece: crate::task::calibration::expected_calibration_error(&self.probs, &self.labels, c).0,
+            nll: crate::task::calibration::nll(&self.probs, &self.labels, c),
+            reliability: crate::task::calibration::expected_calibration_error(&self.probs, &self.labels, c).1,
             precision_per_class,
             recall_per_class,
             f1_per_class,
@@ -253,7 +253,7 @@ fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 fn curves_json(rankings: Vec<(usize, Ranking)>, max_points: usize) -> Value {
     let points = |pts: Vec<(f64, f64)>| -> Value {
         Value::Array(
-            super::curves::thin(&pts, max_points)
+            crate::task::curves::thin(&pts, max_points)
                 .into_iter()
                 .map(|(x, y)| Value::Array(vec![json_f64(x), json_f64(y)]))
                 .collect(),
@@ -316,12 +316,12 @@ pub struct ClassificationMetrics {
     pub average_precision: Option<f64>,
     /// Row counts indexed `[true class][predicted class]`: `confusion_matrix`.
     pub confusion_matrix: Vec<Vec<usize>>,
-    /// Expected calibration error over 15 confidence bins (see [`super::calibration`]).
+    /// Expected calibration error over 15 confidence bins (see [`crate::task::calibration`]).
     pub ece: f64,
     /// Mean negative log-likelihood of the true class.
     pub nll: f64,
     /// The reliability diagram's bins.
-    pub reliability: Vec<super::calibration::ReliabilityBin>,
+    pub reliability: Vec<crate::task::calibration::ReliabilityBin>,
 }
 
 impl ClassificationMetrics {

@@ -8,18 +8,18 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde_json::{Map, Value as Json, json};
 
-use super::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
-use super::loss::Task;
-use super::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
-use super::task::TaskHead;
-use super::trainer::{EVAL_BATCH, evaluate, fit};
 use crate::data::prepare::{Preprocessor, Raw, read_raw};
 use crate::data::{Dataset, Targets, split_indices};
 use crate::error::{Error, Result};
+use crate::experiment::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
+use crate::experiment::spec::{Calibration, CheckpointSpec, ClassWeights, DataSpec, DatasetSpec, ExperimentSpec};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use crate::report::{RegressionPoints, write_atomic, write_report_with};
-use crate::spec::experiment::{Calibration, CheckpointSpec, ClassWeights, DataSpec, DatasetSpec, ExperimentSpec};
+use crate::task::head::TaskHead;
+use crate::task::loss::Task;
+use crate::train::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
+use crate::train::trainer::{EVAL_BATCH, evaluate, fit};
 use graft_data::suggest::hint;
 
 /// The three parts of the data, and the preprocessing fitted on the training part.
@@ -403,7 +403,7 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             && let Some(Targets::Values(values)) = &train.targets
             && values.sample_size() == head.outputs
         {
-            head.target_scaler = super::task::TargetScaler::fit(&values.data, head.outputs);
+            head.target_scaler = crate::task::head::TargetScaler::fit(&values.data, head.outputs);
         }
         return Ok(vec![head]);
     }
@@ -450,11 +450,7 @@ const MANY_NUMERIC_CLASSES: usize = 20;
 
 /// A classification loss over a target with many distinct numbers (a price, a count, a score) is almost always a
 /// regression task set up by mistake; say so instead of asking for hundreds of outputs.
-fn check_not_a_regression_target(
-    loss: &crate::train::loss::LossSpec,
-    outputs: usize,
-    classes: &[String],
-) -> Result<()> {
+fn check_not_a_regression_target(loss: &crate::task::loss::LossSpec, outputs: usize, classes: &[String]) -> Result<()> {
     let classifying = matches!(loss.task(outputs), Task::Multiclass | Task::Binary);
     let numeric = classes
         .iter()
@@ -485,11 +481,11 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let model = load_pretrained_encoders(Graph::build(&spec, &train_device)?, opts.quiet)?;
     let model = match &exp.train.init_from {
         Some(init) => {
-            let init = crate::transfer::restore::RestoreSpec {
+            let init = crate::model::restore::RestoreSpec {
                 path: exp.resolve(&init.path),
                 ..init.clone()
             };
-            let (model, report) = crate::transfer::restore::restore(model, &init)?;
+            let (model, report) = crate::model::restore::restore(model, &init)?;
             if !opts.quiet {
                 eprintln!("init_from {}: {report}", init.path.display());
             }
@@ -500,7 +496,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let (model, fixed) = load_pretrained_embeddings(exp, model, &splits.preprocessor, opts.seed, opts.quiet)?;
     check_vocabulary(&model, &splits.preprocessor)?;
     let outside_groups = match &exp.train.layer_groups {
-        Some(g) => crate::transfer::groups::LayerGroups::new(g, &model)?.outside,
+        Some(g) => crate::model::groups::LayerGroups::new(g, &model)?.outside,
         None => vec![],
     };
     let patterns: Vec<String> = exp
@@ -511,7 +507,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         .chain(fixed)
         .chain(outside_groups)
         .collect();
-    let (model, _frozen) = crate::transfer::freeze::freeze(model, &patterns)?;
+    let (model, _frozen) = crate::model::freeze::freeze(model, &patterns)?;
     let mut splits = splits;
     check_data_fits(&model, &mut splits.train, "data.dataset")?;
     if let Some(v) = &mut splits.validation {
@@ -523,13 +519,13 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let mut heads = task_heads(exp, &model, &splits.train)?;
     // Resolved once ("balanced" from the training labels) and stored with the model, so `eval` weighs the test loss
     // as this run did without the training rows.
-    let resolved = super::trainer::head_class_weights(&heads, &splits.train)?;
+    let resolved = crate::train::trainer::head_class_weights(&heads, &splits.train)?;
     for (head, weights) in heads.iter_mut().zip(resolved) {
         if let Some(w) = weights {
             head.class_weights = Some(ClassWeights::Explicit(w.iter().map(|&v| v as f64).collect()));
         }
     }
-    let warnings = super::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
+    let warnings = crate::train::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
     if !opts.quiet {
         for w in &warnings {
             eprintln!("warning: {w}");
@@ -606,7 +602,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             let fitted = fit(
                 part,
                 &heads,
-                &exp.train,
+                &exp.train.fit_config(),
                 &train,
                 validation.as_ref(),
                 opts.seed,
@@ -627,7 +623,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             let fitted = fit(
                 model,
                 &heads,
-                &exp.train,
+                &exp.train.fit_config(),
                 &splits.train,
                 splits.validation.as_ref(),
                 opts.seed,
@@ -762,14 +758,14 @@ fn calibrate_temperature(
         if !head.is_classification() {
             continue;
         }
-        let outputs = super::trainer::collect_outputs(model, head, validation, 256)?;
+        let outputs = crate::train::trainer::collect_outputs(model, head, validation, 256)?;
         let (logits, labels, k) = (outputs.logits, outputs.labels, outputs.width);
         if labels.is_empty() {
             return Err(Error::new("temperature scaling needs class labels").at("train.calibrate"));
         }
-        let t = super::calibration::fit_temperature(&logits, &labels, k);
-        let before = super::calibration::nll_with_temperature(&logits, &labels, k, 1.0);
-        let after = super::calibration::nll_with_temperature(&logits, &labels, k, t);
+        let t = crate::task::calibration::fit_temperature(&logits, &labels, k);
+        let before = crate::task::calibration::nll_with_temperature(&logits, &labels, k, 1.0);
+        let after = crate::task::calibration::nll_with_temperature(&logits, &labels, k, t);
         head.temperature = t;
         let test_before = uncalibrated_test.and_then(|m| match &head.name {
             Some(n) => m.get(n).and_then(|t| t.get("ece")).and_then(Json::as_f64),
@@ -793,14 +789,14 @@ fn tune_thresholds(
     model: &Graph,
     heads: &mut [TaskHead],
     validation: &Dataset,
-    spec: &crate::train::threshold::ThresholdSpec,
+    spec: &crate::task::threshold::ThresholdSpec,
 ) -> Result<Json> {
     let mut out = Map::new();
     for head in heads.iter_mut() {
         if !matches!(head.task, Task::Binary | Task::Multilabel) {
             continue;
         }
-        let outputs = super::trainer::collect_outputs(model, head, validation, 256)?;
+        let outputs = crate::train::trainer::collect_outputs(model, head, validation, 256)?;
         let k = outputs.width;
         // Thresholds apply to the probabilities exactly as predict computes them (the same tensor operations).
         let n = outputs.logits.len() / k.max(1);
@@ -823,7 +819,7 @@ fn tune_thresholds(
             let scores: Vec<f32> = probs.iter().skip(j).step_by(k).copied().collect();
             let positives: Vec<bool> = truth.iter().skip(j).step_by(k).copied().collect();
             // A label the objective cannot be met for keeps 0.5.
-            let (t, v) = crate::train::threshold::tune(&scores, &positives, &spec.objective).unwrap_or((0.5, f64::NAN));
+            let (t, v) = crate::task::threshold::tune(&scores, &positives, &spec.objective).unwrap_or((0.5, f64::NAN));
             thresholds.push(t);
             values.push(v);
         }
@@ -870,12 +866,12 @@ fn evaluate_test(
     test: &Dataset,
     top_k: usize,
 ) -> Result<Map<String, Json>> {
-    let weights = super::trainer::head_class_weights(heads, train)?;
+    let weights = crate::train::trainer::head_class_weights(heads, train)?;
     evaluate(model, heads, test, &weights, EVAL_BATCH, top_k, true)
 }
 
 /// Loads the weights of `bert` layers that name a `pretrained` directory (already resolved by
-/// [`ModelSpec::with_pretrained_sizes`](crate::spec::model::ModelSpec::with_pretrained_sizes)).
+/// [`ModelSpec::with_pretrained_sizes`](crate::model::spec::ModelSpec::with_pretrained_sizes)).
 pub fn load_pretrained_encoders(mut model: Graph, quiet: bool) -> Result<Graph> {
     use crate::layers::{Layer, LayerSpec};
     for node in model.nodes.iter_mut() {
@@ -1007,7 +1003,7 @@ fn load_pretrained_embeddings(
 
 /// `timing.json`: wall time per epoch and the share spent waiting for data (kept out of `metrics.json`, which must
 /// be identical for identical seeds).
-fn write_timing(dir: &Path, timings: &[super::trainer::EpochTiming]) -> Result<()> {
+fn write_timing(dir: &Path, timings: &[crate::train::trainer::EpochTiming]) -> Result<()> {
     let total: f64 = timings.iter().map(|t| t.seconds).sum();
     let waited: f64 = timings.iter().map(|t| t.data_wait).sum();
     let doc = json!({
@@ -1021,7 +1017,7 @@ fn write_timing(dir: &Path, timings: &[super::trainer::EpochTiming]) -> Result<(
 
 /// A regression model's test predictions in the target's unit, beside the targets, for the report's charts.
 fn regression_points(model: &Graph, head: &TaskHead, test: &Dataset) -> Result<RegressionPoints> {
-    let outputs = super::trainer::collect_outputs(model, head, test, EVAL_BATCH)?;
+    let outputs = crate::train::trainer::collect_outputs(model, head, test, EVAL_BATCH)?;
     let predicted = match &head.target_scaler {
         Some(s) => s.unscale(&outputs.logits),
         None => outputs.logits,
@@ -1164,7 +1160,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::ExperimentSpec;
+    use crate::experiment::ExperimentSpec;
     use graft_data::test_util::TempDir;
 
     /// The error `prepare_data` gives for an experiment whose `[data]` holds `data` (`{csv}`: a CSV of people).
@@ -1180,7 +1176,7 @@ mod tests {
              loss = \"sparse_categorical_crossentropy\"\n"
         );
         let exp = ExperimentSpec::from_toml_str(&toml).unwrap();
-        crate::train::experiment::prepare_data(&exp, 0)
+        crate::experiment::run::prepare_data(&exp, 0)
             .err()
             .expect("an error")
             .to_string()

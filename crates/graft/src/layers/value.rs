@@ -30,9 +30,9 @@ pub struct Value {
 macro_rules! map_data {
     ($data:expr, |$t:ident| $body:expr) => {
         match $data {
-            $crate::model::value::Data::D2($t) => $crate::model::value::Data::D2($body),
-            $crate::model::value::Data::D3($t) => $crate::model::value::Data::D3($body),
-            $crate::model::value::Data::D4($t) => $crate::model::value::Data::D4($body),
+            $crate::layers::value::Data::D2($t) => $crate::layers::value::Data::D2($body),
+            $crate::layers::value::Data::D3($t) => $crate::layers::value::Data::D3($body),
+            $crate::layers::value::Data::D4($t) => $crate::layers::value::Data::D4($body),
         }
     };
 }

@@ -7,10 +7,11 @@ use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use super::loss::{LossSpec, Target, Task};
-use super::metrics::{ClassificationAccumulator, MultiLabelAccumulator, RegressionAccumulator};
 use crate::data::{Array, Batch};
 use crate::error::{Error, Result};
+use crate::task::loss::{LossSpec, Target, Task};
+use crate::task::metrics::{ClassificationAccumulator, MultiLabelAccumulator, RegressionAccumulator};
+use graft_data::suggest::hint;
 
 #[derive(Debug, Clone)]
 pub struct TaskHead {
@@ -30,7 +31,7 @@ pub struct TaskHead {
     /// Metrics logged per epoch; empty: `[train] metrics`.
     pub metrics: Vec<String>,
     /// `"balanced"` or explicit class weights for this task's loss.
-    pub class_weights: Option<crate::spec::experiment::ClassWeights>,
+    pub class_weights: Option<crate::task::head::ClassWeights>,
     /// Logits are divided by this before the softmax or sigmoid (temperature scaling; 1 until calibrated).
     pub temperature: f64,
     /// Tuned decision thresholds (binary: one; multi-label: one per label): positive at probability ≥ t.
@@ -364,7 +365,7 @@ impl EpochMetrics {
     }
 
     /// ROC and precision–recall curves of a classifier's classes (see
-    /// [`ClassificationAccumulator::curves`](super::metrics::ClassificationAccumulator::curves)); `None` for
+    /// [`ClassificationAccumulator::curves`](crate::task::metrics::ClassificationAccumulator::curves)); `None` for
     /// regression.
     pub fn curves(&self) -> Option<Json> {
         const MAX_POINTS: usize = 200;
@@ -373,5 +374,48 @@ impl EpochMetrics {
             EpochMetrics::MultiLabel(acc) => Some(acc.curves(MAX_POINTS)),
             EpochMetrics::Regression(_) => None,
         }
+    }
+}
+
+/// `"balanced"` (n / (classes · count_c), as scikit-learn) or one weight per class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    Named(String),
+    Explicit(Vec<f64>),
+}
+
+pub const CLASS_WEIGHT_NAMES: [&str; 1] = ["balanced"];
+
+impl<'de> Deserialize<'de> for ClassWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClassWeights;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"balanced\" or one weight per class")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ClassWeights, E> {
+                if CLASS_WEIGHT_NAMES.contains(&v) {
+                    Ok(ClassWeights::Named(v.to_string()))
+                } else {
+                    Err(E::custom(format!(
+                        "unknown class weights \"{v}\"{}; expected \"balanced\" or one weight per class",
+                        hint(v, CLASS_WEIGHT_NAMES)
+                    )))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ClassWeights, A::Error> {
+                let mut weights = vec![];
+                while let Some(w) = seq.next_element::<f64>()? {
+                    weights.push(w);
+                }
+                Ok(ClassWeights::Explicit(weights))
+            }
+        }
+        d.deserialize_any(V)
     }
 }

@@ -9,17 +9,17 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
-use super::callbacks::{Callback, Control, Logs};
-use super::experiment::{check_data_fits, prepare_fold};
-use super::task::TaskHead;
-use super::trainer::{EVAL_BATCH, evaluate, head_class_weights, history_entry};
 use crate::data::prepare::{SourceSpec, read_raw};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
+use crate::experiment::run::{check_data_fits, prepare_fold};
+use crate::experiment::spec::ExperimentSpec;
 use crate::infer::predict::Predictor;
 use crate::model::Graph;
 use crate::report::write_atomic;
-use crate::spec::experiment::ExperimentSpec;
+use crate::task::head::TaskHead;
+use crate::train::callbacks::{Callback, Control, Logs};
+use crate::train::trainer::{EVAL_BATCH, evaluate, head_class_weights, history_entry};
 
 pub const RUN_RECORD: &str = "run.json";
 pub const EXPERIMENT_COPY: &str = "experiment.toml";

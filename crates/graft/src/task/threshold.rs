@@ -2,7 +2,7 @@
 //! which an output counts as positive, chosen to maximize F1, Youden's J (TPR − FPR), or recall subject to a
 //! precision floor, instead of a fixed 0.5 that rarely suits a skewed class balance.
 
-use super::curves::Ranking;
+use crate::task::curves::Ranking;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

@@ -19,9 +19,9 @@ use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::freeze::glob_match;
 use crate::error::{Error, Result};
 use crate::model::Graph;
+use crate::model::freeze::glob_match;
 use graft_data::suggest::hint;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,12 +222,12 @@ impl LayerGroups {
 mod tests {
     use super::*;
     use crate::data::{Array, Dataset, Targets};
+    use crate::experiment::spec::TrainSpec;
     use crate::layers::LayerSpec;
     use crate::layers::dense::DenseConfig;
     use crate::model::io::named_tensors;
-    use crate::spec::experiment::TrainSpec;
-    use crate::spec::model::ModelSpec;
-    use crate::train::task::TaskHead;
+    use crate::model::spec::ModelSpec;
+    use crate::task::head::TaskHead;
     use crate::train::trainer::fit;
 
     fn data() -> Dataset {
@@ -260,10 +260,10 @@ mod tests {
         let outside = LayerGroups::new(train.layer_groups.as_ref().unwrap(), &model)
             .unwrap()
             .outside;
-        let (model, _) = crate::transfer::freeze::freeze(model, &outside).unwrap();
+        let (model, _) = crate::model::freeze::freeze(model, &outside).unwrap();
         let before = named_tensors(&model);
         let head = TaskHead::new(&train.loss, 1, vec![]).unwrap();
-        let fitted = fit(model, &[head], &train, &data(), None, 1, &mut []).unwrap();
+        let fitted = fit(model, &[head], &train.fit_config(), &data(), None, 1, &mut []).unwrap();
         named_tensors(&fitted.model)
             .into_iter()
             .zip(before)

@@ -1,0 +1,7 @@
+//! Pretrained networks from other frameworks' formats, loaded into graft layers: BERT-family encoders from a
+//! Hugging Face-format directory (`config.json`, `model.safetensors`, `tokenizer.json`, with sentence-transformers
+//! pooling and normalization when its files are present), and word vectors into embedding layers.
+
+pub mod bert;
+
+pub use bert::SentenceEncoder;

@@ -1,0 +1,9 @@
+//! What a model is trained to do, shared by training and inference: losses, metrics and their curves, task heads,
+//! probability calibration and decision thresholds.
+
+pub mod calibration;
+pub mod curves;
+pub mod head;
+pub mod loss;
+pub mod metrics;
+pub mod threshold;

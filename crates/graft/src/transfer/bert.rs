@@ -145,7 +145,7 @@ impl BertConfig {
                 return Err(Error::new("must be at least 1").at(name));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::new(format!(
                 "{} heads do not divide hidden_size {}",
                 self.num_attention_heads, self.hidden_size
@@ -167,7 +167,7 @@ impl BertConfig {
             ))
             .at("position_embedding_type"));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(Error::new("must be positive").at("layer_norm_eps"));
         }
         Ok(())
@@ -1319,7 +1319,7 @@ mod tests {
             let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
             let cos = dot / (norm(&g) * norm(w));
             min_cos = min_cos.min(cos);
-            max_abs = max_abs.max(max_diff(&[g], &[w.clone()]));
+            max_abs = max_abs.max(max_diff(&[g], std::slice::from_ref(w)));
         }
         println!(
             "MiniLM vs sentence-transformers: min cosine {min_cos:.8}, max abs diff {max_abs:.3e} ({} sentences in {:.1} ms)",

@@ -31,7 +31,7 @@ enum Workload {
     Train {
         model: Option<Graph>,
         head: TaskHead,
-        train: TrainSpec,
+        train: Box<TrainSpec>,
         /// Draws `n` examples (inputs and labels) of this workload.
         sample: fn(usize, &mut rand_chacha::ChaCha8Rng) -> Result<Dataset>,
         seed: u64,
@@ -177,7 +177,7 @@ impl Workload {
             Ok::<Workload, Error>(Workload::Train {
                 model: Some(graph),
                 head,
-                train: exp.train,
+                train: Box::new(exp.train),
                 sample,
                 seed: 0,
             })

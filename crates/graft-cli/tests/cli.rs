@@ -1927,7 +1927,11 @@ fn eval_on_a_new_labelled_file_agrees_with_predict() {
     let dir = workdir("eval-data");
     let row = |i: usize| {
         let colour = ["red", "green", "blue"][i % 3];
-        let label = if (i % 3 == 0) ^ (i % 10 < 3) { "yes" } else { "no" };
+        let label = if i.is_multiple_of(3) ^ (i % 10 < 3) {
+            "yes"
+        } else {
+            "no"
+        };
         format!("{},{colour},{:.1},{label}\n", 100 + i, (i % 10) as f32 * 1.5)
     };
     let header = "size,colour,weight,label\n";

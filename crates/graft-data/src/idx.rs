@@ -512,7 +512,7 @@ mod tests {
         let dir = TempDir::new("idx");
         let path = dir.write(
             "images-idx3-ubyte",
-            &idx(0x08, &[2, 2, 3], &[0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255]),
+            idx(0x08, &[2, 2, 3], &[0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255]),
         );
         let (dims, values) = read_idx(&path).unwrap();
         assert_eq!(dims, vec![2, 2, 3]);
@@ -525,10 +525,10 @@ mod tests {
     #[test]
     fn reads_1d_labels_and_empty_arrays() {
         let dir = TempDir::new("idx");
-        let (dims, values) = read_idx(&dir.write("labels", &idx(0x08, &[4], &[7, 0, 9, 3]))).unwrap();
+        let (dims, values) = read_idx(&dir.write("labels", idx(0x08, &[4], &[7, 0, 9, 3]))).unwrap();
         assert_eq!(dims, vec![4]);
         assert_eq!(values, vec![7.0, 0.0, 9.0, 3.0]);
-        let (dims, values) = read_idx(&dir.write("empty", &idx(0x08, &[0, 28, 28], &[]))).unwrap();
+        let (dims, values) = read_idx(&dir.write("empty", idx(0x08, &[0, 28, 28], &[]))).unwrap();
         assert_eq!(dims, vec![0, 28, 28]);
         assert!(values.is_empty());
     }
@@ -537,28 +537,28 @@ mod tests {
     fn reads_every_element_type_big_endian() {
         let dir = TempDir::new("idx");
         let f32s: Vec<u8> = [1.5f32, -2.25, 1e-3].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let (dims, values) = read_idx(&dir.write("f32", &idx(0x0D, &[3], &f32s))).unwrap();
+        let (dims, values) = read_idx(&dir.write("f32", idx(0x0D, &[3], &f32s))).unwrap();
         assert_eq!(dims, vec![3]);
         assert_eq!(values, vec![1.5, -2.25, 1e-3]);
 
         let f64s: Vec<u8> = [0.5f64, -8.0].iter().flat_map(|v| v.to_be_bytes()).collect();
         assert_eq!(
-            read_idx(&dir.write("f64", &idx(0x0E, &[2, 1], &f64s))).unwrap(),
+            read_idx(&dir.write("f64", idx(0x0E, &[2, 1], &f64s))).unwrap(),
             (vec![2, 1], vec![0.5, -8.0])
         );
         let i8s = [0x80u8, 0xff, 0x7f];
         assert_eq!(
-            read_idx(&dir.write("i8", &idx(0x09, &[3], &i8s))).unwrap().1,
+            read_idx(&dir.write("i8", idx(0x09, &[3], &i8s))).unwrap().1,
             vec![-128.0, -1.0, 127.0]
         );
         let i16s: Vec<u8> = [-300i16, 300].iter().flat_map(|v| v.to_be_bytes()).collect();
         assert_eq!(
-            read_idx(&dir.write("i16", &idx(0x0B, &[2], &i16s))).unwrap().1,
+            read_idx(&dir.write("i16", idx(0x0B, &[2], &i16s))).unwrap().1,
             vec![-300.0, 300.0]
         );
         let i32s: Vec<u8> = [-70_000i32, 1 << 20].iter().flat_map(|v| v.to_be_bytes()).collect();
         assert_eq!(
-            read_idx(&dir.write("i32", &idx(0x0C, &[2], &i32s))).unwrap().1,
+            read_idx(&dir.write("i32", idx(0x0C, &[2], &i32s))).unwrap().1,
             vec![-70_000.0, 1_048_576.0]
         );
     }
@@ -588,7 +588,7 @@ mod tests {
             "train-images-idx3-ubyte.gz",
             &idx(0x08, &[3, 2, 2], &[0, 51, 102, 255, 0, 0, 0, 0, 255, 255, 255, 255]),
         );
-        let labels = dir.write("train-labels-idx1-ubyte", &idx(0x08, &[3], &[2, 0, 4]));
+        let labels = dir.write("train-labels-idx1-ubyte", idx(0x08, &[3], &[2, 0, 4]));
         let source = IdxSource::new(&images).with_labels(&labels);
         let d = source.load().unwrap();
         assert_eq!(d.inputs.shape, vec![3, 1, 2, 2]);
@@ -617,7 +617,7 @@ mod tests {
 
         // Float and 2-D [n, 1] labels holding whole numbers are fine too.
         let f32_labels: Vec<u8> = [1.0f32, 0.0, 1.0].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let labels = dir.write("f32-labels", &idx(0x0D, &[3, 1], &f32_labels));
+        let labels = dir.write("f32-labels", idx(0x0D, &[3, 1], &f32_labels));
         assert_eq!(
             IdxSource::new(&images)
                 .with_labels(labels)
@@ -628,7 +628,7 @@ mod tests {
         );
 
         // A 4-D file is already channels-first.
-        let rgb = dir.write("rgb", &idx(0x08, &[1, 3, 1, 1], &[255, 0, 255]));
+        let rgb = dir.write("rgb", idx(0x08, &[1, 3, 1, 1], &[255, 0, 255]));
         assert_eq!(IdxSource::new(rgb).load().unwrap().inputs.shape, vec![1, 3, 1, 1]);
     }
 
@@ -641,7 +641,7 @@ mod tests {
         assert!(err.message.starts_with("cannot open IDX file: "), "{}", err.message);
         assert!(err.to_string().contains("absent-idx3-ubyte"));
         let err = error_of(
-            IdxSource::new(dir.write("i", &u8_images(1, 1, 1)))
+            IdxSource::new(dir.write("i", u8_images(1, 1, 1)))
                 .with_labels(&path)
                 .load(),
         );
@@ -665,21 +665,21 @@ mod tests {
             "{}",
             err.message
         );
-        let err = error_of(read_idx(&dir.write("short", &[0, 0])));
+        let err = error_of(read_idx(&dir.write("short", [0, 0])));
         assert!(
             err.message
                 .starts_with("not an IDX file: the file is only 2 bytes long"),
             "{}",
             err.message
         );
-        let err = error_of(read_idx(&dir.write("empty", &[])));
+        let err = error_of(read_idx(&dir.write("empty", [])));
         assert!(err.message.contains("only 0 bytes long"), "{}", err.message);
     }
 
     #[test]
     fn unsupported_type_is_named() {
         let dir = TempDir::new("idx");
-        let err = error_of(read_idx(&dir.write("u16", &idx(0x0A, &[1], &[0, 1]))));
+        let err = error_of(read_idx(&dir.write("u16", idx(0x0A, &[1], &[0, 1]))));
         assert!(
             err.message
                 .starts_with("unsupported IDX element type 0x0A; supported are 0x08 (u8)"),
@@ -687,7 +687,7 @@ mod tests {
             err.message
         );
         assert!(err.file.is_some());
-        let err = error_of(read_idx(&dir.write("scalar", &idx(0x08, &[], &[1]))));
+        let err = error_of(read_idx(&dir.write("scalar", idx(0x08, &[], &[1]))));
         assert_eq!(err.message, "the IDX header declares 0 dimensions; expected at least 1");
     }
 
@@ -707,13 +707,13 @@ mod tests {
             "truncated IDX file: the header's dims [2, 3, 3] call for 18 bytes of data, found 13"
         );
         // i32 data: bytes, not values, are counted.
-        let err = error_of(read_idx(&dir.write("i32", &idx(0x0C, &[2], &[0, 0, 0, 1, 0, 0]))));
+        let err = error_of(read_idx(&dir.write("i32", idx(0x0C, &[2], &[0, 0, 0, 1, 0, 0]))));
         assert_eq!(
             err.message,
             "truncated IDX file: the header's dims [2] call for 8 bytes of data, found 6"
         );
         // A header cut inside its dims.
-        let err = error_of(read_idx(&dir.write("cut-header", &[0, 0, 8, 3, 0, 0, 0, 2, 0])));
+        let err = error_of(read_idx(&dir.write("cut-header", [0, 0, 8, 3, 0, 0, 0, 2, 0])));
         assert_eq!(
             err.message,
             "truncated IDX header: 3 dimensions need 12 bytes of sizes after the magic, found 5"
@@ -725,7 +725,7 @@ mod tests {
         let dir = TempDir::new("idx");
         // (2^32-1)^2 bytes still fit in a u64, but the file has 3 data bytes.
         let err = error_of(read_idx(
-            &dir.write("huge", &idx(0x08, &[u32::MAX, u32::MAX, 1], &[1, 2, 3])),
+            &dir.write("huge", idx(0x08, &[u32::MAX, u32::MAX, 1], &[1, 2, 3])),
         ));
         assert!(
             err.message
@@ -734,7 +734,7 @@ mod tests {
             err.message
         );
         assert!(err.message.ends_with("found 3"), "{}", err.message);
-        let err = error_of(read_idx(&dir.write("overflow", &idx(0x0E, &[u32::MAX; 4], &[]))));
+        let err = error_of(read_idx(&dir.write("overflow", idx(0x0E, &[u32::MAX; 4], &[]))));
         assert!(
             err.message.contains("more data than can be addressed"),
             "{}",
@@ -795,8 +795,8 @@ mod tests {
     #[test]
     fn label_count_must_match_images() {
         let dir = TempDir::new("idx");
-        let images = dir.write("images", &u8_images(3, 2, 2));
-        let labels = dir.write("labels", &idx(0x08, &[2], &[0, 1]));
+        let images = dir.write("images", u8_images(3, 2, 2));
+        let labels = dir.write("labels", idx(0x08, &[2], &[0, 1]));
         let err = error_of(IdxSource::new(&images).with_labels(&labels).load());
         assert_eq!(err.file.as_deref(), Some(labels.as_path()));
         assert_eq!(
@@ -806,7 +806,7 @@ mod tests {
                 images.display()
             )
         );
-        let labels = dir.write("labels-2d", &idx(0x08, &[3, 2], &[0; 6]));
+        let labels = dir.write("labels-2d", idx(0x08, &[3, 2], &[0; 6]));
         let err = error_of(IdxSource::new(&images).with_labels(&labels).load());
         assert_eq!(err.message, "expected labels shaped [n], found dims [3, 2]");
         let err = error_of(IdxSource::new(&labels).load());
@@ -821,17 +821,17 @@ mod tests {
     #[test]
     fn labels_must_be_whole_non_negative_numbers() {
         let dir = TempDir::new("idx");
-        let images = dir.write("images", &u8_images(3, 1, 1));
+        let images = dir.write("images", u8_images(3, 1, 1));
         let load = |labels: &Path| IdxSource::new(&images).with_labels(labels).load();
 
-        let negative = dir.write("negative", &idx(0x09, &[3], &[0, 1, 0xff]));
+        let negative = dir.write("negative", idx(0x09, &[3], &[0, 1, 0xff]));
         let err = error_of(load(&negative));
         assert_eq!(err.file.as_deref(), Some(negative.as_path()));
         assert_eq!(err.location.as_deref(), Some("label 2"));
         assert_eq!(err.message, "-1 is negative; labels must be whole non-negative numbers");
 
         let fraction: Vec<u8> = [0.0f32, 1.5, 2.0].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let err = error_of(load(&dir.write("fraction", &idx(0x0D, &[3], &fraction))));
+        let err = error_of(load(&dir.write("fraction", idx(0x0D, &[3], &fraction))));
         assert_eq!(err.location.as_deref(), Some("label 1"));
         assert_eq!(
             err.message,
@@ -839,18 +839,18 @@ mod tests {
         );
 
         let nan: Vec<u8> = [0.0f64, f64::NAN, 2.0].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let err = error_of(load(&dir.write("nan", &idx(0x0E, &[3], &nan))));
+        let err = error_of(load(&dir.write("nan", idx(0x0E, &[3], &nan))));
         assert!(err.message.starts_with("NaN is not a whole number"), "{}", err.message);
 
         let huge: Vec<u8> = [0i32, 1, i32::MAX].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let err = error_of(load(&dir.write("huge", &idx(0x0C, &[3], &huge))));
+        let err = error_of(load(&dir.write("huge", idx(0x0C, &[3], &huge))));
         assert!(
             err.message.contains("would imply 2147483648 classes"),
             "{}",
             err.message
         );
 
-        let big = dir.write("big", &idx(0x08, &[3], &[0, 1, 7]));
+        let big = dir.write("big", idx(0x08, &[3], &[0, 1, 7]));
         let err = error_of(
             IdxSource::new(&images)
                 .with_labels(&big)
@@ -864,7 +864,7 @@ mod tests {
     #[test]
     fn bad_scale_is_refused() {
         let dir = TempDir::new("idx");
-        let images = dir.write("images", &u8_images(1, 1, 1));
+        let images = dir.write("images", u8_images(1, 1, 1));
         let err = error_of(IdxSource::new(&images).with_scale(0.0).load());
         assert_eq!(err.message, "the image scale must be a positive finite number, found 0");
         assert_eq!(err.file.as_deref(), Some(images.as_path()));

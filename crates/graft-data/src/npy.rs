@@ -610,7 +610,7 @@ mod tests {
 
         let mut data = 1.5f64.to_be_bytes().to_vec();
         data.extend_from_slice(&(-2.0f64).to_be_bytes());
-        let path = dir.write("big.npy", &npy_bytes(">f8", "(2,)", &data));
+        let path = dir.write("big.npy", npy_bytes(">f8", "(2,)", &data));
         assert_eq!(read_npy_f32(path).unwrap().data, vec![1.5, -2.0]);
     }
 
@@ -622,14 +622,14 @@ mod tests {
         assert_eq!(err.file.as_deref(), Some(path.as_path()));
         assert!(err.message.contains("'|b1' (bool)"), "{}", err.message);
 
-        let path = dir.write("half.npy", &npy_bytes("<f2", "(2,)", &[0; 4]));
+        let path = dir.write("half.npy", npy_bytes("<f2", "(2,)", &[0; 4]));
         let err = read_npy_f32(&path).unwrap_err();
         assert!(
             err.to_string().contains("half.npy") && err.message.contains("'<f2'"),
             "{err}"
         );
 
-        let path = dir.write("scalar.npy", &npy_bytes("<f4", "()", &[0; 4]));
+        let path = dir.write("scalar.npy", npy_bytes("<f4", "()", &[0; 4]));
         assert!(read_npy_f32(&path).unwrap_err().message.contains("0-dimensional"));
     }
 

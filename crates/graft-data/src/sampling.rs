@@ -137,13 +137,10 @@ pub fn iterative_stratification(sets: &[Vec<usize>], num_labels: usize, shares: 
             remaining[l] -= 1;
         }
     };
-    loop {
-        let Some(label) = (0..num_labels)
-            .filter(|&l| remaining[l] > 0)
-            .min_by_key(|&l| (remaining[l], l))
-        else {
-            break;
-        };
+    while let Some(label) = (0..num_labels)
+        .filter(|&l| remaining[l] > 0)
+        .min_by_key(|&l| (remaining[l], l))
+    {
         for &row in &order {
             if assigned[row] || !sets[row].contains(&label) {
                 continue;

@@ -563,9 +563,12 @@ pub fn read_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<Strin
     }
 }
 
+/// Texts, the labels of each text, and the label names.
+type LabelSets = (Vec<String>, Vec<Vec<usize>>, Vec<String>);
+
 /// Reads multi-label texts from a CSV whose label column holds `label_separator`-separated labels: `(texts, the
 /// labels of each text, label names)`.
-pub fn read_label_sets(spec: &TextSpec) -> Result<(Vec<String>, Vec<Vec<usize>>, Vec<String>)> {
+pub fn read_label_sets(spec: &TextSpec) -> Result<LabelSets> {
     let meta = fs::metadata(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
     if meta.is_dir() {
         return Err(
@@ -695,7 +698,7 @@ fn read_folders(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>
 }
 
 /// The labels of each row: one each, or (with `label_separator`) any number.
-fn read_csv_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<Vec<usize>>, Vec<String>)> {
+fn read_csv_texts(spec: &TextSpec) -> Result<LabelSets> {
     if spec.extensions.is_some() {
         return Err(Error::new(
             "`extensions` applies to a folder of texts, but this is a file",

@@ -675,7 +675,7 @@ mod tests {
     fn reads_binary_with_and_without_newlines_detected_or_named() {
         let dir = TempDir::new("bin");
         for sep in [&b"\n"[..], b""] {
-            let path = dir.write("v.bin", &binary("3 3", &sample_records(), sep));
+            let path = dir.write("v.bin", binary("3 3", &sample_records(), sep));
             for format in [None, Some(WordVecFormat::Word2VecBinary)] {
                 check_sample(&WordVectors::read(&path, format).unwrap());
             }
@@ -731,7 +731,7 @@ mod tests {
             (b"a", &[5.0, 6.0]),
             (b"b\xfe", &[7.0, 8.0]), // decodes to the same "b\u{fffd}"
         ];
-        let wv = WordVectors::read(&dir.write("d.bin", &binary("4 2", &records, b"\n")), None).unwrap();
+        let wv = WordVectors::read(&dir.write("d.bin", binary("4 2", &records, b"\n")), None).unwrap();
         assert_eq!(wv.words, ["a", "b\u{fffd}"]);
         assert_eq!(wv.values, [1.0, 2.0, 3.0, 4.0]);
         assert_eq!((wv.duplicates, wv.non_utf8), (2, 2));
@@ -790,7 +790,7 @@ mod tests {
         assert!(err.message.contains("ends inside the word \"qu\""), "{err}");
 
         // Fewer words than the header announces.
-        let err = read_err(&dir.write("few.bin", &binary("4 3", &sample_records(), b"\n")), None);
+        let err = read_err(&dir.write("few.bin", binary("4 3", &sample_records(), b"\n")), None);
         assert_eq!(err.location.as_deref(), Some("word 4 of 4"));
         assert!(
             err.message
@@ -799,7 +799,7 @@ mod tests {
         );
 
         // More words than it announces.
-        let path = dir.write("many.bin", &binary("2 3", &sample_records(), b"\n"));
+        let path = dir.write("many.bin", binary("2 3", &sample_records(), b"\n"));
         let err = read_err(&path, None);
         assert_eq!(err.location.as_deref(), Some("line 1"));
         assert!(
@@ -809,13 +809,13 @@ mod tests {
         assert!(err.to_string().starts_with(&format!("{}: line 1: ", path.display())));
 
         // A header dimension that disagrees with the records.
-        let err = read_err(&dir.write("dim.bin", &binary("3 2", &sample_records(), b"\n")), None);
+        let err = read_err(&dir.write("dim.bin", binary("3 2", &sample_records(), b"\n")), None);
         assert_eq!(err.location.as_deref(), Some("word 2 of 3"));
         assert!(err.message.contains("is the header's dimension 2 right?"), "{err}");
 
         // NaN values.
         let err = read_err(
-            &dir.write("nan.bin", &binary("1 2", &[(b"w", &[0.0, f32::NAN])], b"\n")),
+            &dir.write("nan.bin", binary("1 2", &[(b"w", &[0.0, f32::NAN])], b"\n")),
             None,
         );
         assert_eq!(

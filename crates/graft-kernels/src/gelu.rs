@@ -132,7 +132,7 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [200, 200]), &device).require_grad();
         let fused = super::super::gelu(x.clone());
         let composed = gelu(x.clone());
-        let to_vec = |t: Tensor<2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let to_vec = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         for (i, (f, c)) in to_vec(fused.clone())
             .into_iter()
             .zip(to_vec(composed.clone()))

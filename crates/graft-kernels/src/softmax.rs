@@ -89,7 +89,7 @@ mod tests {
             let x = (Tensor::<3>::random(shape, Distribution::Normal(0.0, 3.0), &device) + mask).require_grad();
             let fused = super::super::softmax(x.clone());
             let composed = softmax(x.clone(), 2);
-            let to_vec = |t: Tensor<3>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let to_vec = |t: Tensor<3>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             for (f, c) in to_vec(fused.clone()).into_iter().zip(to_vec(composed.clone())) {
                 assert!((f - c).abs() < 1e-6 + 1e-5 * c.abs(), "softmax {f} vs burn {c}");
             }

@@ -640,7 +640,6 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             )
         }
     };
-    let mut heads = heads;
     let calibration = match exp.train.calibrate {
         Some(Calibration::Temperature) => {
             let validation = validation.as_ref().ok_or_else(|| {

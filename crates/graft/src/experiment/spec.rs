@@ -164,7 +164,7 @@ impl TrainSpec {
             batch_size: self.batch_size,
             shuffle: self.shuffle,
             optimizer: self.optimizer.clone(),
-            clip_grad: self.clip_grad.clone(),
+            clip_grad: self.clip_grad,
             schedule: self.schedule.clone(),
             metrics: self.metrics.clone(),
             top_k: self.top_k,

@@ -241,7 +241,7 @@ fn invert_spd(a: &[f64], d: usize) -> Result<Vec<f64>> {
             let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
             if i == j {
                 let v = a[i * d + i] - s;
-                if !(v > 0.0) {
+                if v.is_nan() || v <= 0.0 {
                     return Err(Error::new("the feature covariance is not positive definite"));
                 }
                 l[i * d + i] = v.sqrt();
@@ -373,52 +373,6 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn separation_measures_against_sklearn() {
-        // sklearn: roc_auc_score([0,0,0,1,1], [0.1,0.4,0.35,0.8,0.3]) = 0.6667 (4 of 6 pairs in order);
-        // average_precision_score(same) = 0.75 (ranks: 0.8 ✓, 0.4 ✗, 0.35 ✗, 0.3 ✓ → 0.5·1 + 0.5·0.5).
-        let (auroc, aupr, fpr) = separation(&[0.1, 0.4, 0.35], &[0.8, 0.3]);
-        assert!((auroc.unwrap() - 4.0 / 6.0).abs() < 1e-12, "{auroc:?}");
-        assert!((aupr.unwrap() - 0.75).abs() < 1e-12, "{aupr:?}");
-        // The threshold keeping 95% of {0.1, 0.35, 0.4} is 0.4; it keeps the OOD 0.3 → FPR 0.5.
-        assert_eq!(fpr, 0.5);
-        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
-        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.95), 4.0);
-    }
-
-    #[test]
-    fn mahalanobis_uses_the_shared_covariance() {
-        // Two classes around (0, 0) and (10, 0), spread 1 along x and 0.1 along y: a point 1 off in y is far,
-        // a point 1 off in x is near.
-        let mut data = vec![];
-        let mut labels = vec![];
-        for i in 0..200 {
-            let (cx, l) = if i % 2 == 0 { (0.0, 0) } else { (10.0, 1) };
-            let t = i as f32 * 0.7;
-            data.extend([cx + t.sin(), 0.1 * (1.3 * t).cos()]);
-            labels.push(l);
-        }
-        let stats = FeatureStats::fit("f", &Array::new(vec![200, 2], data).unwrap(), &labels, 2).unwrap();
-        let near = stats.score(&[1.0, 0.0]);
-        let far = stats.score(&[0.0, 1.0]);
-        assert!(far > 20.0 * near, "{near} vs {far}");
-        // The inverse is an inverse.
-        let d = 2;
-        let cov = [2.0, 0.5, 0.5, 1.0];
-        let inv = invert_spd(&cov, d).unwrap();
-        for i in 0..d {
-            for j in 0..d {
-                let v: f64 = (0..d).map(|k| cov[i * d + k] * inv[k * d + j]).sum();
-                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
-            }
-        }
-    }
-}
-
 /// `[train] reject`: the feature statistics of the training data and the threshold that keeps `spec.keep` of the
 /// validation inputs, for the trained `predictor`.
 pub fn fit_rejection(
@@ -517,4 +471,50 @@ pub fn ood_separation(
         .filter_map(|name| Some((*name, sa.get(name)?.clone(), sb.get(name)?.clone())))
         .collect();
     Ok(Separation { doc, scores })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separation_measures_against_sklearn() {
+        // sklearn: roc_auc_score([0,0,0,1,1], [0.1,0.4,0.35,0.8,0.3]) = 0.6667 (4 of 6 pairs in order);
+        // average_precision_score(same) = 0.75 (ranks: 0.8 ✓, 0.4 ✗, 0.35 ✗, 0.3 ✓ → 0.5·1 + 0.5·0.5).
+        let (auroc, aupr, fpr) = separation(&[0.1, 0.4, 0.35], &[0.8, 0.3]);
+        assert!((auroc.unwrap() - 4.0 / 6.0).abs() < 1e-12, "{auroc:?}");
+        assert!((aupr.unwrap() - 0.75).abs() < 1e-12, "{aupr:?}");
+        // The threshold keeping 95% of {0.1, 0.35, 0.4} is 0.4; it keeps the OOD 0.3 → FPR 0.5.
+        assert_eq!(fpr, 0.5);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.95), 4.0);
+    }
+
+    #[test]
+    fn mahalanobis_uses_the_shared_covariance() {
+        // Two classes around (0, 0) and (10, 0), spread 1 along x and 0.1 along y: a point 1 off in y is far,
+        // a point 1 off in x is near.
+        let mut data = vec![];
+        let mut labels = vec![];
+        for i in 0..200 {
+            let (cx, l) = if i % 2 == 0 { (0.0, 0) } else { (10.0, 1) };
+            let t = i as f32 * 0.7;
+            data.extend([cx + t.sin(), 0.1 * (1.3 * t).cos()]);
+            labels.push(l);
+        }
+        let stats = FeatureStats::fit("f", &Array::new(vec![200, 2], data).unwrap(), &labels, 2).unwrap();
+        let near = stats.score(&[1.0, 0.0]);
+        let far = stats.score(&[0.0, 1.0]);
+        assert!(far > 20.0 * near, "{near} vs {far}");
+        // The inverse is an inverse.
+        let d = 2;
+        let cov = [2.0, 0.5, 0.5, 1.0];
+        let inv = invert_spd(&cov, d).unwrap();
+        for i in 0..d {
+            for j in 0..d {
+                let v: f64 = (0..d).map(|k| cov[i * d + k] * inv[k * d + j]).sum();
+                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+    }
 }

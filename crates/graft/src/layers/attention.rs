@@ -78,7 +78,7 @@ impl MultiHeadAttentionConfig {
 }
 
 fn check_heads(e: usize, heads: usize) -> Result<()> {
-    if heads == 0 || e % heads != 0 {
+    if heads == 0 || !e.is_multiple_of(heads) {
         return Err(shape_err(format!("num_heads = {heads} must divide the {e} features")));
     }
     Ok(())

@@ -128,7 +128,7 @@ impl BertConfig {
                 return Err(Error::new("must be at least 1").at(name));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::new(format!(
                 "{} heads do not divide hidden_size {}",
                 self.num_attention_heads, self.hidden_size
@@ -150,7 +150,7 @@ impl BertConfig {
             ))
             .at("position_embedding_type"));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(Error::new("must be positive").at("layer_norm_eps"));
         }
         Ok(())

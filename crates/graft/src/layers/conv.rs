@@ -247,7 +247,7 @@ impl ConvConfig {
                 "filters, kernel, stride, dilation and groups must all be at least 1",
             ));
         }
-        if channels % self.groups != 0 || self.filters % self.groups != 0 {
+        if !channels.is_multiple_of(self.groups) || !self.filters.is_multiple_of(self.groups) {
             return Err(shape_err(format!(
                 "groups = {} must divide both the input channels ({channels}) and filters ({})",
                 self.groups, self.filters

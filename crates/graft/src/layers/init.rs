@@ -130,12 +130,12 @@ mod tests {
             (
                 Initializer::GlorotUniform,
                 2.0 / (fi + fo),
-                Some((6.0 / (fi + fo) as f64).sqrt()),
+                Some((6.0 / (fi + fo)).sqrt()),
             ),
             (Initializer::GlorotNormal, 2.0 / (fi + fo), None),
-            (Initializer::HeUniform, 2.0 / fi, Some((6.0 / fi as f64).sqrt())),
+            (Initializer::HeUniform, 2.0 / fi, Some((6.0 / fi).sqrt())),
             (Initializer::HeNormal, 2.0 / fi, None),
-            (Initializer::LecunUniform, 1.0 / fi, Some((3.0 / fi as f64).sqrt())),
+            (Initializer::LecunUniform, 1.0 / fi, Some((3.0 / fi).sqrt())),
             (Initializer::LecunNormal, 1.0 / fi, None),
         ];
         for (init, expected_var, bound) in cases {

@@ -491,6 +491,7 @@ fn recurrent_node(
 
 /// A built layer.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Layer {
     Dense(Dense),
     Conv1d(Conv1d),

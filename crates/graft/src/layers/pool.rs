@@ -24,6 +24,9 @@ pub struct PoolConfig {
     pub padding: Padding,
 }
 
+/// A pooling window's `(kernel, stride, padding, output sizes)` along each of `N` axes.
+type Geometry<const N: usize> = ([usize; N], [usize; N], [(usize, usize); N], [usize; N]);
+
 impl PoolConfig {
     pub fn new(size: usize) -> Self {
         PoolConfig {
@@ -33,10 +36,7 @@ impl PoolConfig {
         }
     }
 
-    fn geometry<const N: usize>(
-        &self,
-        sizes: [usize; N],
-    ) -> Result<([usize; N], [usize; N], [(usize, usize); N], [usize; N])> {
+    fn geometry<const N: usize>(&self, sizes: [usize; N]) -> Result<Geometry<N>> {
         let kernel = self.size.resolve::<N>("size")?;
         let stride = match &self.stride {
             Some(s) => s.resolve::<N>("stride")?,

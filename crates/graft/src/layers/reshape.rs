@@ -25,7 +25,7 @@ impl ReshapeConfig {
         }
         let known: usize = self.shape.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
         let out: Shape = if unknown == 1 {
-            if total % known != 0 {
+            if !total.is_multiple_of(known) {
                 return Err(shape_err(format!(
                     "cannot reshape {input:?} ({total} values) to {:?}",
                     self.shape

@@ -111,7 +111,7 @@ impl LayerGroups {
         if spec.groups.is_empty() {
             return Err(Error::new("name at least one group").at(format!("{at}.groups")));
         }
-        if !(spec.lr_decay > 0.0) || !spec.lr_decay.is_finite() {
+        if spec.lr_decay <= 0.0 || !spec.lr_decay.is_finite() {
             return Err(
                 Error::new(format!("expected a positive number, found {}", spec.lr_decay)).at(format!("{at}.lr_decay")),
             );

@@ -51,6 +51,7 @@ impl ModelSpec {
     }
 
     /// Appends a layer fed by the previous node (or the input), named `<kind>_<n>`; it becomes the output.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: LayerSpec) -> Self {
         let name = self.auto_name(layer.kind());
         self = self.add_named(&name, layer);

@@ -744,7 +744,7 @@ mod tests {
             let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
             let cos = dot / (norm(&g) * norm(w));
             min_cos = min_cos.min(cos);
-            max_abs = max_abs.max(max_diff(&[g], &[w.clone()]));
+            max_abs = max_abs.max(max_diff(&[g], std::slice::from_ref(w)));
         }
         println!(
             "MiniLM vs sentence-transformers: min cosine {min_cos:.8}, max abs diff {max_abs:.3e} ({} sentences in {:.1} ms)",

@@ -562,8 +562,8 @@ mod tests {
                 (composed, composed_state) =
                     adam.step(0.05, composed, grad.cast(burn::tensor::DType::F64), composed_state);
             }
-            let f = fused.into_data().convert::<f64>().to_vec::<f64>().unwrap();
-            let c = composed.into_data().convert::<f64>().to_vec::<f64>().unwrap();
+            let f = fused.into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+            let c = composed.into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
             for (a, b) in f.iter().zip(&c) {
                 assert!(
                     (a - b).abs() < 1e-6,

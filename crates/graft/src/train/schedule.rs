@@ -296,7 +296,7 @@ impl Scheduler {
                         Error::new(format!("expected a fraction between 0 and 1, found {cut_frac}")).at(at("cut_frac")),
                     );
                 }
-                if !(*ratio >= 1.0) {
+                if ratio.is_nan() || *ratio < 1.0 {
                     return Err(Error::new(format!("expected at least 1, found {ratio}")).at(at("ratio")));
                 }
                 let total_steps = epochs * steps_per_epoch;

@@ -156,7 +156,69 @@ pub struct TrainSpec {
     pub standardize_target: bool,
 }
 
+impl ExperimentSpec {
+    /// The experiment a TOML file with these three sections describes; relative paths in `data` resolve against
+    /// the working directory.
+    pub fn new(data: DataSpec, model: ModelSpec, train: TrainSpec) -> Self {
+        ExperimentSpec {
+            data,
+            model,
+            train,
+            path: None,
+        }
+    }
+}
+
+impl DataSpec {
+    /// `[data] dataset = ...` with the default split (15% validation, 20% test, stratified).
+    pub fn new(dataset: DatasetSpec) -> Self {
+        DataSpec {
+            dataset: Some(dataset),
+            split: SplitSpec::default(),
+            validation: None,
+            test: None,
+            background: None,
+            background_class: other(),
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_split(mut self, split: SplitSpec) -> Self {
+        self.split = split;
+        self
+    }
+}
+
 impl TrainSpec {
+    /// `[train]` with `loss` and the loop's settings from `fit`; everything else (callbacks, transfer, calibration,
+    /// rejection, thresholds) off, as in a `[train]` table that names only those keys. Set the other fields
+    /// directly.
+    pub fn new(loss: LossSpec, fit: FitConfig) -> Self {
+        TrainSpec {
+            epochs: fit.epochs,
+            batch_size: fit.batch_size,
+            optimizer: fit.optimizer,
+            loss,
+            metrics: fit.metrics,
+            schedule: fit.schedule,
+            callbacks: CallbacksSpec::default(),
+            clip_grad: fit.clip_grad,
+            class_weights: None,
+            top_k: fit.top_k,
+            shuffle: fit.shuffle,
+            init_from: None,
+            freeze: vec![],
+            cache_features: false,
+            layer_groups: fit.layer_groups,
+            tasks: BTreeMap::new(),
+            calibrate: None,
+            reject: None,
+            resample: fit.resample,
+            threshold: None,
+            standardize_target: true,
+        }
+    }
+
     /// The training loop's part of `[train]`.
     pub fn fit_config(&self) -> FitConfig {
         FitConfig {
@@ -336,6 +398,22 @@ fn toml_message(e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rust_constructors_say_what_the_minimal_toml_says() {
+        let toml = "[data]\ndataset = \"digits\"\n[model]\nlayers = [{ dense = { units = 10 } }]\n\
+                    [train]\nepochs = 10\nloss = \"sparse_categorical_crossentropy\"\n";
+        let read = ExperimentSpec::from_toml_str(toml).unwrap();
+        let loss = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        let built = ExperimentSpec::new(
+            DataSpec::new(DatasetSpec::Builtin("digits".into())),
+            read.model.clone(),
+            TrainSpec::new(loss, FitConfig::default()),
+        );
+        assert_eq!(built.data, read.data);
+        assert_eq!(built.train, read.train);
+        assert_eq!(read.train.fit_config(), FitConfig::default());
+    }
 
     const MINIMAL: &str = r#"
 [data]

@@ -322,6 +322,31 @@ pub struct EarlyStoppingSpec {
     pub restore_best: bool,
 }
 
+impl Default for EarlyStoppingSpec {
+    /// Keras's `EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)`.
+    fn default() -> Self {
+        EarlyStoppingSpec {
+            monitor: val_loss(),
+            mode: None,
+            patience: five(),
+            min_delta: 0.0,
+            restore_best: true,
+        }
+    }
+}
+
+impl EarlyStoppingSpec {
+    /// Stops when `monitor` (a logged value, e.g. `val_loss` or `val_accuracy`) has not improved for `patience`
+    /// epochs.
+    pub fn new(monitor: &str, patience: usize) -> Self {
+        EarlyStoppingSpec {
+            monitor: monitor.into(),
+            patience,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {

@@ -1,7 +1,14 @@
-//! Training: the loop, optimizers, schedules and callbacks.
+//! Training: the loop with an open step ([`step`]), the supervised step ([`trainer`]), optimizers, schedules
+//! and callbacks.
 
 pub mod callbacks;
+pub mod config;
 pub mod optim;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 pub mod warnings;
+
+pub use config::FitConfig;
+pub use step::{History, TrainStep, Trainer};
+pub use trainer::{FitResult, Supervised, fit};

@@ -1,26 +1,25 @@
-//! The training loop: small on purpose. Mini-batches with per-epoch shuffling, one optimizer step per batch,
-//! validation at each epoch end; everything else (progress, early stopping, checkpoints) is a callback.
-
-use std::time::{Duration, Instant};
+//! Supervised training: the [`Supervised`] step (task heads over one model's outputs, their losses, metrics and
+//! class weights, one optimizer) and [`fit`], which runs it in the [`Trainer`](crate::train::step::Trainer) loop;
+//! and evaluation of a model's heads over a data set.
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde_json::{Map, Value as Json};
 
-use super::callbacks::{Callback, Control, Logs};
-use super::schedule::Scheduler;
 use crate::data::sampling::Resample;
-use crate::data::{Array, Batches, Dataset, gather};
+use crate::data::{Array, Batch, Dataset, gather};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::layers::value::Data;
 use crate::model::Graph;
-use crate::model::groups::LayerGroupsSpec;
+use crate::model::groups::LayerGroups;
 use crate::task::head::ClassWeights;
 use crate::task::head::{EpochMetrics, TaskHead};
-use crate::train::optim::{ClipSpec, OptimizerSpec};
-use crate::train::schedule::ScheduleSpec;
+use crate::train::callbacks::{Callback, Logs};
+pub use crate::train::config::FitConfig;
+use crate::train::step::run_epochs;
+pub use crate::train::step::{EpochTiming, History, TrainStep, Trainer, history_entry};
 
 pub use crate::layers::value::{batch_inputs, input_data};
 
@@ -468,108 +467,6 @@ fn row_weights(class_weights: Option<&[f32]>, batch: &crate::data::Batch, device
     Some(Tensor::<1>::from_floats(rows.as_slice(), device))
 }
 
-/// Batches gathered ahead of the training step.
-const PREFETCH: usize = 4;
-
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct EpochTiming {
-    pub seconds: f64,
-    pub data_wait: f64,
-}
-
-/// How [`fit`] trains: the loop's settings, as `[train]` gives them (`TrainSpec::fit_config`) or set in code.
-///
-/// ```ignore
-/// let config = FitConfig::default().with_epochs(20).with_batch_size(64).with_optimizer(OptimizerSpec::adam(1e-3));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct FitConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Shuffle the training rows every epoch (seeded); `false` keeps their order.
-    pub shuffle: bool,
-    pub optimizer: OptimizerSpec,
-    pub clip_grad: Option<ClipSpec>,
-    pub schedule: ScheduleSpec,
-    /// Metrics logged per epoch (train and `val_`), for heads that name none of their own.
-    pub metrics: Vec<String>,
-    /// k of `top_k_accuracy`.
-    pub top_k: usize,
-    /// Which training examples each epoch visits (one classification task).
-    pub resample: Option<Resample>,
-    /// Discriminative learning rates and gradual unfreezing over groups of layers.
-    pub layer_groups: Option<LayerGroupsSpec>,
-}
-
-impl Default for FitConfig {
-    /// 10 epochs of batches of 32, shuffled, Adam at its defaults (lr 1e-3), a constant rate, accuracy logged.
-    fn default() -> Self {
-        FitConfig {
-            epochs: 10,
-            batch_size: 32,
-            shuffle: true,
-            optimizer: OptimizerSpec::default(),
-            clip_grad: None,
-            schedule: ScheduleSpec::default(),
-            metrics: vec!["accuracy".into()],
-            top_k: 5,
-            resample: None,
-            layer_groups: None,
-        }
-    }
-}
-
-impl FitConfig {
-    pub fn with_epochs(mut self, epochs: usize) -> Self {
-        self.epochs = epochs;
-        self
-    }
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
-        self.shuffle = shuffle;
-        self
-    }
-    pub fn with_optimizer(mut self, optimizer: OptimizerSpec) -> Self {
-        self.optimizer = optimizer;
-        self
-    }
-    pub fn with_clip_grad(mut self, clip: ClipSpec) -> Self {
-        self.clip_grad = Some(clip);
-        self
-    }
-    pub fn with_schedule(mut self, schedule: ScheduleSpec) -> Self {
-        self.schedule = schedule;
-        self
-    }
-    pub fn with_metrics<S: Into<String>>(mut self, metrics: impl IntoIterator<Item = S>) -> Self {
-        self.metrics = metrics.into_iter().map(Into::into).collect();
-        self
-    }
-    pub fn with_top_k(mut self, k: usize) -> Self {
-        self.top_k = k;
-        self
-    }
-    pub fn with_resample(mut self, resample: Resample) -> Self {
-        self.resample = Some(resample);
-        self
-    }
-    pub fn with_layer_groups(mut self, groups: LayerGroupsSpec) -> Self {
-        self.layer_groups = Some(groups);
-        self
-    }
-
-    /// Errors for settings no training can run with.
-    pub fn check(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::new("epochs and batch_size must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
 /// The result of [`fit`].
 pub struct FitResult {
     pub model: Graph,
@@ -579,237 +476,262 @@ pub struct FitResult {
     pub stopped_early: Option<usize>,
 }
 
-/// Trains `model` (built on an autodiff device) on `train`, validating on `validation` at every epoch end.
-#[allow(clippy::too_many_arguments)]
+/// Trains `model` (built on an autodiff device) on `train`, validating on `validation` at every epoch end: the
+/// [`Supervised`] step run by the [`Trainer`](crate::train::step::Trainer) loop.
 pub fn fit(
-    mut model: Graph,
+    model: Graph,
     heads: &[TaskHead],
-    spec: &FitConfig,
+    config: &FitConfig,
     train: &Dataset,
     validation: Option<&Dataset>,
     seed: u64,
     callbacks: &mut [Box<dyn Callback>],
 ) -> Result<FitResult> {
-    let device = model.devices().first().cloned().unwrap_or_default();
-    let mut optim = spec
-        .optimizer
-        .init(spec.clip_grad)
-        .map_err(|e| e.at("train.optimizer"))?;
-    // Resampling draws each epoch's examples from the training labels (one classification task).
-    let resample_labels = match spec.resample {
-        Some(_) => {
-            let head = match heads {
-                [h] if h.is_classification() && h.name.is_none() => h,
-                _ => return Err(Error::new("resampling applies to one classification task").at("train.resample")),
-            };
-            let labels = head
-                .train_labels(train)
-                .ok_or_else(|| Error::new("resampling needs class labels").at("train.resample"))?;
-            Some((labels, head.num_classes()))
-        }
-        None => None,
-    };
-    let epoch_order = |epoch: usize| -> Result<Option<Vec<usize>>> {
-        match (spec.resample, &resample_labels) {
-            (Some(kind), Some((labels, classes))) => {
-                crate::data::sampling::epoch_order(kind, labels, *classes, seed, epoch).map(Some)
+    let mut step = Supervised::new(model, heads, config, train, seed)?;
+    let history = run_epochs(config, seed, callbacks, &mut step, train, validation)?;
+    Ok(FitResult {
+        model: step.model,
+        timings: history.timings,
+        history: history.epochs,
+        stopped_early: history.stopped_early,
+    })
+}
+
+impl Trainer {
+    /// Supervised training of `model` (built on an autodiff device) through `heads`, validating on `validation`
+    /// at every epoch end; see [`fit`].
+    pub fn fit(
+        &mut self,
+        model: Graph,
+        heads: &[TaskHead],
+        train: &Dataset,
+        validation: Option<&Dataset>,
+    ) -> Result<FitResult> {
+        let config = self.config.clone();
+        fit(model, heads, &config, train, validation, self.seed, &mut self.callbacks)
+    }
+}
+
+/// The supervised training step: one model, its task heads (each a model output with a loss, a weight and
+/// metrics), one optimizer over all trainable parameters (with per-group rates when layer groups are set), layer
+/// penalties and constraints; train metrics accumulated over the epoch and the validation set evaluated at its end.
+pub struct Supervised<'a> {
+    pub model: Graph,
+    heads: &'a [TaskHead],
+    optim: ModuleOptimizer,
+    groups: Option<LayerGroups>,
+    groups_training: usize,
+    /// Per head, the class weights resolved on the training labels.
+    weights: Vec<Option<Vec<f32>>>,
+    /// The training labels and class count, when each epoch resamples them.
+    resample: Option<(Resample, Vec<usize>, usize)>,
+    metrics_wanted: Vec<String>,
+    top_k: usize,
+    seed: u64,
+    device: Device,
+    epoch: usize,
+    batch: usize,
+    metrics: Vec<EpochMetrics>,
+    head_loss_sums: Vec<f64>,
+    seen: usize,
+}
+
+impl<'a> Supervised<'a> {
+    pub fn new(model: Graph, heads: &'a [TaskHead], config: &FitConfig, train: &Dataset, seed: u64) -> Result<Self> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let optim = config
+            .optimizer
+            .init(config.clip_grad)
+            .map_err(|e| e.at("train.optimizer"))?;
+        // Resampling draws each epoch's examples from the training labels (one classification task).
+        let resample = match config.resample {
+            Some(kind) => {
+                let head = match heads {
+                    [h] if h.is_classification() && h.name.is_none() => h,
+                    _ => return Err(Error::new("resampling applies to one classification task").at("train.resample")),
+                };
+                let labels = head
+                    .train_labels(train)
+                    .ok_or_else(|| Error::new("resampling needs class labels").at("train.resample"))?;
+                Some((kind, labels, head.num_classes()))
             }
-            _ => Ok(None),
-        }
-    };
-    let epoch_len = epoch_order(1)?.map_or(train.len(), |o| o.len());
-    let steps = epoch_len.div_ceil(spec.batch_size);
-    let mut scheduler =
-        Scheduler::new(&spec.schedule, spec.optimizer.lr(), spec.epochs, steps).map_err(|e| e.at("train.schedule"))?;
-    let weights = head_class_weights(heads, train)?;
-    let groups = spec
-        .layer_groups
-        .as_ref()
-        .map(|g| crate::model::groups::LayerGroups::new(g, &model))
-        .transpose()?;
-    let mut groups_training = groups.as_ref().map_or(0, |g| g.len());
-    let wanted: Vec<String> = spec.metrics.clone();
-    let mut history = vec![];
-    let mut timings = vec![];
-    let mut stopped_early = None;
-    for epoch in 1..=spec.epochs {
-        if let Some(g) = &groups
-            && (epoch == 1 || g.training_in(epoch) != groups_training)
-        {
-            groups_training = g.training_in(epoch);
-            model = g.unfreeze_top(model, groups_training);
-        }
-        let batches = match epoch_order(epoch)? {
-            Some(order) => Batches::from_order(order, spec.batch_size)?,
-            None => Batches::new(train.len(), spec.batch_size, spec.shuffle, seed, epoch)?,
+            None => None,
         };
-        for cb in callbacks.iter_mut() {
-            cb.on_epoch_begin(epoch, batches.num_batches());
+        let weights = head_class_weights(heads, train)?;
+        let groups = config
+            .layer_groups
+            .as_ref()
+            .map(|g| LayerGroups::new(g, &model))
+            .transpose()?;
+        let groups_training = groups.as_ref().map_or(0, |g| g.len());
+        Ok(Supervised {
+            model,
+            heads,
+            optim,
+            groups,
+            groups_training,
+            weights,
+            resample,
+            metrics_wanted: config.metrics.clone(),
+            top_k: config.top_k,
+            seed,
+            device,
+            epoch: 0,
+            batch: 0,
+            metrics: vec![],
+            head_loss_sums: vec![],
+            seen: 0,
+        })
+    }
+
+    fn multi_task(&self) -> bool {
+        self.heads.len() > 1 || self.heads.iter().any(|h| h.name.is_some())
+    }
+
+    fn wanted<'h>(&'h self, head: &'h TaskHead) -> &'h [String] {
+        if head.metrics.is_empty() {
+            &self.metrics_wanted
+        } else {
+            &head.metrics
         }
-        let mut metrics: Vec<EpochMetrics> = heads.iter().map(EpochMetrics::new).collect();
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
-        let mut head_loss_sums = vec![0.0; heads.len()];
-        let epoch_start = Instant::now();
-        let mut waited = Duration::ZERO;
-        // Batches are gathered on a second thread, a few ahead of the training step that consumes them.
-        std::thread::scope(|scope| -> Result<()> {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH);
-            scope.spawn(move || {
-                for indices in batches {
-                    if sender.send(gather(train, &indices)).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut b = 0;
-            loop {
-                let wait = Instant::now();
-                let Ok(batch) = receiver.recv() else { break };
-                waited += wait.elapsed();
-                let outs = model.forward(batch_inputs(&batch, &device)?, true, true)?;
-                let mut loss: Option<Tensor<1>> = None;
-                let mut data_loss = 0.0;
-                for (h, head) in heads.iter().enumerate() {
-                    let out = outs[head.output].clone();
-                    let rows = head_rows(head, out, &batch, weights[h].as_deref(), &device)?;
-                    let logits = rows.logits.clone();
-                    let head_loss = head
-                        .loss
-                        .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
-                    let value = head_loss.clone().into_scalar::<f32>() as f64;
-                    if !value.is_finite() {
-                        let task = head
-                            .name
-                            .as_ref()
-                            .map(|n| format!(" of task '{n}'"))
-                            .unwrap_or_default();
-                        return Err(Error::new(format!(
-                            "the loss{task} became {value} at epoch {epoch}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
-                            b + 1
-                        )));
-                    }
-                    head_loss_sums[h] += value * batch.len() as f64;
-                    data_loss += head.weight * value;
-                    let weighted = if head.weight == 1.0 {
-                        head_loss
-                    } else {
-                        head_loss.mul_scalar(head.weight)
-                    };
-                    loss = Some(match loss {
-                        Some(total) => total + weighted,
-                        None => weighted,
-                    });
-                    let probs = head
-                        .probabilities(logits.detach())
-                        .into_data()
-                        .try_to_vec::<f32>()
-                        .unwrap_or_default();
-                    rows.metrics.update(head, &probs, &mut metrics[h]);
-                }
-                let Some(mut loss) = loss else {
-                    return Err(Error::new("the model has no task to train"));
-                };
-                if let Some(penalty) = l2_penalty(&model) {
-                    loss = loss + penalty;
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let lr = scheduler.next_step_lr();
-                model = match &groups {
-                    Some(g) => optim.step(g.learning_rates(lr), model.clone(), grads),
-                    None => optim.step(lr, model.clone(), grads),
-                };
-                model = apply_max_norm(model.clone());
-                loss_sum += data_loss * batch.len() as f64;
-                seen += batch.len();
-                for cb in callbacks.iter_mut() {
-                    cb.on_batch_end(b, data_loss);
-                }
-                b += 1;
+    }
+}
+
+impl TrainStep for Supervised<'_> {
+    fn model(&self) -> &Graph {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut Graph {
+        &mut self.model
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
+        if let Some(g) = &self.groups
+            && (epoch == 1 || g.training_in(epoch) != self.groups_training)
+        {
+            self.groups_training = g.training_in(epoch);
+            self.model = g.unfreeze_top(self.model.clone(), self.groups_training);
+        }
+        self.epoch = epoch;
+        self.batch = 0;
+        self.metrics = self.heads.iter().map(EpochMetrics::new).collect();
+        self.head_loss_sums = vec![0.0; self.heads.len()];
+        self.seen = 0;
+        Ok(())
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Result<Option<Vec<usize>>> {
+        match &self.resample {
+            Some((kind, labels, classes)) => {
+                crate::data::sampling::epoch_order(*kind, labels, *classes, self.seed, epoch).map(Some)
             }
-            Ok(())
-        })?;
-        timings.push(EpochTiming {
-            seconds: epoch_start.elapsed().as_secs_f64(),
-            data_wait: waited.as_secs_f64(),
-        });
-        let mut logs = Logs::new();
-        logs.insert("loss".into(), loss_sum / seen.max(1) as f64);
-        let multi = heads.len() > 1 || heads.iter().any(|h| h.name.is_some());
-        for (h, head) in heads.iter().enumerate() {
-            let train_metrics = metrics[h].compute(spec.top_k);
-            let wanted = if head.metrics.is_empty() {
-                &wanted
+            None => Ok(None),
+        }
+    }
+
+    fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
+        self.batch += 1;
+        let outs = self.model.forward(batch_inputs(batch, &self.device)?, true, true)?;
+        let mut loss: Option<Tensor<1>> = None;
+        let mut data_loss = 0.0;
+        for (h, head) in self.heads.iter().enumerate() {
+            let out = outs[head.output].clone();
+            let rows = head_rows(head, out, batch, self.weights[h].as_deref(), &self.device)?;
+            let logits = rows.logits.clone();
+            let head_loss = head
+                .loss
+                .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
+            let value = head_loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                let task = head
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" of task '{n}'"))
+                    .unwrap_or_default();
+                return Err(Error::new(format!(
+                    "the loss{task} became {value} at epoch {}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
+                    self.epoch, self.batch
+                )));
+            }
+            self.head_loss_sums[h] += value * batch.len() as f64;
+            data_loss += head.weight * value;
+            let weighted = if head.weight == 1.0 {
+                head_loss
             } else {
-                &head.metrics
+                head_loss.mul_scalar(head.weight)
             };
-            for name in wanted {
+            loss = Some(match loss {
+                Some(total) => total + weighted,
+                None => weighted,
+            });
+            let probs = head
+                .probabilities(logits.detach())
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            rows.metrics.update(head, &probs, &mut self.metrics[h]);
+        }
+        let Some(mut loss) = loss else {
+            return Err(Error::new("the model has no task to train"));
+        };
+        if let Some(penalty) = l2_penalty(&self.model) {
+            loss = loss + penalty;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = match &self.groups {
+            Some(g) => self.optim.step(g.learning_rates(lr), self.model.clone(), grads),
+            None => self.optim.step(lr, self.model.clone(), grads),
+        };
+        self.model = apply_max_norm(self.model.clone());
+        self.seen += batch.len();
+        Ok(data_loss)
+    }
+
+    fn end_epoch(&mut self, validation: Option<&Dataset>, logs: &mut Logs) -> Result<()> {
+        let multi = self.multi_task();
+        for (h, head) in self.heads.iter().enumerate() {
+            let train_metrics = self.metrics[h].compute(self.top_k);
+            for name in self.wanted(head) {
                 if let Some(v) = train_metrics.get(name).and_then(Json::as_f64) {
                     logs.insert(head.log_name(name), v);
                 }
             }
             if multi {
-                logs.insert(head.log_name("loss"), head_loss_sums[h] / seen.max(1) as f64);
+                logs.insert(head.log_name("loss"), self.head_loss_sums[h] / self.seen.max(1) as f64);
             }
         }
         if let Some(val) = validation {
-            let v = evaluate(&model.valid(), heads, val, &weights, EVAL_BATCH, spec.top_k, false)?;
+            let v = evaluate(
+                &self.model.valid(),
+                self.heads,
+                val,
+                &self.weights,
+                EVAL_BATCH,
+                self.top_k,
+                false,
+            )?;
             if let Some(l) = v.get("loss").and_then(Json::as_f64) {
                 logs.insert("val_loss".into(), l);
             }
-            for head in heads {
+            for head in self.heads {
                 let part = match &head.name {
                     Some(n) => v.get(n).and_then(Json::as_object).cloned().unwrap_or_default(),
                     None => v.clone(),
                 };
-                let wanted = if head.metrics.is_empty() {
-                    &wanted
-                } else {
-                    &head.metrics
-                };
-                for name in wanted.iter().chain(multi.then_some(&"loss".to_string())) {
+                let loss = "loss".to_string();
+                for name in self.wanted(head).iter().chain(multi.then_some(&loss)) {
                     if let Some(x) = part.get(name).and_then(Json::as_f64) {
                         logs.insert(format!("val_{}", head.log_name(name)), x);
                     }
                 }
             }
         }
-        logs.insert("lr".into(), scheduler.current_lr());
-        if groups.is_some() {
-            logs.insert("groups_training".into(), groups_training as f64);
+        if self.groups.is_some() {
+            logs.insert("groups_training".into(), self.groups_training as f64);
         }
-        scheduler.end_epoch(epoch, &logs).map_err(|e| e.at("train.schedule"))?;
-        let mut control = Control::default();
-        for cb in callbacks.iter_mut() {
-            cb.on_epoch_end(epoch, &logs, &model, &mut control)?;
-        }
-        history.push(history_entry(epoch, &logs));
-        if control.stop {
-            stopped_early = Some(epoch);
-            break;
-        }
+        Ok(())
     }
-    for cb in callbacks.iter_mut() {
-        cb.on_train_end(&mut model)?;
-    }
-    Ok(FitResult {
-        model,
-        history,
-        stopped_early,
-        timings,
-    })
-}
-
-/// One epoch of `metrics.json`'s history: the epoch number and its logs (a non-finite value as `null`).
-pub fn history_entry(epoch: usize, logs: &Logs) -> Map<String, Json> {
-    let mut entry = Map::new();
-    entry.insert("epoch".into(), Json::from(epoch));
-    for (k, v) in logs {
-        entry.insert(
-            k.clone(),
-            serde_json::Number::from_f64(*v).map(Json::Number).unwrap_or(Json::Null),
-        );
-    }
-    entry
 }
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! [`FitConfig`]: the training loop's settings, with defaults and builder methods, so that code can say what
+//! `[train]` says (an experiment's `TrainSpec::fit_config` gives the same struct).
+
+use crate::data::sampling::Resample;
+use crate::error::{Error, Result};
+use crate::model::groups::LayerGroupsSpec;
+use crate::train::optim::{ClipSpec, OptimizerSpec};
+use crate::train::schedule::ScheduleSpec;
+
+/// How [`fit`](crate::train::trainer::fit) and [`Trainer`](crate::train::step::Trainer) train: the loop's settings, as `[train]` gives them (`TrainSpec::fit_config`) or set in code.
+///
+/// `FitConfig::default().with_epochs(20).with_batch_size(64).with_optimizer(OptimizerSpec::adam(1e-3))`
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Shuffle the training rows every epoch (seeded); `false` keeps their order.
+    pub shuffle: bool,
+    pub optimizer: OptimizerSpec,
+    pub clip_grad: Option<ClipSpec>,
+    pub schedule: ScheduleSpec,
+    /// Metrics logged per epoch (train and `val_`), for heads that name none of their own.
+    pub metrics: Vec<String>,
+    /// k of `top_k_accuracy`.
+    pub top_k: usize,
+    /// Which training examples each epoch visits (one classification task).
+    pub resample: Option<Resample>,
+    /// Discriminative learning rates and gradual unfreezing over groups of layers.
+    pub layer_groups: Option<LayerGroupsSpec>,
+}
+
+impl Default for FitConfig {
+    /// 10 epochs of batches of 32, shuffled, Adam at its defaults (lr 1e-3), a constant rate, accuracy logged.
+    fn default() -> Self {
+        FitConfig {
+            epochs: 10,
+            batch_size: 32,
+            shuffle: true,
+            optimizer: OptimizerSpec::default(),
+            clip_grad: None,
+            schedule: ScheduleSpec::default(),
+            metrics: vec!["accuracy".into()],
+            top_k: 5,
+            resample: None,
+            layer_groups: None,
+        }
+    }
+}
+
+impl FitConfig {
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    pub fn with_optimizer(mut self, optimizer: OptimizerSpec) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+    pub fn with_clip_grad(mut self, clip: ClipSpec) -> Self {
+        self.clip_grad = Some(clip);
+        self
+    }
+    pub fn with_schedule(mut self, schedule: ScheduleSpec) -> Self {
+        self.schedule = schedule;
+        self
+    }
+    pub fn with_metrics<S: Into<String>>(mut self, metrics: impl IntoIterator<Item = S>) -> Self {
+        self.metrics = metrics.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+    pub fn with_resample(mut self, resample: Resample) -> Self {
+        self.resample = Some(resample);
+        self
+    }
+    pub fn with_layer_groups(mut self, groups: LayerGroupsSpec) -> Self {
+        self.layer_groups = Some(groups);
+        self
+    }
+
+    /// Errors for settings no training can run with.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::new("epochs and batch_size must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_builders() {
+        let c = FitConfig::default();
+        assert_eq!((c.epochs, c.batch_size, c.shuffle, c.top_k), (10, 32, true, 5));
+        assert_eq!(c.optimizer, OptimizerSpec::adam(1e-3));
+        let c = c
+            .with_epochs(3)
+            .with_batch_size(8)
+            .with_metrics(["accuracy", "f1"])
+            .with_shuffle(false);
+        assert_eq!((c.epochs, c.batch_size, c.shuffle), (3, 8, false));
+        assert_eq!(c.metrics, ["accuracy", "f1"]);
+        assert!(c.with_epochs(0).check().is_err());
+    }
+}

@@ -169,7 +169,7 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = graft::experiment::run::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
+            let graph = graft::pretrained::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
             let patterns: Vec<String> = freeze.iter().map(|p| p.to_string()).collect();
             let (graph, _) = graft::model::freeze::freeze(graph, &patterns)?;
             let width = *graph.output_shapes()[0].last().unwrap_or(&1);
@@ -189,7 +189,7 @@ impl Workload {
                 .clone()
                 .with_data_shape(shape)
                 .with_pretrained_sizes(&|p| p.to_path_buf())?;
-            let graph = graft::experiment::run::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
+            let graph = graft::pretrained::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
             Ok::<Workload, Error>(Workload::Infer {
                 softmax,
                 batch: input.len(),

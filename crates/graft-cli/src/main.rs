@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 use graft::data::prepare::Preprocessor;
 use graft::error::{Error, Result};
 use graft::experiment::ExperimentSpec;
-use graft::experiment::run::{RunOptions, prepare_data, preprocess_json, run_experiment};
 use graft::experiment::run_dir::{EvalData, eval_run};
+use graft::experiment::{RunOptions, prepare_data, run_experiment};
+use graft::infer::manifest::Manifest;
 use graft::model::Graph;
 use graft::model::ModelSpec;
 use graft::model::io::{import_state_dict, load_model, save_model, save_safetensors};
@@ -273,8 +274,8 @@ fn run(cli: Cli) -> Result<()> {
                 overwrite,
                 test_rows: None,
             };
-            let report = graft::experiment::run::cross_validate(&exp, &opts, folds)
-                .map_err(|e| about_experiment(e, &experiment))?;
+            let report =
+                graft::experiment::cross_validate(&exp, &opts, folds).map_err(|e| about_experiment(e, &experiment))?;
             for key in [
                 "accuracy",
                 "f1_macro",
@@ -346,9 +347,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let head = TaskHead { classes, ..head };
             save_model(&graph, &out)?;
-            let pre = preprocess_json(std::slice::from_ref(&head), &graph, &Preprocessor::None);
-            let text = serde_json::to_string_pretty(&pre).map_err(|e| Error::new(e.to_string()))?;
-            graft::report::write_atomic(&out.join("preprocess.json"), text.as_bytes())?;
+            Manifest::new(std::slice::from_ref(&head), &graph, &Preprocessor::None).write(&out)?;
             eprintln!("imported {} into {}", torch.display(), out.display());
         }
         Command::Export { model, out } => {

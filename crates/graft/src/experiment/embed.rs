@@ -37,7 +37,7 @@ pub fn embed_file(
         let inputs = predictor.read_inputs(input)?;
         let ds = crate::data::Dataset::new(inputs, None)?;
         let mut ds = ds;
-        crate::experiment::run::check_data_fits(&predictor.graph, &mut ds, "--input").map_err(|e| e.in_file(input))?;
+        crate::experiment::data::check_data_fits(&predictor.graph, &mut ds, "--input").map_err(|e| e.in_file(input))?;
         let features = predictor.graph.features(cut, &ds, batch_size.max(1))?;
         write_npy_f32(output, &features.inputs)?;
         return Ok((features.len(), features.inputs.sample_size()));

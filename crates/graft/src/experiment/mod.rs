@@ -2,10 +2,17 @@
 //! run directories as a whole: cross-validation, evaluation, embedding. The only level that sees training and
 //! inference together.
 
+pub mod build;
+pub mod cv;
+pub mod data;
 pub mod embed;
 pub mod ood;
+pub mod post;
 pub mod run;
 pub mod run_dir;
 pub mod spec;
 
+pub use cv::cross_validate;
+pub use data::{Splits, check_data_fits, prepare_data, prepare_fold};
+pub use run::{RunOptions, RunResult, run_experiment};
 pub use spec::ExperimentSpec;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::data::prepare::{SourceSpec, read_raw};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::experiment::run::{check_data_fits, prepare_fold};
+use crate::experiment::data::{check_data_fits, prepare_fold};
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::predict::Predictor;
 use crate::model::Graph;

@@ -1,5 +1,6 @@
 //! Inference with a trained run directory.
 
+pub mod manifest;
 pub mod ood;
 pub mod predict;
 pub mod uncertainty;

@@ -8,12 +8,13 @@ use crate::data::fsio::write_atomic;
 use crate::data::prepare::Preprocessor;
 use crate::data::{Array, write_npy_f32};
 use crate::error::{Error, Result};
+use crate::infer::manifest::{MANIFEST_FILE, Manifest};
 use crate::infer::uncertainty::{McSummary, summarize};
 use crate::layers::Ctx;
 use crate::model::Graph;
 use crate::model::io::load_model;
 use crate::task::head::TaskHead;
-use crate::task::loss::{LossSpec, Task};
+use crate::task::loss::Task;
 use crate::train::trainer::input_data;
 use burn::prelude::*;
 
@@ -45,48 +46,32 @@ impl Predictor {
             );
         }
         let graph = load_model(dir, device)?;
-        let path = dir.join("preprocess.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let pre: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
-        let loss: LossSpec =
-            serde_json::from_value(pre["loss"].clone()).map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
-        let classes: Vec<String> = serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
+        let manifest = Manifest::read(dir)?;
+        let path = dir.join(MANIFEST_FILE);
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-        let mut head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
-        head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
-        head.thresholds = serde_json::from_value(pre["thresholds"].clone()).unwrap_or(None);
-        head.class_weights = serde_json::from_value(pre["class_weights"].clone()).unwrap_or(None);
-        head.target_scaler = match pre.get("target_scaler") {
-            Some(s) if !s.is_null() => Some(
-                serde_json::from_value(s.clone())
-                    .map_err(|e| Error::new(format!("target_scaler: {e}")).in_file(&path))?,
-            ),
-            _ => None,
-        };
-        let preprocessor: Preprocessor = match pre.get("preprocessor") {
-            Some(p) => serde_json::from_value(p.clone())
-                .map_err(|e| Error::new(format!("preprocessor: {e}")).in_file(&path))?,
-            None => Preprocessor::None,
-        };
+        let mut head = TaskHead::new(&manifest.loss, outputs, manifest.classes).map_err(|e| e.in_file(&path))?;
+        head.temperature = manifest.temperature;
+        head.thresholds = manifest.thresholds;
+        head.class_weights = manifest.class_weights;
+        head.target_scaler = manifest.target_scaler;
+        let preprocessor = manifest.preprocessor;
         let mut tasks = vec![];
-        for t in pre.get("tasks").and_then(Json::as_array).into_iter().flatten() {
+        for t in manifest.tasks.into_iter().flatten() {
             let bad = |what: &str| Error::new(format!("tasks: {what}")).in_file(&path);
-            let name = t["name"].as_str().ok_or_else(|| bad("a task without a name"))?;
-            let loss: LossSpec = serde_json::from_value(t["loss"].clone()).map_err(|e| bad(&e.to_string()))?;
-            let output = t["output"].as_u64().ok_or_else(|| bad("a task without its output"))? as usize;
+            let name = t.name.ok_or_else(|| bad("a task without a name"))?;
+            let output = t.output;
             let width = graph
                 .output_shapes()
                 .get(output)
                 .and_then(|s| s.last().copied())
                 .ok_or_else(|| bad(&format!("task '{name}' names output {output}, which the model lacks")))?;
-            let classes: Vec<String> = serde_json::from_value(t["classes"].clone()).unwrap_or_default();
-            let mut head = TaskHead::new(&loss, width, classes).map_err(|e| e.in_file(&path))?;
-            head.name = Some(name.to_string());
+            let mut head = TaskHead::new(&t.loss, width, t.classes).map_err(|e| e.in_file(&path))?;
+            head.name = Some(name);
             head.output = output;
-            head.temperature = t.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
-            head.thresholds = serde_json::from_value(t["thresholds"].clone()).unwrap_or(None);
-            head.class_weights = serde_json::from_value(t["class_weights"].clone()).unwrap_or(None);
-            head.weight = t.get("weight").and_then(Json::as_f64).unwrap_or(1.0);
+            head.temperature = t.temperature;
+            head.thresholds = t.thresholds;
+            head.class_weights = t.class_weights;
+            head.weight = t.weight;
             tasks.push(head);
         }
         Ok(Predictor {
@@ -95,7 +80,7 @@ impl Predictor {
             tasks,
             preprocessor,
             ood: crate::infer::ood::OodModel::read(dir)?,
-            text_column: pre.get("text_column").and_then(Json::as_str).map(str::to_string),
+            text_column: manifest.text_column,
         })
     }
 

@@ -3,5 +3,7 @@
 //! pooling and normalization when its files are present), and word vectors into embedding layers.
 
 pub mod bert;
+pub mod load;
 
 pub use bert::SentenceEncoder;
+pub use load::{load_pretrained_embeddings, load_pretrained_encoders};

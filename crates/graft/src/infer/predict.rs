@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 use crate::data::fsio::write_atomic;
 use crate::data::prepare::Preprocessor;
 use crate::data::{Array, write_npy_f32};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::infer::uncertainty::{McSummary, summarize};
 use crate::layers::Ctx;
 use crate::model::Graph;
@@ -46,13 +46,13 @@ impl Predictor {
         }
         let graph = load_model(dir, device)?;
         let path = dir.join("preprocess.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).in_file(&path)?;
         let pre: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
         let loss: LossSpec =
             serde_json::from_value(pre["loss"].clone()).map_err(|e| Error::new(format!("loss: {e}")).in_file(&path))?;
         let classes: Vec<String> = serde_json::from_value(pre["classes"].clone()).unwrap_or_default();
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-        let mut head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.in_file(&path))?;
+        let mut head = TaskHead::new(&loss, outputs, classes).in_file(&path)?;
         head.temperature = pre.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
         head.thresholds = serde_json::from_value(pre["thresholds"].clone()).unwrap_or(None);
         head.class_weights = serde_json::from_value(pre["class_weights"].clone()).unwrap_or(None);
@@ -80,7 +80,7 @@ impl Predictor {
                 .and_then(|s| s.last().copied())
                 .ok_or_else(|| bad(&format!("task '{name}' names output {output}, which the model lacks")))?;
             let classes: Vec<String> = serde_json::from_value(t["classes"].clone()).unwrap_or_default();
-            let mut head = TaskHead::new(&loss, width, classes).map_err(|e| e.in_file(&path))?;
+            let mut head = TaskHead::new(&loss, width, classes).in_file(&path)?;
             head.name = Some(name.to_string());
             head.output = output;
             head.temperature = t.get("temperature").and_then(Json::as_f64).unwrap_or(1.0);
@@ -266,7 +266,7 @@ pub fn predict_file(
     let mut predictor = Predictor::load(model_dir, device)?;
     let inputs = match &opts.from_layer {
         Some(name) => {
-            predictor.graph = predictor.graph.after(name).map_err(|e| e.at("--from-layer"))?;
+            predictor.graph = predictor.graph.after(name).at("--from-layer")?;
             if input.extension().and_then(|e| e.to_str()) != Some("npy") {
                 return Err(Error::new(format!(
                     "--from-layer {name} reads that layer's outputs from a .npy file (`graft embed --layer {name}` \
@@ -294,7 +294,7 @@ pub fn predict_file(
     } else if !predictor.tasks.is_empty() {
         task_predictions(&predictor, &inputs, input, output, format)?
     } else {
-        let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
+        let preds = predictor.predict(&inputs).in_file(input)?;
         if format == Format::Npy {
             write_npy_f32(output, &preds)?;
             None
@@ -363,7 +363,7 @@ fn write_rows(
             }
             text.into_bytes()
         }
-        Format::Csv => csv_bytes(&rows).map_err(|e| e.in_file(output))?,
+        Format::Csv => csv_bytes(&rows).in_file(output)?,
         Format::Npy => unreachable!("arrays are written where they are computed"),
     };
     write_atomic(output, &bytes)
@@ -450,9 +450,7 @@ fn mc_predictions(
     } else {
         predictor.tasks.clone()
     };
-    let summaries = predictor
-        .predict_mc(inputs, &heads, passes)
-        .map_err(|e| e.in_file(input))?;
+    let summaries = predictor.predict_mc(inputs, &heads, passes).in_file(input)?;
     let n = inputs.len();
     if format == Format::Npy {
         if heads.len() != 1 {
@@ -567,9 +565,7 @@ fn task_predictions(
         )
         .in_file(output));
     }
-    let preds = predictor
-        .predict_heads(inputs, &predictor.tasks)
-        .map_err(|e| e.in_file(input))?;
+    let preds = predictor.predict_heads(inputs, &predictor.tasks).in_file(input)?;
     let rows = (0..inputs.len())
         .map(|i| {
             Json::Object(

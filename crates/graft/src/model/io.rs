@@ -10,7 +10,7 @@ use burn::tensor::TensorData;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::data::fsio::write_atomic;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::model::spec::ModelSpec;
 
@@ -69,7 +69,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
                 .map_err(|e| Error::new(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()
-        .map_err(|e| e.in_file(path))?;
+        .in_file(path)?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let buffer = safetensors::serialize(views, Some(meta)).map_err(|e| Error::new(e.to_string()).in_file(path))?;
@@ -78,7 +78,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
 
 /// Reads every tensor of a safetensors file as float32.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).in_file(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::new(format!("not a readable safetensors file: {e}")).in_file(path))?;
     let mut out = HashMap::new();
@@ -243,7 +243,7 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
 
 /// Writes `model.toml` (the spec in graph form) and `model.safetensors` into `dir`.
 pub fn save_model(graph: &Graph, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).in_file(dir)?;
     let mut doc = toml::Table::new();
     doc.insert("model".into(), graph.spec.to_toml()?);
     let text = toml::to_string(&doc).map_err(|e| Error::new(e.to_string()))?;
@@ -254,18 +254,18 @@ pub fn save_model(graph: &Graph, dir: &Path) -> Result<()> {
 /// Reads the spec from `dir/model.toml`.
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join("model.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).in_file(&path)?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&path))?;
     let model = doc
         .get("model")
         .ok_or_else(|| Error::new("missing [model]").in_file(&path))?;
-    ModelSpec::from_toml(model, "model").map_err(|e| e.in_file(&path))
+    ModelSpec::from_toml(model, "model").in_file(&path)
 }
 
 /// Builds the model of a run directory and loads its weights.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Graph> {
     let spec = load_spec(dir)?;
-    let graph = Graph::build(&spec, device).map_err(|e| e.in_file(dir.join("model.toml")))?;
+    let graph = Graph::build(&spec, device).in_file(dir.join("model.toml"))?;
     let weights = dir.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
     load_tensors(graph, &tensors, &weights)
@@ -278,7 +278,7 @@ pub fn read_pytorch(path: &Path) -> Result<HashMap<String, NamedTensor>> {
         .map_err(|e| Error::new(format!("not a readable PyTorch state dict: {e}")).in_file(path))?;
     let mut out = HashMap::new();
     for (name, tensor) in reader.tensors() {
-        let bytes = tensor.read().map_err(|e| Error::io(path, e))?;
+        let bytes = tensor.read().in_file(path)?;
         let values: Vec<f32> = match tensor.dtype() {
             dt::F32 => bytes
                 .chunks_exact(4)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -12,6 +12,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::data::fsio::write_atomic;
 use crate::error::{Context, Error, Result};
 use crate::model::Graph;
+use crate::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
 use crate::model::spec::ModelSpec;
 
 /// One named parameter (or buffer) as plain data.
@@ -24,34 +25,22 @@ pub struct NamedTensor {
 
 /// Every parameter and buffer of a module under its path, in visiting order.
 pub fn named_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<NamedTensor>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+    struct Collect(Vec<NamedTensor>);
+    impl ParamVisitor for Collect {
+        fn visit<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
             let t = param.val();
             let shape = t.dims().to_vec();
             let values = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-            self.out.push(NamedTensor {
-                name: self.path.join("."),
+            self.0.push(NamedTensor {
+                name: path.name(),
                 shape,
                 values,
             });
         }
     }
-    let mut c = Collect {
-        path: vec![],
-        out: vec![],
-    };
-    module.visit(&mut c);
-    c.out
+    let mut c = Collect(vec![]);
+    visit_params(module, &mut c);
+    c.0
 }
 
 /// Writes a module's parameters to a safetensors file (float32), atomically.
@@ -168,22 +157,15 @@ pub fn load_named<M: Module>(
     expected_from: &str,
 ) -> std::result::Result<M, LoadProblems> {
     struct Load<'a, K> {
-        path: Vec<String>,
         tensors: &'a HashMap<String, NamedTensor>,
         key: K,
         expected_from: &'a str,
         used: std::collections::HashSet<String>,
         problems: LoadProblems,
     }
-    impl<K: Fn(&[String]) -> String> ModuleMapper for Load<'_, K> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let name = (self.key)(&self.path);
+    impl<K: Fn(&[String]) -> String> ParamMapper for Load<'_, K> {
+        fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let name = (self.key)(path.parts());
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
                 None => {
@@ -209,14 +191,13 @@ pub fn load_named<M: Module>(
         }
     }
     let mut loader = Load {
-        path: vec![],
         tensors,
         key,
         expected_from,
         used: Default::default(),
         problems: LoadProblems::default(),
     };
-    let module = module.map(&mut loader);
+    let module = map_params(module, &mut loader);
     let mut problems = loader.problems;
     problems.unexpected = tensors
         .iter()

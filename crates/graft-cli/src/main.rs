@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use graft::data::prepare::Preprocessor;
-use graft::error::{Error, Result};
+use graft::error::{Context, Error, Result};
 use graft::experiment::ExperimentSpec;
 use graft::experiment::run_dir::{EvalData, eval_run};
 use graft::experiment::{RunOptions, prepare_data, run_experiment};
@@ -327,19 +327,19 @@ fn run(cli: Cli) -> Result<()> {
             classes,
             loss,
         } => {
-            let text = std::fs::read_to_string(&spec).map_err(|e| Error::io(&spec, e))?;
+            let text = std::fs::read_to_string(&spec).in_file(&spec)?;
             let doc: toml::Table =
                 toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&spec))?;
             let model = doc
                 .get("model")
                 .ok_or_else(|| Error::new("no [model] table").in_file(&spec))?;
-            let model_spec = ModelSpec::from_toml(model, "model").map_err(|e| e.in_file(&spec))?;
+            let model_spec = ModelSpec::from_toml(model, "model").in_file(&spec)?;
             let loss: LossSpec = toml::Value::String(loss)
                 .try_into()
                 .map_err(|e: toml::de::Error| Error::new(e.message().to_string()).at("--loss"))?;
             let graph = import_state_dict(&model_spec, &torch, &dev)?;
             let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-            let head = TaskHead::new(&loss, outputs, classes).map_err(|e| e.at("--classes"))?;
+            let head = TaskHead::new(&loss, outputs, classes).at("--classes")?;
             let classes = if head.is_classification() && head.classes.is_empty() {
                 (0..head.num_classes()).map(|i| i.to_string()).collect()
             } else {
@@ -394,10 +394,8 @@ fn run(cli: Cli) -> Result<()> {
                     let splits = prepare_data(&exp, 42)?;
                     spec = spec.with_data_shape(splits.train.inputs.sample_shape());
                 }
-                let spec = spec
-                    .with_pretrained_sizes(&|p| exp.resolve(p))
-                    .map_err(|e| e.in_file(&target))?;
-                Graph::build(&spec, &dev).map_err(|e| e.in_file(&target))?
+                let spec = spec.with_pretrained_sizes(&|p| exp.resolve(p)).in_file(&target)?;
+                Graph::build(&spec, &dev).in_file(&target)?
             };
             print_stdout(&format!("{}\n", graph.summary()))?;
         }

@@ -3,7 +3,7 @@
 //! training, evaluation) works on that alone.
 
 use super::array::Array;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// What a model is trained to predict for each sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,9 +267,9 @@ impl Dataset {
     /// Checks what a reader cannot guarantee by construction: arrays match their shapes, inputs
     /// and targets have the same number of samples, and every label names an existing class.
     pub fn validate(&self) -> Result<()> {
-        self.inputs.check().map_err(|e| e.at("inputs"))?;
+        self.inputs.check().at("inputs")?;
         for (i, extra) in self.extra_inputs.iter().enumerate() {
-            extra.check().map_err(|e| e.at(format!("input {}", i + 2)))?;
+            extra.check().at_with(|| format!("input {}", i + 2))?;
             if extra.len() != self.inputs.len() {
                 let name = self
                     .input_names
@@ -315,7 +315,7 @@ impl Dataset {
                 }
             }
             Some(Targets::Values(values)) => {
-                values.check().map_err(|e| e.at("targets"))?;
+                values.check().at("targets")?;
                 if values.len() != n {
                     return Err(Error::new(format!(
                         "inputs have {n} samples but targets have {}",

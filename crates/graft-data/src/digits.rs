@@ -13,7 +13,7 @@ use flate2::read::GzDecoder;
 use super::array::Array;
 use super::dataset::{DataSource, Dataset, Targets};
 use super::table::parse_records;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// The compressed CSV: one image per line, 64 pixel values then the label.
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
@@ -49,7 +49,7 @@ pub fn load_digits() -> Result<Dataset> {
     GzDecoder::new(DIGITS_CSV_GZ)
         .read_to_string(&mut text)
         .map_err(|e| Error::new(format!("cannot decompress: {e}")).in_file(FILE_NAME))?;
-    parse_digits_csv(&text).map_err(|e| e.in_file(FILE_NAME))
+    parse_digits_csv(&text).in_file(FILE_NAME)
 }
 
 /// Parses the digits CSV. Kept separate from the embedding so bad input can be tested.

@@ -73,18 +73,39 @@ macro_rules! bail {
     };
 }
 
-/// Adds a location to the error of a `Result`, lazily.
+/// The error methods [`Error::at`] and [`Error::in_file`] on a `Result`, so that `.map_err(|e| e.at("csv"))` reads
+/// `.at("csv")`. Implemented for `Result<T, Error>` and for `Result<T, std::io::Error>`, whose error becomes an
+/// [`Error`] with the I/O message first (`fs::read(path).in_file(path)` is `.map_err(|e| Error::io(path, e))`).
 pub trait Context<T> {
-    fn at(self, location: impl FnOnce() -> String) -> Result<T>;
-    fn in_file(self, path: &Path) -> Result<T>;
+    /// Attaches a location to the error, prefixing the one already known (see [`Error::at`]).
+    fn at(self, location: impl Into<String>) -> Result<T>;
+    /// [`Context::at`] with a location computed only when there is an error.
+    fn at_with(self, location: impl FnOnce() -> String) -> Result<T>;
+    /// Attaches the file to the error, unless a more precise one is already known (see [`Error::in_file`]).
+    fn in_file(self, path: impl AsRef<Path>) -> Result<T>;
 }
 
 impl<T> Context<T> for Result<T> {
-    fn at(self, location: impl FnOnce() -> String) -> Result<T> {
+    fn at(self, location: impl Into<String>) -> Result<T> {
+        self.map_err(|e| e.at(location))
+    }
+    fn at_with(self, location: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| e.at(location()))
     }
-    fn in_file(self, path: &Path) -> Result<T> {
+    fn in_file(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| e.in_file(path))
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, std::io::Error> {
+    fn at(self, location: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::new(e.to_string()).at(location))
+    }
+    fn at_with(self, location: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::new(e.to_string()).at(location()))
+    }
+    fn in_file(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path.as_ref(), e))
     }
 }
 
@@ -105,5 +126,22 @@ mod tests {
     fn index_locations_join_without_dot() {
         let e = Error::new("bad").at("[2]").at("layers");
         assert_eq!(e.location.as_deref(), Some("layers[2]"));
+    }
+
+    #[test]
+    fn context_on_results_is_the_error_methods() {
+        let r: Result<()> = Err(Error::new("bad").at("kernel"));
+        let e = r.at("model").in_file("x.toml").unwrap_err();
+        assert_eq!(e, Error::new("bad").at("kernel").at("model").in_file("x.toml"));
+        let r: Result<()> = Err(Error::new("bad"));
+        assert_eq!(
+            r.at_with(|| format!("layer '{}'", 3)).unwrap_err().to_string(),
+            "layer '3': bad"
+        );
+        let io: std::io::Result<()> = Err(std::io::Error::other("no such file"));
+        assert_eq!(
+            io.in_file("a.csv").unwrap_err(),
+            Error::io(Path::new("a.csv"), std::io::Error::other("no such file"))
+        );
     }
 }

@@ -6,13 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// Replaces `path` with `bytes` so that readers see either the old file or the whole new one, never
 /// a half-written page (a report may be regenerated while someone has it open).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path)?;
-    let written = write_synced(&tmp, bytes).map_err(|e| Error::io(path, e));
+    let written = write_synced(&tmp, bytes).in_file(path);
     commit_temp(&tmp, path, written)
 }
 
@@ -21,7 +21,7 @@ pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
     let tmp = temp_sibling(to)?;
     let copied = fs::copy(from, &tmp)
         .and_then(|_| fs::File::open(&tmp)?.sync_all())
-        .map_err(|e| Error::io(from, e));
+        .in_file(from);
     commit_temp(&tmp, to, copied)
 }
 
@@ -45,7 +45,7 @@ pub fn temp_sibling(path: &Path) -> Result<PathBuf> {
 /// Moves a fully written temporary file over `path`, or removes it when writing failed, so that no
 /// stray temporaries are left behind either way.
 pub fn commit_temp(tmp: &Path, path: &Path, written: Result<()>) -> Result<()> {
-    let result = written.and_then(|()| fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
+    let result = written.and_then(|()| fs::rename(tmp, path).in_file(path));
     if result.is_err() {
         let _ = fs::remove_file(tmp);
     }

@@ -16,7 +16,7 @@ use flate2::read::MultiGzDecoder;
 
 use super::array::Array;
 use super::dataset::{DataSource, Dataset, Targets, infer_num_classes, numbered_class_names};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// Pixel values of 8-bit images are divided by this unless told otherwise.
 pub const DEFAULT_SCALE: f32 = 255.0;
@@ -114,7 +114,7 @@ impl Value for f64 {
 /// data. Supported types: `0x08` u8, `0x09` i8, `0x0B` i16, `0x0C` i32, `0x0D` f32, `0x0E` f64.
 /// Returns the dims and the values as `f32`. Every error names `path`.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let (dims, _, values) = read_values::<f32>(path).map_err(|e| e.in_file(path))?;
+    let (dims, _, values) = read_values::<f32>(path).in_file(path)?;
     Ok((dims, values))
 }
 
@@ -187,11 +187,11 @@ impl IdxSource {
         if self.scale != 1.0 {
             data.iter_mut().for_each(|v| *v /= self.scale);
         }
-        Array::new(shape, data).map_err(|e| e.in_file(path))
+        Array::new(shape, data).in_file(path)
     }
 
     fn read_targets(&self, path: &Path, n: usize) -> Result<Targets> {
-        let (dims, _, values) = read_values::<f64>(path).map_err(|e| e.in_file(path))?;
+        let (dims, _, values) = read_values::<f64>(path).in_file(path)?;
         if !matches!(dims.as_slice(), [_] | [_, 1]) {
             return Err(Error::new(format!("expected labels shaped [n], found dims {dims:?}")).in_file(path));
         }
@@ -208,10 +208,10 @@ impl IdxSource {
             .enumerate()
             .map(|(i, &v)| to_label(v).map_err(|m| Error::new(m).at(format!("label {i}"))))
             .collect::<Result<Vec<usize>>>()
-            .map_err(|e| e.in_file(path))?;
+            .in_file(path)?;
         let names = match &self.classes {
             Some(names) => names.clone(),
-            None => numbered_class_names(infer_num_classes(&labels).map_err(|e| e.in_file(path))?),
+            None => numbered_class_names(infer_num_classes(&labels).in_file(path)?),
         };
         Ok(Targets::Classes { labels, names })
     }
@@ -225,7 +225,7 @@ impl DataSource for IdxSource {
             None => None,
         };
         let file = self.labels.as_deref().unwrap_or(&self.images);
-        Dataset::new(inputs, targets).map_err(|e| e.in_file(file))
+        Dataset::new(inputs, targets).in_file(file)
     }
 
     fn describe(&self) -> String {

@@ -14,7 +14,7 @@ use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyError, Writ
 
 use super::array::Array;
 use super::dataset::{DataSource, Dataset, Targets, infer_num_classes, numbered_class_names};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -65,7 +65,7 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<Array> {
         return Err(Error::new("expected an array with a sample axis, found a 0-dimensional array").in_file(path));
     }
     let data = each_dtype!(raw.values, v => to_f32(v));
-    Array::new(raw.shape, data).map_err(|e| e.in_file(path))
+    Array::new(raw.shape, data).in_file(path)
 }
 
 /// Reads class labels: an integer array of shape `[n]` (or `[n, 1]`), or a float array of that
@@ -83,7 +83,7 @@ pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
 /// same directory which is then renamed over `path`, so readers never see a half-written file.
 pub fn write_npy_f32(path: impl AsRef<Path>, array: &Array) -> Result<()> {
     let path = path.as_ref();
-    array.check().map_err(|e| e.in_file(path))?;
+    array.check().in_file(path)?;
     let view = ArrayViewD::from_shape(IxDyn(&array.shape), &array.data)
         .map_err(|e| Error::new(format!("cannot view the array as shape {:?}: {e}", array.shape)).in_file(path))?;
     let name = path
@@ -183,7 +183,7 @@ impl NpySource {
             let labels = each_dtype!(raw.values, v => to_labels(&v, y))?;
             let names = match &self.classes {
                 Some(names) => names.clone(),
-                None => numbered_class_names(infer_num_classes(&labels).map_err(|e| e.in_file(y))?),
+                None => numbered_class_names(infer_num_classes(&labels).in_file(y)?),
             };
             return Ok(Targets::Classes { labels, names });
         }
@@ -199,7 +199,7 @@ impl NpySource {
             shape.push(1);
         }
         let data = each_dtype!(raw.values, v => to_f32(v));
-        Ok(Targets::Values(Array::new(shape, data).map_err(|e| e.in_file(y))?))
+        Ok(Targets::Values(Array::new(shape, data).in_file(y)?))
     }
 }
 
@@ -343,15 +343,15 @@ struct Header {
 }
 
 fn read_raw(path: &Path) -> Result<RawNpy> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = File::open(path).in_file(path)?;
     let header = read_header(&mut file, path)?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().in_file(path)?.len();
+    file.seek(SeekFrom::Start(0)).in_file(path)?;
     let reader = BufReader::new(file);
 
     macro_rules! read {
         ($t:ty, $variant:ident) => {{
-            check_data_size::<$t>(&header, file_len).map_err(|e| e.in_file(path))?;
+            check_data_size::<$t>(&header, file_len).in_file(path)?;
             let (shape, data) = read_as::<$t>(reader).map_err(|e| read_error(path, e))?;
             RawNpy {
                 shape,
@@ -449,10 +449,7 @@ fn read_error(path: &Path, err: ReadNpyError) -> Error {
 fn read_header(file: &mut File, path: &Path) -> Result<Header> {
     let bad = |msg: &str| Error::new(msg).in_file(path);
     let mut start = Vec::with_capacity(12);
-    (&mut *file)
-        .take(10)
-        .read_to_end(&mut start)
-        .map_err(|e| Error::io(path, e))?;
+    (&mut *file).take(10).read_to_end(&mut start).in_file(path)?;
     if start.len() < MAGIC.len() || &start[..MAGIC.len()] != MAGIC {
         return Err(bad(
             "not a .npy file: it does not start with the \\x93NUMPY magic string",
@@ -475,10 +472,7 @@ fn read_header(file: &mut File, path: &Path) -> Result<Header> {
         }
     };
     let mut text = Vec::new();
-    (&mut *file)
-        .take(header_len)
-        .read_to_end(&mut text)
-        .map_err(|e| Error::io(path, e))?;
+    (&mut *file).take(header_len).read_to_end(&mut text).in_file(path)?;
     if (text.len() as u64) < header_len {
         return Err(bad("the file is truncated inside its .npy header"));
     }

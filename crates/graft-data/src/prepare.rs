@@ -13,7 +13,7 @@ use super::idx::IdxSource;
 use super::table::{CsvSpec, Table, TabularPreprocessor, read_csv};
 use super::text::{TextSpec, Tokenizer, TokenizerSpec, read_texts};
 use super::{Array, DataSource, Dataset, NpySource, Targets, load_digits};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// An IDX image/label pair (MNIST format, gzip or not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,7 +255,7 @@ impl Raw {
             Raw::Texts { tokenizer, .. } if tokenizer.pretrained.is_some() => {
                 let path = tokenizer.pretrained.as_deref().unwrap_or(Path::new(""));
                 Preprocessor::PretrainedText(Box::new(
-                    PretrainedTokenizer::load(path, tokenizer.length).map_err(|e| e.at("tokenizer.pretrained"))?,
+                    PretrainedTokenizer::load(path, tokenizer.length).at("tokenizer.pretrained")?,
                 ))
             }
             Raw::Texts { texts, tokenizer, .. } => Preprocessor::Text(Tokenizer::fit(tokenizer, texts, train)?),
@@ -510,7 +510,7 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
                 ..csv.clone()
             };
             let table = read_csv(&spec)?;
-            check_columns(&spec, &table.header).map_err(|e| e.at("csv"))?;
+            check_columns(&spec, &table.header).at("csv")?;
             Raw::Table(table, spec)
         }
         SourceSpec::Text { text } => {
@@ -594,12 +594,10 @@ impl Preprocessor {
             Preprocessor::Tabular(tp) => {
                 let spec = tp.predict_spec(path);
                 let table = read_csv(&spec)?;
-                Ok(tp.transform(&table, false).map_err(|e| e.in_file(path))?.0)
+                Ok(tp.transform(&table, false).in_file(path)?.0)
             }
             Preprocessor::Text(tok) => Ok(tok.transform(&read_text_inputs(path, text_column)?)),
-            Preprocessor::PretrainedText(tok) => tok
-                .transform(&read_text_inputs(path, text_column)?)
-                .map_err(|e| e.in_file(path)),
+            Preprocessor::PretrainedText(tok) => tok.transform(&read_text_inputs(path, text_column)?).in_file(path),
         }
     }
 
@@ -693,6 +691,6 @@ fn read_text_inputs(path: &Path, trained: Option<&str>) -> Result<Vec<String>> {
 
 /// The lines of a text file, one text each.
 fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = std::fs::read(path).in_file(path)?;
     Ok(String::from_utf8_lossy(&text).lines().map(str::to_string).collect())
 }

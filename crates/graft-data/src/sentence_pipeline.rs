@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// How token vectors become one sentence vector (sentence-transformers' Pooling modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub struct SentenceBertConfig {
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = std::fs::read_to_string(path).in_file(path)?;
     serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(path))
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::array::Array;
 use super::dataset::Targets;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// The strings that mean "missing" when a spec does not say.
 const DEFAULT_MISSING: [&str; 4] = ["", "?", "NA", "NaN"];
@@ -135,7 +135,7 @@ pub enum MissingPolicy {
 pub fn read_csv(spec: &CsvSpec) -> Result<Table> {
     let path = spec.path.as_path();
     let delimiter = delimiter_byte(spec.delimiter)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).in_file(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         return Err(
             Error::new("this is a gzip-compressed file; decompress it (gunzip) and give the .csv").in_file(path),
@@ -144,11 +144,11 @@ pub fn read_csv(spec: &CsvSpec) -> Result<Table> {
     let text = decode(&bytes);
     let body = skip_lines(&text, spec.skip_rows);
     let delimiter = if spec.columns.is_none() && delimiter == b',' {
-        sniff_delimiter(body).map_err(|e| e.in_file(path))?
+        sniff_delimiter(body).in_file(path)?
     } else {
         delimiter
     };
-    let mut records = parse_records(body, delimiter, spec.skip_rows + 1).map_err(|e| e.in_file(path))?;
+    let mut records = parse_records(body, delimiter, spec.skip_rows + 1).in_file(path)?;
 
     let (header, from_file) = match &spec.columns {
         Some(columns) => {
@@ -170,7 +170,7 @@ pub fn read_csv(spec: &CsvSpec) -> Result<Table> {
             (first.fields, true)
         }
     };
-    check_unique(&header).map_err(|e| e.in_file(path))?;
+    check_unique(&header).in_file(path)?;
 
     let mut rows = Vec::with_capacity(records.len());
     for record in records {
@@ -475,7 +475,7 @@ impl TabularPreprocessor {
     /// Fits on `train_rows` of `table` (numeric mean/std with population std, std 0 → 1; category vocabularies;
     /// class names = sorted distinct target values over ALL rows of `table` — labels must be known for every split).
     pub fn fit(spec: &CsvSpec, table: &Table, train_rows: &[usize]) -> Result<Self> {
-        Self::fit_inner(spec, table, train_rows).map_err(|e| e.in_file(&spec.path))
+        Self::fit_inner(spec, table, train_rows).in_file(&spec.path)
     }
 
     fn fit_inner(spec: &CsvSpec, table: &Table, train_rows: &[usize]) -> Result<Self> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::array::Array;
 use super::table::{CsvSpec, read_csv};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// Id of the padding that fills short sequences.
 const PAD: u32 = 0;
@@ -165,7 +165,7 @@ impl TokenizerSpec {
             ))
             .at("tokenizer.vocab_size"));
         }
-        Splitter::new(self.lowercase, self.mode, self.ngram_range, self.length).map_err(|e| e.at("tokenizer"))
+        Splitter::new(self.lowercase, self.mode, self.ngram_range, self.length).at("tokenizer")
     }
 }
 
@@ -552,13 +552,13 @@ impl<'de> Deserialize<'de> for Tokenizer {
 /// `class names[i]`. A folder `path` holds one folder per class (files in sorted order; bytes that are not UTF-8
 /// are replaced, as e-mails are not always UTF-8); a file `path` is a CSV with a header row.
 pub fn read_texts(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>)> {
-    let meta = fs::metadata(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
+    let meta = fs::metadata(&spec.path).in_file(&spec.path)?;
     if meta.is_dir() {
         read_folders(spec)
     } else if spec.label_separator.is_some() {
         Err(Error::new("internal: multi-label texts are read by read_label_sets").in_file(&spec.path))
     } else {
-        let (texts, sets, names) = read_csv_texts(spec).map_err(|e| e.in_file(&spec.path))?;
+        let (texts, sets, names) = read_csv_texts(spec).in_file(&spec.path)?;
         Ok((texts, sets.into_iter().map(|s| s[0]).collect(), names))
     }
 }
@@ -569,13 +569,13 @@ type LabelSets = (Vec<String>, Vec<Vec<usize>>, Vec<String>);
 /// Reads multi-label texts from a CSV whose label column holds `label_separator`-separated labels: `(texts, the
 /// labels of each text, label names)`.
 pub fn read_label_sets(spec: &TextSpec) -> Result<LabelSets> {
-    let meta = fs::metadata(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
+    let meta = fs::metadata(&spec.path).in_file(&spec.path)?;
     if meta.is_dir() {
         return Err(
             Error::new("`label_separator` applies to a CSV of texts, but this is a folder").in_file(&spec.path),
         );
     }
-    read_csv_texts(spec).map_err(|e| e.in_file(&spec.path))
+    read_csv_texts(spec).in_file(&spec.path)
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
@@ -589,8 +589,8 @@ fn lossy(bytes: Vec<u8>) -> String {
 /// The sub-folders of `root`, sorted, hidden ones skipped.
 fn sub_folders(root: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
-        let entry = entry.map_err(|e| Error::io(root, e))?;
+    for entry in fs::read_dir(root).in_file(root)? {
+        let entry = entry.in_file(root)?;
         let path = entry.path();
         if !is_hidden(&entry.file_name()) && path.is_dir() {
             names.push(entry.file_name().to_string_lossy().into_owned());
@@ -602,13 +602,13 @@ fn sub_folders(root: &Path) -> Result<Vec<String>> {
 
 /// Appends the files under `dir` (recursively, symlinked folders not followed) that pass the extension filter.
 fn collect_files(dir: &Path, extensions: Option<&[String]>, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    for entry in fs::read_dir(dir).in_file(dir)? {
+        let entry = entry.in_file(dir)?;
         if is_hidden(&entry.file_name()) {
             continue;
         }
         let path = entry.path();
-        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        let kind = entry.file_type().in_file(&path)?;
         if kind.is_dir() {
             collect_files(&path, extensions, out)?;
         } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
@@ -676,7 +676,7 @@ fn read_folders(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>
             collect_files(&dir, extensions, &mut files)?;
             files.sort();
             for file in files {
-                let bytes = fs::read(&file).map_err(|e| Error::io(&file, e))?;
+                let bytes = fs::read(&file).in_file(&file)?;
                 texts.push(lossy(bytes));
                 labels.push(label);
             }

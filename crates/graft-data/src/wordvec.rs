@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::array::Array;
 use super::rng::seeded_rng;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// How many leading bytes of a file format detection looks at (more than a header plus one 300-d record).
 const SNIFF_BYTES: usize = 1 << 16;
@@ -132,9 +132,8 @@ impl WordVectors {
     /// ends early, a line with the wrong number of values, a value that is not a finite number, a header
     /// whose word count or dimension disagrees with the content.
     pub fn read(path: &Path, format: Option<WordVecFormat>) -> Result<Self> {
-        let io = |e| Error::io(path, e);
-        let mut file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let mut file = File::open(path).in_file(path)?;
+        let len = file.metadata().in_file(path)?.len();
         if len == 0 {
             return Err(Error::new("the file is empty, expected word vectors").in_file(path));
         }
@@ -145,8 +144,8 @@ impl WordVectors {
                 (&mut file)
                     .take(SNIFF_BYTES as u64)
                     .read_to_end(&mut head)
-                    .map_err(io)?;
-                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                    .in_file(path)?;
+                file.seek(SeekFrom::Start(0)).in_file(path)?;
                 detect(&head)
             }
         };

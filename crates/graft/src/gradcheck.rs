@@ -41,7 +41,7 @@
 
 use std::process::Command;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::{Bool, DType, FloatDType, TensorData};
@@ -50,6 +50,7 @@ use serde::Deserialize;
 use crate::layers::value::{Data, Value};
 use crate::layers::{Ctx, LayerSpec};
 use crate::model::graph::{Graph, Source};
+use crate::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
 use crate::model::spec::ModelSpec;
 
 /// Finite-difference step.
@@ -810,21 +811,12 @@ struct ParamInfo {
 }
 
 fn params(graph: &Graph) -> Vec<ParamInfo> {
-    struct Visit {
-        path: Vec<String>,
-        out: Vec<ParamInfo>,
-    }
-    impl ModuleVisitor for Visit {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+    struct Visit(Vec<ParamInfo>);
+    impl ParamVisitor for Visit {
+        fn visit<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
             let t = param.val();
-            self.out.push(ParamInfo {
-                path: self.path.join("."),
+            self.0.push(ParamInfo {
+                path: path.name(),
                 id: param.id,
                 shape: t.dims().to_vec(),
                 trains: t.is_require_grad(),
@@ -832,31 +824,19 @@ fn params(graph: &Graph) -> Vec<ParamInfo> {
             });
         }
     }
-    let mut v = Visit {
-        path: vec![],
-        out: vec![],
-    };
-    graph.visit(&mut v);
-    v.out
+    let mut v = Visit(vec![]);
+    visit_params(graph, &mut v);
+    v.0
 }
 
 /// Replaces the values of parameters: `f(path, id, values)` returns the new values or `None` to keep them.
-struct SetValues<F: FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>> {
-    path: Vec<String>,
-    f: F,
-}
+struct SetValues<F: FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>>(F);
 
-impl<F: FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>> ModuleMapper for SetValues<F> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl<F: FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>> ParamMapper for SetValues<F> {
+    fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let current = param.val();
         let dims = current.dims();
-        let Some(values) = (self.f)(&self.path.join("."), param.id, host(current)) else {
+        let Some(values) = (self.0)(&path.name(), param.id, host(current)) else {
             return param;
         };
         let device = param.lazy_device();
@@ -867,7 +847,7 @@ impl<F: FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>> ModuleMapper for Set
 }
 
 fn set_values<M: Module>(module: M, f: impl FnMut(&str, ParamId, Vec<f64>) -> Option<Vec<f64>>) -> M {
-    module.map(&mut SetValues { path: vec![], f })
+    map_params(module, &mut SetValues(f))
 }
 
 /// The largest error of one checked tensor.

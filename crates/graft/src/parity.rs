@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use burn::module::{ModuleVisitor, Param};
+use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::layers::value::Data;
 use crate::model::graph::Graph;
 use crate::model::io::{NamedTensor, load_tensors, named_tensors, read_safetensors};
+use crate::model::params::{ParamPath, ParamVisitor, visit_params};
 use crate::model::spec::ModelSpec;
 use crate::task::loss::{LossSpec, Target};
 use crate::train::optim::OptimizerSpec;
@@ -244,28 +245,17 @@ fn build_graph(f: &Fixture, device: &Device, m: &mut Measured) -> Option<Graph> 
 /// batch-norm running statistics).
 fn param_grads(graph: &Graph, grads: &GradientsParams) -> Vec<(String, Vec<usize>, Option<Vec<f32>>)> {
     struct Visit<'a> {
-        path: Vec<String>,
         grads: &'a GradientsParams,
         out: Vec<(String, Vec<usize>, Option<Vec<f32>>)>,
     }
-    impl ModuleVisitor for Visit<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+    impl ParamVisitor for Visit<'_> {
+        fn visit<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
             let grad = self.grads.get::<D>(param.id).map(values);
-            self.out.push((self.path.join("."), param.val().dims().to_vec(), grad));
+            self.out.push((path.name(), param.val().dims().to_vec(), grad));
         }
     }
-    let mut v = Visit {
-        path: vec![],
-        grads,
-        out: vec![],
-    };
-    graph.visit(&mut v);
+    let mut v = Visit { grads, out: vec![] };
+    visit_params(graph, &mut v);
     v.out
 }
 

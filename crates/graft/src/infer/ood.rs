@@ -21,7 +21,7 @@ use super::predict::Predictor;
 use super::uncertainty::entropy;
 use crate::data::fsio::write_atomic;
 use crate::data::{Array, Dataset};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::model::graph::Source;
 
@@ -109,7 +109,7 @@ impl OodModel {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).in_file(&path)?;
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| Error::new(e.to_string()).in_file(&path))
@@ -383,7 +383,7 @@ pub fn fit_rejection(
 ) -> Result<(OodModel, f64)> {
     spec.check()?;
     let graph = &predictor.graph;
-    let p = penultimate(graph).map_err(|e| e.at("train.reject"))?;
+    let p = penultimate(graph).at("train.reject")?;
     let labels = train
         .labels()
         .ok_or_else(|| Error::new("rejecting unknown inputs needs class labels").at("train.reject"))?;
@@ -394,7 +394,7 @@ pub fn fit_rejection(
         labels,
         predictor.head.num_classes(),
     )
-    .map_err(|e| e.at("train.reject"))?;
+    .at("train.reject")?;
     let score = SCORES
         .iter()
         .find(|s| **s == spec.score)
@@ -447,8 +447,8 @@ pub fn ood_separation(
     let read = |p: &Path| predictor.read_inputs(p);
     let (a, b) = (read(inside)?, read(outside)?);
     let stats = predictor.ood.as_ref().map(|o| &o.features);
-    let sa = all_scores(&predictor, &a, stats, &SCORES).map_err(|e| e.in_file(inside))?;
-    let sb = all_scores(&predictor, &b, stats, &SCORES).map_err(|e| e.in_file(outside))?;
+    let sa = all_scores(&predictor, &a, stats, &SCORES).in_file(inside)?;
+    let sb = all_scores(&predictor, &b, stats, &SCORES).in_file(outside)?;
     let mut out = serde_json::Map::new();
     for name in SCORES {
         let (Some(x), Some(y)) = (sa.get(name), sb.get(name)) else {

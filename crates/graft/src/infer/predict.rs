@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 use crate::data::fsio::write_atomic;
 use crate::data::prepare::Preprocessor;
 use crate::data::{Array, write_npy_f32};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::infer::manifest::{MANIFEST_FILE, Manifest};
 use crate::infer::uncertainty::{McSummary, summarize};
 use crate::layers::Ctx;
@@ -49,7 +49,7 @@ impl Predictor {
         let manifest = Manifest::read(dir)?;
         let path = dir.join(MANIFEST_FILE);
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-        let mut head = TaskHead::new(&manifest.loss, outputs, manifest.classes).map_err(|e| e.in_file(&path))?;
+        let mut head = TaskHead::new(&manifest.loss, outputs, manifest.classes).in_file(&path)?;
         head.temperature = manifest.temperature;
         head.thresholds = manifest.thresholds;
         head.class_weights = manifest.class_weights;
@@ -65,7 +65,7 @@ impl Predictor {
                 .get(output)
                 .and_then(|s| s.last().copied())
                 .ok_or_else(|| bad(&format!("task '{name}' names output {output}, which the model lacks")))?;
-            let mut head = TaskHead::new(&t.loss, width, t.classes).map_err(|e| e.in_file(&path))?;
+            let mut head = TaskHead::new(&t.loss, width, t.classes).in_file(&path)?;
             head.name = Some(name);
             head.output = output;
             head.temperature = t.temperature;
@@ -251,7 +251,7 @@ pub fn predict_file(
     let mut predictor = Predictor::load(model_dir, device)?;
     let inputs = match &opts.from_layer {
         Some(name) => {
-            predictor.graph = predictor.graph.after(name).map_err(|e| e.at("--from-layer"))?;
+            predictor.graph = predictor.graph.after(name).at("--from-layer")?;
             if input.extension().and_then(|e| e.to_str()) != Some("npy") {
                 return Err(Error::new(format!(
                     "--from-layer {name} reads that layer's outputs from a .npy file (`graft embed --layer {name}` \
@@ -279,7 +279,7 @@ pub fn predict_file(
     } else if !predictor.tasks.is_empty() {
         task_predictions(&predictor, &inputs, input, output, format)?
     } else {
-        let preds = predictor.predict(&inputs).map_err(|e| e.in_file(input))?;
+        let preds = predictor.predict(&inputs).in_file(input)?;
         if format == Format::Npy {
             write_npy_f32(output, &preds)?;
             None
@@ -348,7 +348,7 @@ fn write_rows(
             }
             text.into_bytes()
         }
-        Format::Csv => csv_bytes(&rows).map_err(|e| e.in_file(output))?,
+        Format::Csv => csv_bytes(&rows).in_file(output)?,
         Format::Npy => unreachable!("arrays are written where they are computed"),
     };
     write_atomic(output, &bytes)
@@ -435,9 +435,7 @@ fn mc_predictions(
     } else {
         predictor.tasks.clone()
     };
-    let summaries = predictor
-        .predict_mc(inputs, &heads, passes)
-        .map_err(|e| e.in_file(input))?;
+    let summaries = predictor.predict_mc(inputs, &heads, passes).in_file(input)?;
     let n = inputs.len();
     if format == Format::Npy {
         if heads.len() != 1 {
@@ -552,9 +550,7 @@ fn task_predictions(
         )
         .in_file(output));
     }
-    let preds = predictor
-        .predict_heads(inputs, &predictor.tasks)
-        .map_err(|e| e.in_file(input))?;
+    let preds = predictor.predict_heads(inputs, &predictor.tasks).in_file(input)?;
     let rows = (0..inputs.len())
         .map(|i| {
             Json::Object(

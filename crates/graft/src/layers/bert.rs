@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conv::expect_rank;
 use super::{Shape, shape_err};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::bert_encoder::{BertConfig, BertModel, PoolTokens, Pooling, PoolingMode, sentence_pipeline};
 use crate::layers::value::{Data, Value};
 
@@ -115,7 +115,7 @@ impl BertLayerConfig {
         let config = self.config.as_ref().ok_or_else(|| {
             shape_err("a bert layer needs `pretrained` (a Hugging Face-format directory) or `config`")
         })?;
-        config.check().map_err(|e| e.at("config"))?;
+        config.check().at("config")?;
         Ok(config)
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::data::sentence_pipeline::{
     Pipeline, Pooling, PoolingMode, SentenceBertConfig, read_json, read_pipeline, sentence_pipeline,
 };
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::activation::Activation;
 use crate::layers::dense::{Dense, linear};
 use crate::layers::init::Initializer;
@@ -98,10 +98,10 @@ impl HiddenAct {
 impl BertConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).in_file(path)?;
         let config: BertConfig =
             serde_json::from_str(&text).map_err(|e| Error::new(format!("not a BERT config: {e}")).in_file(path))?;
-        config.check().map_err(|e| e.in_file(path))?;
+        config.check().in_file(path)?;
         Ok(config)
     }
 

@@ -22,7 +22,7 @@ use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::value::{Data, Value};
 use activation::{Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
 use attention::{MultiHeadAttention, MultiHeadAttentionConfig, TransformerEncoder, TransformerEncoderConfig};
@@ -350,7 +350,7 @@ impl LayerSpec {
                 let inner = t
                     .layer
                     .build(&[step], input_names, &[false], device)
-                    .map_err(|e| e.at(t.layer.kind()))?;
+                    .at_with(|| t.layer.kind().to_string())?;
                 if inner.outputs.len() != 1 {
                     return Err(shape_err("time_distributed wraps layers with one output"));
                 }

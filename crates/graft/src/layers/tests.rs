@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -25,6 +25,7 @@ use super::reshape::{PermuteConfig, ReshapeConfig};
 use super::{BidirectionalConfig, Ctx, LAYER_KINDS, Layer, LayerSpec, TimeDistributedConfig};
 use crate::layers::value::{Data, Value};
 use crate::model::graph::Graph;
+use crate::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
 use crate::model::spec::ModelSpec;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -139,31 +140,20 @@ fn check_shape(input: &[usize], layer: LayerSpec, expected: &[usize]) -> Graph {
 }
 
 /// Parameter paths (as a PyTorch state dict names them), shapes, values and whether they take gradients.
-#[derive(Default)]
-struct Collect {
-    path: Vec<String>,
-    found: Vec<(String, Vec<usize>, Vec<f32>, bool)>,
-}
+struct Collect(Vec<(String, Vec<usize>, Vec<f32>, bool)>);
 
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl ParamVisitor for Collect {
+    fn visit<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
         let t = param.val();
         let require_grad = t.is_require_grad();
-        self.found
-            .push((self.path.join("."), t.dims().to_vec(), values(t), require_grad));
+        self.0.push((path.name(), t.dims().to_vec(), values(t), require_grad));
     }
 }
 
 fn collect(graph: &Graph) -> Vec<(String, Vec<usize>, Vec<f32>, bool)> {
-    let mut c = Collect::default();
-    graph.visit(&mut c);
-    c.found
+    let mut c = Collect(vec![]);
+    visit_params(graph, &mut c);
+    c.0
 }
 
 fn param_shapes(graph: &Graph) -> BTreeMap<String, Vec<usize>> {
@@ -202,19 +192,12 @@ fn param(graph: &Graph, name: &str) -> Vec<f32> {
 
 /// Replaces parameters by path: with values from `from`, or with random N(0, 0.5²) values.
 struct Assign {
-    path: Vec<String>,
     from: Option<BTreeMap<String, Vec<f32>>>,
 }
 
-impl ModuleMapper for Assign {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let key = self.path.join(".");
+impl ParamMapper for Assign {
+    fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = path.name();
         let from = self
             .from
             .as_ref()
@@ -231,19 +214,13 @@ impl ModuleMapper for Assign {
 
 /// Random values for every parameter (so biases are not all zero).
 fn randomize(graph: Graph) -> Graph {
-    graph.map(&mut Assign {
-        path: vec![],
-        from: None,
-    })
+    map_params(graph, &mut Assign { from: None })
 }
 
 /// `to` with the parameter values of `from` (same paths).
 fn copy_params(from: &Graph, to: Graph) -> Graph {
     let map = collect(from).into_iter().map(|(n, _, v, _)| (n, v)).collect();
-    to.map(&mut Assign {
-        path: vec![],
-        from: Some(map),
-    })
+    map_params(to, &mut Assign { from: Some(map) })
 }
 
 fn mean_var(v: &[f64]) -> (f64, f64) {

@@ -2,11 +2,12 @@
 //! extraction, fine-tuning only the top layers). Patterns are globs over PyTorch-style parameter names:
 //! `embedding.*`, `conv1.weight`, `lstm.*_reverse`; `*` matches any run of characters (dots included), `?` one.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Param;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::Graph;
+use crate::model::params::{ParamMapper, ParamPath, map_params};
 use graft_data::suggest::hint;
 
 /// Whether `name` matches the glob `pattern`.
@@ -38,24 +39,16 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// nothing is an error with the closest parameter name.
 pub fn freeze(model: Graph, patterns: &[String]) -> Result<(Graph, Vec<String>)> {
     struct Freeze<'a> {
-        path: Vec<String>,
         patterns: &'a [String],
         used: Vec<bool>,
         frozen: Vec<String>,
         names: Vec<String>,
     }
-    impl ModuleMapper for Freeze<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let name = self.path.join(".");
-            let leaf = self.path.last().map(String::as_str).unwrap_or("");
+    impl ParamMapper for Freeze<'_> {
+        fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let name = path.name();
             self.names.push(name.clone());
-            if leaf == "running_mean" || leaf == "running_var" {
+            if path.is_running_stat() {
                 return param;
             }
             let mut hit = false;
@@ -74,13 +67,12 @@ pub fn freeze(model: Graph, patterns: &[String]) -> Result<(Graph, Vec<String>)>
         }
     }
     let mut f = Freeze {
-        path: vec![],
         patterns,
         used: vec![false; patterns.len()],
         frozen: vec![],
         names: vec![],
     };
-    let model = model.map(&mut f);
+    let model = map_params(model, &mut f);
     if let Some(i) = f.used.iter().position(|u| !u) {
         return Err(Error::new(format!(
             "pattern '{}' matches no parameter{}",

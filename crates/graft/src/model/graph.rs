@@ -4,7 +4,7 @@
 use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
 use burn::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::value::{Data, Value};
 use crate::layers::{Ctx, Layer, LayerSpec, Shape};
 use crate::model::spec::{ModelSpec, NodeOp};
@@ -105,7 +105,7 @@ impl Graph {
                 .iter()
                 .map(|r| resolve(spec, &nodes, r))
                 .collect::<Result<Vec<_>>>()
-                .map_err(|e| e.at(at()))?;
+                .at_with(at)?;
             let shapes: Vec<Shape> = sources.iter().map(|s| shape_of(spec, &nodes, *s)).collect();
             let masked: Vec<bool> = sources.iter().map(|s| masked_of(&nodes, *s)).collect();
             let (layer_of, layer_spec) = match &node.op {
@@ -154,7 +154,7 @@ impl Graph {
             .iter()
             .map(|r| resolve(spec, &nodes, r))
             .collect::<Result<Vec<_>>>()
-            .map_err(|e| e.at("model.outputs"))?;
+            .at("model.outputs")?;
         // Draw every initial value now, in node order, so the same seed gives the same weights.
         let graph = Graph {
             spec: spec.clone(),
@@ -232,7 +232,7 @@ impl Graph {
                 .ok_or_else(|| Error::new("layer missing"))?;
             let out = layer
                 .forward(args, &node_ctx)
-                .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+                .at_with(|| format!("layer '{}'", node.name))?;
             values.push(out);
         }
         Ok(values)

@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::data::fsio::write_atomic;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
+use crate::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
 use crate::model::spec::ModelSpec;
 
 /// One named parameter (or buffer) as plain data.
@@ -24,34 +25,22 @@ pub struct NamedTensor {
 
 /// Every parameter and buffer of a module under its path, in visiting order.
 pub fn named_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<NamedTensor>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+    struct Collect(Vec<NamedTensor>);
+    impl ParamVisitor for Collect {
+        fn visit<const D: usize>(&mut self, path: ParamPath<'_>, param: &Param<Tensor<D>>) {
             let t = param.val();
             let shape = t.dims().to_vec();
             let values = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-            self.out.push(NamedTensor {
-                name: self.path.join("."),
+            self.0.push(NamedTensor {
+                name: path.name(),
                 shape,
                 values,
             });
         }
     }
-    let mut c = Collect {
-        path: vec![],
-        out: vec![],
-    };
-    module.visit(&mut c);
-    c.out
+    let mut c = Collect(vec![]);
+    visit_params(module, &mut c);
+    c.0
 }
 
 /// Writes a module's parameters to a safetensors file (float32), atomically.
@@ -69,7 +58,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
                 .map_err(|e| Error::new(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()
-        .map_err(|e| e.in_file(path))?;
+        .in_file(path)?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let buffer = safetensors::serialize(views, Some(meta)).map_err(|e| Error::new(e.to_string()).in_file(path))?;
@@ -78,7 +67,7 @@ pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
 
 /// Reads every tensor of a safetensors file as float32.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, NamedTensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).in_file(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::new(format!("not a readable safetensors file: {e}")).in_file(path))?;
     let mut out = HashMap::new();
@@ -168,22 +157,15 @@ pub fn load_named<M: Module>(
     expected_from: &str,
 ) -> std::result::Result<M, LoadProblems> {
     struct Load<'a, K> {
-        path: Vec<String>,
         tensors: &'a HashMap<String, NamedTensor>,
         key: K,
         expected_from: &'a str,
         used: std::collections::HashSet<String>,
         problems: LoadProblems,
     }
-    impl<K: Fn(&[String]) -> String> ModuleMapper for Load<'_, K> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let name = (self.key)(&self.path);
+    impl<K: Fn(&[String]) -> String> ParamMapper for Load<'_, K> {
+        fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let name = (self.key)(path.parts());
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
                 None => {
@@ -209,14 +191,13 @@ pub fn load_named<M: Module>(
         }
     }
     let mut loader = Load {
-        path: vec![],
         tensors,
         key,
         expected_from,
         used: Default::default(),
         problems: LoadProblems::default(),
     };
-    let module = module.map(&mut loader);
+    let module = map_params(module, &mut loader);
     let mut problems = loader.problems;
     problems.unexpected = tensors
         .iter()
@@ -243,7 +224,7 @@ pub fn load_tensors<M: Module>(module: M, tensors: &HashMap<String, NamedTensor>
 
 /// Writes `model.toml` (the spec in graph form) and `model.safetensors` into `dir`.
 pub fn save_model(graph: &Graph, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).in_file(dir)?;
     let mut doc = toml::Table::new();
     doc.insert("model".into(), graph.spec.to_toml()?);
     let text = toml::to_string(&doc).map_err(|e| Error::new(e.to_string()))?;
@@ -254,18 +235,18 @@ pub fn save_model(graph: &Graph, dir: &Path) -> Result<()> {
 /// Reads the spec from `dir/model.toml`.
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join("model.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).in_file(&path)?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::new(e.message().to_string()).in_file(&path))?;
     let model = doc
         .get("model")
         .ok_or_else(|| Error::new("missing [model]").in_file(&path))?;
-    ModelSpec::from_toml(model, "model").map_err(|e| e.in_file(&path))
+    ModelSpec::from_toml(model, "model").in_file(&path)
 }
 
 /// Builds the model of a run directory and loads its weights.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Graph> {
     let spec = load_spec(dir)?;
-    let graph = Graph::build(&spec, device).map_err(|e| e.in_file(dir.join("model.toml")))?;
+    let graph = Graph::build(&spec, device).in_file(dir.join("model.toml"))?;
     let weights = dir.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
     load_tensors(graph, &tensors, &weights)
@@ -278,7 +259,7 @@ pub fn read_pytorch(path: &Path) -> Result<HashMap<String, NamedTensor>> {
         .map_err(|e| Error::new(format!("not a readable PyTorch state dict: {e}")).in_file(path))?;
     let mut out = HashMap::new();
     for (name, tensor) in reader.tensors() {
-        let bytes = tensor.read().map_err(|e| Error::io(path, e))?;
+        let bytes = tensor.read().in_file(path)?;
         let values: Vec<f32> = match tensor.dtype() {
             dt::F32 => bytes
                 .chunks_exact(4)

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::freeze::glob_match;
 use crate::model::io::{NamedTensor, read_state_dict};
+use crate::model::params::{ParamMapper, ParamPath, map_params};
 
 /// `[train] init_from = { path = "runs/base/model.safetensors", include = ["conv*"], rename = { "encoder." = "enc." } }`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,22 +89,15 @@ pub fn restore(model: Graph, spec: &RestoreSpec) -> Result<(Graph, RestoreReport
     };
     let tensors = read_state_dict(&file)?;
     struct Restore<'a> {
-        path: Vec<String>,
         spec: &'a RestoreSpec,
         tensors: &'a std::collections::HashMap<String, NamedTensor>,
         used: HashSet<String>,
         report: RestoreReport,
         mismatch: Option<String>,
     }
-    impl ModuleMapper for Restore<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let name = self.path.join(".");
+    impl ParamMapper for Restore<'_> {
+        fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let name = path.name();
             let included = (self.spec.include.is_empty() || matches_any(&self.spec.include, &name))
                 && !matches_any(&self.spec.exclude, &name);
             let key = file_key(&self.spec.rename, &name);
@@ -130,14 +124,13 @@ pub fn restore(model: Graph, spec: &RestoreSpec) -> Result<(Graph, RestoreReport
         }
     }
     let mut r = Restore {
-        path: vec![],
         spec,
         tensors: &tensors,
         used: HashSet::new(),
         report: Default::default(),
         mismatch: None,
     };
-    let model = model.map(&mut r);
+    let model = map_params(model, &mut r);
     if let Some(m) = r.mismatch {
         return Err(Error::new(format!(
             "shape mismatch: {m}; set skip_mismatched = true to leave it initialized"

@@ -3,7 +3,7 @@
 
 use toml::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::{LAYER_KINDS, LayerSpec, Shape};
 use graft_data::suggest::hint;
 
@@ -266,9 +266,7 @@ impl ModelSpec {
     pub fn with_pretrained_sizes(mut self, resolve: &dyn Fn(&std::path::Path) -> std::path::PathBuf) -> Result<Self> {
         for node in self.nodes.iter_mut() {
             if let NodeOp::Layer(crate::layers::LayerSpec::Bert(c)) = &mut node.op {
-                *c = c
-                    .complete(resolve)
-                    .map_err(|e| e.at(format!("layer '{}'", node.name)))?;
+                *c = c.complete(resolve).at_with(|| format!("layer '{}'", node.name))?;
             }
         }
         Ok(self)

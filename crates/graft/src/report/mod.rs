@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 pub use graft_data::fsio::{copy_atomic, write_atomic};
 
 /// The files a report consists of, so callers can print or link them.
@@ -169,7 +169,7 @@ fn roc_points(inside: &[f64], outside: &[f64]) -> Vec<(f64, f64)> {
 }
 
 fn ensure_dir(dir: &Path) -> Result<()> {
-    let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    let meta = fs::metadata(dir).in_file(dir)?;
     if !meta.is_dir() {
         return Err(Error::new("the report directory is not a directory").in_file(dir));
     }

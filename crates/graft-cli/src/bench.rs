@@ -20,18 +20,29 @@ use serde_json::{Value as Json, json};
 
 use graft::data::{Array, Dataset, Targets};
 use graft::error::{Error, Result};
-use graft::experiment::spec::{ExperimentSpec, TrainSpec};
+use graft::layers::activation::{Activation, NoOptions};
+use graft::layers::bert::BertLayerConfig;
+use graft::layers::conv::ConvConfig;
+use graft::layers::dense::DenseConfig;
+use graft::layers::embedding::EmbeddingConfig;
+use graft::layers::pool::PoolConfig;
+use graft::layers::recurrent::RecurrentConfig;
 use graft::layers::value::{Data, input_data};
+use graft::layers::{BidirectionalConfig, LayerSpec};
 use graft::model::Graph;
+use graft::model::ModelSpec;
 use graft::task::head::TaskHead;
+use graft::task::loss::LossSpec;
+use graft::train::FitConfig;
 use graft::train::callbacks::Callback;
+use graft::train::optim::OptimizerSpec;
 
 /// One workload's model and data, built on first request.
 enum Workload {
     Train {
         model: Option<Graph>,
         head: TaskHead,
-        train: Box<TrainSpec>,
+        train: Box<FitConfig>,
         /// Draws `n` examples (inputs and labels) of this workload.
         sample: fn(usize, &mut rand_chacha::ChaCha8Rng) -> Result<Dataset>,
         seed: u64,
@@ -49,56 +60,61 @@ enum Workload {
     },
 }
 
-const MLP: &str = r#"
-layers = [
-  { dense = { units = 512, activation = "relu" } },
-  { dense = { units = 256, activation = "relu" } },
-  { dense = { units = 10 } },
-]"#;
-
-const CNN: &str = r#"
-layers = [
-  { conv2d = { filters = 32, kernel = 3, activation = "relu" } },
-  { max_pool2d = { size = 2 } },
-  { conv2d = { filters = 64, kernel = 3, activation = "relu" } },
-  { max_pool2d = { size = 2 } },
-  { flatten = {} },
-  { dense = { units = 128, activation = "relu" } },
-  { dense = { units = 10 } },
-]"#;
-
-fn recurrent(layer: &str) -> String {
-    format!(
-        r#"
-layers = [
-  {{ embedding = {{ input_dim = 10000, output_dim = 128 }} }},
-  {layer},
-  {{ dense = {{ units = 2 }} }},
-]"#
-    )
+/// 784 → 512 → 256 → 10, ReLU.
+fn mlp() -> ModelSpec {
+    ModelSpec::sequential(vec![784])
+        .add(LayerSpec::Dense(
+            DenseConfig::new(512).with_activation(Activation::Relu),
+        ))
+        .add(LayerSpec::Dense(
+            DenseConfig::new(256).with_activation(Activation::Relu),
+        ))
+        .add(LayerSpec::Dense(DenseConfig::new(10)))
 }
 
-fn minilm(dir: &str, head: bool) -> String {
-    let head = if head {
-        r#"{ name = "logits", dense = { units = 2 } },"#
+/// Two 3×3 convolutions (32, 64 filters) with 2×2 max pooling, then 128 → 10, on 28×28 grey images.
+fn cnn() -> ModelSpec {
+    let conv = |filters| LayerSpec::Conv2d(ConvConfig::new(filters, 3).with_activation(Activation::Relu));
+    ModelSpec::sequential(vec![1, 28, 28])
+        .add(conv(32))
+        .add(LayerSpec::MaxPool2d(PoolConfig::new(2)))
+        .add(conv(64))
+        .add(LayerSpec::MaxPool2d(PoolConfig::new(2)))
+        .add(LayerSpec::Flatten(NoOptions {}))
+        .add(LayerSpec::Dense(
+            DenseConfig::new(128).with_activation(Activation::Relu),
+        ))
+        .add(LayerSpec::Dense(DenseConfig::new(10)))
+}
+
+/// Ids of 100 steps over a 10,000-word vocabulary → 128-dim embeddings → `layer` → 2 classes.
+fn recurrent(layer: LayerSpec) -> ModelSpec {
+    ModelSpec::sequential(vec![100])
+        .add(LayerSpec::Embedding(EmbeddingConfig::new(10_000, 128)))
+        .add(layer)
+        .add(LayerSpec::Dense(DenseConfig::new(2)))
+}
+
+/// MiniLM from `dir`, mean-pooled, with a 2-class head when `head`.
+fn minilm(dir: &str, head: bool) -> ModelSpec {
+    let bert = BertLayerConfig::pretrained(dir)
+        .with_pooling("mean")
+        .with_normalize(false);
+    let spec = ModelSpec::sequential(vec![128]).add_named("bert", LayerSpec::Bert(bert));
+    if head {
+        spec.add_named("logits", LayerSpec::Dense(DenseConfig::new(2)))
     } else {
-        ""
-    };
-    format!(
-        r#"
-layers = [
-  {{ name = "bert", bert = {{ pretrained = "{dir}", pooling = "mean", normalize = false }} }},
-  {head}
-]"#
-    )
+        spec
+    }
 }
 
-/// An experiment spec holding `model` (a `layers = [...]` list) and a training section.
-fn experiment(model: &str, batch: usize, lr: f64) -> Result<ExperimentSpec> {
-    ExperimentSpec::from_toml_str(&format!(
-        "[data]\ndataset = \"digits\"\n[model]\n{model}\n[train]\nepochs = 1\nbatch_size = {batch}\n\
-         optimizer = {{ adam = {{ lr = {lr} }} }}\nloss = \"sparse_categorical_crossentropy\"\nmetrics = []\n"
-    ))
+/// One epoch of batches of `batch` at Adam's rate `lr`, no metrics: the training step alone.
+fn fit_config(batch: usize, lr: f64) -> FitConfig {
+    FitConfig::default()
+        .with_epochs(1)
+        .with_batch_size(batch)
+        .with_optimizer(OptimizerSpec::adam(lr))
+        .with_metrics(Vec::<String>::new())
 }
 
 fn gaussian(shape: &[usize], n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Array> {
@@ -162,33 +178,24 @@ impl Workload {
         let autodiff = device.clone().autodiff();
         device.seed(0);
         autodiff.seed(0);
-        let train = |model: &str, shape: &[usize], batch: usize, lr: f64, sample, freeze: &[&str]| {
-            let exp = experiment(model, batch, lr)?;
-            let spec = exp
-                .model
-                .clone()
-                .with_data_shape(shape)
-                .with_pretrained_sizes(&|p| p.to_path_buf())?;
+        let loss = LossSpec::SparseCategoricalCrossentropy { label_smoothing: 0.0 };
+        let train = |spec: ModelSpec, batch: usize, lr: f64, sample, freeze: &[&str]| {
+            let spec = spec.with_pretrained_sizes(&|p| p.to_path_buf())?;
             let graph = graft::pretrained::load_pretrained_encoders(Graph::build(&spec, &autodiff)?, true)?;
             let patterns: Vec<String> = freeze.iter().map(|p| p.to_string()).collect();
             let (graph, _) = graft::model::freeze::freeze(graph, &patterns)?;
             let width = *graph.output_shapes()[0].last().unwrap_or(&1);
-            let head = TaskHead::new(&exp.train.loss, width, (0..width).map(|c| c.to_string()).collect())?;
+            let head = TaskHead::new(&loss, width, (0..width).map(|c| c.to_string()).collect())?;
             Ok::<Workload, Error>(Workload::Train {
                 model: Some(graph),
                 head,
-                train: Box::new(exp.train),
+                train: Box::new(fit_config(batch, lr)),
                 sample,
                 seed: 0,
             })
         };
-        let infer = |model: &str, shape: &[usize], input: Array, softmax: bool| {
-            let exp = experiment(model, input.len(), 1e-3)?;
-            let spec = exp
-                .model
-                .clone()
-                .with_data_shape(shape)
-                .with_pretrained_sizes(&|p| p.to_path_buf())?;
+        let infer = |spec: ModelSpec, input: Array, softmax: bool| {
+            let spec = spec.with_pretrained_sizes(&|p| p.to_path_buf())?;
             let graph = graft::pretrained::load_pretrained_encoders(Graph::build(&spec, &device)?, true)?;
             Ok::<Workload, Error>(Workload::Infer {
                 softmax,
@@ -205,41 +212,39 @@ impl Workload {
             "bert.encoder.layer.3",
         ];
         match name {
-            "mlp" => train(MLP, &[784], 128, 1e-3, mlp_data, &[]),
-            "cnn" => train(CNN, &[1, 28, 28], 64, 1e-3, cnn_data, &[]),
+            "mlp" => train(mlp(), 128, 1e-3, mlp_data, &[]),
+            "cnn" => train(cnn(), 64, 1e-3, cnn_data, &[]),
             "lstm" => train(
-                &recurrent("{ lstm = { units = 128 } }"),
-                &[100],
+                recurrent(LayerSpec::Lstm(RecurrentConfig::new(128))),
                 32,
                 1e-3,
                 text_data,
                 &[],
             ),
             "gru" => train(
-                &recurrent("{ gru = { units = 128 } }"),
-                &[100],
+                recurrent(LayerSpec::Gru(RecurrentConfig::new(128))),
                 32,
                 1e-3,
                 text_data,
                 &[],
             ),
             "bilstm" => train(
-                &recurrent("{ bidirectional = { layer = { lstm = { units = 128 } } } }"),
-                &[100],
+                recurrent(LayerSpec::Bidirectional(BidirectionalConfig::new(LayerSpec::Lstm(
+                    RecurrentConfig::new(128),
+                )))),
                 32,
                 1e-3,
                 text_data,
                 &[],
             ),
-            "minilm_finetune" => train(&minilm(minilm_dir, true), &[128], 32, 1e-4, token_data, &frozen_minilm),
+            "minilm_finetune" => train(minilm(minilm_dir, true), 32, 1e-4, token_data, &frozen_minilm),
             "minilm_infer" => infer(
-                &minilm(minilm_dir, false),
-                &[128],
+                minilm(minilm_dir, false),
                 ids(128, 1000, 30000, 32, &mut rng(0))?,
                 false,
             ),
-            "mlp_latency_b1" => infer(MLP, &[784], gaussian(&[784], 1, &mut rng(0))?, true),
-            "mlp_infer_b1024" => infer(MLP, &[784], gaussian(&[784], 1024, &mut rng(0))?, true),
+            "mlp_latency_b1" => infer(mlp(), gaussian(&[784], 1, &mut rng(0))?, true),
+            "mlp_infer_b1024" => infer(mlp(), gaussian(&[784], 1024, &mut rng(0))?, true),
             "sgemm" => Ok(Workload::Sgemm {
                 a: Tensor::random([2048, 2048], Distribution::Default, &device),
                 b: Tensor::random([2048, 2048], Distribution::Default, &device),
@@ -271,7 +276,7 @@ impl Workload {
                 let fitted = graft::train::trainer::fit(
                     graph,
                     std::slice::from_ref(head),
-                    &train.fit_config(),
+                    train,
                     &data,
                     None,
                     *seed,

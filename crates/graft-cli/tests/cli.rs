@@ -2387,3 +2387,61 @@ fn experiment_mistakes_and_everyday_tables() {
     let e = expect_error(graft(&["eval", "--model", dir.to_str().unwrap()]));
     assert!(e.contains("not a graft run directory"), "{e}");
 }
+
+/// The Rust examples of `crates/graft/examples` (built by `cargo test --workspace` next to the binary), run: a CNN
+/// trained without TOML, a custom training step, and a run directory served through `Predictor`.
+#[test]
+fn rust_examples_run_and_learn() {
+    let dir = Path::new(env!("CARGO_BIN_EXE_graft"))
+        .parent()
+        .unwrap()
+        .join("examples");
+    let run = |name: &str| -> String {
+        let path = dir.join(name);
+        let out = Command::new(&path).output().unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build the examples with `cargo test --release --workspace`",
+                path.display()
+            )
+        });
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let number_after = |text: &str, key: &str| -> f64 {
+        let rest = &text[text.find(key).unwrap_or_else(|| panic!("no `{key}` in {text}")) + key.len()..];
+        rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|s| !s.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+
+    let cnn = run("digits_cnn");
+    assert!(number_after(&cnn, "test accuracy ") > 0.95, "{cnn}");
+
+    let autoencoder = run("denoising_autoencoder");
+    let first = number_after(&autoencoder, "epoch 1 ");
+    let last = number_after(&autoencoder, "→ epoch 20 ");
+    assert!(
+        last < 0.5 * first,
+        "the reconstruction error should fall by half or more: {autoencoder}"
+    );
+
+    let served = run("serve_run_dir");
+    assert!(number_after(&served, "test accuracy ") > 0.9, "{served}");
+    let rows: Vec<serde_json::Value> = served
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l.split(" (label").next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{served}");
+    for row in rows {
+        let total: f64 = row["probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4 && row["class"].is_string(), "{row}");
+    }
+}

@@ -81,6 +81,27 @@ fn pooling_name(modes: &[PoolingMode]) -> String {
 }
 
 impl BertLayerConfig {
+    /// The encoder of the Hugging Face-format directory `dir`, with its own pooling and normalization.
+    pub fn pretrained(dir: impl Into<PathBuf>) -> Self {
+        BertLayerConfig {
+            pretrained: Some(dir.into()),
+            config: None,
+            pooling: None,
+            normalize: None,
+        }
+    }
+
+    /// `"mean"`, `"cls"`, `"max"`, `"mean_sqrt_len"` (joined by `+`), or `"none"`.
+    pub fn with_pooling(mut self, pooling: &str) -> Self {
+        self.pooling = Some(pooling.into());
+        self
+    }
+
+    pub fn with_normalize(mut self, normalize: bool) -> Self {
+        self.normalize = Some(normalize);
+        self
+    }
+
     /// Resolves `pretrained` with `resolve` and fills in what was left out (sizes, pooling, normalization) from
     /// that directory.
     pub fn complete(&self, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Self> {

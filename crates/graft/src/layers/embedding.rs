@@ -53,6 +53,23 @@ fn normal() -> Initializer {
 }
 
 impl EmbeddingConfig {
+    /// A trainable embedding of `input_dim` ids into `output_dim` dimensions, N(0, 1)-initialized, no padding id.
+    pub fn new(input_dim: usize, output_dim: usize) -> Self {
+        EmbeddingConfig {
+            input_dim,
+            output_dim,
+            padding_idx: None,
+            initializer: normal(),
+            pretrained: None,
+            trainable: true,
+        }
+    }
+
+    pub fn with_padding_idx(mut self, id: usize) -> Self {
+        self.padding_idx = Some(id);
+        self
+    }
+
     /// `[T]` (ids) → `[T, output_dim]`.
     pub fn infer(&self, input: &Shape) -> Result<Shape> {
         let [t] = expect_rank::<1>(input, "embedding", "[steps] of token ids")?;

@@ -127,6 +127,16 @@ pub struct BidirectionalConfig {
     pub merge: MergeMode,
 }
 
+impl BidirectionalConfig {
+    /// `layer` (a `simple_rnn`, `lstm` or `gru`) run forwards and backwards, outputs concatenated.
+    pub fn new(layer: LayerSpec) -> Self {
+        BidirectionalConfig {
+            layer: Box::new(layer),
+            merge: MergeMode::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeDistributedConfig {

@@ -25,11 +25,7 @@ pub mod task;
 pub mod train;
 
 #[cfg(test)]
-mod gradcheck;
-#[cfg(test)]
 mod layering;
-#[cfg(test)]
-mod parity;
 
 pub use graft_data::error;
 pub use graft_data::{self as data, Error, Result};

@@ -6,6 +6,7 @@ pub mod config;
 pub mod optim;
 pub mod schedule;
 pub mod step;
+pub mod supervised;
 pub mod trainer;
 pub mod warnings;
 

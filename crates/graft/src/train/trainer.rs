@@ -1,42 +1,38 @@
-//! Supervised training: the [`Supervised`] step (task heads over one model's outputs, their losses, metrics and
-//! class weights, one optimizer) and [`fit`], which runs it in the [`Trainer`](crate::train::step::Trainer) loop;
-//! and evaluation of a model's heads over a data set.
+//! What supervised training and evaluation share: a model output turned into the rows of each task head's loss
+//! and metrics (sequence outputs, padding, class and sample weights), layer penalties and constraints, and
+//! evaluation of a model's heads over a data set. The step itself is `supervised.rs`.
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde_json::{Map, Value as Json};
 
-use crate::data::sampling::Resample;
-use crate::data::{Array, Batch, Dataset, gather};
+use crate::data::{Array, Dataset, gather};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::layers::value::Data;
 use crate::model::Graph;
-use crate::model::groups::LayerGroups;
 use crate::task::head::ClassWeights;
 use crate::task::head::{EpochMetrics, TaskHead};
-use crate::train::callbacks::{Callback, Logs};
 pub use crate::train::config::FitConfig;
-use crate::train::step::run_epochs;
 pub use crate::train::step::{EpochTiming, History, TrainStep, Trainer, history_entry};
+pub use crate::train::supervised::{FitResult, Supervised, fit};
 
 pub use crate::layers::value::{batch_inputs, input_data};
 
 /// A batch's model output as rows for the loss and the metrics. Sequence outputs `[N, T, K]` (from
 /// `time_distributed` or `return_sequences`) become N·T rows with per-step targets; padded steps get weight 0 in
 /// the loss and are left out of the metrics, so padding changes neither.
-struct Rows<'a> {
-    logits: Tensor<2>,
-    target: crate::task::loss::Target,
-    weights: Option<Tensor<1>>,
+pub(crate) struct Rows<'a> {
+    pub(crate) logits: Tensor<2>,
+    pub(crate) target: crate::task::loss::Target,
+    pub(crate) weights: Option<Tensor<1>>,
     /// Class weights for losses that apply them inside (cross-entropy); otherwise they are in `weights`.
-    class_weights: Option<&'a [f32]>,
-    metrics: MetricRows,
+    pub(crate) class_weights: Option<&'a [f32]>,
+    pub(crate) metrics: MetricRows,
 }
 
 /// The rows the metrics see: the batch itself, or the kept steps of a sequence batch.
-enum MetricRows {
+pub(crate) enum MetricRows {
     Batch(crate::data::Batch),
     Steps {
         keep: Vec<usize>,
@@ -46,7 +42,7 @@ enum MetricRows {
 }
 
 impl MetricRows {
-    fn update(&self, head: &TaskHead, probs: &[f32], metrics: &mut EpochMetrics) {
+    pub(crate) fn update(&self, head: &TaskHead, probs: &[f32], metrics: &mut EpochMetrics) {
         match self {
             MetricRows::Batch(b) => metrics.update(head, probs, b),
             MetricRows::Steps { keep, total, batch } => {
@@ -226,7 +222,7 @@ pub fn class_weights(
 }
 
 /// The sum of the L2 penalties declared on layers (`l2 = ...`).
-fn l2_penalty(model: &Graph) -> Option<Tensor<1>> {
+pub(crate) fn l2_penalty(model: &Graph) -> Option<Tensor<1>> {
     let mut total: Option<Tensor<1>> = None;
     for node in &model.nodes {
         let term = match (&node.layer, &node.spec) {
@@ -252,7 +248,7 @@ fn l2_penalty(model: &Graph) -> Option<Tensor<1>> {
 }
 
 /// Rescales each output unit's incoming weights to at most `max_norm` (Keras' `MaxNorm` constraint).
-fn apply_max_norm(mut model: Graph) -> Graph {
+pub(crate) fn apply_max_norm(mut model: Graph) -> Graph {
     fn clip<const D: usize>(w: Tensor<D>, max: f64) -> Tensor<D> {
         let w = w.detach();
         let dims = w.dims();
@@ -290,7 +286,7 @@ fn apply_max_norm(mut model: Graph) -> Graph {
 }
 
 /// One head's rows of a batch: loss inputs and the rows its metrics see (multi-task: those labelled for it).
-fn head_rows<'a>(
+pub(crate) fn head_rows<'a>(
     head: &TaskHead,
     out: crate::layers::value::Value,
     batch: &crate::data::Batch,
@@ -465,273 +461,6 @@ fn row_weights(class_weights: Option<&[f32]>, batch: &crate::data::Batch, device
         (Some(c), Some(s)) => c.iter().zip(s).map(|(a, b)| a * b).collect(),
     };
     Some(Tensor::<1>::from_floats(rows.as_slice(), device))
-}
-
-/// The result of [`fit`].
-pub struct FitResult {
-    pub model: Graph,
-    /// Wall time per epoch and the part of it the training step spent waiting for a batch.
-    pub timings: Vec<EpochTiming>,
-    pub history: Vec<Map<String, Json>>,
-    pub stopped_early: Option<usize>,
-}
-
-/// Trains `model` (built on an autodiff device) on `train`, validating on `validation` at every epoch end: the
-/// [`Supervised`] step run by the [`Trainer`](crate::train::step::Trainer) loop.
-pub fn fit(
-    model: Graph,
-    heads: &[TaskHead],
-    config: &FitConfig,
-    train: &Dataset,
-    validation: Option<&Dataset>,
-    seed: u64,
-    callbacks: &mut [Box<dyn Callback>],
-) -> Result<FitResult> {
-    let mut step = Supervised::new(model, heads, config, train, seed)?;
-    let history = run_epochs(config, seed, callbacks, &mut step, train, validation)?;
-    Ok(FitResult {
-        model: step.model,
-        timings: history.timings,
-        history: history.epochs,
-        stopped_early: history.stopped_early,
-    })
-}
-
-impl Trainer {
-    /// Supervised training of `model` (built on an autodiff device) through `heads`, validating on `validation`
-    /// at every epoch end; see [`fit`].
-    pub fn fit(
-        &mut self,
-        model: Graph,
-        heads: &[TaskHead],
-        train: &Dataset,
-        validation: Option<&Dataset>,
-    ) -> Result<FitResult> {
-        let config = self.config.clone();
-        fit(model, heads, &config, train, validation, self.seed, &mut self.callbacks)
-    }
-}
-
-/// The supervised training step: one model, its task heads (each a model output with a loss, a weight and
-/// metrics), one optimizer over all trainable parameters (with per-group rates when layer groups are set), layer
-/// penalties and constraints; train metrics accumulated over the epoch and the validation set evaluated at its end.
-pub struct Supervised<'a> {
-    pub model: Graph,
-    heads: &'a [TaskHead],
-    optim: ModuleOptimizer,
-    groups: Option<LayerGroups>,
-    groups_training: usize,
-    /// Per head, the class weights resolved on the training labels.
-    weights: Vec<Option<Vec<f32>>>,
-    /// The training labels and class count, when each epoch resamples them.
-    resample: Option<(Resample, Vec<usize>, usize)>,
-    metrics_wanted: Vec<String>,
-    top_k: usize,
-    seed: u64,
-    device: Device,
-    epoch: usize,
-    batch: usize,
-    metrics: Vec<EpochMetrics>,
-    head_loss_sums: Vec<f64>,
-    seen: usize,
-}
-
-impl<'a> Supervised<'a> {
-    pub fn new(model: Graph, heads: &'a [TaskHead], config: &FitConfig, train: &Dataset, seed: u64) -> Result<Self> {
-        let device = model.devices().first().cloned().unwrap_or_default();
-        let optim = config
-            .optimizer
-            .init(config.clip_grad)
-            .map_err(|e| e.at("train.optimizer"))?;
-        // Resampling draws each epoch's examples from the training labels (one classification task).
-        let resample = match config.resample {
-            Some(kind) => {
-                let head = match heads {
-                    [h] if h.is_classification() && h.name.is_none() => h,
-                    _ => return Err(Error::new("resampling applies to one classification task").at("train.resample")),
-                };
-                let labels = head
-                    .train_labels(train)
-                    .ok_or_else(|| Error::new("resampling needs class labels").at("train.resample"))?;
-                Some((kind, labels, head.num_classes()))
-            }
-            None => None,
-        };
-        let weights = head_class_weights(heads, train)?;
-        let groups = config
-            .layer_groups
-            .as_ref()
-            .map(|g| LayerGroups::new(g, &model))
-            .transpose()?;
-        let groups_training = groups.as_ref().map_or(0, |g| g.len());
-        Ok(Supervised {
-            model,
-            heads,
-            optim,
-            groups,
-            groups_training,
-            weights,
-            resample,
-            metrics_wanted: config.metrics.clone(),
-            top_k: config.top_k,
-            seed,
-            device,
-            epoch: 0,
-            batch: 0,
-            metrics: vec![],
-            head_loss_sums: vec![],
-            seen: 0,
-        })
-    }
-
-    fn multi_task(&self) -> bool {
-        self.heads.len() > 1 || self.heads.iter().any(|h| h.name.is_some())
-    }
-
-    fn wanted<'h>(&'h self, head: &'h TaskHead) -> &'h [String] {
-        if head.metrics.is_empty() {
-            &self.metrics_wanted
-        } else {
-            &head.metrics
-        }
-    }
-}
-
-impl TrainStep for Supervised<'_> {
-    fn model(&self) -> &Graph {
-        &self.model
-    }
-
-    fn model_mut(&mut self) -> &mut Graph {
-        &mut self.model
-    }
-
-    fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
-        if let Some(g) = &self.groups
-            && (epoch == 1 || g.training_in(epoch) != self.groups_training)
-        {
-            self.groups_training = g.training_in(epoch);
-            self.model = g.unfreeze_top(self.model.clone(), self.groups_training);
-        }
-        self.epoch = epoch;
-        self.batch = 0;
-        self.metrics = self.heads.iter().map(EpochMetrics::new).collect();
-        self.head_loss_sums = vec![0.0; self.heads.len()];
-        self.seen = 0;
-        Ok(())
-    }
-
-    fn epoch_order(&self, epoch: usize) -> Result<Option<Vec<usize>>> {
-        match &self.resample {
-            Some((kind, labels, classes)) => {
-                crate::data::sampling::epoch_order(*kind, labels, *classes, self.seed, epoch).map(Some)
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
-        self.batch += 1;
-        let outs = self.model.forward(batch_inputs(batch, &self.device)?, true, true)?;
-        let mut loss: Option<Tensor<1>> = None;
-        let mut data_loss = 0.0;
-        for (h, head) in self.heads.iter().enumerate() {
-            let out = outs[head.output].clone();
-            let rows = head_rows(head, out, batch, self.weights[h].as_deref(), &self.device)?;
-            let logits = rows.logits.clone();
-            let head_loss = head
-                .loss
-                .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
-            let value = head_loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                let task = head
-                    .name
-                    .as_ref()
-                    .map(|n| format!(" of task '{n}'"))
-                    .unwrap_or_default();
-                return Err(Error::new(format!(
-                    "the loss{task} became {value} at epoch {}, batch {}; training stopped (the last good checkpoint is kept); try a lower learning rate or gradient clipping",
-                    self.epoch, self.batch
-                )));
-            }
-            self.head_loss_sums[h] += value * batch.len() as f64;
-            data_loss += head.weight * value;
-            let weighted = if head.weight == 1.0 {
-                head_loss
-            } else {
-                head_loss.mul_scalar(head.weight)
-            };
-            loss = Some(match loss {
-                Some(total) => total + weighted,
-                None => weighted,
-            });
-            let probs = head
-                .probabilities(logits.detach())
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            rows.metrics.update(head, &probs, &mut self.metrics[h]);
-        }
-        let Some(mut loss) = loss else {
-            return Err(Error::new("the model has no task to train"));
-        };
-        if let Some(penalty) = l2_penalty(&self.model) {
-            loss = loss + penalty;
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = match &self.groups {
-            Some(g) => self.optim.step(g.learning_rates(lr), self.model.clone(), grads),
-            None => self.optim.step(lr, self.model.clone(), grads),
-        };
-        self.model = apply_max_norm(self.model.clone());
-        self.seen += batch.len();
-        Ok(data_loss)
-    }
-
-    fn end_epoch(&mut self, validation: Option<&Dataset>, logs: &mut Logs) -> Result<()> {
-        let multi = self.multi_task();
-        for (h, head) in self.heads.iter().enumerate() {
-            let train_metrics = self.metrics[h].compute(self.top_k);
-            for name in self.wanted(head) {
-                if let Some(v) = train_metrics.get(name).and_then(Json::as_f64) {
-                    logs.insert(head.log_name(name), v);
-                }
-            }
-            if multi {
-                logs.insert(head.log_name("loss"), self.head_loss_sums[h] / self.seen.max(1) as f64);
-            }
-        }
-        if let Some(val) = validation {
-            let v = evaluate(
-                &self.model.valid(),
-                self.heads,
-                val,
-                &self.weights,
-                EVAL_BATCH,
-                self.top_k,
-                false,
-            )?;
-            if let Some(l) = v.get("loss").and_then(Json::as_f64) {
-                logs.insert("val_loss".into(), l);
-            }
-            for head in self.heads {
-                let part = match &head.name {
-                    Some(n) => v.get(n).and_then(Json::as_object).cloned().unwrap_or_default(),
-                    None => v.clone(),
-                };
-                let loss = "loss".to_string();
-                for name in self.wanted(head).iter().chain(multi.then_some(&loss)) {
-                    if let Some(x) = part.get(name).and_then(Json::as_f64) {
-                        logs.insert(format!("val_{}", head.log_name(name)), x);
-                    }
-                }
-            }
-        }
-        if self.groups.is_some() {
-            logs.insert("groups_training".into(), self.groups_training as f64);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

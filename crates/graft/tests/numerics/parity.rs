@@ -22,13 +22,13 @@ use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
 use serde::Deserialize;
 
-use crate::layers::value::Data;
-use crate::model::graph::Graph;
-use crate::model::io::{NamedTensor, load_tensors, named_tensors, read_safetensors};
-use crate::model::params::{ParamPath, ParamVisitor, visit_params};
-use crate::model::spec::ModelSpec;
-use crate::task::loss::{LossSpec, Target};
-use crate::train::optim::OptimizerSpec;
+use graft::layers::value::Data;
+use graft::model::graph::Graph;
+use graft::model::io::{NamedTensor, load_tensors, named_tensors, read_safetensors};
+use graft::model::params::{ParamPath, ParamVisitor, visit_params};
+use graft::model::spec::ModelSpec;
+use graft::task::loss::{LossSpec, Target};
+use graft::train::optim::OptimizerSpec;
 
 /// The largest error any compared value may have.
 const TOLERANCE: f64 = 1e-5;

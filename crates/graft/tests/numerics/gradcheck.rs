@@ -47,11 +47,11 @@ use burn::prelude::*;
 use burn::tensor::{Bool, DType, FloatDType, TensorData};
 use serde::Deserialize;
 
-use crate::layers::value::{Data, Value};
-use crate::layers::{Ctx, LayerSpec};
-use crate::model::graph::{Graph, Source};
-use crate::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
-use crate::model::spec::ModelSpec;
+use graft::layers::value::{Data, Value};
+use graft::layers::{Ctx, LayerSpec};
+use graft::model::graph::{Graph, Source};
+use graft::model::params::{ParamMapper, ParamPath, ParamVisitor, map_params, visit_params};
+use graft::model::spec::ModelSpec;
 
 /// Finite-difference step.
 const STEP: f64 = 1e-6;
@@ -470,7 +470,7 @@ macro_rules! gradcheck_tests {
 #[test]
 fn every_layer_kind_has_a_case() {
     let covered: std::collections::BTreeSet<&str> = CASES.iter().map(|name| case(name).layer.kind()).collect();
-    let missing: Vec<&&str> = crate::layers::LAYER_KINDS
+    let missing: Vec<&&str> = graft::layers::LAYER_KINDS
         .iter()
         .filter(|kind| !covered.contains(**kind))
         .collect();

@@ -1,0 +1,6 @@
+//! The numerical checks of every layer, loss and optimizer, run against the library's public API: finite-difference
+//! gradients in float64 (`gradcheck.rs`) and parity with PyTorch's fixtures (`parity.rs`). One test binary for both,
+//! since each links burn.
+
+mod gradcheck;
+mod parity;

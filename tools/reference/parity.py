@@ -13,7 +13,7 @@ as they are):
 Without arguments it rewrites
 
 * `crates/graft/tests/fixtures/parity/<group>-<case>.safetensors`: one file per case. The unit tests in
-  `crates/graft/src/parity.rs` (`cargo test --release -p graft --lib parity`) compare graft against them;
+  `crates/graft/tests/numerics/parity.rs` (`cargo test --release -p graft --test numerics parity`) compare graft against them;
   `GRAFT_PARITY_REPORT=1` also writes the measured maximum errors to `crates/graft/tests/fixtures/parity/REPORT.md`.
 * `crates/graft/tests/fixtures/e2e/{cnn,bilstm}/`: two small models trained in PyTorch, for `graft import`,
   `graft predict` and `graft export` (crates/graft-cli/tests/cli.rs).

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::Device;
 
 use crate::error::Result;
-use crate::infer::ood::ood_separation;
+use crate::infer::reject::ood_separation;
 use crate::report::{OodScore, write_ood_report};
 
 /// The inputs of `inside` (in-distribution) against those of `outside`, both in any format `predict` reads:

@@ -152,7 +152,7 @@ pub(crate) fn reject_unknown(
         preprocessor: splits.preprocessor.clone(),
         ood: None,
     };
-    let (ood, kept) = crate::infer::ood::fit_rejection(&predictor, spec, &splits.train, validation)?;
+    let (ood, kept) = crate::infer::reject::fit_rejection(&predictor, spec, &splits.train, validation)?;
     ood.write(out)?;
     let threshold = ood.reject.as_ref().map_or(f64::NAN, |r| r.threshold);
     if !quiet {

@@ -3,4 +3,5 @@
 pub mod manifest;
 pub mod ood;
 pub mod predict;
+pub mod reject;
 pub mod uncertainty;

@@ -11,16 +11,18 @@
 //! With `[train] reject = { score = "...", keep = 0.95 }` a threshold is set on the validation split so that the
 //! given fraction of in-distribution inputs is kept; it is stored in `ood.json` with the feature statistics, and
 //! `predict` marks inputs above it as `"unknown"`.
+//!
+//! The scores here are functions of a model's outputs (logits, features); running the model for them is
+//! `Predictor::ood_scores` in `reject.rs`, so this file needs no predictor.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::predict::Predictor;
 use super::uncertainty::entropy;
+use crate::data::Array;
 use crate::data::fsio::write_atomic;
-use crate::data::{Array, Dataset};
 use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::model::graph::Source;
@@ -266,39 +268,20 @@ fn invert_spd(a: &[f64], d: usize) -> Result<Vec<f64>> {
     Ok(inv)
 }
 
-/// The scores named in `which` for every input (`mahalanobis` needs feature statistics).
-pub fn scores(
-    predictor: &Predictor,
-    inputs: &Array,
-    stats: Option<&FeatureStats>,
-    which: &[&str],
-) -> Result<BTreeMap<&'static str, Vec<f64>>> {
-    let mut out = all_scores(predictor, inputs, stats, which)?;
-    out.retain(|k, _| which.contains(k));
-    Ok(out)
-}
-
-/// Every score for every input (`mahalanobis` only with feature statistics).
-pub fn all_scores(
-    predictor: &Predictor,
-    inputs: &Array,
-    stats: Option<&FeatureStats>,
-    which: &[&str],
-) -> Result<BTreeMap<&'static str, Vec<f64>>> {
-    let mut out = BTreeMap::new();
-    let logits = predictor.logits(inputs)?;
+/// The scores computed from a classifier's logits `[N, K]` (`K` = 1: one sigmoid output), with the
+/// probabilities at `temperature`: `max_softmax`, `entropy` and `energy`, one value per input.
+pub fn logit_scores(logits: &Array, temperature: f64) -> BTreeMap<&'static str, Vec<f64>> {
     let k = logits.sample_size();
-    let head = &predictor.head;
     let (mut msp, mut ent, mut energy) = (vec![], vec![], vec![]);
     for row in logits.data.chunks_exact(k) {
         let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
         let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
         energy.push(-lse);
         let probs: Vec<f32> = if k == 1 {
-            let p = 1.0 / (1.0 + (-(row[0] as f64) / head.temperature).exp());
+            let p = 1.0 / (1.0 + (-(row[0] as f64) / temperature).exp());
             vec![(1.0 - p) as f32, p as f32]
         } else {
-            let t = head.temperature;
+            let t = temperature;
             let m = max / t;
             let z: f64 = row.iter().map(|&v| (v as f64 / t - m).exp()).sum();
             row.iter().map(|&v| ((v as f64 / t - m).exp() / z) as f32).collect()
@@ -306,43 +289,20 @@ pub fn all_scores(
         msp.push(1.0 - probs.iter().fold(0f32, |m, &p| m.max(p)) as f64);
         ent.push(entropy(&probs));
     }
-    out.insert("max_softmax", msp);
-    out.insert("entropy", ent);
-    out.insert("energy", energy);
-    if which.contains(&"mc_mutual_information") {
-        let mc = predictor
-            .predict_mc(inputs, std::slice::from_ref(head), MC_PASSES)?
-            .remove(0);
-        out.insert(
-            "mc_mutual_information",
-            mc.iter().map(|s| s.mutual_information).collect(),
-        );
-    }
-    if let Some(stats) = stats.filter(|_| which.contains(&"mahalanobis")) {
-        out.insert("mahalanobis", mahalanobis(predictor, inputs, stats)?);
-    }
-    Ok(out)
+    BTreeMap::from([("max_softmax", msp), ("entropy", ent), ("energy", energy)])
 }
 
-fn mahalanobis(predictor: &Predictor, inputs: &Array, stats: &FeatureStats) -> Result<Vec<f64>> {
-    let node = predictor.graph.node_index(&stats.layer)?;
-    let features = predictor
-        .graph
-        .features(node, &Dataset::new(inputs.clone(), None)?, 256)?;
-    if features.inputs.sample_size() != stats.dim {
+/// `mahalanobis` for every row of `features` (the outputs of the layer `stats` was fitted on).
+pub fn mahalanobis_scores(features: &Array, stats: &FeatureStats) -> Result<Vec<f64>> {
+    if features.sample_size() != stats.dim {
         return Err(Error::new(format!(
             "the features of '{}' have {} values, the stored statistics {}",
             stats.layer,
-            features.inputs.sample_size(),
+            features.sample_size(),
             stats.dim
         )));
     }
-    Ok(features
-        .inputs
-        .data
-        .chunks_exact(stats.dim)
-        .map(|f| stats.score(f))
-        .collect())
+    Ok(features.data.chunks_exact(stats.dim).map(|f| stats.score(f)).collect())
 }
 
 /// How well a score separates in-distribution (`inside`) from out-of-distribution (`outside`) inputs, OOD being
@@ -371,106 +331,6 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
-}
-
-/// `[train] reject`: the feature statistics of the training data and the threshold that keeps `spec.keep` of the
-/// validation inputs, for the trained `predictor`.
-pub fn fit_rejection(
-    predictor: &Predictor,
-    spec: &RejectSpec,
-    train: &Dataset,
-    validation: &Dataset,
-) -> Result<(OodModel, f64)> {
-    spec.check()?;
-    let graph = &predictor.graph;
-    let p = penultimate(graph).at("train.reject")?;
-    let labels = train
-        .labels()
-        .ok_or_else(|| Error::new("rejecting unknown inputs needs class labels").at("train.reject"))?;
-    let features = graph.features(p, train, 256)?;
-    let stats = FeatureStats::fit(
-        &graph.nodes[p].name,
-        &features.inputs,
-        labels,
-        predictor.head.num_classes(),
-    )
-    .at("train.reject")?;
-    let score = SCORES
-        .iter()
-        .find(|s| **s == spec.score)
-        .copied()
-        .unwrap_or("max_softmax");
-    let values = scores(predictor, &validation.inputs, Some(&stats), &[score])?
-        .remove(score)
-        .unwrap_or_default();
-    let threshold = quantile(&values, spec.keep);
-    let kept = values.iter().filter(|&&v| v <= threshold).count() as f64 / values.len().max(1) as f64;
-    Ok((
-        OodModel {
-            features: stats,
-            reject: Some(Threshold {
-                score: spec.score.clone(),
-                keep: spec.keep,
-                threshold,
-            }),
-        },
-        kept,
-    ))
-}
-
-/// What [`ood_separation`] measured: the summary document and, per score, its values on both sets of inputs.
-pub struct Separation {
-    /// `{"scores": {name: {"auroc", "aupr", "fpr_at_95_tpr"}}, "in_distribution": n, "out_of_distribution": m}`.
-    pub doc: serde_json::Value,
-    /// (score name, scores of the in-distribution inputs, scores of the others).
-    pub scores: Vec<(&'static str, Vec<f64>, Vec<f64>)>,
-}
-
-/// How well each score separates the inputs of `inside` (in-distribution) from those of `outside`,
-/// both in any format `predict` reads, as `{"scores": {"max_softmax": {"auroc", "aupr", "fpr_at_95_tpr"}, ...}}`.
-/// `mahalanobis` needs the feature statistics a model trained with `[train] reject` carries (`ood.json`).
-pub fn ood_separation(
-    model_dir: &Path,
-    inside: &Path,
-    outside: &Path,
-    seed: u64,
-    device: &burn::prelude::Device,
-) -> Result<Separation> {
-    let predictor = Predictor::load(model_dir, device)?;
-    // The Monte-Carlo dropout passes draw their masks from the device's generator.
-    device.seed(seed);
-    if !predictor.tasks.is_empty() || !predictor.head.is_classification() {
-        return Err(
-            Error::new("out-of-distribution scores are defined for a single classification task").in_file(model_dir),
-        );
-    }
-    let read = |p: &Path| predictor.read_inputs(p);
-    let (a, b) = (read(inside)?, read(outside)?);
-    let stats = predictor.ood.as_ref().map(|o| &o.features);
-    let sa = all_scores(&predictor, &a, stats, &SCORES).in_file(inside)?;
-    let sb = all_scores(&predictor, &b, stats, &SCORES).in_file(outside)?;
-    let mut out = serde_json::Map::new();
-    for name in SCORES {
-        let (Some(x), Some(y)) = (sa.get(name), sb.get(name)) else {
-            continue;
-        };
-        let (auroc, aupr, fpr) = separation(x, y);
-        out.insert(
-            name.to_string(),
-            serde_json::json!({"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr}),
-        );
-    }
-    let mut doc = serde_json::json!({"scores": out, "in_distribution": a.len(), "out_of_distribution": b.len()});
-    if stats.is_none() {
-        doc["note"] = serde_json::json!(
-            "no mahalanobis score: its class means and covariance are fitted when the model is trained with [train] reject"
-        );
-    }
-    let scores = SCORES
-        .iter()
-        .filter_map(|name| Some((*name, sa.get(name)?.clone(), sb.get(name)?.clone())))
-        .collect();
-    Ok(Separation { doc, scores })
 }
 
 #[cfg(test)]

@@ -411,7 +411,7 @@ fn rejection_scores(predictor: &Predictor, inputs: &Array) -> Result<Option<(Vec
     let Some(ood) = &predictor.ood else { return Ok(None) };
     let Some(reject) = &ood.reject else { return Ok(None) };
     let name = reject.score.as_str();
-    let mut scores = crate::infer::ood::scores(predictor, inputs, Some(&ood.features), &[name])?;
+    let mut scores = predictor.ood_scores(inputs, Some(&ood.features), &[name])?;
     let values = scores.remove(name).ok_or_else(|| {
         Error::new(format!(
             "ood.json names the score \"{name}\", which graft does not know"

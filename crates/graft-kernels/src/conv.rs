@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul;
+use crate::matmul::matmul;
 
 /// The geometry of one convolution. Padding is the `(begin, end)` pair per axis; only `begin` shifts the windows
 /// (the end padding is already reflected in the output size).

@@ -3,7 +3,7 @@
 //! arrives as a transposed (strided) tensor and every optimizer update on it takes the backend's slow strided path;
 //! here the backward writes `dW = dyᵀ·x` directly in `[out, in]` order.
 
-use super::matmul_parallel;
+use crate::matmul::matmul_parallel;
 
 /// `x` `[N, in]`, `w` `[out, in]`, `b` `[out]` → `y` `[N, out]`.
 pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {

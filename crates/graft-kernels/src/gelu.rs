@@ -17,7 +17,7 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let gauss = super::exp(-0.5 * x * x);
+    let gauss = crate::simd::exp(-0.5 * x * x);
     let tail = 0.5 * poly * gauss;
     let cdf = if x >= 0.0 { 1.0 - tail } else { tail };
     (cdf, gauss * 0.398_942_3) // 1/√(2π)

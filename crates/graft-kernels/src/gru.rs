@@ -5,7 +5,9 @@
 //! where `x_*` already holds the input projection with `b_i*` and the foldable `b_hr`, `b_hz`; `b_hn` sits inside
 //! the reset gate's product, so it is an input of its own.
 
-use super::{Dims, matmul, per_batch_range, sigmoid, tanh, time_of};
+use crate::matmul::{matmul, transposed};
+use crate::recurrence::{Dims, per_batch_range, time_of};
+use crate::simd::{sigmoid, tanh};
 
 /// Values saved per step: r, z, n and the recurrent candidate `h·W_hnᵀ + b_hn`.
 pub const SAVED: usize = 4;
@@ -24,7 +26,7 @@ pub fn forward(
     let (t, h) = (d.steps, d.hidden);
     let mut states = vec![0f32; d.batch * t * h];
     let mut saved = vec![0f32; d.batch * t * SAVED * h];
-    let w_t = super::transposed(w_hh, 3 * h, h);
+    let w_t = transposed(w_hh, 3 * h, h);
     per_batch_range(
         d.batch,
         [&mut states, &mut saved],

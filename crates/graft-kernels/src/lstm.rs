@@ -4,7 +4,9 @@
 //! and tanh c). The backward walks the steps in reverse, computing the gate gradients and `dh·W_hh` per step, then
 //! the weight gradient as one `[4H, B·T]×[B·T, H]` matmul.
 
-use super::{Dims, matmul, per_batch_range, sigmoid, tanh, time_of};
+use crate::matmul::{matmul, transposed};
+use crate::recurrence::{Dims, per_batch_range, time_of};
+use crate::simd::{sigmoid, tanh};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).
 pub const SAVED: usize = 5;
@@ -26,7 +28,7 @@ pub fn forward(
     let (t, h) = (d.steps, d.hidden);
     let mut states = vec![0f32; d.batch * t * 2 * h];
     let mut saved = vec![0f32; d.batch * t * SAVED * h];
-    let w_t = super::transposed(w_hh, 4 * h, h);
+    let w_t = transposed(w_hh, 4 * h, h);
     per_batch_range(
         d.batch,
         [&mut states, &mut saved],

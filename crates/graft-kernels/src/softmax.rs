@@ -2,7 +2,7 @@
 //! composes softmax from max, subtract, exp, sum and divide, each a full pass and `exp` a scalar loop on one
 //! thread; here the forward is one pass per row and the backward `dx = y·(dy − Σ dy·y)` another.
 
-use super::{lane_dot, lane_sum};
+use crate::simd::{lane_dot, lane_sum};
 use rayon::prelude::*;
 
 /// Rows per parallel task.
@@ -33,7 +33,7 @@ fn forward_body(x: &[f32], y: &mut [f32], row: usize) {
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
         // A row of −∞ (every position masked out) has no maximum to subtract; PyTorch gives NaN there too.
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = super::exp(x - max);
+            *y = crate::simd::exp(x - max);
         }
         let scale = 1.0 / lane_sum(y);
         for y in y.iter_mut() {

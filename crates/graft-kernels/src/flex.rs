@@ -1,0 +1,284 @@
+//! [`FusedBackend`] on the flex backend: each operation takes the tensors' f32 values, runs its kernel module on
+//! plain buffers and wraps the results back into flex tensors.
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::TensorData;
+use burn::tensor::ops::ConvOptions;
+
+use crate::backend::FusedBackend;
+use crate::recurrence::Dims;
+use crate::{adam, conv, dense, gelu, gru, lstm, max_pool, softmax};
+
+fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("an f32 tensor").to_vec()),
+    }
+}
+
+/// `t` with storage that holds exactly its elements in order, so `storage_mut` updates it in place (copying only
+/// when the storage is shared).
+fn writable(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    let n = layout.num_elements();
+    if layout.is_contiguous() && layout.start_offset() == 0 && t.storage::<f32>().len() == n {
+        return t;
+    }
+    let shape = layout.shape().to_vec();
+    flex(f32s(&t).into_owned(), shape)
+}
+
+fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The geometry of a convolution of an input shaped `xs` with a weight shaped `ws` into `output` positions.
+fn conv_geometry(xs: &[usize], ws: &[usize], output: [usize; 2], options: &ConvOptions<2>) -> conv::Geometry {
+    conv::Geometry {
+        batch: xs[0],
+        in_channels: xs[1],
+        out_channels: ws[0],
+        input: [xs[2], xs[3]],
+        output,
+        kernel: [ws[2], ws[3]],
+        stride: options.stride,
+        pad_begin: [options.padding[0].0, options.padding[1].0],
+        dilation: options.dilation,
+    }
+}
+
+/// `[B, T, width·H]` → the run's sizes.
+fn dims_of(t: &FlexTensor, width: usize) -> Dims {
+    let shape = t.layout().shape();
+    Dims {
+        batch: shape[0],
+        steps: shape[1],
+        hidden: shape[2] / width,
+    }
+}
+
+impl FusedBackend for Flex {
+    fn lstm_forward(
+        xp: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let d = dims_of(&xp, 4);
+        let (states, saved) = lstm::forward(
+            d,
+            &f32s(&xp),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&c0),
+            &f32s(&keep),
+            reverse,
+        );
+        (
+            flex(states, vec![d.batch, d.steps, 2 * d.hidden]),
+            flex(saved, vec![d.batch, d.steps, lstm::SAVED * d.hidden]),
+        )
+    }
+
+    fn lstm_backward(
+        d_states: FlexTensor,
+        states: FlexTensor,
+        saved: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let shape = states.layout().shape();
+        let d = Dims {
+            batch: shape[0],
+            steps: shape[1],
+            hidden: shape[2] / 2,
+        };
+        let g = lstm::backward(
+            d,
+            &f32s(&d_states),
+            &f32s(&states),
+            &f32s(&saved),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&c0),
+            &f32s(&keep),
+            reverse,
+        );
+        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        (
+            flex(g.xp, vec![b, t, 4 * h]),
+            flex(g.w_hh, vec![4 * h, h]),
+            flex(g.h0, vec![b, h]),
+            flex(g.c0, vec![b, h]),
+        )
+    }
+
+    fn dense_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let n = x.layout().shape()[0];
+        let out_f = b.layout().shape()[0];
+        flex(dense::forward(n, &f32s(&x), &f32s(&w), &f32s(&b)), vec![n, out_f])
+    }
+
+    fn dense_backward(dy: FlexTensor, x: FlexTensor, w: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (n, out_f) = (dy.layout().shape()[0], dy.layout().shape()[1]);
+        let in_f = w.layout().shape()[1];
+        let (dx, dw, db) = dense::backward(n, &f32s(&dy), &f32s(&x), &f32s(&w), out_f);
+        (
+            flex(dx, vec![n, in_f]),
+            flex(dw, vec![out_f, in_f]),
+            flex(db, vec![out_f]),
+        )
+    }
+
+    fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>, relu: bool) -> FlexTensor {
+        let (xs, ws) = (x.layout().shape().to_vec(), w.layout().shape().to_vec());
+        let out = |axis: usize| {
+            let (begin, end) = options.padding[axis];
+            let span = options.dilation[axis] * (ws[2 + axis] - 1) + 1;
+            (xs[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
+        };
+        let g = conv_geometry(&xs, &ws, [out(0), out(1)], &options);
+        let y = conv::forward(g, &f32s(&x), &f32s(&w), &f32s(&b), relu);
+        flex(y, vec![g.batch, g.out_channels, g.output[0], g.output[1]])
+    }
+
+    fn conv2d_backward(
+        dy: FlexTensor,
+        x: FlexTensor,
+        w: FlexTensor,
+        y: FlexTensor,
+        options: ConvOptions<2>,
+        relu: bool,
+        need_dx: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (xs, ws, ys) = (
+            x.layout().shape().to_vec(),
+            w.layout().shape().to_vec(),
+            dy.layout().shape().to_vec(),
+        );
+        let g = conv_geometry(&xs, &ws, [ys[2], ys[3]], &options);
+        let y = relu.then(|| f32s(&y));
+        let (dx, dw, db) = conv::backward(g, &f32s(&dy), &f32s(&x), &f32s(&w), y.as_deref(), need_dx);
+        (
+            dx.map_or_else(|| flex(vec![0.0], vec![1]), |dx| flex(dx, xs.clone())),
+            flex(dw, ws),
+            flex(db, vec![g.out_channels]),
+        )
+    }
+
+    fn max_pool2d_forward(x: FlexTensor, kh: usize, kw: usize) -> (FlexTensor, FlexTensor) {
+        let shape = x.layout().shape().to_vec();
+        let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let (y, at) = max_pool::forward(&f32s(&x), b * c, (h, w), (kh, kw));
+        let out = vec![b, c, h / kh, w / kw];
+        (flex(y, out.clone()), flex(at, out))
+    }
+
+    fn max_pool2d_backward(dy: FlexTensor, at: FlexTensor, h: usize, w: usize, kh: usize, kw: usize) -> FlexTensor {
+        let shape = dy.layout().shape().to_vec();
+        let (b, c) = (shape[0], shape[1]);
+        flex(
+            max_pool::backward(&f32s(&dy), &f32s(&at), b * c, (h, w), (kh, kw)),
+            vec![b, c, h, w],
+        )
+    }
+
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        flex(gelu::forward(&f32s(&x)), shape)
+    }
+
+    fn fused_gelu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        flex(gelu::backward(&f32s(&x), &f32s(&dy)), shape)
+    }
+
+    fn fused_adam(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        step: adam::AdamStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut p, mut m, mut v) = (writable(param), writable(m), writable(v));
+        adam::step(
+            step,
+            p.storage_mut::<f32>(),
+            &f32s(&grad),
+            m.storage_mut::<f32>(),
+            v.storage_mut::<f32>(),
+        );
+        (p, m, v)
+    }
+
+    fn fused_softmax(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        let row = shape.last().copied().unwrap_or(1);
+        flex(softmax::forward(&f32s(&x), row), shape)
+    }
+
+    fn fused_softmax_backward(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = y.layout().shape().to_vec();
+        let row = shape.last().copied().unwrap_or(1);
+        flex(softmax::backward(&f32s(&y), &f32s(&dy), row), shape)
+    }
+
+    fn gru_forward(
+        xp: FlexTensor,
+        w_hh: FlexTensor,
+        b_hn: FlexTensor,
+        h0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let d = dims_of(&xp, 3);
+        let (states, saved) = gru::forward(
+            d,
+            &f32s(&xp),
+            &f32s(&w_hh),
+            &f32s(&b_hn),
+            &f32s(&h0),
+            &f32s(&keep),
+            reverse,
+        );
+        (
+            flex(states, vec![d.batch, d.steps, d.hidden]),
+            flex(saved, vec![d.batch, d.steps, gru::SAVED * d.hidden]),
+        )
+    }
+
+    fn gru_backward(
+        d_states: FlexTensor,
+        states: FlexTensor,
+        saved: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let d = dims_of(&states, 1);
+        let g = gru::backward(
+            d,
+            &f32s(&d_states),
+            &f32s(&states),
+            &f32s(&saved),
+            &f32s(&w_hh),
+            &f32s(&h0),
+            &f32s(&keep),
+            reverse,
+        );
+        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        (
+            flex(g.xp, vec![b, t, 3 * h]),
+            flex(g.w_hh, vec![3 * h, h]),
+            flex(g.b_hn, vec![h]),
+            flex(g.h0, vec![b, h]),
+        )
+    }
+}

@@ -5,7 +5,7 @@
 
 use crate::data::prepare::Preprocessor;
 use crate::data::{Dataset, Targets};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::experiment::data::Splits;
 use crate::experiment::spec::ExperimentSpec;
 use crate::model::Graph;
@@ -78,7 +78,7 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             .at("model.outputs"));
         }
         check_not_a_regression_target(&exp.train.loss, width(0), &classes)?;
-        let mut head = TaskHead::new(&exp.train.loss, width(0), classes).map_err(|e| e.at("train.loss"))?;
+        let mut head = TaskHead::new(&exp.train.loss, width(0), classes).at("train.loss")?;
         head.class_weights = exp.train.class_weights.clone();
         if head.task == Task::Regression
             && exp.train.standardize_target
@@ -116,7 +116,7 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             Targets::Classes { names, .. } => names.clone(),
             _ => vec![],
         };
-        let mut head = TaskHead::new(&loss, width(output), classes).map_err(|e| e.at(format!("{at}.loss")))?;
+        let mut head = TaskHead::new(&loss, width(output), classes).at_with(|| format!("{at}.loss"))?;
         head.name = Some(name.clone());
         head.output = output;
         head.weight = spec.map_or(1.0, |t| t.weight);

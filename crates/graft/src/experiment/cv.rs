@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::experiment::data::read_main;
 use crate::experiment::run::{RunOptions, run_experiment};
 use crate::experiment::run_dir::claim_out_dir;
@@ -33,7 +33,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
         }
         None => {
             let labels = raw.labels()?.unwrap_or_else(|| vec![0; raw.len()]);
-            crate::data::sampling::stratified_folds(&labels, folds, opts.seed).map_err(|e| e.at("--folds"))?
+            crate::data::sampling::stratified_folds(&labels, folds, opts.seed).at("--folds")?
         }
     };
     claim_out_dir(&opts.out, opts.overwrite)?;

@@ -5,7 +5,7 @@
 
 use crate::data::prepare::{Preprocessor, Raw, read_raw};
 use crate::data::{Dataset, split_indices};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::experiment::spec::{DataSpec, DatasetSpec, ExperimentSpec};
 use crate::model::Graph;
 
@@ -18,7 +18,7 @@ pub struct Splits {
 }
 
 fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
-    read_raw(spec, &|p| exp.resolve(p)).map_err(|e| e.at(key))
+    read_raw(spec, &|p| exp.resolve(p)).at(key)
 }
 
 /// Which rows of `raw` are training, validation and test rows under `data`'s split (validation and test rows are
@@ -30,7 +30,7 @@ fn split_rows(raw: &Raw, data: &DataSpec, seed: u64, at: &str) -> Result<SplitRo
     let (rest, test_rows) = match &data.test {
         None if data.split.test > 0.0 => {
             let (keep, held) = hold_out(raw, &all, data.split.test, data.split.stratify, seed)
-                .map_err(|e| e.at(format!("{at}.split.test")))?;
+                .at_with(|| format!("{at}.split.test"))?;
             (keep, Some(held))
         }
         _ => (all, None),
@@ -57,7 +57,7 @@ fn validation_rows(
         data.split.stratify,
         seed.wrapping_add(1),
     )
-    .map_err(|e| e.at(format!("{at}.split.validation")))?;
+    .at_with(|| format!("{at}.split.validation"))?;
     Ok((keep, Some(held)))
 }
 
@@ -102,7 +102,7 @@ pub(crate) fn read_main(exp: &ExperimentSpec, dataset: &DatasetSpec) -> Result<R
     match &exp.data.background {
         Some(bg) => main
             .with_background(read(exp, bg, "data.background")?, &exp.data.background_class)
-            .map_err(|e| e.at("data")),
+            .at("data"),
         None => Ok(main),
     }
 }
@@ -137,7 +137,7 @@ pub fn prepare_fold(
     };
     let preprocessor = match fitted {
         Some(p) => p.clone(),
-        None => main.fit(&train_rows).map_err(|e| e.at("data.dataset"))?,
+        None => main.fit(&train_rows).at("data.dataset")?,
     };
     let parts = transform_parts(
         exp,
@@ -165,8 +165,8 @@ fn transform_parts(
     at: &str,
 ) -> Result<(Dataset, Option<Dataset>, Option<Dataset>)> {
     let part = |raw: &Raw, rows: &[usize], training: bool, key: &str| -> Result<Dataset> {
-        let ds = raw.transform(preprocessor, rows, training).map_err(|e| e.at(key))?;
-        ds.validate().map_err(|e| e.at(key))?;
+        let ds = raw.transform(preprocessor, rows, training).at(key)?;
+        ds.validate().at(key)?;
         Ok(ds)
     };
     let train = part(main, &train_rows, true, &format!("{at}.dataset"))?;
@@ -211,7 +211,7 @@ fn prepare_tasks(exp: &ExperimentSpec, seed: u64, fitted: Option<&Preprocessor>)
     let names: Vec<&str> = raws.iter().map(|(n, ..)| n.as_str()).collect();
     let preprocessor = match fitted {
         Some(p) => p.clone(),
-        None => Raw::fit_union(&parts, &names).map_err(|e| e.at("data.tasks"))?,
+        None => Raw::fit_union(&parts, &names).at("data.tasks")?,
     };
     let (mut train, mut validation, mut test) = (vec![], vec![], vec![]);
     for (name, data, raw, rows, at) in raws {
@@ -228,7 +228,7 @@ fn prepare_tasks(exp: &ExperimentSpec, seed: u64, fitted: Option<&Preprocessor>)
         if parts.is_empty() {
             Ok(None)
         } else {
-            Dataset::union_of_tasks(parts).map(Some).map_err(|e| e.at("data.tasks"))
+            Dataset::union_of_tasks(parts).map(Some).at("data.tasks")
         }
     };
     Ok(Splits {
@@ -276,7 +276,7 @@ pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()
         .at(what));
     }
     let all: Vec<&crate::data::Array> = std::iter::once(&ds.inputs).chain(&ds.extra_inputs).collect();
-    graph.check_token_ids(&all).map_err(|e| e.at(what))?;
+    graph.check_token_ids(&all).at(what)?;
     let arrays = std::iter::once(&ds.inputs).chain(&ds.extra_inputs);
     for (array, input) in arrays.zip(model_inputs) {
         if array.sample_shape() != input.shape.as_slice() {

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::prelude::Device;
 
 use crate::data::write_npy_f32;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::pretrained::SentenceEncoder;
 
 /// `graft embed`: embeds every line of the text file `input` (one text per line, blank lines included, so row `i`
@@ -33,11 +33,11 @@ pub fn embed_file(
             .in_file(model_dir));
         };
         let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
-        let cut = predictor.graph.node_index(layer).map_err(|e| e.at("--layer"))?;
+        let cut = predictor.graph.node_index(layer).at("--layer")?;
         let inputs = predictor.read_inputs(input)?;
         let ds = crate::data::Dataset::new(inputs, None)?;
         let mut ds = ds;
-        crate::experiment::data::check_data_fits(&predictor.graph, &mut ds, "--input").map_err(|e| e.in_file(input))?;
+        crate::experiment::data::check_data_fits(&predictor.graph, &mut ds, "--input").in_file(input)?;
         let features = predictor.graph.features(cut, &ds, batch_size.max(1))?;
         write_npy_f32(output, &features.inputs)?;
         return Ok((features.len(), features.inputs.sample_size()));
@@ -50,9 +50,9 @@ pub fn embed_file(
         .in_file(model_dir));
     }
     let encoder = SentenceEncoder::load(model_dir, device)?;
-    let bytes = std::fs::read(input).map_err(|e| Error::io(input, e))?;
+    let bytes = std::fs::read(input).in_file(input)?;
     let texts: Vec<String> = String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect();
-    let embeddings = encoder.embed(&texts, batch_size).map_err(|e| e.in_file(input))?;
+    let embeddings = encoder.embed(&texts, batch_size).in_file(input)?;
     write_npy_f32(output, &embeddings)?;
     Ok((texts.len(), encoder.dim()))
 }

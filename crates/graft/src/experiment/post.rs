@@ -8,7 +8,7 @@ use burn::prelude::*;
 use serde_json::{Map, Value as Json, json};
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::experiment::data::Splits;
 use crate::model::Graph;
 use crate::report::write_atomic;
@@ -121,7 +121,7 @@ pub(crate) fn add_to_metrics(dir: &Path, key: &str, mut value: Json, test: &Map<
         }
     }
     let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).in_file(&path)?;
     let mut doc: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&path))?;
     doc[key] = value;
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::data::prepare::{SourceSpec, read_raw};
 use crate::data::{Dataset, Targets};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::experiment::data::{check_data_fits, prepare_fold};
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::predict::Predictor;
@@ -47,7 +47,7 @@ impl RunRecord {
         if !path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).in_file(&path)?;
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| Error::new(format!("not a graft run record: {e}")).in_file(&path))
@@ -56,7 +56,7 @@ impl RunRecord {
     /// Writes `run.json` and, when the experiment came from a file, a copy of that file as `experiment.toml`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         if let Some(source) = &self.experiment {
-            let text = std::fs::read(source).map_err(|e| Error::io(source, e))?;
+            let text = std::fs::read(source).in_file(source)?;
             write_atomic(&dir.join(EXPERIMENT_COPY), &text)?;
         }
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::new(e.to_string()))?;
@@ -74,7 +74,7 @@ impl RunRecord {
             )
             .in_file(dir)
         })?;
-        let mut spec = ExperimentSpec::from_toml_str(&text).map_err(|e| e.in_file(&copy))?;
+        let mut spec = ExperimentSpec::from_toml_str(&text).in_file(&copy)?;
         spec.path = self.experiment.clone();
         Ok(spec)
     }
@@ -90,7 +90,7 @@ pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<()> {
     let mut entries = match std::fs::read_dir(out) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return std::fs::create_dir_all(out).map_err(|e| Error::io(out, e));
+            return std::fs::create_dir_all(out).in_file(out);
         }
         Err(e) => return Err(Error::io(out, e)),
     };
@@ -110,8 +110,8 @@ pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<()> {
         )
         .in_file(out));
     }
-    std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+    std::fs::remove_dir_all(out).in_file(out)?;
+    std::fs::create_dir_all(out).in_file(out)
 }
 
 /// Writes `metrics.json` with the history so far after every epoch (marked `"complete": false` until the run
@@ -256,11 +256,9 @@ fn labelled_file(exp: &ExperimentSpec, predictor: &Predictor, heads: &[TaskHead]
             .at("--data"));
         }
     }
-    let raw = read_raw(&source, &|p| exp.resolve(p)).map_err(|e| e.in_file(&file))?;
+    let raw = read_raw(&source, &|p| exp.resolve(p)).in_file(&file)?;
     let rows: Vec<usize> = (0..raw.len()).collect();
-    let mut ds = raw
-        .transform(&predictor.preprocessor, &rows, false)
-        .map_err(|e| e.in_file(&file))?;
+    let mut ds = raw.transform(&predictor.preprocessor, &rows, false).in_file(&file)?;
     let head = &heads[0];
     match &mut ds.targets {
         None => {
@@ -285,7 +283,7 @@ fn labelled_file(exp: &ExperimentSpec, predictor: &Predictor, heads: &[TaskHead]
         }
         Some(_) => {}
     }
-    ds.validate().map_err(|e| e.in_file(&file))?;
+    ds.validate().in_file(&file)?;
     Ok(ds)
 }
 

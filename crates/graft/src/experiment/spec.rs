@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::spec::ModelSpec;
 pub use crate::task::head::{CLASS_WEIGHT_NAMES, ClassWeights};
 use crate::task::loss::LossSpec;
@@ -293,8 +293,8 @@ const SECTIONS: [&str; 3] = ["data", "model", "train"];
 
 impl ExperimentSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut spec = Self::from_toml_str(&text).map_err(|e| e.in_file(path))?;
+        let text = std::fs::read_to_string(path).in_file(path)?;
+        let mut spec = Self::from_toml_str(&text).in_file(path)?;
         spec.path = Some(path.to_path_buf());
         Ok(spec)
     }
@@ -320,10 +320,10 @@ impl ExperimentSpec {
             return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
         }
         // The trainer logs only the metrics it knows, so a misspelt name would silently log nothing.
-        check_metric_names(&train.metrics).map_err(|e| e.at("train.metrics"))?;
+        check_metric_names(&train.metrics).at("train.metrics")?;
         for (name, task) in &train.tasks {
             if let Some(metrics) = &task.metrics {
-                check_metric_names(metrics).map_err(|e| e.at(format!("train.tasks.{name}.metrics")))?;
+                check_metric_names(metrics).at_with(|| format!("train.tasks.{name}.metrics"))?;
             }
         }
         match (&data.dataset, data.tasks.is_empty()) {

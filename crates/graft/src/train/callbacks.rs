@@ -10,7 +10,7 @@ use burn::module::Module;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::fsio::copy_atomic;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::model::io::save_model;
 use serde::{Deserialize, Serialize};
@@ -184,8 +184,7 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(spec: EarlyStoppingSpec) -> Result<Self> {
-        let maximize =
-            maximize(&spec.monitor, spec.mode.as_deref()).map_err(|e| e.at("train.callbacks.early_stopping"))?;
+        let maximize = maximize(&spec.monitor, spec.mode.as_deref()).at("train.callbacks.early_stopping")?;
         Ok(EarlyStopping {
             spec,
             maximize,
@@ -244,7 +243,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(spec: CheckpointSpec, dir: PathBuf) -> Result<Self> {
-        let maximize = maximize(&spec.monitor, spec.mode.as_deref()).map_err(|e| e.at("train.callbacks.checkpoint"))?;
+        let maximize = maximize(&spec.monitor, spec.mode.as_deref()).at("train.callbacks.checkpoint")?;
         Ok(Checkpoint {
             spec,
             maximize,

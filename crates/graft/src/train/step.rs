@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value as Json};
 
 use crate::data::{Batch, Batches, Dataset, gather};
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::model::Graph;
 use crate::train::callbacks::{Callback, Control, Logs};
 use crate::train::config::FitConfig;
@@ -108,11 +108,11 @@ pub fn run_epochs(
     train: &Dataset,
     validation: Option<&Dataset>,
 ) -> Result<History> {
-    config.check().map_err(|e| e.at("train"))?;
+    config.check().at("train")?;
     let epoch_len = step.epoch_order(1)?.map_or(train.len(), |o| o.len());
     let steps = epoch_len.div_ceil(config.batch_size);
-    let mut scheduler = Scheduler::new(&config.schedule, config.optimizer.lr(), config.epochs, steps)
-        .map_err(|e| e.at("train.schedule"))?;
+    let mut scheduler =
+        Scheduler::new(&config.schedule, config.optimizer.lr(), config.epochs, steps).at("train.schedule")?;
     let mut history = History::default();
     for epoch in 1..=config.epochs {
         step.begin_epoch(epoch)?;
@@ -160,7 +160,7 @@ pub fn run_epochs(
         logs.insert("loss".into(), loss_sum / seen.max(1) as f64);
         step.end_epoch(validation, &mut logs)?;
         logs.insert("lr".into(), scheduler.current_lr());
-        scheduler.end_epoch(epoch, &logs).map_err(|e| e.at("train.schedule"))?;
+        scheduler.end_epoch(epoch, &logs).at("train.schedule")?;
         let mut control = Control::default();
         for cb in callbacks.iter_mut() {
             cb.on_epoch_end(epoch, &logs, step.model(), &mut control)?;

@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::data::sampling::Resample;
 use crate::data::{Batch, Dataset};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::model::groups::LayerGroups;
 use crate::task::head::{EpochMetrics, TaskHead};
@@ -92,10 +92,7 @@ pub struct Supervised<'a> {
 impl<'a> Supervised<'a> {
     pub fn new(model: Graph, heads: &'a [TaskHead], config: &FitConfig, train: &Dataset, seed: u64) -> Result<Self> {
         let device = model.devices().first().cloned().unwrap_or_default();
-        let optim = config
-            .optimizer
-            .init(config.clip_grad)
-            .map_err(|e| e.at("train.optimizer"))?;
+        let optim = config.optimizer.init(config.clip_grad).at("train.optimizer")?;
         // Resampling draws each epoch's examples from the training labels (one classification task).
         let resample = match config.resample {
             Some(kind) => {

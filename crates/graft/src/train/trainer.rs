@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde_json::{Map, Value as Json};
 
 use crate::data::{Array, Dataset, gather};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layers::Layer;
 use crate::layers::value::Data;
 use crate::model::Graph;
@@ -327,7 +327,7 @@ pub fn head_class_weights(heads: &[TaskHead], train: &Dataset) -> Result<Vec<Opt
                 h.train_labels(train).as_deref(),
                 h.num_classes(),
             )
-            .map_err(|e| e.at(at))
+            .at(at)
         })
         .collect()
 }

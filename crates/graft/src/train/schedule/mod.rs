@@ -28,7 +28,7 @@ pub use spec::{Anneal, Mode, ScheduleSpec, ThresholdMode};
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use one_cycle::OneCycle;
 use per_epoch::PerEpoch;
 use spec::{check_base_lr, fraction};
@@ -89,7 +89,7 @@ impl Scheduler {
     pub fn new(spec: &ScheduleSpec, base_lr: f64, epochs: usize, steps_per_epoch: usize) -> Result<Self> {
         let plan = match spec {
             ScheduleSpec::OneCycle { .. } => {
-                Plan::OneCycle(OneCycle::new(spec, epochs, steps_per_epoch).map_err(|e| e.at(spec.name()))?)
+                Plan::OneCycle(OneCycle::new(spec, epochs, steps_per_epoch).at(spec.name())?)
             }
             ScheduleSpec::SlantedTriangular { cut_frac, ratio } => {
                 check_base_lr(base_lr)?;
@@ -143,7 +143,7 @@ impl Scheduler {
                     // The epochs that hold at least one step after the warm-up.
                     let warmup_epochs = warmup_steps.checked_div(steps_per_epoch).unwrap_or(0);
                     let then_epochs = epochs.saturating_sub(warmup_epochs);
-                    let then = PerEpoch::new(then, base_lr, then_epochs, "warmup.then.").map_err(|e| e.at("then"))?;
+                    let then = PerEpoch::new(then, base_lr, then_epochs, "warmup.then.").at("then")?;
                     Ok(Warmup {
                         steps: *warmup_steps,
                         start_factor: *start_factor,
@@ -151,7 +151,7 @@ impl Scheduler {
                         then,
                     })
                 })()
-                .map_err(|e| e.at("warmup"))?;
+                .at("warmup")?;
                 Plan::Warmup(warmup)
             }
             _ => {

@@ -6,7 +6,7 @@ use std::f64::consts::PI;
 
 use super::plateau::Plateau;
 use super::spec::{Mode, ScheduleSpec, ThresholdMode, non_negative, positive};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// A schedule that changes the lr only at epoch ends, holding the lr like torch's optimizer does.
 #[derive(Debug, Clone)]
@@ -40,11 +40,11 @@ impl PerEpoch {
                 }
                 Rule::Step {
                     step_size: *step_size,
-                    gamma: positive("gamma", *gamma).map_err(|e| e.at("step"))?,
+                    gamma: positive("gamma", *gamma).at("step")?,
                 }
             }
             ScheduleSpec::Exponential { gamma } => Rule::Exponential {
-                gamma: positive("gamma", *gamma).map_err(|e| e.at("exponential"))?,
+                gamma: positive("gamma", *gamma).at("exponential")?,
             },
             ScheduleSpec::Cosine { t_max, eta_min } => {
                 if *t_max == Some(0) {
@@ -52,7 +52,7 @@ impl PerEpoch {
                         .at("t_max")
                         .at("cosine"));
                 }
-                let eta_min = non_negative("eta_min", *eta_min).map_err(|e| e.at("cosine"))?;
+                let eta_min = non_negative("eta_min", *eta_min).at("cosine")?;
                 Rule::Cosine {
                     t_max: t_max.unwrap_or(epochs).max(1),
                     eta_min,
@@ -104,7 +104,7 @@ impl PerEpoch {
                         cooldown_counter: 0,
                     })
                 })()
-                .map_err(|e| e.at("reduce_on_plateau"))?;
+                .at("reduce_on_plateau")?;
                 Rule::Plateau(plateau)
             }
             ScheduleSpec::Warmup { .. } | ScheduleSpec::OneCycle { .. } | ScheduleSpec::SlantedTriangular { .. } => {

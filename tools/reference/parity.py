@@ -516,6 +516,57 @@ def conv2d():
         )
 
 
+def conv_transpose():
+    """ConvTranspose2d and ConvTranspose1d (graft `conv_transpose2d`, `conv_transpose1d` on [B, L, C])."""
+    cases2d = [
+        ("k3", (2, 2, 4, 5), {"filters": 3, "kernel": 3}, dict(out_channels=3, kernel_size=3)),
+        (
+            "s2_p1_op1",
+            (2, 3, 4, 4),
+            {"filters": 2, "kernel": 4, "stride": 2, "padding": 1, "output_padding": 1},
+            dict(out_channels=2, kernel_size=4, stride=2, padding=1, output_padding=1),
+        ),
+        (
+            "rect_stride",
+            (2, 2, 3, 5),
+            {"filters": 3, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0]},
+            dict(out_channels=3, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)),
+        ),
+        (
+            "dilated_grouped",
+            (2, 4, 3, 3),
+            {"filters": 6, "kernel": 2, "dilation": 2, "groups": 2, "use_bias": False},
+            dict(out_channels=6, kernel_size=2, dilation=2, groups=2, bias=False),
+        ),
+    ]
+    for case, shape, opts, kw in cases2d:
+        Case("conv_transpose", "2d_" + case).layer(
+            one_node({"conv_transpose2d": opts}, shape[1:]),
+            mods(layer=nn.ConvTranspose2d(shape[1], **kw)),
+            [randn(*shape)],
+            lambda m, xs: [m["layer"](xs[0])],
+            note="nn.ConvTranspose2d",
+        )
+    cases1d = [
+        ("k3_s2", (2, 5, 3), {"filters": 2, "kernel": 3, "stride": 2}, dict(out_channels=2, kernel_size=3, stride=2)),
+        (
+            "p1_op1_relu",
+            (2, 4, 2),
+            {"filters": 3, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1, "activation": "relu"},
+            dict(out_channels=3, kernel_size=3, stride=2, padding=1, output_padding=1),
+        ),
+    ]
+    for case, shape, opts, kw in cases1d:
+        act = F.relu if opts.get("activation") == "relu" else (lambda y: y)
+        Case("conv_transpose", "1d_" + case).layer(
+            one_node({"conv_transpose1d": opts}, shape[1:]),
+            mods(layer=nn.ConvTranspose1d(shape[2], **kw)),
+            [randn(*shape)],
+            lambda m, xs, act=act: [act(m["layer"](xs[0].transpose(1, 2))).transpose(1, 2)],
+            note="nn.ConvTranspose1d on [B, C, L] (graft: [B, L, C])",
+        )
+
+
 def avg_exclude_pad(pool, x, pad, *args):
     """Average pooling over asymmetric padding that leaves the padding out (count_include_pad=False)."""
     return pool(F.pad(x, pad), *args) / pool(F.pad(torch.ones_like(x), pad), *args)
@@ -1700,6 +1751,7 @@ def main():
     dense()
     conv1d()
     conv2d()
+    conv_transpose()
     pool1d()
     pool2d()
     global_pool()

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use super::activation::ActivationFn;
 use super::attention::{MultiHeadAttention, TransformerEncoder};
 use super::conv::{Conv1d, Conv2d};
+use super::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
 use super::dense::Dense;
 use super::embedding::{Embedding, PositionalEmbedding};
 use super::merge::Merge;
@@ -27,6 +28,8 @@ pub enum Layer {
     Dense(Dense),
     Conv1d(Conv1d),
     Conv2d(Conv2d),
+    ConvTranspose1d(ConvTranspose1d),
+    ConvTranspose2d(ConvTranspose2d),
     BatchNorm(BatchNorm),
     LayerNorm(LayerNorm),
     GroupNorm(GroupNorm),
@@ -65,6 +68,8 @@ impl Layer {
             Layer::Dense(l) => keep(crate::map_data!(first.data, |t| l.forward(t, ctx))),
             Layer::Conv1d(l) => plain(Data::D3(l.forward(first.data.d3()?, ctx))),
             Layer::Conv2d(l) => plain(Data::D4(l.forward(first.data.d4()?, ctx))),
+            Layer::ConvTranspose1d(l) => plain(Data::D3(l.forward(first.data.d3()?, ctx))),
+            Layer::ConvTranspose2d(l) => plain(Data::D4(l.forward(first.data.d4()?, ctx))),
             Layer::BatchNorm(l) => keep(l.forward(first.data, ctx.training)),
             Layer::LayerNorm(l) => keep(crate::map_data!(first.data, |t| l.forward(t))),
             Layer::GroupNorm(l) => keep(l.forward(first.data)),
@@ -222,6 +227,8 @@ delegate_module!(
     Dense,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     BatchNorm,
     LayerNorm,
     GroupNorm,

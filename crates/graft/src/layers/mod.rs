@@ -7,6 +7,7 @@ pub mod attention;
 pub mod bert;
 pub mod bert_encoder;
 pub mod conv;
+pub mod conv_transpose;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::activation::{Activation, ActivationFn, EluConfig, GeluConfig, LeakyReluConfig, NoOptions, SoftmaxConfig};
 use super::attention::{MultiHeadAttentionConfig, TransformerEncoderConfig};
 use super::conv::ConvConfig;
+use super::conv_transpose::ConvTransposeConfig;
 use super::dense::DenseConfig;
 use super::dropout::DropoutConfig;
 use super::embedding::{EmbeddingConfig, PositionalEmbeddingConfig};
@@ -27,6 +28,8 @@ pub enum LayerSpec {
     Dense(DenseConfig),
     Conv1d(ConvConfig),
     Conv2d(ConvConfig),
+    ConvTranspose1d(ConvTransposeConfig),
+    ConvTranspose2d(ConvTransposeConfig),
     MaxPool1d(PoolConfig),
     MaxPool2d(PoolConfig),
     AvgPool1d(AvgPoolConfig),
@@ -101,6 +104,8 @@ pub const LAYER_KINDS: &[&str] = &[
     "dense",
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
     "max_pool1d",
     "max_pool2d",
     "avg_pool1d",
@@ -212,6 +217,14 @@ impl LayerSpec {
             LayerSpec::Conv2d(c) => {
                 let out = c.infer2d(x)?;
                 one(Layer::Conv2d(c.init2d(x, device)?), out, false)
+            }
+            LayerSpec::ConvTranspose1d(c) => {
+                let out = c.infer1d(x)?;
+                one(Layer::ConvTranspose1d(c.init1d(x, device)?), out, false)
+            }
+            LayerSpec::ConvTranspose2d(c) => {
+                let out = c.infer2d(x)?;
+                one(Layer::ConvTranspose2d(c.init2d(x, device)?), out, false)
             }
             LayerSpec::MaxPool1d(c) => one(
                 Layer::Pool(c.init(x, PoolKind::Max1d, false)?),
@@ -424,6 +437,7 @@ impl LayerSpec {
         let a = match self {
             LayerSpec::Dense(c) => c.activation,
             LayerSpec::Conv1d(c) | LayerSpec::Conv2d(c) => c.activation,
+            LayerSpec::ConvTranspose1d(c) | LayerSpec::ConvTranspose2d(c) => c.activation,
             LayerSpec::Activation(a) => *a,
             LayerSpec::Sigmoid(_) => Activation::Sigmoid,
             LayerSpec::Softmax(c) if c.axis == -1 => Activation::Softmax,

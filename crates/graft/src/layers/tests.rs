@@ -2479,6 +2479,25 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         ),
         seq(&[6, 3], LayerSpec::Conv1d(conv1d)),
         seq(&[3, 8, 8], LayerSpec::Conv2d(conv2d)),
+        seq(
+            &[3, 5, 5],
+            LayerSpec::ConvTranspose2d(
+                super::conv_transpose::ConvTransposeConfig::new(4, 4)
+                    .with_stride(2)
+                    .with_padding(1)
+                    .with_output_padding(1)
+                    .with_activation(Activation::Relu),
+            ),
+        ),
+        seq(
+            &[7, 6],
+            LayerSpec::ConvTranspose1d(super::conv_transpose::ConvTransposeConfig {
+                groups: 2,
+                dilation: Dims::One(2),
+                l2: 1e-4,
+                ..super::conv_transpose::ConvTransposeConfig::new(4, 3)
+            }),
+        ),
         seq(&[8, 3], LayerSpec::MaxPool1d(same_pool.clone())),
         seq(&[3, 8, 8], LayerSpec::MaxPool2d(PoolConfig::new(2))),
         seq(&[8, 3], LayerSpec::AvgPool1d(same_pool.into())),

@@ -235,6 +235,12 @@ pub(crate) fn l2_penalty(model: &Graph) -> Option<Tensor<1>> {
             (Some(Layer::Conv1d(d)), crate::layers::LayerSpec::Conv1d(c)) if c.l2 > 0.0 => {
                 Some(d.weight.val().powi_scalar(2).sum().mul_scalar(c.l2))
             }
+            (Some(Layer::ConvTranspose2d(d)), crate::layers::LayerSpec::ConvTranspose2d(c)) if c.l2 > 0.0 => {
+                Some(d.weight.val().powi_scalar(2).sum().mul_scalar(c.l2))
+            }
+            (Some(Layer::ConvTranspose1d(d)), crate::layers::LayerSpec::ConvTranspose1d(c)) if c.l2 > 0.0 => {
+                Some(d.weight.val().powi_scalar(2).sum().mul_scalar(c.l2))
+            }
             _ => None,
         };
         if let Some(t) = term {

@@ -192,6 +192,8 @@ impl Case {
             "dense"
                 | "conv1d"
                 | "conv2d"
+                | "conv_transpose1d"
+                | "conv_transpose2d"
                 | "batch_norm"
                 | "layer_norm"
                 | "group_norm"
@@ -247,6 +249,15 @@ fn case(name: &str) -> Case {
             &[7, 4],
         ),
         "conv2d" => Case::new("conv2d = { filters = 3, kernel = 3 }", &[2, 5, 5]),
+        "conv_transpose2d" => Case::new(
+            "conv_transpose2d = { filters = 3, kernel = 3, stride = 2, padding = 1, output_padding = 1 }",
+            &[2, 3, 4],
+        ),
+        "conv_transpose2d_groups_dilation" => Case::new(
+            "conv_transpose2d = { filters = 4, kernel = [2, 3], dilation = 2, groups = 2 }",
+            &[2, 3, 3],
+        ),
+        "conv_transpose1d" => Case::new("conv_transpose1d = { filters = 2, kernel = 3, stride = 2 }", &[4, 3]),
         "conv2d_1x1" => Case::new("conv2d = { filters = 3, kernel = 1, use_bias = false }", &[4, 3, 3]),
         "conv2d_3x1_1x3" => Case::new("conv2d = { filters = 2, kernel = [3, 1], stride = [1, 2] }", &[2, 5, 6]),
         "conv2d_stride2_dilation2" => Case::new(
@@ -485,6 +496,9 @@ gradcheck_tests! {
     conv1d_stride2_same,
     conv1d_dilated_grouped,
     conv2d,
+    conv_transpose2d,
+    conv_transpose2d_groups_dilation,
+    conv_transpose1d,
     conv2d_1x1,
     conv2d_3x1_1x3,
     conv2d_stride2_dilation2,

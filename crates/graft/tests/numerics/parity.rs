@@ -47,6 +47,11 @@ const GROUPS: &[(&str, Kind, &str)] = &[
     ("conv1d", Kind::Layer, "Conv1d (`conv1d`)"),
     ("conv2d", Kind::Layer, "Conv2d (`conv2d`)"),
     (
+        "conv_transpose",
+        Kind::Layer,
+        "ConvTranspose2d / ConvTranspose1d (`conv_transpose2d`, `conv_transpose1d`)",
+    ),
+    (
         "pool1d",
         Kind::Layer,
         "MaxPool1d / AvgPool1d (`max_pool1d`, `avg_pool1d`)",
@@ -572,6 +577,7 @@ group_tests!(
     dense,
     conv1d,
     conv2d,
+    conv_transpose,
     pool1d,
     pool2d,
     global_pool,

@@ -567,6 +567,51 @@ def conv_transpose():
         )
 
 
+def upsampling():
+    """nn.Upsample with an integer scale factor (graft `upsampling2d`; `upsampling1d` on [B, L, C])."""
+    cases2d = [
+        ("nearest_2", (2, 2, 3, 4), {"size": 2}, dict(scale_factor=2, mode="nearest")),
+        ("nearest_2x3", (2, 1, 3, 2), {"size": [2, 3]}, dict(scale_factor=(2, 3), mode="nearest")),
+        (
+            "bilinear_2",
+            (2, 2, 3, 4),
+            {"size": 2, "interpolation": "bilinear"},
+            dict(scale_factor=2, mode="bilinear", align_corners=False),
+        ),
+        (
+            "bilinear_3_corners",
+            (1, 2, 3, 3),
+            {"size": 3, "interpolation": "bilinear", "align_corners": True},
+            dict(scale_factor=3, mode="bilinear", align_corners=True),
+        ),
+    ]
+    for case, shape, opts, kw in cases2d:
+        Case("upsampling", "2d_" + case).layer(
+            one_node({"upsampling2d": opts}, shape[1:]),
+            mods(layer=nn.Upsample(**kw)),
+            [randn(*shape)],
+            lambda m, xs: [m["layer"](xs[0])],
+            note="nn.Upsample",
+        )
+    cases1d = [
+        ("nearest_2", (2, 4, 3), {"size": 2}, dict(scale_factor=2, mode="nearest")),
+        (
+            "linear_3",
+            (2, 4, 2),
+            {"size": 3, "interpolation": "bilinear"},
+            dict(scale_factor=3, mode="linear", align_corners=False),
+        ),
+    ]
+    for case, shape, opts, kw in cases1d:
+        Case("upsampling", "1d_" + case).layer(
+            one_node({"upsampling1d": opts}, shape[1:]),
+            mods(layer=nn.Upsample(**kw)),
+            [randn(*shape)],
+            lambda m, xs: [m["layer"](xs[0].transpose(1, 2)).transpose(1, 2)],
+            note="nn.Upsample on [B, C, L] (graft: [B, L, C]; bilinear is torch's linear)",
+        )
+
+
 def avg_exclude_pad(pool, x, pad, *args):
     """Average pooling over asymmetric padding that leaves the padding out (count_include_pad=False)."""
     return pool(F.pad(x, pad), *args) / pool(F.pad(torch.ones_like(x), pad), *args)
@@ -1752,6 +1797,7 @@ def main():
     conv1d()
     conv2d()
     conv_transpose()
+    upsampling()
     pool1d()
     pool2d()
     global_pool()

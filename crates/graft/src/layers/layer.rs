@@ -15,6 +15,7 @@ use super::norm::{BatchNorm, GroupNorm, LayerNorm};
 use super::pool::{GlobalPool, Pool};
 use super::recurrent::Recurrent;
 use super::reshape::PermuteConfig;
+use super::upsampling::Upsampling;
 use crate::error::Result;
 use crate::layers::value::{Data, Value};
 
@@ -30,6 +31,8 @@ pub enum Layer {
     Conv2d(Conv2d),
     ConvTranspose1d(ConvTranspose1d),
     ConvTranspose2d(ConvTranspose2d),
+    Upsampling1d(Upsampling),
+    Upsampling2d(Upsampling),
     BatchNorm(BatchNorm),
     LayerNorm(LayerNorm),
     GroupNorm(GroupNorm),
@@ -70,6 +73,8 @@ impl Layer {
             Layer::Conv2d(l) => plain(Data::D4(l.forward(first.data.d4()?, ctx))),
             Layer::ConvTranspose1d(l) => plain(Data::D3(l.forward(first.data.d3()?, ctx))),
             Layer::ConvTranspose2d(l) => plain(Data::D4(l.forward(first.data.d4()?, ctx))),
+            Layer::Upsampling1d(u) => plain(Data::D3(u.forward1d(first.data.d3()?))),
+            Layer::Upsampling2d(u) => plain(Data::D4(u.forward2d(first.data.d4()?))),
             Layer::BatchNorm(l) => keep(l.forward(first.data, ctx.training)),
             Layer::LayerNorm(l) => keep(crate::map_data!(first.data, |t| l.forward(t))),
             Layer::GroupNorm(l) => keep(l.forward(first.data)),

@@ -17,6 +17,7 @@ pub mod norm;
 pub mod pool;
 pub mod recurrent;
 pub mod reshape;
+pub mod upsampling;
 pub mod value;
 
 use burn::prelude::*;

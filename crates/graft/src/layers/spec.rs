@@ -16,6 +16,7 @@ use super::norm::{BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNor
 use super::pool::{AvgPoolConfig, GlobalPool, PoolConfig, PoolKind};
 use super::recurrent::{Cell, MergeMode, RecurrentConfig};
 use super::reshape::{PermuteConfig, ReshapeConfig, SliceConfig};
+use super::upsampling::UpsamplingConfig;
 use crate::error::{Context, Result};
 
 use super::layer::Layer;
@@ -30,6 +31,8 @@ pub enum LayerSpec {
     Conv2d(ConvConfig),
     ConvTranspose1d(ConvTransposeConfig),
     ConvTranspose2d(ConvTransposeConfig),
+    Upsampling1d(UpsamplingConfig),
+    Upsampling2d(UpsamplingConfig),
     MaxPool1d(PoolConfig),
     MaxPool2d(PoolConfig),
     AvgPool1d(AvgPoolConfig),
@@ -106,6 +109,8 @@ pub const LAYER_KINDS: &[&str] = &[
     "conv2d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "upsampling1d",
+    "upsampling2d",
     "max_pool1d",
     "max_pool2d",
     "avg_pool1d",
@@ -226,6 +231,8 @@ impl LayerSpec {
                 let out = c.infer2d(x)?;
                 one(Layer::ConvTranspose2d(c.init2d(x, device)?), out, false)
             }
+            LayerSpec::Upsampling1d(c) => one(Layer::Upsampling1d(c.init1d()?), c.infer1d(x)?, false),
+            LayerSpec::Upsampling2d(c) => one(Layer::Upsampling2d(c.init2d()?), c.infer2d(x)?, false),
             LayerSpec::MaxPool1d(c) => one(
                 Layer::Pool(c.init(x, PoolKind::Max1d, false)?),
                 c.infer(x, false)?,

@@ -2490,6 +2490,20 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
             ),
         ),
         seq(
+            &[2, 3, 4],
+            LayerSpec::Upsampling2d(super::upsampling::UpsamplingConfig {
+                align_corners: true,
+                ..super::upsampling::UpsamplingConfig::new(
+                    Dims::Each(vec![2, 3]),
+                    super::upsampling::Interpolation::Bilinear,
+                )
+            }),
+        ),
+        seq(
+            &[5, 3],
+            LayerSpec::Upsampling1d(super::upsampling::UpsamplingConfig::default()),
+        ),
+        seq(
             &[7, 6],
             LayerSpec::ConvTranspose1d(super::conv_transpose::ConvTransposeConfig {
                 groups: 2,

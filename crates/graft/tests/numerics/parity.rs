@@ -51,6 +51,7 @@ const GROUPS: &[(&str, Kind, &str)] = &[
         Kind::Layer,
         "ConvTranspose2d / ConvTranspose1d (`conv_transpose2d`, `conv_transpose1d`)",
     ),
+    ("upsampling", Kind::Layer, "Upsample (`upsampling2d`, `upsampling1d`)"),
     (
         "pool1d",
         Kind::Layer,
@@ -578,6 +579,7 @@ group_tests!(
     conv1d,
     conv2d,
     conv_transpose,
+    upsampling,
     pool1d,
     pool2d,
     global_pool,

@@ -241,18 +241,7 @@ impl ConvConfig {
         let kernel = self.kernel.resolve::<N>("kernel")?;
         let stride = self.stride.resolve::<N>("stride")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        if self.filters == 0 || kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) || self.groups == 0
-        {
-            return Err(shape_err(
-                "filters, kernel, stride, dilation and groups must all be at least 1",
-            ));
-        }
-        if !channels.is_multiple_of(self.groups) || !self.filters.is_multiple_of(self.groups) {
-            return Err(shape_err(format!(
-                "groups = {} must divide both the input channels ({channels}) and filters ({})",
-                self.groups, self.filters
-            )));
-        }
+        check_sizes(self.filters, self.groups, channels, [&kernel, &stride, &dilation])?;
         let padding = self.padding.resolve(sizes, kernel, stride, dilation)?;
         let mut out = [0; N];
         for i in 0..N {
@@ -318,6 +307,27 @@ impl ConvConfig {
         let dilation = self.dilation.resolve::<N>("dilation")?;
         Ok((0..N).map(|i| (dilation[i] * (kernel[i] - 1) + 1, stride[i])).collect())
     }
+}
+
+/// The checks every convolution (plain or transposed) makes: no size is zero, and `groups` divides both the
+/// input channels and the filters.
+pub(crate) fn check_sizes<const N: usize>(
+    filters: usize,
+    groups: usize,
+    channels: usize,
+    sizes: [&[usize; N]; 3],
+) -> Result<()> {
+    if filters == 0 || groups == 0 || sizes.iter().any(|s| s.contains(&0)) {
+        return Err(shape_err(
+            "filters, kernel, stride, dilation and groups must all be at least 1",
+        ));
+    }
+    if !channels.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+        return Err(shape_err(format!(
+            "groups = {groups} must divide both the input channels ({channels}) and filters ({filters})"
+        )));
+    }
+    Ok(())
 }
 
 struct ConvGeometry<const N: usize> {

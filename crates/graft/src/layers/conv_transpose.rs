@@ -10,7 +10,7 @@ use burn::tensor::ops::ConvTransposeOptions;
 use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
-use super::conv::{Dims, expect_rank};
+use super::conv::{Dims, check_sizes, expect_rank};
 use super::dense::{glorot, is_zero, yes, zeros};
 use super::init::Initializer;
 use super::{Ctx, Shape, shape_err};
@@ -108,18 +108,7 @@ impl ConvTransposeConfig {
         let padding = self.padding.resolve::<N>("padding")?;
         let output_padding = self.output_padding.resolve::<N>("output_padding")?;
         let dilation = self.dilation.resolve::<N>("dilation")?;
-        if self.filters == 0 || kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) || self.groups == 0
-        {
-            return Err(shape_err(
-                "filters, kernel, stride, dilation and groups must all be at least 1",
-            ));
-        }
-        if !channels.is_multiple_of(self.groups) || !self.filters.is_multiple_of(self.groups) {
-            return Err(shape_err(format!(
-                "groups = {} must divide both the input channels ({channels}) and filters ({})",
-                self.groups, self.filters
-            )));
-        }
+        check_sizes(self.filters, self.groups, channels, [&kernel, &stride, &dilation])?;
         if sizes.contains(&0) {
             return Err(shape_err("the input has an empty spatial axis"));
         }

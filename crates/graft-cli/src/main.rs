@@ -191,6 +191,22 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// New samples from a trained VAE: codes drawn from its N(0, I) prior, decoded by the part of the model after
+    /// its `sampling` layer.
+    Sample {
+        /// The run directory of a `[vae]` experiment.
+        #[arg(long)]
+        model: PathBuf,
+        /// How many samples.
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        /// `.npy` (float32 [n, output shape]) or, for image outputs, `.png` (a grid of the samples).
+        #[arg(long)]
+        output: PathBuf,
+        /// Seeds the codes: the same seed gives the same samples.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -242,16 +258,26 @@ fn run(cli: Cli) -> Result<()> {
             )
             .map_err(|e| about_experiment(e, &experiment))?;
             // Regression: the loss is on the standardized target, so the numbers in the target's unit come first.
-            let shown: Vec<String> = ["accuracy", "f1_macro", "rmse", "mae", "r2", "loss"]
-                .iter()
-                .filter_map(|k| {
-                    result
-                        .test
-                        .get(*k)
-                        .and_then(|v| v.as_f64())
-                        .map(|v| format!("{k} {v:.4}"))
-                })
-                .collect();
+            let shown: Vec<String> = [
+                "accuracy",
+                "f1_macro",
+                "rmse",
+                "mae",
+                "r2",
+                "loss",
+                "elbo",
+                "reconstruction_error",
+                "anomaly_auroc",
+            ]
+            .iter()
+            .filter_map(|k| {
+                result
+                    .test
+                    .get(*k)
+                    .and_then(|v| v.as_f64())
+                    .map(|v| format!("{k} {v:.4}"))
+            })
+            .collect();
             if !shown.is_empty() {
                 eprintln!("test: {}", shown.join("  "));
             }
@@ -349,6 +375,10 @@ fn run(cli: Cli) -> Result<()> {
             save_model(&graph, &out)?;
             Manifest::new(std::slice::from_ref(&head), &graph, &Preprocessor::None).write(&out)?;
             eprintln!("imported {} into {}", torch.display(), out.display());
+        }
+        Command::Sample { model, n, output, seed } => {
+            let written = graft::experiment::sample::sample_file(&model, n, &output, seed, &dev)?;
+            eprintln!("wrote {written} samples to {}", output.display());
         }
         Command::Export { model, out } => {
             let graph = load_model(&model, &dev)?;

@@ -2445,3 +2445,265 @@ fn rust_examples_run_and_learn() {
         assert!((total - 1.0).abs() < 1e-4 && row["class"].is_string(), "{row}");
     }
 }
+
+/// A small autoencoder on the digits: `[1, 8, 8]` → 8-number code → `[1, 8, 8]`.
+const AUTOENCODER: &str = r#"
+[data]
+dataset = "digits"
+[model]
+input = [1, 8, 8]
+layers = [
+  { flatten = {} },
+  { dense = { units = 32, activation = "relu" } },
+  { name = "code", dense = { units = 8 } },
+  { dense = { units = 32, activation = "relu" } },
+  { dense = { units = 64, activation = "sigmoid" } },
+  { reshape = { shape = [1, 8, 8] } },
+]
+[train]
+epochs = 12
+batch_size = 32
+optimizer = { adam = { lr = 3e-3 } }
+loss = "binary_crossentropy"
+[autoencoder]
+noise = 0.1
+normal = ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+"#;
+
+#[test]
+fn an_autoencoder_trains_scores_anomalies_embeds_and_predicts_its_reconstruction_error() {
+    let dir = workdir("autoencoder");
+    let exp = write(&dir, "ae.toml", AUTOENCODER);
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("anomaly_auroc"), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let history = metrics["history"].as_array().unwrap();
+    let val = |i: usize| history[i]["val_loss"].as_f64().unwrap();
+    assert!(
+        val(history.len() - 1) < 0.9 * val(0),
+        "validation loss {} → {}",
+        val(0),
+        val(history.len() - 1)
+    );
+    let test = &metrics["test"];
+    assert_eq!(metrics["objective"], "autoencoder");
+    // The zeros were never trained on: their reconstruction error sets them apart.
+    assert!(test["anomaly_auroc"].as_f64().unwrap() > 0.9, "{test}");
+    assert!(
+        test["reconstruction_error_anomalous"].as_f64().unwrap()
+            > test["reconstruction_error_normal"].as_f64().unwrap(),
+        "{test}"
+    );
+    let fraction = test["anomaly_fraction"].as_f64().unwrap();
+    assert!((0.07..0.13).contains(&fraction), "{fraction}");
+    assert!(run.join("reconstructions.png").is_file());
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("reconstructions.png") && report.contains("anomaly_auroc"));
+    assert_eval_reproduces_the_run(&run);
+
+    // New inputs: eight raw 8×8 images (values 0–16, as the built-in digits come) → one error each.
+    let images: Vec<f32> = (0..8 * 64).map(|i| ((i * 7) % 17) as f32).collect();
+    let input = dir.join("images.npy");
+    write_npy_f32(&input, &Array::new(vec![8, 1, 8, 8], images).unwrap()).unwrap();
+    let rows = dir.join("scores.jsonl");
+    let o = predict(run.to_str().unwrap(), input.to_str().unwrap(), rows.to_str().unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&rows)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    assert!(
+        lines.iter().all(|l| l["reconstruction_error"].as_f64().unwrap() > 0.0),
+        "{lines:?}"
+    );
+    let reconstructions = dir.join("reconstructions.npy");
+    let o = predict(
+        run.to_str().unwrap(),
+        input.to_str().unwrap(),
+        reconstructions.to_str().unwrap(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = graft::data::read_npy_f32(&reconstructions).unwrap();
+    assert_eq!(r.shape, vec![8, 1, 8, 8]);
+    assert!(
+        r.data.iter().all(|v| (0.0..=1.0).contains(v)),
+        "reconstructions are sigmoid pixels"
+    );
+    let codes = dir.join("codes.npy");
+    let o = graft(&[
+        "embed",
+        "--model",
+        run.to_str().unwrap(),
+        "--layer",
+        "code",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        codes.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(graft::data::read_npy_f32(&codes).unwrap().shape, vec![8, 8]);
+    // An autoencoder has no prior to sample from.
+    let e = expect_error(graft(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--output",
+        dir.join("s.npy").to_str().unwrap(),
+    ]));
+    assert!(e.contains("not a [vae] experiment"), "{e}");
+}
+
+const VAE: &str = r#"
+[data]
+dataset = "digits"
+[model]
+inputs = { image = [1, 8, 8] }
+outputs = ["reconstruction"]
+nodes = [
+  { name = "flat", from = ["image"], flatten = {} },
+  { name = "encoder", from = ["flat"], dense = { units = 48, activation = "relu" } },
+  { name = "mean", from = ["encoder"], dense = { units = 4 } },
+  { name = "log_var", from = ["encoder"], dense = { units = 4 } },
+  { name = "z", from = ["mean", "log_var"], sampling = {} },
+  { name = "decoder", from = ["z"], dense = { units = 48, activation = "relu" } },
+  { name = "pixels", from = ["decoder"], dense = { units = 64, activation = "sigmoid" } },
+  { name = "reconstruction", from = ["pixels"], reshape = { shape = [1, 8, 8] } },
+]
+[train]
+epochs = 12
+batch_size = 32
+optimizer = { adam = { lr = 3e-3 } }
+loss = "binary_crossentropy"
+[vae]
+"#;
+
+#[test]
+fn a_vae_logs_its_elbo_terms_and_samples_from_its_prior() {
+    let dir = workdir("vae");
+    let exp = write(&dir, "vae.toml", VAE);
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let history = metrics["history"].as_array().unwrap();
+    for epoch in history {
+        // The loss is the negative ELBO: reconstruction + β·KL with β = 1, per sample.
+        let (loss, rec, kl) = (
+            epoch["loss"].as_f64().unwrap(),
+            epoch["reconstruction"].as_f64().unwrap(),
+            epoch["kl"].as_f64().unwrap(),
+        );
+        assert!((loss - rec - kl).abs() < 1e-3 * loss, "{epoch}");
+        assert!(kl > 0.0 && epoch["val_kl"].as_f64().unwrap() > 0.0, "{epoch}");
+    }
+    let val = |i: usize| history[i]["val_loss"].as_f64().unwrap();
+    assert!(
+        val(history.len() - 1) < 0.9 * val(0),
+        "{} → {}",
+        val(0),
+        val(history.len() - 1)
+    );
+    let test = &metrics["test"];
+    let elbo = test["elbo"].as_f64().unwrap();
+    let (rec, kl) = (test["reconstruction"].as_f64().unwrap(), test["kl"].as_f64().unwrap());
+    assert!((elbo + rec + kl).abs() < 1e-9, "{test}");
+    // The loss is summed in float32 per batch, the terms apart: equal to float32 precision.
+    assert!((test["loss"].as_f64().unwrap() - rec - kl).abs() < 1e-5 * rec, "{test}");
+    // 64 pixels: 64·ln 2 = 44.4 nats is a model that knows nothing; 12 epochs reach about 25.
+    assert!(-elbo < 30.0, "{test}");
+    assert!(run.join("samples.png").is_file() && run.join("reconstructions.png").is_file());
+    assert_eval_reproduces_the_run(&run);
+
+    let sample = |seed: &str, out: &Path| {
+        let o = graft(&[
+            "sample",
+            "--model",
+            run.to_str().unwrap(),
+            "--n",
+            "5",
+            "--output",
+            out.to_str().unwrap(),
+            "--seed",
+            seed,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        graft::data::read_npy_f32(out).unwrap()
+    };
+    let a = sample("1", &dir.join("a.npy"));
+    let b = sample("1", &dir.join("b.npy"));
+    let c = sample("2", &dir.join("c.npy"));
+    assert_eq!(a.shape, vec![5, 1, 8, 8]);
+    assert_eq!(a.data, b.data, "the same seed gives the same samples");
+    assert_ne!(a.data, c.data);
+    assert!(a.data.iter().all(|v| (0.0..=1.0).contains(v)));
+    let o = graft(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--output",
+        dir.join("grid.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(&std::fs::read(dir.join("grid.png")).unwrap()[1..4], b"PNG");
+    let e = expect_error(graft(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--output",
+        dir.join("grid.txt").to_str().unwrap(),
+    ]));
+    assert!(e.contains(".npy or .png"), "{e}");
+}
+
+#[test]
+fn reconstruction_experiments_name_their_mistakes() {
+    let dir = workdir("reconstruction-mistakes");
+    let train = |name: &str, text: &str| {
+        let exp = write(&dir, name, text);
+        expect_error(graft(&[
+            "train",
+            &exp,
+            "--out",
+            dir.join(name).with_extension("run").to_str().unwrap(),
+        ]))
+    };
+    // The output must have the input's shape.
+    let e = train(
+        "shape.toml",
+        &AUTOENCODER.replace("shape = [1, 8, 8]", "shape = [4, 16]"),
+    );
+    assert!(
+        e.contains("[4, 16]") && e.contains("[1, 8, 8]") && e.contains("must be equal"),
+        "{e}"
+    );
+    // A VAE needs its sampling layer.
+    let e = train(
+        "nosampling.toml",
+        &AUTOENCODER.replace("[autoencoder]\nnoise = 0.1\n", "[vae]\n"),
+    );
+    assert!(e.contains("sampling"), "{e}");
+    // A class that is not in the data, with the closest one suggested.
+    let e = train("normal.toml", &AUTOENCODER.replace("\"9\"]", "\"nine\"]"));
+    assert!(e.contains("autoencoder.normal") && e.contains("'nine'"), "{e}");
+    // Keys of the sections are checked.
+    let e = train("key.toml", &AUTOENCODER.replace("noise = 0.1", "nosie = 0.1"));
+    assert!(e.contains("nosie") && e.contains("noise"), "{e}");
+    let e = train("both.toml", &format!("{AUTOENCODER}\n[vae]\n"));
+    assert!(e.contains("[autoencoder] and [vae]"), "{e}");
+    // A classification loss does not score a reconstruction.
+    let e = train(
+        "loss.toml",
+        &AUTOENCODER.replace(
+            "loss = \"binary_crossentropy\"",
+            "loss = \"sparse_categorical_crossentropy\"",
+        ),
+    );
+    assert!(e.contains("train.loss") && e.contains("mse"), "{e}");
+}

@@ -8,8 +8,10 @@ pub mod data;
 pub mod embed;
 pub mod ood;
 pub mod post;
+pub mod reconstruct;
 pub mod run;
 pub mod run_dir;
+pub mod sample;
 pub mod spec;
 
 pub use cv::cross_validate;

@@ -151,6 +151,7 @@ pub(crate) fn reject_unknown(
         tasks: vec![],
         preprocessor: splits.preprocessor.clone(),
         ood: None,
+        objective: None,
     };
     let (ood, kept) = crate::infer::reject::fit_rejection(&predictor, spec, &splits.train, validation)?;
     ood.write(out)?;

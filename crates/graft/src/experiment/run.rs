@@ -16,11 +16,11 @@ use crate::experiment::build::{build_model, task_heads};
 use crate::experiment::data::{check_data_fits, prepare_fold};
 use crate::experiment::post::{add_to_metrics, calibrate_temperature, reject_unknown, tune_thresholds};
 use crate::experiment::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
-use crate::experiment::spec::{Calibration, CheckpointSpec, ClassWeights, DatasetSpec, ExperimentSpec};
+use crate::experiment::spec::{Calibration, CheckpointSpec, ClassWeights, DatasetSpec, ExperimentSpec, Objective};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
 use crate::model::io::save_model;
-use crate::report::{RegressionPoints, write_atomic, write_report_with};
+use crate::report::{Extras, RegressionPoints, write_atomic, write_report_with};
 use crate::task::head::TaskHead;
 use crate::task::loss::Task;
 use crate::train::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
@@ -63,6 +63,9 @@ fn run_manifest(exp: &ExperimentSpec, heads: &[TaskHead], graph: &Graph, preproc
 }
 
 pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
+    if exp.objective != Objective::Supervised {
+        return crate::experiment::reconstruct::run_reconstruction(exp, opts);
+    }
     claim_out_dir(&opts.out, opts.overwrite)?;
     let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let train_device = opts.device.clone().autodiff();
@@ -105,25 +108,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     // one `predict` can use.
     run_manifest(exp, &heads, &model, &splits.preprocessor).write(&opts.out)?;
 
-    let mut callbacks: Vec<Box<dyn Callback>> = vec![];
-    if !opts.quiet {
-        callbacks.push(Box::new(Progress::new(exp.train.epochs, exp.train.batch_size)));
-    }
-    callbacks.push(Box::new(HistoryWriter::new(&opts.out)));
-    if let Some(es) = &exp.train.callbacks.early_stopping {
-        callbacks.push(Box::new(EarlyStopping::new(es.clone())?));
-    }
-    // A checkpoint is always kept, so an interrupted or diverging run loses nothing already trained.
-    let default_monitor = if splits.validation.is_some() {
-        "val_loss"
-    } else {
-        "loss"
-    };
-    let ck = exp.train.callbacks.checkpoint.clone().unwrap_or(CheckpointSpec {
-        monitor: default_monitor.into(),
-        mode: None,
-    });
-    let checkpoint = Checkpoint::new(ck, opts.out.join("checkpoints"))?.publishing_best_to(opts.out.clone());
+    let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
 
     // Feature extraction: the frozen part runs once per sample; only the part after it trains.
     let cached = if exp.train.cache_features {
@@ -271,6 +256,32 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     })
 }
 
+/// The callbacks every run has: progress (unless quiet), the history written after each epoch, early stopping when
+/// asked, and the checkpoint (returned apart, as feature extraction wraps it), which publishes the best weights into
+/// the run directory after each improving epoch.
+pub(crate) fn run_callbacks(
+    exp: &ExperimentSpec,
+    opts: &RunOptions,
+    has_validation: bool,
+) -> Result<(Vec<Box<dyn Callback>>, Checkpoint)> {
+    let mut callbacks: Vec<Box<dyn Callback>> = vec![];
+    if !opts.quiet {
+        callbacks.push(Box::new(Progress::new(exp.train.epochs, exp.train.batch_size)));
+    }
+    callbacks.push(Box::new(HistoryWriter::new(&opts.out)));
+    if let Some(es) = &exp.train.callbacks.early_stopping {
+        callbacks.push(Box::new(EarlyStopping::new(es.clone())?));
+    }
+    // A checkpoint is always kept, so an interrupted or diverging run loses nothing already trained.
+    let default_monitor = if has_validation { "val_loss" } else { "loss" };
+    let ck = exp.train.callbacks.checkpoint.clone().unwrap_or(CheckpointSpec {
+        monitor: default_monitor.into(),
+        mode: None,
+    });
+    let checkpoint = Checkpoint::new(ck, opts.out.join("checkpoints"))?.publishing_best_to(opts.out.clone());
+    Ok((callbacks, checkpoint))
+}
+
 /// Test-set metrics, with the class weights of training in the loss.
 fn evaluate_test(
     model: &Graph,
@@ -285,7 +296,7 @@ fn evaluate_test(
 
 /// `timing.json`: wall time per epoch and the share spent waiting for data (kept out of `metrics.json`, which must
 /// be identical for identical seeds).
-fn write_timing(dir: &Path, timings: &[crate::train::trainer::EpochTiming]) -> Result<()> {
+pub(crate) fn write_timing(dir: &Path, timings: &[crate::train::trainer::EpochTiming]) -> Result<()> {
     let total: f64 = timings.iter().map(|t| t.seconds).sum();
     let waited: f64 = timings.iter().map(|t| t.data_wait).sum();
     let doc = json!({
@@ -362,6 +373,14 @@ fn write_run(
     } else {
         (test.clone(), head.classes.clone())
     };
-    write_report_with(dir, &title, history, &test, &classes, warnings, regression)?;
+    write_report_with(
+        dir,
+        &title,
+        history,
+        &test,
+        &classes,
+        warnings,
+        &Extras { regression, grids: &[] },
+    )?;
     Ok(())
 }

@@ -184,6 +184,13 @@ pub fn eval_run(
         }
     };
     let seed = record.as_ref().map_or(seed.unwrap_or(42), |r| r.seed);
+    if predictor.objective.is_some() && data.is_some() {
+        return Err(Error::new(
+            "an autoencoder run is evaluated on its own test split; score new inputs with graft predict, which \
+             writes each one's reconstruction error",
+        )
+        .at("--data"));
+    }
     let mut heads = if predictor.tasks.is_empty() {
         vec![predictor.head.clone()]
     } else {
@@ -201,6 +208,9 @@ pub fn eval_run(
         Some(d) => (labelled_file(&exp, &predictor, &heads, d)?, None),
     };
     check_data_fits(&predictor.graph, &mut test, "data.test")?;
+    if predictor.objective.is_some() {
+        return crate::experiment::reconstruct::eval_reconstruction(&exp, &predictor.graph, &test, seed);
+    }
     // Runs written before the resolved class weights were stored recompute them from the experiment.
     for head in heads.iter_mut().filter(|h| h.class_weights.is_none()) {
         head.class_weights = match &head.name {

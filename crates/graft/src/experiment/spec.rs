@@ -22,8 +22,87 @@ pub struct ExperimentSpec {
     pub data: DataSpec,
     pub model: ModelSpec,
     pub train: TrainSpec,
+    /// Supervised (the default), or a section `[autoencoder]` / `[vae]`: the model learns to give back its input.
+    pub objective: Objective,
     /// The file it was read from; relative data paths are resolved against its folder.
     pub path: Option<PathBuf>,
+}
+
+/// What the model learns from the data.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Objective {
+    /// The targets of `[data]` through the loss of `[train]`.
+    #[default]
+    Supervised,
+    /// `[autoencoder]`: its input back, scored by `[train] loss`.
+    Autoencoder(AutoencoderSpec),
+    /// `[vae]`: a variational autoencoder, trained on the negative ELBO.
+    Vae(VaeSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderSpec {
+    /// Denoising: the standard deviation of Gaussian noise added to the training inputs (the targets stay clean).
+    #[serde(default)]
+    pub noise: f64,
+    /// Anomaly detection: the classes that count as normal. Training and validation use their examples only; the
+    /// test set's reconstruction errors score how well they tell the other classes apart (AUROC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normal: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeSpec {
+    /// The weight of the KL term: 1 is the ELBO; above 1 a β-VAE (smoother codes, blurrier reconstructions).
+    #[serde(default = "one")]
+    pub beta: f64,
+    #[serde(default)]
+    pub noise: f64,
+    /// As for `[autoencoder]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normal: Vec<String>,
+}
+
+impl Default for VaeSpec {
+    fn default() -> Self {
+        VaeSpec {
+            beta: 1.0,
+            noise: 0.0,
+            normal: vec![],
+        }
+    }
+}
+
+impl Objective {
+    /// The training step's settings, with the reconstruction loss from `[train] loss`.
+    pub fn reconstruction(&self, loss: &LossSpec) -> Option<crate::train::reconstruction::ReconstructionConfig> {
+        use crate::train::reconstruction::ReconstructionConfig as R;
+        match self {
+            Objective::Supervised => None,
+            Objective::Autoencoder(a) => Some(R::autoencoder(loss.clone()).with_noise(a.noise)),
+            Objective::Vae(v) => Some(R::vae(loss.clone(), v.beta).with_noise(v.noise)),
+        }
+    }
+
+    /// The classes an anomaly detector trains on (empty: all).
+    pub fn normal_classes(&self) -> &[String] {
+        match self {
+            Objective::Supervised => &[],
+            Objective::Autoencoder(a) => &a.normal,
+            Objective::Vae(v) => &v.normal,
+        }
+    }
+
+    /// The section's name (`autoencoder`, `vae`), for messages and `metrics.json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Supervised => "supervised",
+            Objective::Autoencoder(_) => "autoencoder",
+            Objective::Vae(_) => "vae",
+        }
+    }
 }
 
 pub use crate::data::prepare::{IdxFiles, NpyFiles, SourceSpec as DatasetSpec};
@@ -164,8 +243,15 @@ impl ExperimentSpec {
             data,
             model,
             train,
+            objective: Objective::Supervised,
             path: None,
         }
+    }
+
+    /// This experiment with another objective (`Objective::Autoencoder(..)`, `Objective::Vae(..)`).
+    pub fn with_objective(mut self, objective: Objective) -> Self {
+        self.objective = objective;
+        self
     }
 }
 
@@ -289,7 +375,7 @@ fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
 }
 
-const SECTIONS: [&str; 3] = ["data", "model", "train"];
+const SECTIONS: [&str; 5] = ["data", "model", "train", "autoencoder", "vae"];
 
 impl ExperimentSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -304,7 +390,8 @@ impl ExperimentSpec {
         for key in doc.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 return Err(Error::new(format!(
-                    "unknown section [{key}]{}; an experiment has [data], [model] and [train]",
+                    "unknown section [{key}]{}; an experiment has [data], [model] and [train], and [autoencoder] or [vae] \
+                     when the model learns to reconstruct its input",
                     hint(key, SECTIONS)
                 )));
             }
@@ -350,10 +437,28 @@ impl ExperimentSpec {
                 .at(format!("train.tasks.{name}")));
             }
         }
+        let objective = match (doc.get("autoencoder"), doc.get("vae")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    "[autoencoder] and [vae] both given; a model is one or the other (a VAE is [vae] alone)",
+                ));
+            }
+            (Some(a), None) => Objective::Autoencoder(section_de(a, "autoencoder")?),
+            (None, Some(v)) => Objective::Vae(section_de(v, "vae")?),
+            (None, None) => Objective::Supervised,
+        };
+        if objective != Objective::Supervised && !data.tasks.is_empty() {
+            return Err(Error::new(format!(
+                "[{}] trains one model on one data set; [data.tasks] is for supervised multi-task models",
+                objective.name()
+            ))
+            .at("data.tasks"));
+        }
         Ok(ExperimentSpec {
             data,
             model,
             train,
+            objective,
             path: None,
         })
     }
@@ -413,6 +518,36 @@ mod tests {
         assert_eq!(built.data, read.data);
         assert_eq!(built.train, read.train);
         assert_eq!(read.train.fit_config(), FitConfig::default());
+    }
+
+    #[test]
+    fn autoencoder_and_vae_sections_choose_the_objective() {
+        let base = "[data]\ndataset = \"digits\"\n[model]\nlayers = [{ dense = { units = 64 } }]\n\
+                    [train]\nepochs = 2\nloss = \"mse\"\n";
+        let read = |extra: &str| ExperimentSpec::from_toml_str(&format!("{base}{extra}"));
+        assert_eq!(read("").unwrap().objective, Objective::Supervised);
+        assert_eq!(
+            read("[autoencoder]\nnoise = 0.2\nnormal = [\"3\"]\n")
+                .unwrap()
+                .objective,
+            Objective::Autoencoder(AutoencoderSpec {
+                noise: 0.2,
+                normal: vec!["3".into()]
+            })
+        );
+        assert_eq!(read("[vae]\n").unwrap().objective, Objective::Vae(VaeSpec::default()));
+        let vae = read("[vae]\nbeta = 4.0\n").unwrap().objective;
+        let config = vae.reconstruction(&LossSpec::Mse).unwrap();
+        assert_eq!(config.beta, Some(4.0));
+        let e = read("[vae]\nbeta = 4.0\nkl = 1\n").unwrap_err().to_string();
+        assert!(e.contains("vae") && e.contains("kl"), "{e}");
+        let e = read("[autoencoder]\n[vae]\n").unwrap_err().to_string();
+        assert!(e.contains("both given"), "{e}");
+        let e = read("[autoencodr]\n").unwrap_err().to_string();
+        assert!(
+            e.contains("did you mean [autoencoder]") || e.contains("autoencoder"),
+            "{e}"
+        );
     }
 
     const MINIMAL: &str = r#"

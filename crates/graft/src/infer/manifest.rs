@@ -63,6 +63,10 @@ pub struct Manifest {
     /// several.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub text_column: Option<String>,
+    /// `"autoencoder"` or `"vae"` for a model trained to reconstruct its input (then `task` is absent and `loss`
+    /// scores the reconstruction); absent for supervised models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
 }
 
 /// One model input: its name and per-sample shape.
@@ -133,6 +137,18 @@ fn target_scaler<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<
     named(d, "target_scaler")
 }
 
+fn manifest_inputs(graph: &Graph) -> Vec<ManifestInput> {
+    graph
+        .spec
+        .inputs
+        .iter()
+        .map(|i| ManifestInput {
+            name: i.name.clone(),
+            shape: i.shape.clone(),
+        })
+        .collect()
+}
+
 impl Manifest {
     /// The manifest of a model with `heads` (a multi-task model's tasks are listed when its heads are named) and
     /// `preprocessor`.
@@ -164,17 +180,36 @@ impl Manifest {
             target_scaler: head.target_scaler.clone(),
             temperature: head.temperature,
             thresholds: head.thresholds.clone(),
-            inputs: graph
-                .spec
-                .inputs
-                .iter()
-                .map(|i| ManifestInput {
-                    name: i.name.clone(),
-                    shape: i.shape.clone(),
-                })
-                .collect(),
+            inputs: manifest_inputs(graph),
             tasks,
             text_column: None,
+            objective: None,
+        }
+    }
+
+    /// The manifest of a model trained to reconstruct its input (`objective` `"autoencoder"` or `"vae"`) with
+    /// `loss`; `classes` are the data's labels, if it had any (not predicted).
+    pub fn reconstruction(
+        graph: &Graph,
+        preprocessor: &Preprocessor,
+        loss: &LossSpec,
+        objective: &str,
+        classes: Vec<String>,
+    ) -> Self {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            preprocessor: preprocessor.clone(),
+            task: None,
+            classes,
+            loss: loss.clone(),
+            class_weights: None,
+            target_scaler: None,
+            temperature: 1.0,
+            thresholds: None,
+            inputs: manifest_inputs(graph),
+            tasks: None,
+            text_column: None,
+            objective: Some(objective.to_string()),
         }
     }
 

@@ -4,4 +4,5 @@ pub mod manifest;
 pub mod ood;
 pub mod predict;
 pub mod reject;
+pub mod sample;
 pub mod uncertainty;

@@ -15,7 +15,7 @@ use crate::model::Graph;
 use crate::model::io::load_model;
 use crate::task::head::TaskHead;
 use crate::task::loss::Task;
-use crate::train::trainer::input_data;
+use crate::train::trainer::{EVAL_BATCH, input_data};
 use burn::prelude::*;
 
 /// A trained model with what it needs to turn raw inputs into predictions.
@@ -29,6 +29,8 @@ pub struct Predictor {
     pub ood: Option<crate::infer::ood::OodModel>,
     /// The CSV column the model's texts came from in training.
     pub text_column: Option<String>,
+    /// `"autoencoder"` or `"vae"`: the model reconstructs its input, and `predict` scores how well.
+    pub objective: Option<String>,
 }
 
 impl Predictor {
@@ -49,7 +51,13 @@ impl Predictor {
         let manifest = Manifest::read(dir)?;
         let path = dir.join(MANIFEST_FILE);
         let outputs = *graph.output_shapes()[0].last().unwrap_or(&1);
-        let mut head = TaskHead::new(&manifest.loss, outputs, manifest.classes).in_file(&path)?;
+        // A reconstruction model predicts its input, not the classes its data had.
+        let classes = if manifest.objective.is_some() {
+            vec![]
+        } else {
+            manifest.classes
+        };
+        let mut head = TaskHead::new(&manifest.loss, outputs, classes).in_file(&path)?;
         head.temperature = manifest.temperature;
         head.thresholds = manifest.thresholds;
         head.class_weights = manifest.class_weights;
@@ -81,12 +89,27 @@ impl Predictor {
             preprocessor,
             ood: crate::infer::ood::OodModel::read(dir)?,
             text_column: manifest.text_column,
+            objective: manifest.objective,
         })
     }
 
     /// Raw inputs from `path` in the format the model was trained on, through the stored preprocessing.
     pub fn read_inputs(&self, path: &Path) -> Result<Array> {
         self.preprocessor.read_inputs_from(path, self.text_column.as_deref())
+    }
+
+    /// An autoencoder's or VAE's reconstructions of `inputs` (`[N, input shape]`; a VAE decodes the posterior mean)
+    /// and each input's reconstruction error (the training loss averaged over its elements: the anomaly score).
+    pub fn reconstruct(&self, inputs: &Array) -> Result<(Array, Vec<f64>)> {
+        let ds = crate::data::Dataset::new(inputs.clone(), None)?;
+        let config = crate::train::reconstruction::ReconstructionConfig::autoencoder(self.head.loss.clone());
+        let errors = crate::train::reconstruction::evaluate_reconstruction(&self.graph, &config, &ds)?.errors;
+        let output = match self.graph.outputs[0] {
+            crate::model::graph::Source::Node(n, 0) => n,
+            _ => return Err(Error::new("the model's output is not a layer's output")),
+        };
+        let reconstructions = self.graph.features(output, &ds, EVAL_BATCH)?.inputs;
+        Ok((reconstructions, errors))
     }
 
     /// Probabilities (classification) or values (regression), `[N, K]` row-major.
@@ -273,7 +296,20 @@ pub fn predict_file(
     } else {
         Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
     };
-    let rows = if let Some(passes) = opts.mc_dropout {
+    let rows = if predictor.objective.is_some() {
+        if opts.mc_dropout.is_some() {
+            return Err(Error::new(
+                "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
+            ));
+        }
+        let (reconstructions, errors) = predictor.reconstruct(&inputs).in_file(input)?;
+        if format == Format::Npy {
+            write_npy_f32(output, &reconstructions)?;
+            None
+        } else {
+            Some(errors.iter().map(|e| json!({ "reconstruction_error": e })).collect())
+        }
+    } else if let Some(passes) = opts.mc_dropout {
         device.seed(opts.seed);
         mc_predictions(&predictor, &inputs, passes, input, output, format)?
     } else if !predictor.tasks.is_empty() {
@@ -589,6 +625,7 @@ mod tests {
             preprocessor: Preprocessor::None,
             ood: None,
             text_column: None,
+            objective: None,
         }
     }
 

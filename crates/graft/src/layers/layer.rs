@@ -58,6 +58,8 @@ pub enum Layer {
     Dropout(f64),
     Activation(ActivationFn),
     Merge(Merge),
+    /// The reparameterized draw of a VAE.
+    Sampling,
 }
 
 impl Layer {
@@ -145,6 +147,10 @@ impl Layer {
                 } else {
                     keep(crate::map_data!(first.data, |t| a.apply(t)))
                 }
+            }
+            Layer::Sampling => {
+                let log_var = inputs.remove(0).data;
+                plain(super::sampling::forward(first.data, log_var, ctx.sampling_active())?)
             }
             Layer::Merge(m) => {
                 let mut all = vec![first];

@@ -17,6 +17,7 @@ pub mod norm;
 pub mod pool;
 pub mod recurrent;
 pub mod reshape;
+pub mod sampling;
 pub mod upsampling;
 pub mod value;
 
@@ -41,6 +42,8 @@ pub struct Ctx {
     pub mc_dropout: bool,
     /// Leave out a final softmax/sigmoid (set for output nodes when the loss wants logits).
     pub skip_probability: bool,
+    /// `sampling` layers draw even when not training (a VAE's ELBO on held-out data); dropout is not affected.
+    pub sample_latent: bool,
 }
 
 impl Ctx {
@@ -54,6 +57,10 @@ impl Ctx {
 
     pub fn dropout_active(&self) -> bool {
         self.training || self.mc_dropout
+    }
+
+    pub fn sampling_active(&self) -> bool {
+        self.training || self.sample_latent
     }
 }
 

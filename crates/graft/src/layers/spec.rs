@@ -63,6 +63,8 @@ pub enum LayerSpec {
     Add(NoOptions),
     Multiply(NoOptions),
     Concatenate(ConcatenateConfig),
+    /// A VAE's reparameterized draw from `[mean, log_var]`.
+    Sampling(NoOptions),
     Activation(Activation),
     Relu(NoOptions),
     LeakyRelu(LeakyReluConfig),
@@ -141,6 +143,7 @@ pub const LAYER_KINDS: &[&str] = &[
     "add",
     "multiply",
     "concatenate",
+    "sampling",
     "activation",
     "relu",
     "leaky_relu",
@@ -186,11 +189,16 @@ impl LayerSpec {
         let ok = match self {
             s if s.is_merge() => n >= 2,
             LayerSpec::MultiHeadAttention(_) => (1..=3).contains(&n),
+            LayerSpec::Sampling(_) => n == 2,
             LayerSpec::SimpleRnn(_) | LayerSpec::Lstm(_) | LayerSpec::Gru(_) | LayerSpec::Bidirectional(_) => n >= 1,
             _ => n == 1,
         };
         if ok {
             Ok(())
+        } else if matches!(self, LayerSpec::Sampling(_)) {
+            Err(shape_err(format!(
+                "sampling takes two inputs, the mean and the log-variance (from = [\"mean\", \"log_var\"]), found {n}"
+            )))
         } else if self.is_merge() {
             Err(shape_err(format!(
                 "{} needs at least two inputs, found {n}",
@@ -380,6 +388,7 @@ impl LayerSpec {
                 let (out, axis) = c.infer(inputs, input_names)?;
                 one(Layer::Merge(Merge::Concatenate(axis + 1)), out, true)
             }
+            LayerSpec::Sampling(_) => one(Layer::Sampling, super::sampling::infer(inputs, input_names)?, false),
             LayerSpec::Activation(a) => same(Layer::Activation(ActivationFn::Plain(*a))),
             LayerSpec::Relu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Relu))),
             LayerSpec::Selu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Selu))),

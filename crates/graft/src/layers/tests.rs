@@ -610,6 +610,51 @@ fn dense_activation_applies_and_is_left_out_for_logits() {
     assert_eq!(graph.output_probability(0), Some(Activation::Sigmoid));
 }
 
+#[test]
+fn a_sigmoid_reshaped_on_its_way_out_is_left_out_for_logits_and_a_softmax_is_not() {
+    let device = device();
+    let decoder = |activation: Activation| {
+        ModelSpec::sequential(vec![4])
+            .add_named(
+                "pixels",
+                LayerSpec::Dense(DenseConfig::new(6).with_activation(activation)),
+            )
+            .add_named("image", LayerSpec::Reshape(ReshapeConfig { shape: vec![1, 2, 3] }))
+    };
+    let graph = randomize(build(&decoder(Activation::Sigmoid), &device));
+    let x = random_batch(2, &[4], &device);
+    let probs = data_values(&graph.forward(vec![x.clone()], false, false).unwrap()[0].data);
+    let logits = data_values(&graph.forward(vec![x.clone()], false, true).unwrap()[0].data);
+    let want: Vec<f32> = logits.iter().map(|&z| sigmoid(z as f64) as f32).collect();
+    assert_close(&probs, &want, 1e-6, "sigmoid(logits) through the reshape");
+    assert!(
+        logits.iter().any(|&z| !(0.0..=1.0).contains(&z)),
+        "logits, not probabilities"
+    );
+    assert_eq!(graph.output_probability(0), Some(Activation::Sigmoid));
+    // A softmax normalizes the last axis, which a reshape moves: it stays in the forward pass.
+    let graph = randomize(build(&decoder(Activation::Softmax), &device));
+    let a = data_values(&graph.forward(vec![x.clone()], false, false).unwrap()[0].data);
+    let b = data_values(&graph.forward(vec![x], false, true).unwrap()[0].data);
+    assert_eq!(a, b);
+    assert_eq!(graph.output_probability(0), None);
+}
+
+#[test]
+fn sampling_builds_from_two_equal_inputs_and_passes_the_mean_at_inference() {
+    let device = device();
+    let spec = two_inputs(LayerSpec::Sampling(NoOptions {}), &[3], &[3]);
+    let graph = build(&spec, &device);
+    assert_eq!(graph.output_shapes(), vec![vec![3]]);
+    let (m, v) = (random_batch(2, &[3], &device), random_batch(2, &[3], &device));
+    let out = data_values(&graph.forward(vec![m.clone(), v], false, false).unwrap()[0].data);
+    assert_eq!(out, data_values(&m));
+    let e = Graph::build(&two_inputs(LayerSpec::Sampling(NoOptions {}), &[3], &[4]), &device).unwrap_err();
+    assert!(e.to_string().contains("must be equal"), "{e}");
+    let e = Graph::build(&one_layer(&[3], "z", LayerSpec::Sampling(NoOptions {})), &device).unwrap_err();
+    assert!(e.to_string().contains("mean and the log-variance"), "{e}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Convolutions
 // ---------------------------------------------------------------------------------------------------------------
@@ -1135,7 +1180,7 @@ fn dropout_is_identity_at_inference_and_inverted_in_training() {
     let ctx = Ctx {
         training: false,
         mc_dropout: true,
-        skip_probability: false,
+        ..Ctx::default()
     };
     let ones = data(&[2, 64, 32], vec![1.0; 2 * 64 * 32], &device);
     let y = data_values(&g.forward_ctx(vec![ones], ctx, false).unwrap()[0].data);
@@ -2641,6 +2686,7 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         ),
         (two_inputs(LayerSpec::Add(NoOptions {}), &[3, 4], &[3, 4]), false),
         (two_inputs(LayerSpec::Multiply(NoOptions {}), &[4], &[4]), false),
+        (two_inputs(LayerSpec::Sampling(NoOptions {}), &[4], &[4]), false),
         (
             two_inputs(
                 LayerSpec::Concatenate(ConcatenateConfig { axis: 0 }),

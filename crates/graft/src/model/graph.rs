@@ -5,6 +5,7 @@ use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor};
 use burn::prelude::*;
 
 use crate::error::{Context, Error, Result};
+use crate::layers::activation::Activation;
 use crate::layers::value::{Data, Value};
 use crate::layers::{Ctx, Layer, LayerSpec, Shape};
 use crate::model::spec::{ModelSpec, NodeOp};
@@ -178,10 +179,20 @@ impl Graph {
 
     /// The activation an output ends in, when it turns logits into probabilities.
     pub fn output_probability(&self, output: usize) -> Option<crate::layers::activation::Activation> {
-        match self.outputs[output] {
-            Source::Node(n, 0) => self.nodes[n].spec.ends_in_probability(),
-            _ => None,
+        let Source::Node(mut n, 0) = self.outputs[output] else {
+            return None;
+        };
+        // A sigmoid reshaped on its way out is still the output's probability (see `logit_nodes`).
+        while matches!(
+            self.nodes[n].spec,
+            LayerSpec::Reshape(_) | LayerSpec::Flatten(_) | LayerSpec::Permute(_)
+        ) {
+            match self.nodes[n].sources[0] {
+                Source::Node(m, 0) if self.logit_nodes()[m] => n = m,
+                _ => return None,
+            }
         }
+        self.nodes[n].spec.ends_in_probability()
     }
 
     /// Runs the graph: one batch tensor per model input → one value per model output. With `logits`, output
@@ -191,17 +202,29 @@ impl Graph {
             inputs,
             Ctx {
                 training,
-                mc_dropout: false,
-                skip_probability: false,
+                ..Ctx::default()
             },
             logits,
         )
     }
 
     pub fn forward_ctx(&self, inputs: Vec<Data>, ctx: Ctx, logits: bool) -> Result<Vec<Value>> {
+        Ok(self.forward_tapped(inputs, ctx, logits, &[])?.0)
+    }
+
+    /// [`Graph::forward_ctx`] that also returns the values at `taps` (inner nodes' outputs, e.g. a VAE's mean and
+    /// log-variance, which its loss needs beside the reconstruction) from the same pass.
+    pub fn forward_tapped(
+        &self,
+        inputs: Vec<Data>,
+        ctx: Ctx,
+        logits: bool,
+        taps: &[Source],
+    ) -> Result<(Vec<Value>, Vec<Value>)> {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
         let values = self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None)?;
-        Ok(self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect())
+        let outputs = self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect();
+        Ok((outputs, taps.iter().map(|s| fetch(&inputs, &values, *s)).collect()))
     }
 
     /// The outputs of the first `upto` nodes (those not `needed` are skipped and left empty). Output nodes leave out
@@ -215,15 +238,15 @@ impl Graph {
         needed: Option<&[bool]>,
     ) -> Result<Vec<Vec<Value>>> {
         let mut values: Vec<Vec<Value>> = Vec::with_capacity(upto);
+        let gives_logits = if logits { self.logit_nodes() } else { vec![] };
         for (i, node) in self.nodes.iter().enumerate().take(upto) {
             if needed.is_some_and(|n| !n[i]) {
                 values.push(vec![]);
                 continue;
             }
             let args: Vec<Value> = node.sources.iter().map(|s| fetch(inputs, &values, *s)).collect();
-            let is_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
             let node_ctx = Ctx {
-                skip_probability: logits && is_output,
+                skip_probability: logits && gives_logits[i],
                 ..ctx
             };
             let layer = self.nodes[node.layer_of]
@@ -236,6 +259,44 @@ impl Graph {
             values.push(out);
         }
         Ok(values)
+    }
+}
+
+impl Graph {
+    /// Per node, whether a loss on logits skips its final softmax/sigmoid: the model's output nodes, and a node
+    /// ending in a sigmoid whose every consumer only reshapes it (reshape, flatten, permute) on the way to an
+    /// output — so a decoder's sigmoid pixels reshaped to an image still reach `binary_crossentropy` as logits.
+    /// (A softmax is not looked through: reshaping moves the axis it normalized.)
+    fn logit_nodes(&self) -> Vec<bool> {
+        let mut gives = vec![false; self.nodes.len()];
+        for o in &self.outputs {
+            if let Source::Node(n, _) = *o {
+                gives[n] = true;
+            }
+        }
+        let shape_only = |j: usize| {
+            matches!(
+                self.nodes[j].spec,
+                LayerSpec::Reshape(_) | LayerSpec::Flatten(_) | LayerSpec::Permute(_)
+            )
+        };
+        for i in (0..self.nodes.len()).rev() {
+            let sigmoid = self.nodes[i].spec.ends_in_probability() == Some(Activation::Sigmoid);
+            if gives[i] || !(sigmoid || shape_only(i)) {
+                continue;
+            }
+            let consumers: Vec<usize> = (i + 1..self.nodes.len())
+                .filter(|&j| {
+                    self.nodes[j]
+                        .sources
+                        .iter()
+                        .any(|s| matches!(s, Source::Node(n, _) if *n == i))
+                })
+                .collect();
+            let feeds_output = self.outputs.iter().any(|o| matches!(o, Source::Node(n, _) if *n == i));
+            gives[i] = !consumers.is_empty() && !feeds_output && consumers.iter().all(|&j| shape_only(j) && gives[j]);
+        }
+        gives
     }
 }
 

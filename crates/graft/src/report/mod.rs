@@ -4,10 +4,12 @@
 mod charts;
 mod figures;
 mod history;
+mod images;
 mod ood;
 mod page;
 mod regression;
 
+pub use images::ImageGrid;
 pub use ood::{OodScore, write_ood_report};
 pub use regression::RegressionPoints;
 
@@ -45,10 +47,19 @@ pub fn write_report(
     classes: &[String],
     warnings: &[String],
 ) -> Result<ReportFiles> {
-    write_report_with(dir, title, history, test, classes, warnings, None)
+    write_report_with(dir, title, history, test, classes, warnings, &Extras::default())
 }
 
-/// [`write_report`], with a regression run's test predictions for the predicted-vs-actual and residual charts.
+/// Figures a report shows when the run has them.
+#[derive(Debug, Clone, Default)]
+pub struct Extras<'a> {
+    /// A regression run's test predictions, for the predicted-vs-actual and residual charts.
+    pub regression: Option<&'a RegressionPoints>,
+    /// Image grids (reconstructions, samples), in this order after the charts.
+    pub grids: &'a [ImageGrid],
+}
+
+/// [`write_report`], with the figures of `extras`.
 pub fn write_report_with(
     dir: &Path,
     title: &str,
@@ -56,8 +67,9 @@ pub fn write_report_with(
     test: &Map<String, Value>,
     classes: &[String],
     warnings: &[String],
-    regression: Option<&RegressionPoints>,
+    extras: &Extras,
 ) -> Result<ReportFiles> {
+    let regression = extras.regression;
     ensure_dir(dir)?;
     let confusion = ConfusionInput::from_test(test);
     let mut charts = write_charts(dir, history, &confusion, classes)?;
@@ -77,6 +89,9 @@ pub fn write_report_with(
         charts.push(chart);
     }
     charts.extend(write_ranking_curves(dir, test, classes)?);
+    for grid in extras.grids {
+        charts.push(images::write_image_grid(dir, grid)?);
+    }
     let page = render_html(&Page {
         title,
         history,

@@ -292,6 +292,19 @@ impl LossSpec {
         if let (Some(cw), Target::Classes(labels), true) = (class_weights, &target, self.takes_class_weights()) {
             return self.class_weighted_cross_entropy(logits, labels.clone(), weights, cw);
         }
+        let per_row = self.per_row(logits, target)?;
+        Ok(match weights {
+            None => per_row.mean(),
+            Some(w) => {
+                let total = w.clone().sum().clamp_min(1e-12);
+                (per_row * w).sum() / total
+            }
+        })
+    }
+
+    /// The loss of every row, `[N]` (the mean over a row's outputs): `logits [N, K]` against `target`. Also the
+    /// per-example reconstruction error an autoencoder scores anomalies by.
+    pub fn per_row(&self, logits: Tensor<2>, target: Target) -> Result<Tensor<1>> {
         let [_, k] = logits.dims();
         let device = logits.device();
         let per_row: Tensor<1> = match (self, target) {
@@ -395,13 +408,7 @@ impl LossSpec {
                 )));
             }
         };
-        Ok(match weights {
-            None => per_row.mean(),
-            Some(w) => {
-                let total = w.clone().sum().clamp_min(1e-12);
-                (per_row * w).sum() / total
-            }
-        })
+        Ok(per_row)
     }
 }
 

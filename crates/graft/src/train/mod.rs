@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod optim;
+pub mod reconstruction;
 pub mod schedule;
 pub mod step;
 pub mod supervised;

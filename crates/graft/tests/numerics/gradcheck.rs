@@ -105,6 +105,9 @@ struct Case {
     /// central one (error O(h²)).
     fourth_order: bool,
     tolerance: f64,
+    /// The layer draws random numbers: the device is reseeded before every forward pass, so every pass (the
+    /// analytic one and each finite difference) draws the same and the layer is a deterministic function.
+    fixed_draws: bool,
 }
 
 fn layer(src: &str) -> LayerSpec {
@@ -129,6 +132,7 @@ impl Case {
             step: STEP,
             fourth_order: false,
             tolerance: TOLERANCE,
+            fixed_draws: false,
         }
     }
 
@@ -162,6 +166,11 @@ impl Case {
 
     fn train(mut self) -> Case {
         self.training = true;
+        self
+    }
+
+    fn fixed_draws(mut self) -> Case {
+        self.fixed_draws = true;
         self
     }
 
@@ -435,6 +444,8 @@ fn case(name: &str) -> Case {
         // merges
         "add" => Case::multi("add = {}", &[&[3, 2], &[3, 2], &[3, 2]]),
         "multiply" => Case::multi("multiply = {}", &[&[2, 3, 2], &[2, 3, 2]]),
+        // The reparameterized draw mean + exp(log_var / 2)·ε, with ε fixed: the gradients a VAE trains by.
+        "sampling_train" => Case::multi("sampling = {}", &[&[4], &[4]]).train().fixed_draws(),
         "concatenate_last" => Case::multi("concatenate = {}", &[&[3, 2], &[3, 4]]),
         "concatenate_channels" => Case::multi("concatenate = { axis = 0 }", &[&[1, 2, 2], &[2, 2, 2]]),
         // activations
@@ -579,6 +590,7 @@ gradcheck_tests! {
     bert_sequence,
     add,
     multiply,
+    sampling_train,
     concatenate_last,
     concatenate_channels,
     relu,
@@ -772,6 +784,9 @@ fn mask_tensor(lengths: &[usize], steps: usize, device: &Device) -> Tensor<2, Bo
 /// Runs the graph on the given input values. Inputs with a padding mask go straight to the node's layer with
 /// their mask (a graph's own inputs carry none); otherwise through `Graph::forward`.
 fn forward(graph: &Graph, case: &Case, values: &[Vec<f64>], device: &Device, leaves: &mut Vec<Tensor<2>>) -> Vec<Data> {
+    if case.fixed_draws {
+        device.seed(9);
+    }
     let mut data = vec![];
     for (input, v) in case.inputs.iter().zip(values) {
         let grad = !matches!(input.generate, Gen::Ids(_));

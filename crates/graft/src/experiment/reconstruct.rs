@@ -1,0 +1,338 @@
+//! Running an `[autoencoder]` or `[vae]` experiment: the same data, splits, model building, callbacks and run
+//! directory as a supervised run, with the reconstruction step in the training loop. The test set gets its
+//! reconstruction loss (a VAE's negative ELBO and its two terms); with `normal` classes the model trains on those
+//! only and the test set's reconstruction errors are scored as anomaly detection (AUROC of the error for "not a
+//! normal class"). The report shows test inputs above their reconstructions, and a VAE's samples from the prior.
+
+use burn::module::Module;
+use serde_json::{Map, Value as Json, json};
+
+use crate::data::{Dataset, gather};
+use crate::error::{Context, Error, Result};
+use crate::experiment::build::build_model;
+use crate::experiment::data::{check_data_fits, prepare_fold};
+use crate::experiment::run::{RunOptions, RunResult, run_callbacks, write_timing};
+use crate::experiment::run_dir::{RunRecord, claim_out_dir};
+use crate::experiment::spec::ExperimentSpec;
+use crate::infer::manifest::Manifest;
+use crate::layers::value::{Data, batch_inputs};
+use crate::model::Graph;
+use crate::model::io::save_model;
+use crate::report::{Extras, ImageGrid, write_atomic, write_report_with};
+use crate::train::reconstruction::{Reconstruction, ReconstructionConfig, evaluate_reconstruction};
+use crate::train::step::run_epochs;
+use graft_data::suggest::hint;
+
+/// How many test images the report shows with their reconstructions, and how many prior samples.
+const SHOWN: usize = 10;
+const SAMPLES: usize = 30;
+
+pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
+    let objective = exp.objective.name();
+    let Some(config) = exp.objective.reconstruction(&exp.train.loss) else {
+        return Err(Error::new("not an autoencoder or VAE experiment"));
+    };
+    claim_out_dir(&opts.out, opts.overwrite)?;
+    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
+    let normal = normal_classes(exp.objective.normal_classes(), &classes, objective)?;
+    if let Some(normal) = &normal {
+        splits.train = only(&splits.train, normal);
+        splits.validation = splits.validation.as_ref().map(|v| only(v, normal));
+        if splits.train.is_empty() {
+            return Err(Error::new("no training example is of a normal class").at(format!("{objective}.normal")));
+        }
+    }
+    let train_device = opts.device.clone().autodiff();
+    train_device.seed(opts.seed);
+    let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
+    check_data_fits(&model, &mut splits.train, "data.dataset")?;
+    if let Some(v) = &mut splits.validation {
+        check_data_fits(&model, v, "data.validation")?;
+    }
+    if let Some(t) = &mut splits.test {
+        check_data_fits(&model, t, "data.test")?;
+    }
+    let fit = exp.train.fit_config();
+    let mut step = Reconstruction::new(model, config.clone(), &fit)?;
+    RunRecord {
+        format: 1,
+        seed: opts.seed,
+        experiment: exp
+            .path
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        test_rows: opts.test_rows.clone(),
+    }
+    .write(&opts.out)?;
+    let manifest = Manifest::reconstruction(
+        &step.model,
+        &splits.preprocessor,
+        &exp.train.loss,
+        objective,
+        classes.clone(),
+    );
+    manifest.write(&opts.out)?;
+
+    let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
+    callbacks.push(Box::new(checkpoint));
+    let history = run_epochs(
+        &fit,
+        opts.seed,
+        &mut callbacks,
+        &mut step,
+        &splits.train,
+        splits.validation.as_ref(),
+    )?;
+    let model = step.model.valid();
+
+    let mut test = Map::new();
+    let mut grids = vec![];
+    if let Some(t) = &splits.test {
+        test = test_metrics(&model, &config, t, normal.as_deref(), opts.seed)?;
+        grids.extend(reconstruction_grid(&model, t)?);
+    }
+    if config.beta.is_some()
+        && let Some(grid) = sample_grid(&model)?
+    {
+        grids.push(grid);
+    }
+    write_timing(&opts.out, &history.timings)?;
+    save_model(&model, &opts.out)?;
+    manifest.write(&opts.out)?;
+    let mut metrics = Map::new();
+    metrics.insert(
+        "history".into(),
+        Json::Array(history.epochs.iter().cloned().map(Json::Object).collect()),
+    );
+    metrics.insert("test".into(), Json::Object(test.clone()));
+    metrics.insert("objective".into(), json!(objective));
+    if let Some(normal) = &normal {
+        let names: Vec<&String> = (0..classes.len()).filter(|&c| normal[c]).map(|c| &classes[c]).collect();
+        metrics.insert("normal_classes".into(), json!(names));
+    }
+    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&opts.out.join("metrics.json"), text.as_bytes())?;
+    let title = exp
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("graft {objective} run"));
+    write_report_with(
+        &opts.out,
+        &title,
+        &history.epochs,
+        &test,
+        &[],
+        &[],
+        &Extras {
+            regression: None,
+            grids: &grids,
+        },
+    )?;
+    Ok(RunResult {
+        history: history.epochs,
+        test,
+        out: opts.out.clone(),
+    })
+}
+
+/// The test metrics of a reconstruction model: its loss (a VAE's negative ELBO, its terms and the ELBO), the mean
+/// reconstruction error, and with `normal` classes how well the error finds the others.
+pub(crate) fn test_metrics(
+    model: &Graph,
+    config: &ReconstructionConfig,
+    test: &Dataset,
+    normal: Option<&[bool]>,
+    seed: u64,
+) -> Result<Map<String, Json>> {
+    // A VAE's ELBO draws codes: seeded here, so `graft eval` measures again exactly what the run did.
+    if let Some(device) = model.devices().first() {
+        device.seed(seed);
+    }
+    let e = evaluate_reconstruction(model, config, test)?;
+    let mut m = Map::new();
+    m.insert("loss".into(), json!(e.loss));
+    if let (Some(r), Some(k)) = (e.reconstruction, e.kl) {
+        m.insert("reconstruction".into(), json!(r));
+        m.insert("kl".into(), json!(k));
+        // The ELBO proper (a lower bound on log p(x)) is the β = 1 objective, whatever β trained.
+        m.insert("elbo".into(), json!(-(r + k)));
+    }
+    let mean_error = e.errors.iter().sum::<f64>() / e.errors.len().max(1) as f64;
+    m.insert("reconstruction_error".into(), json!(mean_error));
+    if let Some(normal) = normal {
+        m.extend(anomaly_metrics(test, normal, &e.errors)?);
+    }
+    Ok(m)
+}
+
+/// `graft eval` of a reconstruction run: [`test_metrics`] on the run's test split.
+pub(crate) fn eval_reconstruction(
+    exp: &ExperimentSpec,
+    model: &Graph,
+    test: &Dataset,
+    seed: u64,
+) -> Result<Map<String, Json>> {
+    let config = exp
+        .objective
+        .reconstruction(&exp.train.loss)
+        .ok_or_else(|| Error::new("the run's experiment file has no [autoencoder] or [vae] section"))?;
+    let classes = test.class_names().map(<[String]>::to_vec).unwrap_or_default();
+    let normal = normal_classes(exp.objective.normal_classes(), &classes, exp.objective.name())?;
+    test_metrics(model, &config, test, normal.as_deref(), seed)
+}
+
+/// Per class id, whether it is one of the `normal` classes (`None` when none are named).
+fn normal_classes(normal: &[String], classes: &[String], objective: &str) -> Result<Option<Vec<bool>>> {
+    if normal.is_empty() {
+        return Ok(None);
+    }
+    let at = format!("{objective}.normal");
+    if classes.is_empty() {
+        return Err(
+            Error::new("anomaly detection needs class labels in the data to tell normal examples apart").at(at),
+        );
+    }
+    let mut flags = vec![false; classes.len()];
+    for name in normal {
+        let Some(c) = classes.iter().position(|k| k == name) else {
+            return Err(Error::new(format!(
+                "no class '{name}' in the data{}; its classes are {}",
+                hint(name, classes.iter().map(String::as_str)),
+                classes.join(", ")
+            ))
+            .at(at));
+        };
+        flags[c] = true;
+    }
+    if flags.iter().all(|&f| f) {
+        return Err(Error::new("every class is normal, so the test set has no anomaly to find; leave some out").at(at));
+    }
+    Ok(Some(flags))
+}
+
+/// The rows of `data` whose class is normal.
+fn only(data: &Dataset, normal: &[bool]) -> Dataset {
+    let rows: Vec<usize> = data
+        .labels()
+        .map(|l| (0..l.len()).filter(|&r| normal[l[r]]).collect())
+        .unwrap_or_default();
+    data.select(&rows)
+}
+
+/// How well the reconstruction error tells the test set's anomalies (examples of other classes) from its normal
+/// examples: AUROC, the anomalies' share, and the mean error of each group.
+fn anomaly_metrics(test: &Dataset, normal: &[bool], errors: &[f64]) -> Result<Map<String, Json>> {
+    let labels = test
+        .labels()
+        .ok_or_else(|| Error::new("the test set has no class labels to score anomalies by"))?;
+    let scored: Vec<(f64, bool)> = errors.iter().zip(labels).map(|(&e, &c)| (e, !normal[c])).collect();
+    let anomalies = scored.iter().filter(|s| s.1).count();
+    let mean = |anomalous: bool| {
+        let part: Vec<f64> = scored.iter().filter(|s| s.1 == anomalous).map(|s| s.0).collect();
+        part.iter().sum::<f64>() / part.len().max(1) as f64
+    };
+    let mut m = Map::new();
+    if let Some(auroc) = crate::task::metrics::roc_auc_f64(&scored) {
+        m.insert("anomaly_auroc".into(), json!(auroc));
+    }
+    m.insert(
+        "anomaly_fraction".into(),
+        json!(anomalies as f64 / scored.len().max(1) as f64),
+    );
+    m.insert("reconstruction_error_normal".into(), json!(mean(false)));
+    m.insert("reconstruction_error_anomalous".into(), json!(mean(true)));
+    Ok(m)
+}
+
+/// Flattened values of a model output or input batch.
+fn rows_of(data: Data) -> Result<(usize, Vec<f32>)> {
+    let n = data.dims()[0];
+    let values = match data {
+        Data::D2(t) => t.into_data(),
+        Data::D3(t) => t.into_data(),
+        Data::D4(t) => t.into_data(),
+    }
+    .convert::<f32>()
+    .try_into_vec::<f32>()
+    .map_err(|e| Error::new(format!("cannot read values back: {e:?}")))?;
+    Ok((n, values))
+}
+
+/// The first test images above their reconstructions, when the inputs are images.
+fn reconstruction_grid(model: &Graph, test: &Dataset) -> Result<Option<ImageGrid>> {
+    let Some(shape) = ImageGrid::image_shape(test.inputs.sample_shape()) else {
+        return Ok(None);
+    };
+    let shown: Vec<usize> = (0..test.len().min(SHOWN)).collect();
+    if shown.is_empty() {
+        return Ok(None);
+    }
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let input = batch_inputs(&gather(test, &shown), &device)?.remove(0);
+    let output = model.forward(vec![input.clone()], false, false)?.remove(0).data;
+    let (n, inputs) = rows_of(input)?;
+    let (_, outputs) = rows_of(output)?;
+    let size = inputs.len() / n.max(1);
+    let images = inputs
+        .chunks(size)
+        .chain(outputs.chunks(size))
+        .map(<[f32]>::to_vec)
+        .collect();
+    Ok(Some(ImageGrid {
+        file: "reconstructions.png".into(),
+        caption: "Test images (top row) and their reconstructions (bottom row)".into(),
+        shape,
+        images,
+        columns: n,
+    }))
+}
+
+/// Samples a VAE decodes from codes drawn from its prior, when its outputs are images.
+fn sample_grid(model: &Graph) -> Result<Option<ImageGrid>> {
+    let Some(shape) = ImageGrid::image_shape(&model.output_shapes()[0]) else {
+        return Ok(None);
+    };
+    let samples = crate::infer::sample::sample_prior(model, SAMPLES).at("vae")?;
+    let size = samples.sample_size();
+    Ok(Some(ImageGrid {
+        file: "samples.png".into(),
+        caption: format!("{SAMPLES} samples decoded from codes drawn from the prior N(0, I)"),
+        shape,
+        images: samples.data.chunks(size).map(<[f32]>::to_vec).collect(),
+        columns: SHOWN,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_classes_are_checked_against_the_data() {
+        let classes: Vec<String> = ["cat", "dog", "fox"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(normal_classes(&[], &classes, "autoencoder").unwrap(), None);
+        assert_eq!(
+            normal_classes(&["dog".into()], &classes, "autoencoder").unwrap(),
+            Some(vec![false, true, false])
+        );
+        let e = normal_classes(&["dgo".into()], &classes, "vae")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vae.normal") && e.contains("did you mean `dog`"), "{e}");
+        let all: Vec<String> = classes.clone();
+        assert!(
+            normal_classes(&all, &classes, "autoencoder")
+                .unwrap_err()
+                .to_string()
+                .contains("every class")
+        );
+        assert!(
+            normal_classes(&["dog".into()], &[], "autoencoder")
+                .unwrap_err()
+                .to_string()
+                .contains("labels")
+        );
+    }
+}

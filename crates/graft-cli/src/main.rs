@@ -207,6 +207,28 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// How close a generator's samples come to real data: the Fréchet distance (FID) between a classifier's
+    /// features of real inputs and of samples, one per seed, with mean and std (JSON on stdout).
+    Fid {
+        /// The run directory of a classifier trained on the same data set (its features measure the distance).
+        #[arg(long)]
+        classifier: PathBuf,
+        /// The run directory of a [vae] or [gan] experiment.
+        #[arg(long)]
+        generator: PathBuf,
+        /// Samples drawn per seed.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Seeds 1..=N, one distance each.
+        #[arg(long, default_value_t = 5)]
+        seeds: usize,
+        /// The classifier's feature layer (default: the input of its last layer).
+        #[arg(long)]
+        layer: Option<String>,
+        /// Real inputs in the classifier's data format (default: the classifier run's test split).
+        #[arg(long)]
+        real: Option<PathBuf>,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -379,6 +401,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample { model, n, output, seed } => {
             let written = graft::experiment::sample::sample_file(&model, n, &output, seed, &dev)?;
             eprintln!("wrote {written} samples to {}", output.display());
+        }
+        Command::Fid {
+            classifier,
+            generator,
+            n,
+            seeds,
+            layer,
+            real,
+        } => {
+            let opts = graft::experiment::fid::FidOptions { n, seeds, layer, real };
+            let report = graft::experiment::fid::fid(&classifier, &generator, &opts, &dev)?;
+            print_json(&report)?;
         }
         Command::Export { model, out } => {
             let graph = load_model(&model, &dev)?;

@@ -2660,6 +2660,51 @@ fn a_vae_logs_its_elbo_terms_and_samples_from_its_prior() {
         dir.join("grid.txt").to_str().unwrap(),
     ]));
     assert!(e.contains(".npy or .png"), "{e}");
+
+    // FID against a classifier of the same digits: one distance per seed, their spread, and the real-data floor.
+    let classifier = dir.join("classifier");
+    let cls = write(&dir, "cls.toml", FAST_MLP);
+    let o = graft(&["train", &cls, "--out", classifier.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fid = |generator: &Path, seeds: &str| {
+        graft(&[
+            "fid",
+            "--classifier",
+            classifier.to_str().unwrap(),
+            "--generator",
+            generator.to_str().unwrap(),
+            "--n",
+            "200",
+            "--seeds",
+            seeds,
+        ])
+    };
+    let o = fid(&run, "3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let distances: Vec<f64> = report["fid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(distances.len(), 3);
+    let mean = distances.iter().sum::<f64>() / 3.0;
+    assert!((report["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{report}");
+    assert!(
+        report["std"].as_f64().unwrap() > 0.0,
+        "different seeds draw different samples: {report}"
+    );
+    // A VAE after 12 epochs is further from the digits than the digits are from themselves.
+    assert!(mean > report["real_halves"].as_f64().unwrap(), "{report}");
+    assert_eq!(
+        report["layer"], "dropout_1",
+        "the input of the classifier's last layer: {report}"
+    );
+    let again: serde_json::Value = serde_json::from_slice(&fid(&run, "3").stdout).unwrap();
+    assert_eq!(report, again, "seeded: the same distances again");
+    let e = expect_error(fid(&classifier, "1"));
+    assert!(e.contains("not a generative model"), "{e}");
 }
 
 #[test]

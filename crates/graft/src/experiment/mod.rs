@@ -6,6 +6,7 @@ pub mod build;
 pub mod cv;
 pub mod data;
 pub mod embed;
+pub mod fid;
 pub mod ood;
 pub mod post;
 pub mod reconstruct;

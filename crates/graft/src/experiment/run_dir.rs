@@ -139,6 +139,29 @@ impl Callback for HistoryWriter {
     }
 }
 
+/// The training and test rows of a run as it split them (its recorded seed and test rows), transformed by its
+/// stored preprocessing rather than a new fit.
+fn recorded_split(
+    exp: &ExperimentSpec,
+    record: Option<&RunRecord>,
+    seed: u64,
+    predictor: &Predictor,
+) -> Result<(Dataset, Option<Dataset>)> {
+    let test_rows = record.and_then(|r| r.test_rows.as_deref());
+    let splits = prepare_fold(exp, seed, test_rows, Some(&predictor.preprocessor))?;
+    Ok((splits.train, splits.test))
+}
+
+/// The test split of the run in `dir`, exactly as it was tested (for comparing other models on it).
+pub fn run_test_split(dir: &Path, predictor: &Predictor) -> Result<Dataset> {
+    let record = RunRecord::read(dir)?.ok_or_else(|| {
+        Error::new("this run has no run.json (it was trained by an older graft); train it again").in_file(dir)
+    })?;
+    let exp = record.experiment_spec(dir)?;
+    let (_, test) = recorded_split(&exp, Some(&record), record.seed, predictor)?;
+    test.ok_or_else(|| Error::new("the run's experiment has no test split").in_file(dir))
+}
+
 /// A labelled file to evaluate instead of the run's own test split: a CSV or text file in the format the run
 /// trained on, or arrays (`.npy` inputs, IDX images) with their labels in `labels`.
 #[derive(Debug, Clone)]
@@ -198,12 +221,11 @@ pub fn eval_run(
     };
     let (mut test, train) = match data {
         None => {
-            let test_rows = record.as_ref().and_then(|r| r.test_rows.as_deref());
-            let splits = prepare_fold(&exp, seed, test_rows, Some(&predictor.preprocessor))?;
-            let test = splits.test.ok_or_else(|| {
+            let (train, test) = recorded_split(&exp, record.as_ref(), seed, &predictor)?;
+            let test = test.ok_or_else(|| {
                 Error::new("the experiment has no test split; evaluate a labelled file with --data").at("data")
             })?;
-            (test, Some(splits.train))
+            (test, Some(train))
         }
         Some(d) => (labelled_file(&exp, &predictor, &heads, d)?, None),
     };

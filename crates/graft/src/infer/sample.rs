@@ -1,5 +1,6 @@
-//! New samples from a trained VAE: codes drawn from its N(0, I) prior and run through the decoder — the part of
-//! the model after its `sampling` layer — in inference mode, final sigmoid included (pixel values, not logits).
+//! New samples from a trained generative model: codes drawn from the N(0, I) prior and run through the decoder — a
+//! VAE's part after its `sampling` layer, or a GAN's generator — in inference mode, final sigmoid or tanh included
+//! (pixel values, not logits).
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -10,13 +11,18 @@ use crate::layers::value::Data;
 use crate::model::Graph;
 use crate::train::reconstruction::sampling_node;
 
-/// The decoder of the VAE `model`: its part after the `sampling` layer.
+/// What turns codes into samples: a VAE's decoder (the part of `model` after its `sampling` layer), or a
+/// generator, whose input is the code (a model without a `sampling` layer).
 pub fn decoder(model: &Graph) -> Result<Graph> {
-    let (node, _) = sampling_node(model)?;
-    model.after(&model.nodes[node].name)
+    match sampling_node(model) {
+        Ok((node, _)) => model.after(&model.nodes[node].name),
+        Err(_) if model.input_shapes().len() == 1 => Ok(model.clone()),
+        Err(e) => Err(e),
+    }
 }
 
-/// `n` samples `[n, output shape]` decoded from codes drawn from the prior (the device's seed decides which).
+/// `n` samples `[n, output shape]` decoded from codes drawn from the N(0, I) prior (the device's seed decides
+/// which).
 pub fn sample_prior(model: &Graph, n: usize) -> Result<Array> {
     if n == 0 {
         return Err(Error::new("--n: the number of samples must be at least 1"));

@@ -3,6 +3,7 @@
 
 pub mod calibration;
 pub mod curves;
+pub mod frechet;
 pub mod head;
 pub mod loss;
 pub mod metrics;

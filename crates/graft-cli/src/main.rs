@@ -200,6 +200,9 @@ enum Command {
         /// How many samples.
         #[arg(long, default_value_t = 16)]
         n: usize,
+        /// A conditional VAE's class for every sample (by default its classes in turn).
+        #[arg(long)]
+        class: Option<String>,
         /// `.npy` (float32 [n, output shape]) or, for image outputs, `.png` (a grid of the samples).
         #[arg(long)]
         output: PathBuf,
@@ -398,8 +401,14 @@ fn run(cli: Cli) -> Result<()> {
             Manifest::new(std::slice::from_ref(&head), &graph, &Preprocessor::None).write(&out)?;
             eprintln!("imported {} into {}", torch.display(), out.display());
         }
-        Command::Sample { model, n, output, seed } => {
-            let written = graft::experiment::sample::sample_file(&model, n, &output, seed, &dev)?;
+        Command::Sample {
+            model,
+            n,
+            class,
+            output,
+            seed,
+        } => {
+            let written = graft::experiment::sample::sample_file(&model, n, class.as_deref(), &output, seed, &dev)?;
             eprintln!("wrote {written} samples to {}", output.display());
         }
         Command::Fid {

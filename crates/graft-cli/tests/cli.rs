@@ -2556,7 +2556,7 @@ fn an_autoencoder_trains_scores_anomalies_embeds_and_predicts_its_reconstruction
         "--output",
         dir.join("s.npy").to_str().unwrap(),
     ]));
-    assert!(e.contains("not a [vae] experiment"), "{e}");
+    assert!(e.contains("not a [vae] or [gan] experiment"), "{e}");
 }
 
 const VAE: &str = r#"
@@ -2751,4 +2751,211 @@ fn reconstruction_experiments_name_their_mistakes() {
         ),
     );
     assert!(e.contains("train.loss") && e.contains("mse"), "{e}");
+}
+
+/// A small GAN on the digits: a dense generator of 8×8 images from 8-number codes and a dense discriminator.
+const GAN: &str = r#"
+[data]
+dataset = "digits"
+[model]
+input = [8]
+layers = [
+  { dense = { units = 32, activation = "relu" } },
+  { dense = { units = 64, activation = "sigmoid" } },
+  { reshape = { shape = [1, 8, 8] } },
+]
+[train]
+epochs = 4
+batch_size = 64
+optimizer = { adam = { lr = 2e-3, beta1 = 0.5 } }
+[gan]
+[gan.discriminator]
+layers = [{ flatten = {} }, { dense = { units = 32 } }, { leaky_relu = { alpha = 0.2 } }, { dense = { units = 1 } }]
+"#;
+
+#[test]
+fn gans_train_both_networks_write_sample_grids_and_sample_repeatably() {
+    let dir = workdir("gan");
+    for (name, extra) in [
+        ("non-saturating", ""),
+        (
+            "wgan-gp",
+            "loss = { wasserstein = { gradient_penalty = 10.0 } }\ncritic_steps = 2\n",
+        ),
+    ] {
+        let exp = write(
+            &dir,
+            &format!("{name}.toml"),
+            &GAN.replace("[gan]\n", &format!("[gan]\n{extra}")),
+        );
+        let run = dir.join(name);
+        let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(metrics["objective"], "gan");
+        let history = metrics["history"].as_array().unwrap();
+        assert_eq!(history.len(), 4);
+        for epoch in history {
+            assert!(
+                epoch["d_loss"].as_f64().unwrap().is_finite() && epoch["g_loss"].as_f64().is_some(),
+                "{epoch}"
+            );
+            if extra.is_empty() {
+                let real = epoch["d_real"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&real), "a probability: {epoch}");
+            } else {
+                assert!(epoch["gradient_penalty"].as_f64().unwrap() >= 0.0, "{epoch}");
+                assert!(epoch["wasserstein"].as_f64().is_some(), "{epoch}");
+            }
+        }
+        for epoch in 1..=4 {
+            assert!(
+                run.join(format!("samples/epoch-{epoch:03}.png")).is_file(),
+                "{name}: epoch {epoch}'s grid"
+            );
+        }
+        assert!(run.join("discriminator/model.safetensors").is_file());
+        let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+        assert!(report.contains("samples.png") && report.contains("d_loss"), "{name}");
+        let sample = |out: &str| {
+            let path = dir.join(format!("{name}-{out}"));
+            let o = graft(&[
+                "sample",
+                "--model",
+                run.to_str().unwrap(),
+                "--n",
+                "6",
+                "--output",
+                path.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            graft::data::read_npy_f32(&path).unwrap()
+        };
+        let (a, b) = (sample("a.npy"), sample("b.npy"));
+        assert_eq!(a.shape, vec![6, 1, 8, 8]);
+        assert_eq!(a.data, b.data, "seeded");
+    }
+    // The same seed trains the same generator.
+    let exp = write(&dir, "again.toml", GAN);
+    let again = dir.join("again");
+    let o = graft(&["train", &exp, "--out", again.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(again.join("model.safetensors")).unwrap(),
+        std::fs::read(dir.join("non-saturating/model.safetensors")).unwrap()
+    );
+    let e = expect_error(graft(&["eval", "--model", again.to_str().unwrap()]));
+    assert!(e.contains("graft fid"), "{e}");
+    let train = |name: &str, text: &str| {
+        let exp = write(&dir, name, text);
+        expect_error(graft(&[
+            "train",
+            &exp,
+            "--out",
+            dir.join(name).with_extension("run").to_str().unwrap(),
+        ]))
+    };
+    let e = train("loss.toml", &GAN.replace("[train]\n", "[train]\nloss = \"mse\"\n"));
+    assert!(e.contains("[gan] loss"), "{e}");
+    let e = train("shape.toml", &GAN.replace("shape = [1, 8, 8]", "shape = [64]"));
+    assert!(e.contains("[64]") && e.contains("[1, 8, 8]"), "{e}");
+    let e = train(
+        "score.toml",
+        &GAN.replace("{ dense = { units = 1 } }]", "{ dense = { units = 2 } }]"),
+    );
+    assert!(e.contains("gan.discriminator") && e.contains("[1]"), "{e}");
+    let e = train("code.toml", &GAN.replace("input = [8]\n", ""));
+    assert!(e.contains("code"), "{e}");
+    let e = train(
+        "gp.toml",
+        &GAN.replace("[gan]\n", "[gan]\nloss = { wasserstein = { penalty = 1 } }\n"),
+    );
+    assert!(e.contains("penalty") && e.contains("gan"), "{e}");
+}
+
+const SIAMESE: &str = r#"
+[data]
+dataset = "digits"
+[model]
+input = [1, 8, 8]
+layers = [{ flatten = {} }, { dense = { units = 32, activation = "relu" } }, { name = "embedding", dense = { units = 8 } }]
+[train]
+epochs = 6
+batch_size = 64
+optimizer = { adam = { lr = 3e-3 } }
+resample = "balanced_batches"
+[siamese]
+"#;
+
+#[test]
+fn siamese_models_learn_embeddings_that_verify_and_classify() {
+    let dir = workdir("siamese");
+    for (name, loss) in [
+        ("semi-hard", "loss = { triplet = { margin = 0.5 } }\n"),
+        (
+            "batch-hard",
+            "loss = { triplet = { margin = 0.5, mining = \"batch_hard\" } }\n",
+        ),
+        ("contrastive", "loss = { contrastive = { margin = 2.0 } }\n"),
+    ] {
+        let exp = write(&dir, &format!("{name}.toml"), &format!("{SIAMESE}{loss}"));
+        let run = dir.join(name);
+        let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(metrics["objective"], "siamese");
+        let history = metrics["history"].as_array().unwrap();
+        let auroc = |i: usize| history[i]["val_verification_auroc"].as_f64().unwrap();
+        assert!(
+            auroc(history.len() - 1) > auroc(0) - 0.01,
+            "{name}: {} → {}",
+            auroc(0),
+            auroc(history.len() - 1)
+        );
+        let test = &metrics["test"];
+        // Random 8-number projections of the digits already verify at about 0.8; trained ones do better.
+        assert!(test["verification_auroc"].as_f64().unwrap() > 0.9, "{name}: {test}");
+        assert!(
+            test["nearest_neighbour_accuracy"].as_f64().unwrap() > 0.85,
+            "{name}: {test}"
+        );
+        assert_eval_reproduces_the_run(&run);
+    }
+    let run = dir.join("semi-hard");
+    let images: Vec<f32> = (0..4 * 64).map(|i| ((i * 5) % 17) as f32).collect();
+    let input = dir.join("images.npy");
+    write_npy_f32(&input, &Array::new(vec![4, 1, 8, 8], images).unwrap()).unwrap();
+    let out = dir.join("emb.npy");
+    let o = graft(&[
+        "embed",
+        "--model",
+        run.to_str().unwrap(),
+        "--layer",
+        "embedding",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(graft::data::read_npy_f32(&out).unwrap().shape, vec![4, 8]);
+    let e = expect_error(predict(
+        run.to_str().unwrap(),
+        input.to_str().unwrap(),
+        dir.join("p.jsonl").to_str().unwrap(),
+    ));
+    assert!(e.contains("graft embed"), "{e}");
+    let e = expect_error(graft(&[
+        "train",
+        &write(
+            &dir,
+            "bad.toml",
+            &format!("{SIAMESE}loss = {{ triplet = {{ mining = \"hardest\" }} }}\n"),
+        ),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]));
+    assert!(e.contains("hardest") && e.contains("semi_hard"), "{e}");
 }

@@ -14,7 +14,7 @@ use crate::error::{Context, Error, Result};
 use crate::experiment::data::check_data_fits;
 use crate::experiment::run_dir::run_test_split;
 use crate::infer::predict::Predictor;
-use crate::infer::sample::sample_prior;
+use crate::infer::sample::{conditional_classes, sample_prior};
 use crate::model::Graph;
 use crate::model::graph::Source;
 use crate::task::frechet::frechet_distance;
@@ -113,17 +113,39 @@ pub fn fid(classifier_dir: &Path, generator_dir: &Path, opts: &FidOptions, devic
             .collect()
     };
     let floor = frechet_distance(&half(0), &half(1), dim)?;
+    // A conditional generator's samples come with the class they were asked for (its classes in turn): the
+    // classifier's accuracy on them says whether they look like that class.
+    let conditional = conditional_classes(&generator.graph)?;
+    let generator_classes = crate::infer::manifest::Manifest::read(generator_dir)?.classes;
     let mut distances = vec![];
+    let mut accuracies = vec![];
     for seed in 1..=opts.seeds as u64 {
         device.seed(seed);
-        let samples = sample_prior(&generator.graph, opts.n).in_file(generator_dir)?;
+        let samples = sample_prior(&generator.graph, opts.n, None).in_file(generator_dir)?;
+        if let Some(k) = conditional {
+            let predicted = classifier.predict(&samples)?;
+            let width = predicted.sample_size();
+            let mut correct = 0usize;
+            for (i, row) in predicted.data.chunks(width).enumerate() {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(c, _)| c);
+                let asked = generator_classes.get(i % k);
+                if asked.is_some() && classifier.head.classes.get(best) == asked {
+                    correct += 1;
+                }
+            }
+            accuracies.push(correct as f64 / opts.n as f64);
+        }
         let mut generated = Dataset::new(samples, None)?;
         check_data_fits(&classifier.graph, &mut generated, "the generator's samples")?;
         let (f, _) = features(&classifier.graph, cut, &generated)?;
         distances.push(frechet_distance(&real_features, &f, dim)?);
     }
     let (mean, std) = mean_std(&distances);
-    Ok(json!({
+    let mut report = json!({
         "fid": distances,
         "mean": mean,
         "std": std,
@@ -132,5 +154,10 @@ pub fn fid(classifier_dir: &Path, generator_dir: &Path, opts: &FidOptions, devic
         "real_halves": floor,
         "layer": layer,
         "features": dim,
-    }))
+    });
+    if !accuracies.is_empty() {
+        let (m, sd) = mean_std(&accuracies);
+        report["classifier_accuracy"] = json!({ "per_seed": accuracies, "mean": m, "std": sd });
+    }
+    Ok(report)
 }

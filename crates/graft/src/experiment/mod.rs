@@ -7,12 +7,14 @@ pub mod cv;
 pub mod data;
 pub mod embed;
 pub mod fid;
+pub mod gan;
 pub mod ood;
 pub mod post;
 pub mod reconstruct;
 pub mod run;
 pub mod run_dir;
 pub mod sample;
+pub mod siamese;
 pub mod spec;
 
 pub use cv::cross_validate;

@@ -43,6 +43,18 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
             return Err(Error::new("no training example is of a normal class").at(format!("{objective}.normal")));
         }
     }
+    let config = if is_conditional(exp) {
+        with_class_input(&mut splits.train, &exp.model)?;
+        if let Some(v) = &mut splits.validation {
+            with_class_input(v, &exp.model)?;
+        }
+        if let Some(t) = &mut splits.test {
+            with_class_input(t, &exp.model)?;
+        }
+        config.conditional(classes.len())
+    } else {
+        config
+    };
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
@@ -65,7 +77,7 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
         test_rows: opts.test_rows.clone(),
     }
     .write(&opts.out)?;
-    let manifest = Manifest::reconstruction(
+    let manifest = Manifest::for_objective(
         &step.model,
         &splits.preprocessor,
         &exp.train.loss,
@@ -167,6 +179,35 @@ pub(crate) fn test_metrics(
     Ok(m)
 }
 
+fn is_conditional(exp: &ExperimentSpec) -> bool {
+    matches!(&exp.objective, crate::experiment::spec::Objective::Vae(v) if v.conditional)
+}
+
+/// Gives every example of `data` its class, one-hot, as the model's second input (a conditional VAE's).
+fn with_class_input(data: &mut Dataset, model: &crate::model::spec::ModelSpec) -> Result<()> {
+    let (Some(labels), Some(names)) = (data.labels(), data.class_names()) else {
+        return Err(Error::new("a conditional VAE needs class labels in the data").at("vae.conditional"));
+    };
+    let k = names.len();
+    let mut values = vec![0f32; labels.len() * k];
+    for (row, &c) in labels.iter().enumerate() {
+        values[row * k + c] = 1.0;
+    }
+    let Some(input) = model.inputs.get(1) else {
+        return Err(Error::new(format!(
+            "a conditional VAE's model has two inputs, the data and its class (e.g. inputs = {{ image = [...], \
+             label = [{k}] }})"
+        ))
+        .at("model.inputs"));
+    };
+    data.extra_inputs
+        .push(crate::data::Array::new(vec![labels.len(), k], values)?);
+    if !data.input_names.is_empty() {
+        data.input_names.push(input.name.clone());
+    }
+    Ok(())
+}
+
 /// `graft eval` of a reconstruction run: [`test_metrics`] on the run's test split.
 pub(crate) fn eval_reconstruction(
     exp: &ExperimentSpec,
@@ -179,6 +220,14 @@ pub(crate) fn eval_reconstruction(
         .reconstruction(&exp.train.loss)
         .ok_or_else(|| Error::new("the run's experiment file has no [autoencoder] or [vae] section"))?;
     let classes = test.class_names().map(<[String]>::to_vec).unwrap_or_default();
+    let mut test = test.clone();
+    let config = if is_conditional(exp) {
+        with_class_input(&mut test, &exp.model)?;
+        config.conditional(classes.len())
+    } else {
+        config
+    };
+    let test = &test;
     let normal = normal_classes(exp.objective.normal_classes(), &classes, exp.objective.name())?;
     test_metrics(model, &config, test, normal.as_deref(), seed)
 }
@@ -270,8 +319,9 @@ fn reconstruction_grid(model: &Graph, test: &Dataset) -> Result<Option<ImageGrid
         return Ok(None);
     }
     let device = model.devices().first().cloned().unwrap_or_default();
-    let input = batch_inputs(&gather(test, &shown), &device)?.remove(0);
-    let output = model.forward(vec![input.clone()], false, false)?.remove(0).data;
+    let inputs = batch_inputs(&gather(test, &shown), &device)?;
+    let input = inputs[0].clone();
+    let output = model.forward(inputs, false, false)?.remove(0).data;
     let (n, inputs) = rows_of(input)?;
     let (_, outputs) = rows_of(output)?;
     let size = inputs.len() / n.max(1);
@@ -294,7 +344,7 @@ fn sample_grid(model: &Graph) -> Result<Option<ImageGrid>> {
     let Some(shape) = ImageGrid::image_shape(&model.output_shapes()[0]) else {
         return Ok(None);
     };
-    let samples = crate::infer::sample::sample_prior(model, SAMPLES).at("vae")?;
+    let samples = crate::infer::sample::sample_prior(model, SAMPLES, None).at("vae")?;
     let size = samples.sample_size();
     Ok(Some(ImageGrid {
         file: "samples.png".into(),

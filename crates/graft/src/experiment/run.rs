@@ -63,8 +63,11 @@ fn run_manifest(exp: &ExperimentSpec, heads: &[TaskHead], graph: &Graph, preproc
 }
 
 pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResult> {
-    if exp.objective != Objective::Supervised {
-        return crate::experiment::reconstruct::run_reconstruction(exp, opts);
+    match &exp.objective {
+        Objective::Supervised => {}
+        Objective::Gan(gan) => return crate::experiment::gan::run_gan(exp, gan, opts),
+        Objective::Siamese(s) => return crate::experiment::siamese::run_siamese(exp, s, opts),
+        _ => return crate::experiment::reconstruct::run_reconstruction(exp, opts),
     }
     claim_out_dir(&opts.out, opts.overwrite)?;
     let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;

@@ -185,6 +185,12 @@ pub fn eval_run(
         return Err(Error::new("--model takes a run directory (the --out of graft train)").in_file(dir));
     }
     let predictor = Predictor::load(dir, device)?;
+    if predictor.objective.as_deref() == Some("gan") {
+        return Err(Error::new(
+            "a GAN has no test metrics; compare generators with graft fid --classifier CLS --generator DIR",
+        )
+        .in_file(dir));
+    }
     let record = RunRecord::read(dir)?;
     if let (Some(r), Some(s)) = (&record, seed)
         && r.seed != s
@@ -230,6 +236,12 @@ pub fn eval_run(
         Some(d) => (labelled_file(&exp, &predictor, &heads, d)?, None),
     };
     check_data_fits(&predictor.graph, &mut test, "data.test")?;
+    if let crate::experiment::spec::Objective::Siamese(siamese) = &exp.objective {
+        let train = train
+            .as_ref()
+            .ok_or_else(|| Error::new("the run's training split is needed").in_file(dir))?;
+        return crate::experiment::siamese::test_metrics(&predictor.graph, &siamese.loss, train, &test);
+    }
     if predictor.objective.is_some() {
         return crate::experiment::reconstruct::eval_reconstruction(&exp, &predictor.graph, &test, seed);
     }

@@ -9,20 +9,43 @@ use crate::error::{Context, Error, Result};
 use crate::infer::sample::sample_prior;
 use crate::report::ImageGrid;
 
-/// `graft sample`: `n` samples of the VAE in the run directory `model_dir`, seeded, written to `output` — a float32
-/// `.npy` of `[n, output shape]`, or a `.png` grid when the outputs are images. Returns `n`.
-pub fn sample_file(model_dir: &Path, n: usize, output: &Path, seed: u64, device: &Device) -> Result<usize> {
+/// `graft sample`: `n` samples of the VAE or GAN in the run directory `model_dir`, seeded, written to `output` — a
+/// float32 `.npy` of `[n, output shape]`, or a `.png` grid when the outputs are images; a conditional model's
+/// samples are all of `class` (a class name), or of its classes in turn. Returns `n`.
+pub fn sample_file(
+    model_dir: &Path,
+    n: usize,
+    class: Option<&str>,
+    output: &Path,
+    seed: u64,
+    device: &Device,
+) -> Result<usize> {
     let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
-    if predictor.objective.as_deref() != Some("vae") {
+    if !matches!(predictor.objective.as_deref(), Some("vae" | "gan")) {
         return Err(Error::new(
-            "graft sample draws from a VAE's prior; this run is not a [vae] experiment (an autoencoder has no prior \
-             to sample)",
+            "graft sample draws from a generative model's prior; this run is not a [vae] or [gan] experiment (an \
+             autoencoder has no prior to sample)",
         )
         .in_file(model_dir));
     }
     let extension = output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     device.seed(seed);
-    let samples = sample_prior(&predictor.graph, n).in_file(model_dir)?;
+    let class = match class {
+        Some(name) => {
+            let classes = crate::infer::manifest::Manifest::read(model_dir)?.classes;
+            let index = classes.iter().position(|c| c == name).ok_or_else(|| {
+                Error::new(format!(
+                    "no class '{name}'{}; the model's classes are {}",
+                    graft_data::suggest::hint(name, classes.iter().map(String::as_str)),
+                    classes.join(", ")
+                ))
+                .at("--class")
+            })?;
+            Some(index)
+        }
+        None => None,
+    };
+    let samples = sample_prior(&predictor.graph, n, class).in_file(model_dir)?;
     match extension.as_deref() {
         Some("npy") => write_npy_f32(output, &samples)?,
         Some("png") => {

@@ -38,6 +38,62 @@ pub enum Objective {
     Autoencoder(AutoencoderSpec),
     /// `[vae]`: a variational autoencoder, trained on the negative ELBO.
     Vae(VaeSpec),
+    /// `[gan]`: `[model]` is a generator of codes → samples, trained against `[gan.discriminator]`.
+    Gan(GanSpec),
+    /// `[siamese]`: `[model]` embeds inputs, trained on pairs or triplets formed from the class labels.
+    Siamese(SiameseSpec),
+}
+
+/// `[siamese]`: the metric-learning loss.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiameseSpec {
+    /// `{ triplet = { margin = 0.2, mining = "semi_hard" } }` (default; mining `"batch_all"`, `"batch_hard"` or
+    /// `"semi_hard"`) or `{ contrastive = { margin = 1.0 } }`.
+    #[serde(default)]
+    pub loss: crate::train::metric::MetricLoss,
+}
+
+/// `[gan]`: the discriminator and how the two networks train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GanSpec {
+    /// `"non_saturating"` (default) or `{ wasserstein = { gradient_penalty = 10.0 } }`.
+    pub loss: crate::task::gan::GanLoss,
+    /// Discriminator steps per generator step (default 1; 5 is WGAN-GP's).
+    pub critic_steps: usize,
+    /// The discriminator's optimizer (default: `[train] optimizer`).
+    pub optimizer: Option<OptimizerSpec>,
+    /// The discriminator (a critic for the Wasserstein loss): a model like `[model]`, from the data's per-sample
+    /// shape (its `input` may be left out) to one score, `[1]`.
+    pub discriminator: ModelSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GanInput {
+    #[serde(default)]
+    loss: crate::task::gan::GanLoss,
+    #[serde(default = "one_step")]
+    critic_steps: usize,
+    #[serde(default)]
+    optimizer: Option<OptimizerSpec>,
+    discriminator: Value,
+}
+
+fn one_step() -> usize {
+    1
+}
+
+impl GanSpec {
+    fn from_toml(value: &Value) -> Result<Self> {
+        let input: GanInput = section_de(value, "gan")?;
+        Ok(GanSpec {
+            loss: input.loss,
+            critic_steps: input.critic_steps,
+            optimizer: input.optimizer,
+            discriminator: ModelSpec::from_toml(&input.discriminator, "gan.discriminator")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -63,6 +119,10 @@ pub struct VaeSpec {
     /// As for `[autoencoder]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub normal: Vec<String>,
+    /// A conditional VAE: the model's second input is each example's class, one-hot (shape `[classes]`), which
+    /// the encoder and the decoder both read; `graft sample --class` then picks what to draw.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
 }
 
 impl Default for VaeSpec {
@@ -71,6 +131,7 @@ impl Default for VaeSpec {
             beta: 1.0,
             noise: 0.0,
             normal: vec![],
+            conditional: false,
         }
     }
 }
@@ -80,7 +141,7 @@ impl Objective {
     pub fn reconstruction(&self, loss: &LossSpec) -> Option<crate::train::reconstruction::ReconstructionConfig> {
         use crate::train::reconstruction::ReconstructionConfig as R;
         match self {
-            Objective::Supervised => None,
+            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) => None,
             Objective::Autoencoder(a) => Some(R::autoencoder(loss.clone()).with_noise(a.noise)),
             Objective::Vae(v) => Some(R::vae(loss.clone(), v.beta).with_noise(v.noise)),
         }
@@ -89,7 +150,7 @@ impl Objective {
     /// The classes an anomaly detector trains on (empty: all).
     pub fn normal_classes(&self) -> &[String] {
         match self {
-            Objective::Supervised => &[],
+            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) => &[],
             Objective::Autoencoder(a) => &a.normal,
             Objective::Vae(v) => &v.normal,
         }
@@ -101,6 +162,8 @@ impl Objective {
             Objective::Supervised => "supervised",
             Objective::Autoencoder(_) => "autoencoder",
             Objective::Vae(_) => "vae",
+            Objective::Gan(_) => "gan",
+            Objective::Siamese(_) => "siamese",
         }
     }
 }
@@ -375,7 +438,9 @@ fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
 }
 
-const SECTIONS: [&str; 5] = ["data", "model", "train", "autoencoder", "vae"];
+const SECTIONS: [&str; 7] = ["data", "model", "train", "autoencoder", "vae", "gan", "siamese"];
+/// The sections that say what the model learns besides supervised targets; at most one per experiment.
+const OBJECTIVES: [&str; 4] = ["autoencoder", "vae", "gan", "siamese"];
 
 impl ExperimentSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -390,8 +455,8 @@ impl ExperimentSpec {
         for key in doc.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 return Err(Error::new(format!(
-                    "unknown section [{key}]{}; an experiment has [data], [model] and [train], and [autoencoder] or [vae] \
-                     when the model learns to reconstruct its input",
+                    "unknown section [{key}]{}; an experiment has [data], [model] and [train], and one of [autoencoder], \
+                     [vae], [gan] or [siamese] when the model learns something else than the data's targets",
                     hint(key, SECTIONS)
                 )));
             }
@@ -402,7 +467,22 @@ impl ExperimentSpec {
         };
         let data: DataSpec = section_de(section("data")?, "data")?;
         let model = ModelSpec::from_toml(section("model")?, "model")?;
-        let train: TrainSpec = section_de(section("train")?, "train")?;
+        // GANs and siamese models set their losses in their own section; `[train]` keeps the loop's settings.
+        let own_loss = ["gan", "siamese"].into_iter().find(|k| doc.contains_key(*k));
+        let train: TrainSpec = match (own_loss, section("train")?) {
+            (Some(kind), Value::Table(t)) => {
+                if t.contains_key("loss") {
+                    return Err(Error::new(format!(
+                        "a {kind} model's loss is set by [{kind}] loss; leave loss out of [train]"
+                    ))
+                    .at("train.loss"));
+                }
+                let mut t = t.clone();
+                t.insert("loss".into(), Value::String("binary_crossentropy".into()));
+                section_de(&Value::Table(t), "train")?
+            }
+            (_, train) => section_de(train, "train")?,
+        };
         if train.epochs == 0 || train.batch_size == 0 {
             return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
         }
@@ -437,15 +517,19 @@ impl ExperimentSpec {
                 .at(format!("train.tasks.{name}")));
             }
         }
-        let objective = match (doc.get("autoencoder"), doc.get("vae")) {
-            (Some(_), Some(_)) => {
-                return Err(Error::new(
-                    "[autoencoder] and [vae] both given; a model is one or the other (a VAE is [vae] alone)",
-                ));
-            }
-            (Some(a), None) => Objective::Autoencoder(section_de(a, "autoencoder")?),
-            (None, Some(v)) => Objective::Vae(section_de(v, "vae")?),
-            (None, None) => Objective::Supervised,
+        let given: Vec<&str> = OBJECTIVES.into_iter().filter(|k| doc.contains_key(*k)).collect();
+        if given.len() > 1 {
+            return Err(Error::new(format!(
+                "[{}] and [{}] both given; a model is one or the other",
+                given[0], given[1]
+            )));
+        }
+        let objective = match given.first().copied() {
+            Some("autoencoder") => Objective::Autoencoder(section_de(&doc["autoencoder"], "autoencoder")?),
+            Some("vae") => Objective::Vae(section_de(&doc["vae"], "vae")?),
+            Some("gan") => Objective::Gan(GanSpec::from_toml(&doc["gan"])?),
+            Some(_) => Objective::Siamese(section_de(&doc["siamese"], "siamese")?),
+            None => Objective::Supervised,
         };
         if objective != Objective::Supervised && !data.tasks.is_empty() {
             return Err(Error::new(format!(
@@ -542,7 +626,7 @@ mod tests {
         let e = read("[vae]\nbeta = 4.0\nkl = 1\n").unwrap_err().to_string();
         assert!(e.contains("vae") && e.contains("kl"), "{e}");
         let e = read("[autoencoder]\n[vae]\n").unwrap_err().to_string();
-        assert!(e.contains("both given"), "{e}");
+        assert!(e.contains("[autoencoder] and [vae] both given"), "{e}");
         let e = read("[autoencodr]\n").unwrap_err().to_string();
         assert!(
             e.contains("did you mean [autoencoder]") || e.contains("autoencoder"),

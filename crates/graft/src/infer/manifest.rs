@@ -64,7 +64,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub text_column: Option<String>,
     /// `"autoencoder"` or `"vae"` for a model trained to reconstruct its input (then `task` is absent and `loss`
-    /// scores the reconstruction); absent for supervised models.
+    /// scores the reconstruction), `"gan"` for a GAN's generator; absent for supervised models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<String>,
 }
@@ -187,9 +187,10 @@ impl Manifest {
         }
     }
 
-    /// The manifest of a model trained to reconstruct its input (`objective` `"autoencoder"` or `"vae"`) with
-    /// `loss`; `classes` are the data's labels, if it had any (not predicted).
-    pub fn reconstruction(
+    /// The manifest of a model trained to reconstruct its input (`objective` `"autoencoder"` or `"vae"`, with
+    /// `loss`) or to generate samples (`"gan"`, the generator); `classes` are the data's labels, if it had any (not
+    /// predicted).
+    pub fn for_objective(
         graph: &Graph,
         preprocessor: &Preprocessor,
         loss: &LossSpec,

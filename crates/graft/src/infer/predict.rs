@@ -101,6 +101,12 @@ impl Predictor {
     /// An autoencoder's or VAE's reconstructions of `inputs` (`[N, input shape]`; a VAE decodes the posterior mean)
     /// and each input's reconstruction error (the training loss averaged over its elements: the anomaly score).
     pub fn reconstruct(&self, inputs: &Array) -> Result<(Array, Vec<f64>)> {
+        if self.graph.spec.inputs.len() > 1 {
+            return Err(Error::new(
+                "a conditional VAE reconstructs an input given its class, which predict's inputs do not carry; \
+                 measure it with graft eval, or draw samples of a class with graft sample --class",
+            ));
+        }
         let ds = crate::data::Dataset::new(inputs.clone(), None)?;
         let config = crate::train::reconstruction::ReconstructionConfig::autoencoder(self.head.loss.clone());
         let errors = crate::train::reconstruction::evaluate_reconstruction(&self.graph, &config, &ds)?.errors;
@@ -296,6 +302,22 @@ pub fn predict_file(
     } else {
         Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
     };
+    match predictor.objective.as_deref() {
+        Some("gan") => {
+            return Err(
+                Error::new("a GAN's generator makes samples from codes: draw them with graft sample")
+                    .in_file(model_dir),
+            );
+        }
+        Some("siamese") => {
+            return Err(Error::new(
+                "a siamese model embeds its inputs: write the embeddings with graft embed --model DIR --layer NAME \
+                 (its last layer)",
+            )
+            .in_file(model_dir));
+        }
+        _ => {}
+    }
     let rows = if predictor.objective.is_some() {
         if opts.mc_dropout.is_some() {
             return Err(Error::new(

@@ -119,6 +119,31 @@ impl Value {
     }
 }
 
+impl Data {
+    /// A batch of `n` draws from N(0, I) of per-sample shape `shape` (a generator's codes), from the device's
+    /// seeded generator.
+    pub fn normal(n: usize, shape: &[usize], device: &Device) -> Result<Data> {
+        let size: usize = shape.iter().product();
+        let flat = Tensor::<2>::random([n, size], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+        let dims: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+        Data::D2(flat).reshape(&dims)
+    }
+
+    /// The same values cut from the autodiff graph.
+    pub fn detach(self) -> Data {
+        crate::map_data!(self, |t| t.detach())
+    }
+
+    /// `[batch, ...]` → `[batch, elements]`.
+    pub fn flatten_rows(self) -> Tensor<2> {
+        match self {
+            Data::D2(t) => t,
+            Data::D3(t) => t.flatten(1, 2),
+            Data::D4(t) => t.flatten(1, 3),
+        }
+    }
+}
+
 /// Every input of a batch as model input tensors, in the model's input order.
 pub fn batch_inputs(batch: &crate::data::Batch, device: &Device) -> Result<Vec<Data>> {
     std::iter::once(&batch.inputs)

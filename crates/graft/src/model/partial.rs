@@ -50,8 +50,9 @@ impl Graph {
         Ok(values[n].swap_remove(0))
     }
 
-    /// Why the model cannot be split after node `n`, if it cannot.
-    fn split_problem(&self, n: usize) -> Option<String> {
+    /// Why the model cannot be split after node `n`, if it cannot; the later nodes may read the model inputs
+    /// numbered in `kept`.
+    fn split_problem(&self, n: usize, kept: &[usize]) -> Option<String> {
         let node = &self.nodes[n];
         if node.outputs.len() != 1 {
             return Some(format!(
@@ -76,7 +77,7 @@ impl Graph {
             }
             for s in &later.sources {
                 match *s {
-                    Source::Input(k) => {
+                    Source::Input(k) if !kept.contains(&k) => {
                         return Some(format!(
                             "'{}' reads the model input '{}' directly",
                             later.name, self.spec.inputs[k].name
@@ -104,18 +105,37 @@ impl Graph {
     /// The part of the model after node `name`: a model whose one input (named `name`) is that node's output, with
     /// copies of this model's layers.
     pub fn after(&self, name: &str) -> Result<Graph> {
+        self.after_keeping(name, &[])
+    }
+
+    /// [`Graph::after`] where the later part also reads the model inputs named in `inputs` (a conditional decoder
+    /// reads the code and the class): they follow the split node as the part's inputs.
+    pub fn after_keeping(&self, name: &str, inputs: &[&str]) -> Result<Graph> {
         let n = self.node_index(name)?;
-        if let Some(problem) = self.split_problem(n) {
+        let kept = inputs
+            .iter()
+            .map(|i| {
+                self.spec.inputs.iter().position(|x| x.name == *i).ok_or_else(|| {
+                    Error::new(format!(
+                        "the model has no input '{i}'{}",
+                        hint(i, self.spec.inputs.iter().map(|x| x.name.as_str()))
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        if let Some(problem) = self.split_problem(n, &kept) {
             return Err(Error::new(format!(
                 "the model cannot be split after '{name}': {problem}"
             )));
         }
         let cut = &self.nodes[n];
         let spec = ModelSpec {
-            inputs: vec![InputSpec {
+            inputs: std::iter::once(InputSpec {
                 name: cut.name.clone(),
                 shape: cut.outputs[0].clone(),
-            }],
+            })
+            .chain(kept.iter().map(|&k| self.spec.inputs[k].clone()))
+            .collect(),
             nodes: self.spec.nodes[n + 1..].to_vec(),
             outputs: self.spec.outputs.clone(),
         };
@@ -201,7 +221,7 @@ impl Graph {
             })
             .collect();
         (0..self.nodes.len()).rev().find(|&n| {
-            self.upstream(n).iter().enumerate().all(|(i, up)| !up || frozen[i]) && self.split_problem(n).is_none()
+            self.upstream(n).iter().enumerate().all(|(i, up)| !up || frozen[i]) && self.split_problem(n, &[]).is_none()
         })
     }
 }

@@ -4,7 +4,9 @@
 pub mod calibration;
 pub mod curves;
 pub mod frechet;
+pub mod gan;
 pub mod head;
 pub mod loss;
+pub mod metric_learning;
 pub mod metrics;
 pub mod threshold;

@@ -270,7 +270,7 @@ impl Checkpoint {
 }
 
 impl Callback for Checkpoint {
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, model: &Graph, _control: &mut Control) -> Result<()> {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &Graph, _control: &mut Control) -> Result<()> {
         let whole;
         let model = match &self.whole {
             Some(w) => {
@@ -280,7 +280,12 @@ impl Callback for Checkpoint {
             None => model,
         };
         save_model(model, &self.dir.join("last"))?;
-        let value = monitored(logs, &self.spec.monitor, "checkpoint")?;
+        // `monitor = "epoch"` keeps the latest as the best (a GAN's generator, which no loss ranks).
+        let value = if self.spec.monitor == "epoch" {
+            epoch as f64
+        } else {
+            monitored(logs, &self.spec.monitor, "checkpoint")?
+        };
         if improved(value, self.best, self.maximize, 0.0) {
             self.best = Some(value);
             let best = self.dir.join("best");
@@ -349,6 +354,7 @@ impl EarlyStoppingSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
+    /// A logged value (`val_loss`, `val_accuracy`, ...), or `"epoch"` to keep the latest epoch as the best.
     #[serde(default = "val_loss")]
     pub monitor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,8 +1,10 @@
 //! Training: the loop with an open step ([`step`]), the supervised step ([`trainer`]), optimizers, schedules
 //! and callbacks.
 
+pub mod adversarial;
 pub mod callbacks;
 pub mod config;
+pub mod metric;
 pub mod optim;
 pub mod reconstruction;
 pub mod schedule;

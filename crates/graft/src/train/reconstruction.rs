@@ -32,6 +32,8 @@ pub struct ReconstructionConfig {
     pub noise: f64,
     /// `Some(β)`: a variational autoencoder with this weight on the KL term (1 is the ELBO, β > 1 a β-VAE).
     pub beta: Option<f64>,
+    /// `Some(K)`: a conditional model, whose second input is the one-hot class of each example among `K`.
+    pub classes: Option<usize>,
 }
 
 impl ReconstructionConfig {
@@ -40,6 +42,7 @@ impl ReconstructionConfig {
             loss,
             noise: 0.0,
             beta: None,
+            classes: None,
         }
     }
 
@@ -48,11 +51,18 @@ impl ReconstructionConfig {
             loss,
             noise: 0.0,
             beta: Some(beta),
+            classes: None,
         }
     }
 
     pub fn with_noise(mut self, noise: f64) -> Self {
         self.noise = noise;
+        self
+    }
+
+    /// Conditioned on the class, one of `classes`, given to the model as a one-hot second input.
+    pub fn conditional(mut self, classes: usize) -> Self {
+        self.classes = Some(classes);
         self
     }
 
@@ -99,11 +109,27 @@ pub fn sampling_node(model: &Graph) -> Result<(usize, [Source; 2])> {
 pub fn check_model(model: &Graph, config: &ReconstructionConfig) -> Result<()> {
     config.check()?;
     let (inputs, outputs) = (model.input_shapes(), model.output_shapes());
-    if inputs.len() != 1 || outputs.len() != 1 {
+    let wanted = 1 + usize::from(config.classes.is_some());
+    if inputs.len() != wanted || outputs.len() != 1 {
         return Err(Error::new(format!(
-            "a reconstruction model has one input and one output; this one has {} and {}",
+            "a{} reconstruction model has {wanted} input{} and one output; this one has {} and {}",
+            if wanted == 2 { " conditional" } else { "" },
+            if wanted == 2 {
+                "s (the data, then the one-hot class)"
+            } else {
+                ""
+            },
             inputs.len(),
             outputs.len()
+        ))
+        .at("model"));
+    }
+    if let Some(k) = config.classes
+        && inputs[1] != [k]
+    {
+        return Err(Error::new(format!(
+            "the second input '{}' is the one-hot class: it must have shape [{k}] for the data's {k} classes, not {:?}",
+            model.spec.inputs[1].name, inputs[1]
         ))
         .at("model"));
     }
@@ -119,15 +145,6 @@ pub fn check_model(model: &Graph, config: &ReconstructionConfig) -> Result<()> {
         sampling_node(model)?;
     }
     Ok(())
-}
-
-/// `[batch, ...]` → `[batch, elements]`.
-fn flat(data: Data) -> Tensor<2> {
-    match data {
-        Data::D2(t) => t,
-        Data::D3(t) => t.flatten(1, 2),
-        Data::D4(t) => t.flatten(1, 3),
-    }
 }
 
 /// The terms of one batch's loss, as tensors (for the gradient) and per row (for scores).
@@ -149,13 +166,14 @@ fn kl_per_row(mean: Tensor<2>, log_var: Tensor<2>) -> Tensor<1> {
         .mul_scalar(-0.5)
 }
 
-fn terms(model: &Graph, config: &ReconstructionConfig, inputs: Data, clean: Tensor<2>, ctx: Ctx) -> Result<Terms> {
+/// The loss terms of `model` on `inputs` (the data first; a conditional model's class after it) against `clean`.
+fn terms(model: &Graph, config: &ReconstructionConfig, inputs: Vec<Data>, clean: Tensor<2>, ctx: Ctx) -> Result<Terms> {
     let taps = match config.beta {
         Some(_) => sampling_node(model)?.1.to_vec(),
         None => vec![],
     };
-    let (mut outputs, mut tapped) = model.forward_tapped(vec![inputs], ctx, true, &taps)?;
-    let output = flat(outputs.remove(0).data);
+    let (mut outputs, mut tapped) = model.forward_tapped(inputs, ctx, true, &taps)?;
+    let output = outputs.remove(0).data.flatten_rows();
     let width = output.dims()[1];
     let per_row = config.loss.per_row(output, Target::Values(clean))?;
     let Some(beta) = config.beta else {
@@ -166,8 +184,8 @@ fn terms(model: &Graph, config: &ReconstructionConfig, inputs: Data, clean: Tens
             kl: None,
         });
     };
-    let log_var = flat(tapped.remove(1).data);
-    let mean = flat(tapped.remove(0).data);
+    let log_var = tapped.remove(1).data.flatten_rows();
+    let mean = tapped.remove(0).data.flatten_rows();
     let reconstruction = per_row.clone().mul_scalar(width as f64).mean();
     let kl = kl_per_row(mean, log_var).mean();
     Ok(Terms {
@@ -212,11 +230,11 @@ impl Reconstruction {
     }
 }
 
-/// The model's single input of `batch` and its flattened copy (the target).
-fn input_and_target(batch: &Batch, device: &Device) -> Result<(Data, Tensor<2>)> {
-    let input = batch_inputs(batch, device)?.remove(0);
-    let target = flat(input.clone());
-    Ok((input, target))
+/// The model inputs of `batch` (the data, then a conditional model's class) and the flattened data (the target).
+fn input_and_target(batch: &Batch, device: &Device) -> Result<(Vec<Data>, Tensor<2>)> {
+    let inputs = batch_inputs(batch, device)?;
+    let target = inputs[0].clone().flatten_rows();
+    Ok((inputs, target))
 }
 
 fn add_noise(input: Data, noise: f64) -> Data {
@@ -246,12 +264,10 @@ impl TrainStep for Reconstruction {
 
     fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
         self.batch += 1;
-        let (input, clean) = input_and_target(batch, &self.device)?;
-        let input = if self.config.noise > 0.0 {
-            add_noise(input, self.config.noise)
-        } else {
-            input
-        };
+        let (mut input, clean) = input_and_target(batch, &self.device)?;
+        if self.config.noise > 0.0 {
+            input[0] = add_noise(input[0].clone(), self.config.noise);
+        }
         let ctx = Ctx {
             training: true,
             ..Ctx::default()

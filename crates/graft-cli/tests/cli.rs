@@ -2959,3 +2959,89 @@ fn siamese_models_learn_embeddings_that_verify_and_classify() {
     ]));
     assert!(e.contains("hardest") && e.contains("semi_hard"), "{e}");
 }
+
+#[test]
+fn a_conditional_vae_draws_the_class_it_is_asked_for() {
+    let dir = workdir("cvae");
+    let run = dir.join("run");
+    let exp = std::fs::read_to_string(repo("examples/digits-cvae.toml"))
+        .unwrap()
+        .replace("epochs = 80", "epochs = 15");
+    let exp = write(&dir, "cvae.toml", &exp);
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eval_reproduces_the_run(&run);
+    let sample = |class: &str, out: &str| {
+        let path = dir.join(out);
+        let o = graft(&[
+            "sample",
+            "--model",
+            run.to_str().unwrap(),
+            "--class",
+            class,
+            "--n",
+            "4",
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        (o, path)
+    };
+    let (o, sevens) = sample("7", "sevens.npy");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(graft::data::read_npy_f32(&sevens).unwrap().shape, vec![4, 1, 8, 8]);
+    let e = expect_error(sample("seven", "x.npy").0);
+    assert!(e.contains("--class") && e.contains("'seven'"), "{e}");
+    // A classifier of the digits recognises the class each sample was drawn for.
+    let classifier = dir.join("classifier");
+    let o = graft(&[
+        "train",
+        &write(&dir, "cls.toml", FAST_MLP),
+        "--out",
+        classifier.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = graft(&[
+        "fid",
+        "--classifier",
+        classifier.to_str().unwrap(),
+        "--generator",
+        run.to_str().unwrap(),
+        "--n",
+        "200",
+        "--seeds",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let accuracy = report["classifier_accuracy"]["mean"].as_f64().unwrap();
+    assert!(accuracy > 0.8, "{report}");
+    // predict has no classes to condition on; the unconditional VAE test covers --class on a plain model.
+    let images = dir.join("images.npy");
+    write_npy_f32(&images, &Array::new(vec![2, 1, 8, 8], vec![0.5; 128]).unwrap()).unwrap();
+    let e = expect_error(predict(
+        run.to_str().unwrap(),
+        images.to_str().unwrap(),
+        dir.join("p.jsonl").to_str().unwrap(),
+    ));
+    assert!(e.contains("conditional"), "{e}");
+    let plain = dir.join("plain");
+    let o = graft(&[
+        "train",
+        &write(&dir, "vae.toml", VAE),
+        "--out",
+        plain.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = expect_error(graft(&[
+        "sample",
+        "--model",
+        plain.to_str().unwrap(),
+        "--class",
+        "3",
+        "--output",
+        dir.join("y.npy").to_str().unwrap(),
+    ]));
+    assert!(e.contains("not conditional"), "{e}");
+}

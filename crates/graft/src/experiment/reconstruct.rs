@@ -227,6 +227,7 @@ pub(crate) fn eval_reconstruction(
     } else {
         config
     };
+    check_data_fits(model, &mut test, "data.test")?;
     let test = &test;
     let normal = normal_classes(exp.objective.normal_classes(), &classes, exp.objective.name())?;
     test_metrics(model, &config, test, normal.as_deref(), seed)

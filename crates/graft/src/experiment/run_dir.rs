@@ -235,6 +235,10 @@ pub fn eval_run(
         }
         Some(d) => (labelled_file(&exp, &predictor, &heads, d)?, None),
     };
+    if matches!(&exp.objective, crate::experiment::spec::Objective::Vae(v) if v.conditional) {
+        // The class input is made from the labels, as in training, before the data is matched to the model.
+        return crate::experiment::reconstruct::eval_reconstruction(&exp, &predictor.graph, &test, seed);
+    }
     check_data_fits(&predictor.graph, &mut test, "data.test")?;
     if let crate::experiment::spec::Objective::Siamese(siamese) = &exp.objective {
         let train = train

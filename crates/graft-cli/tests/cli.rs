@@ -3016,6 +3016,48 @@ fn a_conditional_vae_draws_the_class_it_is_asked_for() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let accuracy = report["classifier_accuracy"]["mean"].as_f64().unwrap();
     assert!(accuracy > 0.8, "{report}");
+    // Generated sevens join a classifier's training split (and only it).
+    let with_generated = |class: &str| {
+        FAST_MLP.replace(
+            "split = { validation = 0.15, test = 0.2, stratify = true }",
+            &format!(
+                "split = {{ validation = 0.15, test = 0.2, stratify = true }}\ngenerated = [{{ model = \"{}\", class = \"{class}\", count = 300 }}]",
+                run.display()
+            ),
+        )
+    };
+    let boosted = dir.join("boosted");
+    let o = graft(&[
+        "train",
+        &write(&dir, "boosted.toml", &with_generated("7")),
+        "--out",
+        boosted.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let test_rows = |dir: &Path| -> u64 {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+        m["test"]["confusion_matrix"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        test_rows(&boosted),
+        test_rows(&classifier),
+        "the test split is untouched"
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &write(&dir, "bad-class.toml", &with_generated("seven")),
+        "--out",
+        dir.join("bad-class").to_str().unwrap(),
+    ]));
+    assert!(e.contains("data.generated[0].class") && e.contains("'seven'"), "{e}");
     // predict has no classes to condition on; the unconditional VAE test covers --class on a plain model.
     let images = dir.join("images.npy");
     write_npy_f32(&images, &Array::new(vec![2, 1, 8, 8], vec![0.5; 128]).unwrap()).unwrap();

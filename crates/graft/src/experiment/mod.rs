@@ -8,6 +8,7 @@ pub mod data;
 pub mod embed;
 pub mod fid;
 pub mod gan;
+pub mod generated;
 pub mod ood;
 pub mod post;
 pub mod reconstruct;

@@ -70,7 +70,8 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         _ => return crate::experiment::reconstruct::run_reconstruction(exp, opts),
     }
     claim_out_dir(&opts.out, opts.overwrite)?;
-    let splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    crate::experiment::generated::add_generated(exp, &mut splits, opts.seed, &opts.device)?;
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;

@@ -229,6 +229,10 @@ pub struct DataSpec {
     /// trained as their union, every example labelled for its own task only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tasks: BTreeMap<String, DataSpec>,
+    /// Examples drawn from trained generative models, added to the training split only:
+    /// `[{ model = "runs/cvae", class = "7", count = 5000 }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated: Vec<crate::experiment::generated::GeneratedSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,6 +333,7 @@ impl DataSpec {
             background: None,
             background_class: other(),
             tasks: BTreeMap::new(),
+            generated: vec![],
         }
     }
 
@@ -531,6 +536,15 @@ impl ExperimentSpec {
             Some(_) => Objective::Siamese(section_de(&doc["siamese"], "siamese")?),
             None => Objective::Supervised,
         };
+        if !data.generated.is_empty() && (objective != Objective::Supervised || !data.tasks.is_empty()) {
+            return Err(Error::new(
+                "generated examples join the training split of a supervised model with one data set",
+            )
+            .at("data.generated"));
+        }
+        if data.tasks.values().any(|t| !t.generated.is_empty()) {
+            return Err(Error::new("generated examples are given in [data], not per task").at("data.tasks"));
+        }
         if objective != Objective::Supervised && !data.tasks.is_empty() {
             return Err(Error::new(format!(
                 "[{}] trains one model on one data set; [data.tasks] is for supervised multi-task models",

@@ -8,18 +8,18 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use serde_json::{Map, Value as Json, json};
+use serde_json::Map;
 
 use crate::error::{Context, Error, Result};
 use crate::experiment::data::{check_data_fits, prepare_fold};
-use crate::experiment::run::{RunOptions, RunResult, run_callbacks, write_timing};
-use crate::experiment::run_dir::{RunRecord, claim_out_dir};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{CheckpointSpec, ExperimentSpec, GanSpec};
 use crate::infer::manifest::Manifest;
 use crate::layers::value::Data;
 use crate::model::Graph;
 use crate::model::io::save_model;
-use crate::report::{Extras, ImageGrid, write_atomic, write_report_with};
+use crate::report::ImageGrid;
 use crate::train::adversarial::{Adversarial, AdversarialConfig, check_models};
 use crate::train::callbacks::{Callback, Control, Logs};
 use crate::train::step::run_epochs;
@@ -51,17 +51,8 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
         gan.optimizer.clone().unwrap_or_else(|| exp.train.optimizer.clone()),
     )
     .with_critic_steps(gan.critic_steps);
-    let mut step = Adversarial::new(generator, discriminator, config, &fit)?;
-    RunRecord {
-        format: 1,
-        seed: opts.seed,
-        experiment: exp
-            .path
-            .as_deref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-        test_rows: opts.test_rows.clone(),
-    }
-    .write(&opts.out)?;
+    let mut step = Adversarial::new(generator, discriminator, config, &fit, &splits.train, opts.seed)?;
+    record_run(exp, opts)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let manifest = Manifest::for_objective(&step.generator, &splits.preprocessor, &exp.train.loss, "gan", classes);
     manifest.write(&opts.out)?;
@@ -83,43 +74,19 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
 
     let generator = step.generator.valid();
     let discriminator = step.discriminator.valid();
-    write_timing(&opts.out, &history.timings)?;
-    save_model(&generator, &opts.out)?;
     save_model(&discriminator, &opts.out.join("discriminator"))?;
-    manifest.write(&opts.out)?;
     let last = SampleGrids::new(&generator, opts.out.clone(), opts.seed)?.grid(&generator, "samples.png")?;
-    let mut metrics = Map::new();
-    metrics.insert(
-        "history".into(),
-        Json::Array(history.epochs.iter().cloned().map(Json::Object).collect()),
-    );
-    metrics.insert("test".into(), json!({}));
-    metrics.insert("objective".into(), json!("gan"));
-    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
-    write_atomic(&opts.out.join("metrics.json"), text.as_bytes())?;
-    let title = exp
-        .path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "graft gan run".into());
     let grids: Vec<ImageGrid> = last.into_iter().collect();
-    write_report_with(
-        &opts.out,
-        &title,
-        &history.epochs,
-        &Map::new(),
-        &[],
-        &[],
-        &Extras {
-            regression: None,
-            grids: &grids,
-        },
-    )?;
-    Ok(RunResult {
-        history: history.epochs,
-        test: Map::new(),
-        out: opts.out.clone(),
-    })
+    finish_run(
+        exp,
+        opts,
+        &generator,
+        &manifest,
+        history,
+        Map::new(),
+        Map::new(),
+        &grids,
+    )
 }
 
 /// After every epoch, the generator's samples of the same seeded codes as `epoch-N.png` in `dir` (image-shaped

@@ -11,14 +11,13 @@ use crate::data::{Dataset, gather};
 use crate::error::{Context, Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::{check_data_fits, prepare_fold};
-use crate::experiment::run::{RunOptions, RunResult, run_callbacks, write_timing};
-use crate::experiment::run_dir::{RunRecord, claim_out_dir};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::manifest::Manifest;
 use crate::layers::value::{Data, batch_inputs};
 use crate::model::Graph;
-use crate::model::io::save_model;
-use crate::report::{Extras, ImageGrid, write_atomic, write_report_with};
+use crate::report::ImageGrid;
 use crate::train::reconstruction::{Reconstruction, ReconstructionConfig, evaluate_reconstruction};
 use crate::train::step::run_epochs;
 use graft_data::suggest::hint;
@@ -66,17 +65,8 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
         check_data_fits(&model, t, "data.test")?;
     }
     let fit = exp.train.fit_config();
-    let mut step = Reconstruction::new(model, config.clone(), &fit)?;
-    RunRecord {
-        format: 1,
-        seed: opts.seed,
-        experiment: exp
-            .path
-            .as_deref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-        test_rows: opts.test_rows.clone(),
-    }
-    .write(&opts.out)?;
+    let mut step = Reconstruction::new(model, config.clone(), &fit, &splits.train, opts.seed)?;
+    record_run(exp, opts)?;
     let manifest = Manifest::for_objective(
         &step.model,
         &splits.preprocessor,
@@ -109,44 +99,12 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
     {
         grids.push(grid);
     }
-    write_timing(&opts.out, &history.timings)?;
-    save_model(&model, &opts.out)?;
-    manifest.write(&opts.out)?;
-    let mut metrics = Map::new();
-    metrics.insert(
-        "history".into(),
-        Json::Array(history.epochs.iter().cloned().map(Json::Object).collect()),
-    );
-    metrics.insert("test".into(), Json::Object(test.clone()));
-    metrics.insert("objective".into(), json!(objective));
+    let mut extra = Map::new();
     if let Some(normal) = &normal {
         let names: Vec<&String> = (0..classes.len()).filter(|&c| normal[c]).map(|c| &classes[c]).collect();
-        metrics.insert("normal_classes".into(), json!(names));
+        extra.insert("normal_classes".into(), json!(names));
     }
-    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
-    write_atomic(&opts.out.join("metrics.json"), text.as_bytes())?;
-    let title = exp
-        .path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| format!("graft {objective} run"));
-    write_report_with(
-        &opts.out,
-        &title,
-        &history.epochs,
-        &test,
-        &[],
-        &[],
-        &Extras {
-            regression: None,
-            grids: &grids,
-        },
-    )?;
-    Ok(RunResult {
-        history: history.epochs,
-        test,
-        out: opts.out.clone(),
-    })
+    finish_run(exp, opts, &model, &manifest, history, test, extra, &grids)
 }
 
 /// The test metrics of a reconstruction model: its loss (a VAE's negative ELBO, its terms and the ELBO), the mean

@@ -98,16 +98,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             eprintln!("warning: {w}");
         }
     }
-    RunRecord {
-        format: 1,
-        seed: opts.seed,
-        experiment: exp
-            .path
-            .as_deref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-        test_rows: opts.test_rows.clone(),
-    }
-    .write(&opts.out)?;
+    record_run(exp, opts)?;
     // With the best checkpoint mirrored into the run directory after each improving epoch, an interrupted run is
     // one `predict` can use.
     run_manifest(exp, &heads, &model, &splits.preprocessor).write(&opts.out)?;
@@ -255,6 +246,72 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     }
     Ok(RunResult {
         history,
+        test,
+        out: opts.out.clone(),
+    })
+}
+
+/// Writes the run's `run.json` (and its copy of the experiment file): what decides its split.
+pub(crate) fn record_run(exp: &ExperimentSpec, opts: &RunOptions) -> Result<()> {
+    RunRecord {
+        format: 1,
+        seed: opts.seed,
+        experiment: exp
+            .path
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        test_rows: opts.test_rows.clone(),
+    }
+    .write(&opts.out)
+}
+
+/// The end of an autoencoder, VAE, GAN or siamese run: `timing.json`, the model (in inference mode) and its
+/// manifest, `metrics.json` (the history, `test`, the objective's name and the `extra` keys) and the report with
+/// the training curves, the test metrics and `grids`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_run(
+    exp: &ExperimentSpec,
+    opts: &RunOptions,
+    model: &Graph,
+    manifest: &Manifest,
+    history: crate::train::History,
+    test: Map<String, Json>,
+    extra: Map<String, Json>,
+    grids: &[crate::report::ImageGrid],
+) -> Result<RunResult> {
+    write_timing(&opts.out, &history.timings)?;
+    save_model(model, &opts.out)?;
+    manifest.write(&opts.out)?;
+    let objective = exp.objective.name();
+    let mut metrics = Map::new();
+    metrics.insert(
+        "history".into(),
+        Json::Array(history.epochs.iter().cloned().map(Json::Object).collect()),
+    );
+    metrics.insert("test".into(), Json::Object(test.clone()));
+    metrics.insert("objective".into(), json!(objective));
+    metrics.extend(extra);
+    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
+    write_atomic(&opts.out.join("metrics.json"), text.as_bytes())?;
+    let title = exp
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("graft {objective} run"));
+    write_report_with(
+        &opts.out,
+        &title,
+        &history.epochs,
+        &test,
+        &[],
+        &[],
+        &Extras {
+            regression: None,
+            grids,
+        },
+    )?;
+    Ok(RunResult {
+        history: history.epochs,
         test,
         out: opts.out.clone(),
     })

@@ -11,13 +11,11 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::{check_data_fits, prepare_fold};
-use crate::experiment::run::{RunOptions, RunResult, run_callbacks, write_timing};
-use crate::experiment::run_dir::{RunRecord, claim_out_dir};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{ExperimentSpec, SiameseSpec};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
-use crate::model::io::save_model;
-use crate::report::{Extras, write_atomic, write_report_with};
 use crate::train::metric::{MetricLearning, MetricLoss, embed_all};
 use crate::train::step::run_epochs;
 
@@ -42,16 +40,7 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
     }
     let fit = exp.train.fit_config();
     let mut step = MetricLearning::new(model, siamese.loss.clone(), &fit, &splits.train, opts.seed)?;
-    RunRecord {
-        format: 1,
-        seed: opts.seed,
-        experiment: exp
-            .path
-            .as_deref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-        test_rows: opts.test_rows.clone(),
-    }
-    .write(&opts.out)?;
+    record_run(exp, opts)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let manifest = Manifest::for_objective(&step.model, &splits.preprocessor, &exp.train.loss, "siamese", classes);
     manifest.write(&opts.out)?;
@@ -70,29 +59,7 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
         Some(t) => test_metrics(&model, &siamese.loss, &splits.train, t)?,
         None => Map::new(),
     };
-    write_timing(&opts.out, &history.timings)?;
-    save_model(&model, &opts.out)?;
-    manifest.write(&opts.out)?;
-    let mut metrics = Map::new();
-    metrics.insert(
-        "history".into(),
-        Json::Array(history.epochs.iter().cloned().map(Json::Object).collect()),
-    );
-    metrics.insert("test".into(), Json::Object(test.clone()));
-    metrics.insert("objective".into(), json!("siamese"));
-    let text = serde_json::to_string_pretty(&Json::Object(metrics)).map_err(|e| Error::new(e.to_string()))?;
-    write_atomic(&opts.out.join("metrics.json"), text.as_bytes())?;
-    let title = exp
-        .path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "graft siamese run".into());
-    write_report_with(&opts.out, &title, &history.epochs, &test, &[], &[], &Extras::default())?;
-    Ok(RunResult {
-        history: history.epochs,
-        test,
-        out: opts.out.clone(),
-    })
+    finish_run(exp, opts, &model, &manifest, history, test, Map::new(), &[])
 }
 
 /// The test split's loss and verification AUROC, and the accuracy of labelling each test example with the class

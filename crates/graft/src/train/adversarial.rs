@@ -22,7 +22,7 @@ use crate::task::gan::{
 use crate::train::callbacks::Logs;
 use crate::train::config::FitConfig;
 use crate::train::optim::OptimizerSpec;
-use crate::train::step::TrainStep;
+use crate::train::step::{Resampler, TrainStep};
 
 /// How the two networks train.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +98,7 @@ pub struct Adversarial {
     /// The generator's base rate, so the discriminator's follows the schedule by the same factor.
     base_lr: f64,
     code: Vec<usize>,
+    resampler: Option<Resampler>,
     device: Device,
     batches: usize,
     sums: Sums,
@@ -108,9 +109,16 @@ fn scalar(t: Tensor<1>) -> f64 {
 }
 
 impl Adversarial {
-    /// `generator` and `discriminator` are built on an autodiff device; `fit` gives the generator's optimizer and
-    /// gradient clipping (which both use).
-    pub fn new(generator: Graph, discriminator: Graph, config: AdversarialConfig, fit: &FitConfig) -> Result<Self> {
+    /// `generator` and `discriminator` are built on an autodiff device; `fit` gives the generator's optimizer,
+    /// gradient clipping (which both use) and resampling by class of `train` (seeded by `seed`).
+    pub fn new(
+        generator: Graph,
+        discriminator: Graph,
+        config: AdversarialConfig,
+        fit: &FitConfig,
+        train: &Dataset,
+        seed: u64,
+    ) -> Result<Self> {
         if config.critic_steps == 0 {
             return Err(Error::new("must be at least 1").at("gan.critic_steps"));
         }
@@ -126,6 +134,7 @@ impl Adversarial {
             d_optim,
             base_lr: fit.optimizer.lr(),
             code,
+            resampler: Resampler::new(fit.resample, train, seed)?,
             device,
             batches: 0,
             sums: Sums::default(),
@@ -215,6 +224,10 @@ impl TrainStep for Adversarial {
 
     fn model_mut(&mut self) -> &mut Graph {
         &mut self.generator
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Result<Option<Vec<usize>>> {
+        self.resampler.as_ref().map(|r| r.order(epoch)).transpose()
     }
 
     fn begin_epoch(&mut self, _epoch: usize) -> Result<()> {

@@ -7,12 +7,11 @@
 //! two embeddings tells same-class pairs from different-class ones.
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::sampling::Resample;
 use crate::data::{Batch, Dataset, gather};
 use crate::error::{Context, Error, Result};
 use crate::layers::value::batch_inputs;
@@ -20,8 +19,8 @@ use crate::model::Graph;
 use crate::task::metric_learning::{ContrastiveSpec, TripletSpec, contrastive_loss, mined_triplet_loss};
 use crate::train::callbacks::Logs;
 use crate::train::config::FitConfig;
-use crate::train::step::TrainStep;
-use crate::train::trainer::{EVAL_BATCH, apply_max_norm, l2_penalty};
+use crate::train::step::{Resampler, TrainStep};
+use crate::train::trainer::{EVAL_BATCH, optimizer_step};
 
 /// `loss = { triplet = { margin = 0.2, mining = "semi_hard" } }` or `{ contrastive = { margin = 1.0 } }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,10 +127,7 @@ pub struct MetricLearning {
     pub model: Graph,
     loss: MetricLoss,
     optim: ModuleOptimizer,
-    labels: Vec<usize>,
-    classes: usize,
-    resample: Option<Resample>,
-    seed: u64,
+    resampler: Option<Resampler>,
     device: Device,
     epoch: usize,
 }
@@ -139,11 +135,11 @@ pub struct MetricLearning {
 impl MetricLearning {
     /// `model` (on an autodiff device) embeds; `train`'s class labels form the pairs and triplets.
     pub fn new(model: Graph, loss: MetricLoss, fit: &FitConfig, train: &Dataset, seed: u64) -> Result<Self> {
-        let labels = train
-            .labels()
-            .ok_or_else(|| Error::new("metric learning forms its pairs from class labels; the data has none"))?
-            .to_vec();
-        let classes = train.class_names().map_or(0, <[String]>::len).max(1);
+        if train.labels().is_none() {
+            return Err(Error::new(
+                "metric learning forms its pairs from class labels; the data has none",
+            ));
+        }
         if model.output_shapes().len() != 1 || model.output_shapes()[0].len() != 1 {
             return Err(Error::new(format!(
                 "the model embeds each input as one vector (output [d]); its outputs are {:?}",
@@ -162,10 +158,7 @@ impl MetricLearning {
             model,
             loss,
             optim,
-            labels,
-            classes,
-            resample: fit.resample,
-            seed,
+            resampler: Resampler::new(fit.resample, train, seed)?,
             device,
             epoch: 0,
         })
@@ -207,12 +200,7 @@ impl TrainStep for MetricLearning {
     }
 
     fn epoch_order(&self, epoch: usize) -> Result<Option<Vec<usize>>> {
-        match self.resample {
-            Some(kind) => {
-                crate::data::sampling::epoch_order(kind, &self.labels, self.classes, self.seed, epoch).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.resampler.as_ref().map(|r| r.order(epoch)).transpose()
     }
 
     fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
@@ -226,7 +214,7 @@ impl TrainStep for MetricLearning {
             .remove(0)
             .data
             .flatten_rows();
-        let mut loss = self.loss.compute(embeddings, &labels)?;
+        let loss = self.loss.compute(embeddings, &labels)?;
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
             return Err(Error::new(format!(
@@ -235,12 +223,7 @@ impl TrainStep for MetricLearning {
                 self.epoch
             )));
         }
-        if let Some(penalty) = l2_penalty(&self.model) {
-            loss = loss + penalty;
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(lr, self.model.clone(), grads);
-        self.model = apply_max_norm(self.model.clone());
+        self.model = optimizer_step(self.model.clone(), loss, &mut self.optim, lr);
         Ok(value)
     }
 

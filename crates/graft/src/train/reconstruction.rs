@@ -7,7 +7,7 @@
 //! supervised training.
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
@@ -20,8 +20,8 @@ use crate::model::graph::Source;
 use crate::task::loss::{LossSpec, Target};
 use crate::train::callbacks::Logs;
 use crate::train::config::FitConfig;
-use crate::train::step::TrainStep;
-use crate::train::trainer::{EVAL_BATCH, apply_max_norm, l2_penalty};
+use crate::train::step::{Resampler, TrainStep};
+use crate::train::trainer::{EVAL_BATCH, optimizer_step};
 
 /// What a reconstruction model trains for.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +205,7 @@ pub struct Reconstruction {
     pub model: Graph,
     config: ReconstructionConfig,
     optim: ModuleOptimizer,
+    resampler: Option<Resampler>,
     device: Device,
     epoch: usize,
     batch: usize,
@@ -213,8 +214,15 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
-    /// `model` is built on an autodiff device; `fit` gives the optimizer and gradient clipping.
-    pub fn new(model: Graph, config: ReconstructionConfig, fit: &FitConfig) -> Result<Self> {
+    /// `model` is built on an autodiff device; `fit` gives the optimizer, gradient clipping and resampling by
+    /// class of `train` (seeded by `seed`).
+    pub fn new(
+        model: Graph,
+        config: ReconstructionConfig,
+        fit: &FitConfig,
+        train: &Dataset,
+        seed: u64,
+    ) -> Result<Self> {
         check_model(&model, &config)?;
         let device = model.devices().first().cloned().unwrap_or_default();
         let optim = fit.optimizer.init(fit.clip_grad).at("train.optimizer")?;
@@ -222,6 +230,7 @@ impl Reconstruction {
             model,
             config,
             optim,
+            resampler: Resampler::new(fit.resample, train, seed)?,
             device,
             epoch: 0,
             batch: 0,
@@ -253,6 +262,10 @@ impl TrainStep for Reconstruction {
 
     fn model_mut(&mut self) -> &mut Graph {
         &mut self.model
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Result<Option<Vec<usize>>> {
+        self.resampler.as_ref().map(|r| r.order(epoch)).transpose()
     }
 
     fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
@@ -287,13 +300,8 @@ impl TrainStep for Reconstruction {
             self.sums.1 += scalar(k) * n as f64;
             self.sums.2 += n;
         }
-        let mut loss = t.loss;
-        if let Some(penalty) = l2_penalty(&self.model) {
-            loss = loss + penalty;
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(lr, self.model.clone(), grads);
-        self.model = apply_max_norm(self.model.clone());
+        let loss = t.loss;
+        self.model = optimizer_step(self.model.clone(), loss, &mut self.optim, lr);
         Ok(value)
     }
 

@@ -45,6 +45,44 @@ pub trait TrainStep {
     }
 }
 
+/// The rows each epoch visits when `[train] resample` is set, drawn from the training set's class labels (for
+/// steps that resample by class: oversampling a rare class, or class-balanced batches).
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    kind: crate::data::sampling::Resample,
+    labels: Vec<usize>,
+    classes: usize,
+    seed: u64,
+}
+
+impl Resampler {
+    /// `None` without `kind`; an error when `kind` is set and `train` has no class labels.
+    pub fn new(kind: Option<crate::data::sampling::Resample>, train: &Dataset, seed: u64) -> Result<Option<Self>> {
+        let Some(kind) = kind else { return Ok(None) };
+        let labels = train
+            .labels()
+            .ok_or_else(|| {
+                crate::error::Error::new("resampling draws by class; the data has no class labels").at("train.resample")
+            })?
+            .to_vec();
+        let classes = train
+            .class_names()
+            .map_or(0, <[String]>::len)
+            .max(labels.iter().max().map_or(0, |m| m + 1));
+        Ok(Some(Resampler {
+            kind,
+            labels,
+            classes,
+            seed,
+        }))
+    }
+
+    /// The training rows of `epoch`, in order.
+    pub fn order(&self, epoch: usize) -> Result<Vec<usize>> {
+        crate::data::sampling::epoch_order(self.kind, &self.labels, self.classes, self.seed, epoch)
+    }
+}
+
 /// Wall time of one epoch and the part of it the training step spent waiting for a batch.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct EpochTiming {

@@ -221,6 +221,22 @@ pub fn class_weights(
     }
 }
 
+/// One optimizer step of `model` on `loss` at `lr`, as every single-model training step takes it: the layers' L2
+/// penalties added to the loss, and their max-norm constraints applied after the step.
+pub(crate) fn optimizer_step(
+    model: Graph,
+    loss: Tensor<1>,
+    optim: &mut burn::optim::ModuleOptimizer,
+    lr: f64,
+) -> Graph {
+    let loss = match l2_penalty(&model) {
+        Some(penalty) => loss + penalty,
+        None => loss,
+    };
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    apply_max_norm(optim.step(lr, model, grads))
+}
+
 /// The sum of the L2 penalties declared on layers (`l2 = ...`).
 pub(crate) fn l2_penalty(model: &Graph) -> Option<Tensor<1>> {
     let mut total: Option<Tensor<1>> = None;

@@ -75,7 +75,7 @@ mod tests {
         let rows = host(gaussian_kl_per_row(mean.clone(), log_var.clone()).unwrap());
         // Row 0: −½·[(1 + 0.2 − 0.25 − e^0.2) + (1 − 0.4 − 1 − e^−0.4)].
         let r0 = -0.5 * ((1.2 - 0.25 - 0.2f64.exp()) + (0.6 - 1.0 - (-0.4f64).exp()));
-        close(rows[0], r0);
+        close(rows[0], r0); // 0.6709 with torch.distributions.kl_divergence
         close(rows[1], 0.0);
         close(host(gaussian_kl(mean, log_var).unwrap())[0], r0 / 2.0);
     }
@@ -86,13 +86,8 @@ mod tests {
         let log_input = Tensor::<2>::from_floats([[-1.0, -2.0, -0.5], [-0.3, -1.5, -2.5]], &d).require_grad();
         let target = Tensor::<2>::from_floats([[0.0, 0.25, 0.75], [0.5, 0.5, 0.0]], &d).require_grad();
         let value = kl_div(log_input.clone(), target.clone()).unwrap();
-        // torch.nn.functional.kl_div(x, t, reduction="batchmean") = 0.3081343...
-        let want = (0.25 * (0.25f64.ln() + 2.0)
-            + 0.75 * (0.75f64.ln() + 0.5)
-            + 0.5 * (0.5f64.ln() + 0.3)
-            + 0.5 * (0.5f64.ln() + 1.5))
-            / 2.0;
-        close(host(value.clone())[0], want);
+        // torch.nn.functional.kl_div(x, t, reduction="batchmean") in float64: Σ t·(log t − x) / 2.
+        close(host(value.clone())[0], 0.259_758_837);
         let grads = value.backward();
         let gt = host(target.grad(&grads).unwrap());
         assert!(gt.iter().all(|g| g.is_finite()), "{gt:?}");

@@ -188,23 +188,19 @@ pub fn mined_triplet_loss(
     let masks = LabelMasks::new(&labels);
     let device = embeddings.device();
     let dist = pairwise_distances(embeddings);
-    let not_positive = bool_tensor(masks.positive.clone(), [n, n], &device).bool_not();
-    let not_negative = bool_tensor(masks.negative.clone(), [n, n], &device).bool_not();
+    let positive = bool_tensor(masks.positive.clone(), [n, n], &device);
+    let negative = bool_tensor(masks.negative.clone(), [n, n], &device);
+    let (not_positive, not_negative) = (positive.clone().bool_not(), negative.clone().bool_not());
+    // [a, p, k] masks from the [a, j] ones: j = p for the positive, j = k for the negative.
+    let negative3 = negative.unsqueeze_dim::<3>(1).expand([n, n, n]);
     // Masked-out entries get ±∞ so a max or min never picks them; they never reach the loss (each mean below
     // masks its invalid terms with 0 and their gradients with them; no ∞ is ever multiplied in the backward pass).
     let farthest = |d: Tensor<2>, exclude: Tensor<2, Bool>| d.mask_fill(exclude, f64::NEG_INFINITY).max_dim(1);
     let closest = |d: Tensor<2>, exclude: Tensor<2, Bool>| d.mask_fill(exclude, f64::INFINITY).min_dim(1);
     let loss = match mining {
         Mining::BatchAll => {
-            let mut valid = vec![false; n * n * n];
-            for a in 0..n {
-                for p in 0..n {
-                    for k in 0..n {
-                        valid[(a * n + p) * n + k] = masks.positive[a * n + p] && masks.negative[a * n + k];
-                    }
-                }
-            }
-            let invalid = bool_tensor(valid, [n, n, n], &device).bool_not();
+            let positive3 = positive.unsqueeze_dim::<3>(2).expand([n, n, n]);
+            let invalid = positive3.bool_and(negative3).bool_not();
             let d_ap = dist.clone().unsqueeze_dim::<3>(2).expand([n, n, n]);
             let d_an = dist.unsqueeze_dim::<3>(1).expand([n, n, n]);
             let per = (d_ap - d_an).add_scalar(margin).clamp_min(0.0).mask_fill(invalid, 0.0);
@@ -226,15 +222,10 @@ pub fn mined_triplet_loss(
                 .div_scalar(anchors.max(1) as f64)
         }
         Mining::SemiHard => {
-            let mut negative3 = vec![false; n * n * n];
-            let mut pairs = vec![false; n * n];
-            for a in 0..n {
-                let has_negative = masks.has_negative(a);
-                for p in 0..n {
-                    pairs[a * n + p] = masks.positive[a * n + p] && has_negative;
-                    for k in 0..n {
-                        negative3[(a * n + p) * n + k] = masks.negative[a * n + k];
-                    }
+            let mut pairs = masks.positive.clone();
+            for (a, row) in pairs.chunks_mut(n).enumerate() {
+                if !masks.has_negative(a) {
+                    row.fill(false);
                 }
             }
             let count = pairs.iter().filter(|&&v| v).count();
@@ -242,10 +233,7 @@ pub fn mined_triplet_loss(
             // [a, p, k]: d(a, p) and d(a, k).
             let d_ap = dist.clone().unsqueeze_dim::<3>(2);
             let d_ak = dist.clone().unsqueeze_dim::<3>(1).expand([n, n, n]);
-            let outside = d_ak
-                .clone()
-                .greater(d_ap.clone().expand([n, n, n]))
-                .bool_and(bool_tensor(negative3, [n, n, n], &device));
+            let outside = d_ak.clone().greater(d_ap.clone().expand([n, n, n])).bool_and(negative3);
             let has_outside = outside.clone().any_dim(2);
             let closest_outside = d_ak.mask_fill(outside.bool_not(), f64::INFINITY).min_dim(2);
             let farthest_negative = farthest(dist, not_negative).unsqueeze_dim::<3>(1).expand([n, n, 1]);

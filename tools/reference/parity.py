@@ -39,6 +39,12 @@ Loss fixtures (`loss-*`) hold `logits`, `target`, optional `weights` (per row), 
 graft loss as metadata `loss`. Optimizer fixtures (`optim-*`) train the same small model (Linear 4→3, tanh,
 Linear 3→2, MSE on fixed data) for 20 steps and hold the parameters after every step (`step.<k>.<name>`) and the
 loss before it (`loss.<k>`).
+
+Loss-function fixtures (`loss_fn-*`: `graft::task::{divergence, metric_learning, gan}`) hold the function's float
+inputs `input.<name>`, integer `labels` (as floats) where it takes them, `value`, an optional `probe` (for a per-row
+value) and `grad_input.<name>`: the gradient of the value (of sum(value · probe)) w.r.t. every float input, with
+metadata `fn`, `inputs` (the names in argument order) and `options` (graft's options struct as TOML). The mined
+triplet losses are written out with loops in plain torch (`mined_reference`).
 """
 
 import fnmatch
@@ -1557,6 +1563,305 @@ def losses():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Losses as functions: divergences, metric learning, GANs (graft::task::{divergence, metric_learning, gan})
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def fn_case(case, fn, inputs, forward, labels=None, options="", probe=False, no_grad=(), note=""):
+    """A `loss_fn-<case>` fixture: `forward(*inputs) -> value` in float64 on the float32-exact `inputs` (a dict in
+    argument order), and the gradient of the value (with `probe`: of sum(value · probe)) w.r.t. every float input
+    not in `no_grad`. `labels`: integer class labels, no gradient. `options`: TOML for graft's options struct."""
+    xs = {k: rounded(v.detach().clone()).requires_grad_(k not in no_grad) for k, v in inputs.items()}
+    lab = None if labels is None else torch.as_tensor(labels)
+    value = forward(*xs.values(), *([] if lab is None else [lab]))
+    tensors = {f"input.{k}": x for k, x in xs.items()}
+    objective = value
+    if probe:
+        p = randn(*value.shape)
+        tensors["probe"] = p
+        objective = (value * p).sum()
+    tensors["value"] = value.reshape(-1)
+    wanted = [k for k in xs if k not in no_grad]
+    grads = torch.autograd.grad(objective, [xs[k] for k in wanted], allow_unused=True)
+    for k, g in zip(wanted, grads):
+        tensors[f"grad_input.{k}"] = torch.zeros_like(xs[k]) if g is None else g
+    if lab is not None:
+        tensors["labels"] = lab.to(DT)
+    meta = {"fn": fn, "inputs": ",".join(xs), "options": options, "note": note}
+    write(f"loss_fn-{case}", tensors, meta)
+
+
+def row_distances(x):
+    """d[i][j] = ‖x_i − x_j‖₂, element by element (the diagonal is never used)."""
+    n = x.shape[0]
+    return [[torch.linalg.vector_norm(x[i] - x[j]) for j in range(n)] for i in range(n)]
+
+
+def mined_reference(x, y, margin, mining):
+    """The mined triplet losses, written out with loops; returns (value, the pre-clamp terms, pairs that fell back
+    to the farthest negative, pairs that did not)."""
+    d = row_distances(x)
+    n = len(y)
+    y = [int(v) for v in y]
+    pos = lambda a: [p for p in range(n) if p != a and y[p] == y[a]]
+    neg = lambda a: [k for k in range(n) if y[k] != y[a]]
+    terms, fallback, semihard = [], 0, 0
+    for a in range(n):
+        if mining == "batch_all":
+            terms += [d[a][p] - d[a][k] + margin for p in pos(a) for k in neg(a)]
+        elif mining == "batch_hard":
+            if pos(a) and neg(a):
+                hp = torch.stack([d[a][p] for p in pos(a)]).max()
+                hn = torch.stack([d[a][k] for k in neg(a)]).min()
+                terms.append(hp - hn + margin)
+        else:
+            for p in pos(a) if neg(a) else []:
+                outside = [d[a][k] for k in neg(a) if d[a][k] > d[a][p]]
+                if outside:
+                    dn = torch.stack(outside).min()
+                    semihard += 1
+                else:
+                    dn = torch.stack([d[a][k] for k in neg(a)]).max()
+                    fallback += 1
+                terms.append(d[a][p] - dn + margin)
+    clamped = [F.relu(t) for t in terms]
+    if mining == "batch_all":
+        active = [c for c in clamped if c > 0]
+        value = torch.stack(active).mean() if active else x.sum() * 0
+    else:
+        value = torch.stack(clamped).mean()
+    return value, terms, fallback, semihard
+
+
+def separated(x, terms, gap=1e-4):
+    """No two distances from one row within `gap` (no ties for max, min or the semi-hard comparison, in float32
+    either) and no loss term within `gap` of 0 (the clamp and batch-all's count decided alike)."""
+    d = torch.cdist(x, x)
+    for row in d:
+        v = torch.sort(row).values
+        if (v[1:] - v[:-1]).min() < gap:
+            return False
+    return all(abs(float(t)) > gap for t in terms)
+
+
+def mined_case(case, labels, margin, mining, options, draw, note, need_fallback=False):
+    Case("loss_fn", case)
+    for _ in range(1000):
+        x = draw()
+        value, terms, fallback, semihard = mined_reference(x, labels, margin, mining)
+        active = sum(float(t) > 0 for t in terms)
+        if not separated(x, terms) or active in (0, len(terms)):
+            continue
+        if mining == "semi_hard" and (semihard == 0 or (need_fallback and fallback == 0)):
+            continue
+        break
+    else:
+        raise RuntimeError(f"{case}: no draw met the conditions")
+    fn_case(
+        case,
+        "mined_triplet_loss",
+        {"embeddings": x},
+        lambda e, lab: mined_reference(e, lab.tolist(), margin, mining)[0],
+        labels=labels,
+        options=options,
+        note=f"{note}; {len(terms)} terms, {active} above 0"
+        + (f", {fallback} fell back to the farthest negative" if mining == "semi_hard" else ""),
+    )
+
+
+def loss_functions():
+    G = "loss_fn"
+    # Divergences
+    Case(G, "gaussian_kl")
+    mean, log_var = randn(6, 4), uniform(6, 4, lo=-2.0, hi=1.0)
+    normal_kl = lambda m, lv: torch.distributions.kl_divergence(
+        torch.distributions.Normal(m, (0.5 * lv).exp()), torch.distributions.Normal(torch.zeros_like(m), 1.0)
+    ).sum(1)
+    fn_case(
+        "gaussian_kl",
+        "gaussian_kl",
+        {"mean": mean, "log_var": log_var},
+        lambda m, lv: normal_kl(m, lv).mean(),
+        note="torch.distributions.kl_divergence(Normal(μ, e^{lv/2}), Normal(0, 1)), sum over latents, mean over rows",
+    )
+    Case(G, "gaussian_kl_per_row")
+    mean, log_var = randn(5, 3, scale=1.5), uniform(5, 3, lo=-3.0, hi=2.0)
+    fn_case(
+        "gaussian_kl_per_row",
+        "gaussian_kl_per_row",
+        {"mean": mean, "log_var": log_var},
+        normal_kl,
+        probe=True,
+        note="torch.distributions.kl_divergence(Normal(μ, e^{lv/2}), Normal(0, 1)), sum over latents, per row",
+    )
+    Case(G, "kl_div")
+    log_input = F.log_softmax(torch.randn(5, 4, dtype=DT) * 1.5, 1)
+    target = torch.softmax(torch.randn(5, 4, dtype=DT), 1)
+    fn_case(
+        "kl_div",
+        "kl_div",
+        {"log_input": log_input, "target": target},
+        lambda x, t: F.kl_div(x, t, reduction="batchmean"),
+        note='F.kl_div(reduction="batchmean"), gradients w.r.t. both inputs',
+    )
+    Case(G, "kl_div_zero_targets")
+    log_input = F.log_softmax(torch.randn(5, 4, dtype=DT) * 1.5, 1)
+    target = torch.softmax(torch.randn(5, 4, dtype=DT), 1)
+    target[0, 1] = target[2, 0] = target[2, 3] = target[4, 2] = 0.0
+    target = target / target.sum(1, keepdim=True)
+    fn_case(
+        "kl_div_zero_targets",
+        "kl_div",
+        {"log_input": log_input, "target": target},
+        lambda x, t: F.kl_div(x, t, reduction="batchmean"),
+        no_grad=("target",),
+        note='F.kl_div(reduction="batchmean"), 4 zero targets; w.r.t. log_input only (torch: NaN at a zero target)',
+    )
+
+    # Metric learning
+    Case(G, "contrastive")
+    a, b = randn(8, 3, scale=0.5), randn(8, 3, scale=0.5)
+    b[5] = a[5] + 1.5  # a dissimilar pair beyond the margin
+    b[6] = a[6]  # an identical dissimilar pair
+    b[7] = a[7]  # an identical similar pair
+    same = torch.tensor([1, 0, 1, 0, 0, 0, 0, 1], dtype=DT)
+    margin = 1.0
+    d = torch.linalg.vector_norm(rounded(a) - rounded(b), dim=1)
+    assert d[5] > margin and all(abs(float(v) - margin) > 1e-3 for v in d)
+
+    def contrastive(a, b, y):
+        d = torch.linalg.vector_norm(a - b, dim=1)
+        return (0.5 * (y * d**2 + (1 - y) * torch.clamp_min(margin - d, 0.0) ** 2)).mean()
+
+    fn_case(
+        "contrastive",
+        "contrastive_loss",
+        {"a": a, "b": b, "same": same},
+        contrastive,
+        options="margin = 1.0",
+        note="Hadsell et al. 2006 with torch.linalg.vector_norm; a pair beyond the margin, two identical pairs",
+    )
+    Case(G, "triplet_margin_loss")
+    anchor, positive, negative = randn(7, 4), randn(7, 4), randn(7, 4)
+    terms = F.pairwise_distance(anchor, positive) - F.pairwise_distance(anchor, negative) + 0.5
+    assert all(abs(float(t)) > 1e-3 for t in terms) and 0 < int((terms > 0).sum()) < len(terms)
+    fn_case(
+        "triplet_margin_loss",
+        "triplet_margin_loss",
+        {"anchor": anchor, "positive": positive, "negative": negative},
+        lambda a, p, n: F.triplet_margin_loss(a, p, n, margin=0.5),
+        options="margin = 0.5",
+        note="F.triplet_margin_loss(margin=0.5, p=2, eps=1e-6, swap=False)",
+    )
+    labels4 = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+    mined_case(
+        "mined_batch_all",
+        labels4,
+        0.5,
+        "batch_all",
+        'margin = 0.5\nmining = "batch_all"',
+        lambda: randn(10, 4, scale=0.7),
+        "batch all: mean over the triplets with a loss above 0 (Hermans et al. 2017)",
+    )
+    mined_case(
+        "mined_batch_hard",
+        [0, 0, 0, 1, 1, 1, 2, 2, 2, 3],
+        0.5,
+        "batch_hard",
+        'margin = 0.5\nmining = "batch_hard"',
+        lambda: randn(10, 4, scale=0.7),
+        "batch hard: farthest positive, closest negative per anchor; class 3 a singleton",
+    )
+    mined_case(
+        "mined_semi_hard",
+        labels4,
+        0.2,
+        "semi_hard",
+        "",
+        lambda: randn(10, 4, scale=0.7),
+        "semi-hard (TF Addons triplet_semihard_loss), default options (margin 0.2)",
+    )
+    labels3 = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3]
+
+    def clusters():
+        centers = randn(4, 3, scale=1.0)
+        x = centers[torch.tensor(labels3)] + randn(12, 3, scale=0.3)
+        x[3] = x[3] + rounded(torch.tensor([6.0, 0.0, 0.0], dtype=DT))  # a class-0 row far from its class
+        return rounded(x)
+
+    mined_case(
+        "mined_semi_hard_fallback",
+        labels3,
+        0.3,
+        "semi_hard",
+        'margin = 0.3\nmining = "semi_hard"',
+        clusters,
+        "semi-hard with a class-0 row far from its class: pairs with it fall back to the farthest negative",
+        need_fallback=True,
+    )
+
+    # GANs
+    bce = F.binary_cross_entropy_with_logits
+    Case(G, "discriminator")
+    real, fake = randn(6, 1, scale=2.0), randn(5, 1, scale=2.0)
+    discriminator = lambda r, f: bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
+    fn_case(
+        "discriminator",
+        "discriminator_loss",
+        {"real_logits": real, "fake_logits": fake},
+        discriminator,
+        note="F.binary_cross_entropy_with_logits(real, 1) + (fake, 0)",
+    )
+    Case(G, "discriminator_extreme_logits")
+    real = torch.tensor([[40.0], [-30.0], [90.0], [0.5]], dtype=DT)
+    fake = torch.tensor([[-60.0], [35.0], [-0.25]], dtype=DT)
+    fn_case(
+        "discriminator_extreme_logits",
+        "discriminator_loss",
+        {"real_logits": real, "fake_logits": fake},
+        discriminator,
+        note="logits up to ±90: the softplus form neither overflows nor loses the small terms",
+    )
+    Case(G, "generator")
+    fake = randn(7, 2, scale=2.0)
+    fn_case(
+        "generator",
+        "generator_loss",
+        {"fake_logits": fake},
+        lambda f: bce(f, torch.ones_like(f)),
+        note="F.binary_cross_entropy_with_logits(fake, 1), two outputs",
+    )
+    Case(G, "critic")
+    real, fake = randn(6, 1, scale=3.0), randn(5, 1, scale=3.0)
+    fn_case(
+        "critic",
+        "critic_loss",
+        {"real_scores": real, "fake_scores": fake},
+        lambda r, f: f.mean() - r.mean(),
+        note="mean(fake) − mean(real)",
+    )
+    Case(G, "wasserstein_generator")
+    fake = randn(5, 2, scale=3.0)
+    fn_case(
+        "wasserstein_generator",
+        "wasserstein_generator_loss",
+        {"fake_scores": fake},
+        lambda f: -f.mean(),
+        note="−mean(fake)",
+    )
+    Case(G, "gradient_penalty")
+    grad = randn(6, 5, scale=0.6)
+    grad[2] = 0.0
+    fn_case(
+        "gradient_penalty",
+        "gradient_penalty_from_grad",
+        {"input_grad": grad},
+        lambda g: ((g.norm(2, dim=1) - 1) ** 2).mean(),
+        note="((g.norm(2, dim=1) − 1)²).mean() (WGAN-GP); one zero row",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Optimizers
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -1814,6 +2119,7 @@ def main():
     activations()
     dropout()
     losses()
+    loss_functions()
     optimizers()
     if ONLY:
         print(f"{len(WRITTEN)} parity fixtures rewritten: {', '.join(WRITTEN) or 'none matched'}")

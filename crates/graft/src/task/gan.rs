@@ -1,129 +1,187 @@
-//! GAN losses, from the discriminator's raw scores (logits): the non-saturating loss of Goodfellow et al. 2014
-//! (the generator maximizes log D(G(z)) rather than minimizing log(1 − D(G(z))), which saturates early in
-//! training), and the Wasserstein loss of Arjovsky et al. 2017 with Gulrajani et al.'s gradient penalty (the critic
-//! kept 1-Lipschitz by penalizing its input gradient's norm away from 1). Binary cross-entropy on logits is written
-//! as softplus, stable for scores of any size.
+//! Adversarial losses for training a generator against a discriminator (GANs), kept apart from the supervised
+//! losses because each step has two objectives with opposite aims. Two families: the non-saturating loss of
+//! Goodfellow et al. (2014), binary cross-entropy on the discriminator's logits, with the generator maximizing log
+//! D(G(z)) instead of minimizing log(1 − D(G(z))), which saturates early in training; and the Wasserstein loss
+//! (Arjovsky et al. 2017) on an unbounded critic, with the gradient penalty of Gulrajani et al. (2017) as the
+//! Lipschitz constraint. The penalty needs the critic's gradient w.r.t. its input, which the training step
+//! computes; here is the term made from it.
 
 use burn::prelude::*;
-use burn::tensor::activation::softplus;
 use serde::{Deserialize, Serialize};
 
-/// `loss = "non_saturating"` or `loss = { wasserstein = { gradient_penalty = 10.0 } }`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum GanLoss {
-    #[default]
-    NonSaturating,
-    Wasserstein {
-        /// λ of the gradient penalty (WGAN-GP's 10); 0 trains a plain critic, which nothing keeps Lipschitz.
-        #[serde(default = "ten")]
-        gradient_penalty: f64,
-    },
+use crate::error::{Error, Result};
+use crate::task::metric_learning::row_norms;
+
+/// softplus(x) = log(1 + eˣ), as log(1 + e^−|x|) + max(x, 0): no overflow for large |x|.
+fn softplus(x: Tensor<2>) -> Tensor<2> {
+    x.clone().abs().neg().exp().log1p() + x.clamp_min(0.0)
 }
 
-fn ten() -> f64 {
-    10.0
-}
-
-/// mean(softplus(−x)): binary cross-entropy of logits `x` against "real".
-fn bce_real(logits: Tensor<2>) -> Tensor<1> {
-    softplus(logits.neg(), 1.0).mean()
-}
-
-/// mean(softplus(x)): binary cross-entropy of logits `x` against "generated".
-fn bce_fake(logits: Tensor<2>) -> Tensor<1> {
-    softplus(logits, 1.0).mean()
-}
-
-/// The discriminator's loss: BCE(real scores, 1) + BCE(generated scores, 0), each a mean; scores `[n, 1]`.
+/// The discriminator's non-saturating loss: BCEWithLogits(real, 1) + BCEWithLogits(fake, 0), each the mean over
+/// its elements, i.e. mean(softplus(−real)) + mean(softplus(fake)) (PyTorch's
+/// `F.binary_cross_entropy_with_logits` on each half). `real_logits [n_real, k]`, `fake_logits [n_fake, k]` (k is
+/// usually 1; the two batches may differ in size). → `[1]`.
 pub fn discriminator_loss(real_logits: Tensor<2>, fake_logits: Tensor<2>) -> Tensor<1> {
-    bce_real(real_logits) + bce_fake(fake_logits)
+    softplus(real_logits.neg()).mean() + softplus(fake_logits).mean()
 }
 
-/// The non-saturating generator loss: BCE(scores of generated samples, 1), `[n, 1]` → scalar.
+/// The generator's non-saturating loss: BCEWithLogits(fake, 1) = mean(softplus(−fake)), minimized as the
+/// discriminator is fooled. `fake_logits [n, k]` → `[1]`.
 pub fn generator_loss(fake_logits: Tensor<2>) -> Tensor<1> {
-    bce_real(fake_logits)
+    softplus(fake_logits.neg()).mean()
 }
 
-/// The critic's Wasserstein loss: mean(generated scores) − mean(real scores) (it learns to score real higher).
+/// The Wasserstein critic's loss: mean(fake) − mean(real), minimized as the critic scores real samples above
+/// generated ones. `real_scores [n_real, k]`, `fake_scores [n_fake, k]` (raw scores, no sigmoid) → `[1]`.
 pub fn critic_loss(real_scores: Tensor<2>, fake_scores: Tensor<2>) -> Tensor<1> {
     fake_scores.mean() - real_scores.mean()
 }
 
-/// The generator's Wasserstein loss: −mean(scores of its samples).
+/// The Wasserstein generator's loss: −mean(fake). `fake_scores [n, k]` → `[1]`.
 pub fn wasserstein_generator_loss(fake_scores: Tensor<2>) -> Tensor<1> {
     fake_scores.mean().neg()
 }
 
-/// WGAN-GP's penalty from the critic's input gradient flattened per sample, `[n, d]`: mean over samples of
-/// (‖g‖₂ − 1)². The norm is √(Σg² + 1e-12), so a zero gradient has a finite derivative.
+/// The WGAN-GP gradient penalty given the critic's input gradient: mean over rows of (‖g_row‖₂ − 1)².
+/// `input_grad [n, features]`: ∂critic/∂input at the interpolated samples, flattened per row (the caller
+/// computes it). The norm goes through [`crate::task::metric_learning::safe_sqrt`], so a zero row contributes 1
+/// with a zero gradient (torch's norm gives the same) rather than NaN. Multiply by the penalty weight (λ = 10 in
+/// Gulrajani et al.). → `[1]`.
 pub fn gradient_penalty_from_grad(input_grad: Tensor<2>) -> Tensor<1> {
-    let norm = input_grad.powi_scalar(2).sum_dim(1).add_scalar(1e-12).sqrt();
-    norm.sub_scalar(1.0).powi_scalar(2).mean()
+    row_norms(input_grad).sub_scalar(1.0).powi_scalar(2).mean()
+}
+
+fn default_gradient_penalty() -> f64 {
+    10.0
+}
+
+/// `gan_loss = "non_saturating"` (the default) or `gan_loss = { wasserstein = { gradient_penalty = 10.0 } }`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GanLoss {
+    /// Binary cross-entropy on logits ([`discriminator_loss`], [`generator_loss`]).
+    #[default]
+    NonSaturating,
+    /// Critic scores ([`critic_loss`], [`wasserstein_generator_loss`]) and the weight of
+    /// [`gradient_penalty_from_grad`] in the critic's loss (0: none).
+    Wasserstein {
+        #[serde(default = "default_gradient_penalty")]
+        gradient_penalty: f64,
+    },
+}
+
+impl GanLoss {
+    pub fn check(&self) -> Result<()> {
+        match self {
+            GanLoss::Wasserstein { gradient_penalty }
+                if !(*gradient_penalty >= 0.0 && gradient_penalty.is_finite()) =>
+            {
+                Err(Error::new(format!(
+                    "gradient_penalty must be 0 or more and finite, found {gradient_penalty}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The discriminator's (or critic's) loss without the gradient penalty: `real [n_real, k]`, `fake [n_fake, k]`
+    /// → `[1]`.
+    pub fn discriminator(&self, real: Tensor<2>, fake: Tensor<2>) -> Tensor<1> {
+        match self {
+            GanLoss::NonSaturating => discriminator_loss(real, fake),
+            GanLoss::Wasserstein { .. } => critic_loss(real, fake),
+        }
+    }
+
+    /// The generator's loss: `fake [n, k]` → `[1]`.
+    pub fn generator(&self, fake: Tensor<2>) -> Tensor<1> {
+        match self {
+            GanLoss::NonSaturating => generator_loss(fake),
+            GanLoss::Wasserstein { .. } => wasserstein_generator_loss(fake),
+        }
+    }
+
+    /// The weight of the gradient penalty, when there is one to compute.
+    pub fn gradient_penalty(&self) -> Option<f64> {
+        match self {
+            GanLoss::Wasserstein { gradient_penalty } if *gradient_penalty > 0.0 => Some(*gradient_penalty),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
 
-    fn column(values: &[f32], device: &Device) -> Tensor<2> {
-        Tensor::<2>::from_data(TensorData::new(values.to_vec(), [values.len(), 1]), device)
+    fn ad() -> Device {
+        Device::default().autodiff()
     }
 
-    fn value(t: Tensor<1>) -> f64 {
-        t.into_scalar::<f32>() as f64
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
     }
 
-    fn softplus_ref(x: f64) -> f64 {
-        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    fn close(got: f32, want: f64) {
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     }
 
-    #[test]
-    fn losses_match_their_definitions_also_for_large_scores() {
-        let device = Device::default();
-        let real = [2.0f32, -1.0, 40.0];
-        let fake = [-3.0f32, 0.5, -60.0];
-        let mean = |f: &dyn Fn(f64) -> f64, xs: &[f32]| xs.iter().map(|&x| f(x as f64)).sum::<f64>() / xs.len() as f64;
-        let want_d = mean(&|x| softplus_ref(-x), &real) + mean(&softplus_ref, &fake);
-        let got_d = value(discriminator_loss(column(&real, &device), column(&fake, &device)));
-        assert!((got_d - want_d).abs() < 1e-5, "{got_d} vs {want_d}");
-        let want_g = mean(&|x| softplus_ref(-x), &fake);
-        let got_g = value(generator_loss(column(&fake, &device)));
-        assert!((got_g - want_g).abs() < 1e-5, "{got_g} vs {want_g}");
-        let w = value(critic_loss(column(&real, &device), column(&fake, &device)));
-        assert!((w - (mean(&|x| x, &fake) - mean(&|x| x, &real))).abs() < 1e-5);
-        assert!((value(wasserstein_generator_loss(column(&fake, &device))) + mean(&|x| x, &fake)).abs() < 1e-5);
+    fn sp(x: f64) -> f64 {
+        (1.0 + x.exp()).ln()
     }
 
     #[test]
-    fn the_penalty_is_zero_for_unit_gradients_and_finite_at_zero() {
-        let device = Device::default().autodiff();
-        let unit = Tensor::<2>::from_data(TensorData::new(vec![0.6f32, 0.8, 1.0, 0.0], [2, 2]), &device);
-        assert!(value(gradient_penalty_from_grad(unit)) < 1e-10);
-        let g = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 3.0, 4.0], [2, 2]), &device).require_grad();
+    fn non_saturating_losses_are_binary_cross_entropy() {
+        let real = Tensor::<2>::from_floats([[2.0], [-0.5]], &ad());
+        let fake = Tensor::<2>::from_floats([[-1.0], [0.3], [1.5]], &ad());
+        let d = host(discriminator_loss(real, fake.clone()))[0];
+        close(d, (sp(-2.0) + sp(0.5)) / 2.0 + (sp(-1.0) + sp(0.3) + sp(1.5)) / 3.0);
+        close(host(generator_loss(fake))[0], (sp(1.0) + sp(-0.3) + sp(-1.5)) / 3.0);
+    }
+
+    #[test]
+    fn extreme_logits_stay_finite() {
+        let x = Tensor::<2>::from_floats([[-200.0], [200.0]], &ad()).require_grad();
+        let v = generator_loss(x.clone());
+        close(host(v.clone())[0], 100.0);
+        let g = host(x.grad(&v.backward()).unwrap());
+        close(g[0], -0.5);
+        close(g[1], 0.0);
+    }
+
+    #[test]
+    fn wasserstein_losses_and_penalty() {
+        let real = Tensor::<2>::from_floats([[1.0], [3.0]], &ad());
+        let fake = Tensor::<2>::from_floats([[0.5], [-0.5], [1.5]], &ad());
+        close(host(critic_loss(real, fake.clone()))[0], 0.5 - 2.0);
+        close(host(wasserstein_generator_loss(fake))[0], -0.5);
+        let g = Tensor::<2>::from_floats([[3.0, 4.0], [0.0, 0.0]], &ad()).require_grad();
         let p = gradient_penalty_from_grad(g.clone());
-        // Rows: (0 − 1)² = 1 and (5 − 1)² = 16 → 8.5.
-        assert!((value(p.clone()) - 8.5).abs() < 1e-5);
-        let grads = p.backward();
-        let d = g.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        assert!(d.iter().all(|v| v.is_finite()), "{d:?}");
-        // d/dg of (‖g‖ − 1)² / 2 rows = (‖g‖ − 1)·g/‖g‖ for the second row: 4·(0.6, 0.8).
-        assert!((d[2] - 2.4).abs() < 1e-4 && (d[3] - 3.2).abs() < 1e-4, "{d:?}");
+        close(host(p.clone())[0], (16.0 + 1.0) / 2.0);
+        let grad = host(g.grad(&p.backward()).unwrap());
+        // Row 0: 2·(5 − 1)·(3, 4)/5 / 2; row 1: zero, not NaN.
+        close(grad[0], 2.4);
+        close(grad[1], 3.2);
+        assert_eq!(&grad[2..], &[0.0, 0.0]);
     }
 
     #[test]
-    fn the_loss_reads_from_toml() {
+    fn gan_loss_parses_with_defaults() {
         #[derive(Deserialize)]
-        struct Doc {
-            loss: GanLoss,
+        struct T {
+            gan_loss: GanLoss,
         }
-        let read = |s: &str| toml::from_str::<Doc>(s).map(|d| d.loss);
-        assert_eq!(read("loss = \"non_saturating\"").unwrap(), GanLoss::NonSaturating);
-        assert_eq!(
-            read("loss = { wasserstein = {} }").unwrap(),
-            GanLoss::Wasserstein { gradient_penalty: 10.0 }
-        );
-        assert!(read("loss = { wasserstein = { penalty = 1 } }").is_err());
+        assert_eq!(GanLoss::default(), GanLoss::NonSaturating);
+        let t: T = toml::from_str("gan_loss = \"non_saturating\"").unwrap();
+        assert_eq!(t.gan_loss, GanLoss::NonSaturating);
+        let t: T = toml::from_str("gan_loss = { wasserstein = {} }").unwrap();
+        assert_eq!(t.gan_loss, GanLoss::Wasserstein { gradient_penalty: 10.0 });
+        assert_eq!(t.gan_loss.gradient_penalty(), Some(10.0));
+        let t: T = toml::from_str("gan_loss = { wasserstein = { gradient_penalty = 0.0 } }").unwrap();
+        assert_eq!(t.gan_loss.gradient_penalty(), None);
+        assert!(toml::from_str::<T>("gan_loss = { wasserstein = { penalty = 1.0 } }").is_err());
+        assert!(toml::from_str::<T>("gan_loss = \"minimax\"").is_err());
+        assert!(GanLoss::Wasserstein { gradient_penalty: -1.0 }.check().is_err());
+        assert!(GanLoss::Wasserstein { gradient_penalty: 10.0 }.check().is_ok());
     }
 }

@@ -1,8 +1,10 @@
 //! What a model is trained to do, shared by training and inference: losses, metrics and their curves, task heads,
-//! probability calibration and decision thresholds.
+//! probability calibration and decision thresholds; the divergences, metric-learning and adversarial losses of
+//! generative and embedding models.
 
 pub mod calibration;
 pub mod curves;
+pub mod divergence;
 pub mod frechet;
 pub mod gan;
 pub mod head;

@@ -68,7 +68,7 @@ impl MetricLoss {
                 let a = embeddings.clone().select(0, index(first));
                 let b = embeddings.select(0, index(second));
                 let same = Tensor::<1>::from_data(TensorData::new(same, [pairs]), &device);
-                Ok(contrastive_loss(a, b, same, c.margin))
+                contrastive_loss(a, b, same, c.margin)
             }
         }
     }

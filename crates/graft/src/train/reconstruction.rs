@@ -158,14 +158,6 @@ struct Terms {
     kl: Option<Tensor<1>>,
 }
 
-/// KL(N(mean, exp(log_var)) ‖ N(0, I)) of every row, summed over the latent axis: `[N, D]`, `[N, D]` → `[N]`.
-fn kl_per_row(mean: Tensor<2>, log_var: Tensor<2>) -> Tensor<1> {
-    (log_var.clone().add_scalar(1.0) - mean.powi_scalar(2) - log_var.exp())
-        .sum_dim(1)
-        .squeeze_dim::<1>(1)
-        .mul_scalar(-0.5)
-}
-
 /// The loss terms of `model` on `inputs` (the data first; a conditional model's class after it) against `clean`.
 fn terms(model: &Graph, config: &ReconstructionConfig, inputs: Vec<Data>, clean: Tensor<2>, ctx: Ctx) -> Result<Terms> {
     let taps = match config.beta {
@@ -187,7 +179,7 @@ fn terms(model: &Graph, config: &ReconstructionConfig, inputs: Vec<Data>, clean:
     let log_var = tapped.remove(1).data.flatten_rows();
     let mean = tapped.remove(0).data.flatten_rows();
     let reconstruction = per_row.clone().mul_scalar(width as f64).mean();
-    let kl = kl_per_row(mean, log_var).mean();
+    let kl = crate::task::divergence::gaussian_kl(mean, log_var)?;
     Ok(Terms {
         loss: reconstruction.clone() + kl.clone().mul_scalar(beta),
         per_row,

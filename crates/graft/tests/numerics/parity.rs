@@ -4,7 +4,8 @@
 //! fixture per case into `tests/fixtures/parity/`: weights under graft's names, inputs, outputs, a fixed random
 //! probe per output and the gradients of `Σₖ sum(outputₖ · probeₖ)` with respect to every float input and every
 //! parameter (plus the running statistics after a train-mode batch norm step); loss fixtures hold logits, targets,
-//! the value and its gradient; optimizer fixtures hold the parameters after each of 20 steps. The reference is
+//! the value and its gradient; loss-function fixtures (`loss_fn-*`: divergences, metric learning, GANs) name the
+//! function and hold its inputs, the value and its gradient w.r.t. every float input; optimizer fixtures hold the parameters after each of 20 steps. The reference is
 //! PyTorch evaluated in float64 on float32-representable weights and inputs, so an error here is graft's own.
 //!
 //! Each test below loads every fixture of one group, builds the graph from the fixture's `spec` on an autodiff
@@ -27,7 +28,12 @@ use graft::model::graph::Graph;
 use graft::model::io::{NamedTensor, load_tensors, named_tensors, read_safetensors};
 use graft::model::params::{ParamPath, ParamVisitor, visit_params};
 use graft::model::spec::ModelSpec;
+use graft::task::divergence::{gaussian_kl, gaussian_kl_per_row, kl_div};
+use graft::task::gan::{
+    critic_loss, discriminator_loss, generator_loss, gradient_penalty_from_grad, wasserstein_generator_loss,
+};
 use graft::task::loss::{LossSpec, Target};
+use graft::task::metric_learning::{ContrastiveSpec, TripletSpec, triplet_margin_loss};
 use graft::train::optim::OptimizerSpec;
 
 /// The largest error any compared value may have.
@@ -38,6 +44,8 @@ const TOLERANCE: f64 = 1e-5;
 enum Kind {
     Layer,
     Loss,
+    /// A `graft::task` loss function named by the fixture's `fn`.
+    LossFn,
     Optimizer,
 }
 
@@ -88,6 +96,12 @@ const GROUPS: &[(&str, Kind, &str)] = &[
     ("activation", Kind::Layer, "Activations"),
     ("dropout", Kind::Layer, "Dropout (`dropout`)"),
     ("loss", Kind::Loss, "Losses (value and gradient w.r.t. the logits)"),
+    (
+        "loss_fn",
+        Kind::LossFn,
+        "Divergence, metric-learning and GAN losses (`task::divergence`, `task::metric_learning`, `task::gan`; \
+         value and gradient w.r.t. every float input)",
+    ),
     (
         "optim",
         Kind::Optimizer,
@@ -445,6 +459,90 @@ fn check_loss(f: &Fixture) -> Measured {
     m
 }
 
+/// A loss-function fixture: the function named by `fn` on the inputs named by `inputs` (in argument order), with
+/// the options in `options` (TOML), against torch's value and its gradient w.r.t. every input that has a
+/// `grad_input.<name>` (of sum(value · probe) when the fixture has a `probe`, for a per-row value).
+fn check_loss_fn(f: &Fixture) -> Measured {
+    #[derive(Deserialize)]
+    struct Margin {
+        margin: f64,
+    }
+    let mut m = Measured::default();
+    let device = Device::default().autodiff();
+    let names: Vec<&str> = f.meta("inputs").split(',').collect();
+    let mut leaves: HashMap<&str, Tensor<2>> = HashMap::new();
+    for name in &names {
+        let mut leaf = f.matrix(&format!("input.{name}"), &device);
+        if f.tensors.contains_key(&format!("grad_input.{name}")) {
+            leaf = leaf.require_grad();
+        }
+        leaves.insert(name, leaf);
+    }
+    let x = |name: &str| leaves.get(name).unwrap_or_else(|| panic!("no input `{name}`")).clone();
+    // A vector input `[n]` is read as `[n, 1]`; its gradient has the same values.
+    let v = |name: &str| -> Tensor<1> {
+        let t = x(name);
+        let [n, _] = t.dims();
+        t.reshape([n])
+    };
+    let options = f.meta("options");
+    let margin = || {
+        toml::from_str::<Margin>(options)
+            .unwrap_or_else(|e| panic!("options: {e}"))
+            .margin
+    };
+    let value: Tensor<1> = match f.meta("fn") {
+        "gaussian_kl" => gaussian_kl(x("mean"), x("log_var")).expect("gaussian_kl"),
+        "gaussian_kl_per_row" => gaussian_kl_per_row(x("mean"), x("log_var")).expect("gaussian_kl_per_row"),
+        "kl_div" => kl_div(x("log_input"), x("target")).expect("kl_div"),
+        "contrastive_loss" => toml::from_str::<ContrastiveSpec>(options)
+            .unwrap_or_else(|e| panic!("options: {e}"))
+            .compute(x("a"), x("b"), v("same"))
+            .expect("contrastive_loss"),
+        "triplet_margin_loss" => {
+            triplet_margin_loss(x("anchor"), x("positive"), x("negative"), margin()).expect("triplet_margin_loss")
+        }
+        "mined_triplet_loss" => {
+            let labels = f.tensor("labels");
+            let ids: Vec<i64> = labels.values.iter().map(|v| *v as i64).collect();
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(ids, [labels.values.len()]), &device);
+            toml::from_str::<TripletSpec>(options)
+                .unwrap_or_else(|e| panic!("options: {e}"))
+                .compute(x("embeddings"), labels)
+                .expect("mined_triplet_loss")
+        }
+        "discriminator_loss" => discriminator_loss(x("real_logits"), x("fake_logits")),
+        "generator_loss" => generator_loss(x("fake_logits")),
+        "critic_loss" => critic_loss(x("real_scores"), x("fake_scores")),
+        "wasserstein_generator_loss" => wasserstein_generator_loss(x("fake_scores")),
+        "gradient_penalty_from_grad" => gradient_penalty_from_grad(x("input_grad")),
+        other => panic!("unknown loss function `{other}`"),
+    };
+    let dims = value.dims();
+    m.compare(Slot::Forward, "value", &values(value.clone()), &dims, f.tensor("value"));
+    let objective = match f.tensors.get("probe") {
+        Some(p) => (value * Tensor::<1>::from_data(TensorData::new(p.values.clone(), [p.values.len()]), &device)).sum(),
+        None => value,
+    };
+    let grads = objective.backward();
+    for name in &names {
+        let Some(want) = f.tensors.get(&format!("grad_input.{name}")) else {
+            continue;
+        };
+        match x(name).grad(&grads) {
+            Some(g) => m.compare(
+                Slot::GradInputs,
+                &format!("∂{name}"),
+                &values(g),
+                &f.tensor(&format!("input.{name}")).shape,
+                want,
+            ),
+            None => m.problems.push(format!("{name}: graft computed no gradient")),
+        }
+    }
+    m
+}
+
 /// An optimizer fixture: 20 steps of `OptimizerSpec::init` + `step` on the fixture's model and data.
 fn check_optimizer(f: &Fixture) -> Measured {
     #[derive(Deserialize)]
@@ -524,6 +622,7 @@ fn run_group(group: &str, kind: Kind) -> Vec<Row> {
             let measured = catch_unwind(AssertUnwindSafe(|| match kind {
                 Kind::Layer => check_layer(&f),
                 Kind::Loss => check_loss(&f),
+                Kind::LossFn => check_loss_fn(&f),
                 Kind::Optimizer => check_optimizer(&f),
             }))
             .unwrap_or_else(|panic| {
@@ -596,6 +695,7 @@ group_tests!(
     activation,
     dropout,
     loss,
+    loss_fn,
     optim,
 );
 
@@ -673,7 +773,7 @@ fn report() {
          be within 1e-5; the tests fail otherwise.\n\n\
          Columns: *forward* = outputs (losses: the value; optimizers: the loss before each step); *∂ inputs* = the \
          gradient of Σₖ sum(outputₖ · probeₖ) for a fixed random probe w.r.t. every float input (losses: w.r.t. the \
-         logits); *∂ parameters* = the same w.r.t. every parameter; *state* = running statistics after a train-mode \
+         logits; loss functions: of the value, w.r.t. every float input); *∂ parameters* = the same w.r.t. every parameter; *state* = running statistics after a train-mode \
          batch-norm step, or every parameter after each of 20 optimizer steps.\n",
     );
     let mut failures = vec![];
@@ -734,7 +834,13 @@ fn report() {
          sample whose keys are all padding is compared above.\n\
          - Dropout masks are random: the train-mode rule is compared, not the masks.\n\
          - `clip_grad = { norm }` rescales each parameter's gradient on its own; \
-         `torch.nn.utils.clip_grad_norm_` takes the norm of all of them together.\n",
+         `torch.nn.utils.clip_grad_norm_` takes the norm of all of them together.\n\
+         - `kl_div`'s gradient w.r.t. a zero target: PyTorch gives NaN (the derivative of t·log t is −∞ at 0); graft \
+         leaves the t·log t term out there. The `kl_div_zero_targets` case compares the gradient w.r.t. the \
+         log-probabilities only; `kl_div` (no zero target) compares both.\n\
+         - Semi-hard mining of an anchor that has no negative in the batch: TensorFlow Addons takes a negative \
+         distance of 0 for its positive pairs (and divides by zero when the batch has no positive pair); graft leaves \
+         those pairs out (and gives 0). Every anchor of the fixtures has negatives.\n",
     );
     md.push_str(&format!("\n{total} fixture cases; {} disagree.\n", failures.len()));
     std::fs::write(fixtures_dir().join("REPORT.md"), md).expect("write REPORT.md");

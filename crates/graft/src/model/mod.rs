@@ -4,6 +4,7 @@
 pub mod freeze;
 pub mod graph;
 pub mod groups;
+pub mod input_grad;
 pub mod io;
 pub mod params;
 pub mod partial;

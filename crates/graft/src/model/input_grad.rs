@@ -367,9 +367,13 @@ fn step(layer: &Layer, mut inputs: Vec<Data>, ctx: &Ctx) -> Result<(Data, Backwa
             };
             let back: Backward = Box::new(move |dy: Data| {
                 let dy = dy.d2()?;
-                Ok(vec![match dims.as_slice() {
-                    &[b, l, c] => Data::D3(dy.reshape([b, 1, c]).expand([b, l, c]).div_scalar(l as f64)),
-                    &[b, c, h, w] => Data::D4(dy.reshape([b, c, 1, 1]).expand([b, c, h, w]).div_scalar((h * w) as f64)),
+                Ok(vec![match *dims.as_slice() {
+                    [b, l, c] => Data::D3(dy.reshape([b, 1, c]).expand([b, l, c]).mul_scalar(1.0 / l as f64)),
+                    [b, c, h, w] => Data::D4(
+                        dy.reshape([b, c, 1, 1])
+                            .expand([b, c, h, w])
+                            .mul_scalar(1.0 / (h * w) as f64),
+                    ),
                     _ => return Err(Error::new("global pooling of a rank-2 tensor")),
                 }])
             });

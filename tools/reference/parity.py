@@ -45,6 +45,11 @@ inputs `input.<name>`, integer `labels` (as floats) where it takes them, `value`
 value) and `grad_input.<name>`: the gradient of the value (of sum(value · probe)) w.r.t. every float input, with
 metadata `fn`, `inputs` (the names in argument order) and `options` (graft's options struct as TOML). The mined
 triplet losses are written out with loops in plain torch (`mined_reference`).
+
+Gradient-penalty fixtures (`gradient_penalty-*`) hold a small critic's weights, `real`,
+`fake`, the interpolation coefficients `alpha`, the score `score` = D(x̂), the input gradient `grad_input`, the WGAN-GP
+penalty `value` (λ = 10, metadata `lambda`) and its gradient w.r.t. every parameter (`grad_param.<name>`), the
+second-order gradients of `torch.autograd.grad(create_graph=True)`.
 """
 
 import fnmatch
@@ -1354,6 +1359,116 @@ def dropout():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Gradient penalty (WGAN-GP)
+# ----------------------------------------------------------------------------------------------------------------
+
+GP_LAMBDA = 10.0
+
+
+def gradient_penalty():
+    """WGAN-GP's penalty (Gulrajani et al. 2017) on small critics: x̂ = α·real + (1 − α)·fake with one fixed α per
+    sample, g = ∂(Σ D(x̂))/∂x̂ by `torch.autograd.grad(create_graph=True)`, gp = λ·mean_rows((‖g‖₂ − 1)²), λ = 10,
+    and ∂gp/∂θ for every critic parameter (zeros where gp does not depend on it). The fixture holds `param.<name>`,
+    `real`, `fake`, `alpha` [B], `score` (D(x̂)), `grad_input` (g), `value` (gp) and `grad_param.<name>`."""
+    cases = [
+        (
+            "mlp_leaky_relu",
+            model_toml(
+                {"x": [6]},
+                [
+                    ("fc1", ["x"], {"dense": {"units": 16}}),
+                    ("act1", ["fc1"], {"leaky_relu": {"alpha": 0.2}}),
+                    ("fc2", ["act1"], {"dense": {"units": 16}}),
+                    ("act2", ["fc2"], {"leaky_relu": {"alpha": 0.2}}),
+                    ("out", ["act2"], {"dense": {"units": 1}}),
+                ],
+                ["out"],
+            ),
+            mods(fc1=nn.Linear(6, 16), fc2=nn.Linear(16, 16), out=nn.Linear(16, 1)),
+            lambda m, x: m["out"](F.leaky_relu(m["fc2"](F.leaky_relu(m["fc1"](x), 0.2)), 0.2)),
+            (5, 6),
+            "Linear 6→16, LeakyReLU(0.2), Linear 16→16, LeakyReLU(0.2), Linear 16→1",
+        ),
+        (
+            "conv2d_stride2",
+            model_toml(
+                {"x": [2, 8, 8]},
+                [
+                    ("conv1", ["x"], {"conv2d": {"filters": 4, "kernel": 3, "stride": 2, "padding": 1}}),
+                    ("act1", ["conv1"], {"leaky_relu": {"alpha": 0.2}}),
+                    ("conv2", ["act1"], {"conv2d": {"filters": 6, "kernel": 3, "stride": 2, "padding": 1}}),
+                    ("act2", ["conv2"], {"leaky_relu": {"alpha": 0.2}}),
+                    ("flat", ["act2"], {"flatten": {}}),
+                    ("out", ["flat"], {"dense": {"units": 1}}),
+                ],
+                ["out"],
+            ),
+            mods(
+                conv1=nn.Conv2d(2, 4, 3, stride=2, padding=1),
+                conv2=nn.Conv2d(4, 6, 3, stride=2, padding=1),
+                out=nn.Linear(24, 1),
+            ),
+            lambda m, x: m["out"](
+                F.leaky_relu(m["conv2"](F.leaky_relu(m["conv1"](x), 0.2)), 0.2).flatten(1)
+            ),
+            (4, 2, 8, 8),
+            "Conv2d 2→4 k3 s2 p1, LeakyReLU(0.2), Conv2d 4→6 k3 s2 p1, LeakyReLU(0.2), flatten, Linear 24→1 "
+            "(8×8 with stride 2 leaves the last row and column unread: the transposed convolution's output padding)",
+        ),
+        (
+            "conv1d_layer_norm_gelu",
+            model_toml(
+                {"x": [5, 3]},
+                [
+                    ("conv", ["x"], {"conv1d": {"filters": 6, "kernel": 3, "padding": 1}}),
+                    ("norm", ["conv"], {"layer_norm": {}}),
+                    ("act", ["norm"], {"gelu": {}}),
+                    ("flat", ["act"], {"flatten": {}}),
+                    ("fc", ["flat"], {"dense": {"units": 8, "activation": "tanh"}}),
+                    ("out", ["fc"], {"dense": {"units": 1}}),
+                ],
+                ["out"],
+            ),
+            mods(conv=nn.Conv1d(3, 6, 3, padding=1), norm=nn.LayerNorm(6), fc=nn.Linear(30, 8), out=nn.Linear(8, 1)),
+            lambda m, x: m["out"](
+                torch.tanh(m["fc"](F.gelu(m["norm"](m["conv"](x.transpose(1, 2)).transpose(1, 2))).flatten(1)))
+            ),
+            (4, 5, 3),
+            "Conv1d 3→6 k3 p1 on [B, C, L] (graft: [B, L, C]), LayerNorm(6) over the channels, exact GELU, flatten, "
+            "Linear 30→8, tanh, Linear 8→1",
+        ),
+    ]
+    for case, spec, modules, critic, shape, note in cases:
+        c = Case("gradient_penalty", case)
+        modules = modules.to(DT)
+        randomize(modules)
+        params = dict(modules.named_parameters())
+        real = randn(*shape)
+        fake = randn(*shape, scale=0.5) + 0.3
+        alpha = uniform(shape[0], lo=0.0, hi=1.0)
+        a = alpha.view(-1, *([1] * (len(shape) - 1)))
+        x_hat = (a * real + (1 - a) * fake).requires_grad_(True)
+        score = critic(modules, x_hat)
+        (g,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+        gp = GP_LAMBDA * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        grads = torch.autograd.grad(gp, list(params.values()), allow_unused=True)
+        tensors = {f"param.{n}": p for n, p in params.items()}
+        tensors.update(real=real, fake=fake, alpha=alpha, score=score, grad_input=g, value=gp.reshape(1))
+        for (n, p), grad in zip(params.items(), grads):
+            tensors[f"grad_param.{n}"] = torch.zeros_like(p) if grad is None else grad
+        write(
+            c.name,
+            tensors,
+            {
+                "spec": spec,
+                "mode": "train",
+                "lambda": repr(GP_LAMBDA),
+                "note": f"{note}; gp = {GP_LAMBDA:g}·mean((‖∂ΣD(x̂)/∂x̂‖ − 1)²) by autograd.grad(create_graph=True)",
+            },
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -2118,6 +2233,7 @@ def main():
     transformer()
     activations()
     dropout()
+    gradient_penalty()
     losses()
     loss_functions()
     optimizers()

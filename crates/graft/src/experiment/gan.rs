@@ -47,7 +47,7 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
     check_data_fits(&discriminator, &mut splits.train, "data.dataset")?;
     let fit = exp.train.fit_config();
     let config = AdversarialConfig::new(
-        gan.loss.clone(),
+        gan.loss,
         gan.optimizer.clone().unwrap_or_else(|| exp.train.optimizer.clone()),
     )
     .with_critic_steps(gan.critic_steps);

@@ -5,7 +5,10 @@
 //! probe per output and the gradients of `Σₖ sum(outputₖ · probeₖ)` with respect to every float input and every
 //! parameter (plus the running statistics after a train-mode batch norm step); loss fixtures hold logits, targets,
 //! the value and its gradient; loss-function fixtures (`loss_fn-*`: divergences, metric learning, GANs) name the
-//! function and hold its inputs, the value and its gradient w.r.t. every float input; optimizer fixtures hold the parameters after each of 20 steps. The reference is
+//! function and hold its inputs, the value and its gradient w.r.t. every float input; optimizer fixtures hold the
+//! parameters after each of 20 steps; gradient-penalty fixtures hold a critic, real and fake batches, the
+//! interpolation coefficients, the critic's input gradient, the WGAN-GP penalty and its gradient w.r.t. every
+//! parameter (`torch.autograd.grad(create_graph=True)`). The reference is
 //! PyTorch evaluated in float64 on float32-representable weights and inputs, so an error here is graft's own.
 //!
 //! Each test below loads every fixture of one group, builds the graph from the fixture's `spec` on an autodiff
@@ -47,6 +50,8 @@ enum Kind {
     /// A `graft::task` loss function named by the fixture's `fn`.
     LossFn,
     Optimizer,
+    /// A critic's WGAN-GP gradient penalty: the input gradient, the penalty and its gradient w.r.t. the parameters.
+    GradientPenalty,
 }
 
 /// Every fixture group: file prefix, kind, title in the report.
@@ -95,6 +100,11 @@ const GROUPS: &[(&str, Kind, &str)] = &[
     ),
     ("activation", Kind::Layer, "Activations"),
     ("dropout", Kind::Layer, "Dropout (`dropout`)"),
+    (
+        "gradient_penalty",
+        Kind::GradientPenalty,
+        "WGAN-GP gradient penalty (`Graph::input_gradient`)",
+    ),
     ("loss", Kind::Loss, "Losses (value and gradient w.r.t. the logits)"),
     (
         "loss_fn",
@@ -543,6 +553,67 @@ fn check_loss_fn(f: &Fixture) -> Measured {
     m
 }
 
+/// A gradient-penalty fixture: x̂ = α·real + (1 − α)·fake, the critic's score D(x̂), its input gradient
+/// g = ∂ΣD(x̂)/∂x̂ from [`Graph::input_gradient`], gp = λ·mean_rows((‖g‖₂ − 1)²) and, by burn's autodiff through g,
+/// ∂gp/∂θ for every parameter (a parameter gp does not depend on has no gradient in graft, zeros in the fixture).
+fn check_gradient_penalty(f: &Fixture) -> Measured {
+    let mut m = Measured::default();
+    let device = Device::default().autodiff();
+    let Some(graph) = build_graph(f, &device, &mut m) else {
+        return m;
+    };
+    let training = f.meta("mode") == "train";
+    let lambda: f64 = f.meta("lambda").parse().expect("lambda");
+    let shape = f.tensor("real").shape.clone();
+    let alpha = f.matrix("alpha", &device);
+    let x_hat = alpha.clone() * f.matrix("real", &device) + alpha.neg().add_scalar(1.0) * f.matrix("fake", &device);
+    let x_hat = Data::D2(x_hat).reshape(&shape).expect("input rank");
+
+    let score = graph
+        .forward(vec![x_hat.clone()], training, false)
+        .unwrap_or_else(|e| panic!("forward: {e}"))
+        .remove(0)
+        .data
+        .d2()
+        .expect("[B, 1] scores");
+    let want = f.tensor("score");
+    m.compare(Slot::Forward, "D(x̂)", &values(score), &want.shape, want);
+
+    let g = graph
+        .input_gradient(x_hat, training)
+        .unwrap_or_else(|e| panic!("input_gradient: {e}"));
+    let dims = g.dims();
+    let g = g
+        .reshape(&[dims[0], dims[1..].iter().product()])
+        .and_then(Data::d2)
+        .expect("flatten the gradient");
+    m.compare(
+        Slot::GradInputs,
+        "∂ΣD(x̂)/∂x̂",
+        &values(g.clone()),
+        &dims,
+        f.tensor("grad_input"),
+    );
+
+    let gp = g
+        .powi_scalar(2)
+        .sum_dim(1)
+        .sqrt()
+        .sub_scalar(1.0)
+        .powi_scalar(2)
+        .mean()
+        .mul_scalar(lambda);
+    m.compare(Slot::Forward, "penalty", &values(gp.clone()), &[1], f.tensor("value"));
+
+    let grads = GradientsParams::from_grads(gp.backward(), &graph);
+    for (name, shape, grad) in param_grads(&graph, &grads) {
+        let want = f.tensor(&format!("grad_param.{name}"));
+        let got = grad.unwrap_or_else(|| vec![0.0; shape.iter().product()]);
+        m.compare(Slot::GradParams, &format!("∂penalty/∂{name}"), &got, &shape, want);
+    }
+    m
+}
+
 /// An optimizer fixture: 20 steps of `OptimizerSpec::init` + `step` on the fixture's model and data.
 fn check_optimizer(f: &Fixture) -> Measured {
     #[derive(Deserialize)]
@@ -624,6 +695,7 @@ fn run_group(group: &str, kind: Kind) -> Vec<Row> {
                 Kind::Loss => check_loss(&f),
                 Kind::LossFn => check_loss_fn(&f),
                 Kind::Optimizer => check_optimizer(&f),
+                Kind::GradientPenalty => check_gradient_penalty(&f),
             }))
             .unwrap_or_else(|panic| {
                 let msg = panic
@@ -694,6 +766,7 @@ group_tests!(
     transformer_encoder,
     activation,
     dropout,
+    gradient_penalty,
     loss,
     loss_fn,
     optim,
@@ -773,8 +846,10 @@ fn report() {
          be within 1e-5; the tests fail otherwise.\n\n\
          Columns: *forward* = outputs (losses: the value; optimizers: the loss before each step); *∂ inputs* = the \
          gradient of Σₖ sum(outputₖ · probeₖ) for a fixed random probe w.r.t. every float input (losses: w.r.t. the \
-         logits; loss functions: of the value, w.r.t. every float input); *∂ parameters* = the same w.r.t. every parameter; *state* = running statistics after a train-mode \
-         batch-norm step, or every parameter after each of 20 optimizer steps.\n",
+         logits; loss functions: of the value, w.r.t. every float input); *∂ parameters* = the same w.r.t. every \
+         parameter; *state* = running statistics after a train-mode batch-norm step, or every parameter after each \
+         of 20 optimizer steps. The gradient-penalty cases compare the critic's score D(x̂) and the penalty \
+         (forward), its input gradient (∂ inputs) and the penalty's gradient w.r.t. every parameter (∂ parameters).\n",
     );
     let mut failures = vec![];
     let mut total = 0;

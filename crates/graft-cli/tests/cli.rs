@@ -2958,6 +2958,23 @@ fn siamese_models_learn_embeddings_that_verify_and_classify() {
         dir.join("bad").to_str().unwrap(),
     ]));
     assert!(e.contains("hardest") && e.contains("semi_hard"), "{e}");
+    // Every class once: no same-class pair exists to learn from.
+    let csv = write(
+        &dir,
+        "unique.csv",
+        "x,y,name\n1,2,a\n2,3,b\n3,1,c\n4,4,d\n5,2,e\n6,1,f\n7,3,g\n8,2,h\n",
+    );
+    let exp = format!(
+        "[data]\ndataset = {{ csv = {{ path = \"{csv}\", target = \"name\" }} }}\nsplit = {{ validation = 0.0, test = 0.0 }}\n\
+         [model]\nlayers = [{{ dense = {{ units = 2 }} }}]\n[train]\nepochs = 1\n[siamese]\n"
+    );
+    let e = expect_error(graft(&[
+        "train",
+        &write(&dir, "unique.toml", &exp),
+        "--out",
+        dir.join("unique").to_str().unwrap(),
+    ]));
+    assert!(e.contains("no class has two training examples"), "{e}");
 }
 
 #[test]

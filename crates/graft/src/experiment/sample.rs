@@ -22,10 +22,14 @@ pub fn sample_file(
 ) -> Result<usize> {
     let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
     if !matches!(predictor.objective.as_deref(), Some("vae" | "gan")) {
-        return Err(Error::new(
-            "graft sample draws from a generative model's prior; this run is not a [vae] or [gan] experiment (an \
-             autoencoder has no prior to sample)",
-        )
+        return Err(Error::new(format!(
+            "graft sample draws from a generative model's prior; this run is not a [vae] or [gan] experiment but {}",
+            match predictor.objective.as_deref() {
+                Some("autoencoder") => "an autoencoder, which has no prior to sample",
+                Some("siamese") => "a siamese model",
+                _ => "a supervised model",
+            }
+        ))
         .in_file(model_dir));
     }
     let extension = output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);

@@ -135,10 +135,23 @@ pub struct MetricLearning {
 impl MetricLearning {
     /// `model` (on an autodiff device) embeds; `train`'s class labels form the pairs and triplets.
     pub fn new(model: Graph, loss: MetricLoss, fit: &FitConfig, train: &Dataset, seed: u64) -> Result<Self> {
-        if train.labels().is_none() {
+        let Some(labels) = train.labels() else {
             return Err(Error::new(
                 "metric learning forms its pairs from class labels; the data has none",
             ));
+        };
+        let mut counts = std::collections::HashMap::new();
+        for &l in labels {
+            *counts.entry(l).or_insert(0usize) += 1;
+        }
+        if !counts.values().any(|&c| c >= 2) {
+            return Err(Error::new(format!(
+                "no class has two training examples ({} examples, {} classes), so no same-class pair can be formed \
+                 (a numeric target read as classes?); metric learning needs repeated class labels",
+                labels.len(),
+                counts.len()
+            ))
+            .at("data"));
         }
         if model.output_shapes().len() != 1 || model.output_shapes()[0].len() != 1 {
             return Err(Error::new(format!(

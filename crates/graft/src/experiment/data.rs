@@ -17,6 +17,20 @@ pub struct Splits {
     pub preprocessor: Preprocessor,
 }
 
+impl Splits {
+    /// [`check_data_fits`] for every part, each named by its key in `[data]`.
+    pub fn check_fits(&mut self, graph: &Graph) -> Result<()> {
+        check_data_fits(graph, &mut self.train, "data.dataset")?;
+        if let Some(v) = &mut self.validation {
+            check_data_fits(graph, v, "data.validation")?;
+        }
+        if let Some(t) = &mut self.test {
+            check_data_fits(graph, t, "data.test")?;
+        }
+        Ok(())
+    }
+}
+
 fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
     read_raw(spec, &|p| exp.resolve(p)).at(key)
 }

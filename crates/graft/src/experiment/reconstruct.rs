@@ -57,13 +57,7 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
-    check_data_fits(&model, &mut splits.train, "data.dataset")?;
-    if let Some(v) = &mut splits.validation {
-        check_data_fits(&model, v, "data.validation")?;
-    }
-    if let Some(t) = &mut splits.test {
-        check_data_fits(&model, t, "data.test")?;
-    }
+    splits.check_fits(&model)?;
     let fit = exp.train.fit_config();
     let mut step = Reconstruction::new(model, config.clone(), &fit, &splits.train, opts.seed)?;
     record_run(exp, opts)?;

@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::data::prepare::Preprocessor;
 use crate::error::{Error, Result};
 use crate::experiment::build::{build_model, task_heads};
-use crate::experiment::data::{check_data_fits, prepare_fold};
+use crate::experiment::data::prepare_fold;
 use crate::experiment::post::{add_to_metrics, calibrate_temperature, reject_unknown, tune_thresholds};
 use crate::experiment::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
 use crate::experiment::spec::{Calibration, CheckpointSpec, ClassWeights, DatasetSpec, ExperimentSpec, Objective};
@@ -75,14 +75,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
-    let mut splits = splits;
-    check_data_fits(&model, &mut splits.train, "data.dataset")?;
-    if let Some(v) = &mut splits.validation {
-        check_data_fits(&model, v, "data.validation")?;
-    }
-    if let Some(t) = &mut splits.test {
-        check_data_fits(&model, t, "data.test")?;
-    }
+    splits.check_fits(&model)?;
     let mut heads = task_heads(exp, &model, &splits.train)?;
     // Resolved once ("balanced" from the training labels) and stored with the model, so `eval` weighs the test loss
     // as this run did without the training rows.

@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiment::build::build_model;
-use crate::experiment::data::{check_data_fits, prepare_fold};
+use crate::experiment::data::prepare_fold;
 use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
 use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{ExperimentSpec, SiameseSpec};
@@ -31,13 +31,7 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
     let device = opts.device.clone().autodiff();
     device.seed(opts.seed);
     let model = build_model(exp, &splits, &device, opts.seed, opts.quiet)?;
-    check_data_fits(&model, &mut splits.train, "data.dataset")?;
-    if let Some(v) = &mut splits.validation {
-        check_data_fits(&model, v, "data.validation")?;
-    }
-    if let Some(t) = &mut splits.test {
-        check_data_fits(&model, t, "data.test")?;
-    }
+    splits.check_fits(&model)?;
     let fit = exp.train.fit_config();
     let mut step = MetricLearning::new(model, siamese.loss.clone(), &fit, &splits.train, opts.seed)?;
     record_run(exp, opts)?;

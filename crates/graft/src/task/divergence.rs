@@ -8,7 +8,7 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 
 /// Checks that two matrices have the same shape and at least one row.
-fn same_shape(what: &str, a: &str, a_dims: [usize; 2], b: &str, b_dims: [usize; 2]) -> Result<()> {
+pub(crate) fn same_shape(what: &str, a: &str, a_dims: [usize; 2], b: &str, b_dims: [usize; 2]) -> Result<()> {
     if a_dims != b_dims {
         return Err(Error::new(format!(
             "{what}: `{a}` and `{b}` must have the same shape [batch, dims], found {a_dims:?} and {b_dims:?}"

@@ -11,6 +11,7 @@ use burn::tensor::{Bool, Int, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::task::divergence::same_shape;
 
 /// `eps` of PyTorch's `F.pairwise_distance`, which [`triplet_margin_loss`] adds to each difference as torch does.
 pub const TRIPLET_EPS: f64 = 1e-6;
@@ -50,18 +51,6 @@ fn check_margin(what: &str, margin: f64) -> Result<()> {
     }
 }
 
-fn check_pair(what: &str, a: &str, a_dims: [usize; 2], b: &str, b_dims: [usize; 2]) -> Result<()> {
-    if a_dims != b_dims {
-        return Err(Error::new(format!(
-            "{what}: `{a}` and `{b}` must have the same shape [batch, dims], found {a_dims:?} and {b_dims:?}"
-        )));
-    }
-    if a_dims[0] == 0 {
-        return Err(Error::new(format!("{what}: an empty batch ({a} has shape {a_dims:?})")));
-    }
-    Ok(())
-}
-
 /// The contrastive loss of Hadsell, Chopra & LeCun (2006): mean over pairs of ½·[y·d² + (1 − y)·max(0, margin −
 /// d)²], d = ‖a − b‖₂. `a [n, d]`, `b [n, d]` the two embeddings of each pair, `same [n]`: 1 for a same-class
 /// pair, 0 otherwise; `margin > 0`: dissimilar pairs farther apart than it cost nothing. The y·d² term is taken
@@ -70,7 +59,7 @@ fn check_pair(what: &str, a: &str, a_dims: [usize; 2], b: &str, b_dims: [usize; 
 pub fn contrastive_loss(a: Tensor<2>, b: Tensor<2>, same: Tensor<1>, margin: f64) -> Result<Tensor<1>> {
     check_margin("contrastive_loss", margin)?;
     let dims = a.dims();
-    check_pair("contrastive_loss", "a", dims, "b", b.dims())?;
+    same_shape("contrastive_loss", "a", dims, "b", b.dims())?;
     let [labels] = same.dims();
     if labels != dims[0] {
         return Err(Error::new(format!(
@@ -97,8 +86,8 @@ pub fn triplet_margin_loss(
 ) -> Result<Tensor<1>> {
     check_margin("triplet_margin_loss", margin)?;
     let dims = anchor.dims();
-    check_pair("triplet_margin_loss", "anchor", dims, "positive", positive.dims())?;
-    check_pair("triplet_margin_loss", "anchor", dims, "negative", negative.dims())?;
+    same_shape("triplet_margin_loss", "anchor", dims, "positive", positive.dims())?;
+    same_shape("triplet_margin_loss", "anchor", dims, "negative", negative.dims())?;
     let d_ap = row_norms((anchor.clone() - positive).add_scalar(TRIPLET_EPS));
     let d_an = row_norms((anchor - negative).add_scalar(TRIPLET_EPS));
     Ok((d_ap - d_an).add_scalar(margin).clamp_min(0.0).mean())

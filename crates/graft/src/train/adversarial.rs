@@ -16,9 +16,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Context, Error, Result};
 use crate::layers::value::{Data, batch_inputs};
 use crate::model::Graph;
-use crate::task::gan::{
-    GanLoss, critic_loss, discriminator_loss, generator_loss, gradient_penalty_from_grad, wasserstein_generator_loss,
-};
+use crate::task::gan::{GanLoss, gradient_penalty_from_grad};
 use crate::train::callbacks::Logs;
 use crate::train::config::FitConfig;
 use crate::train::optim::OptimizerSpec;
@@ -122,6 +120,7 @@ impl Adversarial {
         if config.critic_steps == 0 {
             return Err(Error::new("must be at least 1").at("gan.critic_steps"));
         }
+        config.loss.check().at("gan.loss")?;
         let device = generator.devices().first().cloned().unwrap_or_default();
         let g_optim = fit.optimizer.init(fit.clip_grad).at("train.optimizer")?;
         let d_optim = config.discriminator_optimizer.init(fit.clip_grad).at("gan.optimizer")?;
@@ -163,19 +162,12 @@ impl Adversarial {
         let (real_scores, fake_scores) = (self.scores(real.clone())?, self.scores(fake.clone())?);
         self.sums.real += scalar(self.shown(real_scores.clone()));
         self.sums.fake += scalar(self.shown(fake_scores.clone()));
-        let loss = match self.config.loss {
-            GanLoss::NonSaturating => discriminator_loss(real_scores, fake_scores),
-            GanLoss::Wasserstein { gradient_penalty } => {
-                let loss = critic_loss(real_scores, fake_scores);
-                if gradient_penalty > 0.0 {
-                    let penalty = self.penalty(real, fake, n)?;
-                    self.sums.penalty += scalar(penalty.clone());
-                    loss + penalty.mul_scalar(gradient_penalty)
-                } else {
-                    loss
-                }
-            }
-        };
+        let mut loss = self.config.loss.discriminator(real_scores, fake_scores);
+        if let Some(weight) = self.config.loss.gradient_penalty() {
+            let penalty = self.penalty(real, fake, n)?;
+            self.sums.penalty += scalar(penalty.clone());
+            loss = loss + penalty.mul_scalar(weight);
+        }
         let value = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &self.discriminator);
         self.discriminator = self.d_optim.step(lr, self.discriminator.clone(), grads);
@@ -205,10 +197,7 @@ impl Adversarial {
     fn generator_step(&mut self, n: usize, lr: f64) -> Result<f64> {
         let fake = self.generate(n)?;
         let scores = self.scores(fake)?;
-        let loss = match self.config.loss {
-            GanLoss::NonSaturating => generator_loss(scores),
-            GanLoss::Wasserstein { .. } => wasserstein_generator_loss(scores),
-        };
+        let loss = self.config.loss.generator(scores);
         let value = scalar(loss.clone());
         // The backward pass reaches the discriminator's parameters too; only the generator's are stepped.
         let grads = GradientsParams::from_grads(loss.backward(), &self.generator);

@@ -16,7 +16,7 @@ use crate::data::{Batch, Dataset, gather};
 use crate::error::{Context, Error, Result};
 use crate::layers::value::batch_inputs;
 use crate::model::Graph;
-use crate::task::metric_learning::{ContrastiveSpec, TripletSpec, contrastive_loss, mined_triplet_loss};
+use crate::task::metric_learning::{ContrastiveSpec, TripletSpec};
 use crate::train::callbacks::Logs;
 use crate::train::config::FitConfig;
 use crate::train::step::{Resampler, TrainStep};
@@ -43,8 +43,10 @@ impl MetricLoss {
         match self {
             MetricLoss::Triplet(t) => {
                 let ids: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-                let labels = Tensor::<1, Int>::from_data(TensorData::new(ids, [labels.len()]), &device);
-                mined_triplet_loss(embeddings, labels, t.margin, t.mining)
+                t.compute(
+                    embeddings,
+                    Tensor::<1, Int>::from_data(TensorData::new(ids, [labels.len()]), &device),
+                )
             }
             MetricLoss::Contrastive(c) => {
                 // Every pair (i < j) of the batch.
@@ -68,7 +70,7 @@ impl MetricLoss {
                 let a = embeddings.clone().select(0, index(first));
                 let b = embeddings.select(0, index(second));
                 let same = Tensor::<1>::from_data(TensorData::new(same, [pairs]), &device);
-                contrastive_loss(a, b, same, c.margin)
+                c.compute(a, b, same)
             }
         }
     }
@@ -160,11 +162,11 @@ impl MetricLearning {
             ))
             .at("model"));
         }
-        if let MetricLoss::Triplet(t) = &loss
-            && !(t.margin >= 0.0 && t.margin.is_finite())
-        {
-            return Err(Error::new(format!("must be at least 0, found {}", t.margin)).at("siamese.loss.triplet.margin"));
+        match &loss {
+            MetricLoss::Triplet(t) => t.check(),
+            MetricLoss::Contrastive(c) => c.check(),
         }
+        .at("siamese.loss")?;
         let device = model.devices().first().cloned().unwrap_or_default();
         let optim = fit.optimizer.init(fit.clip_grad).at("train.optimizer")?;
         Ok(MetricLearning {

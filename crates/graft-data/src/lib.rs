@@ -7,7 +7,10 @@
 //!   trait every reader implements ([`Digits`], [`NpySource`]; later IDX, CSV, text).
 //! - [`split_indices`]: seeded, optionally stratified train/held-out splits.
 //! - [`Batches`] and [`gather`]: per-epoch mini-batch order and the batch arrays.
-//! - [`WordVectors`]: pretrained word vectors (word2vec binary/text, GloVe) and embedding matrices from them.
+//! - [`WordVectors`]: pretrained word vectors (word2vec binary/text, GloVe) and embedding matrices from them; writing
+//!   them in the word2vec formats and scoring them on the analogy and word-similarity benchmarks.
+//! - [`text::Corpus`] and [`text::skipgram`]: a corpus as word ids, skip-gram pairs and negative sampling for
+//!   training word vectors.
 
 pub mod array;
 pub mod batch;

@@ -4,12 +4,19 @@
 //! The tokenizer is fitted on the training rows only (so held-out words are out-of-vocabulary, as
 //! they will be for new data), is deterministic (frequency ties are broken alphabetically) and is
 //! stored as JSON with the model so `predict` tokenizes raw text exactly as training did.
+//!
+//! For training word vectors: a [`Corpus`] (sentences of word ids over the corpus's frequent words, tokenized by the
+//! same rules) and, from it, word2vec's skip-gram pairs and noise distribution ([`skipgram`]).
 
+pub mod corpus;
 mod read;
+pub mod skipgram;
 mod splitter;
 mod tokenizer;
 
+pub use corpus::{Corpus, CorpusSpec};
 pub use read::{read_label_sets, read_texts};
+pub use skipgram::{NoiseSampler, skipgram_pairs};
 pub use tokenizer::Tokenizer;
 
 use std::collections::BTreeMap;

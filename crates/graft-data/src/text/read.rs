@@ -40,11 +40,13 @@ pub fn read_label_sets(spec: &TextSpec) -> Result<LabelSets> {
     read_csv_texts(spec).in_file(&spec.path)
 }
 
+/// Hidden files and folders (names starting with `.`) are never read.
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
-fn lossy(bytes: Vec<u8>) -> String {
+/// Bytes as text, each sequence that is not UTF-8 replaced by U+FFFD.
+pub(super) fn lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
@@ -63,7 +65,7 @@ fn sub_folders(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Appends the files under `dir` (recursively, symlinked folders not followed) that pass the extension filter.
-fn collect_files(dir: &Path, extensions: Option<&[String]>, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(super) fn collect_files(dir: &Path, extensions: Option<&[String]>, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in fs::read_dir(dir).in_file(dir)? {
         let entry = entry.in_file(dir)?;
         if is_hidden(&entry.file_name()) {

@@ -20,7 +20,7 @@ const OOV: u32 = 1;
 
 /// FxHash (as in rustc) with a final mix: much faster than SipHash for short string keys, and the keys are the user's own text.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(super) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -48,7 +48,8 @@ impl Hasher for FxHasher {
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// A hash map with [`FxHasher`], for maps keyed by tokens (the tokenizer's counts and index, the corpus counts).
+pub(super) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A vocabulary fitted on the training texts, with the rules to tokenize, pad and truncate new texts.
 /// Serializes to JSON (settings plus the tokens in id order) to be stored with the model.

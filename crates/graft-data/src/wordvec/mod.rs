@@ -1,5 +1,7 @@
 //! Pretrained word vectors (word2vec binary, word2vec text, GloVe text) and the embedding matrix they
-//! give for a fitted vocabulary, to initialize an `embedding` layer.
+//! give for a fitted vocabulary, to initialize an `embedding` layer; writing vectors in the word2vec formats
+//! ([`WordVectors::write_binary`], [`WordVectors::write_text`]) and scoring them on the standard benchmarks
+//! ([`WordVectors::evaluate_analogies`], [`WordVectors::evaluate_similarity`]).
 //!
 //! Formats:
 //! - **word2vec binary** (the C tool's `-binary 1`, gensim's `binary=True`): a header line `"n dim\n"`, then per
@@ -22,8 +24,10 @@
 
 mod binary;
 mod embedding;
+mod evaluate;
 mod read;
 mod text;
+mod write;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +41,8 @@ use crate::error::{Context, Error, Result};
 use binary::read_binary;
 use read::{Collector, ReadError, detect};
 use text::read_text;
+
+pub use evaluate::{AnalogyScore, SectionScore, SimilarityScore};
 
 /// How many leading bytes of a file format detection looks at (more than a header plus one 300-d record).
 const SNIFF_BYTES: usize = 1 << 16;

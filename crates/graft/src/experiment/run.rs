@@ -67,6 +67,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         Objective::Supervised => {}
         Objective::Gan(gan) => return crate::experiment::gan::run_gan(exp, gan, opts),
         Objective::Siamese(s) => return crate::experiment::siamese::run_siamese(exp, s, opts),
+        Objective::Word2Vec(w) => return crate::experiment::word2vec::run_word2vec(exp, w, opts),
         _ => return crate::experiment::reconstruct::run_reconstruction(exp, opts),
     }
     claim_out_dir(&opts.out, opts.overwrite)?;

@@ -185,6 +185,14 @@ pub fn eval_run(
         return Err(Error::new("--model takes a run directory (the --out of graft train)").in_file(dir));
     }
     let predictor = Predictor::load(dir, device)?;
+    if predictor.objective.as_deref() == Some("word2vec") {
+        return Err(Error::new(format!(
+            "{}; its analogy and similarity scores are in metrics.json, and graft word-vectors scores it on other \
+             benchmark files",
+            crate::infer::predict::WORD2VEC_RUN
+        ))
+        .in_file(dir));
+    }
     if predictor.objective.as_deref() == Some("gan") {
         return Err(Error::new(
             "a GAN has no test metrics; compare generators with graft fid --classifier CLS --generator DIR",

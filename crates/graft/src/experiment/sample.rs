@@ -27,6 +27,7 @@ pub fn sample_file(
             match predictor.objective.as_deref() {
                 Some("autoencoder") => "an autoencoder, which has no prior to sample",
                 Some("siamese") => "a siamese model",
+                Some("word2vec") => "word vectors",
                 _ => "a supervised model",
             }
         ))

@@ -20,6 +20,7 @@ use graft_data::suggest::hint;
 #[derive(Debug, Clone)]
 pub struct ExperimentSpec {
     pub data: DataSpec,
+    /// The model (empty for `[word2vec]`, whose two embedding tables are sized by the corpus' vocabulary).
     pub model: ModelSpec,
     pub train: TrainSpec,
     /// Supervised (the default), or a section `[autoencoder]` / `[vae]`: the model learns to give back its input.
@@ -42,6 +43,62 @@ pub enum Objective {
     Gan(GanSpec),
     /// `[siamese]`: `[model]` embeds inputs, trained on pairs or triplets formed from the class labels.
     Siamese(SiameseSpec),
+    /// `[word2vec]`: word vectors learnt from `[data] corpus` by skip-gram with negative sampling (no `[model]`).
+    Word2Vec(Word2VecSpec),
+}
+
+/// `[word2vec]`: the skip-gram model, its pairs and its evaluation. The defaults are the word2vec tool's and
+/// gensim's (`vector_size = 100, window = 5, min_count = 5, negative = 5, sample = 1e-3`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Word2VecSpec {
+    /// The vectors' dimension.
+    #[serde(default = "hundred")]
+    pub dim: usize,
+    /// The largest distance between a word and a context word; each word's window is drawn from 1..=window, so
+    /// nearer words count more.
+    #[serde(default = "five")]
+    pub window: usize,
+    /// Words seen fewer times in the corpus are left out (and so are not counted in any window).
+    #[serde(default = "five")]
+    pub min_count: usize,
+    /// At most this many words, the most frequent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vocab: Option<usize>,
+    /// Noise words per (word, context) pair.
+    #[serde(default = "five")]
+    pub negatives: usize,
+    /// Frequent words are dropped at random with the word2vec tool's probability for this threshold (0: keep all).
+    #[serde(default = "subsample")]
+    pub subsample: f64,
+    /// Analogy questions (`questions-words.txt` format) scored on the trained vectors: accuracy in `test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analogies: Option<PathBuf>,
+    /// Word pairs with human similarity scores (`wordsim353.tsv` format): Spearman correlation in `test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<PathBuf>,
+}
+
+impl Default for Word2VecSpec {
+    fn default() -> Self {
+        Word2VecSpec {
+            dim: 100,
+            window: 5,
+            min_count: 5,
+            max_vocab: None,
+            negatives: 5,
+            subsample: 1e-3,
+            analogies: None,
+            similarity: None,
+        }
+    }
+}
+
+fn hundred() -> usize {
+    100
+}
+fn subsample() -> f64 {
+    1e-3
 }
 
 /// `[siamese]`: the metric-learning loss.
@@ -141,7 +198,7 @@ impl Objective {
     pub fn reconstruction(&self, loss: &LossSpec) -> Option<crate::train::reconstruction::ReconstructionConfig> {
         use crate::train::reconstruction::ReconstructionConfig as R;
         match self {
-            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) => None,
+            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) | Objective::Word2Vec(_) => None,
             Objective::Autoencoder(a) => Some(R::autoencoder(loss.clone()).with_noise(a.noise)),
             Objective::Vae(v) => Some(R::vae(loss.clone(), v.beta).with_noise(v.noise)),
         }
@@ -150,7 +207,7 @@ impl Objective {
     /// The classes an anomaly detector trains on (empty: all).
     pub fn normal_classes(&self) -> &[String] {
         match self {
-            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) => &[],
+            Objective::Supervised | Objective::Gan(_) | Objective::Siamese(_) | Objective::Word2Vec(_) => &[],
             Objective::Autoencoder(a) => &a.normal,
             Objective::Vae(v) => &v.normal,
         }
@@ -164,6 +221,7 @@ impl Objective {
             Objective::Vae(_) => "vae",
             Objective::Gan(_) => "gan",
             Objective::Siamese(_) => "siamese",
+            Objective::Word2Vec(_) => "word2vec",
         }
     }
 }
@@ -233,6 +291,10 @@ pub struct DataSpec {
     /// `[{ model = "runs/cvae", class = "7", count = 5000 }]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub generated: Vec<crate::experiment::generated::GeneratedSpec>,
+    /// Unlabelled running text for `[word2vec]`: `{ path = "corpus.txt" }`, a folder of text files, or a CSV's
+    /// text column (`{ path = "reviews.csv", column = "review" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<crate::data::text::corpus::CorpusSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +396,7 @@ impl DataSpec {
             background_class: other(),
             tasks: BTreeMap::new(),
             generated: vec![],
+            corpus: None,
         }
     }
 
@@ -443,9 +506,18 @@ fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
 }
 
-const SECTIONS: [&str; 7] = ["data", "model", "train", "autoencoder", "vae", "gan", "siamese"];
+const SECTIONS: [&str; 8] = [
+    "data",
+    "model",
+    "train",
+    "autoencoder",
+    "vae",
+    "gan",
+    "siamese",
+    "word2vec",
+];
 /// The sections that say what the model learns besides supervised targets; at most one per experiment.
-const OBJECTIVES: [&str; 4] = ["autoencoder", "vae", "gan", "siamese"];
+const OBJECTIVES: [&str; 5] = ["autoencoder", "vae", "gan", "siamese", "word2vec"];
 
 impl ExperimentSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -461,7 +533,7 @@ impl ExperimentSpec {
             if !SECTIONS.contains(&key.as_str()) {
                 return Err(Error::new(format!(
                     "unknown section [{key}]{}; an experiment has [data], [model] and [train], and one of [autoencoder], \
-                     [vae], [gan] or [siamese] when the model learns something else than the data's targets",
+                     [vae], [gan], [siamese] or [word2vec] when the model learns something else than the data's targets",
                     hint(key, SECTIONS)
                 )));
             }
@@ -471,26 +543,19 @@ impl ExperimentSpec {
                 .ok_or_else(|| Error::new(format!("missing section [{name}]")))
         };
         let data: DataSpec = section_de(section("data")?, "data")?;
+        if doc.contains_key("word2vec") {
+            return Self::word2vec_from(&doc, data);
+        }
+        if data.corpus.is_some() {
+            return Err(Error::new(
+                "a corpus is running text to learn word vectors from, for [word2vec]; a model learns from `dataset`",
+            )
+            .at("data.corpus"));
+        }
         let model = ModelSpec::from_toml(section("model")?, "model")?;
         // GANs and siamese models set their losses in their own section; `[train]` keeps the loop's settings.
         let own_loss = ["gan", "siamese"].into_iter().find(|k| doc.contains_key(*k));
-        let train: TrainSpec = match (own_loss, section("train")?) {
-            (Some(kind), Value::Table(t)) => {
-                if t.contains_key("loss") {
-                    return Err(Error::new(format!(
-                        "a {kind} model's loss is set by [{kind}] loss; leave loss out of [train]"
-                    ))
-                    .at("train.loss"));
-                }
-                let mut t = t.clone();
-                t.insert("loss".into(), Value::String("binary_crossentropy".into()));
-                section_de(&Value::Table(t), "train")?
-            }
-            (_, train) => section_de(train, "train")?,
-        };
-        if train.epochs == 0 || train.batch_size == 0 {
-            return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
-        }
+        let train = train_section(section("train")?, own_loss)?;
         // The trainer logs only the metrics it knows, so a misspelt name would silently log nothing.
         check_metric_names(&train.metrics).at("train.metrics")?;
         for (name, task) in &train.tasks {
@@ -561,6 +626,74 @@ impl ExperimentSpec {
         })
     }
 
+    /// A `[word2vec]` experiment: `[data] corpus` and `[train]`, no `[model]` (its size comes from the vocabulary).
+    fn word2vec_from(doc: &toml::Table, data: DataSpec) -> Result<Self> {
+        if doc.contains_key("model") {
+            return Err(Error::new(
+                "a word2vec model is two embedding tables sized by the corpus' vocabulary and [word2vec] dim; leave \
+                 [model] out",
+            )
+            .at("model"));
+        }
+        if let Some(other) = OBJECTIVES
+            .into_iter()
+            .find(|k| *k != "word2vec" && doc.contains_key(*k))
+        {
+            return Err(Error::new(format!(
+                "[{other}] and [word2vec] both given; a model is one or the other"
+            )));
+        }
+        if data.corpus.is_none() {
+            return Err(Error::new(
+                "missing `corpus`: word2vec learns from running text, e.g. corpus = { path = \"corpus.txt\" } (a \
+                 text file, a folder of them, or a CSV with `column`)",
+            )
+            .at("data"));
+        }
+        let unused = [
+            ("dataset", data.dataset.is_some()),
+            ("validation", data.validation.is_some()),
+            ("test", data.test.is_some()),
+            ("background", data.background.is_some()),
+            ("tasks", !data.tasks.is_empty()),
+            ("generated", !data.generated.is_empty()),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, given)| *given) {
+            return Err(Error::new(format!(
+                "word2vec learns from `corpus` alone and is scored on analogies and similarity pairs ([word2vec] \
+                 analogies, similarity); `{key}` does not apply"
+            ))
+            .at(format!("data.{key}")));
+        }
+        let doc_train = doc.get("train").ok_or_else(|| Error::new("missing section [train]"))?;
+        let train = train_section(doc_train, Some("word2vec"))?;
+        let w2v: Word2VecSpec = section_de(&doc["word2vec"], "word2vec")?;
+        for (key, value) in [
+            ("dim", w2v.dim),
+            ("window", w2v.window),
+            ("min_count", w2v.min_count),
+            ("negatives", w2v.negatives),
+        ] {
+            if value == 0 {
+                return Err(Error::new("must be at least 1").at(format!("word2vec.{key}")));
+            }
+        }
+        if !(w2v.subsample.is_finite() && w2v.subsample >= 0.0) {
+            return Err(Error::new(format!(
+                "must be 0 (keep every word) or a small positive threshold such as 1e-3, found {}",
+                w2v.subsample
+            ))
+            .at("word2vec.subsample"));
+        }
+        Ok(ExperimentSpec {
+            data,
+            model: ModelSpec::default(),
+            train,
+            objective: Objective::Word2Vec(w2v),
+            path: None,
+        })
+    }
+
     /// Resolves a data path relative to the experiment file's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         match (&self.path, p.is_relative()) {
@@ -576,6 +709,31 @@ impl ExperimentSpec {
             _ => p.to_path_buf(),
         }
     }
+}
+
+/// `[train]`; `own_loss` names the section that sets the loss instead (`gan`, `siamese`, `word2vec`), where
+/// `[train]` keeps the loop's settings and may not name a loss.
+fn train_section(train: &Value, own_loss: Option<&str>) -> Result<TrainSpec> {
+    let train: TrainSpec = match (own_loss, train) {
+        (Some(kind), Value::Table(t)) => {
+            if t.contains_key("loss") {
+                let set_by = if kind == "word2vec" {
+                    "word2vec's loss is negative sampling, set by [word2vec] negatives".to_string()
+                } else {
+                    format!("a {kind} model's loss is set by [{kind}] loss")
+                };
+                return Err(Error::new(format!("{set_by}; leave loss out of [train]")).at("train.loss"));
+            }
+            let mut t = t.clone();
+            t.insert("loss".into(), Value::String("binary_crossentropy".into()));
+            section_de(&Value::Table(t), "train")?
+        }
+        (_, train) => section_de(train, "train")?,
+    };
+    if train.epochs == 0 || train.batch_size == 0 {
+        return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
+    }
+    Ok(train)
 }
 
 fn section_de<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> Result<T> {

@@ -18,6 +18,11 @@ use crate::task::loss::Task;
 use crate::train::trainer::{EVAL_BATCH, input_data};
 use burn::prelude::*;
 
+/// What a word2vec run is for, in the errors of the commands that do not apply to it.
+pub const WORD2VEC_RUN: &str = "a word2vec run's product is its word vectors, vectors.bin (word2vec binary): start an \
+     embedding layer from them with pretrained = { path = \"RUN/vectors.bin\" }, or look at them with graft \
+     word-vectors RUN/vectors.bin --nearest WORD";
+
 /// A trained model with what it needs to turn raw inputs into predictions.
 pub struct Predictor {
     pub graph: Graph,
@@ -278,6 +283,9 @@ pub fn predict_file(
 ) -> Result<usize> {
     let format = Format::of(output)?;
     let mut predictor = Predictor::load(model_dir, device)?;
+    if predictor.objective.as_deref() == Some("word2vec") {
+        return Err(Error::new(WORD2VEC_RUN).in_file(model_dir));
+    }
     let inputs = match &opts.from_layer {
         Some(name) => {
             predictor.graph = predictor.graph.after(name).at("--from-layer")?;

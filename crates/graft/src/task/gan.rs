@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::task::metric_learning::row_norms;
 
 /// softplus(x) = log(1 + eˣ), as log(1 + e^−|x|) + max(x, 0): no overflow for large |x|.
-fn softplus(x: Tensor<2>) -> Tensor<2> {
+pub(crate) fn softplus(x: Tensor<2>) -> Tensor<2> {
     x.clone().abs().neg().exp().log1p() + x.clamp_min(0.0)
 }
 

@@ -8,6 +8,7 @@ pub mod metric;
 pub mod optim;
 pub mod reconstruction;
 pub mod schedule;
+pub mod skipgram;
 pub mod step;
 pub mod supervised;
 pub mod trainer;

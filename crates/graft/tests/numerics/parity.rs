@@ -37,6 +37,7 @@ use graft::task::gan::{
 };
 use graft::task::loss::{LossSpec, Target};
 use graft::task::metric_learning::{ContrastiveSpec, TripletSpec, triplet_margin_loss};
+use graft::task::negative_sampling::negative_sampling_loss;
 use graft::train::optim::OptimizerSpec;
 
 /// The largest error any compared value may have.
@@ -526,6 +527,7 @@ fn check_loss_fn(f: &Fixture) -> Measured {
         "critic_loss" => critic_loss(x("real_scores"), x("fake_scores")),
         "wasserstein_generator_loss" => wasserstein_generator_loss(x("fake_scores")),
         "gradient_penalty_from_grad" => gradient_penalty_from_grad(x("input_grad")),
+        "negative_sampling_loss" => negative_sampling_loss(x("scores")).expect("negative_sampling_loss"),
         other => panic!("unknown loss function `{other}`"),
     };
     let dims = value.dims();

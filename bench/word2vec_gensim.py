@@ -1,8 +1,10 @@
 """The reference for graft's word2vec: gensim's skip-gram with negative sampling on the same corpus, with the same
 settings and the same tokens, scored on the same benchmarks; prints one JSON object.
 
-Usage (bench/word2vec.sh sets up the environment and runs both engines):
-    python bench/word2vec_gensim.py CORPUS_DIR QUESTIONS WORDSIM [--epochs 5] [--threads 2] [--seed 42]
+Usage (after `bash scripts/fetch-data.sh sotu word2vec-eval`, in a Python environment with `pip install gensim==4.4.0`):
+    python bench/word2vec_gensim.py data/sotu data/word2vec-eval/questions-words.txt \
+        data/word2vec-eval/wordsim353.tsv [--epochs 5] [--threads 2] [--seed 42]
+and for graft: `graft train examples/sotu-word2vec.toml --out runs/sotu-word2vec` (its metrics.json and timing.json).
 
 Tokens: lowercased maximal runs of letters, digits and apostrophes, graft's word tokenizer; each line of each .txt
 file (sorted by path) is a sentence. gensim ignores tokens past the 10,000th of a sentence, so longer lines are cut

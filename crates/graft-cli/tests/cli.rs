@@ -2975,6 +2975,28 @@ fn siamese_models_learn_embeddings_that_verify_and_classify() {
         dir.join("unique").to_str().unwrap(),
     ]));
     assert!(e.contains("no class has two training examples"), "{e}");
+    // One class repeated, the rest alone: it trains, and says why it learns little.
+    let csv = write(
+        &dir,
+        "mostly-unique.csv",
+        "x,y,name\n1,2,a\n2,3,a\n3,1,c\n4,4,d\n5,2,e\n6,1,f\n7,3,g\n8,2,h\n",
+    );
+    let exp = write(
+        &dir,
+        "mostly-unique.toml",
+        &exp.replace("unique.csv", "mostly-unique.csv"),
+    );
+    let run = dir.join("mostly-unique");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: 6 of 8 training examples are the only one of their class"),
+        "{}",
+        stderr(&o)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["warnings"].as_array().unwrap().len(), 1);
 }
 
 #[test]

@@ -34,6 +34,17 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
     splits.check_fits(&model)?;
     let fit = exp.train.fit_config();
     let mut step = MetricLearning::new(model, siamese.loss.clone(), &fit, &splits.train, opts.seed)?;
+    let warnings: Vec<String> = splits
+        .train
+        .labels()
+        .and_then(crate::train::warnings::lone_examples_warning)
+        .into_iter()
+        .collect();
+    if !opts.quiet {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    }
     record_run(exp, opts)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let manifest = Manifest::for_objective(&step.model, &splits.preprocessor, &exp.train.loss, "siamese", classes);
@@ -53,7 +64,11 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
         Some(t) => test_metrics(&model, &siamese.loss, &splits.train, t)?,
         None => Map::new(),
     };
-    finish_run(exp, opts, &model, &manifest, history, test, Map::new(), &[])
+    let mut extra = Map::new();
+    if !warnings.is_empty() {
+        extra.insert("warnings".into(), json!(warnings));
+    }
+    finish_run(exp, opts, &model, &manifest, history, test, extra, &[])
 }
 
 /// The test split's loss and verification AUROC, and the accuracy of labelling each test example with the class

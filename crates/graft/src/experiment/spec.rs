@@ -377,6 +377,18 @@ impl ExperimentSpec {
         }
     }
 
+    /// A `[word2vec]` experiment: vectors learnt from `corpus` with the loop settings of `fit` (the loss is negative
+    /// sampling; `fit`'s loss and metrics are not used).
+    pub fn word2vec(corpus: crate::data::text::corpus::CorpusSpec, w2v: Word2VecSpec, fit: FitConfig) -> Self {
+        let data = DataSpec {
+            dataset: None,
+            corpus: Some(corpus),
+            ..DataSpec::new(DatasetSpec::Builtin(String::new()))
+        };
+        let train = TrainSpec::new(LossSpec::BinaryCrossentropy { pos_weight: None }, fit);
+        ExperimentSpec::new(data, ModelSpec::default(), train).with_objective(Objective::Word2Vec(w2v))
+    }
+
     /// This experiment with another objective (`Objective::Autoencoder(..)`, `Objective::Vae(..)`).
     pub fn with_objective(mut self, objective: Objective) -> Self {
         self.objective = objective;

@@ -234,3 +234,61 @@ pub fn nearest_words(vectors: &WordVectors, word: &str, top: usize) -> Result<Ve
         .map(|(i, c)| (vectors.words[i].clone(), c))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::text::corpus::CorpusSpec;
+    use crate::experiment::run::run_experiment;
+    use crate::train::config::FitConfig;
+    use crate::train::optim::OptimizerSpec;
+
+    #[test]
+    fn an_experiment_built_in_rust_writes_vectors_that_read_back() {
+        let dir = std::env::temp_dir().join(format!("graft-word2vec-api-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = (0..1000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    "red green blue red green\n"
+                } else {
+                    "one two three one two\n"
+                }
+            })
+            .collect();
+        std::fs::write(dir.join("corpus.txt"), text).unwrap();
+        let w2v = Word2VecSpec {
+            dim: 8,
+            window: 2,
+            min_count: 1,
+            subsample: 0.0,
+            ..Word2VecSpec::default()
+        };
+        let fit = FitConfig::default()
+            .with_epochs(3)
+            .with_batch_size(64)
+            .with_optimizer(OptimizerSpec::adam(0.02));
+        let exp = ExperimentSpec::word2vec(CorpusSpec::new(dir.join("corpus.txt")), w2v, fit);
+        let out = dir.join("run");
+        let opts = RunOptions {
+            seed: 42,
+            quiet: true,
+            device: burn::prelude::Device::default(),
+            out: out.clone(),
+            overwrite: false,
+            test_rows: None,
+        };
+        let result = run_experiment(&exp, &opts).unwrap();
+        assert_eq!(result.history.len(), 3);
+        let vectors = WordVectors::read(&out.join(VECTORS_FILE), None).unwrap();
+        assert_eq!((vectors.len(), vectors.dim), (6, 8));
+        // Words of one sentence type end up nearer each other than the other type's.
+        let near = nearest_words(&vectors, "red", 2).unwrap();
+        assert!(near.iter().all(|(w, _)| w == "green" || w == "blue"), "{near:?}");
+        assert!(near[0].1 >= near[1].1);
+        let err = nearest_words(&vectors, "gren", 2).unwrap_err().to_string();
+        assert!(err.contains("green"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -124,3 +124,36 @@ mod tests {
         assert!(data_warnings(&[head(3)], &even, Some(&even), 100).is_empty());
     }
 }
+
+/// Metric learning pairs examples of one class: when most training examples are alone in their class (a numeric
+/// target read as classes, say), most give no same-class pair and the loss can reach 0 on the few that do.
+pub fn lone_examples_warning(labels: &[usize]) -> Option<String> {
+    let mut counts = std::collections::HashMap::new();
+    for &l in labels {
+        *counts.entry(l).or_insert(0usize) += 1;
+    }
+    let alone = counts.values().filter(|&&c| c == 1).count();
+    (2 * alone > labels.len()).then(|| {
+        format!(
+            "{alone} of {} training examples are the only one of their class ({} classes): they form no same-class \
+             pair, so the model learns from the few that do (a numeric target read as classes?)",
+            labels.len(),
+            counts.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod lone_tests {
+    use super::*;
+
+    #[test]
+    fn most_examples_alone_in_their_class_are_named() {
+        assert_eq!(lone_examples_warning(&[0, 0, 1, 1, 2]), None);
+        let w = lone_examples_warning(&[0, 0, 1, 2, 3, 4]).unwrap();
+        assert!(
+            w.starts_with("4 of 6 training examples") && w.contains("5 classes"),
+            "{w}"
+        );
+    }
+}

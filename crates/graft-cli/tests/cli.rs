@@ -2976,7 +2976,7 @@ fn siamese_models_learn_embeddings_that_verify_and_classify() {
     ]));
     assert!(e.contains("no class has two training examples"), "{e}");
     // One class repeated, the rest alone: it trains, and says why it learns little.
-    let csv = write(
+    write(
         &dir,
         "mostly-unique.csv",
         "x,y,name\n1,2,a\n2,3,a\n3,1,c\n4,4,d\n5,2,e\n6,1,f\n7,3,g\n8,2,h\n",

@@ -3328,3 +3328,49 @@ fn word2vec_learns_vectors_that_group_words_by_context() {
         assert!(e.contains(wanted), "{name}: {e}");
     }
 }
+
+/// A run directory is held by the training writing it: a second training into it is refused (with or without
+/// --overwrite) while the first runs, and a lock left by a killed training is taken over.
+#[test]
+fn a_second_training_into_a_held_directory_is_refused() {
+    let dir = workdir("lock");
+    let exp = write(&dir, "long.toml", &FAST_MLP.replace("epochs = 3", "epochs = 100000"));
+    let out = dir.join("run");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["train", &exp, "--out", out.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .expect("start graft");
+    let lock = out.join(".graft.lock");
+    let start = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the first training never locked its directory"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for overwrite in [false, true] {
+        let mut args = vec!["train", &exp, "--out", out.to_str().unwrap()];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        let e = expect_error(graft(&args));
+        assert!(
+            e.contains(&format!("process {}", first.id())) && e.contains("another --out"),
+            "{e}"
+        );
+    }
+    // Killed: its lock stays behind, stale, and the next training takes the directory over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(lock.exists());
+    let o = graft(&[
+        "train",
+        &write(&dir, "short.toml", FAST_MLP),
+        "--out",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!lock.exists(), "the lock outlived its training");
+}

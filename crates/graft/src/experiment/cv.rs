@@ -42,7 +42,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
             crate::data::sampling::stratified_folds(&labels, folds, opts.seed).at("--folds")?
         }
     };
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let mut results = vec![];
     for (k, rows) in parts.into_iter().enumerate() {
         if !opts.quiet {

@@ -35,7 +35,7 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
         )
         .at("model"));
     }
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let sample_shape = splits.train.inputs.sample_shape().to_vec();
     let device = opts.device.clone().autodiff();

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod fid;
 pub mod gan;
 pub mod generated;
+pub mod lock;
 pub mod ood;
 pub mod post;
 pub mod reconstruct;

@@ -31,7 +31,7 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
     let Some(config) = exp.objective.reconstruction(&exp.train.loss) else {
         return Err(Error::new("not an autoencoder or VAE experiment"));
     };
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let normal = normal_classes(exp.objective.normal_classes(), &classes, objective)?;

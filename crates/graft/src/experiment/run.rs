@@ -70,7 +70,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         Objective::Word2Vec(w) => return crate::experiment::word2vec::run_word2vec(exp, w, opts),
         _ => return crate::experiment::reconstruct::run_reconstruction(exp, opts),
     }
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     crate::experiment::generated::add_generated(exp, &mut splits, opts.seed, &opts.device)?;
     let train_device = opts.device.clone().autodiff();

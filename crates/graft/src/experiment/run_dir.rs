@@ -3,6 +3,7 @@
 //! after every epoch (so an interrupted run leaves a usable directory), and `eval`, which measures a trained model on
 //! exactly the rows its run was tested on, or on a new labelled file, through the preprocessing stored with it.
 
+use crate::experiment::lock::{LOCK_FILE, RunLock};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
@@ -82,20 +83,24 @@ impl RunRecord {
 
 /// Makes `out` ready for a new run: created when missing, used when empty, emptied when it holds a graft run and
 /// `overwrite` is set (so no stale chart or checkpoint survives); anything else is refused, so a typo in `--out`
-/// never writes into (or removes) a directory of the user's own.
-pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<()> {
+/// never writes into (or removes) a directory of the user's own. The returned lock keeps a second training out of
+/// the directory until it is dropped.
+pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<RunLock> {
     if out.exists() && !out.is_dir() {
         return Err(Error::new("this is a file; --out takes a directory for the run").in_file(out));
     }
-    let mut entries = match std::fs::read_dir(out) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return std::fs::create_dir_all(out).in_file(out);
+    std::fs::create_dir_all(out).in_file(out)?;
+    // Locked before anything is looked at or removed, so a running training's directory is never touched.
+    let lock = RunLock::acquire(out)?;
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(out).in_file(out)? {
+        let entry = entry.in_file(out)?;
+        if entry.file_name() != LOCK_FILE {
+            entries.push(entry.path());
         }
-        Err(e) => return Err(Error::io(out, e)),
-    };
-    if entries.next().is_none() {
-        return Ok(());
+    }
+    if entries.is_empty() {
+        return Ok(lock);
     }
     if !RUN_MARKERS.iter().any(|f| out.join(f).exists()) {
         return Err(Error::new(
@@ -110,8 +115,14 @@ pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<()> {
         )
         .in_file(out));
     }
-    std::fs::remove_dir_all(out).in_file(out)?;
-    std::fs::create_dir_all(out).in_file(out)
+    for path in entries {
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).in_file(&path)?;
+        } else {
+            std::fs::remove_file(&path).in_file(&path)?;
+        }
+    }
+    Ok(lock)
 }
 
 /// Writes `metrics.json` with the history so far after every epoch (marked `"complete": false` until the run

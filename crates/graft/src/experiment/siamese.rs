@@ -20,7 +20,7 @@ use crate::train::metric::{MetricLearning, MetricLoss, embed_all};
 use crate::train::step::run_epochs;
 
 pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOptions) -> Result<RunResult> {
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     if splits.train.labels().is_none() {
         return Err(Error::new(

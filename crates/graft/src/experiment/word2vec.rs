@@ -43,7 +43,7 @@ pub fn run_word2vec(exp: &ExperimentSpec, w2v: &Word2VecSpec, opts: &RunOptions)
             return Err(Error::new("no such file").in_file(p).at(format!("word2vec.{key}")));
         }
     }
-    claim_out_dir(&opts.out, opts.overwrite)?;
+    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
     let corpus = read_corpus(exp, w2v)?;
     let (targets, contexts) = skipgram_pairs(&corpus, w2v.window, w2v.subsample, opts.seed).at("word2vec")?;
     if targets.is_empty() {

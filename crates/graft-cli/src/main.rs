@@ -51,6 +51,9 @@ enum Command {
         /// No progress output and no warnings (errors are still printed).
         #[arg(long)]
         quiet: bool,
+        /// Continue the interrupted run in --out from its last complete epoch; it ends as an uninterrupted run would.
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
     },
     /// Stratified k-fold cross-validation: one run per fold, each fold's test metrics and their mean ± std.
     Cv {
@@ -286,6 +289,7 @@ fn run(cli: Cli) -> Result<()> {
             overwrite,
             seed,
             quiet,
+            resume,
         } => {
             let exp = ExperimentSpec::from_file(&experiment)?;
             let result = run_experiment(
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                     out,
                     overwrite,
                     test_rows: None,
+                    resume,
                 },
             )
             .map_err(|e| about_experiment(e, &experiment))?;
@@ -342,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
                 out: out.clone(),
                 overwrite,
                 test_rows: None,
+                resume: false,
             };
             let report =
                 graft::experiment::cross_validate(&exp, &opts, folds).map_err(|e| about_experiment(e, &experiment))?;

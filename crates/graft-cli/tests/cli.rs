@@ -1465,7 +1465,15 @@ fn unknown_inputs_are_rejected_and_ood_scores_are_reported() {
 #[test]
 fn cross_validation_runs_every_fold_and_summarizes_them() {
     let dir = workdir("cv");
-    let exp = write(&dir, "mlp.toml", &format!("{FAST_MLP}resample = \"oversample\"\n"));
+    // Trained long enough that every fold is well past chance (3 epochs leave it near 0.8, seed-dependent).
+    let exp = write(
+        &dir,
+        "mlp.toml",
+        &format!(
+            "{}resample = \"oversample\"\n",
+            FAST_MLP.replace("epochs = 3", "epochs = 8")
+        ),
+    );
     let out = dir.join("cv");
     let o = graft(&["cv", &exp, "--folds", "3", "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -3373,4 +3381,118 @@ fn a_second_training_into_a_held_directory_is_refused() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!lock.exists(), "the lock outlived its training");
+}
+
+/// A training stopped dead (as by SIGKILL: `GRAFT_FAULT` aborts the process at an exact point) mid-epoch, while
+/// writing a checkpoint or during validation, then resumed with `--resume`, ends exactly as the uninterrupted run:
+/// the same `metrics.json` and the same weights, byte for byte.
+#[test]
+fn an_interrupted_training_resumes_to_the_same_result() {
+    let dir = workdir("resume");
+    let text = FAST_MLP.replace("epochs = 3", "epochs = 6").replace(
+        "metrics = [\"accuracy\", \"f1_macro\"]",
+        "metrics = [\"accuracy\", \"f1_macro\"]\nschedule = { cosine = {} }\n\
+         callbacks = { early_stopping = { monitor = \"val_accuracy\", patience = 50 } }",
+    );
+    let exp = write(&dir, "e.toml", &text);
+    let reference = dir.join("reference");
+    let o = graft(&["train", &exp, "--out", reference.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |run: &Path, file: &str| std::fs::read(run.join(file)).unwrap();
+    // 1,222 training rows in batches of 64: 20 batches an epoch.
+    for fault in ["batch:50", "checkpoint-write:3", "validation:4", "batch:1"] {
+        let run = dir.join(fault.replace(':', "-"));
+        let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
+            .env("GRAFT_FAULT", fault)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{fault}: the training was not stopped");
+        assert!(
+            stderr(&o).contains("GRAFT_FAULT: stopping at"),
+            "{fault}: {}",
+            stderr(&o)
+        );
+        let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume"]);
+        assert!(o.status.success(), "{fault}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("resuming after epoch") || fault == "batch:1",
+            "{fault}: {}",
+            stderr(&o)
+        );
+        for file in ["metrics.json", "model.safetensors"] {
+            assert!(
+                read(&run, file) == read(&reference, file),
+                "{fault}: {file} differs from the uninterrupted run"
+            );
+        }
+    }
+    // A finished run: nothing to do, nothing touched.
+    let run = dir.join("batch-50");
+    let before = read(&run, "metrics.json");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume"]);
+    assert!(
+        o.status.success() && stderr(&o).contains("has finished; nothing to resume"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(read(&run, "metrics.json"), before);
+
+    // The newest checkpoint damaged: refused by its checksum, the one before it used, the result the same.
+    let run = dir.join("damaged");
+    let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
+        .env("GRAFT_FAULT", "batch:90")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let weights = run.join("checkpoints/resume-00004/step/model/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("checksum") && err.contains("resuming after epoch 3"),
+        "{err}"
+    );
+    assert!(read(&run, "model.safetensors") == read(&reference, "model.safetensors"));
+
+    // A changed experiment or seed is refused, naming what changed.
+    let run = dir.join("changed");
+    let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
+        .env("GRAFT_FAULT", "batch:30")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let changed = write(
+        &dir,
+        "changed.toml",
+        &text.replace("batch_size = 64", "batch_size = 32"),
+    );
+    std::fs::copy(&changed, &exp).unwrap();
+    let e = expect_error(graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume"]));
+    assert!(e.contains("train.batch_size: 64 → 32"), "{e}");
+    std::fs::write(&exp, &text).unwrap();
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "--seed",
+        "7",
+    ]));
+    assert!(e.contains("--seed 42"), "{e}");
+    let e = expect_error(graft(&[
+        "train",
+        &exp,
+        "--out",
+        dir.join("nothing").to_str().unwrap(),
+        "--resume",
+    ]));
+    assert!(e.contains("no run here"), "{e}");
 }

@@ -18,6 +18,7 @@ pub mod dataset;
 pub mod de;
 pub mod digits;
 pub mod error;
+pub mod fault;
 pub mod fsio;
 pub mod hf_tokenizer;
 pub mod idx;

@@ -45,6 +45,7 @@ fn train_digits(out: &Path, device: &Device) -> Result<()> {
             out: out.to_path_buf(),
             overwrite: true,
             test_rows: None,
+            resume: false,
         },
     )?;
     println!(

@@ -55,6 +55,7 @@ pub fn cross_validate(exp: &ExperimentSpec, opts: &RunOptions, folds: usize) -> 
             out: opts.out.join(format!("fold-{}", k + 1)),
             overwrite: false,
             test_rows: Some(rows),
+            resume: false,
         };
         let mut test = run_experiment(exp, &fold)?.test;
         // Each fold's run keeps its curves; the summary keeps the numbers.

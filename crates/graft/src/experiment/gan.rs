@@ -13,7 +13,6 @@ use serde_json::Map;
 use crate::error::{Context, Error, Result};
 use crate::experiment::data::{check_data_fits, prepare_fold};
 use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
-use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{CheckpointSpec, ExperimentSpec, GanSpec};
 use crate::infer::manifest::Manifest;
 use crate::layers::value::Data;
@@ -22,7 +21,6 @@ use crate::model::io::save_model;
 use crate::report::ImageGrid;
 use crate::train::adversarial::{Adversarial, AdversarialConfig, check_models};
 use crate::train::callbacks::{Callback, Control, Logs};
-use crate::train::step::run_epochs;
 
 /// Samples in each epoch's grid.
 const GRID: usize = 40;
@@ -35,7 +33,10 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
         )
         .at("model"));
     }
-    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
+    let (_lock, from) = match crate::experiment::run_dir::open_run_dir(exp, opts)? {
+        crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
+        crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
+    };
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let sample_shape = splits.train.inputs.sample_shape().to_vec();
     let device = opts.device.clone().autodiff();
@@ -70,7 +71,16 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
     let grids = SampleGrids::new(&step.generator, opts.out.join("samples"), opts.seed)?;
     callbacks.push(Box::new(grids));
     // The GAN trains on the training split only; the validation rows are not scored.
-    let history = run_epochs(&fit, opts.seed, &mut callbacks, &mut step, &splits.train, None)?;
+    let resume = crate::experiment::run_dir::Opened::resumable(from, &opts.out);
+    let history = crate::train::step::run_epochs_resumable(
+        &fit,
+        opts.seed,
+        &mut callbacks,
+        &mut step,
+        &splits.train,
+        None,
+        Some(resume),
+    )?;
 
     let generator = step.generator.valid();
     let discriminator = step.discriminator.valid();

@@ -12,14 +12,12 @@ use crate::error::{Context, Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::{check_data_fits, prepare_fold};
 use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
-use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::manifest::Manifest;
 use crate::layers::value::{Data, batch_inputs};
 use crate::model::Graph;
 use crate::report::ImageGrid;
 use crate::train::reconstruction::{Reconstruction, ReconstructionConfig, evaluate_reconstruction};
-use crate::train::step::run_epochs;
 use graft_data::suggest::hint;
 
 /// How many test images the report shows with their reconstructions, and how many prior samples.
@@ -31,7 +29,10 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
     let Some(config) = exp.objective.reconstruction(&exp.train.loss) else {
         return Err(Error::new("not an autoencoder or VAE experiment"));
     };
-    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
+    let (_lock, from) = match crate::experiment::run_dir::open_run_dir(exp, opts)? {
+        crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
+        crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
+    };
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let normal = normal_classes(exp.objective.normal_classes(), &classes, objective)?;
@@ -72,13 +73,14 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
 
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
     callbacks.push(Box::new(checkpoint));
-    let history = run_epochs(
+    let history = crate::train::step::run_epochs_resumable(
         &fit,
         opts.seed,
         &mut callbacks,
         &mut step,
         &splits.train,
         splits.validation.as_ref(),
+        Some(crate::experiment::run_dir::Opened::resumable(from, &opts.out)),
     )?;
     let model = step.model.valid();
 

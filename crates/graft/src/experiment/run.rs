@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::experiment::build::{build_model, task_heads};
 use crate::experiment::data::prepare_fold;
 use crate::experiment::post::{add_to_metrics, calibrate_temperature, reject_unknown, tune_thresholds};
-use crate::experiment::run_dir::{HistoryWriter, RunRecord, claim_out_dir};
+use crate::experiment::run_dir::{HistoryWriter, Opened, RunRecord};
 use crate::experiment::spec::{Calibration, CheckpointSpec, ClassWeights, DatasetSpec, ExperimentSpec, Objective};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
@@ -24,7 +24,8 @@ use crate::report::{Extras, RegressionPoints, write_atomic, write_report_with};
 use crate::task::head::TaskHead;
 use crate::task::loss::Task;
 use crate::train::callbacks::{Callback, Checkpoint, EarlyStopping, Progress};
-use crate::train::trainer::{EVAL_BATCH, evaluate, fit};
+use crate::train::supervised::fit_resumable;
+use crate::train::trainer::{EVAL_BATCH, evaluate};
 
 pub struct RunOptions {
     pub seed: u64,
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Cross-validation: these rows of the data set are the test set.
     pub test_rows: Option<Vec<usize>>,
+    /// Continue the interrupted run in `out` from its newest good resumable checkpoint.
+    pub resume: bool,
 }
 
 pub struct RunResult {
@@ -70,7 +73,10 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         Objective::Word2Vec(w) => return crate::experiment::word2vec::run_word2vec(exp, w, opts),
         _ => return crate::experiment::reconstruct::run_reconstruction(exp, opts),
     }
-    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
+    let (_lock, from) = match crate::experiment::run_dir::open_run_dir(exp, opts)? {
+        crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
+        crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
+    };
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     crate::experiment::generated::add_generated(exp, &mut splits, opts.seed, &opts.device)?;
     let train_device = opts.device.clone().autodiff();
@@ -131,7 +137,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     let (trained, part, validation, test_set, timings, history) = match cached {
         Some((part, train, validation, test)) => {
             callbacks.push(Box::new(checkpoint.around(model.clone())));
-            let fitted = fit(
+            let fitted = fit_resumable(
                 part,
                 &heads,
                 &exp.train.fit_config(),
@@ -139,6 +145,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 validation.as_ref(),
                 opts.seed,
                 &mut callbacks,
+                Some(Opened::resumable(from, &opts.out)),
             )?;
             let part = fitted.model.valid();
             (
@@ -152,7 +159,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         }
         None => {
             callbacks.push(Box::new(checkpoint));
-            let fitted = fit(
+            let fitted = fit_resumable(
                 model,
                 &heads,
                 &exp.train.fit_config(),
@@ -160,6 +167,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
                 splits.validation.as_ref(),
                 opts.seed,
                 &mut callbacks,
+                Some(Opened::resumable(from, &opts.out)),
             )?;
             let part = fitted.model.valid();
             (

@@ -3,7 +3,6 @@
 //! after every epoch (so an interrupted run leaves a usable directory), and `eval`, which measures a trained model on
 //! exactly the rows its run was tested on, or on a new labelled file, through the preprocessing stored with it.
 
-use crate::experiment::lock::{LOCK_FILE, RunLock};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
@@ -14,6 +13,8 @@ use crate::data::prepare::{SourceSpec, read_raw};
 use crate::data::{Dataset, Targets};
 use crate::error::{Context, Error, Result};
 use crate::experiment::data::{check_data_fits, prepare_fold};
+use crate::experiment::lock::{LOCK_FILE, RunLock};
+use crate::experiment::run::{RunOptions, RunResult};
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::predict::Predictor;
 use crate::model::Graph;
@@ -125,6 +126,125 @@ pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<RunLock> {
     Ok(lock)
 }
 
+/// A run directory opened for training: held, and when resuming, the checkpoint to continue from.
+pub enum Opened {
+    Ready(RunLock, Option<crate::train::resume::ResumePoint>),
+    /// `--resume` of a run that has finished: its results, untouched.
+    Finished(RunResult),
+}
+
+impl Opened {
+    /// Where a training's resumable checkpoints go, and the one it continues from.
+    pub fn resumable(from: Option<crate::train::resume::ResumePoint>, out: &Path) -> crate::train::step::Resumable {
+        crate::train::step::Resumable {
+            checkpoints: out.join("checkpoints"),
+            from,
+        }
+    }
+}
+
+/// Opens `opts.out` for training `exp`: a new run ([`claim_out_dir`]), or with `opts.resume` the interrupted run
+/// there — the same experiment (a changed key is named), the same seed — continued from its newest resumable
+/// checkpoint that passes its checksums (a damaged one is reported and the one before it used).
+pub fn open_run_dir(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Opened> {
+    if !opts.resume {
+        return Ok(Opened::Ready(claim_out_dir(&opts.out, opts.overwrite)?, None));
+    }
+    let out = &opts.out;
+    if opts.overwrite {
+        return Err(
+            Error::new("--resume continues the run in --out, which --overwrite would remove; give one").in_file(out),
+        );
+    }
+    if !out.is_dir() {
+        return Err(Error::new("--resume: no run here to continue; leave --resume out to start one").in_file(out));
+    }
+    let lock = RunLock::acquire(out)?;
+    let record = RunRecord::read(out)?.ok_or_else(|| {
+        Error::new("--resume: this directory holds no graft run (run.json is missing); leave --resume out to start one")
+            .in_file(out)
+    })?;
+    if record.seed != opts.seed {
+        return Err(Error::new(format!(
+            "the run was started with --seed {}; resume it with that seed (found --seed {})",
+            record.seed, opts.seed
+        ))
+        .in_file(out));
+    }
+    if let Some(source) = &exp.path {
+        let copy = out.join(EXPERIMENT_COPY);
+        let before = std::fs::read_to_string(&copy).in_file(&copy)?;
+        let now = std::fs::read_to_string(source).in_file(source)?;
+        if let Some(change) = first_change(&before, &now) {
+            return Err(Error::new(format!(
+                "the experiment changed since the run started ({change}); resume with the experiment it started with,                  or start anew with --overwrite"
+            ))
+            .in_file(source));
+        }
+    }
+    let metrics = out.join("metrics.json");
+    if metrics.exists() {
+        let text = std::fs::read_to_string(&metrics).in_file(&metrics)?;
+        let doc: Json = serde_json::from_str(&text).map_err(|e| Error::new(e.to_string()).in_file(&metrics))?;
+        if doc.get("complete") != Some(&Json::Bool(false)) {
+            if !opts.quiet {
+                eprintln!("the run in {} has finished; nothing to resume", out.display());
+            }
+            let history = doc
+                .get("history")
+                .and_then(Json::as_array)
+                .map(|h| h.iter().filter_map(|e| e.as_object().cloned()).collect())
+                .unwrap_or_default();
+            let test = doc.get("test").and_then(Json::as_object).cloned().unwrap_or_default();
+            return Ok(Opened::Finished(RunResult {
+                history,
+                test,
+                out: out.clone(),
+            }));
+        }
+    }
+    let mut notes = vec![];
+    let from = crate::train::resume::find_checkpoint(&out.join("checkpoints"), &mut notes)?;
+    if !opts.quiet {
+        for note in &notes {
+            eprintln!("warning: {note}");
+        }
+        match &from {
+            Some(p) => eprintln!("resuming after epoch {} ({})", p.epoch, p.dir.display()),
+            None => eprintln!("no epoch had ended; training from the start"),
+        }
+    }
+    Ok(Opened::Ready(lock, from))
+}
+
+/// The first key whose value differs between two experiment files, as `train.epochs: 5 → 10`; `None` when they say
+/// the same (comments and layout aside).
+fn first_change(before: &str, now: &str) -> Option<String> {
+    let parse = |t: &str| t.parse::<toml::Table>().ok().map(toml::Value::Table);
+    let (a, b) = (parse(before)?, parse(now)?);
+    fn walk(path: &str, a: Option<&toml::Value>, b: Option<&toml::Value>) -> Option<String> {
+        match (a, b) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&p, x.get(k), y.get(k))
+                })
+            }
+            (x, y) if x == y => None,
+            (x, y) => {
+                let show = |v: Option<&toml::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+                Some(format!("{path}: {} → {}", show(x), show(y)))
+            }
+        }
+    }
+    walk("", Some(&a), Some(&b))
+}
+
 /// Writes `metrics.json` with the history so far after every epoch (marked `"complete": false` until the run
 /// finishes and writes its test metrics), so a run stopped midway still shows what it learned.
 pub struct HistoryWriter {
@@ -147,6 +267,16 @@ impl Callback for HistoryWriter {
         let doc = json!({"history": self.history, "test": {}, "complete": false});
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::new(e.to_string()))?;
         write_atomic(&self.path, text.as_bytes())
+    }
+
+    fn load_state(
+        &mut self,
+        _dir: &Path,
+        history: &[Map<String, Json>],
+        _device: &burn::prelude::Device,
+    ) -> Result<()> {
+        self.history = history.to_vec();
+        Ok(())
     }
 }
 

@@ -12,15 +12,16 @@ use crate::error::{Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::prepare_fold;
 use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
-use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{ExperimentSpec, SiameseSpec};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
 use crate::train::metric::{MetricLearning, MetricLoss, embed_all};
-use crate::train::step::run_epochs;
 
 pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOptions) -> Result<RunResult> {
-    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
+    let (_lock, from) = match crate::experiment::run_dir::open_run_dir(exp, opts)? {
+        crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
+        crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
+    };
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     if splits.train.labels().is_none() {
         return Err(Error::new(
@@ -51,13 +52,14 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
     manifest.write(&opts.out)?;
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
     callbacks.push(Box::new(checkpoint));
-    let history = run_epochs(
+    let history = crate::train::step::run_epochs_resumable(
         &fit,
         opts.seed,
         &mut callbacks,
         &mut step,
         &splits.train,
         splits.validation.as_ref(),
+        Some(crate::experiment::run_dir::Opened::resumable(from, &opts.out)),
     )?;
     let model = step.model.valid();
     let test = match &splits.test {

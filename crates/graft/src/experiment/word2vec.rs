@@ -19,12 +19,10 @@ use crate::data::wordvec::WordVectors;
 use crate::data::{Array, Dataset};
 use crate::error::{Context, Error, Result};
 use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
-use crate::experiment::run_dir::claim_out_dir;
 use crate::experiment::spec::{ExperimentSpec, Word2VecSpec};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
 use crate::train::skipgram::{SkipGram, skipgram_model, word_vectors};
-use crate::train::step::run_epochs;
 
 /// The vectors' file in the run directory.
 pub const VECTORS_FILE: &str = "vectors.bin";
@@ -43,7 +41,10 @@ pub fn run_word2vec(exp: &ExperimentSpec, w2v: &Word2VecSpec, opts: &RunOptions)
             return Err(Error::new("no such file").in_file(p).at(format!("word2vec.{key}")));
         }
     }
-    let _lock = claim_out_dir(&opts.out, opts.overwrite)?;
+    let (_lock, from) = match crate::experiment::run_dir::open_run_dir(exp, opts)? {
+        crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
+        crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
+    };
     let corpus = read_corpus(exp, w2v)?;
     let (targets, contexts) = skipgram_pairs(&corpus, w2v.window, w2v.subsample, opts.seed).at("word2vec")?;
     if targets.is_empty() {
@@ -79,7 +80,16 @@ pub fn run_word2vec(exp: &ExperimentSpec, w2v: &Word2VecSpec, opts: &RunOptions)
     manifest.write(&opts.out)?;
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, false)?;
     callbacks.push(Box::new(checkpoint));
-    let history = run_epochs(&fit, opts.seed, &mut callbacks, &mut step, &pairs, None)?;
+    let resume = crate::experiment::run_dir::Opened::resumable(from, &opts.out);
+    let history = crate::train::step::run_epochs_resumable(
+        &fit,
+        opts.seed,
+        &mut callbacks,
+        &mut step,
+        &pairs,
+        None,
+        Some(resume),
+    )?;
 
     let model = step.model.valid();
     let (values, dim) = word_vectors(&model)?;
@@ -278,6 +288,7 @@ mod tests {
             out: out.clone(),
             overwrite: false,
             test_rows: None,
+            resume: false,
         };
         let result = run_experiment(&exp, &opts).unwrap();
         assert_eq!(result.history.len(), 3);

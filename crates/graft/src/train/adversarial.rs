@@ -211,6 +211,26 @@ impl TrainStep for Adversarial {
         &self.generator
     }
 
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn save_state(&self, dir: &std::path::Path) -> Result<()> {
+        use crate::train::resume::{save_trained, write_json};
+        save_trained(dir, "generator", &self.generator, &self.g_optim)?;
+        save_trained(dir, "discriminator", &self.discriminator, &self.d_optim)?;
+        // Which batch the generator steps on next counts on across epochs.
+        write_json(&dir.join("batches.json"), &self.batches)
+    }
+
+    fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        use crate::train::resume::{load_trained, read_json};
+        load_trained(dir, "generator", &mut self.generator, &mut self.g_optim)?;
+        load_trained(dir, "discriminator", &mut self.discriminator, &mut self.d_optim)?;
+        self.batches = read_json(&dir.join("batches.json"))?;
+        Ok(())
+    }
+
     fn model_mut(&mut self) -> &mut Graph {
         &mut self.generator
     }

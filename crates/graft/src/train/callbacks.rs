@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::prelude::Device;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value as Json};
 
 use crate::data::fsio::copy_atomic;
 use crate::error::{Context, Error, Result};
@@ -34,6 +36,27 @@ pub trait Callback {
     fn on_train_end(&mut self, _model: &mut Graph) -> Result<()> {
         Ok(())
     }
+    /// The name of the callback's folder in a resumable checkpoint, for callbacks with a state to keep (the same
+    /// name in the interrupted and the resumed run, whichever other callbacks each has).
+    fn state_name(&self) -> Option<&'static str> {
+        None
+    }
+    /// Writes what the callback needs to continue an interrupted run into `dir` (its own folder of a resumable
+    /// checkpoint).
+    fn save_state(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// Reads back what [`Callback::save_state`] wrote; `history` holds the epochs done.
+    fn load_state(&mut self, _dir: &Path, _history: &[Map<String, Json>], _device: &Device) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The small state of a callback that compares epochs: the best value so far and the epochs since it.
+#[derive(Serialize, Deserialize)]
+struct BestSoFar {
+    best: Option<f64>,
+    waited: usize,
 }
 
 /// Whether larger is better for a monitored value, unless the user said.
@@ -229,6 +252,35 @@ impl Callback for EarlyStopping {
         }
         Ok(())
     }
+
+    fn state_name(&self) -> Option<&'static str> {
+        Some("early_stopping")
+    }
+
+    fn save_state(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).in_file(dir)?;
+        if let Some(best) = &self.best_model {
+            save_model(best, &dir.join("best"))?;
+        }
+        let state = BestSoFar {
+            best: self.best,
+            waited: self.waited,
+        };
+        crate::train::resume::write_json(&dir.join("state.json"), &state)
+    }
+
+    fn load_state(&mut self, dir: &Path, _history: &[Map<String, Json>], device: &Device) -> Result<()> {
+        let state: BestSoFar = crate::train::resume::read_json(&dir.join("state.json"))?;
+        self.best = state.best;
+        self.waited = state.waited;
+        let best = dir.join("best");
+        self.best_model = if best.is_dir() {
+            Some(crate::model::io::load_model(&best, device)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
 }
 
 /// Writes `DIR/checkpoints/last/` every epoch and `DIR/checkpoints/best/` when the monitored value improves.
@@ -296,6 +348,25 @@ impl Callback for Checkpoint {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn state_name(&self) -> Option<&'static str> {
+        Some("checkpoint")
+    }
+
+    fn save_state(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).in_file(dir)?;
+        let state = BestSoFar {
+            best: self.best,
+            waited: 0,
+        };
+        crate::train::resume::write_json(&dir.join("state.json"), &state)
+    }
+
+    fn load_state(&mut self, dir: &Path, _history: &[Map<String, Json>], _device: &Device) -> Result<()> {
+        let state: BestSoFar = crate::train::resume::read_json(&dir.join("state.json"))?;
+        self.best = state.best;
         Ok(())
     }
 }

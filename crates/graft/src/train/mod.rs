@@ -7,6 +7,7 @@ pub mod config;
 pub mod metric;
 pub mod optim;
 pub mod reconstruction;
+pub mod resume;
 pub mod schedule;
 pub mod skipgram;
 pub mod step;

@@ -113,6 +113,18 @@ impl TrainStep for SkipGram {
         &self.model
     }
 
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn save_state(&self, dir: &std::path::Path) -> Result<()> {
+        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)
+    }
+
+    fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)
+    }
+
     fn model_mut(&mut self) -> &mut Graph {
         &mut self.model
     }

@@ -4,8 +4,10 @@
 //! task heads, one optimizer) is `train::trainer::Supervised`; a denoising autoencoder, a GAN (two models, two
 //! optimizers) or distillation (a teacher) is another `TrainStep`, not another loop.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use burn::module::Module;
 use serde_json::{Map, Value as Json};
 
 use crate::data::{Batch, Batches, Dataset, gather};
@@ -13,6 +15,7 @@ use crate::error::{Context, Result};
 use crate::model::Graph;
 use crate::train::callbacks::{Callback, Control, Logs};
 use crate::train::config::FitConfig;
+use crate::train::resume::{ResumePoint, write_checkpoint};
 use crate::train::schedule::Scheduler;
 
 /// What one training batch does, supplied by the caller.
@@ -43,6 +46,29 @@ pub trait TrainStep {
     fn end_epoch(&mut self, _validation: Option<&Dataset>, _logs: &mut Logs) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the step writes and reads resumable checkpoints ([`TrainStep::save_state`],
+    /// [`TrainStep::load_state`]); the loop writes none for a step that does not.
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    /// Writes the step's models and optimizer states into `dir` (e.g. with [`crate::train::resume::save_trained`]).
+    fn save_state(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reads back what [`TrainStep::save_state`] wrote.
+    fn load_state(&mut self, _dir: &Path) -> Result<()> {
+        Err(crate::error::Error::new("this kind of training cannot be resumed"))
+    }
+}
+
+/// Where a resumable run keeps its checkpoints, and the one it continues from.
+pub struct Resumable {
+    /// The run's `checkpoints/` folder.
+    pub checkpoints: PathBuf,
+    pub from: Option<ResumePoint>,
 }
 
 /// The rows each epoch visits when `[train] resample` is set, drawn from the training set's class labels (for
@@ -146,13 +172,68 @@ pub fn run_epochs(
     train: &Dataset,
     validation: Option<&Dataset>,
 ) -> Result<History> {
+    run_epochs_resumable(config, seed, callbacks, step, train, validation, None)
+}
+
+/// [`run_epochs`] writing a resumable checkpoint after every epoch (for a [`TrainStep::resumable`] step) and, with
+/// `resume.from`, continuing from one: the step's and the callbacks' states are read back, the schedule replayed
+/// over the epochs done, and training goes on with the next epoch as if it had never stopped. Every epoch draws
+/// its noise (dropout, sampling) from the device generator seeded anew from the seed and the epoch, so a resumed
+/// epoch draws what the uninterrupted one would have.
+pub fn run_epochs_resumable(
+    config: &FitConfig,
+    seed: u64,
+    callbacks: &mut [Box<dyn Callback>],
+    step: &mut dyn TrainStep,
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    resume: Option<Resumable>,
+) -> Result<History> {
     config.check().at("train")?;
-    let epoch_len = step.epoch_order(1)?.map_or(train.len(), |o| o.len());
-    let steps = epoch_len.div_ceil(config.batch_size);
+    let steps_in = |step: &dyn TrainStep, epoch: usize| -> Result<usize> {
+        let len = step.epoch_order(epoch)?.map_or(train.len(), |o| o.len());
+        Ok(len.div_ceil(config.batch_size))
+    };
+    let steps = steps_in(step, 1)?;
     let mut scheduler =
         Scheduler::new(&config.schedule, config.optimizer.lr(), config.epochs, steps).at("train.schedule")?;
     let mut history = History::default();
-    for epoch in 1..=config.epochs {
+    let mut first = 1;
+    if let Some(point) = resume.as_ref().and_then(|r| r.from.as_ref()) {
+        let device = step.model().devices().first().cloned().unwrap_or_default();
+        step.load_state(&point.dir.join("step"))?;
+        let folders = state_folders(callbacks_names(callbacks));
+        for (cb, folder) in callbacks.iter_mut().zip(folders) {
+            match folder {
+                Some(f) => cb.load_state(&point.dir.join(f), &point.history, &device)?,
+                None => cb.load_state(&point.dir, &point.history, &device)?,
+            }
+        }
+        for entry in &point.history {
+            let epoch = entry.get("epoch").and_then(Json::as_u64).unwrap_or(0) as usize;
+            for _ in 0..steps_in(step, epoch)? {
+                scheduler.next_step_lr();
+            }
+            let logs: Logs = entry
+                .iter()
+                .filter(|(k, _)| k.as_str() != "epoch")
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            scheduler.end_epoch(epoch, &logs).at("train.schedule")?;
+        }
+        history.epochs = point.history.clone();
+        history.stopped_early = point.stopped_early;
+        first = point.epoch + 1;
+    }
+    let last = if history.stopped_early.is_some() {
+        0
+    } else {
+        config.epochs
+    };
+    for epoch in first..=last {
+        if let Some(device) = step.model().devices().first() {
+            device.seed(epoch_seed(seed, epoch));
+        }
         step.begin_epoch(epoch)?;
         let batches = match step.epoch_order(epoch)? {
             Some(order) => Batches::from_order(order, config.batch_size)?,
@@ -187,6 +268,7 @@ pub fn run_epochs(
                     cb.on_batch_end(b, loss);
                 }
                 b += 1;
+                crate::data::fault::point("batch");
             }
             Ok(())
         })?;
@@ -196,6 +278,7 @@ pub fn run_epochs(
         });
         let mut logs = Logs::new();
         logs.insert("loss".into(), loss_sum / seen.max(1) as f64);
+        crate::data::fault::point("validation");
         step.end_epoch(validation, &mut logs)?;
         logs.insert("lr".into(), scheduler.current_lr());
         scheduler.end_epoch(epoch, &logs).at("train.schedule")?;
@@ -206,6 +289,21 @@ pub fn run_epochs(
         history.epochs.push(history_entry(epoch, &logs));
         if control.stop {
             history.stopped_early = Some(epoch);
+        }
+        if let Some(r) = &resume
+            && step.resumable()
+        {
+            write_checkpoint(&r.checkpoints, epoch, &history.epochs, history.stopped_early, |dir| {
+                step.save_state(&dir.join("step"))?;
+                for (cb, folder) in callbacks.iter().zip(state_folders(callbacks_names(callbacks))) {
+                    if let Some(f) = folder {
+                        cb.save_state(&dir.join(f))?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        if control.stop {
             break;
         }
     }
@@ -213,6 +311,38 @@ pub fn run_epochs(
         cb.on_train_end(step.model_mut())?;
     }
     Ok(history)
+}
+
+fn callbacks_names(callbacks: &[Box<dyn Callback>]) -> Vec<Option<&'static str>> {
+    callbacks.iter().map(|cb| cb.state_name()).collect()
+}
+
+/// Each stateful callback's folder in a resumable checkpoint: `callback-NAME`, numbered from the second of a name.
+fn state_folders(names: Vec<Option<&'static str>>) -> Vec<Option<String>> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    names
+        .into_iter()
+        .map(|name| {
+            name.map(|n| {
+                let k = seen.entry(n).or_insert(0);
+                *k += 1;
+                if *k == 1 {
+                    format!("callback-{n}")
+                } else {
+                    format!("callback-{n}-{k}")
+                }
+            })
+        })
+        .collect()
+}
+
+/// The device generator's seed for `epoch` of a run seeded with `seed` (SplitMix64 of the pair, so neighbouring
+/// seeds and epochs give unrelated streams).
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One epoch of `metrics.json`'s history: the epoch number and its logs (a non-finite value as `null`).

@@ -15,7 +15,7 @@ use crate::model::groups::LayerGroups;
 use crate::task::head::{EpochMetrics, TaskHead};
 use crate::train::callbacks::{Callback, Logs};
 use crate::train::config::FitConfig;
-use crate::train::step::{EpochTiming, TrainStep, Trainer, run_epochs};
+use crate::train::step::{EpochTiming, TrainStep, Trainer};
 use crate::train::trainer::{
     EVAL_BATCH, apply_max_norm, batch_inputs, evaluate, head_class_weights, head_rows, l2_penalty,
 };
@@ -40,8 +40,25 @@ pub fn fit(
     seed: u64,
     callbacks: &mut [Box<dyn Callback>],
 ) -> Result<FitResult> {
+    fit_resumable(model, heads, config, train, validation, seed, callbacks, None)
+}
+
+/// [`fit`] with resumable checkpoints, continuing from `resume.from` when given (see
+/// [`crate::train::step::run_epochs_resumable`]).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_resumable(
+    model: Graph,
+    heads: &[TaskHead],
+    config: &FitConfig,
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    seed: u64,
+    callbacks: &mut [Box<dyn Callback>],
+    resume: Option<crate::train::step::Resumable>,
+) -> Result<FitResult> {
     let mut step = Supervised::new(model, heads, config, train, seed)?;
-    let history = run_epochs(config, seed, callbacks, &mut step, train, validation)?;
+    let history =
+        crate::train::step::run_epochs_resumable(config, seed, callbacks, &mut step, train, validation, resume)?;
     Ok(FitResult {
         model: step.model,
         timings: history.timings,
@@ -150,6 +167,18 @@ impl<'a> Supervised<'a> {
 impl TrainStep for Supervised<'_> {
     fn model(&self) -> &Graph {
         &self.model
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn save_state(&self, dir: &std::path::Path) -> Result<()> {
+        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)
+    }
+
+    fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)
     }
 
     fn model_mut(&mut self) -> &mut Graph {

@@ -291,6 +291,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             resume,
         } => {
+            stop_training_on_signals();
             let exp = ExperimentSpec::from_file(&experiment)?;
             let result = run_experiment(
                 &exp,
@@ -570,7 +571,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            // 128 + SIGINT, as a shell reports a program stopped by Ctrl-C.
+            if graft::train::interrupt::requested() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// During `graft train`, the first Ctrl-C or SIGTERM asks the training to stop after its batch (writing a
+/// resumable checkpoint); a second one ends the process at once. Other commands keep the default: stop at once.
+#[cfg(unix)]
+fn stop_training_on_signals() {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only reads and stores an atomic flag or calls `_exit`, both async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(signal, || {
+                if graft::train::interrupt::requested() {
+                    signal_hook::low_level::exit(130);
+                }
+                graft::train::interrupt::request();
+            })
+        };
+        if let Err(e) = registered {
+            eprintln!("warning: cannot handle signal {signal} ({e}); an interrupted training will not checkpoint");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_training_on_signals() {}

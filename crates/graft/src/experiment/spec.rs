@@ -362,6 +362,9 @@ pub struct TrainSpec {
     /// target.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub standardize_target: bool,
+    /// Resumable checkpoints inside long epochs: `{ every_batches = 500 }` or `{ every_minutes = 10 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::train::config::CheckpointEvery>,
 }
 
 impl ExperimentSpec {
@@ -445,6 +448,7 @@ impl TrainSpec {
             resample: fit.resample,
             threshold: None,
             standardize_target: true,
+            checkpoint: fit.checkpoint_every,
         }
     }
 
@@ -461,6 +465,7 @@ impl TrainSpec {
             top_k: self.top_k,
             resample: self.resample,
             layer_groups: self.layer_groups.clone(),
+            checkpoint_every: self.checkpoint,
         }
     }
 }

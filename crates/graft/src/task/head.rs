@@ -307,6 +307,7 @@ pub fn array_2d(a: &Array, device: &Device) -> Tensor<2> {
 }
 
 /// Accumulates an epoch of predictions for whichever task.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum EpochMetrics {
     Classification(ClassificationAccumulator),
     MultiLabel(MultiLabelAccumulator),

@@ -75,7 +75,7 @@ pub fn check_models(generator: &Graph, discriminator: &Graph, sample: &[usize]) 
 }
 
 /// Sums over an epoch of what the history logs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Sums {
     d_loss: f64,
     g_loss: f64,
@@ -99,6 +99,7 @@ pub struct Adversarial {
     resampler: Option<Resampler>,
     device: Device,
     batches: usize,
+    epoch: usize,
     sums: Sums,
 }
 
@@ -136,6 +137,7 @@ impl Adversarial {
             resampler: Resampler::new(fit.resample, train, seed)?,
             device,
             batches: 0,
+            epoch: 0,
             sums: Sums::default(),
         })
     }
@@ -219,15 +221,20 @@ impl TrainStep for Adversarial {
         use crate::train::resume::{save_trained, write_json};
         save_trained(dir, "generator", &self.generator, &self.g_optim)?;
         save_trained(dir, "discriminator", &self.discriminator, &self.d_optim)?;
-        // Which batch the generator steps on next counts on across epochs.
-        write_json(&dir.join("batches.json"), &self.batches)
+        // Which batch the generator steps on next counts on across epochs; the sums are the epoch's so far.
+        write_json(&dir.join("batches.json"), &(self.epoch, self.batches, &self.sums))
     }
 
     fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
         use crate::train::resume::{load_trained, read_json};
         load_trained(dir, "generator", &mut self.generator, &mut self.g_optim)?;
         load_trained(dir, "discriminator", &mut self.discriminator, &mut self.d_optim)?;
-        self.batches = read_json(&dir.join("batches.json"))?;
+        let (epoch, batches, sums): (usize, usize, Sums) = read_json(&dir.join("batches.json"))?;
+        self.batches = batches;
+        // Mid-epoch: the epoch's sums so far; at an epoch's end they belong to the epoch before this one.
+        if epoch == self.epoch {
+            self.sums = sums;
+        }
         Ok(())
     }
 
@@ -239,7 +246,8 @@ impl TrainStep for Adversarial {
         self.resampler.as_ref().map(|r| r.order(epoch)).transpose()
     }
 
-    fn begin_epoch(&mut self, _epoch: usize) -> Result<()> {
+    fn begin_epoch(&mut self, epoch: usize) -> Result<()> {
+        self.epoch = epoch;
         self.sums = Sums::default();
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! `[train]` says (an experiment's `TrainSpec::fit_config` gives the same struct).
 
 use crate::data::sampling::Resample;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::groups::LayerGroupsSpec;
 use crate::train::optim::{ClipSpec, OptimizerSpec};
 use crate::train::schedule::ScheduleSpec;
@@ -27,6 +27,32 @@ pub struct FitConfig {
     pub resample: Option<Resample>,
     /// Discriminative learning rates and gradual unfreezing over groups of layers.
     pub layer_groups: Option<LayerGroupsSpec>,
+    /// Resumable checkpoints inside epochs too (every epoch's end has one anyway).
+    pub checkpoint_every: Option<CheckpointEvery>,
+}
+
+/// `[train] checkpoint = { every_batches = 500 }` or `{ every_minutes = 10 }`: a resumable checkpoint inside long
+/// epochs as well, so an interruption loses at most that much training.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointEvery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_batches: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_minutes: Option<f64>,
+}
+
+impl CheckpointEvery {
+    pub fn check(&self) -> Result<()> {
+        match (self.every_batches, self.every_minutes) {
+            (None, None) => Err(Error::new("give every_batches = N or every_minutes = M")),
+            (Some(0), _) => Err(Error::new("every_batches must be at least 1").at("every_batches")),
+            (_, Some(m)) if !(m.is_finite() && m > 0.0) => {
+                Err(Error::new(format!("every_minutes must be a positive number, found {m}")).at("every_minutes"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for FitConfig {
@@ -43,6 +69,7 @@ impl Default for FitConfig {
             top_k: 5,
             resample: None,
             layer_groups: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -93,6 +120,9 @@ impl FitConfig {
     pub fn check(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::new("epochs and batch_size must be at least 1"));
+        }
+        if let Some(c) = &self.checkpoint_every {
+            c.check().at("checkpoint")?;
         }
         Ok(())
     }

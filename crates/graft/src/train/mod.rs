@@ -4,6 +4,7 @@
 pub mod adversarial;
 pub mod callbacks;
 pub mod config;
+pub mod interrupt;
 pub mod metric;
 pub mod optim;
 pub mod reconstruction;

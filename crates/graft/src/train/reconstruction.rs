@@ -257,11 +257,19 @@ impl TrainStep for Reconstruction {
     }
 
     fn save_state(&self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)
+        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)?;
+        crate::train::resume::write_json(&dir.join("epoch.json"), &(self.epoch, self.batch, self.sums))
     }
 
     fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)
+        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)?;
+        let (epoch, batch, sums): (usize, usize, (f64, f64, usize)) =
+            crate::train::resume::read_json(&dir.join("epoch.json"))?;
+        if epoch == self.epoch {
+            self.batch = batch;
+            self.sums = sums;
+        }
+        Ok(())
     }
 
     fn model_mut(&mut self) -> &mut Graph {

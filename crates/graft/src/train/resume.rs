@@ -44,6 +44,16 @@ pub struct ResumePoint {
     pub history: Vec<Map<String, Json>>,
     /// The epoch at which a callback stopped training, when one did (then nothing is left to train).
     pub stopped_early: Option<usize>,
+    /// A checkpoint written inside epoch `epoch + 1`: how far it had got.
+    pub partial: Option<Partial>,
+}
+
+/// How far into an epoch a mid-epoch checkpoint was written: the batches done and the epoch's loss so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub batches: usize,
+    pub loss_sum: f64,
+    pub seen: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,18 +68,21 @@ struct State {
     epoch: usize,
     history: Vec<Map<String, Json>>,
     stopped_early: Option<usize>,
+    #[serde(default)]
+    partial: Option<Partial>,
 }
 
-/// Writes the resumable checkpoint of `epoch` into `checkpoints`: `save` fills the folder (models, optimizers,
-/// callback states), this adds the history, the manifest, and publishes it; older checkpoints beyond the two
-/// newest are removed.
+/// Writes a resumable checkpoint into `checkpoints` after `epoch` complete epochs (and, with `partial`, that far
+/// into the next): `save` fills the folder (models, optimizers, callback states), this adds the history, the
+/// manifest, and publishes it; older checkpoints beyond the two newest are removed.
 pub fn write_checkpoint(
     checkpoints: &Path,
     epoch: usize,
+    partial: Option<Partial>,
     history: &[Map<String, Json>],
     stopped_early: Option<usize>,
     save: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+) -> Result<PathBuf> {
     std::fs::create_dir_all(checkpoints).in_file(checkpoints)?;
     let tmp = checkpoints.join(format!(".{RESUME_PREFIX}tmp-{}", std::process::id()));
     if tmp.exists() {
@@ -82,6 +95,7 @@ pub fn write_checkpoint(
         epoch,
         history: history.to_vec(),
         stopped_early,
+        partial,
     };
     write_json(&tmp.join(STATE), &state)?;
     let mut files = BTreeMap::new();
@@ -91,7 +105,10 @@ pub fn write_checkpoint(
         files.insert(rel, sha256_file(&path)?);
     }
     write_json(&tmp.join(MANIFEST), &Manifest { epoch, files })?;
-    let dest = checkpoints.join(format!("{RESUME_PREFIX}{epoch:05}"));
+    let dest = checkpoints.join(match partial {
+        Some(p) => format!("{RESUME_PREFIX}{epoch:05}-{:07}", p.batches),
+        None => format!("{RESUME_PREFIX}{epoch:05}"),
+    });
     if dest.exists() {
         std::fs::remove_dir_all(&dest).in_file(&dest)?;
     }
@@ -100,7 +117,7 @@ pub fn write_checkpoint(
     for old in resume_dirs(checkpoints)?.into_iter().skip(KEPT) {
         std::fs::remove_dir_all(&old.1).in_file(&old.1)?;
     }
-    Ok(())
+    Ok(dest)
 }
 
 /// The newest resumable checkpoint in `checkpoints` whose files all pass their checksums; a damaged one is named
@@ -111,15 +128,14 @@ pub fn find_checkpoint(checkpoints: &Path, notes: &mut Vec<String>) -> Result<Op
     if candidates.is_empty() {
         return Ok(None);
     }
-    for (epoch, dir) in &candidates {
+    for ((epoch, batches), dir) in &candidates {
         match verify(dir) {
             Ok(()) => {
                 let state: State = read_json(&dir.join(STATE))?;
-                if state.epoch != *epoch {
+                if (state.epoch, state.partial.map_or(0, |p| p.batches)) != (*epoch, *batches) {
                     notes.push(format!(
-                        "{}: holds epoch {} but is named for {epoch}",
-                        dir.display(),
-                        state.epoch
+                        "{}: holds another point of training than its name says",
+                        dir.display()
                     ));
                     continue;
                 }
@@ -128,6 +144,7 @@ pub fn find_checkpoint(checkpoints: &Path, notes: &mut Vec<String>) -> Result<Op
                     epoch: *epoch,
                     history: state.history,
                     stopped_early: state.stopped_early,
+                    partial: state.partial,
                 }));
             }
             Err(e) => notes.push(format!("{e}; falling back to the checkpoint before it")),
@@ -155,8 +172,8 @@ pub fn verify(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The resumable checkpoints in `checkpoints`, newest first.
-fn resume_dirs(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
+/// The resumable checkpoints in `checkpoints` by (complete epochs, batches into the next), newest first.
+fn resume_dirs(checkpoints: &Path) -> Result<Vec<((usize, usize), PathBuf)>> {
     let mut found = vec![];
     let entries = match std::fs::read_dir(checkpoints) {
         Ok(e) => e,
@@ -166,8 +183,12 @@ fn resume_dirs(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
     for entry in entries {
         let entry = entry.in_file(checkpoints)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(epoch) = name.strip_prefix(RESUME_PREFIX).and_then(|n| n.parse::<usize>().ok()) {
-            found.push((epoch, entry.path()));
+        let Some(rest) = name.strip_prefix(RESUME_PREFIX) else {
+            continue;
+        };
+        let (epoch, batches) = rest.split_once('-').unwrap_or((rest, "0"));
+        if let (Ok(e), Ok(b)) = (epoch.parse::<usize>(), batches.parse::<usize>()) {
+            found.push(((e, b), entry.path()));
         }
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
@@ -348,7 +369,7 @@ mod tests {
     fn the_newest_good_checkpoint_is_found_and_a_damaged_one_falls_back() {
         let d = scratch("find");
         for epoch in 1..=3 {
-            write_checkpoint(&d, epoch, &history(epoch), None, |dir| {
+            write_checkpoint(&d, epoch, None, &history(epoch), None, |dir| {
                 std::fs::write(dir.join("weights.bin"), vec![epoch as u8; 100]).in_file(dir)
             })
             .unwrap();

@@ -118,11 +118,22 @@ impl TrainStep for SkipGram {
     }
 
     fn save_state(&self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)
+        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)?;
+        // Where the epoch's noise stream stands (a u128, kept as text).
+        let position = (self.epoch, self.rng.get_word_pos().to_string());
+        crate::train::resume::write_json(&dir.join("noise.json"), &position)
     }
 
     fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)
+        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)?;
+        let (epoch, position): (usize, String) = crate::train::resume::read_json(&dir.join("noise.json"))?;
+        if epoch == self.epoch {
+            let position: u128 = position
+                .parse()
+                .map_err(|_| Error::new("damaged checkpoint: the noise position is not a number").in_file(dir))?;
+            self.rng.set_word_pos(position);
+        }
+        Ok(())
     }
 
     fn model_mut(&mut self) -> &mut Graph {

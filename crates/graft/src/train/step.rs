@@ -11,11 +11,11 @@ use burn::module::Module;
 use serde_json::{Map, Value as Json};
 
 use crate::data::{Batch, Batches, Dataset, gather};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::train::callbacks::{Callback, Control, Logs};
 use crate::train::config::FitConfig;
-use crate::train::resume::{ResumePoint, write_checkpoint};
+use crate::train::resume::{Partial, ResumePoint, write_checkpoint};
 use crate::train::schedule::Scheduler;
 
 /// What one training batch does, supplied by the caller.
@@ -175,11 +175,13 @@ pub fn run_epochs(
     run_epochs_resumable(config, seed, callbacks, step, train, validation, None)
 }
 
-/// [`run_epochs`] writing a resumable checkpoint after every epoch (for a [`TrainStep::resumable`] step) and, with
-/// `resume.from`, continuing from one: the step's and the callbacks' states are read back, the schedule replayed
-/// over the epochs done, and training goes on with the next epoch as if it had never stopped. Every epoch draws
-/// its noise (dropout, sampling) from the device generator seeded anew from the seed and the epoch, so a resumed
-/// epoch draws what the uninterrupted one would have.
+/// [`run_epochs`] writing a resumable checkpoint after every epoch (for a [`TrainStep::resumable`] step), inside
+/// epochs as [`FitConfig::checkpoint_every`] says, and when a stop is requested ([`crate::train::interrupt`]:
+/// the batch under way is finished, the checkpoint written, and the loop ends with an error that says how to
+/// continue). With `resume.from` it continues from one: the step's and the callbacks' states are read back, the
+/// schedule replayed over the steps done, the batches done skipped, and training goes on as if it had never
+/// stopped. Every batch draws its noise (dropout, sampling) from the device generator seeded anew from the seed,
+/// the epoch and the batch, so a resumed batch draws what the uninterrupted one would have.
 pub fn run_epochs_resumable(
     config: &FitConfig,
     seed: u64,
@@ -199,9 +201,9 @@ pub fn run_epochs_resumable(
         Scheduler::new(&config.schedule, config.optimizer.lr(), config.epochs, steps).at("train.schedule")?;
     let mut history = History::default();
     let mut first = 1;
-    if let Some(point) = resume.as_ref().and_then(|r| r.from.as_ref()) {
+    let from = resume.as_ref().and_then(|r| r.from.clone());
+    if let Some(point) = &from {
         let device = step.model().devices().first().cloned().unwrap_or_default();
-        step.load_state(&point.dir.join("step"))?;
         let folders = state_folders(callbacks_names(callbacks));
         for (cb, folder) in callbacks.iter_mut().zip(folders) {
             match folder {
@@ -221,6 +223,9 @@ pub fn run_epochs_resumable(
                 .collect();
             scheduler.end_epoch(epoch, &logs).at("train.schedule")?;
         }
+        for _ in 0..point.partial.map_or(0, |p| p.batches) {
+            scheduler.next_step_lr();
+        }
         history.epochs = point.history.clone();
         history.stopped_early = point.stopped_early;
         first = point.epoch + 1;
@@ -230,11 +235,20 @@ pub fn run_epochs_resumable(
     } else {
         config.epochs
     };
+    let resumable = resume.is_some() && step.resumable();
+    let mut last_checkpoint = Instant::now();
     for epoch in first..=last {
-        if let Some(device) = step.model().devices().first() {
-            device.seed(epoch_seed(seed, epoch));
-        }
         step.begin_epoch(epoch)?;
+        // Continuing: the state is read after the epoch began, so a checkpoint from inside it restores how far
+        // the epoch had got (its metrics, its noise stream) over the fresh start.
+        let partial = match from.as_ref().filter(|_| epoch == first) {
+            Some(point) => {
+                step.load_state(&point.dir.join("step"))?;
+                point.partial
+            }
+            None => None,
+        };
+        let skip = partial.map_or(0, |p| p.batches);
         let batches = match step.epoch_order(epoch)? {
             Some(order) => Batches::from_order(order, config.batch_size)?,
             None => Batches::new(train.len(), config.batch_size, config.shuffle, seed, epoch)?,
@@ -242,24 +256,28 @@ pub fn run_epochs_resumable(
         for cb in callbacks.iter_mut() {
             cb.on_epoch_begin(epoch, batches.num_batches());
         }
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let (mut loss_sum, mut seen) = partial.map_or((0.0, 0usize), |p| (p.loss_sum, p.seen));
         let epoch_start = Instant::now();
         let mut waited = Duration::ZERO;
+        let device = step.model().devices().first().cloned();
         // Batches are gathered on a second thread, a few ahead of the training step that consumes them.
         std::thread::scope(|scope| -> Result<()> {
             let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH);
             scope.spawn(move || {
-                for indices in batches {
+                for indices in batches.skip(skip) {
                     if sender.send(gather(train, &indices)).is_err() {
                         break;
                     }
                 }
             });
-            let mut b = 0;
+            let mut b = skip;
             loop {
                 let wait = Instant::now();
                 let Ok(batch) = receiver.recv() else { break };
                 waited += wait.elapsed();
+                if let Some(d) = &device {
+                    d.seed(noise_seed(seed, epoch, b));
+                }
                 let lr = scheduler.next_step_lr();
                 let loss = step.train_batch(&batch, lr)?;
                 loss_sum += loss * batch.len() as f64;
@@ -269,6 +287,34 @@ pub fn run_epochs_resumable(
                 }
                 b += 1;
                 crate::data::fault::point("batch");
+                let stop = crate::train::interrupt::requested();
+                let due = config.checkpoint_every.is_some_and(|c| {
+                    c.every_batches.is_some_and(|n| b.is_multiple_of(n))
+                        || c.every_minutes
+                            .is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= m * 60.0)
+                });
+                let mut written = None;
+                if let Some(r) = resume.as_ref().filter(|_| resumable && (stop || due)) {
+                    let here = Partial {
+                        batches: b,
+                        loss_sum,
+                        seen,
+                    };
+                    written = Some(save_checkpoint(r, epoch - 1, Some(here), &history, step, callbacks)?);
+                    last_checkpoint = Instant::now();
+                }
+                if stop {
+                    return Err(Error::new(format!(
+                        "interrupted in epoch {epoch} after batch {b}; {}",
+                        match written {
+                            Some(dir) => format!(
+                                "a resumable checkpoint is in {}: continue with the same command and --resume",
+                                dir.display()
+                            ),
+                            None => "this run cannot be resumed; its last good checkpoint is kept".to_string(),
+                        }
+                    )));
+                }
             }
             Ok(())
         })?;
@@ -290,18 +336,9 @@ pub fn run_epochs_resumable(
         if control.stop {
             history.stopped_early = Some(epoch);
         }
-        if let Some(r) = &resume
-            && step.resumable()
-        {
-            write_checkpoint(&r.checkpoints, epoch, &history.epochs, history.stopped_early, |dir| {
-                step.save_state(&dir.join("step"))?;
-                for (cb, folder) in callbacks.iter().zip(state_folders(callbacks_names(callbacks))) {
-                    if let Some(f) = folder {
-                        cb.save_state(&dir.join(f))?;
-                    }
-                }
-                Ok(())
-            })?;
+        if let Some(r) = resume.as_ref().filter(|_| resumable) {
+            save_checkpoint(r, epoch, None, &history, step, callbacks)?;
+            last_checkpoint = Instant::now();
         }
         if control.stop {
             break;
@@ -311,6 +348,33 @@ pub fn run_epochs_resumable(
         cb.on_train_end(step.model_mut())?;
     }
     Ok(history)
+}
+
+/// A resumable checkpoint of the step and the stateful callbacks after `epoch` complete epochs (and `partial`).
+fn save_checkpoint(
+    resume: &Resumable,
+    epoch: usize,
+    partial: Option<Partial>,
+    history: &History,
+    step: &dyn TrainStep,
+    callbacks: &[Box<dyn Callback>],
+) -> Result<PathBuf> {
+    write_checkpoint(
+        &resume.checkpoints,
+        epoch,
+        partial,
+        &history.epochs,
+        history.stopped_early,
+        |dir| {
+            step.save_state(&dir.join("step"))?;
+            for (cb, folder) in callbacks.iter().zip(state_folders(callbacks_names(callbacks))) {
+                if let Some(f) = folder {
+                    cb.save_state(&dir.join(f))?;
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 fn callbacks_names(callbacks: &[Box<dyn Callback>]) -> Vec<Option<&'static str>> {
@@ -336,10 +400,11 @@ fn state_folders(names: Vec<Option<&'static str>>) -> Vec<Option<String>> {
         .collect()
 }
 
-/// The device generator's seed for `epoch` of a run seeded with `seed` (SplitMix64 of the pair, so neighbouring
-/// seeds and epochs give unrelated streams).
-fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// The device generator's seed for batch `batch` of `epoch` in a run seeded with `seed` (SplitMix64 of the three,
+/// so neighbouring seeds, epochs and batches give unrelated streams).
+fn noise_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    let mut z =
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -82,6 +82,16 @@ impl Trainer {
     }
 }
 
+/// What the supervised step has accumulated of an epoch, for a checkpoint written mid-epoch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EpochSoFar {
+    epoch: usize,
+    batch: usize,
+    metrics: Vec<EpochMetrics>,
+    head_loss_sums: Vec<f64>,
+    seen: usize,
+}
+
 /// The supervised training step: one model, its task heads (each a model output with a loss, a weight and
 /// metrics), one optimizer over all trainable parameters (with per-group rates when layer groups are set), layer
 /// penalties and constraints; train metrics accumulated over the epoch and the validation set evaluated at its end.
@@ -174,11 +184,28 @@ impl TrainStep for Supervised<'_> {
     }
 
     fn save_state(&self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)
+        crate::train::resume::save_trained(dir, "model", &self.model, &self.optim)?;
+        let epoch = EpochSoFar {
+            epoch: self.epoch,
+            batch: self.batch,
+            metrics: self.metrics.clone(),
+            head_loss_sums: self.head_loss_sums.clone(),
+            seen: self.seen,
+        };
+        crate::train::resume::write_json(&dir.join("epoch.json"), &epoch)
     }
 
     fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)
+        crate::train::resume::load_trained(dir, "model", &mut self.model, &mut self.optim)?;
+        let epoch: EpochSoFar = crate::train::resume::read_json(&dir.join("epoch.json"))?;
+        // Mid-epoch: the epoch's metrics so far; at an epoch's end they belong to the epoch before this one.
+        if epoch.epoch == self.epoch {
+            self.batch = epoch.batch;
+            self.metrics = epoch.metrics;
+            self.head_loss_sums = epoch.head_loss_sums;
+            self.seen = epoch.seen;
+        }
+        Ok(())
     }
 
     fn model_mut(&mut self) -> &mut Graph {

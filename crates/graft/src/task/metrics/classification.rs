@@ -10,7 +10,7 @@ use crate::task::curves::Ranking;
 /// Accumulates the predictions of a single-label classifier over an epoch.
 ///
 /// The class probabilities are kept (ROC-AUC and top-k need them), so memory grows with `rows * num_classes`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClassificationAccumulator {
     num_classes: usize,
     /// Two classes: class 1 is predicted when its probability is at least this (a tuned threshold), not by argmax.

@@ -12,7 +12,7 @@ use crate::task::curves::Ranking;
 /// A label is predicted when its probability is `> 0.5` (so 0.5 itself is negative, matching the argmax rule of
 /// [`ClassificationAccumulator`](super::ClassificationAccumulator) for `[1 - p, p]`); a target cell is positive when
 /// `> 0.5`, which reads 0/1 targets and label-smoothed ones alike. Only counts are kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MultiLabelAccumulator {
     num_labels: usize,
     /// A label is predicted when its probability exceeds this (0.5 unless tuned; `p ≥ t` when tuned).

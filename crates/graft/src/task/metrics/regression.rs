@@ -8,7 +8,7 @@ use super::{json_f64, mean, ratio};
 /// Accumulates a regression model's outputs (any number of output columns, row-major) over an epoch.
 ///
 /// Only running sums are kept (Welford's update for the target variance), so memory does not grow with the epoch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RegressionAccumulator {
     num_outputs: usize,
     rows: usize,

@@ -2,6 +2,12 @@
 
 mod bench;
 
+mod alloc_guard;
+mod fuzz;
+
+#[global_allocator]
+static ALLOCATOR: alloc_guard::Guard = alloc_guard::Guard;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -253,6 +259,22 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// Feeds every reader of user files mutated inputs for a while and reports panics, hangs and oversized
+    /// allocations (a development tool: JSON lines on stdout, exit 1 on a finding).
+    #[command(hide = true)]
+    Fuzz {
+        /// A target (spec, checkpoint, safetensors, pt, idx, npy, csv, word2vec, hf_tokenizer, preprocess, corpus,
+        /// benchmarks, resume, model_toml) or `all`.
+        target: String,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where crashing inputs are saved (default: graft-fuzz-crashes in the temporary folder).
+        #[arg(long)]
+        crashes: Option<PathBuf>,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -497,6 +519,20 @@ fn run(cli: Cli) -> Result<()> {
                 top,
             )?;
             print_json(&report)?;
+        }
+        Command::Fuzz {
+            target,
+            seconds,
+            seed,
+            crashes,
+        } => {
+            let crashes = crashes.unwrap_or_else(|| std::env::temp_dir().join("graft-fuzz-crashes"));
+            if !fuzz::run(&target, seconds, seed, &crashes)? {
+                return Err(Error::new(format!(
+                    "the fuzzer found inputs that break a reader; they are in {}",
+                    crashes.display()
+                )));
+            }
         }
         Command::Summary { target } => {
             let graph = if target.is_dir() {

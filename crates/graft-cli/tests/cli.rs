@@ -3565,3 +3565,30 @@ fn ctrl_c_checkpoints_and_the_run_resumes_to_the_same_result() {
         );
     }
 }
+
+/// Every reader of user files, fed mutated inputs for a second each: errors, never a panic, a hang or an
+/// unbounded allocation (`graft fuzz`; longer budgets are run by hand, see the README).
+#[test]
+fn fuzz_harness_finds_no_panics_in_a_short_budget() {
+    let dir = workdir("fuzz");
+    let o = graft(&[
+        "fuzz",
+        "all",
+        "--seconds",
+        "1",
+        "--seed",
+        "1",
+        "--crashes",
+        dir.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let reports: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 14, "{out}");
+    for r in &reports {
+        assert!(r["executions"].as_u64().unwrap() > 100, "{r}");
+        assert_eq!(r["findings"], serde_json::json!([]), "{r}");
+    }
+    let e = expect_error(graft(&["fuzz", "jsn", "--seconds", "0"]));
+    assert!(e.contains("unknown fuzz target"), "{e}");
+}

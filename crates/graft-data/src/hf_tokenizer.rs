@@ -56,7 +56,10 @@ impl PretrainedTokenizer {
     /// Loads `path` (a `tokenizer.json` or its directory) to make sequences of `length` ids.
     pub fn load(path: &Path, length: usize) -> Result<Self> {
         let file = tokenizer_file(path)?;
-        let mut tokenizer = Tokenizer::from_file(&file)
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let mut tokenizer = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(tokenizer_from_value)
             .map_err(|e| Error::new(format!("not a readable tokenizer.json: {e}")).in_file(&file))?;
         let added = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(false));
         if length <= added {
@@ -105,7 +108,28 @@ impl PretrainedTokenizer {
 struct Stored {
     length: usize,
     pad_id: u32,
+    #[serde(deserialize_with = "guarded")]
     tokenizer: Tokenizer,
+}
+
+fn guarded<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Tokenizer, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    tokenizer_from_value(value).map_err(serde::de::Error::custom)
+}
+
+/// A tokenizer from its JSON. `tokenizers` 0.22 panics on some malformed files (an `expect` in its decoder's
+/// deserializer) instead of returning an error, so the parse runs behind `catch_unwind`, with the panic's message
+/// kept off stderr, and such a file is an error like any other.
+fn tokenizer_from_value(value: serde_json::Value) -> std::result::Result<Tokenizer, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let parsed = std::panic::catch_unwind(move || serde_json::from_value::<Tokenizer>(value));
+    std::panic::set_hook(hook);
+    match parsed {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("its `decoder` section is not one tokenizers can read".into()),
+    }
 }
 
 impl Serialize for PretrainedTokenizer {
@@ -136,6 +160,25 @@ mod tests {
 
     fn tiny() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../graft/tests/fixtures/tiny-bert")
+    }
+
+    /// Found by `graft fuzz hf_tokenizer`: a decoder that is an object of the wrong shape made `tokenizers` panic.
+    #[test]
+    fn a_malformed_decoder_is_an_error_not_a_panic() {
+        let text = std::fs::read_to_string(tiny().join("tokenizer.json")).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["decoder"] = serde_json::json!({"type": 7, "x": [1]});
+        let dir = std::env::temp_dir().join(format!("graft-bad-tokenizer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), doc.to_string()).unwrap();
+        let err = PretrainedTokenizer::load(&dir, 8).unwrap_err().to_string();
+        assert!(err.contains("not a readable tokenizer.json"), "{err}");
+        std::fs::write(dir.join("tokenizer.json"), &text[..text.len() / 2]).unwrap();
+        let err = PretrainedTokenizer::load(&dir, 8).unwrap_err().to_string();
+        assert!(
+            err.contains("not a readable tokenizer.json") && err.contains("EOF"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2101,6 +2101,16 @@ metrics = ["mae", "r2"]
         e.contains("regression = true") && e.contains("distinct numeric values"),
         "{e}"
     );
+    // A regression loss on a target read as classes (regression = true forgotten): refused before training.
+    let forgot = write(&dir, "f.toml", &experiment("mse", false, 1));
+    let e = expect_error(graft(&[
+        "train",
+        &forgot,
+        "--out",
+        dir.join("f").to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(e.contains("read as") && e.contains("regression = true"), "{e}");
 }
 
 /// `early_stopping.restore_best` and `checkpoint = { monitor, mode }` keep the best epoch's weights: with the test

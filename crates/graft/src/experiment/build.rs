@@ -78,6 +78,17 @@ pub fn task_heads(exp: &ExperimentSpec, graph: &Graph, train: &Dataset) -> Resul
             .at("model.outputs"));
         }
         check_not_a_regression_target(&exp.train.loss, width(0), &classes)?;
+        if exp.train.loss.task(width(0)) == Task::Regression
+            && let Some(Targets::Classes { names, .. }) = &train.targets
+        {
+            return Err(Error::new(format!(
+                "this loss predicts numbers, but the target was read as {} classes; for a numeric target set \
+                 `regression = true` on the data source (e.g. {{ csv = {{ path = \"...\", target = \"...\", \
+                 regression = true }} }}), or use a classification loss",
+                names.len()
+            ))
+            .at("train.loss"));
+        }
         let mut head = TaskHead::new(&exp.train.loss, width(0), classes).at("train.loss")?;
         head.class_weights = exp.train.class_weights.clone();
         if head.task == Task::Regression

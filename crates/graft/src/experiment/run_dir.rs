@@ -210,7 +210,15 @@ pub fn open_run_dir(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Opened> {
             eprintln!("warning: {note}");
         }
         match &from {
-            Some(p) => eprintln!("resuming after epoch {} ({})", p.epoch, p.dir.display()),
+            Some(p) => match p.partial {
+                Some(part) => eprintln!(
+                    "resuming in epoch {} after batch {} ({})",
+                    p.epoch + 1,
+                    part.batches,
+                    p.dir.display()
+                ),
+                None => eprintln!("resuming after epoch {} ({})", p.epoch, p.dir.display()),
+            },
             None => eprintln!("no epoch had ended; training from the start"),
         }
     }

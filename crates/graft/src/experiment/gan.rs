@@ -12,7 +12,7 @@ use serde_json::Map;
 
 use crate::error::{Context, Error, Result};
 use crate::experiment::data::{check_data_fits, prepare_fold};
-use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks, train_run};
 use crate::experiment::spec::{CheckpointSpec, ExperimentSpec, GanSpec};
 use crate::infer::manifest::Manifest;
 use crate::layers::value::Data;
@@ -71,16 +71,7 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
     let grids = SampleGrids::new(&step.generator, opts.out.join("samples"), opts.seed)?;
     callbacks.push(Box::new(grids));
     // The GAN trains on the training split only; the validation rows are not scored.
-    let resume = crate::experiment::run_dir::Opened::resumable(from, &opts.out);
-    let history = crate::train::step::run_epochs_resumable(
-        &fit,
-        opts.seed,
-        &mut callbacks,
-        &mut step,
-        &splits.train,
-        None,
-        Some(resume),
-    )?;
+    let history = train_run(&fit, opts, &mut callbacks, &mut step, &splits.train, None, from)?;
 
     let generator = step.generator.valid();
     let discriminator = step.discriminator.valid();

@@ -11,7 +11,7 @@ use crate::data::{Dataset, gather};
 use crate::error::{Context, Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::{check_data_fits, prepare_fold};
-use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks, train_run};
 use crate::experiment::spec::ExperimentSpec;
 use crate::infer::manifest::Manifest;
 use crate::layers::value::{Data, batch_inputs};
@@ -73,14 +73,14 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
 
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
     callbacks.push(Box::new(checkpoint));
-    let history = crate::train::step::run_epochs_resumable(
+    let history = train_run(
         &fit,
-        opts.seed,
+        opts,
         &mut callbacks,
         &mut step,
         &splits.train,
         splits.validation.as_ref(),
-        Some(crate::experiment::run_dir::Opened::resumable(from, &opts.out)),
+        from,
     )?;
     let model = step.model.valid();
 

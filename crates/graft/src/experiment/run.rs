@@ -267,6 +267,21 @@ pub(crate) fn record_run(exp: &ExperimentSpec, opts: &RunOptions) -> Result<()> 
     .write(&opts.out)
 }
 
+/// Trains `step` through the run's callbacks with resumable checkpoints in the run directory, continuing from
+/// `from` when the run resumes.
+pub(crate) fn train_run(
+    fit: &crate::train::FitConfig,
+    opts: &RunOptions,
+    callbacks: &mut [Box<dyn Callback>],
+    step: &mut dyn crate::train::TrainStep,
+    train: &Dataset,
+    validation: Option<&Dataset>,
+    from: Option<crate::train::resume::ResumePoint>,
+) -> Result<crate::train::History> {
+    let resume = Opened::resumable(from, &opts.out);
+    crate::train::step::run_epochs_resumable(fit, opts.seed, callbacks, step, train, validation, Some(resume))
+}
+
 /// The end of an autoencoder, VAE, GAN or siamese run: `timing.json`, the model (in inference mode) and its
 /// manifest, `metrics.json` (the history, `test`, the objective's name and the `extra` keys) and the report with
 /// the training curves, the test metrics and `grids`.

@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiment::build::build_model;
 use crate::experiment::data::prepare_fold;
-use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks, train_run};
 use crate::experiment::spec::{ExperimentSpec, SiameseSpec};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
@@ -52,14 +52,14 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
     manifest.write(&opts.out)?;
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, splits.validation.is_some())?;
     callbacks.push(Box::new(checkpoint));
-    let history = crate::train::step::run_epochs_resumable(
+    let history = train_run(
         &fit,
-        opts.seed,
+        opts,
         &mut callbacks,
         &mut step,
         &splits.train,
         splits.validation.as_ref(),
-        Some(crate::experiment::run_dir::Opened::resumable(from, &opts.out)),
+        from,
     )?;
     let model = step.model.valid();
     let test = match &splits.test {

@@ -18,7 +18,7 @@ use crate::data::text::skipgram::skipgram_pairs;
 use crate::data::wordvec::WordVectors;
 use crate::data::{Array, Dataset};
 use crate::error::{Context, Error, Result};
-use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks};
+use crate::experiment::run::{RunOptions, RunResult, finish_run, record_run, run_callbacks, train_run};
 use crate::experiment::spec::{ExperimentSpec, Word2VecSpec};
 use crate::infer::manifest::Manifest;
 use crate::model::Graph;
@@ -80,16 +80,7 @@ pub fn run_word2vec(exp: &ExperimentSpec, w2v: &Word2VecSpec, opts: &RunOptions)
     manifest.write(&opts.out)?;
     let (mut callbacks, checkpoint) = run_callbacks(exp, opts, false)?;
     callbacks.push(Box::new(checkpoint));
-    let resume = crate::experiment::run_dir::Opened::resumable(from, &opts.out);
-    let history = crate::train::step::run_epochs_resumable(
-        &fit,
-        opts.seed,
-        &mut callbacks,
-        &mut step,
-        &pairs,
-        None,
-        Some(resume),
-    )?;
+    let history = train_run(&fit, opts, &mut callbacks, &mut step, &pairs, None, from)?;
 
     let model = step.model.valid();
     let (values, dim) = word_vectors(&model)?;

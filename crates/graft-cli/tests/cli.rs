@@ -3412,7 +3412,15 @@ fn an_interrupted_training_resumes_to_the_same_result() {
     assert!(o.status.success(), "{}", stderr(&o));
     let read = |run: &Path, file: &str| std::fs::read(run.join(file)).unwrap();
     // 1,222 training rows in batches of 64: 20 batches an epoch.
-    for fault in ["batch:50", "checkpoint-write:3", "validation:4", "batch:1"] {
+    // The storage faults: the disk fills up (or is remounted read-only) while the 3rd (5th) checkpoint is written.
+    for fault in [
+        "batch:50",
+        "checkpoint-write:3",
+        "validation:4",
+        "batch:1",
+        "disk-full:3",
+        "read-only:5",
+    ] {
         let run = dir.join(fault.replace(':', "-"));
         let o = Command::new(env!("CARGO_BIN_EXE_graft"))
             .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
@@ -3420,11 +3428,31 @@ fn an_interrupted_training_resumes_to_the_same_result() {
             .output()
             .unwrap();
         assert!(!o.status.success(), "{fault}: the training was not stopped");
-        assert!(
-            stderr(&o).contains("GRAFT_FAULT: stopping at"),
-            "{fault}: {}",
-            stderr(&o)
-        );
+        let err = stderr(&o);
+        match fault {
+            "disk-full:3" | "read-only:5" => {
+                let (os, intact) = match fault {
+                    "disk-full:3" => ("No space left on device", "resume-00002"),
+                    _ => ("Read-only file system", "resume-00004"),
+                };
+                assert_eq!(o.status.code(), Some(1), "{fault}: {err}");
+                assert!(
+                    err.contains("cannot write the resumable checkpoint")
+                        && err.contains(os)
+                        && err.contains(&format!("{intact}, is intact"))
+                        && err.contains("--resume")
+                        && !err.contains("panicked"),
+                    "{fault}: {err}"
+                );
+                let left: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect();
+                assert!(left.is_empty(), "{fault}: the failed checkpoint left {left:?}");
+            }
+            _ => assert!(err.contains("GRAFT_FAULT: stopping at"), "{fault}: {err}"),
+        }
         let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume"]);
         assert!(o.status.success(), "{fault}: {}", stderr(&o));
         assert!(
@@ -3532,8 +3560,9 @@ fn an_interrupted_training_resumes_to_the_same_result() {
     assert!(e.contains("no run here"), "{e}");
 }
 
-/// Ctrl-C (SIGINT) during training: the batch under way finishes, a resumable checkpoint is written, the process
-/// exits with 130 and says how to continue; resuming ends as the uninterrupted run, wherever the signal landed.
+/// Ctrl-C (SIGINT), or SIGTERM, during training: the batch under way finishes, a resumable checkpoint is written,
+/// the process exits with 130 and says how to continue; resuming ends as the uninterrupted run, wherever the signal
+/// landed.
 #[cfg(unix)]
 #[test]
 fn ctrl_c_checkpoints_and_the_run_resumes_to_the_same_result() {
@@ -3542,37 +3571,39 @@ fn ctrl_c_checkpoints_and_the_run_resumes_to_the_same_result() {
     let reference = dir.join("reference");
     let o = graft(&["train", &exp, "--out", reference.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run = dir.join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !run.join("checkpoints/resume-00002").exists() {
-        assert!(start.elapsed().as_secs() < 60, "no epoch ended");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(130), "{err}");
-    assert!(
-        err.contains("interrupted in epoch") && err.contains("--resume"),
-        "{err}"
-    );
-    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let read = |run: &Path, file: &str| std::fs::read(run.join(file)).unwrap();
-    for file in ["metrics.json", "model.safetensors"] {
+    for signal in ["INT", "TERM"] {
+        let run = dir.join(signal);
+        let child = Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(["train", &exp, "--out", run.to_str().unwrap(), "--quiet"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !run.join("checkpoints/resume-00002").exists() {
+            assert!(start.elapsed().as_secs() < 60, "no epoch ended");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(130), "SIG{signal}: {err}");
         assert!(
-            read(&run, file) == read(&reference, file),
-            "{file} differs after Ctrl-C and --resume"
+            err.contains("interrupted in epoch") && err.contains("--resume"),
+            "SIG{signal}: {err}"
         );
+        let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--resume", "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let read = |run: &Path, file: &str| std::fs::read(run.join(file)).unwrap();
+        for file in ["metrics.json", "model.safetensors"] {
+            assert!(
+                read(&run, file) == read(&reference, file),
+                "{file} differs after SIG{signal} and --resume"
+            );
+        }
     }
 }
 

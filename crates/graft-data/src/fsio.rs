@@ -19,13 +19,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Copies `from` over `to` with the same guarantee as [`write_atomic`]: readers see the old file or the whole copy.
 pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
     let tmp = temp_sibling(to)?;
-    let copied = fs::copy(from, &tmp)
+    let copied = crate::fault::write_error()
+        .map_or(Ok(()), Err)
+        .and_then(|()| fs::copy(from, &tmp))
         .and_then(|_| fs::File::open(&tmp)?.sync_all())
         .in_file(from);
     commit_temp(&tmp, to, copied)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(e) = crate::fault::write_error() {
+        return Err(e);
+    }
     let mut file = fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()

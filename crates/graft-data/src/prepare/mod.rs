@@ -2,6 +2,7 @@
 //! split, fitted on the training rows only, and transformed; the fitted [`Preprocessor`] is stored with the model so
 //! `predict` applies exactly the same transformation to raw inputs.
 
+mod json_inputs;
 mod preprocessor;
 mod raw;
 mod source;

@@ -283,9 +283,7 @@ pub fn predict_file(
 ) -> Result<usize> {
     let format = Format::of(output)?;
     let mut predictor = Predictor::load(model_dir, device)?;
-    if predictor.objective.as_deref() == Some("word2vec") {
-        return Err(Error::new(WORD2VEC_RUN).in_file(model_dir));
-    }
+    predictor.check_predicts().in_file(model_dir)?;
     let inputs = match &opts.from_layer {
         Some(name) => {
             predictor.graph = predictor.graph.after(name).at("--from-layer")?;
@@ -310,68 +308,114 @@ pub fn predict_file(
     } else {
         Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
     };
-    match predictor.objective.as_deref() {
-        Some("gan") => {
-            return Err(
-                Error::new("a GAN's generator makes samples from codes: draw them with graft sample")
-                    .in_file(model_dir),
-            );
-        }
-        Some("siamese") => {
-            return Err(Error::new(
-                "a siamese model embeds its inputs: write the embeddings with graft embed --model DIR --layer NAME \
-                 (its last layer)",
-            )
-            .in_file(model_dir));
-        }
-        _ => {}
-    }
-    let rows = if predictor.objective.is_some() {
-        if opts.mc_dropout.is_some() {
-            return Err(Error::new(
-                "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
-            ));
-        }
-        let (reconstructions, errors) = predictor.reconstruct(&inputs).in_file(input)?;
-        if format == Format::Npy {
-            write_npy_f32(output, &reconstructions)?;
-            None
-        } else {
-            Some(errors.iter().map(|e| json!({ "reconstruction_error": e })).collect())
-        }
-    } else if let Some(passes) = opts.mc_dropout {
+    if opts.mc_dropout.is_some() {
         device.seed(opts.seed);
-        mc_predictions(&predictor, &inputs, passes, input, output, format)?
-    } else if !predictor.tasks.is_empty() {
-        task_predictions(&predictor, &inputs, input, output, format)?
+    }
+    if format == Format::Npy {
+        let array = predictor.array(&inputs, opts.mc_dropout).in_file(input)?;
+        write_npy_f32(output, &array)?;
     } else {
-        let preds = predictor.predict(&inputs).in_file(input)?;
-        if format == Format::Npy {
-            write_npy_f32(output, &preds)?;
-            None
-        } else {
-            let rejection = rejection_scores(&predictor, &inputs)?;
-            let rows = (0..preds.len())
-                .map(|i| {
-                    let mut line = row_json(&predictor.head, preds.row(i));
-                    if let Some((scores, threshold)) = &rejection {
-                        line["ood_score"] = json!(scores[i]);
-                        if scores[i] > *threshold {
-                            line["class"] = json!("unknown");
-                            line["class_index"] = Json::Null;
-                        }
-                    }
-                    line
-                })
-                .collect();
-            Some(rows)
-        }
-    };
-    if let Some(rows) = rows {
+        let rows = predictor.rows(&inputs, opts.mc_dropout).in_file(input)?;
         let kept = kept.map(|values| (opts.keep.as_slice(), values));
         write_rows(output, format, rows, kept)?;
     }
     Ok(inputs.len())
+}
+
+impl Predictor {
+    /// An error saying what to use instead when this run's model does not make predictions (a GAN, a siamese model,
+    /// word vectors).
+    pub fn check_predicts(&self) -> Result<()> {
+        match self.objective.as_deref() {
+            Some("gan") => Err(Error::new(
+                "a GAN's generator makes samples from codes: draw them with graft sample",
+            )),
+            Some("siamese") => Err(Error::new(
+                "a siamese model embeds its inputs: write the embeddings with graft embed --model DIR --layer NAME \
+                 (its last layer)",
+            )),
+            Some("word2vec") => Err(Error::new(WORD2VEC_RUN)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One JSON object per input, as `predict` writes them: class, class index and probabilities by class name
+    /// (with the OOD score, and `"unknown"` above the rejection threshold, for a model trained with `reject`),
+    /// values for regression, one object per task for a multi-task model, the reconstruction error for an
+    /// autoencoder. With `mc_dropout` passes the prediction is the mean over the passes, with its spread (seed the
+    /// device first for repeatable passes).
+    pub fn rows(&self, inputs: &Array, mc_dropout: Option<usize>) -> Result<Vec<Json>> {
+        self.check_predicts()?;
+        if self.objective.is_some() {
+            if mc_dropout.is_some() {
+                return Err(Error::new(
+                    "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
+                ));
+            }
+            let (_, errors) = self.reconstruct(inputs)?;
+            return Ok(errors.iter().map(|e| json!({ "reconstruction_error": e })).collect());
+        }
+        if let Some(passes) = mc_dropout {
+            return mc_rows(self, inputs, passes);
+        }
+        if !self.tasks.is_empty() {
+            let preds = self.predict_heads(inputs, &self.tasks)?;
+            return Ok((0..inputs.len())
+                .map(|i| {
+                    Json::Object(
+                        self.tasks
+                            .iter()
+                            .zip(&preds)
+                            .map(|(head, p)| (head.name.clone().unwrap_or_default(), row_json(head, p.row(i))))
+                            .collect(),
+                    )
+                })
+                .collect());
+        }
+        let preds = self.predict(inputs)?;
+        let rejection = rejection_scores(self, inputs)?;
+        Ok((0..preds.len())
+            .map(|i| {
+                let mut line = row_json(&self.head, preds.row(i));
+                if let Some((scores, threshold)) = &rejection {
+                    line["ood_score"] = json!(scores[i]);
+                    if scores[i] > *threshold {
+                        line["class"] = json!("unknown");
+                        line["class_index"] = Json::Null;
+                    }
+                }
+                line
+            })
+            .collect())
+    }
+
+    /// What `predict` writes to a `.npy`: the probabilities or values `[N, K]` (with `mc_dropout`, their means over
+    /// the passes), or an autoencoder's reconstructions.
+    pub fn array(&self, inputs: &Array, mc_dropout: Option<usize>) -> Result<Array> {
+        self.check_predicts()?;
+        if self.objective.is_some() {
+            if mc_dropout.is_some() {
+                return Err(Error::new(
+                    "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
+                ));
+            }
+            return Ok(self.reconstruct(inputs)?.0);
+        }
+        if !self.tasks.is_empty() {
+            return Err(Error::new(
+                "a multi-task model predicts several things per input; write them to a .jsonl or .csv file",
+            ));
+        }
+        match mc_dropout {
+            Some(passes) => {
+                let summaries = self.predict_mc(inputs, std::slice::from_ref(&self.head), passes)?;
+                let k = summaries[0].first().map_or(0, |s| s.mean.len());
+                let data = summaries[0].iter().flat_map(|s| s.mean.iter().copied()).collect();
+                Array::new(vec![inputs.len(), k], data)
+            }
+            None => self.predict(inputs),
+        }
+    }
 }
 
 /// Writes one row per prediction, each with the kept input columns (names, then each row's values) in front.
@@ -486,36 +530,15 @@ fn rejection_scores(predictor: &Predictor, inputs: &Array) -> Result<Option<(Vec
     Ok(Some((values, reject.threshold)))
 }
 
-/// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread. Rows to write, or
-/// `None` when the means went to a `.npy` already.
-fn mc_predictions(
-    predictor: &Predictor,
-    inputs: &Array,
-    passes: usize,
-    input: &Path,
-    output: &Path,
-    format: Format,
-) -> Result<Option<Vec<Json>>> {
+/// Monte-Carlo dropout predictions: the mean probabilities as the prediction, with their spread.
+fn mc_rows(predictor: &Predictor, inputs: &Array, passes: usize) -> Result<Vec<Json>> {
     let heads: Vec<TaskHead> = if predictor.tasks.is_empty() {
         vec![predictor.head.clone()]
     } else {
         predictor.tasks.clone()
     };
-    let summaries = predictor.predict_mc(inputs, &heads, passes).in_file(input)?;
+    let summaries = predictor.predict_mc(inputs, &heads, passes)?;
     let n = inputs.len();
-    if format == Format::Npy {
-        if heads.len() != 1 {
-            return Err(Error::new(
-                "Monte-Carlo predictions of several tasks go to a .jsonl or .csv file (a .npy holds one task's mean \
-                 probabilities)",
-            )
-            .in_file(output));
-        }
-        let k = summaries[0].first().map_or(0, |s| s.mean.len());
-        let data = summaries[0].iter().flat_map(|s| s.mean.iter().copied()).collect();
-        write_npy_f32(output, &Array::new(vec![n, k], data)?)?;
-        return Ok(None);
-    }
     let one = |head: &TaskHead, s: &McSummary| {
         let mut line = row_json(head, &s.mean);
         for (key, value) in s.fields(head.is_classification()) {
@@ -526,7 +549,7 @@ fn mc_predictions(
         }
         line
     };
-    let rows = (0..n)
+    Ok((0..n)
         .map(|i| {
             if predictor.tasks.is_empty() {
                 one(&heads[0], &summaries[0][i])
@@ -540,8 +563,7 @@ fn mc_predictions(
                 )
             }
         })
-        .collect();
-    Ok(Some(rows))
+        .collect())
 }
 
 /// Per-class numbers keyed by class name, so a reader never has to know the class order; an array where the head
@@ -600,36 +622,6 @@ fn row_json(head: &TaskHead, row: &[f32]) -> Json {
         }
         Task::Regression => json!({"values": row}),
     }
-}
-
-/// A multi-task model's predictions: one row per input with one object per task, all heads from one forward pass.
-fn task_predictions(
-    predictor: &Predictor,
-    inputs: &Array,
-    input: &Path,
-    output: &Path,
-    format: Format,
-) -> Result<Option<Vec<Json>>> {
-    if format == Format::Npy {
-        return Err(Error::new(
-            "a multi-task model predicts several things per input; write them to a .jsonl or .csv file",
-        )
-        .in_file(output));
-    }
-    let preds = predictor.predict_heads(inputs, &predictor.tasks).in_file(input)?;
-    let rows = (0..inputs.len())
-        .map(|i| {
-            Json::Object(
-                predictor
-                    .tasks
-                    .iter()
-                    .zip(&preds)
-                    .map(|(head, p)| (head.name.clone().unwrap_or_default(), row_json(head, p.row(i))))
-                    .collect(),
-            )
-        })
-        .collect();
-    Ok(Some(rows))
 }
 
 #[cfg(test)]

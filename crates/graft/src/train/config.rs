@@ -53,6 +53,12 @@ impl CheckpointEvery {
             _ => Ok(()),
         }
     }
+
+    /// Whether a checkpoint is due after `batches` batches of the epoch, `since` the last one was written.
+    pub fn due(&self, batches: usize, since: std::time::Duration) -> bool {
+        self.every_batches.is_some_and(|n| batches.is_multiple_of(n))
+            || self.every_minutes.is_some_and(|m| since.as_secs_f64() >= m * 60.0)
+    }
 }
 
 impl Default for FitConfig {
@@ -145,5 +151,41 @@ mod tests {
         assert_eq!((c.epochs, c.batch_size, c.shuffle), (3, 8, false));
         assert_eq!(c.metrics, ["accuracy", "f1"]);
         assert!(c.with_epochs(0).check().is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_is_due_every_n_batches_or_after_the_minutes() {
+        use std::time::Duration;
+        let batches = CheckpointEvery {
+            every_batches: Some(7),
+            every_minutes: None,
+        };
+        let due: Vec<usize> = (1..=21).filter(|&b| batches.due(b, Duration::ZERO)).collect();
+        assert_eq!(due, [7, 14, 21]);
+        let minutes = CheckpointEvery {
+            every_batches: None,
+            every_minutes: Some(0.5),
+        };
+        assert!(!minutes.due(7, Duration::from_secs(29)));
+        assert!(minutes.due(1, Duration::from_secs(30)));
+        let both = CheckpointEvery {
+            every_batches: Some(100),
+            every_minutes: Some(1.0),
+        };
+        assert!(both.due(3, Duration::from_secs(61)) && both.due(100, Duration::ZERO));
+        assert!(!both.due(3, Duration::from_secs(59)));
+        for bad in [
+            CheckpointEvery::default(),
+            CheckpointEvery {
+                every_batches: Some(0),
+                every_minutes: None,
+            },
+            CheckpointEvery {
+                every_batches: None,
+                every_minutes: Some(-1.0),
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }

@@ -88,8 +88,49 @@ pub fn write_checkpoint(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).in_file(&tmp)?;
     }
-    std::fs::create_dir_all(&tmp).in_file(&tmp)?;
-    save(&tmp)?;
+    let dest = checkpoints.join(match partial {
+        Some(p) => format!("{RESUME_PREFIX}{epoch:05}-{:07}", p.batches),
+        None => format!("{RESUME_PREFIX}{epoch:05}"),
+    });
+    let written = fill_checkpoint(&tmp, &dest, epoch, partial, history, stopped_early, save);
+    if let Err(e) = written {
+        // A full disk or a read-only file system: what was written of this checkpoint goes, the ones before stay.
+        let _ = std::fs::remove_dir_all(&tmp);
+        let previous = match resume_dirs(checkpoints) {
+            Ok(dirs) if !dirs.is_empty() => format!(
+                "the last good checkpoint, {}, is intact: once the disk is writable again, continue with the same \
+                 command and --resume",
+                dirs[0].1.display()
+            ),
+            _ => {
+                "no earlier checkpoint exists: once the disk is writable again, run the training anew with --overwrite"
+                    .to_string()
+            }
+        };
+        return Err(Error::new(format!(
+            "cannot write the resumable checkpoint {}: {e}; {previous}",
+            dest.display()
+        )));
+    }
+    sync_dir(checkpoints)?;
+    for old in resume_dirs(checkpoints)?.into_iter().skip(KEPT) {
+        std::fs::remove_dir_all(&old.1).in_file(&old.1)?;
+    }
+    Ok(dest)
+}
+
+/// Writes the checkpoint into `tmp` and renames it to `dest`.
+fn fill_checkpoint(
+    tmp: &Path,
+    dest: &Path,
+    epoch: usize,
+    partial: Option<Partial>,
+    history: &[Map<String, Json>],
+    stopped_early: Option<usize>,
+    save: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).in_file(tmp)?;
+    save(tmp)?;
     crate::data::fault::point("checkpoint-write");
     let state = State {
         epoch,
@@ -99,25 +140,16 @@ pub fn write_checkpoint(
     };
     write_json(&tmp.join(STATE), &state)?;
     let mut files = BTreeMap::new();
-    for path in files_under(&tmp)? {
+    for path in files_under(tmp)? {
         sync_file(&path)?;
-        let rel = relative(&tmp, &path);
+        let rel = relative(tmp, &path);
         files.insert(rel, sha256_file(&path)?);
     }
     write_json(&tmp.join(MANIFEST), &Manifest { epoch, files })?;
-    let dest = checkpoints.join(match partial {
-        Some(p) => format!("{RESUME_PREFIX}{epoch:05}-{:07}", p.batches),
-        None => format!("{RESUME_PREFIX}{epoch:05}"),
-    });
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).in_file(&dest)?;
+        std::fs::remove_dir_all(dest).in_file(dest)?;
     }
-    std::fs::rename(&tmp, &dest).in_file(&dest)?;
-    sync_dir(checkpoints)?;
-    for old in resume_dirs(checkpoints)?.into_iter().skip(KEPT) {
-        std::fs::remove_dir_all(&old.1).in_file(&old.1)?;
-    }
-    Ok(dest)
+    std::fs::rename(tmp, dest).in_file(dest)
 }
 
 /// The newest resumable checkpoint in `checkpoints` whose files all pass their checksums; a damaged one is named

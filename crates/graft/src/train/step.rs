@@ -288,11 +288,9 @@ pub fn run_epochs_resumable(
                 b += 1;
                 crate::data::fault::point("batch");
                 let stop = crate::train::interrupt::requested();
-                let due = config.checkpoint_every.is_some_and(|c| {
-                    c.every_batches.is_some_and(|n| b.is_multiple_of(n))
-                        || c.every_minutes
-                            .is_some_and(|m| last_checkpoint.elapsed().as_secs_f64() >= m * 60.0)
-                });
+                let due = config
+                    .checkpoint_every
+                    .is_some_and(|c| c.due(b, last_checkpoint.elapsed()));
                 let mut written = None;
                 if let Some(r) = resume.as_ref().filter(|_| resumable && (stop || due)) {
                     let here = Partial {

@@ -116,11 +116,13 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         /// The inputs: .npy, IDX images, a CSV with the training columns (the target may be absent), or texts (one
-        /// per line in a .txt file, or a CSV's text column).
+        /// per line in a .txt file, or a CSV's text column); `-`: JSON lines on stdin, one input each (an object of
+        /// columns, a string, or an array of numbers).
         #[arg(long)]
         input: PathBuf,
         /// Where to write: `.jsonl` (one object per input), `.csv` (one row per input, nested fields as columns such as
-        /// `probabilities.cat`), or `.npy` (probabilities or values only).
+        /// `probabilities.cat`), `.npy` (probabilities or values only), or `-` (JSON lines on stdout; with
+        /// `--input -` each line is answered as it comes).
         #[arg(long)]
         output: PathBuf,
         /// Columns of a CSV input to copy into each prediction (an id, say), comma-separated.
@@ -135,6 +137,36 @@ enum Command {
         /// Seeds the dropout masks of --mc-dropout.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Serve a trained model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /metrics; requests that arrive
+    /// together run as one batch. Stops on SIGTERM or Ctrl-C after answering the requests in flight.
+    Serve {
+        /// The run directory (the --out of `graft train`).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0 picks a free port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The most inputs one forward pass takes (requests are batched whole).
+        #[arg(long, default_value_t = 64)]
+        max_batch: usize,
+        /// How long a request waits for others to share its batch, in milliseconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_wait_ms: f64,
+        /// The largest request body accepted, in bytes.
+        #[arg(long, default_value_t = 16 << 20)]
+        max_body_bytes: usize,
+        /// The most inputs one request may carry.
+        #[arg(long, default_value_t = 1024)]
+        max_inputs: usize,
+        /// Requests waiting for the model beyond this many get 503.
+        #[arg(long, default_value_t = 1024)]
+        max_queue: usize,
+        /// A request not answered within this many milliseconds gets 504.
+        #[arg(long, default_value_t = 30000)]
+        timeout_ms: u64,
     },
     /// Import a PyTorch state dict (safetensors, PyTorch names and layouts) into a graft run directory.
     Import {
@@ -416,7 +448,42 @@ fn run(cli: Cli) -> Result<()> {
                 keep,
             };
             let n = graft::infer::predict::predict_file(&model, &input, &output, &opts, &dev)?;
-            eprintln!("wrote {n} predictions to {}", output.display());
+            if output.as_os_str() == "-" {
+                eprintln!("predicted {n} inputs");
+            } else {
+                eprintln!("wrote {n} predictions to {}", output.display());
+            }
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            max_batch,
+            max_wait_ms,
+            max_body_bytes,
+            max_inputs,
+            max_queue,
+            timeout_ms,
+        } => {
+            if !(max_wait_ms.is_finite() && max_wait_ms >= 0.0) {
+                return Err(Error::new(format!(
+                    "--max-wait-ms must be a number of milliseconds ≥ 0, found {max_wait_ms}"
+                )));
+            }
+            let options = graft_serve::ServeOptions {
+                host,
+                port,
+                max_batch,
+                max_wait: std::time::Duration::from_secs_f64(max_wait_ms / 1e3),
+                max_body_bytes,
+                max_inputs,
+                max_queue,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                ..graft_serve::ServeOptions::new(model.clone())
+            };
+            graft_serve::serve(options, dev, |address| {
+                eprintln!("graft serve: {} on http://{address}/v1/predict", model.display());
+            })?;
         }
         Command::Import {
             torch,

@@ -3633,3 +3633,292 @@ fn fuzz_harness_finds_no_panics_in_a_short_budget() {
     let e = expect_error(graft(&["fuzz", "jsn", "--seconds", "0"]));
     assert!(e.contains("unknown fuzz target"), "{e}");
 }
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to graft serve");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    // A server that refuses a body may stop reading it: what it answers is what counts.
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+    let mut response = vec![];
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+/// A server process, killed when the test ends whichever way.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `graft serve --port 0` started on `run`; returns the server and the address it listens on.
+fn start_server(run: &Path, extra: &[&str]) -> (Server, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["serve", "--model", run.to_str().unwrap(), "--port", "0"])
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start graft serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("graft serve said nothing").unwrap();
+    let address = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in: {first}"))
+        .to_string();
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (Server(child), address)
+}
+
+/// `graft serve`: predictions over HTTP equal `graft predict` on the same inputs, concurrent requests share
+/// batches, bad requests get a 4xx with the CLI's one-line message and never stop the server, and SIGTERM lets the
+/// request in flight finish before the process exits 0.
+#[cfg(unix)]
+#[test]
+fn serve_answers_as_predict_does_batches_concurrent_requests_and_stops_cleanly() {
+    use serde_json::{Value as J, json};
+    let dir = workdir("serve");
+    let exp = write(&dir, "mlp.toml", FAST_MLP);
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 16 inputs, through graft predict and through the server as 8 concurrent requests of 2.
+    let samples: Vec<Vec<f32>> = (0..16)
+        .map(|i| (0..64).map(|j| ((i * 7 + j * 3) % 17) as f32 / 16.0).collect())
+        .collect();
+    let input = dir.join("x.npy");
+    let flat: Vec<f32> = samples.iter().flatten().copied().collect();
+    write_npy_f32(&input, &Array::new(vec![16, 1, 8, 8], flat).unwrap()).unwrap();
+    let expected = dir.join("p.jsonl");
+    let o = predict(
+        run.to_str().unwrap(),
+        input.to_str().unwrap(),
+        expected.to_str().unwrap(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: Vec<J> = std::fs::read_to_string(&expected)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let (mut server, address) = start_server(
+        &run,
+        &[
+            "--max-wait-ms",
+            "200",
+            "--max-body-bytes",
+            "20000",
+            "--max-inputs",
+            "100",
+        ],
+    );
+    let (status, body) = http(&address, "GET", "/healthz", b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = http(&address, "GET", "/v1/model", b"");
+    let model: J = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(model["input"]["shape"], json!([1, 8, 8]));
+    assert_eq!(model["output"]["classes"][9], "9");
+
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = samples
+            .chunks(2)
+            .map(|pair| {
+                let (barrier, address) = (barrier.clone(), address.clone());
+                let body = json!({ "inputs": pair }).to_string();
+                scope.spawn(move || {
+                    barrier.wait();
+                    http(&address, "POST", "/v1/predict", body.as_bytes())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{body}");
+        let got: J = serde_json::from_str(body).unwrap();
+        for (i, row) in got["predictions"].as_array().unwrap().iter().enumerate() {
+            let want = &expected[2 * k + i];
+            assert_eq!(row["class"], want["class"], "input {}", 2 * k + i);
+            assert_same_numbers(row, want, 1e-6, &format!("input {}", 2 * k + i));
+        }
+    }
+    let (_, metrics) = http(&address, "GET", "/metrics", b"");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(value("graft_predictions_total"), 16.0);
+    assert!(
+        value("graft_batch_size_count") < 8.0,
+        "8 requests waiting together ran as 8 batches:\n{metrics}"
+    );
+    assert!(metrics.contains(r#"graft_http_requests_total{route="/v1/predict",status="200"} 8"#));
+
+    // Bad requests: the CLI's messages, a 4xx, and the server goes on.
+    for (method, path, body, want_status, want) in [
+        (
+            "POST",
+            "/v1/predict",
+            "{\"inputs\": [[1, 2]]}".to_string(),
+            400,
+            "inputs[0]: the model takes samples of shape [1, 8, 8] (64 numbers), this one has 2",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            "{\"inputs\": [".to_string(),
+            400,
+            "the body is not a predict request",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            "{\"input\": []}".to_string(),
+            400,
+            "unknown field `input`",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            "{\"inputs\": []}".to_string(),
+            400,
+            "at least one input",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            json!({ "inputs": vec![vec![0; 64]; 101] }).to_string(),
+            413,
+            "--max-inputs",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            json!({ "inputs": vec![vec![0.123456f32; 64]; 60] }).to_string(),
+            413,
+            "--max-body-bytes",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            "{\"inputs\": [\"text\"]}".to_string(),
+            400,
+            "inputs[0]: expected an array of numbers, found a string",
+        ),
+        ("GET", "/v2/predict", String::new(), 404, "POST /v1/predict"),
+    ] {
+        let (status, answer) = http(&address, method, path, body.as_bytes());
+        assert_eq!(status, want_status, "{path} {body:.60}: {answer}");
+        let message: J = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("not JSON: {answer}"));
+        let message = message["error"].as_str().unwrap();
+        assert!(message.contains(want), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+    assert_eq!(http(&address, "GET", "/v1/predict", b"").0, 405);
+    // Monte-Carlo dropout per request: the same seed, the same answer, whatever else is waiting.
+    let mc = json!({ "inputs": &samples[..3], "mc_dropout": 20, "seed": 3 }).to_string();
+    let (status, first) = http(&address, "POST", "/v1/predict", mc.as_bytes());
+    assert_eq!(status, 200, "{first}");
+    assert!(first.contains("mutual_information"), "{first}");
+    assert_eq!(http(&address, "POST", "/v1/predict", mc.as_bytes()).1, first);
+
+    // SIGTERM while a long request runs: it is answered, then the server exits 0.
+    let heavy = json!({ "inputs": vec![&samples[0]; 20], "mc_dropout": 200000 }).to_string();
+    let answered = std::thread::scope(|scope| {
+        let request = scope.spawn(|| http(&address, "POST", "/v1/predict", heavy.as_bytes()));
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let killed = Command::new("kill")
+            .args(["-TERM", &server.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        request.join().unwrap()
+    });
+    assert_eq!(answered.0, 200, "the request in flight was dropped: {}", answered.1);
+    assert!(server.0.wait().unwrap().success());
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "still listening after SIGTERM"
+    );
+}
+
+/// `graft predict --input - --output -`: one JSON input per line in, one answer per line out, in order; a bad line
+/// gets an error line and the exit status says so.
+#[test]
+fn predict_reads_json_lines_from_stdin_and_answers_on_stdout() {
+    use std::io::Write;
+    let dir = workdir("stdin");
+    let exp = write(&dir, "mlp.toml", &FAST_MLP.replace("epochs = 3", "epochs = 1"));
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sample: Vec<f32> = (0..64).map(|j| (j % 5) as f32 / 4.0).collect();
+    let input = dir.join("x.npy");
+    write_npy_f32(&input, &Array::new(vec![1, 1, 8, 8], sample.clone()).unwrap()).unwrap();
+    let o = predict(run.to_str().unwrap(), input.to_str().unwrap(), "-");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let from_file = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let good = serde_json::to_string(&sample).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args([
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--input",
+            "-",
+            "--output",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{good}\nnot json\n[1, 2]\n{good}\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let expected: serde_json::Value = serde_json::from_str(&from_file).unwrap();
+    assert_same_numbers(&lines[0], &expected, 1e-6, "line 1");
+    assert_same_numbers(&lines[3], &expected, 1e-6, "line 4");
+    assert!(
+        lines[1]["error"].as_str().unwrap().starts_with("line 2: not JSON"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[2]["error"],
+        "line 3: the model takes samples of shape [1, 8, 8] (64 numbers), this one has 2"
+    );
+    assert!(
+        stderr(&o).contains("2 of 4 lines could not be predicted"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -26,12 +26,28 @@ impl Preprocessor {
         }
     }
 
-    /// What one input looks like in JSON, for error messages and the server's model description.
-    pub fn json_input_kind(&self) -> &'static str {
+    /// What one input looks like in JSON and what is done to it: for the server's model description.
+    pub fn describe_json_input(&self) -> Json {
         match self {
-            Preprocessor::None | Preprocessor::Image { .. } => "an array of numbers in the model's input shape",
-            Preprocessor::Tabular(_) => "an object of column name → value",
-            Preprocessor::Text(_) | Preprocessor::PretrainedText(_) => "a string",
+            Preprocessor::None => serde_json::json!({
+                "kind": "array",
+                "input": "an array of numbers in the model's input shape, used as it is",
+            }),
+            Preprocessor::Image { scale } => serde_json::json!({
+                "kind": "image",
+                "input": "an array of pixel values in the model's input shape",
+                "divided_by": scale,
+            }),
+            Preprocessor::Tabular(tp) => serde_json::json!({
+                "kind": "table",
+                "input": "an object of column name → value (a missing key or null is a missing value)",
+                "columns": tp.feature_columns(),
+            }),
+            Preprocessor::Text(_) | Preprocessor::PretrainedText(_) => serde_json::json!({
+                "kind": "text",
+                "input": "a string, or an object with the text under \"text\"",
+                "tokenizer": if matches!(self, Preprocessor::Text(_)) { "graft words" } else { "pretrained" },
+            }),
         }
     }
 }

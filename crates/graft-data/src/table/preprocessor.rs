@@ -41,6 +41,11 @@ pub struct TabularPreprocessor {
 }
 
 impl TabularPreprocessor {
+    /// The input columns the model reads, in the order they are encoded.
+    pub fn feature_columns(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name()).collect()
+    }
+
     fn is_missing(&self, value: &str) -> bool {
         let value = value.trim();
         self.missing_values.iter().any(|m| m == value)

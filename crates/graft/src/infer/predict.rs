@@ -257,6 +257,9 @@ enum Format {
 
 impl Format {
     fn of(output: &Path) -> Result<Format> {
+        if is_stdio(output) {
+            return Ok(Format::Jsonl);
+        }
         match output
             .extension()
             .and_then(|e| e.to_str())
@@ -266,7 +269,10 @@ impl Format {
             Some("npy") => Ok(Format::Npy),
             Some("jsonl") => Ok(Format::Jsonl),
             Some("csv") => Ok(Format::Csv),
-            _ => Err(Error::new("the output must end in .jsonl, .csv or .npy").in_file(output)),
+            _ => Err(
+                Error::new("the output must end in .jsonl, .csv or .npy, or be - (JSON lines on stdout)")
+                    .in_file(output),
+            ),
         }
     }
 }
@@ -284,9 +290,33 @@ pub fn predict_file(
     let format = Format::of(output)?;
     let mut predictor = Predictor::load(model_dir, device)?;
     predictor.check_predicts().in_file(model_dir)?;
+    if let Some(name) = &opts.from_layer {
+        predictor.graph = predictor.graph.after(name).at("--from-layer")?;
+        // What comes in is that layer's output: numbers, with no preprocessing left to apply.
+        predictor.preprocessor = Preprocessor::None;
+    }
+    if is_stdio(input) {
+        if !opts.keep.is_empty() {
+            return Err(Error::new(
+                "--keep copies columns of a CSV input file; with --input - put what you need beside each line yourself",
+            )
+            .at("--keep"));
+        }
+        if is_stdio(output) {
+            let stdin = std::io::BufReader::new(std::io::stdin());
+            return predict_lines(&predictor, stdin, std::io::stdout().lock(), opts, device);
+        }
+    }
     let inputs = match &opts.from_layer {
+        _ if is_stdio(input) => {
+            let text = std::io::read_to_string(std::io::stdin()).map_err(|e| Error::new(format!("stdin: {e}")))?;
+            let mut items = vec![];
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                items.push(parse_line(line).map_err(|e| e.at(format!("stdin line {}", i + 1)))?);
+            }
+            predictor.inputs_from_json(&items)?
+        }
         Some(name) => {
-            predictor.graph = predictor.graph.after(name).at("--from-layer")?;
             if input.extension().and_then(|e| e.to_str()) != Some("npy") {
                 return Err(Error::new(format!(
                     "--from-layer {name} reads that layer's outputs from a .npy file (`graft embed --layer {name}` \
@@ -322,7 +352,125 @@ pub fn predict_file(
     Ok(inputs.len())
 }
 
+/// `-` for stdin or stdout.
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn parse_line(line: &str) -> Result<Json> {
+    serde_json::from_str(line).map_err(|e| Error::new(format!("not JSON ({e})")))
+}
+
+/// `graft predict --input - --output -`: one input per line in (JSON: an object of columns, a string, or an array of
+/// numbers, as the model takes), one prediction per line out, in order. The lines waiting when a batch starts are
+/// predicted together (up to 256), and each batch's answers are flushed at once, so a program can write a line and
+/// read its answer. A line that cannot be read or predicted is answered with `{"error": ...}` and the stream goes
+/// on; the call fails at the end if any did. Monte-Carlo passes are seeded per line, so a line's answer does not
+/// depend on which lines came with it.
+pub fn predict_lines(
+    predictor: &Predictor,
+    input: impl std::io::BufRead + Send,
+    mut output: impl std::io::Write,
+    opts: &PredictOptions,
+    device: &Device,
+) -> Result<usize> {
+    const MOST: usize = 256;
+    let (lines, waiting) = std::sync::mpsc::channel::<std::io::Result<String>>();
+    let (mut done, mut failed) = (0usize, 0usize);
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || {
+            for line in input.lines() {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let write = |output: &mut dyn std::io::Write, row: &Json| {
+            writeln!(output, "{row}").map_err(|e| Error::new(format!("stdout: {e}")))
+        };
+        while let Ok(first) = waiting.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MOST {
+                match waiting.try_recv() {
+                    Ok(line) => batch.push(line),
+                    Err(_) => break,
+                }
+            }
+            let mut items = Vec::with_capacity(batch.len());
+            let mut answers: Vec<Option<Json>> = vec![None; batch.len()];
+            for (k, line) in batch.into_iter().enumerate() {
+                let number = done + failed + k + 1;
+                let parsed = line
+                    .map_err(|e| Error::new(format!("stdin: {e}")))
+                    .and_then(|l| parse_line(&l))
+                    .map_err(|e| e.at(format!("line {number}")));
+                match parsed {
+                    Ok(item) => items.push((k, number, item)),
+                    Err(e) => answers[k] = Some(json!({ "error": e.to_string() })),
+                }
+            }
+            let predict = |items: &[Json]| -> Result<Vec<Json>> {
+                let inputs = predictor.inputs_from_json(items)?;
+                if opts.mc_dropout.is_some() {
+                    device.seed(opts.seed);
+                }
+                predictor.rows(&inputs, opts.mc_dropout)
+            };
+            let values: Vec<Json> = items.iter().map(|(_, _, item)| item.clone()).collect();
+            let together = match opts.mc_dropout {
+                None if !values.is_empty() => predict(&values).ok(),
+                _ => None,
+            };
+            match together {
+                Some(rows) => {
+                    for ((k, _, _), row) in items.iter().zip(rows) {
+                        answers[*k] = Some(row);
+                    }
+                }
+                // One at a time: MC dropout seeded per line, or a batch with a bad line in it.
+                None => {
+                    for (k, number, item) in &items {
+                        answers[*k] = Some(match predict(std::slice::from_ref(item)) {
+                            Ok(mut rows) => rows.remove(0),
+                            Err(e) => {
+                                let e = e.to_string().replacen("inputs[0]: ", "", 1);
+                                json!({ "error": format!("line {number}: {e}") })
+                            }
+                        });
+                    }
+                }
+            }
+            for answer in answers.into_iter().flatten() {
+                if answer.get("error").is_some() {
+                    failed += 1;
+                    eprintln!("error: {}", answer["error"].as_str().unwrap_or_default());
+                } else {
+                    done += 1;
+                }
+                write(&mut output, &answer)?;
+            }
+            output.flush().map_err(|e| Error::new(format!("stdout: {e}")))?;
+        }
+        Ok(())
+    })?;
+    if failed > 0 {
+        return Err(Error::new(format!(
+            "{failed} of {} lines could not be predicted (each answered with an error line)",
+            done + failed
+        )));
+    }
+    Ok(done)
+}
+
 impl Predictor {
+    /// The model inputs for JSON items (one per sample: an object of columns, a string, or an array of numbers, as
+    /// the model's data came), through the stored preprocessing.
+    pub fn inputs_from_json(&self, items: &[Json]) -> Result<Array> {
+        let shape = &self.graph.spec.inputs[0].shape;
+        self.preprocessor
+            .inputs_from_json(items, shape, self.text_column.as_deref())
+    }
+
     /// An error saying what to use instead when this run's model does not make predictions (a GAN, a siamese model,
     /// word vectors).
     pub fn check_predicts(&self) -> Result<()> {
@@ -461,6 +609,14 @@ fn write_rows(
         Format::Csv => csv_bytes(&rows).in_file(output)?,
         Format::Npy => unreachable!("arrays are written where they are computed"),
     };
+    if is_stdio(output) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(&bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::new(format!("stdout: {e}")));
+    }
     write_atomic(output, &bytes)
 }
 

@@ -152,8 +152,9 @@ enum Command {
         /// The most inputs one forward pass takes (requests are batched whole).
         #[arg(long, default_value_t = 64)]
         max_batch: usize,
-        /// How long a request waits for others to share its batch, in milliseconds.
-        #[arg(long, default_value_t = 2.0)]
+        /// How long a batch waits for requests already arriving (read, not yet queued), in milliseconds; a lone
+        /// request does not wait.
+        #[arg(long, default_value_t = 5.0)]
         max_wait_ms: f64,
         /// The largest request body accepted, in bytes.
         #[arg(long, default_value_t = 16 << 20)]

@@ -1,12 +1,14 @@
-//! Dynamic micro-batching: the requests that arrive within `max_wait` of the first one waiting run as one forward
-//! pass of up to `max_batch` inputs, on the one thread that holds the model, so many small concurrent requests cost
-//! about what one large one does. A request is never split; one larger than `max_batch` runs alone. Monte-Carlo
+//! Dynamic micro-batching: the requests waiting when the model becomes free run as one forward pass of up to
+//! `max_batch` inputs, on the one thread that holds the model, so many small concurrent requests cost about what
+//! one large one does. While other requests are on their way (read, parsed, preprocessed, not yet queued) a batch
+//! waits up to `max_wait` for them; a lone request never waits. A request is never split; one larger than
+//! `max_batch` runs alone. Monte-Carlo
 //! dropout requests run alone too: their passes are seeded per request, and their answer must not depend on what
 //! else was waiting. When a batch fails, each of its requests is run on its own, so a failure reaches only the
 //! request that caused it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use graft::data::Array;
@@ -34,11 +36,13 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// Runs `model` over batches of the jobs from `jobs` until every sender is gone and the queue is empty. `observe`
-/// hears the number of inputs of every forward pass.
+/// Runs `model` over batches of the jobs from `jobs` until every sender is gone and the queue is empty.
+/// `coming` says whether more requests are on their way to the queue; `observe` hears the number of inputs of
+/// every forward pass.
 pub fn run_batches(
     jobs: Receiver<Job>,
     limits: BatchLimits,
+    coming: impl Fn() -> bool,
     mut model: impl FnMut(&Array, Option<McDropout>) -> Result<Vec<Json>>,
     mut observe: impl FnMut(usize),
 ) {
@@ -59,9 +63,21 @@ pub fn run_batches(
         let mut batch = vec![first];
         let deadline = Instant::now() + limits.max_wait;
         while rows < limits.max_batch {
-            let next = match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let next = match jobs.try_recv() {
                 Ok(job) => job,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !coming() {
+                        break;
+                    }
+                    // Short waits, so a request that is dropped on its way does not hold the batch to the deadline.
+                    match jobs.recv_timeout(left.min(Duration::from_micros(200))) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
             };
             let fits = next.mc_dropout.is_none()
                 && rows + next.inputs.len() <= limits.max_batch
@@ -184,8 +200,26 @@ mod tests {
             max_batch,
             max_wait: Duration::from_millis(50),
         };
-        run_batches(rx, limits, echo, |n| sizes.push(n));
+        run_batches(rx, limits, || true, echo, |n| sizes.push(n));
         sizes
+    }
+
+    #[test]
+    fn a_lone_request_does_not_wait_for_company() {
+        let (tx, rx) = sync_channel(4);
+        let (a, ra) = job(1, 10.0, None);
+        tx.send(a).unwrap();
+        let limits = BatchLimits {
+            max_batch: 64,
+            max_wait: Duration::from_secs(30),
+        };
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| run_batches(rx, limits, || false, echo, |_| {}));
+            assert_eq!(answer(ra).unwrap(), [10.0]);
+            assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+            drop(tx);
+        });
     }
 
     #[test]

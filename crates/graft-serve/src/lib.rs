@@ -12,6 +12,7 @@ pub mod metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,8 @@ pub struct ServeOptions {
     pub port: u16,
     /// The most inputs one forward pass takes (requests queued together, never split).
     pub max_batch: usize,
-    /// How long the first request waits for others to share its batch.
+    /// How long a batch waits for requests on their way (read, preprocessed, not yet queued); a lone request does
+    /// not wait.
     pub max_wait: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
@@ -62,7 +64,7 @@ impl ServeOptions {
             host: "127.0.0.1".into(),
             port: 8080,
             max_batch: 64,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::from_millis(5),
             max_body_bytes: 16 << 20,
             max_inputs: 1024,
             max_queue: 1024,
@@ -92,6 +94,8 @@ struct Shared {
     text_column: Option<String>,
     description: Json,
     jobs: SyncSender<Job>,
+    /// Requests read but not yet queued: the batcher waits for them.
+    arriving: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     options: ServeOptions,
 }
@@ -110,12 +114,14 @@ pub fn serve(options: ServeOptions, device: Device, listening: impl FnOnce(Socke
     }
     let (jobs, queue) = sync_channel::<Job>(options.max_queue);
     let metrics = Arc::new(Metrics::new());
+    let arriving = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         preprocessor: predictor.preprocessor.clone(),
         input_shape: predictor.graph.spec.inputs[0].shape.clone(),
         text_column: predictor.text_column.clone(),
         description: describe(&predictor, &options),
         jobs,
+        arriving: Arc::clone(&arriving),
         metrics: Arc::clone(&metrics),
         options: options.clone(),
     });
@@ -133,7 +139,8 @@ pub fn serve(options: ServeOptions, device: Device, listening: impl FnOnce(Socke
                 }
                 predictor.rows(inputs, mc.map(|m| m.passes))
             };
-            run_batches(queue, limits, model, |n| metrics.batch(n));
+            let coming = || arriving.load(Ordering::Relaxed) > 0;
+            run_batches(queue, limits, coming, model, |n| metrics.batch(n));
         })
         .map_err(|e| Error::new(format!("cannot start the model thread: {e}")))?;
 
@@ -231,8 +238,25 @@ async fn measured(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     response
 }
 
+/// Counts a request as on its way to the batcher for as long as it lives.
+struct Arriving(Arc<AtomicUsize>);
+
+impl Arriving {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Arriving(Arc::clone(count))
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn predict(State(shared): State<Arc<Shared>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let shared = &shared;
+    let arriving = Arriving::new(&shared.arriving);
     let options = &shared.options;
     let body = match body {
         Ok(b) => b,
@@ -296,7 +320,9 @@ async fn predict(State(shared): State<Arc<Shared>>, body: std::result::Result<By
         }),
         reply,
     };
-    match shared.jobs.try_send(job) {
+    let queued = shared.jobs.try_send(job);
+    drop(arriving);
+    match queued {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             return error(

@@ -681,6 +681,30 @@ loss = "sparse_categorical_crossentropy"
         .collect();
     assert_eq!(classes, vec!["pos", "neg"]);
     assert_eval_reproduces_the_run(&out);
+
+    // Served: texts as JSON strings (or objects with "text"), the same rows as predict's.
+    #[cfg(unix)]
+    {
+        let expected: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (_server, address) = start_server(&out, &[]);
+        let body = r#"{"inputs": ["what a lovely and great film", {"text": "bad awful poor unseenword"}]}"#;
+        let (status, answer) = http(&address, "POST", "/v1/predict", body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        for (got, want) in answer["predictions"].as_array().unwrap().iter().zip(&expected) {
+            assert_same_numbers(got, want, 1e-6, "served text");
+        }
+        let (status, answer) = http(&address, "POST", "/v1/predict", br#"{"inputs": [[1, 2]]}"#);
+        assert_eq!(status, 400);
+        assert!(
+            answer.contains("inputs[0]: expected a string, found an array"),
+            "{answer}"
+        );
+    }
 }
 
 /// Models trained in PyTorch (`python tools/reference/parity.py` writes `crates/graft/tests/fixtures/e2e/`): a CNN

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use burn::prelude::Device;
 
-use crate::data::write_npy_f32;
+use serde_json::Value as Json;
+
+use crate::data::{Array, write_npy_f32};
 use crate::error::{Context, Error, Result};
 use crate::pretrained::SentenceEncoder;
 
@@ -21,6 +23,36 @@ pub fn embed_file(
     batch_size: usize,
     device: &Device,
 ) -> Result<(usize, usize)> {
+    let embeddings = embed(model_dir, Inputs::File(input), layer, batch_size, device)?;
+    write_npy_f32(output, &embeddings)?;
+    Ok((embeddings.len(), embeddings.sample_size()))
+}
+
+/// [`embed_file`] on inputs given as JSON (as `graft serve` and `predict --input -` take them: strings for text
+/// models and encoders, objects of columns, arrays of numbers); returns the `[n, ...]` array.
+pub fn embed_json(
+    model_dir: &Path,
+    items: &[Json],
+    layer: Option<&str>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Array> {
+    embed(model_dir, Inputs::Json(items), layer, batch_size, device)
+}
+
+/// Where the inputs to embed come from.
+enum Inputs<'a> {
+    File(&'a Path),
+    Json(&'a [Json]),
+}
+
+fn embed(
+    model_dir: &Path,
+    inputs: Inputs<'_>,
+    layer: Option<&str>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Array> {
     if !model_dir.is_dir() {
         return Err(Error::new("--model: no such directory").in_file(model_dir));
     }
@@ -37,13 +69,13 @@ pub fn embed_file(
             return Err(Error::new(crate::infer::predict::WORD2VEC_RUN).in_file(model_dir));
         }
         let cut = predictor.graph.node_index(layer).at("--layer")?;
-        let inputs = predictor.read_inputs(input)?;
-        let ds = crate::data::Dataset::new(inputs, None)?;
-        let mut ds = ds;
-        crate::experiment::data::check_data_fits(&predictor.graph, &mut ds, "--input").in_file(input)?;
-        let features = predictor.graph.features(cut, &ds, batch_size.max(1))?;
-        write_npy_f32(output, &features.inputs)?;
-        return Ok((features.len(), features.inputs.sample_size()));
+        let (array, origin) = match inputs {
+            Inputs::File(input) => (predictor.read_inputs(input)?, input.display().to_string()),
+            Inputs::Json(items) => (predictor.inputs_from_json(items)?, "inputs".to_string()),
+        };
+        let mut ds = crate::data::Dataset::new(array, None)?;
+        crate::experiment::data::check_data_fits(&predictor.graph, &mut ds, "--input").in_file(&origin)?;
+        return Ok(predictor.graph.features(cut, &ds, batch_size.max(1))?.inputs);
     }
     if let Some(layer) = layer {
         return Err(Error::new(format!(
@@ -53,9 +85,23 @@ pub fn embed_file(
         .in_file(model_dir));
     }
     let encoder = SentenceEncoder::load(model_dir, device)?;
-    let bytes = std::fs::read(input).in_file(input)?;
-    let texts: Vec<String> = String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect();
-    let embeddings = encoder.embed(&texts, batch_size).in_file(input)?;
-    write_npy_f32(output, &embeddings)?;
-    Ok((texts.len(), encoder.dim()))
+    let (texts, origin) = match inputs {
+        Inputs::File(input) => {
+            let bytes = std::fs::read(input).in_file(input)?;
+            let texts: Vec<String> = String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect();
+            (texts, input.display().to_string())
+        }
+        Inputs::Json(items) => {
+            let texts = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Json::String(s) => Ok(s.clone()),
+                    _ => Err(Error::new("a sentence encoder embeds texts: give strings").at(format!("inputs[{i}]"))),
+                })
+                .collect::<Result<Vec<String>>>()?;
+            (texts, "inputs".to_string())
+        }
+    };
+    encoder.embed(&texts, batch_size).in_file(&origin)
 }

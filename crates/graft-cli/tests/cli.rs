@@ -620,6 +620,28 @@ loss = "sparse_categorical_crossentropy"
     ));
     assert!(e.contains("weight") && e.contains("bad.csv"), "{e}");
     assert_eval_reproduces_the_run(&out);
+
+    // Served: the same rows as JSON objects (numbers or strings, a missing value as null or an absent key) give
+    // predict's answers; a missing column is named as predict names it.
+    #[cfg(unix)]
+    {
+        let (_server, address) = start_server(&out, &[]);
+        let body = r#"{"inputs": [{"weight": 3.0, "colour": "purple", "size": "150"}, {"weight": null, "colour": "red", "size": 101}]}"#;
+        let (status, answer) = http(&address, "POST", "/v1/predict", body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        for (got, want) in answer["predictions"].as_array().unwrap().iter().zip(&lines) {
+            assert_same_numbers(got, want, 1e-6, "served row");
+        }
+        let (status, answer) = http(
+            &address,
+            "POST",
+            "/v1/predict",
+            br#"{"inputs": [{"colour": "red", "size": 1}]}"#,
+        );
+        assert_eq!(status, 400);
+        assert!(answer.contains("weight"), "{answer}");
+    }
 }
 
 /// Texts in one folder per class: trained with a fitted vocabulary, then `predict` reads one text per line.

@@ -449,10 +449,9 @@ fn run(cli: Cli) -> Result<()> {
                 keep,
             };
             let n = graft::infer::predict::predict_file(&model, &input, &output, &opts, &dev)?;
-            if output.as_os_str() == "-" {
-                eprintln!("predicted {n} inputs");
-            } else {
-                eprintln!("wrote {n} predictions to {}", output.display());
+            let predictions = if n == 1 { "prediction" } else { "predictions" };
+            if output.as_os_str() != "-" {
+                eprintln!("wrote {n} {predictions} to {}", output.display());
             }
         }
         Command::Serve {

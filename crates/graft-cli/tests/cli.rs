@@ -3892,10 +3892,10 @@ fn serve_answers_as_predict_does_batches_concurrent_requests_and_stops_cleanly()
     assert_eq!(http(&address, "POST", "/v1/predict", mc.as_bytes()).1, first);
 
     // SIGTERM while a long request runs: it is answered, then the server exits 0.
-    let heavy = json!({ "inputs": vec![&samples[0]; 20], "mc_dropout": 200000 }).to_string();
+    let heavy = json!({ "inputs": vec![&samples[0]; 20], "mc_dropout": 400000 }).to_string();
     let answered = std::thread::scope(|scope| {
         let request = scope.spawn(|| http(&address, "POST", "/v1/predict", heavy.as_bytes()));
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::thread::sleep(std::time::Duration::from_millis(500));
         let killed = Command::new("kill")
             .args(["-TERM", &server.0.id().to_string()])
             .status()

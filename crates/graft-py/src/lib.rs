@@ -69,17 +69,9 @@ impl Model {
 
     /// What the model takes and gives, as JSON.
     fn info_json(&self) -> String {
-        let p = &self.predictor;
-        let input = &p.graph.spec.inputs[0];
-        json!({
-            "model": self.dir.display().to_string(),
-            "input": { "name": input.name, "shape": input.shape, "json": p.preprocessor.describe_json_input() },
-            "objective": p.objective,
-            "task": p.head.task,
-            "classes": p.head.classes,
-            "tasks": p.tasks.iter().map(|t| json!({ "name": t.name, "task": t.task, "classes": t.classes })).collect::<Vec<_>>(),
-        })
-        .to_string()
+        let mut description = self.predictor.describe();
+        description["model"] = json!(self.dir.display().to_string());
+        description.to_string()
     }
 
     fn __repr__(&self) -> String {

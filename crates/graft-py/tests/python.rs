@@ -52,7 +52,7 @@ report["epochs"] = len(result["history"])
 report["test_accuracy"] = result["test"]["accuracy"]
 model = graft.load(out)
 report["repr"] = repr(model)
-report["classes"] = model.info["classes"]
+report["classes"] = model.info["output"]["classes"]
 zero = [[[0.0, 0.0, 0.312, 0.812, 0.562, 0.062, 0.0, 0.0], [0.0, 0.0, 0.812, 0.938, 0.625, 0.938, 0.312, 0.0],
          [0.0, 0.188, 0.938, 0.125, 0.0, 0.688, 0.5, 0.0], [0.0, 0.25, 0.75, 0.0, 0.0, 0.5, 0.5, 0.0],
          [0.0, 0.312, 0.5, 0.0, 0.0, 0.562, 0.5, 0.0], [0.0, 0.25, 0.688, 0.0, 0.062, 0.75, 0.438, 0.0],

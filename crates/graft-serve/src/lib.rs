@@ -382,36 +382,14 @@ async fn not_found(method: Method, uri: Uri) -> Response {
 
 /// `GET /v1/model`: what the model takes and gives, and how the server batches.
 fn describe(predictor: &Predictor, options: &ServeOptions) -> Json {
-    let head = |h: &graft::task::head::TaskHead| {
-        json!({
-            "name": h.name,
-            "task": h.task,
-            "loss": h.loss,
-            "outputs": h.outputs,
-            "classes": h.classes,
-            "thresholds": h.thresholds,
-        })
-    };
-    let input = &predictor.graph.spec.inputs[0];
-    json!({
-        "model": options.model.display().to_string(),
-        "input": {
-            "name": input.name,
-            "shape": input.shape,
-            "json": predictor.preprocessor.describe_json_input(),
-        },
-        "objective": predictor.objective,
-        "output": if predictor.tasks.is_empty() {
-            head(&predictor.head)
-        } else {
-            Json::Array(predictor.tasks.iter().map(head).collect())
-        },
-        "rejects_unknown_inputs": predictor.ood.as_ref().is_some_and(|o| o.reject.is_some()),
-        "batching": {
-            "max_batch": options.max_batch,
-            "max_wait_ms": options.max_wait.as_secs_f64() * 1e3,
-            "max_inputs_per_request": options.max_inputs,
-        },
-        "request": "POST /v1/predict {\"inputs\": [...], \"mc_dropout\": N (optional), \"seed\": S (optional)}",
-    })
+    let mut description = predictor.describe();
+    description["model"] = json!(options.model.display().to_string());
+    description["batching"] = json!({
+        "max_batch": options.max_batch,
+        "max_wait_ms": options.max_wait.as_secs_f64() * 1e3,
+        "max_inputs_per_request": options.max_inputs,
+    });
+    description["request"] =
+        json!("POST /v1/predict {\"inputs\": [...], \"mc_dropout\": N (optional), \"seed\": S (optional)}");
+    description
 }

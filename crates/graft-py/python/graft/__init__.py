@@ -48,7 +48,8 @@ class Model:
 
     @property
     def info(self):
-        """The input's name, shape and form, the task, the classes."""
+        """The input's name, shape and JSON form, the objective, the output (task, loss, classes), whether unknown
+        inputs are marked."""
         return _json.loads(self._native.info_json())
 
     def __repr__(self):

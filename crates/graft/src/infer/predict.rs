@@ -463,6 +463,37 @@ pub fn predict_lines(
 }
 
 impl Predictor {
+    /// What the model takes and gives, as JSON: its input (name, shape, the JSON form of one input and the stored
+    /// preprocessing), its objective, its output head (or one per task) with the classes, and whether it marks
+    /// unknown inputs. `graft serve`'s `GET /v1/model` and the Python `Model.info`.
+    pub fn describe(&self) -> Json {
+        let head = |h: &TaskHead| {
+            json!({
+                "name": h.name,
+                "task": h.task,
+                "loss": h.loss,
+                "outputs": h.outputs,
+                "classes": h.classes,
+                "thresholds": h.thresholds,
+            })
+        };
+        let input = &self.graph.spec.inputs[0];
+        json!({
+            "input": {
+                "name": input.name,
+                "shape": input.shape,
+                "json": self.preprocessor.describe_json_input(),
+            },
+            "objective": self.objective,
+            "output": if self.tasks.is_empty() {
+                head(&self.head)
+            } else {
+                Json::Array(self.tasks.iter().map(head).collect())
+            },
+            "rejects_unknown_inputs": self.ood.as_ref().is_some_and(|o| o.reject.is_some()),
+        })
+    }
+
     /// The model inputs for JSON items (one per sample: an object of columns, a string, or an array of numbers, as
     /// the model's data came), through the stored preprocessing.
     pub fn inputs_from_json(&self, items: &[Json]) -> Result<Array> {

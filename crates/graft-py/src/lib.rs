@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::prelude::Device;
 use graft::experiment::run::{RunOptions, run_experiment};
 use graft::experiment::spec::ExperimentSpec;
-use graft::infer::predict::Predictor;
+use graft::infer::predict::{McDropout, Predictor};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -41,7 +41,6 @@ fn items(text: &str) -> PyResult<Vec<Json>> {
 struct Model {
     predictor: Predictor,
     dir: PathBuf,
-    device: Device,
 }
 
 #[pymethods]
@@ -58,10 +57,9 @@ impl Model {
         let items = items(inputs_json)?;
         py.detach(|| {
             let inputs = self.predictor.inputs_from_json(&items)?;
-            if mc_dropout.is_some() {
-                self.device.seed(seed);
-            }
-            let rows = self.predictor.rows(&inputs, mc_dropout)?;
+            let rows = self
+                .predictor
+                .rows(&inputs, mc_dropout.map(|passes| McDropout { passes, seed }))?;
             Ok::<_, graft::Error>(Json::Array(rows).to_string())
         })
         .map_err(failed)
@@ -82,14 +80,11 @@ impl Model {
 /// Loads the run directory `path` (`graft train --out`).
 #[pyfunction]
 fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-    let device = Device::default();
-    let predictor = py.detach(|| Predictor::load(&path, &device)).map_err(failed)?;
+    let predictor = py
+        .detach(|| Predictor::load(&path, &Device::default()))
+        .map_err(failed)?;
     predictor.check_predicts().map_err(failed)?;
-    Ok(Model {
-        predictor,
-        dir: path,
-        device,
-    })
+    Ok(Model { predictor, dir: path })
 }
 
 /// Trains the experiment file `experiment` into the run directory `out`; returns `{"history": [...], "test":

@@ -12,15 +12,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use graft::data::Array;
+pub use graft::infer::predict::McDropout;
 use graft::{Error, Result};
 use serde_json::Value as Json;
-
-/// Monte-Carlo dropout for one request: the passes and the seed of their dropout masks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct McDropout {
-    pub passes: usize,
-    pub seed: u64,
-}
 
 /// One request's preprocessed inputs and where its predictions (one JSON row per input) go.
 pub struct Job {

@@ -133,12 +133,7 @@ pub fn serve(options: ServeOptions, device: Device, listening: impl FnOnce(Socke
     let worker = std::thread::Builder::new()
         .name("graft-model".into())
         .spawn(move || {
-            let model = |inputs: &graft::data::Array, mc: Option<McDropout>| {
-                if let Some(mc) = mc {
-                    device.seed(mc.seed);
-                }
-                predictor.rows(inputs, mc.map(|m| m.passes))
-            };
+            let model = |inputs: &graft::data::Array, mc: Option<McDropout>| predictor.rows(inputs, mc);
             let coming = || arriving.load(Ordering::Relaxed) > 0;
             run_batches(queue, limits, coming, model, |n| metrics.batch(n));
         })

@@ -231,6 +231,13 @@ impl Predictor {
     }
 }
 
+/// Monte-Carlo dropout: the passes, and the seed of their dropout masks (the same seed, the same passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McDropout {
+    pub passes: usize,
+    pub seed: u64,
+}
+
 /// How `predict` runs.
 #[derive(Debug, Clone, Default)]
 pub struct PredictOptions {
@@ -242,6 +249,16 @@ pub struct PredictOptions {
     pub seed: u64,
     /// Columns of a CSV input copied into each prediction (an id, say).
     pub keep: Vec<String>,
+}
+
+impl PredictOptions {
+    /// The Monte-Carlo passes asked for, with their seed.
+    pub fn mc(&self) -> Option<McDropout> {
+        self.mc_dropout.map(|passes| McDropout {
+            passes,
+            seed: self.seed,
+        })
+    }
 }
 
 /// What `predict` writes, by the output's extension.
@@ -304,7 +321,7 @@ pub fn predict_file(
         }
         if is_stdio(output) {
             let stdin = std::io::BufReader::new(std::io::stdin());
-            return predict_lines(&predictor, stdin, std::io::stdout().lock(), opts, device);
+            return predict_lines(&predictor, stdin, std::io::stdout().lock(), opts);
         }
     }
     let inputs = match &opts.from_layer {
@@ -338,14 +355,12 @@ pub fn predict_file(
     } else {
         Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
     };
-    if opts.mc_dropout.is_some() {
-        device.seed(opts.seed);
-    }
+    let mc = opts.mc();
     if format == Format::Npy {
-        let array = predictor.array(&inputs, opts.mc_dropout).in_file(input)?;
+        let array = predictor.array(&inputs, mc).in_file(input)?;
         write_npy_f32(output, &array)?;
     } else {
-        let rows = predictor.rows(&inputs, opts.mc_dropout).in_file(input)?;
+        let rows = predictor.rows(&inputs, mc).in_file(input)?;
         let kept = kept.map(|values| (opts.keep.as_slice(), values));
         write_rows(output, format, rows, kept)?;
     }
@@ -372,7 +387,6 @@ pub fn predict_lines(
     input: impl std::io::BufRead + Send,
     mut output: impl std::io::Write,
     opts: &PredictOptions,
-    device: &Device,
 ) -> Result<usize> {
     const MOST: usize = 256;
     let (lines, waiting) = std::sync::mpsc::channel::<std::io::Result<String>>();
@@ -411,10 +425,7 @@ pub fn predict_lines(
             }
             let predict = |items: &[Json]| -> Result<Vec<Json>> {
                 let inputs = predictor.inputs_from_json(items)?;
-                if opts.mc_dropout.is_some() {
-                    device.seed(opts.seed);
-                }
-                predictor.rows(&inputs, opts.mc_dropout)
+                predictor.rows(&inputs, opts.mc())
             };
             let values: Vec<Json> = items.iter().map(|(_, _, item)| item.clone()).collect();
             let together = match opts.mc_dropout {
@@ -521,16 +532,10 @@ impl Predictor {
     /// One JSON object per input, as `predict` writes them: class, class index and probabilities by class name
     /// (with the OOD score, and `"unknown"` above the rejection threshold, for a model trained with `reject`),
     /// values for regression, one object per task for a multi-task model, the reconstruction error for an
-    /// autoencoder. With `mc_dropout` passes the prediction is the mean over the passes, with its spread (seed the
-    /// device first for repeatable passes).
-    pub fn rows(&self, inputs: &Array, mc_dropout: Option<usize>) -> Result<Vec<Json>> {
-        self.check_predicts()?;
+    /// autoencoder. With Monte-Carlo dropout the prediction is the mean over the passes, with its spread.
+    pub fn rows(&self, inputs: &Array, mc: Option<McDropout>) -> Result<Vec<Json>> {
+        let mc_dropout = self.start(mc)?;
         if self.objective.is_some() {
-            if mc_dropout.is_some() {
-                return Err(Error::new(
-                    "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
-                ));
-            }
             let (_, errors) = self.reconstruct(inputs)?;
             return Ok(errors.iter().map(|e| json!({ "reconstruction_error": e })).collect());
         }
@@ -568,16 +573,29 @@ impl Predictor {
             .collect())
     }
 
+    /// Checks that the model predicts and that Monte-Carlo dropout applies to it, and seeds the passes' dropout
+    /// masks; the number of passes.
+    fn start(&self, mc: Option<McDropout>) -> Result<Option<usize>> {
+        self.check_predicts()?;
+        let Some(mc) = mc else { return Ok(None) };
+        if self.objective.is_some() {
+            return Err(Error::new(
+                "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
+            ));
+        }
+        let device = burn::module::Module::devices(&self.graph)
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        device.seed(mc.seed);
+        Ok(Some(mc.passes))
+    }
+
     /// What `predict` writes to a `.npy`: the probabilities or values `[N, K]` (with `mc_dropout`, their means over
     /// the passes), or an autoencoder's reconstructions.
-    pub fn array(&self, inputs: &Array, mc_dropout: Option<usize>) -> Result<Array> {
-        self.check_predicts()?;
+    pub fn array(&self, inputs: &Array, mc: Option<McDropout>) -> Result<Array> {
+        let mc_dropout = self.start(mc)?;
         if self.objective.is_some() {
-            if mc_dropout.is_some() {
-                return Err(Error::new(
-                    "--mc-dropout summarizes class probabilities; an autoencoder's predictions are reconstructions",
-                ));
-            }
             return Ok(self.reconstruct(inputs)?.0);
         }
         if !self.tasks.is_empty() {

@@ -103,7 +103,9 @@ pub fn claim_out_dir(out: &Path, overwrite: bool) -> Result<RunLock> {
     if entries.is_empty() {
         return Ok(lock);
     }
-    if !RUN_MARKERS.iter().any(|f| out.join(f).exists()) {
+    // A stale lock marks the directory of a training that died (killed before it wrote any of the markers, say):
+    // graft's own files, so --overwrite may replace them.
+    if lock.took_over.is_none() && !RUN_MARKERS.iter().any(|f| out.join(f).exists()) {
         return Err(Error::new(
             "--out: the directory is not empty and holds no graft run; give a new or empty directory",
         )
@@ -534,6 +536,29 @@ mod tests {
         assert!(e.contains("--overwrite"), "{e}");
         claim_out_dir(&dir, true).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_training_killed_before_its_first_marker_left_a_graft_directory() {
+        // Killed between taking the lock and writing run.json: a stale lock and the experiment's copy only.
+        let dir = scratch("killed-early");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        for overwrite in [false, true] {
+            std::fs::write(dir.join(LOCK_FILE), format!("{pid}\n")).unwrap();
+            std::fs::write(dir.join(EXPERIMENT_COPY), "[model]").unwrap();
+            let claimed = claim_out_dir(&dir, overwrite);
+            if overwrite {
+                assert_eq!(claimed.unwrap().took_over, Some(pid));
+                assert!(!dir.join(EXPERIMENT_COPY).exists());
+            } else {
+                let e = claimed.unwrap_err().to_string();
+                assert!(e.contains("holds a graft run already"), "{e}");
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -187,14 +187,18 @@ enum Command {
         #[arg(long, default_value = "sparse_categorical_crossentropy")]
         loss: String,
     },
-    /// Export a run directory's weights as a PyTorch state dict (safetensors).
+    /// Export a run directory's model: its weights as a PyTorch state dict (safetensors), or the whole model as
+    /// ONNX for ONNX Runtime and other engines (the preprocessing stays in the run's preprocess.json).
     Export {
         /// The run directory.
         #[arg(long)]
         model: PathBuf,
-        /// The .safetensors file to write (PyTorch state-dict names and layouts).
+        /// The .safetensors file to write (PyTorch state-dict names and layouts); a name ending in .onnx writes ONNX.
+        #[arg(long, required_unless_present = "onnx")]
+        out: Option<PathBuf>,
+        /// The .onnx file to write: the model's graph and weights (opset 17), token ids as int64.
         #[arg(long)]
-        out: PathBuf,
+        onnx: Option<PathBuf>,
     },
     /// Sentence embeddings from a pretrained encoder: one text per line in, a float32 [n_texts, dim] `.npy` out.
     Embed {
@@ -537,10 +541,36 @@ fn run(cli: Cli) -> Result<()> {
             let report = graft::experiment::fid::fid(&classifier, &generator, &opts, &dev)?;
             print_json(&report)?;
         }
-        Command::Export { model, out } => {
+        Command::Export { model, out, onnx } => {
             let graph = load_model(&model, &dev)?;
-            save_safetensors(&graph, &out)?;
-            eprintln!("wrote {}", out.display());
+            let (onnx_out, weights_out): (Vec<PathBuf>, Vec<PathBuf>) = out
+                .into_iter()
+                .chain(onnx.clone())
+                .partition(|p| onnx.as_ref() == Some(p) || p.extension().is_some_and(|e| e == "onnx"));
+            for path in weights_out {
+                save_safetensors(&graph, &path)?;
+                eprintln!("wrote {}", path.display());
+            }
+            for path in onnx_out {
+                let done = graft::infer::onnx::export_run(&model, &path, &dev)?;
+                let describe = |name: &str, kind: &str, shape: &[usize]| {
+                    let dims: Vec<String> = std::iter::once("batch".to_string())
+                        .chain(shape.iter().map(|d| d.to_string()))
+                        .collect();
+                    format!("{name} {kind}[{}]", dims.join(", "))
+                };
+                let inputs: Vec<String> = done.inputs.iter().map(|(n, k, s)| describe(n, k, s)).collect();
+                let outputs: Vec<String> = done.outputs.iter().map(|(n, s)| describe(n, "float32", s)).collect();
+                eprintln!(
+                    "wrote {} (ONNX opset {}, {} operators, {:.1} MB): inputs {}; outputs {}",
+                    path.display(),
+                    graft::infer::onnx::OPSET,
+                    done.operators,
+                    done.bytes as f64 / 1e6,
+                    inputs.join(", "),
+                    outputs.join(", ")
+                );
+            }
         }
         Command::Embed {
             model,

@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 
 use graft::data::{Array, write_npy_f32};
 
+#[path = "cli/onnx.rs"]
+mod onnx;
+
 fn graft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(args)

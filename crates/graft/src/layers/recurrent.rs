@@ -106,7 +106,7 @@ impl Cell {
         }
     }
 
-    fn states(self) -> usize {
+    pub(crate) fn states(self) -> usize {
         if self == Cell::Lstm { 2 } else { 1 }
     }
 }
@@ -178,13 +178,13 @@ pub struct Recurrent {
     pub biases: Vec<Param<Tensor<1>>>,
     weight_names: Vec<String>,
     bias_names: Vec<String>,
-    cell: Cell,
-    units: usize,
-    num_layers: usize,
-    directions: usize,
-    merge: MergeMode,
-    return_sequences: bool,
-    return_state: bool,
+    pub(crate) cell: Cell,
+    pub(crate) units: usize,
+    pub(crate) num_layers: usize,
+    pub(crate) directions: usize,
+    pub(crate) merge: MergeMode,
+    pub(crate) return_sequences: bool,
+    pub(crate) return_state: bool,
     dropout: f64,
 }
 

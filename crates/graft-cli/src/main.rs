@@ -189,12 +189,13 @@ enum Command {
     },
     /// Export a run directory's model: its weights as a PyTorch state dict (safetensors), or the whole model as
     /// ONNX for ONNX Runtime and other engines (the preprocessing stays in the run's preprocess.json).
+    #[command(group = clap::ArgGroup::new("target").required(true).multiple(true).args(["out", "onnx"]))]
     Export {
         /// The run directory.
         #[arg(long)]
         model: PathBuf,
         /// The .safetensors file to write (PyTorch state-dict names and layouts); a name ending in .onnx writes ONNX.
-        #[arg(long, required_unless_present = "onnx")]
+        #[arg(long)]
         out: Option<PathBuf>,
         /// The .onnx file to write: the model's graph and weights (opset 17), token ids as int64.
         #[arg(long)]
@@ -542,13 +543,13 @@ fn run(cli: Cli) -> Result<()> {
             print_json(&report)?;
         }
         Command::Export { model, out, onnx } => {
-            let graph = load_model(&model, &dev)?;
+            graft::infer::predict::check_run_dir(&model)?;
             let (onnx_out, weights_out): (Vec<PathBuf>, Vec<PathBuf>) = out
                 .into_iter()
                 .chain(onnx.clone())
                 .partition(|p| onnx.as_ref() == Some(p) || p.extension().is_some_and(|e| e == "onnx"));
             for path in weights_out {
-                save_safetensors(&graph, &path)?;
+                save_safetensors(&load_model(&model, &dev)?, &path)?;
                 eprintln!("wrote {}", path.display());
             }
             for path in onnx_out {

@@ -23,6 +23,21 @@ pub const WORD2VEC_RUN: &str = "a word2vec run's product is its word vectors, ve
      embedding layer from them with pretrained = { path = \"RUN/vectors.bin\" }, or look at them with graft \
      word-vectors RUN/vectors.bin --nearest WORD";
 
+/// `--model DIR` names a run directory (one with `model.toml`), or the error says what it is instead.
+pub fn check_run_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() && dir.join("model.toml").is_file() {
+        return Ok(());
+    }
+    let what = if dir.is_dir() {
+        "is not a graft run directory (it has no model.toml)"
+    } else if dir.exists() {
+        "is a file, not a run directory"
+    } else {
+        "does not exist"
+    };
+    Err(Error::new(format!("--model {what}; give the directory `graft train --out` wrote")).in_file(dir))
+}
+
 /// A trained model with what it needs to turn raw inputs into predictions.
 pub struct Predictor {
     pub graph: Graph,
@@ -40,18 +55,7 @@ pub struct Predictor {
 
 impl Predictor {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        if !dir.is_dir() || !dir.join("model.toml").is_file() {
-            let what = if dir.is_dir() {
-                "is not a graft run directory (it has no model.toml)"
-            } else if dir.exists() {
-                "is a file, not a run directory"
-            } else {
-                "does not exist"
-            };
-            return Err(
-                Error::new(format!("--model {what}; give the directory `graft train --out` wrote")).in_file(dir),
-            );
-        }
+        check_run_dir(dir)?;
         let graph = load_model(dir, device)?;
         let manifest = Manifest::read(dir)?;
         let path = dir.join(MANIFEST_FILE);

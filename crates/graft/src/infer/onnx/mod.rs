@@ -19,7 +19,7 @@ use prost::Message;
 use crate::data::fsio::write_atomic;
 use crate::error::{Context, Error, Result};
 use crate::infer::manifest::MANIFEST_FILE;
-use crate::infer::predict::Predictor;
+use crate::infer::predict::{Predictor, check_run_dir};
 use crate::layers::{LayerSpec, Shape};
 use crate::model::Graph;
 use crate::model::graph::Source;
@@ -253,6 +253,7 @@ pub fn export_onnx(graph: &Graph, heads: &[HeadOutput], path: &Path) -> Result<O
 /// Exports the model of run directory `dir` to `path`, with what `graft predict` reports (probabilities,
 /// predictions in the target's unit) as further outputs when the run has its `preprocess.json`.
 pub fn export_run(dir: &Path, path: &Path, device: &Device) -> Result<OnnxExport> {
+    check_run_dir(dir)?;
     if !dir.join(MANIFEST_FILE).is_file() {
         return export_onnx(&load_model(dir, device)?, &[], path);
     }

@@ -203,9 +203,8 @@ impl Predictor {
         let mut widths = vec![0; heads.len()];
         // Keep a forward pass near 256 rows whatever the number of passes.
         let chunk = (256 / passes).max(1);
-        let mut rows_of_pass: Vec<Vec<Vec<f32>>> = vec![vec![vec![]; passes]; heads.len()];
-        for start in (0..n).step_by(chunk) {
-            let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
+        let order = self.length_order(inputs).unwrap_or_else(|| (0..n).collect());
+        for idx in order.chunks(chunk) {
             let tiled: Vec<usize> = (0..passes).flat_map(|_| idx.iter().copied()).collect();
             let x = input_data(&inputs.select(&tiled), &device)?;
             let outs = self.graph.forward_ctx(vec![x], ctx, true)?;
@@ -216,22 +215,39 @@ impl Predictor {
                 };
                 let probs = head.probabilities(logits);
                 let k = probs.dims()[1];
-                widths[h] = k;
-                let values = probs.into_data().try_to_vec::<f32>().unwrap_or_default();
-                for p in 0..passes {
-                    rows_of_pass[h][p].extend_from_slice(&values[p * idx.len() * k..(p + 1) * idx.len() * k]);
+                if out[h].is_empty() {
+                    widths[h] = k;
+                    out[h] = vec![0.0; passes * n * k];
                 }
-            }
-        }
-        for (h, passes_of_head) in rows_of_pass.into_iter().enumerate() {
-            for rows in passes_of_head {
-                out[h].extend(rows);
+                let values = probs.into_data().try_to_vec::<f32>().unwrap_or_default();
+                // Back in input order: pass p's answer for row i is row p·n + i.
+                for p in 0..passes {
+                    for (r, &i) in idx.iter().enumerate() {
+                        let from = (p * idx.len() + r) * k;
+                        let to = (p * n + i) * k;
+                        out[h][to..to + k].copy_from_slice(&values[from..from + k]);
+                    }
+                }
             }
         }
         out.into_iter()
             .zip(widths)
             .map(|(values, width)| Array::new(vec![passes * n, width], values))
             .collect()
+    }
+
+    /// Rows sorted by their number of tokens when the model's cost follows the longest sequence of a batch (a
+    /// `bert` layer reads the input and runs only up to the batch's last token): then each batch holds texts of
+    /// similar length. `GRAFT_SORT_BY_LENGTH=0` keeps the input order (to measure the difference).
+    fn length_order(&self, inputs: &Array) -> Option<Vec<usize>> {
+        if std::env::var("GRAFT_SORT_BY_LENGTH").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let bert_reads_it = self.graph.nodes.iter().any(|node| {
+            matches!(node.layer, Some(crate::layers::Layer::Bert(..)))
+                && node.sources.first() == Some(&crate::model::graph::Source::Input(0))
+        });
+        (bert_reads_it && inputs.sample_shape().len() == 1).then(|| crate::model::partial::rows_by_length(inputs))
     }
 }
 

@@ -171,16 +171,11 @@ impl Graph {
         let mut data = vec![0f32; ds.len() * width];
         // Rows of token ids go in order of length, so a batch holds texts of similar length and layers that cut off
         // shared padding (bert) compute little of it; the order does not change any row's features.
-        let mut indices: Vec<usize> = (0..ds.len()).collect();
-        if ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
-            let t = ds.inputs.sample_size();
-            let length = |r: usize| {
-                let row = &ds.inputs.data[r * t..(r + 1) * t];
-                let last = row.last().copied().unwrap_or(0.0);
-                t - row.iter().rev().take_while(|&&v| v == last).count()
-            };
-            indices.sort_by_key(|&r| length(r));
-        }
+        let indices: Vec<usize> = if ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
+            rows_by_length(&ds.inputs)
+        } else {
+            (0..ds.len()).collect()
+        };
         for chunk in indices.chunks(batch_size.max(1)) {
             let batch = crate::data::gather(ds, chunk);
             let out = model.forward_until(
@@ -224,6 +219,20 @@ impl Graph {
             self.upstream(n).iter().enumerate().all(|(i, up)| !up || frozen[i]) && self.split_problem(n, &[]).is_none()
         })
     }
+}
+
+/// The rows of `[N, T]` token ids, shortest first: a row's length ends where its trailing padding (the run of its
+/// last value) starts. Batches of rows taken in this order hold texts of similar length.
+pub fn rows_by_length(ids: &crate::data::Array) -> Vec<usize> {
+    let t = ids.sample_size();
+    let length = |r: usize| {
+        let row = &ids.data[r * t..(r + 1) * t];
+        let last = row.last().copied().unwrap_or(0.0);
+        t - row.iter().rev().take_while(|&&v| v == last).count()
+    };
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&r| length(r));
+    order
 }
 
 #[cfg(test)]

@@ -645,7 +645,7 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 if spec.needs_input_shape() {
                     let splits = prepare_data(&exp, 42)?;
-                    spec = spec.with_data_shape(splits.train.inputs.sample_shape());
+                    spec = spec.with_data_shape(&splits.train.sample_shape());
                 }
                 let spec = spec.with_pretrained_sizes(&|p| exp.resolve(p)).in_file(&target)?;
                 Graph::build(&spec, &dev).in_file(&target)?

@@ -111,18 +111,35 @@ impl Batch {
     }
 }
 
-/// Copies the samples at `indices` (typically one item of [`Batches`]) out of `dataset`.
+/// Copies the samples at `indices` (typically one item of [`Batches`]) out of `dataset`; images read per batch
+/// are decoded here, as they are (no augmentation: validation, test, prediction).
 ///
 /// # Panics
 /// If an index is out of range (indices come from the program, not from user data).
-pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
-    let inputs = dataset.inputs.select(indices);
+pub fn gather(dataset: &Dataset, indices: &[usize]) -> Result<Batch> {
+    gather_drawn(dataset, indices, None)
+}
+
+/// [`gather`] for a training step of `epoch`: images read per batch are augmented as their source asks, each
+/// image drawn from the seed, the epoch and the file.
+pub fn gather_for_training(dataset: &Dataset, indices: &[usize], seed: u64, epoch: usize) -> Result<Batch> {
+    gather_drawn(dataset, indices, Some((seed, epoch)))
+}
+
+fn gather_drawn(dataset: &Dataset, indices: &[usize], draw: Option<(u64, usize)>) -> Result<Batch> {
+    let inputs = match &dataset.images {
+        Some(images) => {
+            let ids: Vec<usize> = indices.iter().map(|&i| dataset.inputs.row(i)[0] as usize).collect();
+            images.load(&ids, draw)?
+        }
+        None => dataset.inputs.select(indices),
+    };
     let (labels, values) = match &dataset.targets {
         None => (None, None),
         Some(Targets::Classes { labels, .. }) => (Some(indices.iter().map(|&i| labels[i]).collect()), None),
         Some(Targets::Values(values)) => (None, Some(values.select(indices))),
     };
-    Batch {
+    Ok(Batch {
         inputs,
         labels,
         values,
@@ -132,7 +149,7 @@ pub fn gather(dataset: &Dataset, indices: &[usize]) -> Batch {
             .map(|w| indices.iter().map(|&i| w[i]).collect()),
         extra_inputs: dataset.extra_inputs.iter().map(|a| a.select(indices)).collect(),
         tasks: dataset.select_tasks(indices),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +198,7 @@ mod tests {
     fn gather_copies_inputs_and_targets() {
         let inputs = Array::new(vec![4, 2], (0..8).map(|v| v as f32).collect()).unwrap();
         let classes = Dataset::new(inputs.clone(), Some(Targets::numbered_classes(vec![3, 1, 0, 2], 4))).unwrap();
-        let batch = gather(&classes, &[2, 0]);
+        let batch = gather(&classes, &[2, 0]).unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.inputs.data, vec![4.0, 5.0, 0.0, 1.0]);
         assert_eq!(batch.labels, Some(vec![0, 3]));
@@ -189,12 +206,12 @@ mod tests {
 
         let values = Array::new(vec![4, 1], vec![0.1, 0.2, 0.3, 0.4]).unwrap();
         let regression = Dataset::new(inputs.clone(), Some(Targets::Values(values))).unwrap();
-        let batch = gather(&regression, &[3]);
+        let batch = gather(&regression, &[3]).unwrap();
         assert_eq!(batch.values.unwrap().data, vec![0.4]);
         assert_eq!(batch.labels, None);
 
         let unlabelled = Dataset::new(inputs, None).unwrap();
-        let batch = gather(&unlabelled, &[1]);
+        let batch = gather(&unlabelled, &[1]).unwrap();
         assert_eq!((batch.labels, batch.values), (None, None));
     }
 }

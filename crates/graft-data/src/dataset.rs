@@ -102,6 +102,8 @@ pub struct Dataset {
     pub tasks: Vec<TaskLabels>,
     /// Names of the value targets' columns, for multi-label data (empty when unnamed).
     pub label_names: Vec<String>,
+    /// Images decoded per batch: then `inputs` holds each row's file id (`[n, 1]`), not pixels.
+    pub images: Option<std::sync::Arc<crate::image::ImageRows>>,
 }
 
 /// One task's targets in a multi-task data set, where an example may be labelled for some tasks only.
@@ -127,6 +129,11 @@ impl Dataset {
     /// The multi-task data set made of `parts` (task name, that task's examples), one after the other: every
     /// example carries its own task's label and none of the others'. The parts' inputs must have the same shape.
     pub fn union_of_tasks(parts: Vec<(String, Dataset)>) -> Result<Dataset> {
+        // Tasks' images are held in memory here: the union is one array.
+        let parts = parts
+            .into_iter()
+            .map(|(name, d)| Ok((name, d.materialized()?)))
+            .collect::<Result<Vec<_>>>()?;
         let Some((_, first)) = parts.first() else {
             return Err(Error::new("no tasks"));
         };
@@ -204,6 +211,7 @@ impl Dataset {
             input_names: vec![],
             tasks: vec![],
             label_names: vec![],
+            images: None,
         };
         dataset.validate()?;
         Ok(dataset)
@@ -232,7 +240,29 @@ impl Dataset {
             input_names: self.input_names.clone(),
             tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
             label_names: self.label_names.clone(),
+            images: self.images.clone(),
         }
+    }
+
+    /// The shape of one sample of the first input: the decoded image's `[channels, height, width]` for images read
+    /// per batch, else the input array's.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        match &self.images {
+            Some(images) => images.preprocessing.sample_shape(),
+            None => self.inputs.sample_shape().to_vec(),
+        }
+    }
+
+    /// This data set with its images decoded into memory (no augmentation): for the uses that need every input at
+    /// once. Other data sets are returned as they are.
+    pub fn materialized(&self) -> Result<Dataset> {
+        let Some(images) = &self.images else {
+            return Ok(self.clone());
+        };
+        let mut out = self.clone();
+        out.inputs = images.load(&crate::image::ImageRows::ids(&self.inputs), None)?;
+        out.images = None;
+        Ok(out)
     }
 
     /// Number of classes, for class targets.

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod fsio;
 pub mod hf_tokenizer;
 pub mod idx;
+pub mod image;
 pub mod npy;
 pub mod prepare;
 pub mod rng;
@@ -36,7 +37,7 @@ pub mod text;
 pub mod wordvec;
 
 pub use array::Array;
-pub use batch::{Batch, Batches, gather};
+pub use batch::{Batch, Batches, gather, gather_for_training};
 pub use dataset::{DataSource, Dataset, Targets, TaskLabels, numbered_class_names};
 pub use digits::{DIGITS_SAMPLES, Digits, load_digits};
 pub use idx::{IdxSource, read_idx};

@@ -231,6 +231,7 @@ impl DataSource for NpySource {
             input_names: vec![],
             tasks: vec![],
             label_names: vec![],
+            images: None,
         };
         dataset.validate().map_err(|e| {
             let file = match (&e.location, &self.sample_weight) {

@@ -72,7 +72,7 @@ impl TrainStep for Denoising {
             let model = self.model.valid();
             let device = Device::default();
             let all: Vec<usize> = (0..val.len()).collect();
-            let clean = match batch_inputs(&graft::data::gather(val, &all), &device)?.remove(0) {
+            let clean = match batch_inputs(&graft::data::gather(val, &all)?, &device)?.remove(0) {
                 Data::D4(images) => images.flatten(1, 3),
                 Data::D2(rows) => rows,
                 _ => return Err(graft::Error::new("expected images or rows")),

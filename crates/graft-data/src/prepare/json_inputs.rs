@@ -23,6 +23,7 @@ impl Preprocessor {
             }
             Preprocessor::Text(tok) => Ok(tok.transform(&texts(items, text_column)?)),
             Preprocessor::PretrainedText(tok) => tok.transform(&texts(items, text_column)?).map_err(|e| e.at("inputs")),
+            Preprocessor::Images(prep) => images(prep, items),
         }
     }
 
@@ -48,8 +49,59 @@ impl Preprocessor {
                 "input": "a string, or an object with the text under \"text\"",
                 "tokenizer": if matches!(self, Preprocessor::Text(_)) { "graft words" } else { "pretrained" },
             }),
+            Preprocessor::Images(prep) => serde_json::json!({
+                "kind": "image file",
+                "input": "the bytes of an image file (JPEG, PNG, BMP, GIF, WebP) as a base64 string (or \
+                          {\"base64\": ...}), or an array of numbers already preprocessed",
+                "size": prep.size,
+                "channels": prep.channels,
+                "resize": prep.resize,
+                "mean": prep.mean,
+                "std": prep.std,
+            }),
         }
     }
+}
+
+/// Image files as base64 strings (or `{"base64": ...}`) decoded and preprocessed, or arrays already preprocessed
+/// (checked against the range the model was trained on).
+fn images(prep: &crate::image::ImagePreprocessing, items: &[Json]) -> Result<Array> {
+    use base64::Engine;
+    let shape = prep.sample_shape();
+    let want: usize = shape.iter().product();
+    let mut data = Vec::with_capacity(items.len() * want);
+    for (i, item) in items.iter().enumerate() {
+        let encoded = match item {
+            Json::String(s) => Some(s.as_str()),
+            Json::Object(o) => match o.get("base64") {
+                Some(Json::String(s)) => Some(s.as_str()),
+                _ => {
+                    return Err(Error::new("expected {\"base64\": \"...\"} holding an image file").at(at(i)));
+                }
+            },
+            _ => None,
+        };
+        match encoded {
+            Some(text) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|e| Error::new(format!("not base64 ({e})")).at(at(i)))?;
+                data.extend(prep.load_bytes(&bytes).map_err(|e| e.at(at(i)))?);
+            }
+            None => {
+                let one = arrays(std::slice::from_ref(item), &shape, 1.0).map_err(|e| {
+                    let mut e = e;
+                    e.location = Some(at(i));
+                    e
+                })?;
+                Preprocessor::Images(prep.clone())
+                    .check_range(&one)
+                    .map_err(|e| e.at(at(i)))?;
+                data.extend(one.data);
+            }
+        }
+    }
+    Array::new(std::iter::once(items.len()).chain(shape).collect(), data)
 }
 
 fn at(i: usize) -> String {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 use crate::hf_tokenizer::PretrainedTokenizer;
 use crate::idx::IdxSource;
+use crate::image::{ImagePreprocessing, list_inputs};
 use crate::table::{CsvSpec, TabularPreprocessor, read_csv};
 use crate::text::Tokenizer;
 use crate::{Array, DataSource};
@@ -27,6 +28,8 @@ pub enum Preprocessor {
     Text(Tokenizer),
     /// A pretrained encoder's tokenizer.
     PretrainedText(Box<PretrainedTokenizer>),
+    /// Image files, decoded, resized and normalized.
+    Images(ImagePreprocessing),
 }
 
 impl Preprocessor {
@@ -42,7 +45,9 @@ impl Preprocessor {
     pub fn read_inputs_from(&self, path: &Path, text_column: Option<&str>) -> Result<Array> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "npy" {
-            return crate::read_npy_f32(path);
+            let array = crate::read_npy_f32(path)?;
+            self.check_range(&array).map_err(|e| e.in_file(path))?;
+            return Ok(array);
         }
         match self {
             Preprocessor::None => {
@@ -64,7 +69,53 @@ impl Preprocessor {
             }
             Preprocessor::Text(tok) => Ok(tok.transform(&read_text_inputs(path, text_column)?)),
             Preprocessor::PretrainedText(tok) => tok.transform(&read_text_inputs(path, text_column)?).in_file(path),
+            Preprocessor::Images(prep) => prep.load_files(&list_inputs(path, None)?),
         }
+    }
+
+    /// The image files `read_inputs` reads from `path` (one image, a folder, a CSV of paths), for a model trained on
+    /// image files: the names written beside the predictions. `None` for other models.
+    pub fn input_files(&self, path: &Path) -> Result<Option<Vec<std::path::PathBuf>>> {
+        match self {
+            Preprocessor::Images(_) if path.extension().and_then(|e| e.to_str()) != Some("npy") => {
+                list_inputs(path, None).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Arrays given to an image model must hold values as its training images did: a model trained on 0–1 values
+    /// that gets raw 0–255 pixels would answer without a word, so that is an error.
+    pub fn check_range(&self, array: &Array) -> Result<()> {
+        let (lo, hi) = match self {
+            Preprocessor::Images(prep) => prep.value_range(),
+            Preprocessor::Image { scale } if *scale > 0.0 => (0.0, 255.0 / scale),
+            _ => return Ok(()),
+        };
+        let max = array
+            .data
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let min = array
+            .data
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::INFINITY, f32::min);
+        let slack = 0.05 * (hi - lo);
+        if max > hi + slack || min < lo - slack {
+            let hint = if max > 2.0 * hi.max(1.0) && max <= 255.5 && hi <= 1.5 {
+                " (raw 0–255 pixels? divide them by 255)".to_string()
+            } else {
+                String::new()
+            };
+            return Err(Error::new(format!(
+                "the model was trained on inputs from {lo} to {hi}, but these range from {min} to {max}{hint}"
+            )));
+        }
+        Ok(())
     }
 
     /// The values of the CSV columns `names` in every row of `path`, read as [`Preprocessor::read_inputs_from`] reads

@@ -111,6 +111,12 @@ impl Raw {
                 if names.iter().any(|c| c == name) {
                     return Err(Error::new(format!("the data already has a class '{name}'")).at("background_class"));
                 }
+                if main.images.is_some() || extra.images.is_some() {
+                    return Err(Error::new(format!(
+                        "background images: put them in a folder named '{name}' beside the class folders instead"
+                    ))
+                    .at("background"));
+                }
                 if extra.inputs.sample_shape() != main.inputs.sample_shape() || !main.extra_inputs.is_empty() {
                     return Err(Error::new(format!(
                         "background examples are shaped {:?}, the data set's {:?}",
@@ -228,7 +234,22 @@ impl Raw {
     /// where a `drop` missing-value policy may drop some).
     pub fn transform(&self, p: &Preprocessor, rows: &[usize], training: bool) -> Result<Dataset> {
         match (self, p) {
-            (Raw::Ready(d, _), _) => Ok(d.select(rows)),
+            (Raw::Ready(d, _), p) => {
+                let mut out = d.select(rows);
+                // Images read per batch: the fitted preprocessing (a given validation folder takes the training
+                // source's size and normalization), augmented only as training rows.
+                if let Some(images) = &d.images {
+                    let mut images = (**images).clone();
+                    if let Preprocessor::Images(prep) = p {
+                        images.preprocessing = prep.clone();
+                    }
+                    if !training {
+                        images.augment = None;
+                    }
+                    out.images = Some(std::sync::Arc::new(images));
+                }
+                Ok(out)
+            }
             (Raw::Table(t, _), Preprocessor::Tabular(tp)) => {
                 let subset = Table {
                     header: t.header.clone(),

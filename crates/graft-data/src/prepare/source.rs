@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Preprocessor, Raw};
 use crate::error::{Context, Error, Result};
 use crate::idx::IdxSource;
+use crate::image::{ImageSpec, read_images};
 use crate::table::{CsvSpec, read_csv};
 use crate::text::{TextSpec, read_texts};
 use crate::{DataSource, NpySource, load_digits};
@@ -48,6 +49,8 @@ pub enum SourceSpec {
     Csv { csv: CsvSpec },
     /// Texts, one folder per class or a CSV column: `{ text = { path = "...", tokenizer = { ... } } }`.
     Text { text: TextSpec },
+    /// Image files, one folder per class or a CSV of paths and labels: `{ images = { path = "...", size = [H, W] } }`.
+    Images { images: ImageSpec },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +69,7 @@ pub struct NpyFiles {
 }
 
 /// The keys naming a source's kind: `{ csv = { ... } }`.
-pub const SOURCE_KINDS: [&str; 4] = ["csv", "text", "npy", "idx"];
+pub const SOURCE_KINDS: [&str; 5] = ["csv", "text", "npy", "idx", "images"];
 
 /// Read by hand: the kind key picks the options struct, whose unknown keys and values are then errors at their
 /// own key path (`data.dataset.csv.catgorical`).
@@ -113,6 +116,9 @@ impl<'de> Deserialize<'de> for SourceSpec {
                         text: map.next_value()?,
                     },
                     "npy" => SourceSpec::Npy { npy: map.next_value()? },
+                    "images" => SourceSpec::Images {
+                        images: map.next_value()?,
+                    },
                     _ => SourceSpec::Idx { idx: map.next_value()? },
                 };
                 if let Some(other) = map.next_key::<String>()? {
@@ -218,6 +224,14 @@ pub fn read_raw(spec: &SourceSpec, resolve: &dyn Fn(&Path) -> PathBuf) -> Result
                 classes: idx.classes.clone(),
             };
             Raw::Ready(src.load()?, Preprocessor::Image { scale: idx.scale })
+        }
+        SourceSpec::Images { images } => {
+            let spec = ImageSpec {
+                path: resolve(&images.path),
+                ..images.clone()
+            };
+            let (ds, preprocessing) = read_images(&spec)?;
+            Raw::Ready(ds, Preprocessor::Images(preprocessing))
         }
         SourceSpec::Csv { csv } => {
             let spec = CsvSpec {

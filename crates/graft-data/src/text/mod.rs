@@ -15,6 +15,7 @@ mod splitter;
 mod tokenizer;
 
 pub use corpus::{Corpus, CorpusSpec};
+pub(crate) use read::{collect_files, sub_folders};
 pub use read::{read_label_sets, read_texts};
 pub use skipgram::{NoiseSampler, skipgram_pairs};
 pub use tokenizer::Tokenizer;

@@ -51,7 +51,7 @@ pub(super) fn lossy(bytes: Vec<u8>) -> String {
 }
 
 /// The sub-folders of `root`, sorted, hidden ones skipped.
-fn sub_folders(root: &Path) -> Result<Vec<String>> {
+pub(crate) fn sub_folders(root: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(root).in_file(root)? {
         let entry = entry.in_file(root)?;
@@ -65,7 +65,7 @@ fn sub_folders(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Appends the files under `dir` (recursively, symlinked folders not followed) that pass the extension filter.
-pub(super) fn collect_files(dir: &Path, extensions: Option<&[String]>, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn collect_files(dir: &Path, extensions: Option<&[String]>, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in fs::read_dir(dir).in_file(dir)? {
         let entry = entry.in_file(dir)?;
         if is_hidden(&entry.file_name()) {
@@ -141,6 +141,12 @@ fn read_folders(spec: &TextSpec) -> Result<(Vec<String>, Vec<usize>, Vec<String>
             files.sort();
             for file in files {
                 let bytes = fs::read(&file).in_file(&file)?;
+                if crate::image::looks_like_image(&file, &bytes) {
+                    return Err(Error::new(
+                        "this is an image, not a text: read a folder of images with { images = { path = ... } }",
+                    )
+                    .in_file(&file));
+                }
                 texts.push(lossy(bytes));
                 labels.push(label);
             }

@@ -22,7 +22,7 @@ pub fn build_model(exp: &ExperimentSpec, splits: &Splits, device: &Device, seed:
     let spec = exp
         .model
         .clone()
-        .with_data_shape(splits.train.inputs.sample_shape())
+        .with_data_shape(&splits.train.sample_shape())
         .with_pretrained_sizes(&|p| exp.resolve(p))?;
     let model = load_pretrained_encoders(Graph::build(&spec, device)?, quiet)?;
     let model = match &exp.train.init_from {

@@ -18,6 +18,16 @@ pub struct Splits {
 }
 
 impl Splits {
+    /// These splits with image folders decoded into memory, for the runs that need every input as an array.
+    pub fn materialized(self) -> Result<Splits> {
+        Ok(Splits {
+            train: self.train.materialized()?,
+            validation: self.validation.as_ref().map(Dataset::materialized).transpose()?,
+            test: self.test.as_ref().map(Dataset::materialized).transpose()?,
+            preprocessor: self.preprocessor,
+        })
+    }
+
     /// [`check_data_fits`] for every part, each named by its key in `[data]`.
     pub fn check_fits(&mut self, graph: &Graph) -> Result<()> {
         check_data_fits(graph, &mut self.train, "data.dataset")?;
@@ -289,16 +299,16 @@ pub fn check_data_fits(graph: &Graph, ds: &mut Dataset, what: &str) -> Result<()
         ))
         .at(what));
     }
-    let all: Vec<&crate::data::Array> = std::iter::once(&ds.inputs).chain(&ds.extra_inputs).collect();
-    graph.check_token_ids(&all).at(what)?;
-    let arrays = std::iter::once(&ds.inputs).chain(&ds.extra_inputs);
-    for (array, input) in arrays.zip(model_inputs) {
-        if array.sample_shape() != input.shape.as_slice() {
+    if ds.images.is_none() {
+        let all: Vec<&crate::data::Array> = std::iter::once(&ds.inputs).chain(&ds.extra_inputs).collect();
+        graph.check_token_ids(&all).at(what)?;
+    }
+    let shapes = std::iter::once(ds.sample_shape()).chain(ds.extra_inputs.iter().map(|a| a.sample_shape().to_vec()));
+    for (shape, input) in shapes.zip(model_inputs) {
+        if shape != input.shape {
             return Err(Error::new(format!(
                 "samples have shape {:?} but the model input '{}' expects {:?}",
-                array.sample_shape(),
-                input.name,
-                input.shape
+                shape, input.name, input.shape
             ))
             .at(what));
         }

@@ -37,7 +37,8 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
         crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
         crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
     };
-    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    // The GAN's steps, sampling and FID read the images as arrays: decoded once, held in memory.
+    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?.materialized()?;
     let sample_shape = splits.train.inputs.sample_shape().to_vec();
     let device = opts.device.clone().autodiff();
     device.seed(opts.seed);

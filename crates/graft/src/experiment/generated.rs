@@ -80,6 +80,8 @@ pub fn add_generated(exp: &ExperimentSpec, splits: &mut Splits, seed: u64, devic
 
 /// `data` with the rows of `inputs` added, each of class `label`.
 fn append(data: &mut Dataset, inputs: Array, label: usize) -> Result<()> {
+    // Generated examples are arrays: the images they join are decoded and held in memory with them.
+    *data = data.materialized()?;
     if inputs.sample_shape() != data.inputs.sample_shape() {
         return Err(Error::new(format!(
             "the generator makes samples of shape {:?}; the data's are {:?}",

@@ -33,7 +33,8 @@ pub fn run_reconstruction(exp: &ExperimentSpec, opts: &RunOptions) -> Result<Run
         crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
         crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
     };
-    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    // Reconstructions and their image grids read the images as arrays: decoded once, held in memory.
+    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?.materialized()?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();
     let normal = normal_classes(exp.objective.normal_classes(), &classes, objective)?;
     if let Some(normal) = &normal {
@@ -274,7 +275,7 @@ fn reconstruction_grid(model: &Graph, test: &Dataset) -> Result<Option<ImageGrid
         return Ok(None);
     }
     let device = model.devices().first().cloned().unwrap_or_default();
-    let inputs = batch_inputs(&gather(test, &shown), &device)?;
+    let inputs = batch_inputs(&gather(test, &shown)?, &device)?;
     let input = inputs[0].clone();
     let output = model.forward(inputs, false, false)?.remove(0).data;
     let (n, inputs) = rows_of(input)?;

@@ -446,6 +446,15 @@ fn labelled_file(exp: &ExperimentSpec, predictor: &Predictor, heads: &[TaskHead]
     match &mut source {
         SourceSpec::Csv { csv } => csv.path = file.clone(),
         SourceSpec::Text { text } => text.path = file.clone(),
+        SourceSpec::Images { images } => {
+            images.path = file.clone();
+            images.augment = None;
+            // The run's size and channels, whatever the new files' own.
+            if let crate::data::prepare::Preprocessor::Images(p) = &predictor.preprocessor {
+                images.size = Some(p.size);
+                images.channels = Some(p.channels);
+            }
+        }
         SourceSpec::Npy { npy } => {
             npy.x = crate::data::prepare::XFiles::One(file.clone());
             npy.y = Some(need_labels()?);

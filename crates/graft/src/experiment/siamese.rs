@@ -22,7 +22,8 @@ pub fn run_siamese(exp: &ExperimentSpec, siamese: &SiameseSpec, opts: &RunOption
         crate::experiment::run_dir::Opened::Finished(done) => return Ok(done),
         crate::experiment::run_dir::Opened::Ready(lock, from) => (lock, from),
     };
-    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
+    // Pairs and triplets are drawn from arrays: images decoded once, held in memory.
+    let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?.materialized()?;
     if splits.train.labels().is_none() {
         return Err(Error::new(
             "a siamese model learns from which examples share a class; the data set has no class labels",

@@ -883,7 +883,7 @@ loss = "sparse_categorical_crossentropy"
         );
         assert_eq!(
             error_of(dataset, "dataset = { cvs = { path = \"a.csv\" } }"),
-            "data.dataset: unknown data source `cvs`; did you mean `csv`?; valid: csv, text, npy, idx"
+            "data.dataset: unknown data source `cvs`; did you mean `csv`?; valid: csv, text, npy, idx, images"
         );
         assert_eq!(
             error_of(

@@ -365,7 +365,19 @@ pub fn predict_file(
         }
         None => predictor.read_inputs(input)?,
     };
-    let kept = if opts.keep.is_empty() {
+    // Predictions on image files carry each file's name (relative to the folder given).
+    let files = match &opts.from_layer {
+        None if !is_stdio(input) => predictor.preprocessor.input_files(input)?,
+        _ => None,
+    };
+    let kept = if let Some(files) = files.filter(|_| format != Format::Npy) {
+        let base = if input.is_dir() { input } else { Path::new("") };
+        let names = files
+            .iter()
+            .map(|f| vec![f.strip_prefix(base).unwrap_or(f).display().to_string()])
+            .collect();
+        Some((vec!["file".to_string()], names))
+    } else if opts.keep.is_empty() {
         None
     } else if format == Format::Npy {
         return Err(
@@ -373,7 +385,10 @@ pub fn predict_file(
                 .in_file(output),
         );
     } else {
-        Some(predictor.preprocessor.read_columns(input, &opts.keep)?)
+        Some((
+            opts.keep.clone(),
+            predictor.preprocessor.read_columns(input, &opts.keep)?,
+        ))
     };
     let mc = opts.mc();
     if format == Format::Npy {
@@ -381,7 +396,7 @@ pub fn predict_file(
         write_npy_f32(output, &array)?;
     } else {
         let rows = predictor.rows(&inputs, mc).in_file(input)?;
-        let kept = kept.map(|values| (opts.keep.as_slice(), values));
+        let kept = kept.as_ref().map(|(names, values)| (names.as_slice(), values.clone()));
         write_rows(output, format, rows, kept)?;
     }
     Ok(inputs.len())

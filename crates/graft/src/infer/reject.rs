@@ -51,6 +51,7 @@ pub fn fit_rejection(
     validation: &Dataset,
 ) -> Result<(OodModel, f64)> {
     spec.check()?;
+    let validation = &validation.materialized()?;
     let graph = &predictor.graph;
     let p = penultimate(graph).at("train.reject")?;
     let labels = train

@@ -171,13 +171,14 @@ impl Graph {
         let mut data = vec![0f32; ds.len() * width];
         // Rows of token ids go in order of length, so a batch holds texts of similar length and layers that cut off
         // shared padding (bert) compute little of it; the order does not change any row's features.
-        let indices: Vec<usize> = if ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
-            rows_by_length(&ds.inputs)
-        } else {
-            (0..ds.len()).collect()
-        };
+        let indices: Vec<usize> =
+            if ds.images.is_none() && ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
+                rows_by_length(&ds.inputs)
+            } else {
+                (0..ds.len()).collect()
+            };
         for chunk in indices.chunks(batch_size.max(1)) {
-            let batch = crate::data::gather(ds, chunk);
+            let batch = crate::data::gather(ds, chunk)?;
             let out = model.forward_until(
                 crate::layers::value::batch_inputs(&batch, &device)?,
                 cut,

@@ -83,7 +83,7 @@ pub fn embed_all(model: &Graph, data: &Dataset) -> Result<(Vec<f32>, usize)> {
     let mut dim = 0;
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(EVAL_BATCH) {
-        let batch = gather(data, chunk);
+        let batch = gather(data, chunk)?;
         let e = model
             .forward(batch_inputs(&batch, &device)?, false, false)?
             .remove(0)

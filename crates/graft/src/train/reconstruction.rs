@@ -359,7 +359,7 @@ pub fn evaluate_reconstruction(
     let mut errors = Vec::with_capacity(data.len());
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(EVAL_BATCH) {
-        let batch = gather(data, chunk);
+        let batch = gather(data, chunk)?;
         let (input, clean) = input_and_target(&batch, &device)?;
         let n = chunk.len() as f64;
         let plain = terms(model, config, input.clone(), clean.clone(), Ctx::default())?;

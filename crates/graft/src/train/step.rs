@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 use serde_json::{Map, Value as Json};
 
-use crate::data::{Batch, Batches, Dataset, gather};
+use crate::data::{Batch, Batches, Dataset, gather_for_training};
 use crate::error::{Context, Error, Result};
 use crate::model::Graph;
 use crate::train::callbacks::{Callback, Control, Logs};
@@ -265,7 +265,7 @@ pub fn run_epochs_resumable(
             let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH);
             scope.spawn(move || {
                 for indices in batches.skip(skip) {
-                    if sender.send(gather(train, &indices)).is_err() {
+                    if sender.send(gather_for_training(train, &indices, seed, epoch)).is_err() {
                         break;
                     }
                 }
@@ -274,6 +274,7 @@ pub fn run_epochs_resumable(
             loop {
                 let wait = Instant::now();
                 let Ok(batch) = receiver.recv() else { break };
+                let batch = batch?;
                 waited += wait.elapsed();
                 if let Some(d) = &device {
                     d.seed(noise_seed(seed, epoch, b));

@@ -373,7 +373,7 @@ pub fn collect_outputs(model: &Graph, head: &TaskHead, data: &Dataset, batch_siz
     };
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = gather(data, chunk);
+        let batch = gather(data, chunk)?;
         let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
         let (view, keep) = head.view(&batch)?;
         let Data::D2(t) = outs[head.output].data.clone() else {
@@ -416,7 +416,7 @@ pub fn evaluate(
     let mut count = 0usize;
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = gather(data, chunk);
+        let batch = gather(data, chunk)?;
         let outs = model.forward(batch_inputs(&batch, &device)?, false, true)?;
         for (h, head) in heads.iter().enumerate() {
             let out = outs[head.output].clone();

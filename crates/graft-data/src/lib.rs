@@ -23,6 +23,7 @@ pub mod fsio;
 pub mod hf_tokenizer;
 pub mod idx;
 pub mod image;
+pub mod image_source;
 pub mod npy;
 pub mod prepare;
 pub mod rng;

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 use crate::hf_tokenizer::PretrainedTokenizer;
 use crate::idx::IdxSource;
-use crate::image::{ImagePreprocessing, list_inputs};
+use crate::image::ImagePreprocessing;
+use crate::image_source::list_inputs;
 use crate::table::{CsvSpec, TabularPreprocessor, read_csv};
 use crate::text::Tokenizer;
 use crate::{Array, DataSource};
@@ -92,18 +93,13 @@ impl Preprocessor {
             Preprocessor::Image { scale } if *scale > 0.0 => (0.0, 255.0 / scale),
             _ => return Ok(()),
         };
-        let max = array
+        let (min, max) = array
             .data
             .iter()
-            .copied()
             .filter(|v| v.is_finite())
-            .fold(f32::NEG_INFINITY, f32::max);
-        let min = array
-            .data
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .fold(f32::INFINITY, f32::min);
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let slack = 0.05 * (hi - lo);
         if max > hi + slack || min < lo - slack {
             let hint = if max > 2.0 * hi.max(1.0) && max <= 255.5 && hi <= 1.5 {

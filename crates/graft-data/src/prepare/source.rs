@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Preprocessor, Raw};
 use crate::error::{Context, Error, Result};
 use crate::idx::IdxSource;
-use crate::image::{ImageSpec, read_images};
+use crate::image_source::{ImageSpec, read_images};
 use crate::table::{CsvSpec, read_csv};
 use crate::text::{TextSpec, read_texts};
 use crate::{DataSource, NpySource, load_digits};

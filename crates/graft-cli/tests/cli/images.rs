@@ -46,7 +46,7 @@ const FORMATS: [(ImageFormat, &str); 5] = [
 ];
 
 /// `per_class` images of each class under `dir/CLASS/`, in every format in turn.
-fn image_folder(dir: &Path, per_class: usize, seed: u64) {
+pub(super) fn image_folder(dir: &Path, per_class: usize, seed: u64) {
     let mut state = seed;
     for (k, class) in CLASSES.iter().enumerate() {
         std::fs::create_dir_all(dir.join(class)).unwrap();
@@ -202,4 +202,55 @@ fn bad_image_files_are_named_or_skipped_when_asked() {
     );
     let err = expect_error(graft(&["train", &texts, "--out", &run, "--overwrite"]));
     assert!(err.contains("this is an image, not a text"), "{err}");
+}
+
+#[test]
+fn mixup_blends_training_batches_repeats_with_the_seed_and_refuses_token_ids() {
+    let dir = super::workdir("mixup");
+    image_folder(&dir.join("train"), 30, 5);
+    image_folder(&dir.join("test"), 8, 6);
+    let exp = experiment(&dir, "");
+    let text = std::fs::read_to_string(&exp).unwrap() + "mixup = { alpha = 0.4 }\n";
+    let exp = write(&dir, "mixup.toml", &text);
+    let mut weights = vec![];
+    for name in ["run", "again"] {
+        let run = dir.join(name).display().to_string();
+        let o = graft(&["train", &exp, "--out", &run, "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        weights.push(std::fs::read(dir.join(name).join("model.safetensors")).unwrap());
+    }
+    assert_eq!(weights[0], weights[1], "the same seed draws the same blends");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/metrics.json")).unwrap()).unwrap();
+    let accuracy = metrics["test"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.8, "test accuracy {accuracy}");
+    // Without mixup the same experiment trains other weights.
+    let plain = dir.join("plain").display().to_string();
+    let o = graft(&["train", &experiment(&dir, ""), "--out", &plain, "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(weights[0], std::fs::read(dir.join("plain/model.safetensors")).unwrap());
+
+    // Token ids (a model that starts with an embedding) cannot blend.
+    let (x, y) = (dir.join("ids.npy"), dir.join("labels.npy"));
+    let ids: Vec<f32> = (0..20 * 6).map(|i| (1 + i % 9) as f32).collect();
+    graft::data::write_npy_f32(&x, &graft::data::Array::new(vec![20, 6], ids).unwrap()).unwrap();
+    let labels: Vec<f32> = (0..20).map(|i| (i % 2) as f32).collect();
+    graft::data::write_npy_f32(&y, &graft::data::Array::new(vec![20], labels).unwrap()).unwrap();
+    let ids = write(
+        &dir,
+        "ids.toml",
+        &format!(
+            "[data]\ndataset = {{ npy = {{ x = \"{}\", y = \"{}\" }} }}\n[model]\nlayers = [{{ name = \"emb\", \
+             embedding = {{ input_dim = 10, output_dim = 4 }} }}, {{ global_avg_pool1d = {{}} }}, \
+             {{ dense = {{ units = 2 }} }}]\n[train]\nepochs = 1\nloss = \"sparse_categorical_crossentropy\"\n\
+             mixup = {{ alpha = 0.2 }}\n",
+            x.display(),
+            y.display()
+        ),
+    );
+    let err = expect_error(graft(&["train", &ids, "--out", &dir.join("ids").display().to_string()]));
+    assert!(
+        err.contains("train.mixup: mixup blends float inputs, but input 'input' holds token ids (read by layer 'emb')"),
+        "{err}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `graft export --onnx`: models of every layer family exported by the CLI and run in ONNX Runtime (pinned in
-//! `requirements.txt`), their outputs compared with graft's own forward pass on the same inputs (≤ 1e-5).
+//! `requirements.txt`), their outputs compared with graft's own forward pass on the same inputs (≤ 1e-5, relative
+//! to the largest output when that is above 1).
 
 use std::path::Path;
 use std::process::Command;
@@ -135,6 +136,9 @@ fn export_and_compare(
         write_npy_f32(&path, array).unwrap();
         args.push(format!("--input={input}={}", path.display()));
     }
+    // 1e-5, absolute, or relative to the largest output above 1 (the parity tests' convention): a ResNet's logits
+    // run into the tens.
+    let mut largest = 1f32;
     for (k, (out, data)) in expected.into_iter().enumerate() {
         let dims = data.dims();
         let values = data
@@ -143,10 +147,12 @@ fn export_and_compare(
             .convert::<f32>()
             .try_to_vec::<f32>()
             .unwrap();
+        largest = values.iter().fold(largest, |m, v| m.max(v.abs()));
         let path = run.join(format!("out_{k}.npy"));
         write_npy_f32(&path, &Array::new(dims, values).unwrap()).unwrap();
         args.push(format!("--expect={out}={}", path.display()));
     }
+    args.push(format!("--tol={}", 1e-5 * largest as f64));
     let o = Command::new("python3").args(&args).output().expect("run python3");
     let report = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
@@ -215,6 +221,9 @@ layers = [
   { leaky_relu = { alpha = 0.2 } },
   { name = "fc3", dense = { units = 12, activation = "elu" } },
   { selu = {} },
+  { relu6 = {} },
+  { name = "fc3b", dense = { units = 12, activation = "hardswish" } },
+  { silu = {} },
   { name = "fc4", dense = { units = 12, activation = "mish" } },
   { gelu = { approximate = true } },
   { name = "ln", layer_norm = {} },
@@ -223,6 +232,15 @@ layers = [
   { name = "out", dense = { units = 4, activation = "softmax" } },
 ]"#;
     check_export(&dir, "mlp", mlp, vec![random_input(&[6], 1)], ort);
+
+    // The pretrained-CNN backbones: depthwise convolutions with TensorFlow "same" padding, residual adds,
+    // ReLU6; the ImageNet classifier kept.
+    for kind in ["efficientnet_lite0", "resnet18"] {
+        let text = format!(
+            "[model]\ninput = [3, 32, 32]\nlayers = [{{ name = \"net\", {kind} = {{ output = \"logits\" }} }}]"
+        );
+        check_export(&dir, kind, &text, vec![random_input(&[3, 32, 32], 9)], ort);
+    }
 
     // 2-D convolutions (padding, stride, groups, dilation), pools, norms, upsampling, a transposed convolution.
     let cnn = r#"

@@ -30,8 +30,10 @@ pub struct ImageSpec {
     /// How an image of another aspect ratio reaches `size`.
     #[serde(default)]
     pub resize: Fit,
-    #[serde(default)]
-    pub normalize: Normalize,
+    /// `"unit"` (0–1, the default), `"imagenet"`, or `{ mean, std }`; a model with a pretrained backbone supplies
+    /// its own when this is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
     /// The class folders to use, in label order (by default every sub-folder, sorted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<String>>,
@@ -58,13 +60,25 @@ fn label_column() -> String {
 }
 
 impl ImageSpec {
+    /// Fills what the spec leaves out with the input a pretrained model expects: `size`, RGB and its
+    /// normalization.
+    pub fn with_model_defaults(mut self, size: [usize; 2], mean: &[f32], std: &[f32]) -> Self {
+        self.size.get_or_insert(size);
+        self.channels.get_or_insert(mean.len());
+        self.normalize.get_or_insert(Normalize::MeanStd {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        });
+        self
+    }
+
     pub fn new(path: impl Into<PathBuf>) -> Self {
         ImageSpec {
             path: path.into(),
             size: None,
             channels: None,
             resize: Fit::default(),
-            normalize: Normalize::default(),
+            normalize: None,
             classes: None,
             on_error: OnError::default(),
             augment: None,
@@ -473,7 +487,7 @@ pub fn read_images(spec: &ImageSpec) -> Result<(Dataset, ImagePreprocessing)> {
     let channels = spec
         .channels
         .unwrap_or(if good.iter().any(|c| c.colour) { 3 } else { 1 });
-    let (mean, std) = spec.normalize.mean_std(channels)?;
+    let (mean, std) = spec.normalize.clone().unwrap_or_default().mean_std(channels)?;
     let preprocessing = ImagePreprocessing {
         size,
         channels,

@@ -67,22 +67,22 @@ fn sizes_channels_and_normalization_as_asked() {
     let mut s = spec(&dir);
     s.size = Some([4, 6]);
     s.channels = Some(3);
-    s.normalize = Normalize::MeanStd {
+    s.normalize = Some(Normalize::MeanStd {
         mean: vec![0.5; 3],
         std: vec![0.5; 3],
-    };
+    });
     let (ds, prep) = read_images(&s).unwrap();
     assert_eq!(ds.sample_shape(), vec![3, 4, 6]);
     assert_eq!(prep.value_range(), (-1.0, 1.0));
     let x = crate::gather(&ds, &[0]).unwrap().inputs;
     assert!(x.data.iter().all(|v| (v - (0.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6));
-    s.normalize = Normalize::MeanStd {
+    s.normalize = Some(Normalize::MeanStd {
         mean: vec![0.5],
         std: vec![0.5],
-    };
+    });
     let err = read_images(&s).unwrap_err();
     assert_eq!(err.location.as_deref(), Some("normalize"));
-    s.normalize = Normalize::Named("imagenet".into());
+    s.normalize = Some(Normalize::Named("imagenet".into()));
     s.channels = Some(1);
     assert!(read_images(&s).unwrap_err().message.contains("RGB"));
 }

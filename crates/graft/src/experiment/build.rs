@@ -25,6 +25,7 @@ pub fn build_model(exp: &ExperimentSpec, splits: &Splits, device: &Device, seed:
         .with_data_shape(&splits.train.sample_shape())
         .with_pretrained_sizes(&|p| exp.resolve(p))?;
     let model = load_pretrained_encoders(Graph::build(&spec, device)?, quiet)?;
+    let model = crate::pretrained::load_pretrained_backbones(model, &spec.backbones, quiet)?;
     let model = match &exp.train.init_from {
         Some(init) => {
             let init = crate::model::restore::RestoreSpec {

@@ -42,7 +42,31 @@ impl Splits {
 }
 
 fn read(exp: &ExperimentSpec, spec: &DatasetSpec, key: &str) -> Result<Raw> {
-    read_raw(spec, &|p| exp.resolve(p)).at(key)
+    read_raw(&with_backbone_input(spec, &exp.model).at(key)?, &|p| exp.resolve(p)).at(key)
+}
+
+/// An `images` source for a model with a pretrained backbone, its unset size, channels and normalization taken
+/// from the backbone (as Keras' `preprocess_input` of the chosen application).
+fn with_backbone_input(spec: &DatasetSpec, model: &crate::model::ModelSpec) -> Result<DatasetSpec> {
+    match (spec, model.backbones.first()) {
+        (DatasetSpec::Images { images }, Some(backbone)) => {
+            let arch = backbone.architecture;
+            if let Some(c) = images.channels.filter(|c| *c != 3) {
+                return Err(Error::new(format!(
+                    "{} takes RGB images [3, H, W], but channels = {c}; leave channels out or set it to 3 (grey \
+                     images are repeated into the three channels)",
+                    arch.kind()
+                ))
+                .at("images.channels"));
+            }
+            let (mean, std) = arch.normalization();
+            let side = arch.image_size();
+            Ok(DatasetSpec::Images {
+                images: images.clone().with_model_defaults([side, side], &mean, &std),
+            })
+        }
+        _ => Ok(spec.clone()),
+    }
 }
 
 /// Which rows of `raw` are training, validation and test rows under `data`'s split (validation and test rows are

@@ -365,6 +365,9 @@ pub struct TrainSpec {
     /// Resumable checkpoints inside long epochs: `{ every_batches = 500 }` or `{ every_minutes = 10 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<crate::train::config::CheckpointEvery>,
+    /// `{ alpha = 0.4 }`: blend every training batch with a shuffled copy of itself (inputs and losses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<crate::train::mixup::MixupSpec>,
 }
 
 impl ExperimentSpec {
@@ -449,6 +452,7 @@ impl TrainSpec {
             threshold: None,
             standardize_target: true,
             checkpoint: fit.checkpoint_every,
+            mixup: fit.mixup,
         }
     }
 
@@ -466,6 +470,7 @@ impl TrainSpec {
             resample: self.resample,
             layer_groups: self.layer_groups.clone(),
             checkpoint_every: self.checkpoint,
+            mixup: self.mixup,
         }
     }
 }

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     Relu,
+    /// `min(max(x, 0), 6)`, MobileNet's and EfficientNet-Lite's.
+    Relu6,
+    /// `x·relu6(x + 3)/6`, MobileNetV3's.
+    Hardswish,
+    /// `x·sigmoid(x)` (swish), EfficientNet's.
+    Silu,
     /// `max(x, 0.01·x)`; use the `leaky_relu` layer for another slope.
     LeakyRelu,
     /// `alpha = 1`.
@@ -45,8 +51,11 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 impl Activation {
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 13] = [
         "relu",
+        "relu6",
+        "hardswish",
+        "silu",
         "leaky_relu",
         "elu",
         "selu",
@@ -61,6 +70,9 @@ impl Activation {
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::Relu => act::relu(x),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Hardswish => act::hard_swish(x),
+            Activation::Silu => act::silu(x),
             Activation::LeakyRelu => act::leaky_relu(x, 0.01),
             Activation::Elu => act::elu(x, 1.0),
             Activation::Selu => act::selu(x),
@@ -171,8 +183,11 @@ mod tests {
     fn values_match_pytorch() {
         // the PyTorch definitions evaluated in f64 (tools/reference/activations.py prints them)
         let x = [-2.0, -0.5, 0.0, 1.5];
-        let cases: [(Activation, [f32; 4]); 9] = [
+        let cases: [(Activation, [f32; 4]); 12] = [
             (Activation::Relu, [0.0, 0.0, 0.0, 1.5]),
+            (Activation::Relu6, [0.0, 0.0, 0.0, 1.5]),
+            (Activation::Hardswish, [-0.333_333_34, -0.208_333_33, 0.0, 1.125]),
+            (Activation::Silu, [-0.238_405_84, -0.188_770_33, 0.0, 1.226_361_9]),
             (Activation::LeakyRelu, [-0.02, -0.005, 0.0, 1.5]),
             (Activation::Elu, [-0.864_664_7, -0.393_469_34, 0.0, 1.5]),
             (Activation::Selu, [-1.520_166_3, -0.691_758_2, 0.0, 1.576_051_5]),

@@ -94,7 +94,15 @@ pub struct BatchNorm {
 impl BatchNorm {
     /// Any supported shape → the same shape. Training uses batch statistics and updates the running ones (the
     /// running variance is the unbiased one, as in PyTorch); inference uses the running statistics.
+    ///
+    /// A frozen batch norm (its `weight` fixed by `freeze` or outside the layer groups) runs on its running
+    /// statistics even in training, and leaves them as they are, as Keras does for a layer with
+    /// `trainable = False`: a frozen pretrained backbone then computes the same features in training as in
+    /// inference, and small fine-tuning batches cannot overwrite its ImageNet statistics.
     pub fn forward(&self, x: Data, training: bool) -> Data {
+        let weight = self.weight.val();
+        let frozen = weight.device().is_autodiff() && !weight.is_require_grad();
+        let training = training && !frozen;
         match x {
             Data::D2(t) => Data::D2(self.forward_cf(t, training)),
             Data::D3(t) => Data::D3(self.forward_cf(t.swap_dims(1, 2), training).swap_dims(1, 2)),

@@ -67,6 +67,9 @@ pub enum LayerSpec {
     Sampling(NoOptions),
     Activation(Activation),
     Relu(NoOptions),
+    Relu6(NoOptions),
+    Hardswish(NoOptions),
+    Silu(NoOptions),
     LeakyRelu(LeakyReluConfig),
     Elu(EluConfig),
     Selu(NoOptions),
@@ -146,6 +149,9 @@ pub const LAYER_KINDS: &[&str] = &[
     "sampling",
     "activation",
     "relu",
+    "relu6",
+    "hardswish",
+    "silu",
     "leaky_relu",
     "elu",
     "selu",
@@ -391,6 +397,9 @@ impl LayerSpec {
             LayerSpec::Sampling(_) => one(Layer::Sampling, super::sampling::infer(inputs, input_names)?, false),
             LayerSpec::Activation(a) => same(Layer::Activation(ActivationFn::Plain(*a))),
             LayerSpec::Relu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Relu))),
+            LayerSpec::Relu6(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Relu6))),
+            LayerSpec::Hardswish(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Hardswish))),
+            LayerSpec::Silu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Silu))),
             LayerSpec::Selu(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Selu))),
             LayerSpec::Mish(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Mish))),
             LayerSpec::Tanh(_) => same(Layer::Activation(ActivationFn::Plain(Activation::Tanh))),
@@ -436,6 +445,9 @@ impl LayerSpec {
             | LayerSpec::Concatenate(_)
             | LayerSpec::Activation(_)
             | LayerSpec::Relu(_)
+            | LayerSpec::Relu6(_)
+            | LayerSpec::Hardswish(_)
+            | LayerSpec::Silu(_)
             | LayerSpec::LeakyRelu(_)
             | LayerSpec::Elu(_)
             | LayerSpec::Selu(_)

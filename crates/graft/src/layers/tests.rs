@@ -2348,6 +2348,9 @@ const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 fn activation_formula(a: Activation) -> fn(f64) -> f64 {
     match a {
         Activation::Relu => |x| x.max(0.0),
+        Activation::Relu6 => |x| x.clamp(0.0, 6.0),
+        Activation::Hardswish => |x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::Silu => |x| x * sigmoid(x),
         Activation::LeakyRelu => |x| if x < 0.0 { 0.01 * x } else { x },
         Activation::Elu => |x| if x < 0.0 { x.exp() - 1.0 } else { x },
         Activation::Selu => |x| SELU_SCALE * if x < 0.0 { SELU_ALPHA * (x.exp() - 1.0) } else { x },
@@ -2386,6 +2389,9 @@ fn activation_layers_match_their_formulas() {
     let mut cases: Vec<(LayerSpec, Vec<f32>)> = vec![];
     for a in [
         Activation::Relu,
+        Activation::Relu6,
+        Activation::Hardswish,
+        Activation::Silu,
         Activation::LeakyRelu,
         Activation::Elu,
         Activation::Selu,
@@ -2402,6 +2408,13 @@ fn activation_layers_match_their_formulas() {
         LayerSpec::Relu(NoOptions {}),
         elementwise(activation_formula(Activation::Relu)),
     ));
+    for (layer, a) in [
+        (LayerSpec::Relu6(NoOptions {}), Activation::Relu6),
+        (LayerSpec::Hardswish(NoOptions {}), Activation::Hardswish),
+        (LayerSpec::Silu(NoOptions {}), Activation::Silu),
+    ] {
+        cases.push((layer, elementwise(activation_formula(a))));
+    }
     cases.push((
         LayerSpec::LeakyRelu(LeakyReluConfig { alpha: 0.2 }),
         elementwise(|v| if v < 0.0 { 0.2 * v } else { v }),
@@ -2697,6 +2710,9 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         ),
         seq(&[2, 4], LayerSpec::Activation(Activation::Gelu)),
         seq(&[2, 4], LayerSpec::Relu(NoOptions {})),
+        seq(&[2, 4], LayerSpec::Relu6(NoOptions {})),
+        seq(&[2, 4], LayerSpec::Hardswish(NoOptions {})),
+        seq(&[2, 4], LayerSpec::Silu(NoOptions {})),
         seq(&[2, 4], LayerSpec::LeakyRelu(LeakyReluConfig { alpha: 0.2 })),
         seq(&[2, 4], LayerSpec::Elu(EluConfig { alpha: 0.5 })),
         seq(&[2, 4], LayerSpec::Selu(NoOptions {})),

@@ -69,6 +69,9 @@ pub const SUPPORTED: &[&str] = &[
     "concatenate",
     "activation",
     "relu",
+    "relu6",
+    "hardswish",
+    "silu",
     "leaky_relu",
     "elu",
     "selu",
@@ -488,6 +491,19 @@ impl Act {
         match a {
             Activation::Linear => dy,
             Activation::Relu => dy * z.greater_elem(0.0).float(),
+            // 1 on (0, 6), 0 elsewhere (PyTorch's hardtanh backward: the bounds themselves pass no gradient)
+            Activation::Relu6 => dy * z.clone().greater_elem(0.0).float() * z.lower_elem(6.0).float(),
+            Activation::Hardswish => {
+                // 0 below -3, (2z + 3)/6 on [-3, 3], 1 above 3 (PyTorch's hardswish_backward)
+                let inside = z.clone().greater_equal_elem(-3.0).float() * z.clone().lower_equal_elem(3.0).float();
+                let above = z.clone().greater_elem(3.0).float();
+                dy * (inside * z.mul_scalar(2.0 / 6.0).add_scalar(0.5) + above)
+            }
+            Activation::Silu => {
+                // σ(z)·(1 + z·(1 − σ(z)))
+                let s = act::sigmoid(z.clone());
+                dy * (s.clone() * (z * s.neg().add_scalar(1.0)).add_scalar(1.0))
+            }
             Activation::LeakyRelu => dy * slopes(z, 1.0, 0.01),
             Activation::Elu => dy * elu_slope(z, 1.0, 1.0),
             Activation::Selu => dy * elu_slope(z, SELU_ALPHA, SELU_SCALE),

@@ -156,15 +156,32 @@ pub fn load_named<M: Module>(
     ignore: impl Fn(&str) -> bool,
     expected_from: &str,
 ) -> std::result::Result<M, LoadProblems> {
-    struct Load<'a, K> {
+    load_named_where(module, |_| true, tensors, key, ignore, expected_from)
+}
+
+/// [`load_named`] for the parameters whose graft name (`node.weight`) `select` accepts; the others keep their
+/// values and are not looked for (a pretrained part of a larger model).
+pub fn load_named_where<M: Module>(
+    module: M,
+    select: impl Fn(&str) -> bool,
+    tensors: &HashMap<String, NamedTensor>,
+    key: impl Fn(&[String]) -> String,
+    ignore: impl Fn(&str) -> bool,
+    expected_from: &str,
+) -> std::result::Result<M, LoadProblems> {
+    struct Load<'a, K, S> {
         tensors: &'a HashMap<String, NamedTensor>,
         key: K,
+        select: S,
         expected_from: &'a str,
         used: std::collections::HashSet<String>,
         problems: LoadProblems,
     }
-    impl<K: Fn(&[String]) -> String> ParamMapper for Load<'_, K> {
+    impl<K: Fn(&[String]) -> String, S: Fn(&str) -> bool> ParamMapper for Load<'_, K, S> {
         fn map<const D: usize>(&mut self, path: ParamPath<'_>, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !(self.select)(&path.name()) {
+                return param;
+            }
             let name = (self.key)(path.parts());
             let expected = param.lazy_shape().dims::<D>().to_vec();
             match self.tensors.get(&name) {
@@ -193,6 +210,7 @@ pub fn load_named<M: Module>(
     let mut loader = Load {
         tensors,
         key,
+        select,
         expected_from,
         used: Default::default(),
         problems: LoadProblems::default(),

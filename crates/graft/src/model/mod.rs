@@ -1,6 +1,7 @@
 //! Models: the spec, the graph built from it, its summary and files, and the walks over its parameters (freezing,
 //! restoring from another model, layer groups).
 
+pub mod backbone;
 pub mod freeze;
 pub mod graph;
 pub mod groups;

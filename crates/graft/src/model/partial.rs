@@ -138,6 +138,7 @@ impl Graph {
             .collect(),
             nodes: self.spec.nodes[n + 1..].to_vec(),
             outputs: self.spec.outputs.clone(),
+            backbones: vec![],
         };
         let device = self.devices().first().cloned().unwrap_or_default();
         let mut head = Graph::build(&spec, &device)?;
@@ -201,19 +202,24 @@ impl Graph {
         out.inputs = crate::data::Array::new(std::iter::once(ds.len()).chain(shape).collect(), data)?;
         out.extra_inputs.clear();
         out.input_names.clear();
+        // The rows are the features now, not image files to decode.
+        out.images = None;
         Ok(out)
     }
 
-    /// The latest node that splits the model cleanly and up to which no parameter trains: everything before it can
-    /// be computed once and cached. `None` when there is no such node.
+    /// The latest node that splits the model cleanly and up to which no parameter trains and nothing draws noise:
+    /// everything before it can be computed once and cached. A dropout (or sampling) layer stays after the cut, so
+    /// it still regularizes the layers that train. `None` when there is no such node.
     pub fn frozen_cut(&self) -> Option<usize> {
+        use crate::layers::LayerSpec;
         let counts = super::summary::parameter_counts(self);
         let frozen: Vec<bool> = self
             .nodes
             .iter()
             .map(|node| {
                 let owner = &self.nodes[node.layer_of].name;
-                counts.get(owner).is_none_or(|(trainable, _)| *trainable == 0)
+                let random = matches!(node.spec, LayerSpec::Dropout(_) | LayerSpec::Sampling(_));
+                !random && counts.get(owner).is_none_or(|(trainable, _)| *trainable == 0)
             })
             .collect();
         (0..self.nodes.len()).rev().find(|&n| {
@@ -289,6 +295,21 @@ mod tests {
         let head = model.after("b").unwrap();
         let trained = model.clone().with_layers_of(head);
         assert_eq!(trained.nodes.len(), 3);
+    }
+
+    #[test]
+    fn dropout_after_the_frozen_layers_stays_in_the_trained_part() {
+        let device = Device::default().autodiff();
+        let spec = ModelSpec::sequential(vec![5])
+            .add_named("a", dense(4))
+            .add_named(
+                "drop",
+                LayerSpec::Dropout(crate::layers::dropout::DropoutConfig { rate: 0.5 }),
+            )
+            .add_named("c", dense(2));
+        let model = Graph::build(&spec, &device).unwrap();
+        let (model, _) = crate::model::freeze::freeze(model, &["a".into()]).unwrap();
+        assert_eq!(model.frozen_cut(), Some(0), "cut before the dropout, not after it");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use toml::Value;
 
 use crate::error::{Context, Error, Result};
+use crate::layers::activation::NoOptions;
 use crate::layers::{LAYER_KINDS, LayerSpec, Shape};
+use crate::model::backbone::{Architecture, BACKBONE_KINDS, Backbone, BackboneConfig};
 use graft_data::suggest::hint;
 
 /// A named model input with its per-sample shape.
@@ -36,6 +38,9 @@ pub struct ModelSpec {
     pub nodes: Vec<NodeSpec>,
     /// Node references whose values the model returns.
     pub outputs: Vec<String>,
+    /// The pretrained-CNN entries the nodes were expanded from (for their weights and image preprocessing); the
+    /// expanded nodes are in `nodes`, and `model.toml` holds only those.
+    pub backbones: Vec<Backbone>,
 }
 
 impl ModelSpec {
@@ -71,6 +76,48 @@ impl ModelSpec {
             inputs: from.into_iter().collect(),
         });
         self.outputs = vec![name.into()];
+        self
+    }
+
+    /// Appends a pretrained-CNN backbone ([`crate::model::backbone`]) fed by the previous node (or the input); its
+    /// last node becomes the output. `name` prefixes its nodes and names its output node.
+    pub fn add_backbone(self, name: Option<&str>, architecture: Architecture, config: BackboneConfig) -> Self {
+        let from = self
+            .nodes
+            .last()
+            .map(|n| n.name.clone())
+            .or_else(|| self.inputs.first().map(|i| i.name.clone()))
+            .unwrap_or_default();
+        let mut spec = self.backbone_node(name, architecture, config, &from);
+        spec.outputs = spec.nodes.last().map(|n| vec![n.name.clone()]).unwrap_or_default();
+        spec
+    }
+
+    /// A pretrained-CNN backbone fed by `from`: its nodes are named by the PyTorch keys, prefixed by `name.` and
+    /// ending in a node called `name` when a name is given.
+    pub fn backbone_node(
+        mut self,
+        name: Option<&str>,
+        architecture: Architecture,
+        config: BackboneConfig,
+        from: &str,
+    ) -> Self {
+        let prefix = name.map(|n| format!("{n}.")).unwrap_or_default();
+        let mut nodes = architecture.expand(&prefix, from, config.output);
+        if let (Some(name), Some(last)) = (name, nodes.last().map(|n| n.name.clone())) {
+            nodes.push(NodeSpec {
+                name: name.to_string(),
+                op: NodeOp::Layer(LayerSpec::Linear(NoOptions {})),
+                inputs: vec![last],
+            });
+        }
+        self.backbones.push(Backbone {
+            architecture,
+            config,
+            prefix,
+            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+        });
+        self.nodes.extend(nodes);
         self
     }
 
@@ -156,9 +203,10 @@ impl ModelSpec {
                     return Err(Error::new("`from` is only for graph models").at(at));
                 }
                 spec = match (name, op) {
-                    (Some(name), NodeOp::Layer(l)) => spec.add_named(&name, l),
-                    (None, NodeOp::Layer(l)) => spec.add(l),
-                    (_, NodeOp::Shared(_)) => {
+                    (Some(name), Entry::Op(NodeOp::Layer(l))) => spec.add_named(&name, l),
+                    (None, Entry::Op(NodeOp::Layer(l))) => spec.add(l),
+                    (name, Entry::Backbone(arch, config)) => spec.add_backbone(name.as_deref(), arch, config),
+                    (_, Entry::Op(NodeOp::Shared(_))) => {
                         return Err(Error::new("`shared` is only for graph models").at(at));
                     }
                 };
@@ -185,7 +233,20 @@ impl ModelSpec {
             let (name, op, from) = parse_node(node, &at, &["name", "from"])?;
             let name = name.ok_or_else(|| Error::new("every graph node needs a `name`").at(&at))?;
             let from = from.ok_or_else(|| Error::new("every graph node needs `from` (its inputs)").at(&at))?;
-            spec.nodes.push(NodeSpec { name, op, inputs: from });
+            match op {
+                Entry::Op(op) => spec.nodes.push(NodeSpec { name, op, inputs: from }),
+                Entry::Backbone(arch, config) => {
+                    let [input] = from.as_slice() else {
+                        return Err(Error::new(format!(
+                            "{} takes one input (images [3, H, W]), found {}",
+                            arch.kind(),
+                            from.len()
+                        ))
+                        .at(format!("{at}.from")));
+                    };
+                    spec = spec.backbone_node(Some(&name), arch, config, input);
+                }
+            }
         }
         spec.outputs = match table.get("outputs") {
             Some(v) => string_list(v)
@@ -269,6 +330,11 @@ impl ModelSpec {
                 *c = c.complete(resolve).at_with(|| format!("layer '{}'", node.name))?;
             }
         }
+        for backbone in self.backbones.iter_mut() {
+            if let Some(path) = &backbone.config.pretrained {
+                backbone.config.pretrained = Some(resolve(path));
+            }
+        }
         Ok(self)
     }
 }
@@ -291,8 +357,14 @@ fn parse_shape(v: Option<&Value>, at: &str) -> Result<Shape> {
     }
 }
 
-/// One node table: its name, `from`, and exactly one layer-kind key (or `shared`).
-fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, NodeOp, Option<Vec<String>>)> {
+/// What one entry of `layers` or `nodes` holds: a node, or a backbone that expands into many.
+enum Entry {
+    Op(NodeOp),
+    Backbone(Architecture, BackboneConfig),
+}
+
+/// One node table: its name, `from`, and exactly one layer-kind key (or `shared`, or a backbone).
+fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, Entry, Option<Vec<String>>)> {
     let table = v
         .as_table()
         .ok_or_else(|| Error::new("expected a table such as { dense = { units = 10 } }").at(at))?;
@@ -333,10 +405,14 @@ fn parse_node(v: &Value, at: &str, meta: &[&str]) -> Result<(Option<String>, Nod
         let target = table[kind]
             .as_str()
             .ok_or_else(|| Error::new("expected the name of the node to share").at(format!("{at}.shared")))?;
-        return Ok((name, NodeOp::Shared(target.into()), from));
+        return Ok((name, Entry::Op(NodeOp::Shared(target.into())), from));
+    }
+    if let Some(arch) = Architecture::from_kind(kind) {
+        let config = graft_data::de::parse(&table[kind], &format!("{at}.{kind}"))?;
+        return Ok((name, Entry::Backbone(arch, config), from));
     }
     let layer = parse_layer(kind, &table[kind], &format!("{at}.{kind}"))?;
-    Ok((name, NodeOp::Layer(layer), from))
+    Ok((name, Entry::Op(NodeOp::Layer(layer)), from))
 }
 
 /// Deserializes `{ kind = options }` with clear errors for unknown kinds and options.
@@ -345,7 +421,7 @@ pub fn parse_layer(kind: &str, options: &Value, at: &str) -> Result<LayerSpec> {
         let at = at.rsplit_once('.').map(|(p, _)| p).unwrap_or(at);
         return Err(Error::new(format!(
             "unknown layer `{kind}`{}",
-            hint(kind, LAYER_KINDS.iter().copied())
+            hint(kind, LAYER_KINDS.iter().chain(BACKBONE_KINDS.iter()).copied())
         ))
         .at(at));
     }

@@ -25,11 +25,12 @@ pub struct Summary {
     pub frozen: usize,
 }
 
-/// Parameter counts per top-level node name: (trainable, frozen).
+/// Parameter counts per node name: (trainable, frozen).
 pub(crate) fn parameter_counts(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
+    let nodes: std::collections::HashSet<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for p in super::params::parameters(graph) {
-        let node = p.name.split('.').next().unwrap_or_default().to_string();
+        let node = owner(&p.name, &nodes).to_string();
         let entry = counts.entry(node).or_default();
         if p.trainable {
             entry.0 += p.numel;
@@ -38,6 +39,19 @@ pub(crate) fn parameter_counts(graph: &Graph) -> BTreeMap<String, (usize, usize)
         }
     }
     counts
+}
+
+/// The node a parameter belongs to: the longest node name that is a dotted prefix of it (node names may hold dots,
+/// as a backbone's `backbone._blocks.3._bn1` does; a parameter path inside a node, as a BERT's, may too).
+fn owner<'a>(param: &'a str, nodes: &std::collections::HashSet<&str>) -> &'a str {
+    let mut end = param.len();
+    while let Some(dot) = param[..end].rfind('.') {
+        if nodes.contains(&param[..dot]) {
+            return &param[..dot];
+        }
+        end = dot;
+    }
+    param.split('.').next().unwrap_or_default()
 }
 
 impl Graph {

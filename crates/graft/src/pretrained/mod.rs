@@ -1,9 +1,12 @@
 //! Pretrained networks from other frameworks' formats, loaded into graft layers: BERT-family encoders from a
 //! Hugging Face-format directory (`config.json`, `model.safetensors`, `tokenizer.json`, with sentence-transformers
-//! pooling and normalization when its files are present), and word vectors into embedding layers.
+//! pooling and normalization when its files are present), ImageNet CNNs (EfficientNet-Lite0, ResNet-18) from
+//! PyTorch state dicts, and word vectors into embedding layers.
 
 pub mod bert;
+pub mod cnn;
 pub mod load;
 
 pub use bert::SentenceEncoder;
+pub use cnn::load_pretrained_backbones;
 pub use load::{load_pretrained_embeddings, load_pretrained_encoders};

@@ -29,6 +29,8 @@ pub struct FitConfig {
     pub layer_groups: Option<LayerGroupsSpec>,
     /// Resumable checkpoints inside epochs too (every epoch's end has one anyway).
     pub checkpoint_every: Option<CheckpointEvery>,
+    /// Blend every training batch with a shuffled copy of itself ([`crate::train::mixup`]).
+    pub mixup: Option<crate::train::mixup::MixupSpec>,
 }
 
 /// `[train] checkpoint = { every_batches = 500 }` or `{ every_minutes = 10 }`: a resumable checkpoint inside long
@@ -76,6 +78,7 @@ impl Default for FitConfig {
             resample: None,
             layer_groups: None,
             checkpoint_every: None,
+            mixup: None,
         }
     }
 }
@@ -119,6 +122,10 @@ impl FitConfig {
     }
     pub fn with_layer_groups(mut self, groups: LayerGroupsSpec) -> Self {
         self.layer_groups = Some(groups);
+        self
+    }
+    pub fn with_mixup(mut self, alpha: f64) -> Self {
+        self.mixup = Some(crate::train::mixup::MixupSpec::new(alpha));
         self
     }
 

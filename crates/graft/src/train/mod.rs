@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod config;
 pub mod interrupt;
 pub mod metric;
+pub mod mixup;
 pub mod optim;
 pub mod reconstruction;
 pub mod resume;

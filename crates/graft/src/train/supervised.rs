@@ -107,6 +107,7 @@ pub struct Supervised<'a> {
     resample: Option<(Resample, Vec<usize>, usize)>,
     metrics_wanted: Vec<String>,
     top_k: usize,
+    mixup: Option<crate::train::mixup::MixupSpec>,
     seed: u64,
     device: Device,
     epoch: usize,
@@ -141,6 +142,9 @@ impl<'a> Supervised<'a> {
             .map(|g| LayerGroups::new(g, &model))
             .transpose()?;
         let groups_training = groups.as_ref().map_or(0, |g| g.len());
+        if let Some(m) = &config.mixup {
+            m.check(&model).at("train")?;
+        }
         Ok(Supervised {
             model,
             heads,
@@ -151,6 +155,7 @@ impl<'a> Supervised<'a> {
             resample,
             metrics_wanted: config.metrics.clone(),
             top_k: config.top_k,
+            mixup: config.mixup,
             seed,
             device,
             epoch: 0,
@@ -238,16 +243,33 @@ impl TrainStep for Supervised<'_> {
 
     fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
         self.batch += 1;
-        let outs = self.model.forward(batch_inputs(batch, &self.device)?, true, true)?;
+        // With mixup, the model sees the blended inputs and each loss is the blend of two: against the batch's
+        // own targets and against its partners'.
+        let mix = self
+            .mixup
+            .map(|m| m.draw(batch.len(), self.seed, self.epoch, self.batch))
+            .map(|mix| {
+                let partners = mix.partners(batch);
+                (mix.blend(batch, &partners), partners, mix.lambda as f64)
+            });
+        let seen = mix.as_ref().map_or(batch, |(blended, _, _)| blended);
+        let outs = self.model.forward(batch_inputs(seen, &self.device)?, true, true)?;
         let mut loss: Option<Tensor<1>> = None;
         let mut data_loss = 0.0;
         for (h, head) in self.heads.iter().enumerate() {
             let out = outs[head.output].clone();
-            let rows = head_rows(head, out, batch, self.weights[h].as_deref(), &self.device)?;
+            let rows = head_rows(head, out.clone(), batch, self.weights[h].as_deref(), &self.device)?;
             let logits = rows.logits.clone();
-            let head_loss = head
+            let mut head_loss = head
                 .loss
                 .compute(rows.logits, rows.target, rows.weights, rows.class_weights)?;
+            if let Some((_, partners, lambda)) = &mix {
+                let other = head_rows(head, out, partners, self.weights[h].as_deref(), &self.device)?;
+                let other_loss = head
+                    .loss
+                    .compute(other.logits, other.target, other.weights, other.class_weights)?;
+                head_loss = head_loss.mul_scalar(*lambda) + other_loss.mul_scalar(1.0 - lambda);
+            }
             let value = head_loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
                 let task = head

@@ -450,6 +450,11 @@ fn case(name: &str) -> Case {
         "concatenate_channels" => Case::multi("concatenate = { axis = 0 }", &[&[1, 2, 2], &[2, 2, 2]]),
         // activations
         "relu" => Case::new("relu = {}", &[3, 4]).generate(Gen::AwayFromZero),
+        // Draws in ±[0.1, 2.1] stay off the kinks (0 and 6 for relu6, ±3 for hardswish); the flat parts beyond are
+        // checked against PyTorch's gradients in the parity fixtures.
+        "relu6" => Case::new("relu6 = {}", &[3, 4]).generate(Gen::AwayFromZero),
+        "hardswish" => Case::new("hardswish = {}", &[3, 4]).generate(Gen::AwayFromZero),
+        "silu" => Case::new("silu = {}", &[3, 4]).generate(Gen::AwayFromZero),
         "leaky_relu" => Case::new("leaky_relu = { alpha = 0.2 }", &[3, 4]).generate(Gen::AwayFromZero),
         "elu" => Case::new("elu = { alpha = 0.7 }", &[3, 4]).generate(Gen::AwayFromZero),
         "selu" => Case::new("selu = {}", &[3, 4]).generate(Gen::AwayFromZero),
@@ -594,6 +599,9 @@ gradcheck_tests! {
     concatenate_last,
     concatenate_channels,
     relu,
+    relu6,
+    hardswish,
+    silu,
     leaky_relu,
     elu,
     selu,

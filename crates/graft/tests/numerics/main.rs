@@ -2,5 +2,6 @@
 //! gradients in float64 (`gradcheck.rs`) and parity with PyTorch's fixtures (`parity.rs`). One test binary for both,
 //! since each links burn.
 
+mod backbones;
 mod gradcheck;
 mod parity;

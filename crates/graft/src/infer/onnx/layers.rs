@@ -513,6 +513,15 @@ pub(crate) fn activation(b: &mut GraphBuilder, a: ActivationFn, x: &str) -> Resu
             let half_x = b.op("Mul", &[x, &half], vec![]);
             b.op("Mul", &[&half_x, &shifted], vec![])
         }
+        ActivationFn::Plain(Activation::Relu6) => {
+            let (low, high) = (b.scalar(0.0), b.scalar(6.0));
+            b.op("Clip", &[x, &low, &high], vec![])
+        }
+        ActivationFn::Plain(Activation::Hardswish) => b.op("HardSwish", &[x], vec![]),
+        ActivationFn::Plain(Activation::Silu) => {
+            let s = b.op("Sigmoid", &[x], vec![]);
+            b.op("Mul", &[x, &s], vec![])
+        }
         // x·tanh(softplus(x)).
         ActivationFn::Plain(Activation::Mish) => {
             let sp = b.op("Softplus", &[x], vec![]);

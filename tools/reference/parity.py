@@ -796,6 +796,32 @@ def global_pool():
             lambda m, xs, f=f: [f(xs[0])],
             note="adaptive pooling to 1",
         )
+    # Adaptive average pooling to other sizes: windows that overlap (7 → 3), that do not divide (5 → 3, 4 → 3),
+    # and upsampling (3 → 5 repeats inputs).
+    for case, layer, shape, f in [
+        ("adaptive2d_7x5_to_3x3", {"adaptive_avg_pool2d": {"size": 3}}, (2, 3, 7, 5), nn.AdaptiveAvgPool2d(3)),
+        ("adaptive2d_4x6_to_3x2", {"adaptive_avg_pool2d": {"size": [3, 2]}}, (2, 2, 4, 6), nn.AdaptiveAvgPool2d((3, 2))),
+        (
+            "adaptive1d_7_to_3",
+            {"adaptive_avg_pool1d": {"size": 3}},
+            (2, 7, 4),
+            lambda x: nn.AdaptiveAvgPool1d(3)(x.transpose(1, 2)).transpose(1, 2),
+        ),
+        (
+            "adaptive1d_3_to_5",
+            {"adaptive_avg_pool1d": {"size": 5}},
+            (2, 3, 2),
+            lambda x: nn.AdaptiveAvgPool1d(5)(x.transpose(1, 2)).transpose(1, 2),
+        ),
+    ]:
+        c = Case("global_pool", case)
+        c.layer(
+            one_node(layer, shape[1:]),
+            mods(),
+            [randn(*shape)],
+            lambda m, xs, f=f: [f(xs[0])],
+            note="torch.nn.AdaptiveAvgPool1d/2d (1D on the transposed [B, C, L])",
+        )
     # Masked: ids → embedding (padding_idx 0) → global pooling over the real steps only.
     for kind, pool in [("global_avg_pool1d", nn.AdaptiveAvgPool1d(1)), ("global_max_pool1d", nn.AdaptiveMaxPool1d(1))]:
         c = Case("global_pool", f"{kind.split('_')[1]}1d_masked")

@@ -233,6 +233,26 @@ layers = [
 ]"#;
     check_export(&dir, "mlp", mlp, vec![random_input(&[6], 1)], ort);
 
+    // Adaptive average pools, windows that overlap and that do not divide the input.
+    let adaptive = r#"
+[model]
+inputs = { image = [3, 7, 5], seq = [7, 3] }
+nodes = [
+  { name = "c", conv2d = { filters = 4, kernel = 1 }, from = "image" },
+  { name = "p2", adaptive_avg_pool2d = { size = [3, 2] }, from = "c" },
+  { name = "f", flatten = {}, from = "p2" },
+  { name = "p1", adaptive_avg_pool1d = { size = 3 }, from = "seq" },
+  { name = "g", flatten = {}, from = "p1" },
+]
+outputs = ["f", "g"]"#;
+    check_export(
+        &dir,
+        "adaptive",
+        adaptive,
+        vec![random_input(&[3, 7, 5], 3), random_input(&[7, 3], 4)],
+        ort,
+    );
+
     // The pretrained-CNN backbones: depthwise convolutions with TensorFlow "same" padding, residual adds,
     // ReLU6; the ImageNet classifier kept.
     for kind in ["efficientnet_lite0", "resnet18"] {

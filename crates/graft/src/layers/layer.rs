@@ -12,7 +12,7 @@ use super::dense::Dense;
 use super::embedding::{Embedding, PositionalEmbedding};
 use super::merge::Merge;
 use super::norm::{BatchNorm, GroupNorm, LayerNorm};
-use super::pool::{GlobalPool, Pool};
+use super::pool::{AdaptivePool, GlobalPool, Pool};
 use super::recurrent::Recurrent;
 use super::reshape::PermuteConfig;
 use super::upsampling::Upsampling;
@@ -45,6 +45,7 @@ pub enum Layer {
     Bert(crate::layers::bert_encoder::BertModel, bert::BertHead),
     TimeDistributed(Box<Layer>),
     Pool(Pool),
+    AdaptivePool(AdaptivePool),
     GlobalPool(GlobalPool),
     /// To this per-sample shape.
     Reshape(Shape),
@@ -125,6 +126,10 @@ impl Layer {
                 keep(out.data.reshape(&unfolded)?)
             }
             Layer::Pool(p) => plain(match first.data {
+                Data::D4(t) => Data::D4(p.forward2d(t)),
+                other => Data::D3(p.forward1d(other.d3()?)),
+            }),
+            Layer::AdaptivePool(p) => plain(match first.data {
                 Data::D4(t) => Data::D4(p.forward2d(t)),
                 other => Data::D3(p.forward1d(other.d3()?)),
             }),

@@ -269,6 +269,61 @@ impl Pool {
 }
 
 /// Global pooling: `[L, C]` → `[C]` (masked steps excluded) or `[C, H, W]` → `[C]`.
+/// `adaptive_avg_pool1d = { size = 4 }`, `adaptive_avg_pool2d = { size = [7, 7] }`: PyTorch's `AdaptiveAvgPool`,
+/// average windows chosen so that any input size gives `size` outputs (window i of n over L spans
+/// ⌊i·L/n⌋ to ⌈(i+1)·L/n⌉). Size 1 is the global average pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptivePoolConfig {
+    pub size: Dims,
+}
+
+/// The output size per spatial axis of an adaptive pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AdaptivePool {
+    OneD(usize),
+    TwoD([usize; 2]),
+}
+
+impl AdaptivePoolConfig {
+    /// `[L, C]` → `[size, C]`; `[C, H, W]` → `[C, h, w]`.
+    pub fn build(&self, input: &Shape, two_d: bool) -> Result<(AdaptivePool, Shape)> {
+        if two_d {
+            let [c, _, _] = expect_rank::<3>(input, "adaptive_avg_pool2d", "[channels, height, width]")?;
+            let [h, w] = self.size.resolve::<2>("size")?;
+            if h == 0 || w == 0 {
+                return Err(shape_err("size must be at least 1"));
+            }
+            Ok((AdaptivePool::TwoD([h, w]), vec![c, h, w]))
+        } else {
+            let [_, c] = expect_rank::<2>(input, "adaptive_avg_pool1d", "[steps, channels]")?;
+            let [n] = self.size.resolve::<1>("size")?;
+            if n == 0 {
+                return Err(shape_err("size must be at least 1"));
+            }
+            Ok((AdaptivePool::OneD(n), vec![n, c]))
+        }
+    }
+}
+
+impl AdaptivePool {
+    /// `[B, L, C]` → `[B, size, C]`.
+    pub fn forward1d(&self, x: Tensor<3>) -> Tensor<3> {
+        let AdaptivePool::OneD(n) = *self else {
+            unreachable!("shape inference gives a 1D pool [L, C] inputs")
+        };
+        burn::tensor::module::adaptive_avg_pool1d(x.swap_dims(1, 2), n).swap_dims(1, 2)
+    }
+
+    /// `[B, C, H, W]` → `[B, C, h, w]`.
+    pub fn forward2d(&self, x: Tensor<4>) -> Tensor<4> {
+        let AdaptivePool::TwoD(size) = *self else {
+            unreachable!("shape inference gives a 2D pool [C, H, W] inputs")
+        };
+        burn::tensor::module::adaptive_avg_pool2d(x, size)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlobalPool {
     pub max: bool,

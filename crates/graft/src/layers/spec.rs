@@ -13,7 +13,7 @@ use super::dropout::DropoutConfig;
 use super::embedding::{EmbeddingConfig, PositionalEmbeddingConfig};
 use super::merge::{ConcatenateConfig, Merge};
 use super::norm::{BatchNormConfig, GroupNormConfig, InstanceNormConfig, LayerNormConfig};
-use super::pool::{AvgPoolConfig, GlobalPool, PoolConfig, PoolKind};
+use super::pool::{AdaptivePoolConfig, AvgPoolConfig, GlobalPool, PoolConfig, PoolKind};
 use super::recurrent::{Cell, MergeMode, RecurrentConfig};
 use super::reshape::{PermuteConfig, ReshapeConfig, SliceConfig};
 use super::upsampling::UpsamplingConfig;
@@ -37,6 +37,8 @@ pub enum LayerSpec {
     MaxPool2d(PoolConfig),
     AvgPool1d(AvgPoolConfig),
     AvgPool2d(AvgPoolConfig),
+    AdaptiveAvgPool1d(AdaptivePoolConfig),
+    AdaptiveAvgPool2d(AdaptivePoolConfig),
     GlobalAvgPool1d(NoOptions),
     GlobalMaxPool1d(NoOptions),
     GlobalAvgPool2d(NoOptions),
@@ -120,6 +122,8 @@ pub const LAYER_KINDS: &[&str] = &[
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
     "global_avg_pool1d",
     "global_max_pool1d",
     "global_avg_pool2d",
@@ -259,6 +263,14 @@ impl LayerSpec {
                 false,
             ),
             LayerSpec::AvgPool2d(c) => one(Layer::Pool(c.init(x, true)?), c.infer(x, true)?, false),
+            LayerSpec::AdaptiveAvgPool1d(c) => {
+                let (pool, out) = c.build(x, false)?;
+                one(Layer::AdaptivePool(pool), out, false)
+            }
+            LayerSpec::AdaptiveAvgPool2d(c) => {
+                let (pool, out) = c.build(x, true)?;
+                one(Layer::AdaptivePool(pool), out, false)
+            }
             LayerSpec::GlobalAvgPool1d(_)
             | LayerSpec::GlobalMaxPool1d(_)
             | LayerSpec::GlobalAvgPool2d(_)

@@ -2583,6 +2583,18 @@ fn every_kind() -> Vec<(ModelSpec, bool)> {
         seq(&[6, 3], LayerSpec::GlobalAvgPool1d(NoOptions {})),
         seq(&[6, 3], LayerSpec::GlobalMaxPool1d(NoOptions {})),
         seq(&[3, 4, 4], LayerSpec::GlobalAvgPool2d(NoOptions {})),
+        seq(
+            &[3, 5, 4],
+            LayerSpec::AdaptiveAvgPool2d(super::pool::AdaptivePoolConfig {
+                size: super::conv::Dims::Each(vec![2, 3]),
+            }),
+        ),
+        seq(
+            &[7, 3],
+            LayerSpec::AdaptiveAvgPool1d(super::pool::AdaptivePoolConfig {
+                size: super::conv::Dims::One(3),
+            }),
+        ),
         seq(&[3, 4, 4], LayerSpec::GlobalMaxPool2d(NoOptions {})),
         seq(&[3, 4, 4], LayerSpec::Flatten(NoOptions {})),
         seq(&[12, 4], LayerSpec::Reshape(ReshapeConfig { shape: vec![-1, 6] })),

@@ -320,6 +320,8 @@ fn case(name: &str) -> Case {
             .generate(Gen::Distinct)
             .mask(0, &[5, 2, 0]),
         "global_avg_pool2d" => Case::new("global_avg_pool2d = {}", &[3, 3, 4]),
+        "adaptive_avg_pool2d" => Case::new("adaptive_avg_pool2d = { size = [2, 3] }", &[2, 5, 4]),
+        "adaptive_avg_pool1d" => Case::new("adaptive_avg_pool1d = { size = 3 }", &[7, 2]),
         "global_max_pool2d" => Case::new("global_max_pool2d = {}", &[3, 3, 4]).generate(Gen::Distinct),
         // normalization
         "batch_norm_train_vectors" => Case::new("batch_norm = {}", &[4]).batch(5).train(),
@@ -548,6 +550,8 @@ gradcheck_tests! {
     global_avg_pool1d_masked,
     global_max_pool1d_masked,
     global_avg_pool2d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool1d,
     global_max_pool2d,
     batch_norm_train_vectors,
     batch_norm_train_sequences,

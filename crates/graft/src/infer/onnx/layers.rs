@@ -16,7 +16,7 @@ use crate::layers::activation::{Activation, ActivationFn};
 use crate::layers::attention::{MultiHeadAttention, TransformerEncoder};
 use crate::layers::merge::Merge;
 use crate::layers::norm::{GroupNorm, LayerNorm};
-use crate::layers::pool::{Pool, PoolKind};
+use crate::layers::pool::{AdaptivePool, Pool, PoolKind};
 
 /// Lowers one node running `layer` (owned by the node named `owner`, whose parameter names prefix the weights) on
 /// `inputs`; `outputs` are the node's per-sample output shapes. With `logits`, a final softmax or sigmoid is left
@@ -249,6 +249,11 @@ pub(crate) fn lower(
             one(b.op("Reshape", &[&y.name, &shape], vec![]))
         }
         Layer::Pool(p) => plain(pool(b, p, &x.name)),
+        Layer::AdaptivePool(AdaptivePool::OneD(n)) => plain(adaptive_mean(b, &x.name, 1, x.shape[0], *n)),
+        Layer::AdaptivePool(AdaptivePool::TwoD([h, w])) => {
+            let rows = adaptive_mean(b, &x.name, 2, x.shape[1], *h);
+            plain(adaptive_mean(b, &rows, 3, x.shape[2], *w))
+        }
         Layer::GlobalPool(g) => {
             if g.two_d {
                 let op = if g.max { "GlobalMaxPool" } else { "GlobalAveragePool" };
@@ -412,6 +417,37 @@ fn conv<const D: usize>(
         args.push(bias);
     }
     b.op(op, &args, attrs)
+}
+
+/// PyTorch's adaptive average pooling along batch-tensor axis `axis` of extent `len`, to `n` windows (window i spans
+/// ⌊i·len/n⌋ to ⌈(i+1)·len/n⌉): a Slice and a ReduceMean per window, concatenated, since opset 17 has no adaptive
+/// pool. Averages over rectangles are separable, so 2-D pooling is this along the rows, then the columns.
+fn adaptive_mean(b: &mut GraphBuilder, x: &str, axis: usize, len: usize, n: usize) -> String {
+    let mean = |b: &mut GraphBuilder, x: &str| {
+        b.op(
+            "ReduceMean",
+            &[x],
+            vec![("axes", Attr::Ints(vec![axis as i64])), ("keepdims", Attr::Int(1))],
+        )
+    };
+    if n == len {
+        return x.to_string();
+    }
+    if n == 1 {
+        return mean(b, x);
+    }
+    let parts: Vec<String> = (0..n)
+        .map(|i| {
+            let (start, end) = (i * len / n, ((i + 1) * len).div_ceil(n));
+            let starts = b.ints(&[start as i64]);
+            let ends = b.ints(&[end as i64]);
+            let axes = b.ints(&[axis as i64]);
+            let window = b.op("Slice", &[x, &starts, &ends, &axes], vec![]);
+            mean(b, &window)
+        })
+        .collect();
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    b.op("Concat", &refs, vec![("axis", Attr::Int(axis as i64))])
 }
 
 /// `[batch, steps, channels]` → `[batch, channels, steps]`.

@@ -112,8 +112,9 @@ impl Default for Normalize {
     }
 }
 
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// torchvision's ImageNet statistics per RGB channel (`normalize = "imagenet"`, and ResNet-18's input).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 impl<'de> Deserialize<'de> for Normalize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::image_source::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::layers::LayerSpec;
 use crate::layers::activation::NoOptions;
 use crate::layers::conv::{ConvConfig, Dims, Padding};
@@ -76,10 +77,6 @@ pub struct Backbone {
     pub prefix: String,
     pub nodes: Vec<String>,
 }
-
-/// torchvision's ImageNet statistics, per RGB channel (ResNet-18).
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 impl Architecture {
     pub fn from_kind(kind: &str) -> Option<Self> {

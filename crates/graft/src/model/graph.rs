@@ -166,6 +166,11 @@ impl Graph {
         Ok(graph)
     }
 
+    /// The per-sample shape a source (a model input or a node's output) carries.
+    pub fn source_shape(&self, source: Source) -> Shape {
+        shape_of(&self.spec, &self.nodes, source)
+    }
+
     pub fn input_shapes(&self) -> Vec<Shape> {
         self.spec.inputs.iter().map(|i| i.shape.clone()).collect()
     }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::model::backbone::{Backbone, BackboneOutput};
-use crate::model::graph::Source;
 use crate::model::io::{NamedTensor, load_named_where, read_state_dict};
 
 const EXTENSIONS: [&str; 4] = ["pth", "pt", "bin", "safetensors"];
@@ -67,11 +66,8 @@ pub fn load_backbone(
         .nodes
         .iter()
         .find(|n| &n.name == stem)
-        .and_then(|n| match n.sources.first() {
-            Some(Source::Input(i)) => model.spec.inputs.get(*i).map(|x| x.shape.clone()),
-            Some(Source::Node(j, k)) => model.nodes.get(*j).and_then(|m| m.outputs.get(*k)).cloned(),
-            None => None,
-        });
+        .and_then(|n| n.sources.first())
+        .map(|s| model.source_shape(*s));
     if let Some(channels) = input_shape.as_ref().and_then(|s| s.first())
         && *channels != 3
     {

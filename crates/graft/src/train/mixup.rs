@@ -105,7 +105,10 @@ impl Mix {
                 .zip(&partners.extra_inputs)
                 .map(|(a, b)| blend(a, b))
                 .collect(),
-            ..batch.clone()
+            labels: batch.labels.clone(),
+            values: batch.values.clone(),
+            weights: batch.weights.clone(),
+            tasks: batch.tasks.clone(),
         }
     }
 }

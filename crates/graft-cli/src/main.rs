@@ -60,6 +60,10 @@ enum Command {
         /// Continue the interrupted run in --out from its last complete epoch; it ends as an uninterrupted run would.
         #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Print what `[train] transfer` would choose and why (JSON: strategy, rule, evidence, recipe) and stop:
+        /// nothing is trained or written, --out is not touched.
+        #[arg(long, conflicts_with_all = ["overwrite", "resume"])]
+        plan: bool,
     },
     /// Stratified k-fold cross-validation: one run per fold, each fold's test metrics and their mean ± std.
     Cv {
@@ -350,9 +354,16 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             quiet,
             resume,
+            plan,
         } => {
-            stop_training_on_signals();
             let exp = ExperimentSpec::from_file(&experiment)?;
+            if plan {
+                let record = graft::experiment::transfer::plan(&exp, seed, &dev)
+                    .map_err(|e| about_experiment(e, &experiment))?;
+                println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
+                return Ok(());
+            }
+            stop_training_on_signals();
             let result = run_experiment(
                 &exp,
                 &RunOptions {

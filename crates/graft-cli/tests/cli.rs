@@ -12,6 +12,8 @@ mod backbones;
 mod images;
 #[path = "cli/onnx.rs"]
 mod onnx;
+#[path = "cli/transfer.rs"]
+mod transfer;
 
 fn graft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_graft"))

@@ -156,6 +156,43 @@ fn a_pretrained_backbone_extracts_features_fine_tunes_and_explains_mistakes() {
         base_weights["layer1.0.bn1.running_var"]
     );
 
+    // transfer = "auto" on a backbone measures the images against the batch norms' stored statistics (ResNet-18
+    // has 20), and with 8 training images per class chooses frozen features; a named strategy fine-tunes blocks
+    // named as PyTorch names them.
+    let auto = experiment(
+        &dir,
+        "auto.toml",
+        ", size = [32, 32]",
+        &format!("{backbone}\n{head}"),
+        "transfer = \"auto\"",
+    );
+    let o = graft(&["train", &auto, "--out", "unused", "--plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["strategy"], "features", "{plan}");
+    assert_eq!(plan["pretrained"], "resnet18");
+    assert_eq!(plan["evidence"]["smallest_class"], 8);
+    let measured = plan["evidence"]["shift_measured_on"].as_str().unwrap();
+    assert!(
+        measured.contains("24 training images at the inputs of 20 batch-norm layers"),
+        "{measured}"
+    );
+    assert!(plan["evidence"]["domain_shift"].as_f64().unwrap() > 0.0, "{plan}");
+    let top = experiment(
+        &dir,
+        "top.toml",
+        ", size = [32, 32]",
+        &format!("{backbone}\n{head}"),
+        "transfer = \"fine_tune_top\"",
+    );
+    let o = graft(&["train", &top, "--out", "unused", "--plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        plan["recipe"]["layer_groups"],
+        serde_json::json!([["logits"], ["backbone.layer4.1"], ["backbone.layer4.0"]])
+    );
+
     // Mistakes. Grey images read as grey, for RGB weights:
     for (class, shade) in [("dark", 40u8), ("light", 200u8)] {
         std::fs::create_dir_all(dir.join("grey").join(class)).unwrap();

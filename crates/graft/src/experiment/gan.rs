@@ -48,11 +48,8 @@ pub fn run_gan(exp: &ExperimentSpec, gan: &GanSpec, opts: &RunOptions) -> Result
     check_models(&generator, &discriminator, &sample_shape)?;
     check_data_fits(&discriminator, &mut splits.train, "data.dataset")?;
     let fit = exp.train.fit_config();
-    let config = AdversarialConfig::new(
-        gan.loss,
-        gan.optimizer.clone().unwrap_or_else(|| exp.train.optimizer.clone()),
-    )
-    .with_critic_steps(gan.critic_steps);
+    let config = AdversarialConfig::new(gan.loss, gan.optimizer.clone().unwrap_or_else(|| exp.train.optimizer()))
+        .with_critic_steps(gan.critic_steps);
     let mut step = Adversarial::new(generator, discriminator, config, &fit, &splits.train, opts.seed)?;
     record_run(exp, opts)?;
     let classes = splits.train.class_names().map(<[String]>::to_vec).unwrap_or_default();

@@ -18,6 +18,7 @@ pub mod run_dir;
 pub mod sample;
 pub mod siamese;
 pub mod spec;
+pub mod transfer;
 pub mod word2vec;
 
 pub use cv::cross_validate;

@@ -79,6 +79,16 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     };
     let mut splits = prepare_fold(exp, opts.seed, opts.test_rows.as_deref(), None)?;
     crate::experiment::generated::add_generated(exp, &mut splits, opts.seed, &opts.device)?;
+    // A transfer strategy becomes ordinary settings (freeze, cached features, layer groups, its recipe) here.
+    let resolved;
+    let (exp, transfer) = match &exp.train.transfer {
+        Some(spec) => {
+            let (spec, record) = crate::experiment::transfer::resolve(exp, spec, &splits, opts)?;
+            resolved = spec;
+            (&resolved, Some(record))
+        }
+        None => (exp, None),
+    };
     let train_device = opts.device.clone().autodiff();
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
@@ -236,12 +246,20 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         exp,
         &splits.preprocessor,
         points.as_ref(),
+        &transfer
+            .as_ref()
+            .map(crate::experiment::transfer::report_section)
+            .into_iter()
+            .collect::<Vec<_>>(),
     )?;
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
     }
     if let Some(t) = thresholds {
         add_to_metrics(&opts.out, "thresholds", t, &test)?;
+    }
+    if let Some(t) = transfer {
+        add_to_metrics(&opts.out, "transfer", t, &test)?;
     }
     if let Some(spec) = &exp.train.reject {
         reject_unknown(spec, &opts.out, &model, &heads, &splits, opts.quiet)?;
@@ -325,6 +343,7 @@ pub(crate) fn finish_run(
         &Extras {
             regression: None,
             grids,
+            sections: &[],
         },
     )?;
     Ok(RunResult {
@@ -344,11 +363,14 @@ pub(crate) fn run_callbacks(
 ) -> Result<(Vec<Box<dyn Callback>>, Checkpoint)> {
     let mut callbacks: Vec<Box<dyn Callback>> = vec![];
     if !opts.quiet {
-        callbacks.push(Box::new(Progress::new(exp.train.epochs, exp.train.batch_size)));
+        callbacks.push(Box::new(Progress::new(exp.train.epochs(), exp.train.batch_size)));
     }
     callbacks.push(Box::new(HistoryWriter::new(&opts.out)));
     if let Some(es) = &exp.train.callbacks.early_stopping {
         callbacks.push(Box::new(EarlyStopping::new(es.clone())?));
+    }
+    if let Some(limit) = exp.train.callbacks.time_limit {
+        callbacks.push(Box::new(crate::train::callbacks::TimeLimit::new(limit)?));
     }
     // A checkpoint is always kept, so an interrupted or diverging run loses nothing already trained.
     let default_monitor = if has_validation { "val_loss" } else { "loss" };
@@ -410,6 +432,7 @@ fn write_run(
     exp: &ExperimentSpec,
     preprocessor: &Preprocessor,
     regression: Option<&RegressionPoints>,
+    sections: &[crate::report::Section],
 ) -> Result<()> {
     save_model(model, dir)?;
     run_manifest(exp, heads, model, preprocessor).write(dir)?;
@@ -458,7 +481,11 @@ fn write_run(
         &test,
         &classes,
         warnings,
-        &Extras { regression, grids: &[] },
+        &Extras {
+            regression,
+            grids: &[],
+            sections,
+        },
     )?;
     Ok(())
 }

@@ -300,11 +300,14 @@ pub struct DataSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
-    pub epochs: usize,
+    /// Required, unless `transfer` chooses a strategy whose recipe sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
     #[serde(default = "batch")]
     pub batch_size: usize,
-    #[serde(default = "adam")]
-    pub optimizer: OptimizerSpec,
+    /// Adam at lr 1e-3 when left out (or, with `transfer`, the chosen strategy's rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerSpec>,
     pub loss: LossSpec,
     /// Metrics logged per epoch (train and `val_`); the test set gets every metric.
     #[serde(default = "accuracy")]
@@ -368,6 +371,10 @@ pub struct TrainSpec {
     /// `{ alpha = 0.4 }`: blend every training batch with a shuffled copy of itself (inputs and losses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixup: Option<crate::train::mixup::MixupSpec>,
+    /// Transfer learning by strategy: `"features"`, `"fine_tune_top"`, `"fine_tune_all"`, or `"auto"` to choose
+    /// one from the data ([`crate::experiment::transfer`]); it sets `freeze`, `cache_features` and `layer_groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::experiment::transfer::TransferSpec>,
 }
 
 impl ExperimentSpec {
@@ -430,9 +437,9 @@ impl TrainSpec {
     /// directly.
     pub fn new(loss: LossSpec, fit: FitConfig) -> Self {
         TrainSpec {
-            epochs: fit.epochs,
+            epochs: Some(fit.epochs),
             batch_size: fit.batch_size,
-            optimizer: fit.optimizer,
+            optimizer: (fit.optimizer != OptimizerSpec::default()).then_some(fit.optimizer),
             loss,
             metrics: fit.metrics,
             schedule: fit.schedule,
@@ -453,16 +460,27 @@ impl TrainSpec {
             standardize_target: true,
             checkpoint: fit.checkpoint_every,
             mixup: fit.mixup,
+            transfer: None,
         }
+    }
+
+    /// The optimizer `[train]` names, else Adam at its defaults.
+    pub fn optimizer(&self) -> OptimizerSpec {
+        self.optimizer.clone().unwrap_or_default()
+    }
+
+    /// The epochs `[train]` gives (present once any `transfer` strategy is resolved; checked when the spec is read).
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(1)
     }
 
     /// The training loop's part of `[train]`.
     pub fn fit_config(&self) -> FitConfig {
         FitConfig {
-            epochs: self.epochs,
+            epochs: self.epochs(),
             batch_size: self.batch_size,
             shuffle: self.shuffle,
-            optimizer: self.optimizer.clone(),
+            optimizer: self.optimizer(),
             clip_grad: self.clip_grad,
             schedule: self.schedule.clone(),
             metrics: self.metrics.clone(),
@@ -520,9 +538,6 @@ fn batch() -> usize {
 }
 fn five() -> usize {
     5
-}
-fn adam() -> OptimizerSpec {
-    OptimizerSpec::default()
 }
 fn accuracy() -> Vec<String> {
     vec!["accuracy".into()]
@@ -752,8 +767,14 @@ fn train_section(train: &Value, own_loss: Option<&str>) -> Result<TrainSpec> {
         }
         (_, train) => section_de(train, "train")?,
     };
-    if train.epochs == 0 || train.batch_size == 0 {
+    if train.epochs == Some(0) || train.batch_size == 0 {
         return Err(Error::new("epochs and batch_size must be at least 1").at("train"));
+    }
+    if train.epochs.is_none() && train.transfer.is_none() {
+        return Err(Error::new("missing field `epochs`: how many passes over the training data").at("train"));
+    }
+    if let Some(t) = &train.transfer {
+        t.check(&train).at("train.transfer")?;
     }
     Ok(train)
 }
@@ -844,7 +865,7 @@ loss = "sparse_categorical_crossentropy"
         let e = ExperimentSpec::from_toml_str(MINIMAL).unwrap();
         assert_eq!(e.train.batch_size, 32);
         assert_eq!(e.data.split, SplitSpec::default());
-        assert!(matches!(e.train.optimizer, OptimizerSpec::Adam(_)));
+        assert!(matches!(e.train.optimizer(), OptimizerSpec::Adam(_)));
     }
 
     #[test]

@@ -57,6 +57,16 @@ pub struct Extras<'a> {
     pub regression: Option<&'a RegressionPoints>,
     /// Image grids (reconstructions, samples), in this order after the charts.
     pub grids: &'a [ImageGrid],
+    /// Tables of facts about the run (the transfer strategy and its evidence), before the test metrics.
+    pub sections: &'a [Section],
+}
+
+/// A titled table of name → value rows, with a line of text above it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Section {
+    pub title: String,
+    pub text: String,
+    pub rows: Vec<(String, String)>,
 }
 
 /// [`write_report`], with the figures of `extras`.
@@ -100,6 +110,7 @@ pub fn write_report_with(
         charts: &charts,
         confusion: &confusion,
         warnings,
+        sections: extras.sections,
     });
     let html = dir.join("report.html");
     write_atomic(&html, page.as_bytes())?;

@@ -56,6 +56,7 @@ pub(super) struct Page<'a> {
     pub(super) charts: &'a [Chart],
     pub(super) confusion: &'a ConfusionInput,
     pub(super) warnings: &'a [String],
+    pub(super) sections: &'a [super::Section],
 }
 
 pub(super) const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
@@ -83,6 +84,21 @@ pub(super) fn render_html(page: &Page) -> String {
             html.push_str(&format!("<li class=\"note\">{}</li>\n", escape(w)));
         }
         html.push_str("</ul>\n");
+    }
+    for section in page.sections {
+        html.push_str(&format!("<h2>{}</h2>\n", escape(&section.title)));
+        if !section.text.is_empty() {
+            html.push_str(&format!("<p>{}</p>\n", escape(&section.text)));
+        }
+        html.push_str("<table>\n");
+        for (name, value) in &section.rows {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>\n",
+                escape(name),
+                escape(value)
+            ));
+        }
+        html.push_str("</table>\n");
     }
     html.push_str(&test_section(page));
     html.push_str(&final_epoch_section(page.history));

@@ -378,6 +378,50 @@ pub struct CallbacksSpec {
     pub early_stopping: Option<EarlyStoppingSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointSpec>,
+    /// `{ minutes = 30 }`: stop at the end of the first epoch that ends past this much training time (TF Addons'
+    /// `TimeStopping`). The epochs trained then depend on the machine's speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<TimeLimitSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeLimitSpec {
+    pub minutes: f64,
+}
+
+/// Stops training at the end of the first epoch that ends `limit` after training started.
+pub struct TimeLimit {
+    limit: std::time::Duration,
+    started: Option<std::time::Instant>,
+}
+
+impl TimeLimit {
+    pub fn new(spec: TimeLimitSpec) -> Result<Self> {
+        if !(spec.minutes.is_finite() && spec.minutes > 0.0) {
+            return Err(
+                Error::new(format!("minutes must be a positive number, found {}", spec.minutes))
+                    .at("train.callbacks.time_limit"),
+            );
+        }
+        Ok(TimeLimit {
+            limit: std::time::Duration::from_secs_f64(spec.minutes * 60.0),
+            started: None,
+        })
+    }
+}
+
+impl Callback for TimeLimit {
+    fn on_epoch_begin(&mut self, _epoch: usize, _batches: usize) {
+        self.started.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _model: &Graph, control: &mut Control) -> Result<()> {
+        if self.started.is_some_and(|s| s.elapsed() >= self.limit) {
+            control.stop = true;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

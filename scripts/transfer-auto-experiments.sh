@@ -5,8 +5,8 @@
 # training time per cell, auto's choice and evidence, and whether auto is within 1 point of the best fixed strategy.
 #
 #   bash scripts/fetch-data.sh foods spam minilm
-#   bash scripts/transfer-auto-experiments.sh                 # sizes 50 500 1500: about 1.5 hours on 2 CPU cores
-#   bash scripts/transfer-auto-experiments.sh 50 500          # only some sizes
+#   bash scripts/transfer-auto-experiments.sh                 # sizes 50, 500 and all: about 1.5 hours on 2 CPU cores
+#   bash scripts/transfer-auto-experiments.sh 50 500          # only some sizes ("all": the whole training pool)
 #
 # The training sets are stratified draws (seed 42) from the fine-food training file and from SpamAssassin minus a
 # fixed stratified test set of 1,000 e-mails; every cell tests on the same 1,000 texts of its task (the official
@@ -21,7 +21,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-if [[ $# -gt 0 ]]; then sizes=("$@"); else sizes=(50 500 1500); fi
+if [[ $# -gt 0 ]]; then sizes=("$@"); else sizes=(50 500 all); fi
 for needed in data/foods/test.csv data/spam/spam-1 data/minilm/config.json; do
     [[ -e "$needed" ]] || { echo "error: $needed is missing; run: bash scripts/fetch-data.sh foods spam minilm" >&2; exit 1; }
 done
@@ -34,7 +34,7 @@ mkdir -p "$grid/data"
 
 python3 - "$grid/data" "${sizes[@]}" <<'PY'
 import csv, os, random, sys
-out, sizes = sys.argv[1], [int(s) for s in sys.argv[2:]]
+out, sizes = sys.argv[1], sys.argv[2:]
 csv.field_size_limit(1 << 30)
 
 def stratified(rows, n, seed):
@@ -79,9 +79,10 @@ spam_test = stratified(spam, 1000, 7)
 taken = {id(r) for r in spam_test}
 spam_pool = [r for r in spam if id(r) not in taken]
 write(f"{out}/spam-test.csv", spam_test)
-for n in sizes:
-    write(f"{out}/foods-{n}.csv", stratified(foods_train, min(n, len(foods_train)), 42))
-    write(f"{out}/spam-{n}.csv", stratified(spam_pool, min(n, len(spam_pool)), 42))
+for size in sizes:
+    for task, pool in [("foods", foods_train), ("spam", spam_pool)]:
+        n = len(pool) if size == "all" else min(int(size), len(pool))
+        write(f"{out}/{task}-{size}.csv", stratified(pool, n, 42))
 PY
 
 experiment() { # task size strategy-toml-value
@@ -108,8 +109,8 @@ EOF
 }
 
 now() { date +%s.%N; }
-for task in foods spam; do
-    for size in "${sizes[@]}"; do
+for size in "${sizes[@]}"; do
+    for task in foods spam; do
         for strategy in features fine_tune_top fine_tune_all; do
             run="$grid/$task-$size-$strategy"
             [[ -f "$run/metrics.json" ]] && continue
@@ -134,8 +135,8 @@ strategies = ["features", "fine_tune_top", "fine_tune_all"]
 print("| task | training examples | " + " | ".join(strategies) + " | auto (its choice) | auto − best | domain shift | smallest class |")
 print("|---|---|" + "---|" * (len(strategies) + 4))
 verdicts = []
-for task in ["foods", "spam"]:
-    for size in sizes:
+for size in sizes:
+    for task in ["foods", "spam"]:
         cells, acc = [], {}
         seconds = {}
         for s in strategies:

@@ -711,6 +711,7 @@ fn tune_malloc() {
 
 fn main() -> ExitCode {
     tune_malloc();
+    graft::kernels::init_threads();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

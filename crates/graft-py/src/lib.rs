@@ -140,6 +140,7 @@ fn embed_json(
 /// The native half of the `graft` Python package.
 #[pymodule]
 fn _graft(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    graft::kernels::init_threads();
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(train_json, m)?)?;

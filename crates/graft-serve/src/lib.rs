@@ -133,6 +133,7 @@ pub fn serve(options: ServeOptions, device: Device, listening: impl FnOnce(Socke
     let worker = std::thread::Builder::new()
         .name("graft-model".into())
         .spawn(move || {
+            graft::kernels::flush_denormals();
             let model = |inputs: &graft::data::Array, mc: Option<McDropout>| predictor.rows(inputs, mc);
             let coming = || arriving.load(Ordering::Relaxed) > 0;
             run_batches(queue, limits, coming, model, |n| metrics.batch(n));

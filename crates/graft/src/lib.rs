@@ -29,3 +29,5 @@ mod layering;
 
 pub use graft_data::error;
 pub use graft_data::{self as data, Error, Result};
+/// The fused CPU kernels, and [`kernels::init_threads`] for programs that train on the CPU.
+pub use graft_kernels as kernels;

@@ -68,7 +68,8 @@ fn transfer_auto_trains_exactly_the_strategy_it_names() {
     reviews(&dir, 45);
     let tiny_weights = tensors(&Path::new(&repo("crates/graft/tests/fixtures/tiny-bert")).join("model.safetensors"));
 
-    // auto: 45 reviews → 29 training rows, 10 in the smaller class → frozen features, with its evidence printed.
+    // auto: 45 reviews → 29 training rows, 10 in the smaller class; a text encoder is fine-tuned whole, with the
+    // evidence printed.
     let auto = experiment(&dir, "auto.toml", "epochs = 4\ntransfer = \"auto\"");
     let run = dir.join("auto");
     let o = graft(&["train", &auto, "--out", run.to_str().unwrap()]);
@@ -79,13 +80,12 @@ fn transfer_auto_trains_exactly_the_strategy_it_names() {
         "{err}"
     );
     assert!(
-        err.contains("10 examples in the smallest class < 100") && err.contains("→ features"),
+        err.contains("a pretrained text encoder (10 examples in the smallest class") && err.contains("→ fine_tune_all"),
         "{err}"
     );
-    assert!(err.contains("cache_features: the output of 'bert'"), "{err}");
     let m = metrics(&run);
     let t = &m["transfer"];
-    assert_eq!(t["strategy"], "features");
+    assert_eq!(t["strategy"], "fine_tune_all");
     assert_eq!(t["chosen_by"], "rule");
     assert_eq!(t["pretrained"], "bert");
     assert_eq!(t["evidence"]["train_examples"], 29);
@@ -100,32 +100,38 @@ fn transfer_auto_trains_exactly_the_strategy_it_names() {
             .contains("29 training texts against 320 reference sentences"),
         "{t}"
     );
-    // The [train] epochs are kept; the features recipe adds early stopping on the validation split.
+    // The [train] epochs are kept; the groups are the head, then the encoder's blocks in slices from the top.
     assert_eq!(t["recipe"]["epochs"], 4);
-    assert_eq!(t["recipe"]["early_stopping"], true);
-    assert_eq!(t["recipe"]["frozen"], serde_json::json!(["bert"]));
+    assert_eq!(t["recipe"]["early_stopping"], false);
+    assert_eq!(
+        t["recipe"]["layer_groups"],
+        serde_json::json!([
+            ["logits"],
+            ["bert.encoder.layer.1"],
+            ["bert.encoder.layer.0", "bert.embeddings"]
+        ])
+    );
     let report = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(
-        report.contains("<h2>Transfer learning</h2>") && report.contains("too few to fine-tune"),
+        report.contains("<h2>Transfer learning</h2>") && report.contains("text encoder"),
         "report"
     );
-    // Frozen: the encoder is saved as loaded.
     let saved = tensors(&run.join("model.safetensors"));
-    let key = "encoder.layer.1.output.dense.weight";
-    assert_eq!(saved[&format!("bert.{key}")], tiny_weights[key]);
+    let key = "embeddings.word_embeddings.weight";
+    assert_ne!(saved[&format!("bert.{key}")], tiny_weights[key]);
 
     // --plan says the same without training or writing anything.
     let planned = dir.join("planned");
     let o = graft(&["train", &auto, "--out", planned.to_str().unwrap(), "--plan"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(plan["strategy"], "features");
+    assert_eq!(plan["strategy"], "fine_tune_all");
     assert_eq!(plan["evidence"]["domain_shift"], t["evidence"]["domain_shift"]);
     assert!(!planned.exists());
 
     // The named strategy trains the same model, bit for bit.
-    let fixed = experiment(&dir, "features.toml", "epochs = 4\ntransfer = \"features\"");
-    let fixed_run = dir.join("features");
+    let fixed = experiment(&dir, "fixed.toml", "epochs = 4\ntransfer = \"fine_tune_all\"");
+    let fixed_run = dir.join("fixed");
     let o = graft(&["train", &fixed, "--out", fixed_run.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
@@ -194,23 +200,23 @@ fn a_budget_tries_two_strategies_on_the_validation_split() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("transfer = auto: trying features") && err.contains("trying fine_tune_top"),
+        err.contains("transfer = auto: trying fine_tune_all") && err.contains("trying fine_tune_top"),
         "{err}"
     );
     let t = &metrics(&run)["transfer"];
     assert_eq!(t["chosen_by"], "budget trials on the validation split");
     let trials = t["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 2);
-    assert_eq!(trials[0]["strategy"], "features");
+    assert_eq!(trials[0]["strategy"], "fine_tune_all");
     assert_eq!(trials[1]["strategy"], "fine_tune_top");
     let losses: Vec<f64> = trials.iter().map(|t| t["best_val_loss"].as_f64().unwrap()).collect();
     let winner = if losses[0] <= losses[1] {
-        "features"
+        "fine_tune_all"
     } else {
         "fine_tune_top"
     };
     assert_eq!(t["strategy"], winner, "{t}");
-    for strategy in ["features", "fine_tune_top"] {
+    for strategy in ["fine_tune_all", "fine_tune_top"] {
         assert!(
             run.join("transfer-trials").join(strategy).join("metrics.json").exists(),
             "{strategy}"

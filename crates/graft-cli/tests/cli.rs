@@ -22,6 +22,15 @@ fn graft(args: &[&str]) -> Output {
         .expect("run graft")
 }
 
+/// Every tensor of a safetensors file by name.
+fn tensors(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    graft::model::io::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.values))
+        .collect()
+}
+
 fn workdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("graft-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

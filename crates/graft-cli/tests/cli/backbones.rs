@@ -3,22 +3,13 @@
 //! batch norm on its stored statistics), fine-tunes its top stage through layer groups, and takes its input size
 //! and normalization from the backbone; the mistakes a user makes on the way are one-line errors.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::Device;
 use graft::model::Graph;
 use graft::model::spec::ModelSpec;
 
-use super::{expect_error, graft, predict, stderr, write};
-
-fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
-    graft::model::io::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.values))
-        .collect()
-}
+use super::{expect_error, graft, predict, stderr, tensors, write};
 
 fn experiment(dir: &Path, name: &str, data: &str, model: &str, train: &str) -> String {
     let train_dir = dir.join("train").display().to_string();

@@ -3,18 +3,9 @@
 //! trains; the fixed strategies freeze, cache and fine-tune the blocks they say; a budget tries two strategies on
 //! the validation split; mistakes are one-line errors.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use super::{expect_error, graft, repo, stderr, workdir, write};
-
-fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
-    graft::model::io::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.values))
-        .collect()
-}
+use super::{expect_error, graft, repo, stderr, tensors, workdir, write};
 
 fn reviews(dir: &Path, n: usize) {
     let mut csv = String::from("review,score\n");
@@ -147,7 +138,9 @@ fn fine_tuning_strategies_train_the_blocks_they_name() {
     let dir = workdir("transfer-fine-tune");
     reviews(&dir, 30);
     let tiny_weights = tensors(&Path::new(&repo("crates/graft/tests/fixtures/tiny-bert")).join("model.safetensors"));
-    let changed = |saved: &HashMap<String, Vec<f32>>, key: &str| saved[&format!("bert.{key}")] != tiny_weights[key];
+    let changed = |saved: &std::collections::HashMap<String, Vec<f32>>, key: &str| {
+        saved[&format!("bert.{key}")] != tiny_weights[key]
+    };
 
     // Top block only (the recipe's epochs: at least one per group, ≈150 steps on 18 rows → capped at 20).
     let top = experiment(&dir, "top.toml", "transfer = { fine_tune_top = { blocks = 1 } }");

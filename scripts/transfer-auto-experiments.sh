@@ -132,7 +132,7 @@ python3 - "$grid" "${sizes[@]}" <<'PY'
 import json, os, sys
 grid, sizes = sys.argv[1], sys.argv[2:]
 strategies = ["features", "fine_tune_top", "fine_tune_all"]
-print("| task | training examples | " + " | ".join(strategies) + " | auto (its choice) | auto − best | domain shift | smallest class |")
+print("| examples (15% validation) | task | " + " | ".join(strategies) + " | auto (its choice) | auto − best | domain shift | smallest class |")
 print("|---|---|" + "---|" * (len(strategies) + 4))
 verdicts = []
 for size in sizes:
@@ -154,6 +154,6 @@ for size in sizes:
         gap = acc["auto"] - best
         ok = gap >= -0.01 and (acc["auto"] > worst or best == worst)
         verdicts.append(ok)
-        print(f"| {task} | {size} | " + " | ".join(cells) + f" | {100 * gap:+.1f} pts{'' if ok else ' ✗'} | {ev['domain_shift']:.3f} | {ev['smallest_class']} |")
+        print(f"| {size} | {task} | " + " | ".join(cells) + f" | {100 * gap:+.1f} pts{'' if ok else ' ✗'} | {ev['domain_shift']:.3f} | {ev['smallest_class']} |")
 print(f"\nauto within 1 point of the best fixed strategy and never the worst in {sum(verdicts)} of {len(verdicts)} cells")
 PY

@@ -317,6 +317,32 @@ enum Command {
         #[arg(long)]
         crashes: Option<PathBuf>,
     },
+    /// Short automatic checks before training: the data (NaN, balance, scale, leakage, duplicates), the model at
+    /// initialization (loss against chance, NaN by layer, gradient flow, dead ReLUs, activation scale, update size)
+    /// and short runs (overfit one batch, the learning-rate range test, shuffled labels). Prints pass / warn / fail
+    /// with one line of advice each; exits 1 when a check fails.
+    Doctor {
+        /// The experiment file to check (nothing is trained for real, nothing written unless --out).
+        experiment: PathBuf,
+        /// Write doctor.json, doctor.html and the range test's lr_finder.png into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the checks as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Run only these checks (comma-separated names, e.g. `lr_finder,overfit_batch`).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        /// The most seconds each training check (overfit_batch, lr_finder, label_shuffle) may run.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Seeds the split, the initial weights and every draw of the checks.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No line per check while they run (the table or JSON is still printed).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -640,6 +666,56 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(Error::new(format!(
                     "the fuzzer found inputs that break a reader; they are in {}",
                     crashes.display()
+                )));
+            }
+        }
+        Command::Doctor {
+            experiment,
+            out,
+            json,
+            only,
+            seconds,
+            seed,
+            quiet,
+        } => {
+            let exp = ExperimentSpec::from_file(&experiment)?;
+            let options = graft::experiment::doctor::DoctorOptions {
+                seed,
+                device: dev,
+                only,
+                seconds_per_check: seconds,
+                // The table is printed as the checks finish: the training checks take a while.
+                on_check: (!json).then(|| {
+                    Box::new(move |c: &graft::experiment::doctor::Check| {
+                        if !quiet {
+                            let _ = print_stdout(&c.to_text());
+                        }
+                    }) as graft::experiment::doctor::OnCheck
+                }),
+            };
+            let diagnosis =
+                graft::experiment::doctor::diagnose(&exp, &options).map_err(|e| about_experiment(e, &experiment))?;
+            if let Some(dir) = &out {
+                let title = experiment
+                    .file_stem()
+                    .map_or("experiment".into(), |s| s.to_string_lossy());
+                graft::experiment::doctor::write_diagnosis(&diagnosis, dir, &title)?;
+            }
+            if json {
+                print_json(&diagnosis.to_json())?;
+            } else if quiet {
+                print_stdout(&diagnosis.to_text())?;
+            } else {
+                print_stdout(&format!("{}\n", diagnosis.summary()))?;
+            }
+            if let Some(dir) = &out {
+                eprintln!("wrote {}", dir.join("doctor.html").display());
+            }
+            let failed = diagnosis.failed();
+            if failed > 0 {
+                return Err(Error::new(format!(
+                    "graft doctor: {failed} of {} checks failed",
+                    diagnosis.checks.len()
                 )));
             }
         }

@@ -8,6 +8,8 @@ use graft::data::{Array, write_npy_f32};
 
 #[path = "cli/backbones.rs"]
 mod backbones;
+#[path = "cli/doctor.rs"]
+mod doctor;
 #[path = "cli/images.rs"]
 mod images;
 #[path = "cli/onnx.rs"]

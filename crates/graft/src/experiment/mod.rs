@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cv;
 pub mod data;
+pub mod doctor;
 pub mod embed;
 pub mod fid;
 pub mod gan;

@@ -64,6 +64,17 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// This layer with state of its own where clones would share it (batch norm's running statistics).
+    pub fn with_own_state(self) -> Layer {
+        match self {
+            Layer::BatchNorm(bn) => Layer::BatchNorm(bn.with_own_running_stats()),
+            Layer::TimeDistributed(inner) => Layer::TimeDistributed(Box::new(inner.with_own_state())),
+            other => other,
+        }
+    }
+}
+
+impl Layer {
     /// Runs the layer on its input values (ranks guaranteed by shape inference at build time).
     pub fn forward(&self, mut inputs: Vec<Value>, ctx: &Ctx) -> Result<Vec<Value>> {
         let first = inputs.remove(0);

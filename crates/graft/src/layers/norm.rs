@@ -92,6 +92,32 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// The same layer with running statistics of its own. burn's `RunningState` is shared by every clone of a
+    /// module (one `Arc`), so two clones trained side by side would move each other's statistics; a copy that is
+    /// to train on its own needs this.
+    pub fn with_own_running_stats(self) -> Self {
+        fn own(state: &RunningState<Tensor<1>>) -> RunningState<Tensor<1>> {
+            struct Id(Option<burn::module::ParamId>);
+            impl burn::module::ModuleVisitor for Id {
+                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                    self.0 = Some(param.id);
+                }
+            }
+            let mut id = Id(None);
+            state.visit(&mut id);
+            let value = state.value();
+            match id.0 {
+                Some(id) => RunningState::with_id(id, value),
+                None => RunningState::new(value),
+            }
+        }
+        BatchNorm {
+            running_mean: own(&self.running_mean),
+            running_var: own(&self.running_var),
+            ..self
+        }
+    }
+
     /// Any supported shape → the same shape. Training uses batch statistics and updates the running ones (the
     /// running variance is the unbiased one, as in PyTorch); inference uses the running statistics.
     ///

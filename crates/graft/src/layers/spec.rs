@@ -474,17 +474,27 @@ impl LayerSpec {
 
     /// Whether this layer ends in a softmax/sigmoid the loss should skip (computing from logits instead).
     pub fn ends_in_probability(&self) -> Option<Activation> {
-        let a = match self {
+        self.final_activation().filter(|a| a.is_probability())
+    }
+
+    /// The activation this layer applies last, for the layers that end in one (dense, convolutions, activation
+    /// layers); `None` for the rest.
+    pub fn final_activation(&self) -> Option<Activation> {
+        Some(match self {
             LayerSpec::Dense(c) => c.activation,
             LayerSpec::Conv1d(c) | LayerSpec::Conv2d(c) => c.activation,
             LayerSpec::ConvTranspose1d(c) | LayerSpec::ConvTranspose2d(c) => c.activation,
             LayerSpec::Activation(a) => *a,
             LayerSpec::Sigmoid(_) => Activation::Sigmoid,
             LayerSpec::Softmax(c) if c.axis == -1 => Activation::Softmax,
-            LayerSpec::TimeDistributed(t) => return t.layer.ends_in_probability(),
+            LayerSpec::Relu(_) => Activation::Relu,
+            LayerSpec::Relu6(_) => Activation::Relu6,
+            LayerSpec::Tanh(_) => Activation::Tanh,
+            LayerSpec::Silu(_) => Activation::Silu,
+            LayerSpec::Gelu(_) => Activation::Gelu,
+            LayerSpec::TimeDistributed(t) => return t.layer.final_activation(),
             _ => return None,
-        };
-        a.is_probability().then_some(a)
+        })
     }
 }
 

@@ -1288,6 +1288,34 @@ fn batch_norm_graph(device: &Device) -> (Graph, Data, Vec<f32>) {
 }
 
 #[test]
+fn an_independent_copy_keeps_its_own_running_stats() {
+    let device = device();
+    let (graph, x, _) = batch_norm_graph(&device);
+    // A plain clone shares burn's RunningState: training it moves the original's statistics.
+    let clone = graph.clone();
+    clone.forward(vec![x.clone()], true, false).unwrap();
+    let moved = values(bn(&graph).running_mean.value_sync());
+    assert!(
+        moved.iter().any(|v| v.abs() > 1e-3),
+        "a clone shares the statistics: {moved:?}"
+    );
+    // An independent copy does not; its own statistics move.
+    let before = values(bn(&graph).running_mean.value_sync());
+    let copy = graph.independent_copy();
+    copy.forward(vec![x.clone()], true, false).unwrap();
+    assert_eq!(values(bn(&graph).running_mean.value_sync()), before);
+    assert_ne!(values(bn(&copy).running_mean.value_sync()), before);
+    // The copy keeps the names of its statistics (what checkpoints and exports address).
+    let names = |g: &Graph| {
+        crate::model::io::named_tensors(g)
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&copy), names(&graph));
+}
+
+#[test]
 fn batch_norm_running_stats_follow_pytorch_momentum() {
     let device = device();
     let (graph, x, xv) = batch_norm_graph(&device);

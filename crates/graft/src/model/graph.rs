@@ -202,6 +202,16 @@ impl Graph {
         self.nodes[n].spec.ends_in_probability()
     }
 
+    /// A copy of the model that trains independently of this one. A plain `clone` shares batch norm's running
+    /// statistics (burn keeps them behind one `Arc`), so training the clone would move this model's statistics too.
+    pub fn independent_copy(&self) -> Graph {
+        let mut copy = self.clone();
+        for node in &mut copy.nodes {
+            node.layer = node.layer.take().map(Layer::with_own_state);
+        }
+        copy
+    }
+
     /// Runs the graph: one batch tensor per model input → one value per model output. With `logits`, output
     /// nodes leave out a final softmax/sigmoid (the losses work on logits, which is numerically stable).
     pub fn forward(&self, inputs: Vec<Data>, training: bool, logits: bool) -> Result<Vec<Value>> {

@@ -74,7 +74,10 @@ pub(super) fn styled_mesh<'c, 'a, DB: DrawingBackend>(
     mesh
 }
 
-fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart2d<'a, DB>, position: SeriesLabelPosition) -> Drawn<DB> {
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Drawn<DB> {
     chart
         .configure_series_labels()
         .position(position)
@@ -88,6 +91,93 @@ pub(super) fn line_chart(path: &Path, title: &str, y_desc: &str, x_span: (f64, f
     render_png(path, LINE_CHART_SIZE, |root| {
         draw_lines(root, title, y_desc, x_span, lines).map_err(plot_error(path))
     })
+}
+
+/// The learning-rate range test: the loss and its running average against the rate (log axis), with the suggested
+/// and the configured rates marked. `points` are `(lr, loss, smoothed)`.
+pub fn lr_finder_chart(
+    path: &Path,
+    points: &[(f64, f64, f64)],
+    suggested: Option<f64>,
+    configured: Option<f64>,
+) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_lr_finder(root, points, suggested, configured).map_err(plot_error(path))
+    })
+}
+
+fn draw_lr_finder<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    points: &[(f64, f64, f64)],
+    suggested: Option<f64>,
+    configured: Option<f64>,
+) -> Drawn<DB> {
+    root.fill(&WHITE)?;
+    let finite: Vec<(f64, f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0 > 0.0 && p.1.is_finite() && p.2.is_finite())
+        .collect();
+    let lo_x = finite.first().map_or(1e-7, |p| p.0);
+    let hi_x = finite.last().map_or(10.0, |p| p.0).max(lo_x * 10.0);
+    // The raw losses blow up at the end; the range follows the smoothed curve so the valley stays visible.
+    let lo_y = finite.iter().map(|p| p.2.min(p.1)).fold(f64::MAX, f64::min);
+    let first = finite.first().map_or(1.0, |p| p.2);
+    let hi_y = finite
+        .iter()
+        .map(|p| p.2)
+        .fold(first, f64::max)
+        .min(first * 2.0)
+        .max(lo_y + 1e-6);
+    let pad = 0.05 * (hi_y - lo_y);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Learning-rate range test", (FONT, 24.0))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d((lo_x..hi_x).log_scale(), (lo_y - pad)..(hi_y + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("learning rate")
+        .y_desc("training loss")
+        .axis_desc_style((FONT, 16.0))
+        .label_style((FONT, 14.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&|v| format!("{v:.0e}"))
+        .y_label_formatter(&|v| fmt_number(*v))
+        .draw()?;
+    let clip = |y: f64| y.min(hi_y + pad);
+    chart
+        .draw_series(LineSeries::new(
+            finite.iter().map(|p| (p.0, clip(p.1))),
+            PALETTE[0].mix(0.35).stroke_width(1),
+        ))?
+        .label("loss per batch")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].mix(0.35)));
+    chart
+        .draw_series(LineSeries::new(
+            finite.iter().map(|p| (p.0, clip(p.2))),
+            PALETTE[0].stroke_width(2),
+        ))?
+        .label("smoothed")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].stroke_width(2)));
+    let marks = [
+        (suggested, PALETTE[2], "suggested"),
+        (configured, PALETTE[3], "configured"),
+    ];
+    for (lr, colour, label) in marks {
+        let Some(lr) = lr.filter(|v| *v >= lo_x && *v <= hi_x) else {
+            continue;
+        };
+        chart
+            .draw_series(LineSeries::new(
+                vec![(lr, lo_y - pad), (lr, hi_y + pad)],
+                colour.stroke_width(2),
+            ))?
+            .label(format!("{label} {lr:.1e}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 pub(super) fn confusion_chart(path: &Path, counts: &[Vec<u64>], labels: &[String]) -> Result<()> {

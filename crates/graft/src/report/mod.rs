@@ -2,6 +2,7 @@
 //! other so the page can be opened straight from the run directory (or copied elsewhere as a folder).
 
 mod charts;
+mod doctor;
 mod figures;
 mod history;
 mod images;
@@ -9,6 +10,8 @@ mod ood;
 mod page;
 mod regression;
 
+pub use charts::lr_finder_chart;
+pub use doctor::{CheckRow, write_doctor_page};
 pub use images::ImageGrid;
 pub use ood::{OodScore, write_ood_report};
 pub use regression::RegressionPoints;
@@ -23,8 +26,8 @@ pub use graft_data::fsio::{copy_atomic, write_atomic};
 
 use figures::{write_charts, write_ranking_curves, write_reliability};
 use history::ConfusionInput;
-/// The charts format their numbers as the page does.
-use page::fmt_number;
+/// The charts (and `graft doctor`) format their numbers as the page does.
+pub use page::fmt_number;
 use page::{Page, render_html};
 
 /// The files a report consists of, so callers can print or link them.

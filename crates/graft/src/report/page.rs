@@ -8,7 +8,7 @@ use super::history::{ConfusionInput, class_label, epoch_axis, scalar_metric_name
 
 /// A number the way people read metric tables: integers plainly, the rest with four decimals, and
 /// very small or large magnitudes (tiny losses, step counts) in scientific notation.
-pub(super) fn fmt_number(v: f64) -> String {
+pub fn fmt_number(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
     }

@@ -4,7 +4,9 @@
 pub mod adversarial;
 pub mod callbacks;
 pub mod config;
+pub mod diagnostics;
 pub mod interrupt;
+pub mod lr_finder;
 pub mod metric;
 pub mod mixup;
 pub mod optim;

@@ -343,6 +343,33 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Hyperparameter search over any key of the experiment (grid, random, successive halving), each trial a seeded
+    /// run (or cross-validation); writes results.csv/json, tune.png and best.toml; resumes an interrupted search.
+    Tune {
+        /// The experiment file; it is tried as given first, as the reference.
+        experiment: PathBuf,
+        /// The search space (TOML): `method`, `metric`, and `[params]` of key paths and their values, e.g.
+        /// `"train.optimizer.adam.lr" = { loguniform = [1e-4, 1e-2] }`.
+        #[arg(long)]
+        space: PathBuf,
+        /// Configurations to try besides the experiment as given (random, halving); at most this many of a grid.
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Score each configuration by k-fold cross-validation instead of one run.
+        #[arg(long)]
+        folds: Option<usize>,
+        /// The folder for the trials' runs and the results; a search with the same settings there is resumed.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace a search with other settings in --out.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No line per trial.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print every layer's output shape, parameter counts and receptive field.
     Summary {
         /// An experiment file or a run directory.
@@ -717,6 +744,65 @@ fn run(cli: Cli) -> Result<()> {
                     "graft doctor: {failed} of {} checks failed",
                     diagnosis.checks.len()
                 )));
+            }
+        }
+        Command::Tune {
+            experiment,
+            space,
+            trials,
+            folds,
+            out,
+            overwrite,
+            seed,
+            quiet,
+        } => {
+            let space_spec = graft::experiment::tune::SpaceSpec::from_file(&space)?;
+            stop_training_on_signals();
+            let options = graft::experiment::tune::TuneOptions {
+                seed,
+                trials,
+                folds,
+                out,
+                overwrite,
+                quiet,
+                device: dev,
+            };
+            // Mistakes in the space (its keys' values, the metric) belong to the space file.
+            let result = graft::experiment::tune::tune(&experiment, &space_spec, &options).map_err(|e| {
+                match e.location.as_deref() {
+                    Some(l) if e.file.is_none() && (l == "metric" || l.starts_with("params")) => e.in_file(&space),
+                    _ => about_experiment(e, &experiment),
+                }
+            })?;
+            let ok = result.trials.iter().filter(|t| t.objective.is_some()).count();
+            match &result.best {
+                Some(best) => {
+                    let values: Vec<String> = best
+                        .params
+                        .iter()
+                        .map(|(k, v)| format!("{k} = {}", graft::experiment::tune::show(v)))
+                        .collect();
+                    eprintln!(
+                        "best: trial {} ({}) {} {}; {} of {} trials ran; wrote {}",
+                        best.id,
+                        if values.is_empty() {
+                            "as given".into()
+                        } else {
+                            values.join(", ")
+                        },
+                        result.metric,
+                        best.objective.map_or("—".into(), graft::report::fmt_number),
+                        ok,
+                        result.trials.len(),
+                        result.out.join("best.toml").display()
+                    );
+                }
+                None => {
+                    return Err(Error::new(format!(
+                        "every trial failed; see {}",
+                        result.out.join("results.csv").display()
+                    )));
+                }
             }
         }
         Command::Summary { target } => {

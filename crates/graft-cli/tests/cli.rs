@@ -8,6 +8,8 @@ use graft::data::{Array, write_npy_f32};
 
 #[path = "cli/backbones.rs"]
 mod backbones;
+#[path = "cli/baseline.rs"]
+mod baseline;
 #[path = "cli/doctor.rs"]
 mod doctor;
 #[path = "cli/images.rs"]
@@ -16,6 +18,8 @@ mod images;
 mod onnx;
 #[path = "cli/transfer.rs"]
 mod transfer;
+#[path = "cli/tune.rs"]
+mod tune;
 
 fn graft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_graft"))

@@ -131,7 +131,7 @@ fn doctor_passes_the_shipped_digits_examples_and_writes_its_report() {
         assert!(o.status.success(), "{example}: {text}\n{}", stderr(&o));
         assert!(text.contains("0 failed"), "{example}: {text}");
         let report: Json = serde_json::from_str(&std::fs::read_to_string(out.join("doctor.json")).unwrap()).unwrap();
-        assert_eq!(report["checks"].as_array().unwrap().len(), 14, "{example}");
+        assert_eq!(report["checks"].as_array().unwrap().len(), 15, "{example}");
         assert!(
             report["checks"]
                 .as_array()

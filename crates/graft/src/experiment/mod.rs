@@ -2,6 +2,7 @@
 //! run directories as a whole: cross-validation, evaluation, embedding. The only level that sees training and
 //! inference together.
 
+pub mod baseline;
 pub mod build;
 pub mod cv;
 pub mod data;
@@ -20,6 +21,7 @@ pub mod sample;
 pub mod siamese;
 pub mod spec;
 pub mod transfer;
+pub mod tune;
 pub mod word2vec;
 
 pub use cv::cross_validate;

@@ -102,7 +102,8 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             head.class_weights = Some(ClassWeights::Explicit(w.iter().map(|&v| v as f64).collect()));
         }
     }
-    let warnings = crate::train::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
+    let mut warnings =
+        crate::train::warnings::data_warnings(&heads, &splits.train, splits.validation.as_ref(), EVAL_BATCH);
     if !opts.quiet {
         for w in &warnings {
             eprintln!("warning: {w}");
@@ -234,6 +235,27 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         }
         _ => None,
     };
+    // On the raw test split: with cached features `test_set` holds the frozen part's outputs instead.
+    let baselines = match &splits.test {
+        Some(t) if exp.train.baseline && crate::experiment::baseline::applies(&heads, &splits.train) => {
+            let scores = crate::experiment::baseline::baselines(
+                &crate::experiment::baseline::FitData::of(&splits),
+                &heads,
+                t,
+                &exp.train.metrics,
+                opts.seed,
+                &opts.device,
+            )?;
+            if let Some(w) = crate::experiment::baseline::beaten_warning(&heads[0], &test, &scores) {
+                if !opts.quiet {
+                    eprintln!("warning: {w}");
+                }
+                warnings.push(w);
+            }
+            scores
+        }
+        _ => vec![],
+    };
     let model = trained.valid();
     write_timing(&opts.out, &timings)?;
     write_run(
@@ -250,8 +272,17 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             .as_ref()
             .map(crate::experiment::transfer::report_section)
             .into_iter()
+            .chain(crate::experiment::baseline::report_section(&heads, &test, &baselines))
             .collect::<Vec<_>>(),
     )?;
+    if !baselines.is_empty() {
+        add_to_metrics(
+            &opts.out,
+            "baselines",
+            serde_json::to_value(&baselines).unwrap_or_default(),
+            &test,
+        )?;
+    }
     if let Some(c) = calibration {
         add_to_metrics(&opts.out, "calibration", c, &test)?;
     }

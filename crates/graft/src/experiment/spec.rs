@@ -375,6 +375,10 @@ pub struct TrainSpec {
     /// one from the data ([`crate::experiment::transfer`]); it sets `freeze`, `cache_features` and `layer_groups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<crate::experiment::transfer::TransferSpec>,
+    /// Score simple models on the same inputs beside the network (a linear model; 5-nearest neighbours for short
+    /// numeric sequences) and report both; `false` skips them.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub baseline: bool,
 }
 
 impl ExperimentSpec {
@@ -461,6 +465,7 @@ impl TrainSpec {
             checkpoint: fit.checkpoint_every,
             mixup: fit.mixup,
             transfer: None,
+            baseline: true,
         }
     }
 

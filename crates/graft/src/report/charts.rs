@@ -180,6 +180,65 @@ fn draw_lr_finder<DB: DrawingBackend>(
     draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
+/// A search's trials in the order they ran: each trial's objective (colour: its halving rung) and the best so far.
+/// `points` are `(order, objective, rung)`.
+pub fn tune_chart(path: &Path, points: &[(usize, f64, usize)], metric: &str, maximize: bool) -> Result<()> {
+    render_png(path, LINE_CHART_SIZE, |root| {
+        draw_tune(root, points, metric, maximize).map_err(plot_error(path))
+    })
+}
+
+fn draw_tune<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    points: &[(usize, f64, usize)],
+    metric: &str,
+    maximize: bool,
+) -> Drawn<DB> {
+    root.fill(&WHITE)?;
+    let finite: Vec<(usize, f64, usize)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-9);
+    let last = finite.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let mut chart = frame(root, "Hyperparameter search", -0.5..last + 0.5, (lo - pad)..(hi + pad))?;
+    styled_mesh(&mut chart, "trial (in the order run)", metric)
+        .y_label_formatter(&|v| fmt_number(*v))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let mut best: Option<f64> = None;
+    let mut line = vec![];
+    for p in &finite {
+        best = Some(match best {
+            Some(b) if maximize => b.max(p.1),
+            Some(b) => b.min(p.1),
+            None => p.1,
+        });
+        line.push((p.0 as f64, best.unwrap_or(p.1)));
+    }
+    chart
+        .draw_series(LineSeries::new(line, BLACK.mix(0.6).stroke_width(2)))?
+        .label("best so far")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6).stroke_width(2)));
+    let rungs = finite.iter().map(|p| p.2).max().unwrap_or(0);
+    for rung in 0..=rungs {
+        let colour = PALETTE[rung % PALETTE.len()];
+        let series = chart.draw_series(
+            finite
+                .iter()
+                .filter(|p| p.2 == rung)
+                .map(|p| Circle::new((p.0 as f64, p.1), 5, colour.filled())),
+        )?;
+        if rungs > 0 {
+            series
+                .label(format!("rung {rung}"))
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
+        }
+    }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
 pub(super) fn confusion_chart(path: &Path, counts: &[Vec<u64>], labels: &[String]) -> Result<()> {
     let layout = ConfusionLayout::new(counts.len());
     render_png(path, layout.size(), |root| {

@@ -10,7 +10,7 @@ mod ood;
 mod page;
 mod regression;
 
-pub use charts::lr_finder_chart;
+pub use charts::{lr_finder_chart, tune_chart};
 pub use doctor::{CheckRow, write_doctor_page};
 pub use images::ImageGrid;
 pub use ood::{OodScore, write_ood_report};

@@ -29,7 +29,7 @@ use crate::task::head::TaskHead;
 use crate::train::lr_finder::LrFinding;
 
 /// Every check, in the order it runs, with what it measures (the README's checklist is this table).
-pub const CHECKS: [(&str, &str); 14] = [
+pub const CHECKS: [(&str, &str); 15] = [
     (
         "data_finite",
         "NaN or infinite values in the inputs or targets of every split",
@@ -86,6 +86,10 @@ pub const CHECKS: [(&str, &str); 14] = [
     (
         "label_shuffle",
         "a short run on real labels must beat chance on validation; one on shuffled labels must not",
+    ),
+    (
+        "baseline",
+        "a linear model (and k-NN for short sequences) on the same inputs, against the network's short run",
     ),
 ];
 
@@ -236,6 +240,10 @@ pub(crate) struct Patient<'a> {
     pub probe_rows: Vec<usize>,
     pub seed: u64,
     pub seconds: f64,
+    /// The device the baselines train on (the model's, without autodiff).
+    pub device: Device,
+    /// `label_shuffle`'s real-label run: its steps and validation score, for `baseline` to compare with.
+    pub short_run_score: std::cell::Cell<Option<(usize, f64)>>,
 }
 
 impl Patient<'_> {
@@ -337,6 +345,8 @@ pub fn diagnose(exp: &ExperimentSpec, opts: &DoctorOptions) -> Result<Diagnosis>
         probe_rows,
         seed: opts.seed,
         seconds: opts.seconds_per_check,
+        device: opts.device.clone(),
+        short_run_score: std::cell::Cell::new(None),
     };
     for (name, run) in model::CHECKS {
         if wanted(name) {

@@ -343,7 +343,8 @@ fn update_ratio(p: &Patient) -> Result<Check> {
         ));
     }
     let after = named_tensors(&step.model);
-    let trainable: std::collections::HashSet<String> = crate::model::params::parameters(&p.model)
+    // What trains in the first epoch (gradual unfreezing leaves the lower groups frozen there).
+    let trainable: std::collections::HashSet<String> = crate::model::params::parameters(&step.model)
         .into_iter()
         .filter(|i| i.trainable)
         .map(|i| i.name)

@@ -6,11 +6,10 @@ use burn::module::Module;
 use serde_json::{Map, Value as Json, json};
 
 use super::{Check, Patient, Status, sample_rows};
-use crate::data::{Dataset, Targets, gather};
+use crate::data::{Batches, Dataset, Targets, gather, gather_for_training};
 use crate::error::Result;
 use crate::report::fmt_number;
 use crate::task::loss::Task;
-use crate::train::callbacks::{Callback, TimeLimit, TimeLimitSpec};
 use crate::train::diagnostics::first_non_finite;
 use crate::train::lr_finder::{LrFinderConfig, LrFinding, lr_range_test};
 use crate::train::trainer::{EVAL_BATCH, evaluate};
@@ -18,10 +17,11 @@ use crate::train::{FitConfig, Supervised, TrainStep};
 
 type TrainingCheck = fn(&Patient) -> Result<(Check, Option<LrFinding>)>;
 
-pub(super) const CHECKS: [(&str, TrainingCheck); 3] = [
+pub(super) const CHECKS: [(&str, TrainingCheck); 4] = [
     ("overfit_batch", overfit_batch),
     ("lr_finder", lr_finder),
     ("label_shuffle", label_shuffle),
+    ("baseline", baseline),
 ];
 
 /// The batch the model must memorize: small, as Karpathy's recipe has it.
@@ -187,57 +187,58 @@ fn lr_finder(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
     Ok((check.with(details), Some(finding)))
 }
 
-/// Trains a copy of the initial model on `train` for about [`LABEL_STEPS`] steps (at most `seconds`).
-fn short_run(p: &Patient, train: &Dataset, seconds: f64) -> Result<crate::model::Graph> {
-    let steps_per_epoch = train.len().div_ceil(p.exp.train.batch_size.max(1)).max(1);
+/// Trains a copy of the initial model on shuffled batches of `train` for [`LABEL_STEPS`] steps or `seconds`,
+/// whichever ends first (checked every step, so a slow model stops on time), at the configured rate; returns the
+/// model and the steps it took, or the step at which the loss stopped being finite.
+fn short_run(
+    p: &Patient,
+    train: &Dataset,
+    seconds: f64,
+) -> Result<std::result::Result<(crate::model::Graph, usize), usize>> {
     let config = FitConfig {
-        epochs: LABEL_STEPS.div_ceil(steps_per_epoch).clamp(1, 50),
         layer_groups: None,
         ..p.fit_config()
     };
-    let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(TimeLimit::new(TimeLimitSpec {
-        minutes: seconds / 60.0,
-    })?)];
-    let fitted = crate::train::fit(
-        p.model.independent_copy(),
-        &p.heads,
-        &config,
-        train,
-        None,
-        p.seed,
-        &mut callbacks,
-    )?;
-    Ok(fitted.model)
+    let mut step = Supervised::new(p.model.independent_copy(), &p.heads, &config, train, p.seed)?;
+    step.begin_epoch(1)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let batch_size = config.batch_size.clamp(1, train.len().max(1));
+    let mut steps = 0;
+    'epochs: for epoch in 1.. {
+        for rows in Batches::new(train.len(), batch_size, true, p.seed, epoch)? {
+            if steps >= LABEL_STEPS || Instant::now() >= deadline {
+                break 'epochs;
+            }
+            let batch = gather_for_training(train, &rows, p.seed, epoch)?;
+            if step.train_batch(&batch, p.lr()).is_err() {
+                return Ok(Err(steps + 1));
+            }
+            steps += 1;
+        }
+    }
+    Ok(Ok((step.model, steps)))
 }
 
-fn label_shuffle(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
-    if p.heads.len() != 1 || p.heads[0].name.is_some() || p.heads[0].task == Task::Multilabel {
-        return Ok((
-            Check::skip(
-                "label_shuffle",
-                "one class or value target only (not multi-task or multi-label)",
-            ),
-            None,
-        ));
-    }
+/// The rows the short runs train on (a draw of at most 2,000 training rows), and the held-out rows they and the
+/// baseline are scored on: up to 500 validation rows, or the last fifth of the draw when there is no validation
+/// split (then left out of training).
+fn held_out(p: &Patient) -> (Vec<usize>, Vec<usize>, Dataset) {
     let drawn = sample_rows(p.splits.train.len(), 2000, p.seed ^ 1);
-    let (train_rows, held) = match &p.splits.validation {
-        Some(v) => (drawn, v.select(&sample_rows(v.len(), 1000, p.seed ^ 2))),
+    match &p.splits.validation {
+        Some(v) => (drawn, vec![], v.select(&sample_rows(v.len(), 500, p.seed ^ 2))),
         None => {
             let cut = drawn.len() * 4 / 5;
-            (drawn[..cut].to_vec(), p.splits.train.select(&drawn[cut..]))
+            let held = drawn[cut..].to_vec();
+            (drawn[..cut].to_vec(), held.clone(), p.splits.train.select(&held))
         }
-    };
-    let real = p.splits.train.select(&train_rows);
-    let mut shuffled = real.clone();
-    let permutation = sample_rows(real.len(), real.len(), p.seed ^ 3);
-    shuffled.targets = real.targets.as_ref().map(|t| t.select(&permutation));
-    let real_model = short_run(p, &real, p.seconds / 2.0)?;
-    let shuffled_model = short_run(p, &shuffled, p.seconds / 2.0)?;
-    let (real_score, shuffled_score) = (score(p, &real_model, &held)?, score(p, &shuffled_model, &held)?);
+    }
+}
+
+/// What chance is on `held` for `metric`: the majority class's share (with its binomial spread) for classes, R² = 0
+/// for values.
+fn chance(held: &Dataset) -> (&'static str, f64, f64) {
     let n = held.len().max(1) as f64;
-    // Chance: the majority class's share for classes (with its binomial spread); R² = 0 for values.
-    let (metric, chance, sigma) = match &held.targets {
+    match &held.targets {
         Some(Targets::Classes { labels, names }) => {
             let mut counts = vec![0usize; names.len().max(1)];
             for &l in labels {
@@ -253,11 +254,50 @@ fn label_shuffle(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
             )
         }
         _ => ("r2", 0.0, (2.0 / n).sqrt()),
+    }
+}
+
+fn label_shuffle(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
+    if p.heads.len() != 1 || p.heads[0].name.is_some() || p.heads[0].task == Task::Multilabel {
+        return Ok((
+            Check::skip(
+                "label_shuffle",
+                "one class or value target only (not multi-task or multi-label)",
+            ),
+            None,
+        ));
+    }
+    let (train_rows, _, held) = held_out(p);
+    let real = p.splits.train.select(&train_rows);
+    let mut shuffled = real.clone();
+    let permutation = sample_rows(real.len(), real.len(), p.seed ^ 3);
+    shuffled.targets = real.targets.as_ref().map(|t| t.select(&permutation));
+    let runs = (
+        short_run(p, &real, p.seconds / 2.0)?,
+        short_run(p, &shuffled, p.seconds / 2.0)?,
+    );
+    let ((real_model, steps), (shuffled_model, _)) = match runs {
+        (Ok(real), Ok(shuffled)) => (real, shuffled),
+        (Err(at), _) | (_, Err(at)) => {
+            let check = Check::new(
+                "label_shuffle",
+                Status::Warn,
+                format!(
+                    "the short run's loss became NaN or infinite at step {at} (lr {})",
+                    p.lr()
+                ),
+                "nothing to compare until training is stable: see overfit_batch and lr_finder",
+            );
+            return Ok((check, None));
+        }
     };
+    let (real_score, shuffled_score) = (score(p, &real_model, &held)?, score(p, &shuffled_model, &held)?);
+    let (metric, chance, sigma) = chance(&held);
     let get = |m: &Map<String, Json>| m.get(metric).and_then(Json::as_f64).unwrap_or(f64::NAN);
     let (r, s) = (get(&real_score), get(&shuffled_score));
+    p.short_run_score.set(Some((steps, r)));
     let measured = format!(
-        "validation {metric} after a short run on {} rows: real labels {r:.3}, shuffled labels {s:.3}; chance \
+        "validation {metric} after {steps} steps on {} rows: real labels {r:.3}, shuffled labels {s:.3}; chance \
          {chance:.3} ± {sigma:.3} ({} held-out rows)",
         real.len(),
         held.len()
@@ -288,6 +328,99 @@ fn label_shuffle(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
         )
     } else {
         Check::new("label_shuffle", Status::Pass, measured, "")
+    };
+    Ok((check.with(details), None))
+}
+
+fn baseline(p: &Patient) -> Result<(Check, Option<LrFinding>)> {
+    if !crate::experiment::baseline::applies(&p.heads, &p.splits.train) {
+        return Ok((
+            Check::skip(
+                "baseline",
+                "one class or value target of one input only (not multi-task or multi-label)",
+            ),
+            None,
+        ));
+    }
+    let (train_rows, held_rows, held) = held_out(p);
+    // Without a validation split the held-out rows come from training: the baseline must not see them.
+    let rest = (!held_rows.is_empty()).then(|| {
+        let held: std::collections::HashSet<usize> = held_rows.iter().copied().collect();
+        let keep: Vec<usize> = (0..p.splits.train.len()).filter(|r| !held.contains(r)).collect();
+        p.splits.train.select(&keep)
+    });
+    let data = crate::experiment::baseline::FitData {
+        train: rest.as_ref().unwrap_or(&p.splits.train),
+        validation: p.splits.validation.as_ref(),
+        preprocessor: &p.splits.preprocessor,
+    };
+    let scores = crate::experiment::baseline::baselines(&data, &p.heads, &held, &[], p.seed, &p.device)?;
+    let metric = crate::experiment::baseline::headline_metric(&p.heads[0]);
+    let Some(best) = scores
+        .iter()
+        .filter_map(|b| b.metrics.get(metric).and_then(Json::as_f64).map(|v| (v, b)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+    else {
+        return Ok((Check::skip("baseline", "no baseline applies to these inputs"), None));
+    };
+    // The network's short run: label_shuffle's, or one of its own when that check did not run.
+    let network = match p.short_run_score.get() {
+        Some(score) => Some(score),
+        None => match short_run(p, &p.splits.train.select(&train_rows), p.seconds / 2.0)? {
+            Ok((model, steps)) => score(p, &model, &held)?
+                .get(metric)
+                .and_then(Json::as_f64)
+                .map(|v| (steps, v)),
+            Err(_) => None,
+        },
+    };
+    let names: Vec<String> = scores
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {metric} {}",
+                b.name,
+                b.metrics
+                    .get(metric)
+                    .and_then(Json::as_f64)
+                    .map_or("—".into(), fmt_number)
+            )
+        })
+        .collect();
+    let details = json!({ "metric": metric, "baselines": scores, "network_short_run": network });
+    let check = match network {
+        Some((steps, ours)) if ours < best.0 => Check::new(
+            "baseline",
+            Status::Warn,
+            format!(
+                "{}; the network after {steps} steps: {} ({} held-out rows)",
+                names.join(", "),
+                fmt_number(ours),
+                held.len()
+            ),
+            format!(
+                "the network has to beat the {} once trained (the run's report compares them on the test set); if \
+                 it cannot, the simple model is the better choice",
+                best.1.name
+            ),
+        ),
+        Some((steps, ours)) => Check::new(
+            "baseline",
+            Status::Pass,
+            format!(
+                "{}; the network after {steps} steps: {} ({} held-out rows)",
+                names.join(", "),
+                fmt_number(ours),
+                held.len()
+            ),
+            "",
+        ),
+        None => Check::new(
+            "baseline",
+            Status::Warn,
+            format!("{}; the network's short run diverged", names.join(", ")),
+            "see overfit_batch and lr_finder",
+        ),
     };
     Ok((check.with(details), None))
 }

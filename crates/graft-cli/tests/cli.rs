@@ -14,6 +14,8 @@ mod baseline;
 mod doctor;
 #[path = "cli/images.rs"]
 mod images;
+#[path = "cli/introspect.rs"]
+mod introspect;
 #[path = "cli/onnx.rs"]
 mod onnx;
 #[path = "cli/transfer.rs"]

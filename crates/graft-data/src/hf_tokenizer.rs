@@ -53,6 +53,11 @@ impl PretrainedTokenizer {
         self.tokenizer.get_vocab_size(true)
     }
 
+    /// The token string of one id (`[CLS]`, `##ing`, ...), or `None` outside the vocabulary.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
     /// Loads `path` (a `tokenizer.json` or its directory) to make sequences of `length` ids.
     pub fn load(path: &Path, length: usize) -> Result<Self> {
         let file = tokenizer_file(path)?;

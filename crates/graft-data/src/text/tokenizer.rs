@@ -86,6 +86,15 @@ impl Tokenizer {
             .collect()
     }
 
+    /// The token of one id: `"<pad>"` (0), `"<oov>"` (1), a vocabulary entry, or `None` past the vocabulary.
+    pub fn token(&self, id: usize) -> Option<String> {
+        match id {
+            0 => Some("<pad>".into()),
+            1 => Some("<oov>".into()),
+            i => self.vocab.get(i - 2).cloned(),
+        }
+    }
+
     /// Fits the vocabulary on `texts[r]` for `r` in `train_rows` (only those: held-out texts must not leak into
     /// it): the `spec.vocab_size - 2` most frequent tokens seen at least `spec.min_freq` times, most frequent first
     /// (ids 2, 3, …), ties broken alphabetically.

@@ -11,6 +11,7 @@ pub mod embed;
 pub mod fid;
 pub mod gan;
 pub mod generated;
+pub mod introspect;
 pub mod lock;
 pub mod ood;
 pub mod post;
@@ -21,6 +22,7 @@ pub mod sample;
 pub mod siamese;
 pub mod spec;
 pub mod transfer;
+pub mod tsne;
 pub mod tune;
 pub mod word2vec;
 

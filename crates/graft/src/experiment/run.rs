@@ -93,6 +93,9 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
     train_device.seed(opts.seed);
     let model = build_model(exp, &splits, &train_device, opts.seed, opts.quiet)?;
     splits.check_fits(&model)?;
+    if let Some(introspect) = &exp.train.introspect {
+        introspect.check(&model)?;
+    }
     let mut heads = task_heads(exp, &model, &splits.train)?;
     // Resolved once ("balanced" from the training labels) and stored with the model, so `eval` weighs the test loss
     // as this run did without the training rows.
@@ -145,9 +148,11 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         None
     };
     // What the test set and calibration run on: the trained part and its cached features, or the whole model.
+    let layer_log;
     let (trained, part, validation, test_set, timings, history) = match cached {
         Some((part, train, validation, test)) => {
             callbacks.push(Box::new(checkpoint.around(model.clone())));
+            layer_log = layer_stats_recorder(exp, &heads, &train, &mut callbacks)?;
             let fitted = fit_resumable(
                 part,
                 &heads,
@@ -170,6 +175,7 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         }
         None => {
             callbacks.push(Box::new(checkpoint));
+            layer_log = layer_stats_recorder(exp, &heads, &splits.train, &mut callbacks)?;
             let fitted = fit_resumable(
                 model,
                 &heads,
@@ -257,6 +263,18 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         _ => vec![],
     };
     let model = trained.valid();
+    let introspection = match &exp.train.introspect {
+        Some(spec) => Some(crate::experiment::introspect::introspect(
+            spec,
+            &opts.out,
+            &model,
+            layer_log.as_ref(),
+            splits.test.as_ref().or(splits.validation.as_ref()),
+            &splits.preprocessor,
+            opts.seed,
+        )?),
+        None => None,
+    };
     write_timing(&opts.out, &timings)?;
     write_run(
         &opts.out,
@@ -274,7 +292,11 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
             .into_iter()
             .chain(crate::experiment::baseline::report_section(&heads, &test, &baselines))
             .collect::<Vec<_>>(),
+        introspection.as_ref().map_or(&[][..], |i| &i.charts),
     )?;
+    if let Some(i) = introspection {
+        add_to_metrics(&opts.out, "introspection", Json::Object(i.record), &test)?;
+    }
     if !baselines.is_empty() {
         add_to_metrics(
             &opts.out,
@@ -300,6 +322,23 @@ pub fn run_experiment(exp: &ExperimentSpec, opts: &RunOptions) -> Result<RunResu
         test,
         out: opts.out.clone(),
     })
+}
+
+/// With `[train] introspect = { layer_stats = true }`: a callback recording every layer's statistics on `train`
+/// at each epoch's end, and the log it fills.
+fn layer_stats_recorder(
+    exp: &ExperimentSpec,
+    heads: &[TaskHead],
+    train: &Dataset,
+    callbacks: &mut Vec<Box<dyn Callback>>,
+) -> Result<Option<crate::experiment::introspect::LayerLog>> {
+    if !exp.train.introspect.as_ref().is_some_and(|i| i.layer_stats) {
+        return Ok(None);
+    }
+    let recorder = crate::experiment::introspect::LayerStatsRecorder::new(heads, train)?;
+    let log = recorder.log.clone();
+    callbacks.push(Box::new(recorder));
+    Ok(Some(log))
 }
 
 /// Writes the run's `run.json` (and its copy of the experiment file): what decides its split.
@@ -375,6 +414,7 @@ pub(crate) fn finish_run(
             regression: None,
             grids,
             sections: &[],
+            charts: &[],
         },
     )?;
     Ok(RunResult {
@@ -464,6 +504,7 @@ fn write_run(
     preprocessor: &Preprocessor,
     regression: Option<&RegressionPoints>,
     sections: &[crate::report::Section],
+    charts: &[crate::report::Chart],
 ) -> Result<()> {
     save_model(model, dir)?;
     run_manifest(exp, heads, model, preprocessor).write(dir)?;
@@ -516,6 +557,7 @@ fn write_run(
             regression,
             grids: &[],
             sections,
+            charts,
         },
     )?;
     Ok(())

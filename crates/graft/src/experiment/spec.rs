@@ -379,6 +379,10 @@ pub struct TrainSpec {
     /// numeric sequences) and report both; `false` skips them.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub baseline: bool,
+    /// A look inside the network, in the report: per-layer statistics over the epochs, a 2-D projection of a
+    /// layer's outputs, attention maps ([`crate::experiment::introspect`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspect: Option<crate::experiment::introspect::IntrospectSpec>,
 }
 
 impl ExperimentSpec {
@@ -466,6 +470,7 @@ impl TrainSpec {
             mixup: fit.mixup,
             transfer: None,
             baseline: true,
+            introspect: None,
         }
     }
 

@@ -171,6 +171,45 @@ impl BertLayerConfig {
 pub fn forward(model: &BertModel, head: &BertHead, ids: Tensor<2>) -> Result<Value> {
     let c = &model.config;
     let [b, t] = ids.dims();
+    let Prepared {
+        ids,
+        types,
+        mask,
+        len,
+        host,
+    } = prepare(model, ids)?;
+    let device = mask.device();
+    let pad = c.pad_token_id as f32;
+    let hidden = model.forward(ids, types, mask.clone());
+    match &head.pooling {
+        Some(p) => Ok(Value::new(Data::D2(p.forward(hidden, mask)))),
+        None => {
+            let h = c.hidden_size;
+            let padded = if len < t {
+                Tensor::cat(vec![hidden, Tensor::<3>::zeros([b, t - len, h], &device)], 1)
+            } else {
+                hidden
+            };
+            let full_mask: Vec<bool> = host.iter().map(|&v| v == pad).collect();
+            let mask = Tensor::<2, Bool>::from_data(TensorData::new(full_mask, [b, t]), &device);
+            Ok(Value::with_mask(Data::D3(padded), Some(mask)))
+        }
+    }
+}
+
+/// The encoder's inputs from a batch of token ids (floats holding whole numbers, padded with the pad id): ids and
+/// type ids trimmed to the longest sequence, the attention mask, that length, and the ids on the host.
+struct Prepared {
+    ids: Tensor<2, Int>,
+    types: Tensor<2, Int>,
+    mask: Tensor<2>,
+    len: usize,
+    host: Vec<f32>,
+}
+
+fn prepare(model: &BertModel, ids: Tensor<2>) -> Result<Prepared> {
+    let c = &model.config;
+    let [b, t] = ids.dims();
     let host: Vec<f32> = ids
         .clone()
         .into_data()
@@ -201,24 +240,20 @@ pub fn forward(model: &BertModel, head: &BertHead, ids: Tensor<2>) -> Result<Val
         .iter()
         .map(|&v| if v as f32 == pad { 0.0 } else { 1.0 })
         .collect();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(trimmed, [b, len]), &device);
-    let mask = Tensor::<2>::from_data(TensorData::new(mask_values, [b, len]), &device);
-    let types = Tensor::<2, Int>::zeros([b, len], &device);
-    let hidden = model.forward(ids, types, mask.clone());
-    match &head.pooling {
-        Some(p) => Ok(Value::new(Data::D2(p.forward(hidden, mask)))),
-        None => {
-            let h = c.hidden_size;
-            let padded = if len < t {
-                Tensor::cat(vec![hidden, Tensor::<3>::zeros([b, t - len, h], &device)], 1)
-            } else {
-                hidden
-            };
-            let full_mask: Vec<bool> = host.iter().map(|&v| v == pad).collect();
-            let mask = Tensor::<2, Bool>::from_data(TensorData::new(full_mask, [b, t]), &device);
-            Ok(Value::with_mask(Data::D3(padded), Some(mask)))
-        }
-    }
+    Ok(Prepared {
+        ids: Tensor::<2, Int>::from_data(TensorData::new(trimmed, [b, len]), &device),
+        types: Tensor::<2, Int>::zeros([b, len], &device),
+        mask: Tensor::<2>::from_data(TensorData::new(mask_values, [b, len]), &device),
+        len,
+        host,
+    })
+}
+
+/// Every layer's attention probabilities `[B, heads, T', T']` for token ids `[B, T]` (T' the longest sequence of the
+/// batch), in layer order: what each token attends to, for the report's attention maps.
+pub fn attention_maps(model: &BertModel, ids: Tensor<2>) -> Result<Vec<Tensor<4>>> {
+    let p = prepare(model, ids)?;
+    Ok(model.attention_maps(p.ids, p.types, p.mask))
 }
 
 #[cfg(test)]

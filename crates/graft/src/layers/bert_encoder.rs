@@ -301,19 +301,28 @@ impl BertSelfAttention {
     /// `[B, T, H]` and the additive key mask `[B, 1, 1, T]` → `[B, T, H]`.
     fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
         let [b, t, e] = x.dims();
-        let h = self.num_heads;
-        let dh = e / h;
-        let split = |d: &Dense| {
-            linear(x.clone(), &d.weight, d.bias.as_ref())
-                .reshape([b, t, h, dh])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (split(&self.query), split(&self.key), split(&self.value));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + key_bias;
-        crate::layers::activation::softmax_last(scores)
+        let v = self.heads(&self.value, &x);
+        self.probabilities(x, key_bias)
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, t, e])
+    }
+
+    /// `x` `[B, T, H]` through one projection, split into heads: `[B, heads, T, H/heads]`.
+    fn heads(&self, d: &Dense, x: &Tensor<3>) -> Tensor<4> {
+        let [b, t, e] = x.dims();
+        let h = self.num_heads;
+        linear(x.clone(), &d.weight, d.bias.as_ref())
+            .reshape([b, t, h, e / h])
+            .swap_dims(1, 2)
+    }
+
+    /// The attention probabilities `[B, heads, T, T]` of this layer for `x` `[B, T, H]`.
+    fn probabilities(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<4> {
+        let dh = x.dims()[2] / self.num_heads;
+        let (q, k) = (self.heads(&self.query, &x), self.heads(&self.key, &x));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + key_bias;
+        crate::layers::activation::softmax_last(scores)
     }
 }
 
@@ -344,18 +353,35 @@ impl BertModel {
     /// `[B, T]` (1 for tokens, 0 for padding: padded keys are left out of every softmax). Ids must be in range and
     /// `T` at most `max_position_embeddings` — [`BertModel::encode`] checks this.
     pub fn forward(&self, ids: Tensor<2, Int>, type_ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
+        let (mut x, key_bias) = self.embed(ids, type_ids, mask);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, key_bias.clone());
+        }
+        x
+    }
+
+    /// The embedded tokens `[B, T, H]` and the additive key mask `[B, 1, 1, T]`: 0 for tokens and -1e9 for padding,
+    /// added to the attention scores, so exp() of a padded key's score is 0.
+    fn embed(&self, ids: Tensor<2, Int>, type_ids: Tensor<2, Int>, mask: Tensor<2>) -> (Tensor<3>, Tensor<4>) {
         let [b, t] = ids.dims();
         let e = &self.embeddings;
         let words = embedding(e.word_embeddings.weight.val(), ids);
         let positions = e.position_embeddings.weight.val().narrow(0, 0, t).unsqueeze_dim::<3>(0);
         let types = embedding(e.token_type_embeddings.weight.val(), type_ids);
-        let mut x = e.layer_norm.forward(words + positions + types);
-        // 0 for tokens and -1e9 for padding, added to the attention scores: exp() of a padded key's score is 0.
-        let key_bias: Tensor<4> = mask.sub_scalar(1.0).mul_scalar(1e9).reshape([b, 1, 1, t]);
+        let x = e.layer_norm.forward(words + positions + types);
+        (x, mask.sub_scalar(1.0).mul_scalar(1e9).reshape([b, 1, 1, t]))
+    }
+
+    /// [`BertModel::forward`]'s attention probabilities: per layer `[B, heads, T, T]`, each row a query token's
+    /// weights over the keys (padded keys get 0).
+    pub fn attention_maps(&self, ids: Tensor<2, Int>, type_ids: Tensor<2, Int>, mask: Tensor<2>) -> Vec<Tensor<4>> {
+        let (mut x, key_bias) = self.embed(ids, type_ids, mask);
+        let mut maps = vec![];
         for layer in &self.encoder.layer {
+            maps.push(layer.attention.self_attn.probabilities(x.clone(), key_bias.clone()));
             x = layer.forward(x, key_bias.clone());
         }
-        x
+        maps
     }
 
     /// Pads `batch` to its longest member and runs the encoder: the last hidden state `[B, T, H]` and the attention

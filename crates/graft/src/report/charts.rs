@@ -37,7 +37,7 @@ pub(super) const PALETTE: [RGBColor; 10] = [
 pub(super) type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// One labelled curve; only finite points, in epoch order.
-pub(super) struct Line<'a> {
+pub(crate) struct Line<'a> {
     pub label: &'a str,
     pub points: Vec<(f64, f64)>,
 }

@@ -6,6 +6,7 @@ mod doctor;
 mod figures;
 mod history;
 mod images;
+pub mod introspection;
 mod ood;
 mod page;
 mod regression;
@@ -62,6 +63,8 @@ pub struct Extras<'a> {
     pub grids: &'a [ImageGrid],
     /// Tables of facts about the run (the transfer strategy and its evidence), before the test metrics.
     pub sections: &'a [Section],
+    /// Charts the caller drew into the report's folder (introspection), after the others.
+    pub charts: &'a [Chart],
 }
 
 /// A titled table of name → value rows, with a line of text above it.
@@ -105,6 +108,7 @@ pub fn write_report_with(
     for grid in extras.grids {
         charts.push(images::write_image_grid(dir, grid)?);
     }
+    charts.extend(extras.charts.iter().cloned());
     let page = render_html(&Page {
         title,
         history,
@@ -133,9 +137,9 @@ fn ensure_dir(dir: &Path) -> Result<()> {
 
 /// A chart that was written, by file name relative to the report directory.
 #[derive(Debug, Clone, PartialEq)]
-struct Chart {
-    file: String,
-    caption: String,
+pub struct Chart {
+    pub file: String,
+    pub caption: String,
 }
 
 #[cfg(test)]

@@ -145,3 +145,53 @@ fn introspection_mistakes_are_one_line_errors() {
     ]));
     assert!(e.contains("layer_stat"), "{e}");
 }
+
+#[test]
+fn attention_maps_of_transformer_and_attention_layers() {
+    let dir = workdir("introspect-transformer");
+    let mut csv = String::from("review,score\n");
+    for i in 0..40 {
+        let (w, label) = if i % 2 == 0 { ("awful", "neg") } else { ("great", "pos") };
+        csv.push_str(&format!("the film was {w},{label}\n"));
+    }
+    write(&dir, "reviews.csv", &csv);
+    let exp = r#"
+[data]
+dataset = { text = { path = "reviews.csv", column = "review", label = "score", tokenizer = { length = 8, vocab_size = 30 } } }
+split = { validation = 0.2, test = 0.2, stratify = true }
+[model]
+layers = [
+  { name = "emb", embedding = { input_dim = 30, output_dim = 8, padding_idx = 0 } },
+  { name = "enc", transformer_encoder = { num_heads = 2, ff_dim = 16 } },
+  { name = "self", multi_head_attention = { num_heads = 2 } },
+  { global_avg_pool1d = {} },
+  { dense = { units = 2 } },
+]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+introspect = { attention = { examples = 1 } }
+"#;
+    let run = dir.join("run");
+    let o = graft(&[
+        "train",
+        &write(&dir, "e.toml", exp),
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: Json = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let maps = m["introspection"]["attention"].as_array().unwrap();
+    assert_eq!(maps.len(), 1, "{m}");
+    // The tokens of the text, padding cut off: "the film was awful" or "... great".
+    let tokens: Vec<&str> = maps[0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 4, "{tokens:?}");
+    assert_eq!(&tokens[..3], ["the", "film", "was"]);
+    assert!(std::fs::metadata(run.join("attention_1.png")).unwrap().len() > 1000);
+}

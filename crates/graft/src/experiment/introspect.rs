@@ -86,9 +86,10 @@ impl IntrospectSpec {
                     .at("train.introspect.projection.rows"));
             }
         }
-        if self.attention.is_some() && bert_node(model).is_none() {
+        if self.attention.is_some() && bert_node(model).is_none() && attention_nodes(model).is_empty() {
             return Err(Error::new(
-                "attention maps are drawn for a `bert` layer reading the token ids; this model has none",
+                "attention maps are drawn for `bert`, `multi_head_attention` and `transformer_encoder` layers; this \
+                 model has none",
             )
             .at("train.introspect.attention"));
         }
@@ -101,6 +102,18 @@ fn bert_node(model: &Graph) -> Option<usize> {
     model.nodes.iter().position(|n| {
         matches!(n.layer, Some(Layer::Bert(..))) && n.sources.iter().any(|s| matches!(s, Source::Input(_)))
     })
+}
+
+/// The nodes that run an attention or transformer layer (their own or a shared one).
+fn attention_nodes(model: &Graph) -> Vec<usize> {
+    (0..model.nodes.len())
+        .filter(|&i| {
+            matches!(
+                model.nodes[model.nodes[i].layer_of].layer,
+                Some(Layer::Attention(_) | Layer::Transformer(_))
+            )
+        })
+        .collect()
 }
 
 /// One epoch's per-layer statistics, shared between the callback that records them and the run that reports them.
@@ -237,43 +250,103 @@ pub fn introspect(
         out.record.insert("projection".into(), Json::Object(record));
     }
     if let Some(a) = &spec.attention {
-        let node = bert_node(model).ok_or_else(|| Error::new("no bert layer").at("train.introspect.attention"))?;
-        let Some(Layer::Bert(encoder, _)) = &model.nodes[model.nodes[node].layer_of].layer else {
-            return Ok(out);
-        };
         let rows: Vec<usize> = (0..held.len().min(a.examples)).collect();
         let mut drawn = vec![];
         for &r in &rows {
             let batch = gather(held, &[r])?;
-            let device = model.devices().first().cloned().unwrap_or_default();
-            let ids = crate::layers::value::input_data(&batch.inputs, &device)?.d2()?;
-            let maps = crate::layers::bert::attention_maps(encoder, ids)?;
-            let tokens = token_strings(preprocessor, batch.inputs.row(0));
-            let t = maps.first().map_or(0, |m| m.dims()[2]);
-            let means: Vec<Vec<f32>> = maps
-                .into_iter()
-                .map(|m| {
-                    // Averaged over the heads: [1, heads, T, T] → T·T.
-                    m.mean_dim(1)
-                        .into_data()
-                        .convert::<f32>()
-                        .try_to_vec::<f32>()
-                        .unwrap_or_default()
-                })
-                .collect();
-            let tokens: Vec<String> = tokens.into_iter().take(t).collect();
+            let (panels, tokens) = attention_panels(model, &batch, preprocessor)?;
+            if panels.is_empty() {
+                continue;
+            }
             let file = format!("attention_{}.png", r + 1);
-            let title = format!("Attention of held-out text {} (mean over heads)", r + 1);
-            attention_chart(&dir.join(&file), &title, &tokens, &means)?;
+            let title = format!("Attention of held-out example {} (mean over heads)", r + 1);
+            attention_chart(&dir.join(&file), &title, &tokens, &panels)?;
             out.charts.push(Chart {
                 file: file.clone(),
-                caption: format!("What each token of held-out text {} attends to, layer by layer", r + 1),
+                caption: format!(
+                    "What each position of held-out example {} attends to, layer by layer",
+                    r + 1
+                ),
             });
             drawn.push(json!({ "row": r, "tokens": tokens, "file": file }));
         }
         out.record.insert("attention".into(), json!(drawn));
     }
     Ok(out)
+}
+
+/// One attention map: its title and its `T × T` weights, row by row.
+type Panel = (String, Vec<f32>);
+
+/// One example's attention maps (each averaged over its heads, `T × T` row by row) with their panel titles, and
+/// the names of the `T` positions: a `bert` layer's maps layer by layer, else every self-attention node's. Tokens
+/// where the positions are the input's token ids, else their numbers; padding is cut off.
+fn attention_panels(model: &Graph, batch: &Batch, preprocessor: &Preprocessor) -> Result<(Vec<Panel>, Vec<String>)> {
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let ids = batch.inputs.row(0);
+    let text = matches!(preprocessor, Preprocessor::Text(_) | Preprocessor::PretrainedText(_));
+    let mean = |m: burn::tensor::Tensor<4>| -> Vec<f32> {
+        m.mean_dim(1)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default()
+    };
+    if let Some(node) = bert_node(model)
+        && let Some(Layer::Bert(encoder, _)) = &model.nodes[model.nodes[node].layer_of].layer
+    {
+        let input = crate::layers::value::input_data(&batch.inputs, &device)?.d2()?;
+        let maps = crate::layers::bert::attention_maps(encoder, input)?;
+        let t = maps.first().map_or(0, |m| m.dims()[2]);
+        let panels = maps
+            .into_iter()
+            .enumerate()
+            .map(|(l, m)| (format!("layer {}", l + 1), mean(m)))
+            .collect();
+        return Ok((panels, token_strings(preprocessor, ids).into_iter().take(t).collect()));
+    }
+    let nodes = attention_nodes(model);
+    let taps: Vec<Source> = nodes.iter().flat_map(|&n| model.nodes[n].sources.clone()).collect();
+    let inputs = crate::layers::value::batch_inputs(batch, &device)?;
+    let (_, tapped) = model.forward_tapped(inputs, crate::layers::Ctx::default(), true, &taps)?;
+    let mut tapped = tapped.into_iter();
+    let mut panels = vec![];
+    let mut t = 0;
+    for &n in &nodes {
+        let args: Vec<_> = tapped.by_ref().take(model.nodes[n].sources.len()).collect();
+        let layer = model.nodes[model.nodes[n].layer_of].layer.as_ref();
+        let Some(weights) = layer.map(|l| l.attention_weights(args)).transpose()?.flatten() else {
+            continue;
+        };
+        let [_, _, tq, tk] = weights.dims();
+        if tq != tk {
+            // Cross-attention between sequences of different lengths has no square map to draw.
+            continue;
+        }
+        t = tq;
+        panels.push((model.nodes[n].name.clone(), mean(weights)));
+    }
+    // Positions are tokens when the sequence is the input's own; padding (id 0) at the end is cut off.
+    let (names, keep) = if text && ids.len() == t {
+        let len = ids.iter().rposition(|&v| v != 0.0).map_or(t, |p| p + 1);
+        (
+            token_strings(preprocessor, ids)
+                .into_iter()
+                .take(len)
+                .collect::<Vec<_>>(),
+            len,
+        )
+    } else {
+        ((1..=t).map(|i| i.to_string()).collect(), t)
+    };
+    let panels = panels
+        .into_iter()
+        .map(|(name, m)| {
+            let cut: Vec<f32> = (0..keep).flat_map(|q| m[q * t..q * t + keep].to_vec()).collect();
+            (name, cut)
+        })
+        .collect();
+    Ok((panels, names))
 }
 
 /// The tokens of one row of ids, as the tokenizer names them (ids where it cannot).

@@ -107,28 +107,19 @@ impl MultiHeadAttention {
     ) -> Tensor<3> {
         let [b, tq, e] = query.dims();
         let tk = key.dims()[1];
-        let h = self.num_heads;
-        let dh = e / h;
-        let w = self.in_proj_weight.val();
-        let bias = self.in_proj_bias.as_ref().map(|p| p.val());
-        let project = |x: Tensor<3>, i: usize| {
-            let wi = w.clone().narrow(0, i * e, e).transpose();
-            let y = x.matmul(wi.unsqueeze_dim::<3>(0));
-            match &bias {
-                Some(bb) => {
-                    y + bb
-                        .clone()
-                        .narrow(0, i * e, e)
-                        .unsqueeze_dim::<2>(0)
-                        .unsqueeze_dim::<3>(0)
-                }
-                None => y,
-            }
-        };
-        let heads = |x: Tensor<3>, t: usize| x.reshape([b, t, h, dh]).swap_dims(1, 2);
-        let q = heads(project(query, 0), tq);
-        let k = heads(project(key, 1), tk);
-        let v = heads(project(value, 2), tk);
+        let v = self.heads(self.project(value, 2), tk);
+        let weights = dropout(self.weights(query, key, key_mask), self.dropout, training);
+        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, e]);
+        linear(context, &self.out_proj.weight, self.out_proj.bias.as_ref())
+    }
+
+    /// The attention probabilities `[B, heads, Tq, Tk]`: each query's weights over the keys (masked keys get 0).
+    pub fn weights(&self, query: Tensor<3>, key: Tensor<3>, key_mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+        let [_, tq, e] = query.dims();
+        let tk = key.dims()[1];
+        let dh = e / self.num_heads;
+        let q = self.heads(self.project(query, 0), tq);
+        let k = self.heads(self.project(key, 1), tk);
         // Multiplying by 1/√d (not dividing): burn-autodiff 0.22.1 differentiates div_scalar through an f32 reciprocal.
         let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
         let device = scores.device();
@@ -152,9 +143,25 @@ impl MultiHeadAttention {
         for m in masks {
             weights = weights.mask_fill(m, 0.0);
         }
-        let weights = dropout(weights, self.dropout, training);
-        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, e]);
-        linear(context, &self.out_proj.weight, self.out_proj.bias.as_ref())
+        weights
+    }
+
+    /// `x` `[B, T, E]` through the `i`-th of the packed query/key/value projections.
+    fn project(&self, x: Tensor<3>, i: usize) -> Tensor<3> {
+        let e = x.dims()[2];
+        let wi = self.in_proj_weight.val().narrow(0, i * e, e).transpose();
+        let y = x.matmul(wi.unsqueeze_dim::<3>(0));
+        match &self.in_proj_bias {
+            Some(bb) => y + bb.val().narrow(0, i * e, e).unsqueeze_dim::<2>(0).unsqueeze_dim::<3>(0),
+            None => y,
+        }
+    }
+
+    /// `[B, T, E]` → `[B, heads, T, E/heads]`.
+    fn heads(&self, x: Tensor<3>, t: usize) -> Tensor<4> {
+        let [b, _, e] = x.dims();
+        let h = self.num_heads;
+        x.reshape([b, t, h, e / h]).swap_dims(1, 2)
     }
 }
 
@@ -233,6 +240,13 @@ pub struct TransformerEncoder {
 }
 
 impl TransformerEncoder {
+    /// The self-attention probabilities `[B, heads, T, T]` of `x` `[B, T, E]` (after the first norm when it comes
+    /// first).
+    pub fn attention_weights(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+        let y = if self.norm_first { self.norm1.forward(x) } else { x };
+        self.self_attn.weights(y.clone(), y, mask)
+    }
+
     /// `[B, T, E]` with a key padding mask `[B, T]` → `[B, T, E]`.
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<2, Bool>>, training: bool) -> Tensor<3> {
         let attend = |y: Tensor<3>| {

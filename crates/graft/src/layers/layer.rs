@@ -63,7 +63,40 @@ pub enum Layer {
     Sampling,
 }
 
+/// An attention node's query, key, value and key padding mask from its inputs: the query, then the key (default:
+/// the query) and the value (default: the key).
+fn attention_args(first: Value, rest: &[Value]) -> Result<(Tensor<3>, Tensor<3>, Tensor<3>, Option<Tensor<2, Bool>>)> {
+    let mask = first.mask.clone();
+    let query = first.data.d3()?;
+    let (key, key_mask) = match rest.first() {
+        Some(v) => (v.data.clone().d3()?, v.mask.clone()),
+        None => (query.clone(), mask),
+    };
+    let value = match rest.get(1) {
+        Some(v) => v.data.clone().d3()?,
+        None => key.clone(),
+    };
+    Ok((query, key, value, key_mask))
+}
+
 impl Layer {
+    /// The attention probabilities `[B, heads, Tq, Tk]` of an attention or transformer layer for its inputs `args`
+    /// (as the graph hands them to [`Layer::forward`]); `None` for other layers.
+    pub fn attention_weights(&self, mut args: Vec<Value>) -> Result<Option<Tensor<4>>> {
+        if args.is_empty() {
+            return Ok(None);
+        }
+        let first = args.remove(0);
+        Ok(match self {
+            Layer::Attention(l) => {
+                let (query, key, _, key_mask) = attention_args(first, &args)?;
+                Some(l.weights(query, key, key_mask))
+            }
+            Layer::Transformer(l) => Some(l.attention_weights(first.data.d3()?, first.mask)),
+            _ => None,
+        })
+    }
+
     /// This layer with state of its own where clones would share it (batch norm's running statistics).
     pub fn with_own_state(self) -> Layer {
         match self {
@@ -108,15 +141,7 @@ impl Layer {
                 Ok(out)
             }
             Layer::Attention(l) => {
-                let query = first.data.d3()?;
-                let (key, key_mask) = match inputs.first() {
-                    Some(v) => (v.data.clone().d3()?, v.mask.clone()),
-                    None => (query.clone(), mask.clone()),
-                };
-                let value = match inputs.get(1) {
-                    Some(v) => v.data.clone().d3()?,
-                    None => key.clone(),
-                };
+                let (query, key, value, key_mask) = attention_args(first, &inputs)?;
                 keep(Data::D3(l.forward(query, key, value, key_mask, ctx.dropout_active())))
             }
             Layer::Transformer(l) => keep(Data::D3(l.forward(

@@ -148,8 +148,8 @@ fn draw_projection<DB: DrawingBackend>(
 }
 
 /// The attention of one input: a heat map per layer (averaged over its heads), query tokens down, key tokens across.
-/// `maps[l]` is `tokens.len()²` weights, row by row.
-pub fn attention_chart(path: &Path, title: &str, tokens: &[String], maps: &[Vec<f32>]) -> Result<()> {
+/// `maps` are each panel's title and `tokens.len()²` weights, row by row.
+pub fn attention_chart(path: &Path, title: &str, tokens: &[String], maps: &[(String, Vec<f32>)]) -> Result<()> {
     let layers = maps.len().max(1);
     let cols = layers.min(3);
     let rows = layers.div_ceil(cols);
@@ -163,7 +163,7 @@ fn draw_attention<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     tokens: &[String],
-    maps: &[Vec<f32>],
+    maps: &[(String, Vec<f32>)],
     cols: usize,
 ) -> super::charts::Drawn<DB> {
     root.fill(&WHITE)?;
@@ -178,13 +178,13 @@ fn draw_attention<DB: DrawingBackend>(
     let t = tokens.len().max(1);
     // Token labels only where they are legible.
     let labelled = t <= 24;
-    for (l, (panel, map)) in panels.iter().zip(maps).enumerate() {
+    for (panel, (name, map)) in panels.iter().zip(maps) {
         let margin = if labelled { 70 } else { 24 };
         let (w, h) = panel.dim_in_pixel();
         let side = (w.min(h) as i32 - margin - 24).max(10);
         let cell = side as f64 / t as f64;
         panel.draw_text(
-            &format!("layer {}", l + 1),
+            name,
             &TextStyle::from((FONT, 15.0)).pos(Pos::new(HPos::Left, VPos::Top)),
             (margin, 4),
         )?;

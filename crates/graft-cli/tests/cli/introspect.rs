@@ -66,15 +66,20 @@ fn layer_statistics_and_projections_reach_the_report() {
     assert_eq!(m["introspection"], m2["introspection"]);
 }
 
-#[test]
-fn attention_maps_of_a_bert_encoder() {
-    let dir = workdir("introspect-bert");
+/// `reviews.csv` in `dir`: 40 one-line reviews, "awful" ones negative and "great" ones positive.
+fn reviews(dir: &std::path::Path) {
     let mut csv = String::from("review,score\n");
     for i in 0..40 {
         let (w, label) = if i % 2 == 0 { ("awful", "neg") } else { ("great", "pos") };
         csv.push_str(&format!("the film was {w},{label}\n"));
     }
-    write(&dir, "reviews.csv", &csv);
+    write(dir, "reviews.csv", &csv);
+}
+
+#[test]
+fn attention_maps_of_a_bert_encoder() {
+    let dir = workdir("introspect-bert");
+    reviews(&dir);
     let tiny = repo("crates/graft/tests/fixtures/tiny-bert");
     let exp = format!(
         r#"
@@ -149,12 +154,7 @@ fn introspection_mistakes_are_one_line_errors() {
 #[test]
 fn attention_maps_of_transformer_and_attention_layers() {
     let dir = workdir("introspect-transformer");
-    let mut csv = String::from("review,score\n");
-    for i in 0..40 {
-        let (w, label) = if i % 2 == 0 { ("awful", "neg") } else { ("great", "pos") };
-        csv.push_str(&format!("the film was {w},{label}\n"));
-    }
-    write(&dir, "reviews.csv", &csv);
+    reviews(&dir);
     let exp = r#"
 [data]
 dataset = { text = { path = "reviews.csv", column = "review", label = "score", tokenizer = { length = 8, vocab_size = 30 } } }

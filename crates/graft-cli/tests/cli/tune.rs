@@ -17,6 +17,26 @@ fn bad_default(dir: &Path, epochs: usize) -> String {
     write(dir, "mlp.toml", &text)
 }
 
+/// `graft tune EXP --space SPACE --out DIR/search --quiet EXTRA...`, which must succeed: the folder and its results.
+fn search(dir: &Path, exp: &str, space: &str, extra: &[&str]) -> (std::path::PathBuf, Json) {
+    let space = write(dir, "space.toml", space);
+    let out = dir.join("search");
+    let mut args = vec![
+        "tune",
+        exp,
+        "--space",
+        &space,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let o = graft(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = results(&out);
+    (out, r)
+}
+
 fn results(out: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
@@ -103,25 +123,12 @@ fn random_search_beats_a_bad_learning_rate_and_resumes() {
 fn successive_halving_promotes_the_best_third() {
     let dir = workdir("tune-halving");
     let exp = bad_default(&dir, 9);
-    let space = write(
+    let (_, r) = search(
         &dir,
-        "space.toml",
-        "method = \"halving\"\nmetric = \"val_accuracy\"\n[halving]\nmin_epochs = 1\neta = 3\n[params]\n\"train.optimizer.adam.lr\" = { loguniform = [1e-4, 1e-1] }\n",
-    );
-    let out = dir.join("search");
-    let o = graft(&[
-        "tune",
         &exp,
-        "--space",
-        &space,
-        "--trials",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r = results(&out);
+        "method = \"halving\"\nmetric = \"val_accuracy\"\n[halving]\nmin_epochs = 1\neta = 3\n[params]\n\"train.optimizer.adam.lr\" = { loguniform = [1e-4, 1e-1] }\n",
+        &["--trials", "5"],
+    );
     let rungs: Vec<(u64, u64)> = r["trials"]
         .as_array()
         .unwrap()
@@ -186,25 +193,12 @@ optimizer = { adam = { lr = 3e-3 } }
 loss = "sparse_categorical_crossentropy"
 "#,
     );
-    let space = write(
+    let (out, r) = search(
         &dir,
-        "space.toml",
-        "method = \"grid\"\nmetric = \"val_accuracy\"\n[params]\n\"model.layers[1].dense.units\" = { choice = [8, 64] }\n",
-    );
-    let out = dir.join("search");
-    let o = graft(&[
-        "tune",
         &exp,
-        "--space",
-        &space,
-        "--folds",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r = results(&out);
+        "method = \"grid\"\nmetric = \"val_accuracy\"\n[params]\n\"model.layers[1].dense.units\" = { choice = [8, 64] }\n",
+        &["--folds", "2"],
+    );
     let units: Vec<i64> = r["trials"]
         .as_array()
         .unwrap()

@@ -128,3 +128,34 @@ metrics = []
     assert!(m["baselines"][0]["metrics"]["r2"].as_f64().unwrap() > 0.95, "{m}");
     assert!(m["baselines"][1]["metrics"]["r2"].is_number(), "{m}");
 }
+
+#[test]
+fn texts_get_a_bag_of_words_logistic_regression() {
+    let dir = workdir("baseline-text");
+    // The label is one word of each review: a bag-of-words model separates them perfectly.
+    let mut csv = String::from("review,score\n");
+    for i in 0..120 {
+        let (w, label) = if i % 2 == 0 { ("awful", "neg") } else { ("great", "pos") };
+        let filler = ["the film", "this movie", "the plot", "our evening"][i % 4];
+        csv.push_str(&format!("{filler} was {w},{label}\n"));
+    }
+    write(&dir, "reviews.csv", &csv);
+    let exp = r#"
+[data]
+dataset = { text = { path = "reviews.csv", column = "review", label = "score", tokenizer = { length = 8 } } }
+split = { validation = 0.2, test = 0.25, stratify = true }
+[model]
+layers = [{ embedding = { input_dim = 64, output_dim = 4, padding_idx = 0 } }, { global_avg_pool1d = {} }, { dense = { units = 2 } }]
+[train]
+epochs = 1
+loss = "sparse_categorical_crossentropy"
+"#;
+    let run = dir.join("run");
+    train(&write(&dir, "e.toml", exp), &run);
+    let m = metrics(&run);
+    assert_eq!(
+        m["baselines"][0]["name"], "logistic regression on the term frequencies",
+        "{m}"
+    );
+    assert_eq!(m["baselines"][0]["metrics"]["accuracy"].as_f64(), Some(1.0), "{m}");
+}

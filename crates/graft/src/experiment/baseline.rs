@@ -85,10 +85,11 @@ fn linear_spec(shape: &[usize], preprocessor: &Preprocessor, outputs: usize, tas
         // Averaging one embedding row per token is a linear map of the term frequencies: the bag-of-words model.
         let mut embedding = EmbeddingConfig::new(vocabulary, outputs).with_padding_idx(0);
         embedding.initializer = Initializer::Zeros;
+        // The dense after it keeps its random start: with both factors at zero neither would get a gradient.
         spec = spec
             .add(LayerSpec::Embedding(embedding))
             .add(LayerSpec::GlobalAvgPool1d(NoOptions {}))
-            .add(dense(outputs));
+            .add(LayerSpec::Dense(DenseConfig::new(outputs)));
         return (spec, format!("{what} on the term frequencies"));
     }
     let mut name = format!("{what} on the inputs");

@@ -283,10 +283,11 @@ fn data_faults_are_caught_by_their_checks() {
     let (twice_x, twice_y) = ([x.clone(), x.clone()].concat(), [y.clone(), y.clone()].concat());
     let (r, _) = doctor(&arrays(&dir, twice_x, twice_y), "duplicates");
     assert_eq!(status(&r, "duplicates"), "fail", "{r}");
-    // Copies with a little noise are found as near-duplicates.
-    let noisy: Vec<f32> = x.iter().map(|v| v + 1e-3).collect();
+    // Copies with a little noise are found as near-duplicates (in inputs of 16 features: each row written twice).
+    let wide: Vec<f32> = x.chunks(8).flat_map(|r| [r, r].concat()).collect();
+    let noisy: Vec<f32> = wide.iter().map(|v| v + 1e-3).collect();
     let (r, _) = doctor(
-        &arrays(&dir, [x.clone(), noisy].concat(), [y.clone(), y.clone()].concat()),
+        &arrays(&dir, [wide.clone(), noisy].concat(), [y.clone(), y.clone()].concat()),
         "duplicates",
     );
     assert_eq!(status(&r, "duplicates"), "fail", "{r}");
@@ -294,6 +295,9 @@ fn data_faults_are_caught_by_their_checks() {
         check(&r, "duplicates")["details"]["test"]["near"].as_u64().unwrap() > 0,
         "{r}"
     );
+    // Distinct rows of the same width have no near-duplicates.
+    let (r, _) = doctor(&arrays(&dir, wide, y.clone()), "duplicates");
+    assert_eq!(status(&r, "duplicates"), "pass", "{r}");
 
     // Labels shuffled by a bug: the real labels teach nothing.
     let mut shuffled = y.clone();

@@ -320,18 +320,20 @@ pub fn diagnose(exp: &ExperimentSpec, opts: &DoctorOptions) -> Result<Diagnosis>
         }
         checks.push(check);
     };
-    for (name, run) in data::CHECKS {
-        if wanted(name) {
-            let started = Instant::now();
-            record(run(exp, &splits)?, started, &mut checks);
-        }
-    }
+    // The model first: a mistake in the experiment (a loss that does not fit the target, a shape) is its one-line
+    // error before any check spends time.
     let device = opts.device.clone().autodiff();
     device.seed(opts.seed);
     let mut splits = splits;
     let model = build_model(exp, &splits, &device, opts.seed, true)?;
     splits.check_fits(&model)?;
     let heads = task_heads(exp, &model, &splits.train)?;
+    for (name, run) in data::CHECKS {
+        if wanted(name) {
+            let started = Instant::now();
+            record(run(exp, &splits)?, started, &mut checks);
+        }
+    }
     let class_weights = crate::train::trainer::head_class_weights(&heads, &splits.train)?;
     let probe_rows = sample_rows(splits.train.len(), probe_size(exp.train.batch_size), opts.seed);
     let probe = gather(&splits.train, &probe_rows)?;

@@ -343,4 +343,12 @@ fn doctor_mistakes_are_one_line_errors() {
     assert!(e.contains("supervised") && e.contains("autoencoder"), "{e}");
     let e = expect_error(graft(&["doctor", &dir.join("missing.toml").display().to_string()]));
     assert!(e.contains("missing.toml"), "{e}");
+    // A run directory where the experiment file belongs: named, with the file it holds.
+    let run = dir.join("run");
+    let o = graft(&["train", &exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = expect_error(graft(&["doctor", run.to_str().unwrap()]));
+    assert!(e.contains("run directory") && e.contains("experiment.toml"), "{e}");
+    let e = expect_error(graft(&["train", dir.to_str().unwrap(), "--out", run.to_str().unwrap()]));
+    assert!(e.contains("a folder, not an experiment file"), "{e}");
 }

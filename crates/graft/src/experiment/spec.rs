@@ -568,6 +568,18 @@ const OBJECTIVES: [&str; 5] = ["autoencoder", "vae", "gan", "siamese", "word2vec
 
 impl ExperimentSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            let copy = path.join("experiment.toml");
+            return Err(Error::new(if copy.is_file() {
+                format!(
+                    "this is a run directory, not an experiment file; the experiment it ran is {}",
+                    copy.display()
+                )
+            } else {
+                "this is a folder, not an experiment file (a TOML file with [data], [model] and [train])".to_string()
+            })
+            .in_file(path));
+        }
         let text = std::fs::read_to_string(path).in_file(path)?;
         let mut spec = Self::from_toml_str(&text).in_file(path)?;
         spec.path = Some(path.to_path_buf());

@@ -5,6 +5,13 @@ use serde_json::Value as Json;
 
 use super::{FAST_MLP, expect_error, graft, repo, stderr, workdir, write};
 
+/// `graft train EXP --out RUN --quiet`, which must succeed: the run's `metrics.json`.
+fn trained(exp: &str, run: &std::path::Path) -> Json {
+    let o = graft(&["train", exp, "--out", run.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn layer_statistics_and_projections_reach_the_report() {
     let dir = workdir("introspect");
@@ -13,15 +20,7 @@ fn layer_statistics_and_projections_reach_the_report() {
         "[train]\nintrospect = { layer_stats = true, projection = { layer = \"out\", rows = 200 } }\n",
     );
     let run = dir.join("run");
-    let o = graft(&[
-        "train",
-        &write(&dir, "e.toml", &exp),
-        "--out",
-        run.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m: Json = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let m = trained(&write(&dir, "e.toml", &exp), &run);
     let stats = m["introspection"]["layer_stats"].as_array().unwrap();
     // One record per epoch, each with every layer; the dense layers have weights and gradients.
     assert_eq!(stats.len(), 3);
@@ -53,16 +52,7 @@ fn layer_statistics_and_projections_reach_the_report() {
         assert!(std::fs::metadata(run.join(chart)).unwrap().len() > 1000, "{chart}");
     }
     // Seeded: the same run gives the same numbers.
-    let again = dir.join("again");
-    let o = graft(&[
-        "train",
-        &write(&dir, "e.toml", &exp),
-        "--out",
-        again.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success());
-    let m2: Json = serde_json::from_str(&std::fs::read_to_string(again.join("metrics.json")).unwrap()).unwrap();
+    let m2 = trained(&write(&dir, "e.toml", &exp), &dir.join("again"));
     assert_eq!(m["introspection"], m2["introspection"]);
 }
 
@@ -95,15 +85,7 @@ introspect = {{ attention = {{ examples = 2 }} }}
 "#
     );
     let run = dir.join("run");
-    let o = graft(&[
-        "train",
-        &write(&dir, "e.toml", &exp),
-        "--out",
-        run.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m: Json = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let m = trained(&write(&dir, "e.toml", &exp), &run);
     let maps = m["introspection"]["attention"].as_array().unwrap();
     assert_eq!(maps.len(), 2);
     // The tokens as the tokenizer names them, from [CLS] to [SEP].
@@ -173,15 +155,7 @@ loss = "sparse_categorical_crossentropy"
 introspect = { attention = { examples = 1 } }
 "#;
     let run = dir.join("run");
-    let o = graft(&[
-        "train",
-        &write(&dir, "e.toml", exp),
-        "--out",
-        run.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m: Json = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let m = trained(&write(&dir, "e.toml", exp), &run);
     let maps = m["introspection"]["attention"].as_array().unwrap();
     assert_eq!(maps.len(), 1, "{m}");
     // The tokens of the text, padding cut off: "the film was awful" or "... great".

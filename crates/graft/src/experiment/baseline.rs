@@ -182,7 +182,7 @@ pub fn knn_baseline(data: &FitData, heads: &[TaskHead], score_on: &Dataset) -> R
     }
     let started = Instant::now();
     let head = &heads[0];
-    let train_rows = crate::experiment::doctor::sample_rows(data.train.len(), KNN_MAX_TRAIN, 5);
+    let train_rows = crate::experiment::data::sample_rows(data.train.len(), KNN_MAX_TRAIN, 5, b"doctor\0\0");
     let train = gather(data.train, &train_rows)?;
     let d = train.inputs.sample_size();
     let (n, k) = (train_rows.len(), KNN_K.min(train_rows.len()));

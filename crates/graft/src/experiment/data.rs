@@ -9,6 +9,16 @@ use crate::error::{Context, Error, Result};
 use crate::experiment::spec::{DataSpec, DatasetSpec, ExperimentSpec};
 use crate::model::Graph;
 
+/// Up to `k` of `n` row indices, drawn without replacement from `seed` and a purpose tag (so draws for different
+/// purposes are independent), in drawn order.
+pub fn sample_rows(n: usize, k: usize, seed: u64, purpose: &[u8; 8]) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut rows: Vec<usize> = (0..n).collect();
+    rows.shuffle(&mut crate::data::rng::seeded_rng(purpose, seed, 0));
+    rows.truncate(k.min(n));
+    rows
+}
+
 /// The three parts of the data, and the preprocessing fitted on the training part.
 pub struct Splits {
     pub train: Dataset,

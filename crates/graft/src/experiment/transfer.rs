@@ -495,13 +495,8 @@ pub fn measure(
 
 /// Up to `k` of `n` row indices, drawn without replacement by `seed`, in increasing order.
 fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    let mut rows: Vec<usize> = (0..n).collect();
-    if n > k {
-        rows.shuffle(&mut graft_data::rng::seeded_rng(b"transfer", seed, 0));
-        rows.truncate(k);
-        rows.sort_unstable();
-    }
+    let mut rows = crate::experiment::data::sample_rows(n, k, seed, b"transfer");
+    rows.sort_unstable();
     rows
 }
 

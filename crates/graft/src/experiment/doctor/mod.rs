@@ -412,11 +412,7 @@ fn probe_size(batch_size: usize) -> usize {
 
 /// `k` of `n` row indices, drawn without replacement from the seed, in drawn order.
 pub(crate) fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    let mut rows: Vec<usize> = (0..n).collect();
-    rows.shuffle(&mut crate::data::rng::seeded_rng(b"doctor\0\0", seed, 0));
-    rows.truncate(k.min(n));
-    rows
+    crate::experiment::data::sample_rows(n, k, seed, b"doctor\0\0")
 }
 
 /// The inputs (every model input, flattened per row) of `rows` of `ds`, read as a training batch would be.

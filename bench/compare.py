@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
-"""Runs the graft and PyTorch benchmark servers side by side and compares them.
+"""Runs the graft, PyTorch and ONNX Runtime benchmark servers side by side and compares them.
 
   python bench/compare.py --graft "target/release/graft bench --serve" \\
-      --torch "PY bench/torch_bench.py" --threads T [--rounds 5] [--workloads a,b,...] [--quick] \\
-      [--out bench/results.json]
+      --torch "PY bench/torch_bench.py" [--ort "PY bench/ort_bench.py"] --threads T [--rounds 5] \\
+      [--workloads a,b,...] [--cotenant mlp,...|none] [--quick] [--out bench/results.json] \\
+      [--history bench/history.jsonl]
 
-The torch command gets "--threads T" appended (unless it has --threads); the graft server gets
-RAYON_NUM_THREADS=T, the torch server OMP_NUM_THREADS=T and MKL_NUM_THREADS=T in its environment.
-Both engines are long-lived servers started from the repository root, speaking one JSON object
+The Python commands get "--threads T" appended (unless they have --threads); the graft server gets
+RAYON_NUM_THREADS=T, the Python servers OMP_NUM_THREADS=T and MKL_NUM_THREADS=T in their environment.
+Every engine is a long-lived server started from the repository root, speaking one JSON object
 per line: request {"workload": W, "warmup": N, "steps": M} on stdin, reply
 {"workload": W, "batch": B, "seconds": [M step times]} (or {"error": "..."}) on stdout; the request
-{"workload": "info"} answers {"engine": "..."}. For each workload, each round asks both engines,
-alternating which goes first (graft first on odd rounds). Per engine the step times of all rounds
-are pooled; the headline is batch / median step time (samples/s), or the median in microseconds for
-mlp_latency_b1. Writes a JSON array (--out, atomically) and prints a Markdown table on stdout;
-progress goes to stderr.
+{"workload": "info"} answers {"engine": "..."}. ONNX Runtime runs the inference workloads only.
+For each workload, each round asks every engine in turn, the first engine rotating from round to
+round, so drift on a shared machine hits all alike. The headline of an engine is the median over
+rounds of each round's median step time: batch / that (samples/s), or that in microseconds for the
+latency workloads; min and max are over every step.
+
+Co-tenant rows (--cotenant, default mlp): after the quiet rounds, the named workloads run again for
+graft and PyTorch while a busy loop holds one core; the row gives each engine's speed under load and
+its ratio to its own quiet speed.
+
+Writes a JSON array (--out, atomically), appends the run to --history (one JSON line per full run),
+and prints a Markdown table on stdout with, per ratio, its range over the full runs in the history
+made by the same code (a fingerprint of crates/, Cargo.toml and the bench engines); progress goes to
+stderr.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import queue
@@ -30,22 +41,38 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> (timed steps per round, warm-up steps per round, batch the workload is defined with)
+# name -> (timed steps per round, warm-up steps per round, batch the workload is defined with).
+# The CNN's steps are short and noisy (one round's median moved by 20% with 10 steps): 40 per round.
 WORKLOADS = {
     "mlp": (20, 3, 128),
-    "cnn": (10, 2, 64),
+    "cnn": (40, 3, 64),
     "lstm": (10, 2, 32),
     "gru": (10, 2, 32),
     "bilstm": (10, 2, 32),
     "minilm_infer": (10, 2, 32),
+    "minilm_latency_1x16": (100, 10, 1),
     "minilm_finetune": (10, 2, 32),
     "mlp_latency_b1": (200, 20, 1),
     "mlp_infer_b1024": (20, 3, 1024),
+    "cnn_latency_b1": (200, 20, 1),
+    "cnn_infer_b64": (40, 4, 64),
     "sgemm": (10, 2, 1),
 }
 DEFAULT_STEPS_WARMUP = (10, 2)  # for a workload not in the list above (its batch is not checked)
-LATENCY = {"mlp_latency_b1"}
-ENGINES = ("graft", "pytorch")
+LATENCY = {"mlp_latency_b1", "cnn_latency_b1", "minilm_latency_1x16"}
+# The workloads ONNX Runtime runs: inference only (it does not train).
+INFERENCE = {"mlp_latency_b1", "mlp_infer_b1024", "cnn_latency_b1", "cnn_infer_b64", "minilm_infer",
+             "minilm_latency_1x16"}
+ENGINES = ("graft", "pytorch", "onnxruntime")
+ENGINE_TITLES = {"graft": "graft", "pytorch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+COTENANT_SUFFIX = "+cotenant"
+
+
+def engines_for(workload, available):
+    """The engines that run `workload`, in ENGINES order, among those `available`."""
+    base = workload.removesuffix(COTENANT_SUFFIX)
+    return [e for e in ENGINES if e in available
+            and (e != "onnxruntime" or (base in INFERENCE and not workload.endswith(COTENANT_SUFFIX)))]
 
 
 # --- FLOPs per step ---------------------------------------------------------------------------------
@@ -87,8 +114,8 @@ def bert_layer_forward_flops(batch, d=BERT_D, ff=BERT_FF, seq=BERT_SEQ):
     return batch * seq * per_token
 
 
-def minilm_infer_flops(batch):
-    return BERT_LAYERS * bert_layer_forward_flops(batch)
+def minilm_infer_flops(batch, seq=BERT_SEQ):
+    return BERT_LAYERS * bert_layer_forward_flops(batch, seq=seq)
 
 
 def minilm_finetune_flops(batch, trainable_layers=2, classes=2):
@@ -113,9 +140,12 @@ FLOPS = {
     "gru": lambda b: TRAIN_FACTOR * rnn_forward_flops(b, gates=3),
     "bilstm": lambda b: TRAIN_FACTOR * rnn_forward_flops(b, gates=4, directions=2),
     "minilm_infer": minilm_infer_flops,
+    "minilm_latency_1x16": lambda b: minilm_infer_flops(b, seq=16),
     "minilm_finetune": minilm_finetune_flops,
     "mlp_latency_b1": mlp_forward_flops,
     "mlp_infer_b1024": mlp_forward_flops,
+    "cnn_latency_b1": cnn_forward_flops,
+    "cnn_infer_b64": cnn_forward_flops,
     "sgemm": sgemm_flops,
 }
 
@@ -231,12 +261,16 @@ def check_reply(reply, workload, steps, expected_batch):
 
 
 def measure(servers, workload, rounds, steps, warmup):
-    """Per engine: {"batch", "seconds"} pooled over rounds, or {"error"}."""
-    expected_batch = WORKLOADS[workload][2] if workload in WORKLOADS else None
-    result = {name: {"batch": None, "seconds": []} for name in ENGINES}
-    req = {"workload": workload, "warmup": warmup, "steps": steps}
-    for r in range(1, rounds + 1):
-        order = ENGINES if r % 2 == 1 else ENGINES[::-1]
+    """Per engine that runs `workload`: {"batch", "seconds", "rounds"} (the step times pooled, and
+    each round's median), or {"error"}."""
+    base = workload.removesuffix(COTENANT_SUFFIX)
+    expected_batch = WORKLOADS[base][2] if base in WORKLOADS else None
+    names = engines_for(workload, servers)
+    result = {name: {"batch": None, "seconds": [], "rounds": []} for name in names}
+    req = {"workload": base, "warmup": warmup, "steps": steps}
+    for r in range(rounds):
+        # Each engine leads in turn: round 1 starts with graft, round 2 with the next engine, ...
+        order = names[r % len(names):] + names[:r % len(names)]
         notes = []
         for name in order:
             res = result[name]
@@ -245,7 +279,7 @@ def measure(servers, workload, rounds, steps, warmup):
                 continue
             try:
                 batch, seconds = check_reply(
-                    servers[name].request(req), workload, steps, expected_batch)
+                    servers[name].request(req), base, steps, expected_batch)
                 if res["batch"] is not None and batch != res["batch"]:
                     raise ValueError(f"batch changed from {res['batch']} to {batch}")
             except ValueError as e:
@@ -254,8 +288,9 @@ def measure(servers, workload, rounds, steps, warmup):
                 continue
             res["batch"] = batch
             res["seconds"].extend(seconds)
+            res["rounds"].append(statistics.median(seconds))
             notes.append(f"{name} median {fmt_time(statistics.median(seconds))}")
-        log(f"[{workload}] round {r}/{rounds} ({order[0]} first, {steps} steps + {warmup} warm-up): "
+        log(f"[{workload}] round {r + 1}/{rounds} ({order[0]} first, {steps} steps + {warmup} warm-up): "
             + ", ".join(notes))
     return result
 
@@ -264,10 +299,12 @@ def engine_stats(res, workload, threads, engine_name):
     if "error" in res:
         return {"error": res["error"], "threads": threads, "engine": engine_name}
     secs = res["seconds"]
-    median = statistics.median(secs)
-    flops = FLOPS[workload](res["batch"]) if workload in FLOPS else None
+    median = statistics.median(res["rounds"])
+    base = workload.removesuffix(COTENANT_SUFFIX)
+    flops = FLOPS[base](res["batch"]) if base in FLOPS else None
     return {
         "median_s": median,
+        "round_medians_s": res["rounds"],
         "min_s": min(secs),
         "max_s": max(secs),
         "steps": len(secs),
@@ -280,49 +317,131 @@ def engine_stats(res, workload, threads, engine_name):
 
 
 def headline(stats, workload):
-    if "error" in stats:
+    if stats is None or "error" in stats:
         return None
-    if workload in LATENCY:
+    if workload.removesuffix(COTENANT_SUFFIX) in LATENCY:
         return stats["median_s"] * 1e6
     return stats["batch"] / stats["median_s"]
 
 
+def speed_ratio(a, b, workload):
+    """How many times faster the engine with headline `a` is than the one with `b` (latency: b / a)."""
+    if a is None or b is None:
+        return None
+    return b / a if workload.removesuffix(COTENANT_SUFFIX) in LATENCY else a / b
+
+
 def build_rows(measured, threads, engines):
     """The results.json objects, in workload order; measured: workload -> engine -> result."""
-    stats = {w: {e: engine_stats(m[e], w, threads, engines[e]) for e in ENGINES}
+    stats = {w: {e: engine_stats(r, w, threads, engines.get(e)) for e, r in m.items()}
              for w, m in measured.items()}
     sgemm_gflops = [s["gflops"] for s in stats.get("sgemm", {}).values() if "error" not in s]
     peak = max(sgemm_gflops) if sgemm_gflops else None
+
+    def fraction(s):
+        if s is None or "error" in s or peak is None or s["gflops"] is None:
+            return None
+        return s["gflops"] / peak
+
     rows = []
     for w, st in stats.items():
-        g, p = headline(st["graft"], w), headline(st["pytorch"], w)
-        ratio = None
-        if g is not None and p is not None:
-            ratio = p / g if w in LATENCY else g / p  # higher is better for graft either way
-
-        def fraction(s):
-            if "error" in s or peak is None or s["gflops"] is None:
-                return None
-            return s["gflops"] / peak
-
+        base = w.removesuffix(COTENANT_SUFFIX)
+        heads = {e: headline(st.get(e), w) for e in ENGINES}
         row = {
             "workload": w,
-            "unit": "us" if w in LATENCY else "samples/s",
-            "graft": g,
-            "pytorch": p,
-            "ratio": ratio,
-            "gflops_fraction_of_peak": fraction(st["graft"]),
-            "pytorch_gflops_fraction_of_peak": fraction(st["pytorch"]),
+            "unit": "us" if base in LATENCY else "samples/s",
+            "graft": heads["graft"],
+            "pytorch": heads["pytorch"],
+            # graft's speed over the other engine's (higher is better for graft either way)
+            "ratio": speed_ratio(heads["graft"], heads["pytorch"], w),
+            "gflops_fraction_of_peak": fraction(st.get("graft")),
+            "pytorch_gflops_fraction_of_peak": fraction(st.get("pytorch")),
             "peak_gflops": peak,
             "threads": threads,
-            "graft_stats": st["graft"],
-            "pytorch_stats": st["pytorch"],
+            "graft_stats": st.get("graft"),
+            "pytorch_stats": st.get("pytorch"),
         }
-        errors = [f"{e}: {st[e]['error']}" for e in ENGINES if "error" in st[e]]
+        if "onnxruntime" in st:
+            row["onnxruntime"] = heads["onnxruntime"]
+            row["ratio_vs_onnxruntime"] = speed_ratio(heads["graft"], heads["onnxruntime"], w)
+            row["onnxruntime_gflops_fraction_of_peak"] = fraction(st["onnxruntime"])
+            row["onnxruntime_stats"] = st["onnxruntime"]
+        if w.endswith(COTENANT_SUFFIX) and base in stats:
+            # Each engine under load against its own quiet speed (1.0: the busy core cost nothing).
+            for e in ("graft", "pytorch"):
+                quiet = headline(stats[base].get(e), base)
+                row[f"{e}_vs_quiet"] = speed_ratio(heads[e], quiet, base)
+        errors = [f"{e}: {s['error']}" for e, s in st.items() if s is not None and "error" in s]
         if errors:
             row["error"] = "; ".join(errors)
         rows.append(row)
     return rows, peak
+
+
+# --- runs over time ---------------------------------------------------------------------------------
+
+RATIO_KEYS = ("ratio", "ratio_vs_onnxruntime", "graft_vs_quiet", "pytorch_vs_quiet")
+
+
+def code_fingerprint():
+    """A hash of the code that decides the numbers: graft's crates, the manifest and the engines. Runs
+    of the same code are comparable; the fingerprint changes with any edit, committed or not."""
+    try:
+        files = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "crates", "Cargo.toml", "bench/run.sh",
+             "bench/compare.py", "bench/torch_bench.py", "bench/ort_bench.py"],
+            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(files):
+        try:
+            with open(os.path.join(REPO, name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        h.update(name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()[:16]
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def read_history(path):
+    runs = []
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        runs.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        log(f"{path}: skipping a line that is not JSON")
+    except FileNotFoundError:
+        pass
+    return runs
+
+
+def append_history(path, entry):
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def add_ranges(rows, runs):
+    """Each row's ratios' [min, max] over `runs` (history entries of the same code, this run included)."""
+    for row in rows:
+        ranges = {}
+        for key in RATIO_KEYS:
+            values = [r["ratios"][row["workload"]][key] for r in runs
+                      if r.get("ratios", {}).get(row["workload"], {}).get(key) is not None]
+            if values:
+                ranges[key] = [min(values), max(values)]
+        row["runs"] = {"count": len(runs), "ranges": ranges}
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -345,7 +464,9 @@ def fmt_num(x):
 
 
 def fmt_headline(row, engine):
-    s = row[f"{engine}_stats"]
+    s = row.get(f"{engine}_stats")
+    if s is None:
+        return "–"
     if "error" in s:
         msg = s["error"].replace("|", "/").replace("\n", " ")
         return f"error: {msg[:80]}"
@@ -361,26 +482,59 @@ def fmt_pct(x):
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def fmt_ratio(row, key):
+    value = row.get(key)
+    if value is None:
+        return "–"
+    text = f"{value:.2f}×"
+    span = row.get("runs", {}).get("ranges", {}).get(key)
+    if span is not None and row["runs"]["count"] > 1:
+        text += f" ({span[0]:.2f}–{span[1]:.2f})"
+    return text
+
+
 def fmt_range(s):
-    if "error" in s:
+    if s is None or "error" in s:
         return "–"
     lo, hi = s["min_s"], s["max_s"]
     return f"{fmt_time(lo)} – {fmt_time(hi)}"
 
 
-def markdown(rows):
+def markdown(rows, runs):
+    span = f" (range over {runs} runs)" if runs > 1 else ""
     lines = [
-        "| workload | graft | PyTorch | graft/PyTorch | graft % of sgemm peak | PyTorch % of peak "
-        "| graft min–max | PyTorch min–max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| workload | graft | PyTorch | ONNX Runtime | graft/PyTorch{span} | graft/ORT{span} "
+        "| graft % of sgemm peak | PyTorch % of peak | graft min–max | PyTorch min–max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f}×"
+        if row["workload"].endswith(COTENANT_SUFFIX):
+            continue
         lines.append("| " + " | ".join([
-            row["workload"], fmt_headline(row, "graft"), fmt_headline(row, "pytorch"), ratio,
+            row["workload"], fmt_headline(row, "graft"), fmt_headline(row, "pytorch"),
+            fmt_headline(row, "onnxruntime"), fmt_ratio(row, "ratio"),
+            fmt_ratio(row, "ratio_vs_onnxruntime"),
             fmt_pct(row["gflops_fraction_of_peak"]), fmt_pct(row["pytorch_gflops_fraction_of_peak"]),
             fmt_range(row["graft_stats"]), fmt_range(row["pytorch_stats"]),
         ]) + " |")
+    cotenant = [row for row in rows if row["workload"].endswith(COTENANT_SUFFIX)]
+    if cotenant:
+        lines += [
+            "",
+            f"| with one busy core | graft | PyTorch | graft/PyTorch{span} | graft vs its quiet speed "
+            "| PyTorch vs its quiet speed | graft slowest step | PyTorch slowest step |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in cotenant:
+            def slowest(e):
+                s = row.get(f"{e}_stats")
+                return "–" if s is None or "error" in s else fmt_time(s["max_s"])
+
+            lines.append("| " + " | ".join([
+                row["workload"], fmt_headline(row, "graft"), fmt_headline(row, "pytorch"),
+                fmt_ratio(row, "ratio"), fmt_ratio(row, "graft_vs_quiet"),
+                fmt_ratio(row, "pytorch_vs_quiet"), slowest("graft"), slowest("pytorch"),
+            ]) + " |")
     return "\n".join(lines)
 
 
@@ -411,14 +565,20 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--graft", required=True, help="command that starts the graft server")
     ap.add_argument("--torch", required=True, help="command that starts the PyTorch server")
+    ap.add_argument("--ort", help="command that starts the ONNX Runtime server (default: no ORT column)")
     ap.add_argument("--threads", type=int, required=True, help="threads per engine")
     ap.add_argument("--rounds", type=int, help="rounds per workload (default 5; 2 with --quick)")
     ap.add_argument("--workloads", help="comma-separated workloads (default: all, in order: "
                     + ",".join(WORKLOADS) + ")")
+    ap.add_argument("--cotenant", default="mlp",
+                    help="workloads measured again beside a busy core, or 'none' (default: mlp)")
     ap.add_argument("--quick", action="store_true",
                     help="2 rounds and a fifth of the steps (at least 2) per round")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results.json"),
                     help="results file (default: bench/results.json in the repository)")
+    ap.add_argument("--history", default=os.path.join(REPO, "bench", "history.jsonl"),
+                    help="full runs are appended here, and ratio ranges read from it "
+                         "(default: bench/history.jsonl; 'none' for neither)")
     ap.add_argument("--timeout", type=float, default=900,
                     help="seconds to wait for any one reply (default 900)")
     args = ap.parse_args()
@@ -426,6 +586,7 @@ def parse_args():
         ap.error("--threads must be >= 1")
     if args.rounds is not None and args.rounds < 1:
         ap.error("--rounds must be >= 1")
+    args.full = args.rounds is None and not args.quick and not args.workloads
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
     names = list(WORKLOADS) if not args.workloads else [
@@ -435,52 +596,105 @@ def parse_args():
     # The known workloads in their fixed order, then any others in the order given.
     args.workload_list = [w for w in WORKLOADS if w in names] + [
         w for w in dict.fromkeys(names) if w not in WORKLOADS]
+    cotenant = [] if args.cotenant.strip() == "none" else [
+        w.strip() for w in args.cotenant.split(",") if w.strip()]
+    unknown = [w for w in cotenant if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"--cotenant: unknown workload(s) {', '.join(unknown)}")
+    # A co-tenant row needs its quiet row.
+    args.cotenant_list = [w for w in cotenant if w in args.workload_list]
     return args
+
+
+def python_command(command, threads):
+    return command if "--threads" in shlex.split(command) else f"{command} --threads {threads}"
+
+
+class BusyCore:
+    """A process spinning on one core for as long as the `with` block runs: a noisy co-tenant."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)  # let it reach its loop
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
 
 
 def main():
     args = parse_args()
     t = str(args.threads)
     base = dict(os.environ)
-    torch_command = args.torch
-    if "--threads" not in shlex.split(torch_command):
-        torch_command += f" --threads {t}"
+    py_env = {**base, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}
     servers = {
         "graft": Server("graft", args.graft, {**base, "RAYON_NUM_THREADS": t}, args.timeout),
-        "pytorch": Server("pytorch", torch_command,
-                          {**base, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}, args.timeout),
+        "pytorch": Server("pytorch", python_command(args.torch, t), py_env, args.timeout),
     }
+    if args.ort:
+        servers["onnxruntime"] = Server("onnxruntime", python_command(args.ort, t), py_env, args.timeout)
     engines = {}
     measured = {}
     try:
-        for name in ENGINES:
+        for name in servers:
             info = servers[name].request({"workload": "info"})
             engines[name] = info.get("engine") if isinstance(info.get("engine"), str) else None
             if engines[name] is None:
                 log(f"{name}: no engine info ({info.get('error', 'no engine field')})")
             else:
                 log(f"{name}: {engines[name]}")
-        for w in args.workload_list:
+
+        def steps_of(w):
             steps, warmup = WORKLOADS.get(w, DEFAULT_STEPS_WARMUP)[:2]
-            if args.quick:
-                steps = max(2, steps // 5)
-            measured[w] = measure(servers, w, args.rounds, steps, warmup)
+            return (max(2, steps // 5) if args.quick else steps), warmup
+
+        for w in args.workload_list:
+            measured[w] = measure(servers, w, args.rounds, *steps_of(w))
+        if args.cotenant_list:
+            log("== with one core busy")
+            with BusyCore():
+                for w in args.cotenant_list:
+                    measured[w + COTENANT_SUFFIX] = measure(servers, w + COTENANT_SUFFIX, args.rounds,
+                                                            *steps_of(w))
     finally:
         for s in servers.values():
             s.stop()
 
     rows, peak = build_rows(measured, args.threads, engines)
+    code = code_fingerprint()
+    runs = []
+    if args.history != "none":
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": git_commit(),
+            "code": code,
+            "threads": args.threads,
+            "machine": cpu_model(),
+            "engines": engines,
+            "ratios": {row["workload"]: {k: row[k] for k in RATIO_KEYS if row.get(k) is not None}
+                       for row in rows},
+        }
+        if args.full:
+            append_history(args.history, entry)
+            log(f"appended this run to {args.history}")
+        # Ranges over the full runs of this code (this one included, even when partial).
+        runs = [r for r in read_history(args.history)
+                if r.get("code") == code and r.get("threads") == args.threads and r is not entry]
+        if not args.full:
+            runs.append(entry)
+    add_ranges(rows, runs)
     write_atomically(args.out, rows)
     log(f"wrote {args.out}")
 
-    print(markdown(rows))
+    print(markdown(rows, len(runs)))
     print()
     peak_note = f"sgemm peak {peak:.1f} GFLOP/s" if peak is not None else "sgemm peak unknown"
-    print(f"Machine: {cpu_model()}, {args.threads} threads; "
-          f"graft: {engines.get('graft') or 'unknown'}; "
-          f"PyTorch: {engines.get('pytorch') or 'unknown'}; "
+    names = "; ".join(f"{ENGINE_TITLES[e]}: {engines.get(e) or 'unknown'}" for e in servers)
+    print(f"Machine: {cpu_model()}, {args.threads} threads; {names}; "
           f"{args.rounds} round{'s' if args.rounds != 1 else ''} per workload"
-          f"{' (quick)' if args.quick else ''}; {peak_note}.")
+          f"{' (quick)' if args.quick else ''}; {peak_note}; code {code} ({git_commit()}), "
+          f"ranges over {len(runs)} run{'s' if len(runs) != 1 else ''} of this code.")
 
 
 if __name__ == "__main__":

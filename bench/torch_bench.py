@@ -29,9 +29,10 @@ import traceback
 import torch
 from torch import nn
 
-# stdout carries only protocol replies: anything else that prints (libraries included) goes to stderr.
+# Where replies go. main() points it at the real stdout and sends sys.stdout to stderr; that is
+# done there, not at import, so that bench/ort_bench.py can import the model builders of this module
+# without its own stdout being taken away.
 _REPLY_OUT = sys.stdout
-sys.stdout = sys.stderr
 
 
 def log(msg):
@@ -106,16 +107,34 @@ def build_mlp_infer(batch):
     return build
 
 
-def build_cnn(args):
-    seeded()
-    model = nn.Sequential(
+def cnn_model():
+    return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
     )
+
+
+def build_cnn(args):
+    seeded()
+    model = cnn_model()
     x = torch.randn(64, 1, 28, 28)
     y = torch.randint(0, 10, (64,))
     return classifier_workload(model, x, y)
+
+
+def build_cnn_infer(batch):
+    def build(args):
+        seeded()
+        model = cnn_model().eval()
+        x = torch.randn(batch, 1, 28, 28)
+
+        def step():
+            return torch.softmax(model(x), dim=-1)
+
+        return Workload(batch, step, torch.inference_mode)
+
+    return build
 
 
 # --- recurrent ------------------------------------------------------------------------------------
@@ -158,9 +177,9 @@ def build_rnn(kind, bidirectional=False):
 MINILM_BATCH, MINILM_SEQ = 32, 128
 
 
-def minilm_inputs():
-    ids = torch.randint(1000, 30000, (MINILM_BATCH, MINILM_SEQ))
-    mask = torch.ones(MINILM_BATCH, MINILM_SEQ, dtype=torch.long)
+def minilm_inputs(batch=MINILM_BATCH, seq=MINILM_SEQ):
+    ids = torch.randint(1000, 30000, (batch, seq))
+    mask = torch.ones(batch, seq, dtype=torch.long)
     return ids, mask
 
 
@@ -177,16 +196,21 @@ def load_bert(path, **config_overrides):
     return model
 
 
-def build_minilm_infer(args):
-    seeded()
-    model = load_bert(args.minilm).eval()
-    ids, mask = minilm_inputs()
+def build_minilm_infer(batch, seq):
+    """Embeddings of `batch` sequences of `seq` tokens: the mean of the last hidden states."""
 
-    def step():
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return hidden.mean(dim=1)
+    def build(args):
+        seeded()
+        model = load_bert(args.minilm).eval()
+        ids, mask = minilm_inputs(batch, seq)
 
-    return Workload(MINILM_BATCH, step, torch.inference_mode)
+        def step():
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return hidden.mean(dim=1)
+
+        return Workload(batch, step, torch.inference_mode)
+
+    return build
 
 
 class MiniLMClassifier(nn.Module):
@@ -235,11 +259,14 @@ BUILDERS = {
     "lstm": build_rnn("lstm"),
     "gru": build_rnn("gru"),
     "bilstm": build_rnn("lstm", bidirectional=True),
-    "minilm_infer": build_minilm_infer,
+    "minilm_infer": build_minilm_infer(MINILM_BATCH, MINILM_SEQ),
     "minilm_finetune": build_minilm_finetune,
     "mlp_latency_b1": build_mlp_infer(1),
     "mlp_infer_b1024": build_mlp_infer(1024),
     "sgemm": build_sgemm,
+    "cnn_latency_b1": build_cnn_infer(1),
+    "cnn_infer_b64": build_cnn_infer(64),
+    "minilm_latency_1x16": build_minilm_infer(1, 16),
 }
 
 
@@ -328,6 +355,11 @@ def default_threads():
 
 
 def main():
+    global _REPLY_OUT
+    # stdout carries only protocol replies: anything else that prints (libraries included) goes to
+    # stderr.
+    _REPLY_OUT, sys.stdout = sys.stdout, sys.stderr
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="intra-op threads (default: $OMP_NUM_THREADS, else all CPUs)")

@@ -95,12 +95,12 @@ fn recurrent(layer: LayerSpec) -> ModelSpec {
         .add(LayerSpec::Dense(DenseConfig::new(2)))
 }
 
-/// MiniLM from `dir`, mean-pooled, with a 2-class head when `head`.
-fn minilm(dir: &str, head: bool) -> ModelSpec {
+/// MiniLM from `dir` over `tokens` token ids, mean-pooled, with a 2-class head when `head`.
+fn minilm(dir: &str, tokens: usize, head: bool) -> ModelSpec {
     let bert = BertLayerConfig::pretrained(dir)
         .with_pooling("mean")
         .with_normalize(false);
-    let spec = ModelSpec::sequential(vec![128]).add_named("bert", LayerSpec::Bert(bert));
+    let spec = ModelSpec::sequential(vec![tokens]).add_named("bert", LayerSpec::Bert(bert));
     if head {
         spec.add_named("logits", LayerSpec::Dense(DenseConfig::new(2)))
     } else {
@@ -237,21 +237,28 @@ impl Workload {
                 text_data,
                 &[],
             ),
-            "minilm_finetune" => train(minilm(minilm_dir, true), 32, 1e-4, token_data, &frozen_minilm),
+            "minilm_finetune" => train(minilm(minilm_dir, 128, true), 32, 1e-4, token_data, &frozen_minilm),
             "minilm_infer" => infer(
-                minilm(minilm_dir, false),
+                minilm(minilm_dir, 128, false),
                 ids(128, 1000, 30000, 32, &mut rng(0))?,
+                false,
+            ),
+            "minilm_latency_1x16" => infer(
+                minilm(minilm_dir, 16, false),
+                ids(16, 1000, 30000, 1, &mut rng(0))?,
                 false,
             ),
             "mlp_latency_b1" => infer(mlp(), gaussian(&[784], 1, &mut rng(0))?, true),
             "mlp_infer_b1024" => infer(mlp(), gaussian(&[784], 1024, &mut rng(0))?, true),
+            "cnn_latency_b1" => infer(cnn(), gaussian(&[1, 28, 28], 1, &mut rng(0))?, true),
+            "cnn_infer_b64" => infer(cnn(), gaussian(&[1, 28, 28], 64, &mut rng(0))?, true),
             "sgemm" => Ok(Workload::Sgemm {
                 a: Tensor::random([2048, 2048], Distribution::Default, &device),
                 b: Tensor::random([2048, 2048], Distribution::Default, &device),
             }),
             other => Err(Error::new(format!(
                 "unknown workload '{other}'; expected mlp, cnn, lstm, gru, bilstm, minilm_infer, minilm_finetune, \
-                 mlp_latency_b1, mlp_infer_b1024 or sgemm"
+                 minilm_latency_1x16, mlp_latency_b1, mlp_infer_b1024, cnn_latency_b1, cnn_infer_b64 or sgemm"
             ))),
         }
     }

@@ -12,6 +12,8 @@ mod backbones;
 mod baseline;
 #[path = "cli/doctor.rs"]
 mod doctor;
+#[path = "cli/group_by_length.rs"]
+mod group_by_length;
 #[path = "cli/images.rs"]
 mod images;
 #[path = "cli/introspect.rs"]

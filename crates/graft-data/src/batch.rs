@@ -7,6 +7,24 @@ use super::dataset::{Dataset, Targets};
 use super::rng::seeded_rng;
 use crate::error::{Error, Result};
 
+/// Batches per window sorted by length in [`Batches::grouped_by_length`] (Hugging Face's megabatches are 50).
+pub const LENGTH_WINDOW: usize = 50;
+
+/// The number of tokens in each row of token ids `[N, T]` padded at the end with `pad`: `T` less the run of
+/// `pad` at the row's end.
+pub fn token_lengths(ids: &Array, pad: f32) -> Vec<usize> {
+    let t = ids.sample_size();
+    (0..ids.len())
+        .map(|r| {
+            t - ids.data[r * t..(r + 1) * t]
+                .iter()
+                .rev()
+                .take_while(|&&v| v == pad)
+                .count()
+        })
+        .collect()
+}
+
 /// An iterator over the mini-batches of one epoch, each a `Vec` of sample indices.
 ///
 /// Every index in `0..n` appears exactly once per epoch; the last batch is shorter when
@@ -48,6 +66,35 @@ impl Batches {
             batch_size,
             next: 0,
         })
+    }
+
+    /// The batches of `order` (an epoch's shuffled or resampled order) regrouped so that each holds samples of
+    /// similar `lengths`, as Hugging Face's `group_by_length`: the order is cut into windows of
+    /// [`LENGTH_WINDOW`] batches, each window sorted by length (longest first) and cut into batches, and the full
+    /// batches are then shuffled (seeded by `(seed, epoch)`), so that neither a window nor the epoch runs from
+    /// long to short. A model whose cost follows a batch's longest sequence (a `bert` layer) then computes
+    /// little padding; every sample still comes once per epoch, and the short last batch stays last.
+    pub fn grouped_by_length(
+        order: Vec<usize>,
+        lengths: &[usize],
+        batch_size: usize,
+        seed: u64,
+        epoch: usize,
+    ) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::new("the batch size must be at least 1, found 0"));
+        }
+        let mut grouped: Vec<Vec<usize>> = Vec::with_capacity(order.len().div_ceil(batch_size));
+        for window in order.chunks(batch_size * LENGTH_WINDOW) {
+            let mut window = window.to_vec();
+            // Stable: equal lengths keep the shuffled order.
+            window.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+            grouped.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
+        }
+        let partial = grouped.pop_if(|b| b.len() < batch_size);
+        grouped.shuffle(&mut seeded_rng(b"lengthgr", seed, epoch as u64));
+        grouped.extend(partial);
+        Self::from_order(grouped.concat(), batch_size)
     }
 
     /// The sample order of the whole epoch.
@@ -181,6 +228,52 @@ mod tests {
         assert_ne!(epoch(100, 8, true, 1, 3), epoch(100, 8, true, 1, 4));
         assert_ne!(epoch(100, 8, true, 1, 3), epoch(100, 8, true, 2, 3));
         assert_ne!(epoch(100, 100, true, 1, 0)[0], (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn grouped_batches_hold_similar_lengths_and_every_sample_once() {
+        let n = 1000;
+        let lengths: Vec<usize> = (0..n).map(|i| (i * 7919) % 128 + 1).collect();
+        let order = Batches::new(n, 16, true, 3, 1).unwrap().order().to_vec();
+        let batches: Vec<Vec<usize>> = Batches::grouped_by_length(order.clone(), &lengths, 16, 3, 1)
+            .unwrap()
+            .collect();
+        let mut seen: Vec<usize> = batches.concat();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+        assert!(batches[..batches.len() - 1].iter().all(|b| b.len() == 16));
+        assert_eq!(batches.last().unwrap().len(), n % 16);
+        // Padding: the tokens a batch computes (its longest row × its rows) against the tokens it holds.
+        let padded = |bs: &[Vec<usize>]| -> f64 {
+            let computed: usize = bs
+                .iter()
+                .map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() * b.len())
+                .sum();
+            computed as f64 / lengths.iter().sum::<usize>() as f64
+        };
+        let shuffled: Vec<Vec<usize>> = order.chunks(16).map(<[usize]>::to_vec).collect();
+        assert!(padded(&shuffled) > 1.6, "{}", padded(&shuffled));
+        assert!(padded(&batches) < 1.1, "{}", padded(&batches));
+        // Not a curriculum: the full batches' longest rows are not in falling order.
+        let longest: Vec<usize> = batches.iter().map(|b| lengths[b[0]]).collect();
+        assert!(longest.windows(2).any(|w| w[0] < w[1]));
+        // A function of (seed, epoch).
+        let again: Vec<Vec<usize>> = Batches::grouped_by_length(order.clone(), &lengths, 16, 3, 1)
+            .unwrap()
+            .collect();
+        assert_eq!(again, batches);
+        let other: Vec<Vec<usize>> = Batches::grouped_by_length(order, &lengths, 16, 3, 2).unwrap().collect();
+        assert_ne!(other, batches);
+    }
+
+    #[test]
+    fn token_lengths_count_up_to_the_trailing_padding() {
+        let ids = Array::new(
+            vec![3, 5],
+            vec![5., 6., 0., 0., 0., 5., 6., 7., 8., 9., 0., 0., 0., 0., 0.],
+        )
+        .unwrap();
+        assert_eq!(token_lengths(&ids, 0.0), vec![2, 5, 0]);
     }
 
     #[test]

@@ -326,6 +326,10 @@ pub struct TrainSpec {
     pub top_k: usize,
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Batches of texts of similar length (as Hugging Face's `group_by_length`): a `bert` layer then computes
+    /// little padding.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub group_by_length: bool,
     /// Start from the weights of another run or state dict, for some or all layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<crate::model::restore::RestoreSpec>,
@@ -456,6 +460,7 @@ impl TrainSpec {
             class_weights: None,
             top_k: fit.top_k,
             shuffle: fit.shuffle,
+            group_by_length: fit.group_by_length,
             init_from: None,
             freeze: vec![],
             cache_features: false,
@@ -490,6 +495,7 @@ impl TrainSpec {
             epochs: self.epochs(),
             batch_size: self.batch_size,
             shuffle: self.shuffle,
+            group_by_length: self.group_by_length,
             optimizer: self.optimizer(),
             clip_grad: self.clip_grad,
             schedule: self.schedule.clone(),
@@ -505,6 +511,10 @@ impl TrainSpec {
 
 fn is_true(v: &bool) -> bool {
     *v
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

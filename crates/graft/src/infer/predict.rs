@@ -243,11 +243,8 @@ impl Predictor {
         if std::env::var("GRAFT_SORT_BY_LENGTH").is_ok_and(|v| v == "0") {
             return None;
         }
-        let bert_reads_it = self.graph.nodes.iter().any(|node| {
-            matches!(node.layer, Some(crate::layers::Layer::Bert(..)))
-                && node.sources.first() == Some(&crate::model::graph::Source::Input(0))
-        });
-        (bert_reads_it && inputs.sample_shape().len() == 1).then(|| crate::model::partial::rows_by_length(inputs))
+        let pad = self.graph.token_pad()?;
+        (inputs.sample_shape().len() == 1).then(|| crate::model::partial::rows_by_length(inputs, pad))
     }
 }
 

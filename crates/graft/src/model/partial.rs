@@ -163,6 +163,17 @@ impl Graph {
         self
     }
 
+    /// The pad id of the token ids a `bert` layer reads from the model's first input, when one does: that layer
+    /// runs only up to a batch's last token, so its cost follows the longest text of the batch.
+    pub fn token_pad(&self) -> Option<f32> {
+        self.nodes.iter().find_map(|node| match &node.layer {
+            Some(crate::layers::Layer::Bert(model, _)) if node.sources.first() == Some(&Source::Input(0)) => {
+                Some(model.config.pad_token_id as f32)
+            }
+            _ => None,
+        })
+    }
+
     /// `ds` with its inputs replaced by the output of node `cut` (computed in inference mode, `batch_size` at a time).
     pub fn features(&self, cut: usize, ds: &Dataset, batch_size: usize) -> Result<Dataset> {
         let model = self;
@@ -174,7 +185,7 @@ impl Graph {
         // shared padding (bert) compute little of it; the order does not change any row's features.
         let indices: Vec<usize> =
             if ds.images.is_none() && ds.inputs.sample_shape().len() == 1 && ds.extra_inputs.is_empty() {
-                rows_by_length(&ds.inputs)
+                rows_by_length(&ds.inputs, self.token_pad().unwrap_or(0.0))
             } else {
                 (0..ds.len()).collect()
             };
@@ -228,17 +239,12 @@ impl Graph {
     }
 }
 
-/// The rows of `[N, T]` token ids, shortest first: a row's length ends where its trailing padding (the run of its
-/// last value) starts. Batches of rows taken in this order hold texts of similar length.
-pub fn rows_by_length(ids: &crate::data::Array) -> Vec<usize> {
-    let t = ids.sample_size();
-    let length = |r: usize| {
-        let row = &ids.data[r * t..(r + 1) * t];
-        let last = row.last().copied().unwrap_or(0.0);
-        t - row.iter().rev().take_while(|&&v| v == last).count()
-    };
+/// The rows of `[N, T]` token ids padded at the end with `pad`, shortest first. Batches of rows taken in this
+/// order hold texts of similar length.
+pub fn rows_by_length(ids: &crate::data::Array, pad: f32) -> Vec<usize> {
+    let lengths = crate::data::batch::token_lengths(ids, pad);
     let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&r| length(r));
+    order.sort_by_key(|&r| lengths[r]);
     order
 }
 

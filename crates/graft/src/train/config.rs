@@ -16,6 +16,10 @@ pub struct FitConfig {
     pub batch_size: usize,
     /// Shuffle the training rows every epoch (seeded); `false` keeps their order.
     pub shuffle: bool,
+    /// Batches of token ids of similar length (Hugging Face's `group_by_length`,
+    /// [`Batches::grouped_by_length`](crate::data::Batches::grouped_by_length)): a `bert` layer runs only up to a
+    /// batch's longest text, so less padding is computed.
+    pub group_by_length: bool,
     pub optimizer: OptimizerSpec,
     pub clip_grad: Option<ClipSpec>,
     pub schedule: ScheduleSpec,
@@ -70,6 +74,7 @@ impl Default for FitConfig {
             epochs: 10,
             batch_size: 32,
             shuffle: true,
+            group_by_length: false,
             optimizer: OptimizerSpec::default(),
             clip_grad: None,
             schedule: ScheduleSpec::default(),
@@ -94,6 +99,10 @@ impl FitConfig {
     }
     pub fn with_shuffle(mut self, shuffle: bool) -> Self {
         self.shuffle = shuffle;
+        self
+    }
+    pub fn with_group_by_length(mut self, group: bool) -> Self {
+        self.group_by_length = group;
         self
     }
     pub fn with_optimizer(mut self, optimizer: OptimizerSpec) -> Self {

@@ -237,6 +237,19 @@ pub fn run_epochs_resumable(
     };
     let resumable = resume.is_some() && step.resumable();
     let mut last_checkpoint = Instant::now();
+    let lengths = if config.group_by_length {
+        let Some(pad) = step.model().token_pad() else {
+            return Err(Error::new(
+                "group_by_length batches texts of similar length for a model whose first layer is a `bert` encoder \
+                 (it runs only up to a batch's longest text); this model reads its input with no such layer, so \
+                 grouping would only change the batches: remove it",
+            )
+            .at("train.group_by_length"));
+        };
+        Some(crate::data::batch::token_lengths(&train.inputs, pad))
+    } else {
+        None
+    };
     for epoch in first..=last {
         step.begin_epoch(epoch)?;
         // Continuing: the state is read after the epoch began, so a checkpoint from inside it restores how far
@@ -252,6 +265,12 @@ pub fn run_epochs_resumable(
         let batches = match step.epoch_order(epoch)? {
             Some(order) => Batches::from_order(order, config.batch_size)?,
             None => Batches::new(train.len(), config.batch_size, config.shuffle, seed, epoch)?,
+        };
+        let batches = match &lengths {
+            Some(lengths) => {
+                Batches::grouped_by_length(batches.order().to_vec(), lengths, config.batch_size, seed, epoch)?
+            }
+            None => batches,
         };
         for cb in callbacks.iter_mut() {
             cb.on_epoch_begin(epoch, batches.num_batches());

@@ -43,11 +43,9 @@ root)
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
-import traceback
 import warnings
 
 import numpy as np
@@ -254,36 +252,8 @@ def info(args):
     }
 
 
-def handle(line, args, built):
-    try:
-        req = json.loads(line)
-    except json.JSONDecodeError as e:
-        return {"error": f"invalid JSON request: {e}"}
-    if not isinstance(req, dict):
-        return {"error": "the request must be a JSON object"}
-    name = req.get("workload")
-    if name == "info":
-        return info(args)
-    if name not in PREPARE:
-        return {"workload": name, "error": f"unknown workload {name!r}"}
-    try:
-        warmup = tb.count(req, "warmup", 0, 0)
-        steps = tb.count(req, "steps", 1, 1)
-    except ValueError as e:
-        return {"workload": name, "error": str(e)}
-    try:
-        if name not in built:
-            t0 = time.perf_counter()
-            built[name] = build(name, args)
-            log(f"built {name} in {time.perf_counter() - t0:.2f} s")
-        workload = built[name]
-        seconds = tb.run(workload, warmup, steps)
-    except Exception as e:
-        traceback.print_exc(file=sys.stderr)
-        return {"workload": name, "error": f"{type(e).__name__}: {e}"}
-    if not all(math.isfinite(s) for s in seconds):
-        return {"workload": name, "error": "non-finite timing"}
-    return {"workload": name, "batch": workload.batch, "seconds": seconds}
+# The request handling is torch_bench's, over this engine's builders and info.
+BUILDERS = {name: (lambda args, name=name: build(name, args)) for name in PREPARE}
 
 
 def main():
@@ -312,7 +282,7 @@ def main():
     for line in sys.stdin:
         if not line.strip():
             continue
-        reply(handle(line, args, built))
+        reply(tb.handle(line, args, built, builders=BUILDERS, describe=info))
 
 
 if __name__ == "__main__":

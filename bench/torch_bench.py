@@ -315,7 +315,11 @@ def run(workload, warmup, steps):
     return seconds
 
 
-def handle(line, args, built):
+def handle(line, args, built, builders=None, describe=None):
+    """The reply to one request line. builders (name -> build(args) -> Workload) and describe (the info
+    reply) default to this engine's; bench/ort_bench.py passes its own."""
+    builders = BUILDERS if builders is None else builders
+    describe = info if describe is None else describe
     try:
         req = json.loads(line)
     except json.JSONDecodeError as e:
@@ -324,8 +328,8 @@ def handle(line, args, built):
         return {"error": "the request must be a JSON object"}
     name = req.get("workload")
     if name == "info":
-        return info(args)
-    if name not in BUILDERS:
+        return describe(args)
+    if name not in builders:
         return {"workload": name, "error": f"unknown workload {name!r}"}
     try:
         warmup = count(req, "warmup", 0, 0)
@@ -335,7 +339,7 @@ def handle(line, args, built):
     try:
         if name not in built:
             t0 = time.perf_counter()
-            built[name] = BUILDERS[name](args)
+            built[name] = builders[name](args)
             log(f"built {name} in {time.perf_counter() - t0:.2f} s")
         workload = built[name]
         seconds = run(workload, warmup, steps)

@@ -3,26 +3,19 @@
 //! arrives as a transposed (strided) tensor and every optimizer update on it takes the backend's slow strided path;
 //! here the backward writes `dW = dyᵀ·x` directly in `[out, in]` order.
 
-use rayon::prelude::*;
-
 use crate::matmul::matmul_parallel;
 
-/// From 2 up to this many rows, [`forward`] takes dot products with the weight rows where they lie ([`few_rows`]).
-/// One row stays with gemm, whose matrix-vector path was a little faster (24 against 27 µs on the benchmark's MLP).
+/// Up to this many rows, [`forward`] takes dot products with the weight rows where they lie ([`few_rows`]).
 pub const FEW_ROWS: usize = 16;
 
-/// Multiply-adds from which [`few_rows`] splits the outputs over the threads (below, waking a thread costs more
-/// than it saves).
-const FEW_ROWS_PARALLEL: usize = 1 << 21;
+/// Multiply-adds from which [`few_rows`] splits the outputs over the latency pool's threads (about a microsecond
+/// of work: below that the handoff costs more than it saves).
+const FEW_ROWS_PARALLEL: usize = 1 << 16;
 
 /// `x` `[N, in]`, `w` `[out, in]`, `b` `[out]` → `y` `[N, out]`.
 pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
-    // `GRAFT_FEW_ROWS=0`: gemm for every batch (to measure the gain).
-    static GEMM_ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if (2..=FEW_ROWS).contains(&n)
-        && !*GEMM_ALWAYS.get_or_init(|| std::env::var("GRAFT_FEW_ROWS").is_ok_and(|v| v == "0"))
-    {
+    if n <= FEW_ROWS && few_rows_enabled() {
         return few_rows(n, x, w, b);
     }
     let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
@@ -42,71 +35,73 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Whether [`forward`] takes the few-rows path: on AVX-512, unless `GRAFT_FEW_ROWS=0` asks for gemm at every batch
+/// size (to measure the gain).
+fn few_rows_enabled() -> bool {
+    static GEMM_ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let gemm_always = *GEMM_ALWAYS.get_or_init(|| std::env::var("GRAFT_FEW_ROWS").is_ok_and(|v| v == "0"));
+    #[cfg(target_arch = "x86_64")]
+    return !gemm_always && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// [`forward`] for a few rows (serving one request, a short text): each output is the dot product of an input row
 /// with a weight row, read where it lies. gemm packs the weight into its own panel layout on every call, which for a
 /// few rows costs as much as the product itself (half of MiniLM's time on one 16-token text) and is only repaid
-/// when many rows share the packed panels.
+/// when many rows share the packed panels. Large enough products are split by output columns over the latency
+/// pool ([`crate::latency_pool`]): each thread always gets the same half of the weight, which then stays in its
+/// core's cache from one request to the next.
 pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
     let mut y = vec![0f32; n * out_f];
     if n * out_f == 0 {
         return y;
     }
-    let threads = rayon::current_num_threads();
-    if threads > 1 && n * out_f * in_f >= FEW_ROWS_PARALLEL {
-        // Output columns split over the threads, each part computed as `[n, part]` and copied into place.
-        let part = out_f.div_ceil(threads).next_multiple_of(8);
-        let parts: Vec<(usize, Vec<f32>)> = (0..out_f)
-            .step_by(part)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let end = (start + part).min(out_f);
-                let mut yp = vec![0f32; n * (end - start)];
-                few_rows_block(x, &w[start * in_f..end * in_f], &b[start..end], &mut yp, n, in_f);
-                (start, yp)
-            })
-            .collect();
-        for (start, yp) in parts {
-            let width = yp.len() / n;
-            for (row, src) in y.chunks_exact_mut(out_f).zip(yp.chunks_exact(width)) {
-                row[start..start + width].copy_from_slice(src);
-            }
-        }
-    } else {
-        few_rows_block(x, w, b, &mut y, n, in_f);
-    }
-    y
-}
-
-/// `y [n, out] = x [n, k] · w [out, k]ᵀ + b`, on AVX-512 when the CPU has it, else by gemm.
-fn few_rows_block(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() {
-        // SAFETY: the CPU has AVX-512F; the slices hold the n×k, out×k and n×out matrices.
-        unsafe { avx512::block(x, w, b, y, n, k) };
-        return;
+    if std::is_x86_feature_detected!("avx512f") {
+        let parts = if n * out_f * in_f >= FEW_ROWS_PARALLEL {
+            crate::latency_pool::parts()
+        } else {
+            1
+        };
+        let width = out_f.div_ceil(parts).next_multiple_of(16);
+        let out = OutPtr(y.as_mut_ptr());
+        let part = |p: usize| {
+            let cols = (p * width).min(out_f)..((p + 1) * width).min(out_f);
+            // SAFETY: AVX-512F is present; `y` holds n×out values and each part writes only its own columns.
+            unsafe { avx512::block(x, w, b, out, n, in_f, cols) };
+        };
+        if parts == 1 {
+            part(0);
+        } else {
+            crate::latency_pool::run(&part);
+        }
+        return y;
     }
-    let out_f = b.len();
     for row in y.chunks_exact_mut(out_f) {
         row.copy_from_slice(b);
     }
     matmul_parallel(
-        (n, out_f, k),
-        y,
+        (n, out_f, in_f),
+        &mut y,
         (out_f as isize, 1),
         true,
         x,
-        (k as isize, 1),
+        (in_f as isize, 1),
         w,
-        (1, k as isize),
+        (1, in_f as isize),
     );
+    y
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-}
+/// The output buffer, shared by the parts of a split product (each writes its own columns).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: the parts write disjoint columns, and the caller waits for all of them before it reads the buffer.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
 /// The tiles written with AVX-512 intrinsics: the compiler did not vectorize the same loops over arrays of lanes
 /// (it kept the accumulators on the stack, one float at a time).
@@ -114,16 +109,26 @@ fn avx512() -> bool {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Weight rows in the outer loop: each is read from memory once per call and used for every input row while
-    /// it is in cache (the inputs, a few rows, stay in L1); the other order streamed a 2.4 MB weight from L3 once
-    /// per four rows.
+    use super::OutPtr;
+
+    /// Columns `cols` of `y [n, out] = x [n, k] · w [out, k]ᵀ + b`, weight rows in the outer loop: each is read from
+    /// memory once per call and used for every input row while it is in cache (the inputs, a few rows, stay in L1);
+    /// the other order streamed a 2.4 MB weight from L3 once per four rows.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, k: usize) {
+    pub(super) unsafe fn block(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: OutPtr,
+        n: usize,
+        k: usize,
+        cols: std::ops::Range<usize>,
+    ) {
         const O: usize = 4;
-        let out_f = b.len();
-        let mut o = 0;
-        while o < out_f {
-            if out_f - o >= O {
+        let mut o = cols.start;
+        while o < cols.end {
+            // SAFETY (both): the caller's buffer holds n rows of b.len() outputs, o + O ≤ cols.end ≤ b.len().
+            if cols.end - o >= O {
                 let ws: [&[f32]; O] = std::array::from_fn(|j| &w[(o + j) * k..(o + j + 1) * k]);
                 unsafe { rows_times::<O>(x, &ws, b, y, n, k, o) };
                 o += O;
@@ -141,31 +146,35 @@ mod avx512 {
         x: &[f32],
         ws: &[&[f32]; O],
         b: &[f32],
-        y: &mut [f32],
+        y: OutPtr,
         n: usize,
         k: usize,
         o: usize,
     ) {
         let out_f = b.len();
+        let put = |r: usize, j: usize, v: f32| {
+            assert!(r < n && o + j < out_f);
+            // SAFETY: inside the n×out buffer (asserted); only this part writes column o + j.
+            unsafe { *y.0.add(r * out_f + o + j) = b[o + j] + v };
+        };
         let mut r = 0;
         while r < n {
-            let step = if n - r >= 4 { 4 } else { 1 };
-            let mut put = |i: usize, j: usize, v: f32| y[(r + i) * out_f + o + j] = b[o + j] + v;
-            if step == 4 {
+            if n - r >= 4 {
                 let rows: [&[f32]; 4] = std::array::from_fn(|i| &x[(r + i) * k..(r + i + 1) * k]);
                 let sums = unsafe { dots::<4, O>(&rows, ws, k) };
                 for (i, s) in sums.iter().enumerate() {
                     for (j, &v) in s.iter().enumerate() {
-                        put(i, j, v);
+                        put(r + i, j, v);
                     }
                 }
+                r += 4;
             } else {
                 let sums = unsafe { dots::<1, O>(&[&x[r * k..(r + 1) * k]], ws, k) };
                 for (j, &v) in sums[0].iter().enumerate() {
-                    put(0, j, v);
+                    put(r, j, v);
                 }
+                r += 1;
             }
-            r += step;
         }
     }
 

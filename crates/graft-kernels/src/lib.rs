@@ -24,6 +24,7 @@ mod simd;
 mod autodiff;
 mod backend;
 mod flex;
+mod latency_pool;
 mod matmul;
 mod recurrence;
 

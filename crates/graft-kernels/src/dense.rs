@@ -75,7 +75,7 @@ pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         if parts == 1 {
             part(0);
         } else {
-            crate::latency_pool::run(&part);
+            crate::latency_pool::run(&part, n * out_f * in_f);
         }
         return y;
     }

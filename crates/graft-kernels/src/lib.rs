@@ -6,7 +6,8 @@
 //!   one matmul outside, in ordinary autodiff; the fused operation runs the recurrence, per step one small matmul
 //!   and one vectorized gate pass; batch rows run on separate threads. Padded steps (`keep` = 0) leave the state
 //!   unchanged, exactly as the composed layer does.
-//! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout.
+//! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout; up to 16 rows (serving), dot
+//!   products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s spinning helper threads.
 //! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes) and non-overlapping max pooling.
 //! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).

@@ -228,12 +228,7 @@ def build(name, args):
 def info(args):
     import onnx
 
-    try:
-        import transformers
-
-        tf_version = transformers.__version__
-    except Exception:  # only minilm needs it
-        tf_version = None
+    tf_version = tb.transformers_version()
     return {
         "workload": "info",
         "engine": f"onnxruntime {ort.__version__}",

@@ -280,15 +280,20 @@ def count(req, key, default, minimum):
     return value
 
 
-def info(args):
-    import numpy
-
+def transformers_version():
+    """The installed transformers' version, None without it (only the MiniLM workloads need it)."""
     try:
         import transformers
 
-        tf_version = transformers.__version__
-    except Exception:  # only minilm needs it
-        tf_version = None
+        return transformers.__version__
+    except Exception:
+        return None
+
+
+def info(args):
+    import numpy
+
+    tf_version = transformers_version()
     return {
         "workload": "info",
         "engine": f"pytorch {torch.__version__}",

@@ -22,9 +22,16 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     for _ in 0..n {
         y.extend_from_slice(b);
     }
+    add_products(n, x, w, &mut y, in_f);
+    y
+}
+
+/// `y [n, out] += x [n, in] · w [out, in]ᵀ` by gemm (on all threads when large enough).
+fn add_products(n: usize, x: &[f32], w: &[f32], y: &mut [f32], in_f: usize) {
+    let out_f = y.len() / n.max(1);
     matmul_parallel(
         (n, out_f, in_f),
-        &mut y,
+        y,
         (out_f as isize, 1),
         true,
         x,
@@ -32,7 +39,6 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         w,
         (1, in_f as isize),
     );
-    y
 }
 
 /// Whether [`forward`] takes the few-rows path: on AVX-512, unless `GRAFT_FEW_ROWS=0` asks for gemm at every batch
@@ -82,16 +88,7 @@ pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     for row in y.chunks_exact_mut(out_f) {
         row.copy_from_slice(b);
     }
-    matmul_parallel(
-        (n, out_f, in_f),
-        &mut y,
-        (out_f as isize, 1),
-        true,
-        x,
-        (in_f as isize, 1),
-        w,
-        (1, in_f as isize),
-    );
+    add_products(n, x, w, &mut y, in_f);
     y
 }
 

@@ -279,6 +279,18 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         }
     }
 
+    fn conv2d_max_pool_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+        pool: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let y = Self::conv2d_forward(x, w, b, options, relu);
+        Self::max_pool2d_values(y, pool[0], pool[1])
+    }
+
     fn conv2d_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -309,6 +321,10 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (tracked, Self::from_inner(at))
+    }
+
+    fn max_pool2d_values(x: FloatTensor<Self>, kh: usize, kw: usize) -> FloatTensor<Self> {
+        Self::max_pool2d_forward(x, kh, kw).0
     }
 
     fn max_pool2d_backward(

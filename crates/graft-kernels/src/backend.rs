@@ -64,6 +64,17 @@ pub trait FusedBackend: Backend {
         relu: bool,
     ) -> FloatTensor<Self>;
 
+    /// [`FusedBackend::conv2d_forward`] then max pooling over non-overlapping `pool` windows, in one pass where the
+    /// values alone are needed (under autodiff, the two tracked operations).
+    fn conv2d_max_pool_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+        pool: [usize; 2],
+    ) -> FloatTensor<Self>;
+
     /// The gradients of `x` (an empty tensor unless `need_dx`), `w` and `b`; `y` is the forward's output when it
     /// went through the ReLU (`relu`), ignored otherwise.
     #[allow(clippy::too_many_arguments)]
@@ -79,6 +90,10 @@ pub trait FusedBackend: Backend {
 
     /// `[B, C, H, W]` → (maxima `[B, C, H / kh, W / kw]`, position of each maximum in its window).
     fn max_pool2d_forward(x: FloatTensor<Self>, kh: usize, kw: usize) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The maxima alone, for inference: no positions are kept (under autodiff, [`FusedBackend::max_pool2d_forward`]'s
+    /// maxima, tracked as usual).
+    fn max_pool2d_values(x: FloatTensor<Self>, kh: usize, kw: usize) -> FloatTensor<Self>;
 
     fn max_pool2d_backward(
         dy: FloatTensor<Self>,

@@ -118,8 +118,28 @@ impl Geometry {
 }
 
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`
-/// (applied to each image while it is in cache, instead of another pass over the whole activation).
+/// (applied to each image while it is in cache, instead of another pass over the whole activation): by direct
+/// convolution for unit strides where the CPU has AVX-512 (`conv_direct.rs`), else by im2col + gemm.
 pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    if crate::conv_direct::takes(&g) {
+        return crate::conv_direct::forward(g, x, w, b, relu, None);
+    }
+    im2col_forward(g, x, w, b, relu)
+}
+
+/// [`forward`] followed by max pooling over non-overlapping `pool` windows: `[N, Co, Ho / kh, Wo / kw]`, each
+/// image's channels pooled while in cache where the direct convolution applies.
+pub fn forward_pooled(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: [usize; 2]) -> Vec<f32> {
+    if crate::conv_direct::takes(&g) {
+        return crate::conv_direct::forward(g, x, w, b, relu, Some(pool));
+    }
+    let y = im2col_forward(g, x, w, b, relu);
+    let planes = g.batch * g.out_channels;
+    crate::max_pool::values(&y, planes, (g.output[0], g.output[1]), (pool[0], pool[1]))
+}
+
+/// [`forward`] as one gemm per image over its im2col matrix, images across threads.
+pub(crate) fn im2col_forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
     let (k, p, co) = (g.patch(), g.positions(), g.out_channels);
     let image_len = g.in_channels * g.input[0] * g.input[1];
     let mut y = vec![0f32; g.batch * co * p];
@@ -327,6 +347,39 @@ mod tests {
                     );
                 } else {
                     assert!(x.grad(&g_f).is_none());
+                }
+            }
+        }
+    }
+
+    /// The convolution with its max pool gives the two operations' values on a plain device (one pass) and under
+    /// autodiff (two tracked operations, with gradients reaching the weight).
+    #[test]
+    fn conv_with_max_pool_matches_the_two_operations() {
+        for device in [Device::default(), Device::default().autodiff()] {
+            let options = ConvOptions::new([1, 1], [1, 0], [1, 1], 1);
+            let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Uniform(-1.0, 1.0), &device);
+            let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Uniform(-1.0, 1.0), &device);
+            let w = if device.is_autodiff() { w.require_grad() } else { w };
+            let b = Tensor::<1>::random([5], Distribution::Uniform(-1.0, 1.0), &device);
+            for relu in [false, true] {
+                let one = crate::conv2d_max_pool(x.clone(), w.clone(), b.clone(), options.clone(), relu, [2, 2]);
+                let two = crate::max_pool2d(
+                    crate::conv2d(x.clone(), w.clone(), b.clone(), options.clone(), relu),
+                    [2, 2],
+                );
+                assert_eq!(one.dims(), [2, 5, 4, 3]);
+                assert_eq!(one.dims(), two.dims());
+                let (p, q) = (
+                    one.clone().into_data().try_to_vec::<f32>().unwrap(),
+                    two.into_data().try_to_vec::<f32>().unwrap(),
+                );
+                for (p, q) in p.iter().zip(&q) {
+                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+                }
+                if device.is_autodiff() {
+                    let grads = one.sum().backward();
+                    assert!(w.grad(&grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0));
                 }
             }
         }

@@ -48,6 +48,17 @@ fn conv_geometry(xs: &[usize], ws: &[usize], output: [usize; 2], options: &ConvO
     }
 }
 
+/// The geometry of a convolution of `x` with `w`, its output size from the input, padding, dilation and stride.
+fn forward_geometry(x: &FlexTensor, w: &FlexTensor, options: &ConvOptions<2>) -> conv::Geometry {
+    let (xs, ws) = (x.layout().shape(), w.layout().shape());
+    let out = |axis: usize| {
+        let (begin, end) = options.padding[axis];
+        let span = options.dilation[axis] * (ws[2 + axis] - 1) + 1;
+        (xs[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
+    };
+    conv_geometry(xs, ws, [out(0), out(1)], options)
+}
+
 /// `[B, T, width·H]` → the run's sizes.
 fn dims_of(t: &FlexTensor, width: usize) -> Dims {
     let shape = t.layout().shape();
@@ -137,15 +148,23 @@ impl FusedBackend for Flex {
     }
 
     fn conv2d_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, options: ConvOptions<2>, relu: bool) -> FlexTensor {
-        let (xs, ws) = (x.layout().shape().to_vec(), w.layout().shape().to_vec());
-        let out = |axis: usize| {
-            let (begin, end) = options.padding[axis];
-            let span = options.dilation[axis] * (ws[2 + axis] - 1) + 1;
-            (xs[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
-        };
-        let g = conv_geometry(&xs, &ws, [out(0), out(1)], &options);
+        let g = forward_geometry(&x, &w, &options);
         let y = conv::forward(g, &f32s(&x), &f32s(&w), &f32s(&b), relu);
         flex(y, vec![g.batch, g.out_channels, g.output[0], g.output[1]])
+    }
+
+    fn conv2d_max_pool_forward(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        options: ConvOptions<2>,
+        relu: bool,
+        pool: [usize; 2],
+    ) -> FlexTensor {
+        let g = forward_geometry(&x, &w, &options);
+        let y = conv::forward_pooled(g, &f32s(&x), &f32s(&w), &f32s(&b), relu, pool);
+        let [ho, wo] = g.output;
+        flex(y, vec![g.batch, g.out_channels, ho / pool[0], wo / pool[1]])
     }
 
     fn conv2d_backward(
@@ -178,6 +197,15 @@ impl FusedBackend for Flex {
         let (y, at) = max_pool::forward(&f32s(&x), b * c, (h, w), (kh, kw));
         let out = vec![b, c, h / kh, w / kw];
         (flex(y, out.clone()), flex(at, out))
+    }
+
+    fn max_pool2d_values(x: FlexTensor, kh: usize, kw: usize) -> FlexTensor {
+        let shape = x.layout().shape().to_vec();
+        let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        flex(
+            max_pool::values(&f32s(&x), b * c, (h, w), (kh, kw)),
+            vec![b, c, h / kh, w / kw],
+        )
     }
 
     fn max_pool2d_backward(dy: FlexTensor, at: FlexTensor, h: usize, w: usize, kh: usize, kw: usize) -> FlexTensor {

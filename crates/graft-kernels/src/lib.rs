@@ -8,7 +8,8 @@
 //!   unchanged, exactly as the composed layer does.
 //! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout; up to 16 rows (serving), dot
 //!   products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s spinning helper threads.
-//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes) and non-overlapping max pooling.
+//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution in
+//!   `conv_direct.rs` on AVX-512) and non-overlapping max pooling.
 //! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
 //!
@@ -24,6 +25,7 @@ mod simd;
 
 mod autodiff;
 mod backend;
+mod conv_direct;
 mod flex;
 mod latency_pool;
 mod matmul;
@@ -71,9 +73,31 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, options: ConvOptions<2>,
     Tensor::<4>::from_dispatch(y)
 }
 
+/// [`conv2d`] followed by max pooling over non-overlapping `pool` windows (stride = window, no padding), for
+/// inference: on a device without autodiff each image's channels are pooled while in cache, and the full
+/// convolution output is never written. (Under autodiff, the two tracked operations.)
+pub fn conv2d_max_pool(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Tensor<1>,
+    options: ConvOptions<2>,
+    relu: bool,
+    pool: [usize; 2],
+) -> Tensor<4> {
+    let y = <Dispatch as FusedBackend>::conv2d_max_pool_forward(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        options,
+        relu,
+        pool,
+    );
+    Tensor::<4>::from_dispatch(y)
+}
+
 /// Max pooling of `[B, C, H, W]` over non-overlapping `kernel` windows (stride = kernel, no padding).
 pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
-    let (y, _at) = <Dispatch as FusedBackend>::max_pool2d_forward(x.into_dispatch(), kernel[0], kernel[1]);
+    let y = <Dispatch as FusedBackend>::max_pool2d_values(x.into_dispatch(), kernel[0], kernel[1]);
     Tensor::<4>::from_dispatch(y)
 }
 

@@ -20,6 +20,111 @@ pub fn forward(x: &[f32], planes: usize, (h, w): (usize, usize), (kh, kw): (usiz
     (y, at)
 }
 
+/// Elements below which [`values`] runs on the calling thread: waking rayon's workers costs more than pooling one
+/// request's feature maps (32 planes of 26×26 take about a microsecond).
+const PARALLEL: usize = 1 << 16;
+
+/// The maxima alone (inference): `x` `[planes, h, w]` → `[planes, h / kh, w / kw]`, NaN propagating as in
+/// [`forward`].
+pub fn values(x: &[f32], planes: usize, (h, w): (usize, usize), (kh, kw): (usize, usize)) -> Vec<f32> {
+    let (oh, ow) = (h / kh, w / kw);
+    let mut y = vec![0f32; planes * oh * ow];
+    if oh * ow == 0 {
+        return y;
+    }
+    let plane = |(p, yp): (usize, &mut [f32])| pool_rows(&x[p * h * w..(p + 1) * h * w], w, (h, w), (kh, kw), yp);
+    if x.len() < PARALLEL {
+        y.chunks_mut(oh * ow).enumerate().for_each(plane);
+    } else {
+        y.par_chunks_mut(oh * ow).enumerate().for_each(plane);
+    }
+    y
+}
+
+/// The maxima of one plane of `h` rows of `w` values that lie `stride` apart (a convolution's wide rows, or a
+/// plain plane with `stride = w`), into `out` `[h / kh, w / kw]`.
+pub(crate) fn pool_rows(
+    plane: &[f32],
+    stride: usize,
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    out: &mut [f32],
+) {
+    let (oh, ow) = (h / kh, w / kw);
+    #[cfg(target_arch = "x86_64")]
+    if (kh, kw) == (2, 2) && std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present; the plane holds 2·oh rows `stride` ≥ 2·ow apart, the output oh·ow values.
+        unsafe { avx512::windows_2x2(plane, out, stride, oh, ow) };
+        return;
+    }
+    for i in 0..oh {
+        for j in 0..ow {
+            let mut best = plane[i * kh * stride + j * kw];
+            for di in 0..kh {
+                for &v in &plane[(i * kh + di) * stride + j * kw..][..kw] {
+                    best = if beats(v, best) { v } else { best };
+                }
+            }
+            out[i * ow + j] = best;
+        }
+    }
+}
+
+/// The 2×2 windows with AVX-512 intrinsics: the stride-2 pairs do not vectorize from plain loops.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The larger of `a` and `b`, NaN if either is (`max` alone returns `b` when `a` is NaN).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn max_nan(a: __m512, b: __m512) -> __m512 {
+        let a_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a);
+        _mm512_mask_blend_ps(a_nan, _mm512_max_ps(a, b), a)
+    }
+
+    /// One plane's 2×2 maxima, 16 outputs at a time: the two rows' 32 inputs are reduced vertically, then even and
+    /// odd columns are separated by a permute and reduced.
+    ///
+    /// # Safety
+    /// AVX-512F; `plane` holds `2·oh` rows of `w ≥ 2·ow` values, `out` `oh·ow` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn windows_2x2(plane: &[f32], out: &mut [f32], w: usize, oh: usize, ow: usize) {
+        assert!(out.len() >= oh * ow && w >= 2 * ow && (oh == 0 || plane.len() >= (2 * oh - 1) * w + 2 * ow));
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        for i in 0..oh {
+            let (top, bottom) = (plane[2 * i * w..].as_ptr(), plane[(2 * i + 1) * w..].as_ptr());
+            let row = out[i * ow..].as_mut_ptr();
+            let mut j = 0;
+            while j < ow {
+                let n = (ow - j).min(16);
+                // Inputs 2j .. 2j + 2n of each row, in two masked halves.
+                let (lo_n, hi_n) = ((2 * n).min(16), (2 * n).saturating_sub(16));
+                let (lo, hi) = (((1u32 << lo_n) - 1) as __mmask16, ((1u32 << hi_n) - 1) as __mmask16);
+                // SAFETY (loads, store): the masks keep every access inside the rows (2j + 2n ≤ 2·ow ≤ w) and the
+                // output row (j + n ≤ ow).
+                unsafe {
+                    let v_lo = max_nan(
+                        _mm512_maskz_loadu_ps(lo, top.add(2 * j)),
+                        _mm512_maskz_loadu_ps(lo, bottom.add(2 * j)),
+                    );
+                    let v_hi = max_nan(
+                        _mm512_maskz_loadu_ps(hi, top.add(2 * j + 16)),
+                        _mm512_maskz_loadu_ps(hi, bottom.add(2 * j + 16)),
+                    );
+                    let pooled = max_nan(
+                        _mm512_permutex2var_ps(v_lo, even, v_hi),
+                        _mm512_permutex2var_ps(v_lo, odd, v_hi),
+                    );
+                    _mm512_mask_storeu_ps(row.add(j), ((1u32 << n) - 1) as __mmask16, pooled);
+                }
+                j += n;
+            }
+        }
+    }
+}
+
 simd_dispatch! {
     /// One plane's maxima and their positions.
     fn forward_plane(plane: &[f32], yp: &mut [f32], ap: &mut [f32], size: (usize, usize), kernel: (usize, usize))
@@ -144,6 +249,31 @@ mod tests {
         expect[1] = 10.0;
         expect[8] = 20.0;
         assert_eq!(dx, expect);
+    }
+
+    /// The inference pool gives the training pool's maxima, with NaN propagating, on planes whose widths are and
+    /// are not multiples of the vector, odd sizes (a row and a column dropped) and other windows.
+    #[test]
+    fn values_match_forward() {
+        for ((h, w), kernel) in [
+            ((26, 26), (2, 2)),
+            ((11, 11), (2, 2)),
+            ((5, 71), (2, 2)),
+            ((7, 6), (2, 3)),
+        ] {
+            let planes = 3;
+            let mut x: Vec<f32> = (0..planes * h * w)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 50.0)
+                .collect();
+            x[w + 3] = f32::NAN;
+            x[h * w + 2 * w] = f32::NAN;
+            let (expect, _) = forward(&x, planes, (h, w), kernel);
+            let got = values(&x, planes, (h, w), kernel);
+            assert_eq!(got.len(), expect.len());
+            for (g, e) in got.iter().zip(&expect) {
+                assert!(g == e || (g.is_nan() && e.is_nan()), "{h}×{w} {kernel:?}: {g} vs {e}");
+            }
+        }
     }
 
     /// The fused pool inside autodiff gives burn's `max_pool2d` output and input gradient.

@@ -383,6 +383,36 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The forward followed by max pooling over non-overlapping `pool` windows, in one pass, where that applies: no
+    /// gradient tracked (serving, prediction), the fused kernels available, groups = 1, and a ReLU or no activation
+    /// (which commute with the maximum). `None` otherwise: then run the two layers as they are.
+    pub fn forward_max_pooled(&self, x: &Tensor<4>, pool: [usize; 2]) -> Option<Tensor<4>> {
+        let device = x.device();
+        let relu = match self.activation {
+            Activation::Relu => true,
+            Activation::Linear => false,
+            _ => return None,
+        };
+        if self.options.groups != 1 || device.is_autodiff() || !graft_kernels::applies(x) {
+            return None;
+        }
+        let filters = self.weight.dims()[0];
+        let b = self
+            .bias
+            .as_ref()
+            .map_or_else(|| Tensor::<1>::zeros([filters], &device), |b| b.val());
+        Some(graft_kernels::conv2d_max_pool(
+            x.clone(),
+            self.weight.val(),
+            b,
+            self.options.clone(),
+            relu,
+            pool,
+        ))
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Conv1d {
     /// `[out, in/groups, k]`.

@@ -192,6 +192,21 @@ pub enum Pool {
 }
 
 impl Pool {
+    /// The window of a 2-D max pool whose windows do not overlap (stride = window, no padding): the pool that
+    /// [`crate::layers::conv::Conv2d::forward_max_pooled`] runs inside the convolution.
+    pub fn non_overlapping_max2d(&self) -> Option<[usize; 2]> {
+        match self {
+            Pool::TwoD {
+                kind: PoolKind::Max2d,
+                kernel,
+                stride,
+                padding,
+                ..
+            } if kernel == stride && *padding == [(0, 0); 2] => Some(*kernel),
+            _ => None,
+        }
+    }
+
     /// `[B, C, H, W]` → `[B, C, H', W']`.
     pub fn forward2d(&self, x: Tensor<4>) -> Tensor<4> {
         match self {

@@ -239,13 +239,13 @@ impl Graph {
         taps: &[Source],
     ) -> Result<(Vec<Value>, Vec<Value>)> {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
-        let values = self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None)?;
+        let values = self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None, taps)?;
         let outputs = self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect();
         Ok((outputs, taps.iter().map(|s| fetch(&inputs, &values, *s)).collect()))
     }
 
-    /// The outputs of the first `upto` nodes (those not `needed` are skipped and left empty). Output nodes leave out
-    /// a final softmax/sigmoid when `logits` is set.
+    /// The outputs of the first `upto` nodes (those not `needed` are skipped and left empty; `kept` are read
+    /// afterwards). Output nodes leave out a final softmax/sigmoid when `logits` is set.
     pub(crate) fn run_nodes(
         &self,
         inputs: &[Value],
@@ -253,10 +253,17 @@ impl Graph {
         logits: bool,
         upto: usize,
         needed: Option<&[bool]>,
+        kept: &[Source],
     ) -> Result<Vec<Vec<Value>>> {
         let mut values: Vec<Vec<Value>> = Vec::with_capacity(upto);
         let gives_logits = if logits { self.logit_nodes() } else { vec![] };
+        // The next node's output when it was computed with this one (a convolution and its max pool).
+        let mut computed: Option<Vec<Value>> = None;
         for (i, node) in self.nodes.iter().enumerate().take(upto) {
+            if let Some(out) = computed.take() {
+                values.push(out);
+                continue;
+            }
             if needed.is_some_and(|n| !n[i]) {
                 values.push(vec![]);
                 continue;
@@ -270,6 +277,15 @@ impl Graph {
                 .layer
                 .as_ref()
                 .ok_or_else(|| Error::new("layer missing"))?;
+            if let (Layer::Conv2d(conv), Some(window)) = (layer, self.pooled_by_next(i, upto, needed, kept))
+                && let Some(Data::D4(x)) = args.first().map(|a| &a.data)
+                && let Some(pooled) = conv.forward_max_pooled(x, window)
+            {
+                // Nothing reads the convolution's own output (`pooled_by_next` checked).
+                values.push(vec![]);
+                computed = Some(vec![Value::new(Data::D4(pooled))]);
+                continue;
+            }
             let out = layer
                 .forward(args, &node_ctx)
                 .at_with(|| format!("layer '{}'", node.name))?;
@@ -280,6 +296,31 @@ impl Graph {
 }
 
 impl Graph {
+    /// The window of the non-overlapping max pool at node `i + 1` when it is the only reader of node `i`'s output
+    /// (no other node, model output or `kept` value reads it) and runs in this pass: then a convolution at `i` may
+    /// compute the pooled values directly (ONNX Runtime fuses the same pair).
+    fn pooled_by_next(&self, i: usize, upto: usize, needed: Option<&[bool]>, kept: &[Source]) -> Option<[usize; 2]> {
+        if i + 1 >= upto || needed.is_some_and(|n| !n[i + 1]) {
+            return None;
+        }
+        let next = &self.nodes[i + 1];
+        let Some(Layer::Pool(pool)) = self.nodes[next.layer_of].layer.as_ref() else {
+            return None;
+        };
+        let window = pool.non_overlapping_max2d()?;
+        let reads_i = |s: &Source| matches!(s, Source::Node(n, _) if *n == i);
+        let only_reader = next.sources.len() == 1
+            && reads_i(&next.sources[0])
+            && !self
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(j, node)| j != i + 1 && node.sources.iter().any(reads_i))
+            && !self.outputs.iter().any(reads_i)
+            && !kept.iter().any(reads_i);
+        only_reader.then_some(window)
+    }
+
     /// Per node, whether a loss on logits skips its final softmax/sigmoid: the model's output nodes, and a node
     /// ending in a sigmoid whose every consumer only reshapes it (reshape, flatten, permute) on the way to an
     /// output — so a decoder's sigmoid pixels reshaped to an image still reach `binary_crossentropy` as logits.
@@ -449,5 +490,58 @@ impl Graph {
             node.layer = node.layer.take().map(&f);
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    /// A convolution whose only reader is a non-overlapping max pool runs with it in one pass (no gradient tracked),
+    /// and gives what the two layers give one after the other: a tap on the convolution's output (which must then
+    /// exist) turns the pairing off. Covered: ReLU and no activation, the 2×2 and a 3×1 window, and odd sizes that
+    /// drop a row and a column.
+    #[test]
+    fn convolution_and_max_pool_in_one_pass_match_the_two_layers() {
+        let device = Device::default();
+        device.seed(3);
+        let src = r#"
+            input = [3, 15, 13]
+            layers = [
+                { conv2d = { filters = 20, kernel = 3, activation = "relu" } },
+                { max_pool2d = { size = 2 } },
+                { conv2d = { filters = 7, kernel = 2, padding = 1 } },
+                { max_pool2d = { size = [3, 1] } },
+                { conv2d = { filters = 5, kernel = 1, activation = "relu" } },
+                { max_pool2d = { size = 2 } },
+                { flatten = {} },
+                { dense = { units = 4 } },
+            ]
+        "#;
+        let doc: toml::Table = toml::from_str(src).unwrap();
+        let spec = ModelSpec::from_toml(&toml::Value::Table(doc), "model").unwrap();
+        let graph = Graph::build(&spec, &device).unwrap();
+        let pairs: Vec<usize> = (0..graph.nodes.len())
+            .filter(|&i| {
+                matches!(graph.nodes[i].layer, Some(Layer::Conv2d(_)))
+                    && graph.pooled_by_next(i, graph.nodes.len(), None, &[]).is_some()
+            })
+            .collect();
+        assert_eq!(pairs, vec![0, 2, 4], "every convolution here is read by its pool alone");
+        let x = Tensor::<4>::random([2, 3, 15, 13], Distribution::Uniform(-1.0, 1.0), &device);
+        let ctx = Ctx::default();
+        let fused = graph.forward_ctx(vec![Data::D4(x.clone())], ctx, false).unwrap();
+        let taps: Vec<Source> = pairs.iter().map(|&i| Source::Node(i, 0)).collect();
+        let (separate, tapped) = graph.forward_tapped(vec![Data::D4(x)], ctx, false, &taps).unwrap();
+        assert_eq!(tapped.len(), 3, "the tapped convolutions' own outputs are there");
+        let values = |v: &Value| v.data.clone().d2().unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let (a, b) = (values(&fused[0]), values(&separate[0]));
+        assert_eq!(a.len(), 8);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+        }
     }
 }

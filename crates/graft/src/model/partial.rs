@@ -46,7 +46,7 @@ impl Graph {
     pub fn forward_until(&self, inputs: Vec<Data>, n: usize, ctx: Ctx) -> Result<Value> {
         let needed = self.upstream(n);
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
-        let mut values = self.run_nodes(&inputs, ctx, false, n + 1, Some(&needed))?;
+        let mut values = self.run_nodes(&inputs, ctx, false, n + 1, Some(&needed), &[])?;
         Ok(values[n].swap_remove(0))
     }
 

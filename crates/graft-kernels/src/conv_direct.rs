@@ -1,0 +1,359 @@
+//! The forward of a stride-1 convolution as a direct convolution with AVX-512 (see [`super`]): 16 output positions
+//! to a vector, several vectors and output channels accumulated in registers, from input vectors loaded where they
+//! lie and weights broadcast one at a time. No im2col matrix is written and nothing is packed per image.
+//!
+//! The positions are those of a "wide" output as wide as the zero-padded input: output `(i, j)` at `i·Wp + j` reads
+//! input `(i + a·d, j + b·d)` at `i·Wp + j + (a·d·Wp + b·d)`, one offset per tap for every position, so 16 adjacent
+//! positions are 16 adjacent inputs even across rows. The `Wp − Wo` columns past each row's end are computed and
+//! dropped when the rows are copied out (15% extra work on the benchmark's 11-wide layer, 7% on its 26-wide one).
+//!
+//! Why: im2col + gemm per image ran the benchmark CNN's layers as small gemms (64×288 by 288×121) whose packing,
+//! im2col and edge tiles took half the time, and ONNX Runtime's direct kernels ran the whole model 2.5× faster. A
+//! channels-last kernel (channels in the vector) was tried first: writing its output back channels-first (a
+//! transposition, or scatter stores) cost as much as the products on the 1-channel first layer. The backward
+//! (`conv.rs`) keeps im2col + gemm, where the products are large.
+//!
+//! Work is split by images over rayon's threads when there are enough images, else (one request) by blocks of output
+//! channels over the latency pool's spinning threads.
+
+use rayon::prelude::*;
+
+use crate::conv::Geometry;
+
+/// Output channels accumulated together (`CHANNELS` × [`VECTORS`] accumulators: 24 of the 32 registers).
+const CHANNELS: usize = 4;
+/// Vectors of 16 positions accumulated together.
+const VECTORS: usize = 5;
+
+/// Whether [`forward`] takes `g`: unit strides, on AVX-512, unless `GRAFT_DIRECT_CONV=0` asks for im2col + gemm
+/// (to measure the gain).
+pub(crate) fn takes(g: &Geometry) -> bool {
+    static IM2COL_ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let im2col = *IM2COL_ALWAYS.get_or_init(|| std::env::var("GRAFT_DIRECT_CONV").is_ok_and(|v| v == "0"));
+    #[cfg(target_arch = "x86_64")]
+    return !im2col && g.stride == [1, 1] && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// The wide output's geometry for one convolution.
+struct Plan {
+    g: Geometry,
+    /// The padded input plane's rows and columns.
+    padded: [usize; 2],
+    /// Per kernel tap (channel-major, then row-major as the weight's `[Ci, KH, KW]`), the offset of the input it
+    /// reads from the position's own.
+    taps: Vec<usize>,
+    /// Wide positions computed per channel: `Ho·Wp` rounded up to whole vectors.
+    wide: usize,
+}
+
+impl Plan {
+    fn new(g: Geometry) -> Plan {
+        // Large enough for the input with its begin padding and for every window (which covers the end padding).
+        let padded: [usize; 2] = std::array::from_fn(|axis| {
+            let reach = (g.output[axis].max(1) - 1) + (g.kernel[axis] - 1) * g.dilation[axis] + 1;
+            (g.input[axis] + g.pad_begin[axis]).max(reach)
+        });
+        let plane = padded[0] * padded[1];
+        let taps = (0..g.in_channels)
+            .flat_map(|c| {
+                (0..g.kernel[0]).flat_map(move |a| {
+                    (0..g.kernel[1]).map(move |b| c * plane + a * g.dilation[0] * padded[1] + b * g.dilation[1])
+                })
+            })
+            .collect();
+        Plan {
+            g,
+            padded,
+            taps,
+            wide: (g.output[0] * padded[1]).next_multiple_of(16),
+        }
+    }
+
+    /// The padded input's length: every plane, plus the reach of the last vector of wide positions past the last
+    /// plane's end (those positions are dropped, but their loads must stay inside the buffer).
+    fn padded_len(&self) -> usize {
+        self.taps
+            .last()
+            .map_or(0, |&t| t + self.wide)
+            .max(self.g.in_channels * self.padded[0] * self.padded[1])
+    }
+
+    /// Copies one image `[Ci, H, W]` into the padded planes, whose padding is already zero (and stays so).
+    fn pad(&self, image: &[f32], out: &mut [f32]) {
+        let g = &self.g;
+        let [h, w] = g.input;
+        let [hp, wp] = self.padded;
+        for (c, plane) in image.chunks_exact(h * w).enumerate() {
+            for (y, row) in plane.chunks_exact(w).enumerate() {
+                out[(c * hp + y + g.pad_begin[0]) * wp + g.pad_begin[1]..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Output channels `cols` at every position of one padded image, through the ReLU when `relu`, into `y` (the
+    /// image's output, `[Co, Ho·Wo]`, or max-pooled over non-overlapping `pool` windows) at those channels' rows;
+    /// `wide` is scratch for `cols.len()` wide rows.
+    #[allow(clippy::too_many_arguments)]
+    fn image(
+        &self,
+        padded: &[f32],
+        (w, b, relu, pool): (&[f32], &[f32], bool, Option<[usize; 2]>),
+        cols: std::ops::Range<usize>,
+        wide: &mut [f32],
+        y: OutRows,
+    ) {
+        assert!(padded.len() >= self.padded_len() && wide.len() >= cols.len() * self.wide);
+        assert!(w.len() >= cols.end * self.taps.len() && b.len() >= cols.end);
+        let mut co = cols.start;
+        while co < cols.end {
+            let channels = (cols.end - co).min(CHANNELS);
+            // The vectors in blocks of as even sizes as fit (9 as 3 + 3 + 3, not 4 + 4 + 1: a lone vector leaves the
+            // FMA units waiting on too few accumulators).
+            let total = self.wide / 16;
+            let blocks = total.div_ceil(VECTORS);
+            let (mut q, mut block) = (0, 0);
+            while q < self.wide {
+                let vectors = total * (block + 1) / blocks - total * block / blocks;
+                block += 1;
+                let at = (co - cols.start) * self.wide + q;
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `takes` checked AVX-512F; the sizes are asserted above: every tap's load of the vectors at
+                // q stays inside `padded_len`, the wide rows of these channels inside `wide`.
+                unsafe {
+                    let args = (padded, self.taps.as_slice(), w, b, relu, co, channels, q);
+                    let out = &mut wide[at..];
+                    match vectors {
+                        9 => avx512::block::<9>(args, out, self.wide),
+                        8 => avx512::block::<8>(args, out, self.wide),
+                        7 => avx512::block::<7>(args, out, self.wide),
+                        6 => avx512::block::<6>(args, out, self.wide),
+                        5 => avx512::block::<5>(args, out, self.wide),
+                        4 => avx512::block::<4>(args, out, self.wide),
+                        3 => avx512::block::<3>(args, out, self.wide),
+                        2 => avx512::block::<2>(args, out, self.wide),
+                        _ => avx512::block::<1>(args, out, self.wide),
+                    }
+                }
+                q += vectors * 16;
+            }
+            co += channels;
+        }
+        // The wide rows' first Wo columns of each row are the output, or what the pool makes of them.
+        let ([ho, wo], wp) = (self.g.output, self.padded[1]);
+        let len = self.out_len(pool);
+        for (k, co) in cols.enumerate() {
+            // SAFETY: row `co` of the image's [Co, len] output belongs to this call alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(y.0.add(co * len), len) };
+            let source = &wide[k * self.wide..(k + 1) * self.wide];
+            match pool {
+                Some(kernel) => crate::max_pool::pool_rows(source, wp, (ho, wo), (kernel[0], kernel[1]), row),
+                None => {
+                    for (i, out) in row.chunks_exact_mut(wo).enumerate() {
+                        out.copy_from_slice(&source[i * wp..i * wp + wo]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output channel's values per image: `Ho·Wo`, or the pooled `(Ho / kh)·(Wo / kw)`.
+    fn out_len(&self, pool: Option<[usize; 2]>) -> usize {
+        let [ho, wo] = self.g.output;
+        pool.map_or(ho * wo, |[kh, kw]| (ho / kh) * (wo / kw))
+    }
+}
+
+/// Rows of an output buffer written by several parts at once, each its own rows.
+#[derive(Clone, Copy)]
+struct OutRows(*mut f32);
+
+// SAFETY: every part writes disjoint rows, and the caller waits for all parts before reading.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
+
+/// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
+/// max-pooled over non-overlapping `pool` windows (`[N, Co, Ho / kh, Wo / kw]`) when given: each image's channels
+/// are pooled while their rows are in cache, instead of writing the full output and reading it again. The caller
+/// checks [`takes`].
+pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: Option<[usize; 2]>) -> Vec<f32> {
+    let plan = Plan::new(g);
+    let (co, p, full) = (g.out_channels, plan.out_len(pool), g.output[0] * g.output[1]);
+    let image_len = g.in_channels * g.input[0] * g.input[1];
+    let mut y = vec![0f32; g.batch * co * p];
+    if co * p == 0 {
+        return y;
+    }
+    let filter = (w, b, relu, pool);
+    let threads = rayon::current_num_threads().max(1);
+    if g.batch >= threads {
+        let per = g.batch.div_ceil(threads);
+        y.par_chunks_mut(per * co * p).enumerate().for_each(|(part, ys)| {
+            let mut padded = vec![0f32; plan.padded_len()];
+            let mut wide = vec![0f32; co * plan.wide];
+            for (local, y_n) in ys.chunks_exact_mut(co * p).enumerate() {
+                let n = part * per + local;
+                plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
+                plan.image(&padded, filter, 0..co, &mut wide, OutRows(y_n.as_mut_ptr()));
+            }
+        });
+        return y;
+    }
+    // A few images: each split by output channels over the latency pool, in whole register blocks.
+    let blocks = co.div_ceil(CHANNELS);
+    let parts = crate::latency_pool::parts().min(blocks);
+    let work = co * full * plan.taps.len();
+    let mut padded = vec![0f32; plan.padded_len()];
+    for (n, y_n) in y.chunks_exact_mut(co * p).enumerate() {
+        plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
+        let out = OutRows(y_n.as_mut_ptr());
+        let part = |part: usize| {
+            if part >= parts {
+                return;
+            }
+            let cols = (blocks * part / parts * CHANNELS).min(co)..(blocks * (part + 1) / parts * CHANNELS).min(co);
+            let mut wide = vec![0f32; cols.len() * plan.wide];
+            plan.image(&padded, filter, cols, &mut wide, out);
+        };
+        if parts <= 1 {
+            part(0);
+        } else {
+            crate::latency_pool::run(&part, work);
+        }
+    }
+    y
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// What [`block`] reads: the padded image, the taps' offsets, the weight `[Co, K]` and bias, the ReLU switch,
+    /// the first output channel and how many (≤ `CHANNELS`), and the first wide position.
+    pub(super) type Args<'a> = (&'a [f32], &'a [usize], &'a [f32], &'a [f32], bool, usize, usize, usize);
+
+    /// `channels` output channels from `co` at the `V` vectors of wide positions from `q`, into `out` (row `r` of
+    /// those channels at `r · row`). Fewer than `CHANNELS` channels repeat the last one in the spare registers and
+    /// store only the real ones.
+    ///
+    /// # Safety
+    /// AVX-512F; every tap's load of `16·V` values from `q` inside `padded`; `out` holds `channels` rows of `row`
+    /// values from its start, each with `16·V` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn block<const V: usize>(
+        (padded, taps, w, b, relu, co, channels, q): Args<'_>,
+        out: &mut [f32],
+        row: usize,
+    ) {
+        const R: usize = super::CHANNELS;
+        let k = taps.len();
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; V]; R];
+        let mut filters = [w.as_ptr(); R];
+        for r in 0..R {
+            let c = co + r.min(channels - 1);
+            filters[r] = w[c * k..(c + 1) * k].as_ptr();
+            let bias = _mm512_set1_ps(b[c]);
+            for v in 0..V {
+                acc[r][v] = bias;
+            }
+        }
+        // SAFETY (the loads and stores below): the caller's promises.
+        let base = unsafe { padded.as_ptr().add(q) };
+        for (t, &tap) in taps.iter().enumerate() {
+            let mut xv = [zero; V];
+            for v in 0..V {
+                xv[v] = unsafe { _mm512_loadu_ps(base.add(tap + 16 * v)) };
+            }
+            for r in 0..R {
+                let wb = _mm512_set1_ps(unsafe { *filters[r].add(t) });
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+                }
+            }
+        }
+        for r in 0..channels {
+            for v in 0..V {
+                // NaN stays NaN, as in PyTorch's ReLU: `max` returns its second operand when one is NaN.
+                let value = if relu {
+                    _mm512_max_ps(zero, acc[r][v])
+                } else {
+                    acc[r][v]
+                };
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r * row + 16 * v), value) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct convolution gives im2col + gemm's output for asymmetric padding, dilation, channel counts that are
+    /// and are not multiples of the register block, 1×1 kernels, with and without the ReLU, for a single image
+    /// (split by channels) and a batch (split by images).
+    #[test]
+    fn direct_matches_im2col() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        let shapes = [
+            // (ci, co, input, kernel, pad_begin, pad_end, dilation)
+            (1, 32, [28, 28], [3, 3], [0, 0], [0, 0], [1, 1]),
+            (32, 64, [13, 13], [3, 3], [0, 0], [0, 0], [1, 1]),
+            (3, 5, [9, 7], [3, 2], [1, 2], [0, 1], [1, 1]),
+            (4, 13, [8, 8], [3, 3], [2, 1], [2, 0], [2, 1]),
+            (17, 33, [6, 5], [1, 1], [0, 0], [0, 0], [1, 1]),
+            (2, 7, [3, 40], [2, 5], [1, 2], [1, 2], [1, 1]),
+        ];
+        for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
+            let output: [usize; 2] =
+                std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
+            for batch in [1, 3] {
+                let g = Geometry {
+                    batch,
+                    in_channels: ci,
+                    out_channels: co,
+                    input,
+                    output,
+                    kernel,
+                    stride: [1, 1],
+                    pad_begin,
+                    dilation,
+                };
+                if !takes(&g) {
+                    return;
+                }
+                let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
+                let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
+                let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
+                for relu in [false, true] {
+                    let direct = forward(g, &x, &w, &b, relu, None);
+                    let im2col = crate::conv::im2col_forward(g, &x, &w, &b, relu);
+                    assert_eq!(direct.len(), im2col.len());
+                    for (i, (d, e)) in direct.iter().zip(&im2col).enumerate() {
+                        assert!(
+                            (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                            "{g:?} relu {relu} at {i}: {d} vs {e}"
+                        );
+                    }
+                    // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
+                    for kernel in [[2, 2], [1, 3]] {
+                        let planes = batch * co;
+                        let expect =
+                            crate::max_pool::values(&im2col, planes, (output[0], output[1]), (kernel[0], kernel[1]));
+                        let pooled = forward(g, &x, &w, &b, relu, Some(kernel));
+                        assert_eq!(pooled.len(), expect.len());
+                        for (i, (d, e)) in pooled.iter().zip(&expect).enumerate() {
+                            assert!(
+                                (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                                "{g:?} relu {relu} pool {kernel:?} at {i}: {d} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -97,6 +97,23 @@ impl<B: Backend + FusedBackend> Backward<B, 1> for MaxPoolBackward {
     }
 }
 
+#[derive(Debug)]
+struct EmbeddingBackward;
+
+impl<B: Backend + FusedBackend> Backward<B, 1> for EmbeddingBackward {
+    /// ids, vocab
+    type State = (FloatTensor<B>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (ids, vocab) = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::fused_embedding_backward(dy, ids, vocab));
+        }
+    }
+}
+
 /// The element-wise operations whose backward needs one saved tensor: GELU (its input) and softmax (its output).
 #[derive(Debug, Clone, Copy)]
 enum SavedOneBackward {
@@ -321,6 +338,28 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (tracked, Self::from_inner(at))
+    }
+
+    fn fused_embedding(weight: FloatTensor<Self>, ids: FloatTensor<Self>) -> FloatTensor<Self> {
+        let vocab = burn::backend::TensorMetadata::shape(weight.primitive())[0];
+        let ids = ids.into_primitive();
+        let y = B::fused_embedding(weight.primitive().clone(), ids.clone());
+        match EmbeddingBackward
+            .prepare::<C>([weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((ids, vocab), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_embedding_backward(dy: FloatTensor<Self>, ids: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+        Self::from_inner(B::fused_embedding_backward(
+            dy.into_primitive(),
+            ids.into_primitive(),
+            vocab,
+        ))
     }
 
     fn max_pool2d_values(x: FloatTensor<Self>, kh: usize, kw: usize) -> FloatTensor<Self> {

@@ -104,6 +104,12 @@ pub trait FusedBackend: Backend {
         kw: usize,
     ) -> FloatTensor<Self>;
 
+    /// The rows of `weight` `[V, D]` at `ids` (whole numbers in floats, any shape) → `[...ids, D]`.
+    fn fused_embedding(weight: FloatTensor<Self>, ids: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The table's gradient `[vocab, D]` from the output gradient at `ids`.
+    fn fused_embedding_backward(dy: FloatTensor<Self>, ids: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self>;
+
     /// GELU (erf form), element-wise.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 

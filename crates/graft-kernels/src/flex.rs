@@ -8,7 +8,7 @@ use burn::tensor::ops::ConvOptions;
 
 use crate::backend::FusedBackend;
 use crate::recurrence::Dims;
-use crate::{adam, conv, dense, gelu, gru, lstm, max_pool, softmax};
+use crate::{adam, conv, dense, embedding, gelu, gru, lstm, max_pool, softmax};
 
 fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
@@ -214,6 +214,25 @@ impl FusedBackend for Flex {
         flex(
             max_pool::backward(&f32s(&dy), &f32s(&at), b * c, (h, w), (kh, kw)),
             vec![b, c, h, w],
+        )
+    }
+
+    fn fused_embedding(weight: FlexTensor, ids: FlexTensor) -> FlexTensor {
+        let dim = weight.layout().shape()[1];
+        let mut shape = ids.layout().shape().to_vec();
+        shape.push(dim);
+        flex(embedding::forward(&f32s(&weight), dim, &f32s(&ids)), shape)
+    }
+
+    fn fused_embedding_backward(dy: FlexTensor, ids: FlexTensor, vocab: usize) -> FlexTensor {
+        let dim = *dy
+            .layout()
+            .shape()
+            .last()
+            .expect("the output gradient has a feature axis");
+        flex(
+            embedding::backward(&f32s(&dy), &f32s(&ids), vocab, dim),
+            vec![vocab, dim],
         )
     }
 

@@ -11,6 +11,7 @@
 //! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution in
 //!   `conv_direct.rs` on AVX-512) and non-overlapping max pooling.
 //! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
+//! - `embedding.rs`: the table lookup and a weight gradient built without burn-flex's zero-fill and copy.
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
 //!
 //! The trait is declared in `backend.rs` and implemented in `flex.rs` (the kernels on plain f32 buffers) and
@@ -34,6 +35,7 @@ mod recurrence;
 pub mod adam;
 pub mod conv;
 pub mod dense;
+pub mod embedding;
 pub mod gelu;
 pub mod gru;
 pub mod lstm;
@@ -93,6 +95,15 @@ pub fn conv2d_max_pool(
         pool,
     );
     Tensor::<4>::from_dispatch(y)
+}
+
+/// The rows of `weight` `[V, D]` at `ids` `[B, T]` (token ids as whole numbers in floats) → `[B, T, D]`, with a
+/// weight gradient built directly (see `embedding.rs`); the caller checks [`applies`].
+pub fn embedding(weight: Tensor<2>, ids: Tensor<2>) -> Tensor<3> {
+    Tensor::<3>::from_dispatch(<Dispatch as FusedBackend>::fused_embedding(
+        weight.into_dispatch(),
+        ids.into_dispatch(),
+    ))
 }
 
 /// Max pooling of `[B, C, H, W]` over non-overlapping `kernel` windows (stride = kernel, no padding).

@@ -28,21 +28,24 @@ pub(crate) fn matmul_parallel(
     if bands_enabled() && row_major && threads > 1 && m >= threads * BAND_ROWS {
         use rayon::prelude::*;
         let per = m.div_ceil(threads);
-        dst[..m * n].par_chunks_mut(per * n).enumerate().for_each(|(band, part)| {
-            let first = band * per;
-            let rows = part.len() / n;
-            gemm_with(
-                (rows, n, k),
-                part,
-                dst_strides,
-                accumulate,
-                &lhs[first * lhs_strides.0 as usize..],
-                lhs_strides,
-                rhs,
-                rhs_strides,
-                gemm::Parallelism::None,
-            );
-        });
+        dst[..m * n]
+            .par_chunks_mut(per * n)
+            .enumerate()
+            .for_each(|(band, part)| {
+                let first = band * per;
+                let rows = part.len() / n;
+                gemm_with(
+                    (rows, n, k),
+                    part,
+                    dst_strides,
+                    accumulate,
+                    &lhs[first * lhs_strides.0 as usize..],
+                    lhs_strides,
+                    rhs,
+                    rhs_strides,
+                    gemm::Parallelism::None,
+                );
+            });
         return;
     }
     gemm_with(

@@ -2,7 +2,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::{Bool, Int};
+use burn::tensor::Bool;
 use serde::{Deserialize, Serialize};
 
 use super::conv::expect_rank;
@@ -104,9 +104,14 @@ pub struct Embedding {
 impl Embedding {
     /// Ids `[B, T]` (as floats holding whole numbers) → `[B, T, E]` and the padding mask `[B, T]`.
     pub fn forward(&self, ids: Tensor<2>) -> (Tensor<3>, Option<Tensor<2, Bool>>) {
-        let ids: Tensor<2, Int> = ids.int();
-        let mask = self.padding_idx.map(|p| ids.clone().equal_elem(p as i64));
-        let out = burn::tensor::module::embedding(self.weight.val(), ids);
+        let mask = self.padding_idx.map(|p| ids.clone().int().equal_elem(p as i64));
+        let out = if graft_kernels::applies(&ids) {
+            // The CPU backend's lookup with a weight gradient built directly (burn-flex's zero-fills and copies the
+            // whole table's gradient once more per step).
+            graft_kernels::embedding(self.weight.val(), ids)
+        } else {
+            burn::tensor::module::embedding(self.weight.val(), ids.int())
+        };
         match mask {
             Some(m) => (out.mask_fill(m.clone().unsqueeze_dim::<3>(2), 0.0), Some(m)),
             None => (out, None),

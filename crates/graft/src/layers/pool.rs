@@ -209,16 +209,12 @@ impl Pool {
 
     /// `[B, C, H, W]` → `[B, C, H', W']`.
     pub fn forward2d(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(kernel) = self.non_overlapping_max2d()
+            && graft_kernels::applies(&x)
+        {
+            return graft_kernels::max_pool2d(x, kernel);
+        }
         match self {
-            Pool::TwoD {
-                kind: PoolKind::Max2d,
-                kernel,
-                stride,
-                padding,
-                ..
-            } if kernel == stride && *padding == [(0, 0); 2] && graft_kernels::applies(&x) => {
-                graft_kernels::max_pool2d(x, *kernel)
-            }
             Pool::TwoD {
                 kind: PoolKind::Max2d,
                 kernel,

@@ -189,7 +189,7 @@ pub(crate) fn run(job: &(dyn Fn(usize) + Sync + '_), work: usize) {
         return;
     };
     if pool.sleeping.load(Ordering::SeqCst) > 0 {
-        // Only a helper that wakes reads it (asking the core costs a microsecond here, too much for every job).
+        // Only a helper that wakes reads it, so busy bursts skip the call.
         pool.caller_cpu.store(current_cpu(), Ordering::Relaxed);
     }
     if work < WAKE_WORK && pool.sleeping.load(Ordering::SeqCst) > 0 {

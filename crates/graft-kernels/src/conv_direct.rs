@@ -56,13 +56,14 @@ impl Plan {
             (g.input[axis] + g.pad_begin[axis]).max(reach)
         });
         let plane = padded[0] * padded[1];
-        let taps = (0..g.in_channels)
-            .flat_map(|c| {
-                (0..g.kernel[0]).flat_map(move |a| {
-                    (0..g.kernel[1]).map(move |b| c * plane + a * g.dilation[0] * padded[1] + b * g.dilation[1])
-                })
-            })
-            .collect();
+        let mut taps = Vec::with_capacity(g.in_channels * g.kernel[0] * g.kernel[1]);
+        for c in 0..g.in_channels {
+            for a in 0..g.kernel[0] {
+                for b in 0..g.kernel[1] {
+                    taps.push(c * plane + a * g.dilation[0] * padded[1] + b * g.dilation[1]);
+                }
+            }
+        }
         Plan {
             g,
             padded,
@@ -203,14 +204,17 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
     let blocks = co.div_ceil(CHANNELS);
     let parts = crate::latency_pool::parts().min(blocks);
     let work = co * full * plan.taps.len();
-    let mut padded = vec![0f32; plan.padded_len()];
     for (n, y_n) in y.chunks_exact_mut(co * p).enumerate() {
-        plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
+        let image = &x[n * image_len..(n + 1) * image_len];
         let out = OutRows(y_n.as_mut_ptr());
         let part = |part: usize| {
             if part >= parts {
                 return;
             }
+            // Each part pads its own copy: the copies run side by side, where one made before the split kept the
+            // other core waiting.
+            let mut padded = vec![0f32; plan.padded_len()];
+            plan.pad(image, &mut padded);
             let cols = (blocks * part / parts * CHANNELS).min(co)..(blocks * (part + 1) / parts * CHANNELS).min(co);
             let mut wide = vec![0f32; CHANNELS * plan.wide];
             plan.image(&padded, filter, cols, &mut wide, out);

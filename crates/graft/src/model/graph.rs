@@ -202,6 +202,18 @@ impl Graph {
         self.nodes[n].spec.ends_in_probability()
     }
 
+    /// Moves the model out of `self`, leaving the same graph without its layers in its place (to be overwritten at
+    /// once). An optimizer step given a clone instead found every parameter buffer shared with the model left
+    /// behind, and the fused Adam then copied each parameter before updating it (6% of an MLP training step).
+    pub fn take(&mut self) -> Graph {
+        let layers: Vec<Option<Layer>> = self.nodes.iter_mut().map(|n| n.layer.take()).collect();
+        let mut moved = self.clone();
+        for (node, layer) in moved.nodes.iter_mut().zip(layers) {
+            node.layer = layer;
+        }
+        moved
+    }
+
     /// A copy of the model that trains independently of this one. A plain `clone` shares batch norm's running
     /// statistics (burn keeps them behind one `Arc`), so training the clone would move this model's statistics too.
     pub fn independent_copy(&self) -> Graph {

@@ -250,7 +250,7 @@ impl TrainStep for MetricLearning {
                 self.epoch
             )));
         }
-        self.model = optimizer_step(self.model.clone(), loss, &mut self.optim, lr);
+        self.model = optimizer_step(self.model.take(), loss, &mut self.optim, lr);
         Ok(value)
     }
 

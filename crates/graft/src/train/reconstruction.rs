@@ -313,7 +313,7 @@ impl TrainStep for Reconstruction {
             self.sums.2 += n;
         }
         let loss = t.loss;
-        self.model = optimizer_step(self.model.clone(), loss, &mut self.optim, lr);
+        self.model = optimizer_step(self.model.take(), loss, &mut self.optim, lr);
         Ok(value)
     }
 

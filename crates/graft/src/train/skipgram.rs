@@ -166,7 +166,7 @@ impl TrainStep for SkipGram {
                 self.epoch
             )));
         }
-        self.model = optimizer_step(self.model.clone(), loss, &mut self.optim, lr);
+        self.model = optimizer_step(self.model.take(), loss, &mut self.optim, lr);
         Ok(value)
     }
 }

@@ -307,11 +307,12 @@ impl TrainStep for Supervised<'_> {
             loss = loss + penalty;
         }
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = match &self.groups {
-            Some(g) => self.optim.step(g.learning_rates(lr), self.model.clone(), grads),
-            None => self.optim.step(lr, self.model.clone(), grads),
+        let model = self.model.take();
+        let model = match &self.groups {
+            Some(g) => self.optim.step(g.learning_rates(lr), model, grads),
+            None => self.optim.step(lr, model, grads),
         };
-        self.model = apply_max_norm(self.model.clone());
+        self.model = apply_max_norm(model);
         self.seen += batch.len();
         Ok(data_loss)
     }

@@ -29,6 +29,7 @@ mod backend;
 mod conv_direct;
 mod flex;
 mod latency_pool;
+mod lstm_step;
 mod matmul;
 mod recurrence;
 

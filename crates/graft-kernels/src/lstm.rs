@@ -4,8 +4,11 @@
 //! and tanh c). The backward walks the steps in reverse, computing the gate gradients and `dh·W_hh` per step, then
 //! the weight gradient as one `[4H, B·T]×[B·T, H]` matmul.
 
+use crate::lstm_step;
 use crate::matmul::{matmul, transposed};
-use crate::recurrence::{Dims, per_batch_range, time_of};
+use std::mem::MaybeUninit;
+
+use crate::recurrence::{Dims, filled, per_batch_range, put, time_of, unfilled, written};
 use crate::simd::{sigmoid, tanh};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).
@@ -26,9 +29,15 @@ pub fn forward(
     reverse: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let (t, h) = (d.steps, d.hidden);
-    let mut states = vec![0f32; d.batch * t * 2 * h];
-    let mut saved = vec![0f32; d.batch * t * SAVED * h];
-    let w_t = transposed(w_hh, 4 * h, h);
+    let mut states = unfilled(d.batch * t * 2 * h);
+    let mut saved = unfilled(d.batch * t * SAVED * h);
+    let step_kernel = lstm_step::applies(h);
+    // The recurrent weight in the layout the step reads: gate panels for the AVX-512 step, else transposed for gemm.
+    let w_step = if step_kernel {
+        lstm_step::gate_panels(w_hh, h)
+    } else {
+        transposed(w_hh, 4 * h, h)
+    };
     per_batch_range(
         d.batch,
         [&mut states, &mut saved],
@@ -37,48 +46,57 @@ pub fn forward(
             forward_rows(
                 Dims { batch: r.len(), ..d },
                 &xp[r.start * t * 4 * h..r.end * t * 4 * h],
-                &w_t,
+                &w_step,
                 &h0[r.start * h..r.end * h],
                 &c0[r.start * h..r.end * h],
                 &keep[r.start * t..r.end * t],
                 reverse,
+                step_kernel,
                 states,
                 saved,
             )
         },
     );
-    (states, saved)
+    // SAFETY: `forward_rows` writes every row of both at every step.
+    unsafe { (filled(states), filled(saved)) }
 }
 
+/// One thread's rows: writes every element of their `states` and `saved`.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows(
     d: Dims,
     xp: &[f32],
-    w_t: &[f32],
+    w_step: &[f32],
     h0: &[f32],
     c0: &[f32],
     keep: &[f32],
     reverse: bool,
-    states: &mut [f32],
-    saved: &mut [f32],
+    step_kernel: bool,
+    states: &mut [MaybeUninit<f32>],
+    saved: &mut [MaybeUninit<f32>],
 ) {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g4 = 4 * h;
     let (mut hp, mut cp) = (h0.to_vec(), c0.to_vec());
     let mut a = vec![0f32; b * g4];
+    let mut gate_values = vec![0f32; SAVED * h];
     for s in 0..t {
         let time = time_of(t, s, reverse);
         // a = h_prev · W_hhᵀ
-        matmul(
-            (b, g4, h),
-            &mut a,
-            (g4 as isize, 1),
-            false,
-            &hp,
-            (h as isize, 1),
-            w_t,
-            (g4 as isize, 1),
-        );
+        if step_kernel {
+            lstm_step::gate_sums(&hp, w_step, &mut a, b, h);
+        } else {
+            matmul(
+                (b, g4, h),
+                &mut a,
+                (g4 as isize, 1),
+                false,
+                &hp,
+                (h as isize, 1),
+                w_step,
+                (g4 as isize, 1),
+            );
+        }
         for bi in 0..b {
             let row = bi * t + time;
             let k = keep[row];
@@ -86,23 +104,25 @@ fn forward_rows(
             for (av, xv) in arow.iter_mut().zip(xrow) {
                 *av += xv;
             }
-            let out = &mut saved[row * SAVED * h..(row + 1) * SAVED * h];
             let (hrow, crow) = (&mut hp[bi * h..(bi + 1) * h], &mut cp[bi * h..(bi + 1) * h]);
+            gates_forward(arow, crow, hrow, &mut gate_values, k, h);
+            put(&mut saved[row * SAVED * h..(row + 1) * SAVED * h], &gate_values);
             let st = &mut states[row * 2 * h..(row + 1) * 2 * h];
-            gates_forward(arow, crow, hrow, out, st, k, h);
+            put(&mut st[..h], hrow);
+            put(&mut st[h..], crow);
         }
     }
 }
 
 simd_dispatch! {
     /// One row's gates from its pre-activations `a` (i, f, g, o blocks): updates the states in place (blended with
-    /// `keep`), saves the gate values and writes the new states.
-    fn gates_forward(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: &mut [f32], keep: f32, h: usize)
+    /// `keep`) and writes the gate values to save.
+    fn gates_forward(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], keep: f32, h: usize)
         => gates_forward_body
 }
 
 #[inline(always)]
-fn gates_forward_body(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], st: &mut [f32], keep: f32, h: usize) {
+fn gates_forward_body(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32], keep: f32, h: usize) {
     let (ai, rest) = a.split_at(h);
     let (af, rest) = rest.split_at(h);
     let (ag, ao) = rest.split_at(h);
@@ -127,8 +147,6 @@ fn gates_forward_body(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32],
         hs[j] += keep * (o * tc - hs[j]);
         c[j] += keep * (c_new - c[j]);
     }
-    st[..h].copy_from_slice(hs);
-    st[h..].copy_from_slice(c);
 }
 
 /// Gradients of the fused pass's inputs.
@@ -154,41 +172,40 @@ pub fn backward(
     reverse: bool,
 ) -> Grads {
     let (t, h) = (d.steps, d.hidden);
+    let mut d_xp = unfilled(d.batch * t * 4 * h);
+    let parts = per_batch_range(d.batch, [&mut d_xp], [t * 4 * h], |r, [d_xp]| {
+        let (bt, bh) = (r.start * t..r.end * t, r.start * h..r.end * h);
+        backward_rows(
+            Dims { batch: r.len(), ..d },
+            &d_states[bt.start * 2 * h..bt.end * 2 * h],
+            &states[bt.start * 2 * h..bt.end * 2 * h],
+            &saved[bt.start * SAVED * h..bt.end * SAVED * h],
+            w_hh,
+            (&h0[bh.clone()], &c0[bh]),
+            &keep[bt],
+            reverse,
+            d_xp,
+        )
+    });
     let mut total = Grads {
-        xp: vec![0f32; d.batch * t * 4 * h],
+        // SAFETY: `backward_rows` writes every row of its part at its step.
+        xp: unsafe { filled(d_xp) },
         w_hh: vec![0f32; 4 * h * h],
-        h0: vec![0f32; d.batch * h],
-        c0: vec![0f32; d.batch * h],
+        h0: Vec::with_capacity(d.batch * h),
+        c0: Vec::with_capacity(d.batch * h),
     };
-    let weight_grads = per_batch_range(
-        d.batch,
-        [&mut total.xp, &mut total.h0, &mut total.c0],
-        [t * 4 * h, h, h],
-        |r, [d_xp, d_h0, d_c0]| {
-            let (bt, bh) = (r.start * t..r.end * t, r.start * h..r.end * h);
-            backward_rows(
-                Dims { batch: r.len(), ..d },
-                &d_states[bt.start * 2 * h..bt.end * 2 * h],
-                &states[bt.start * 2 * h..bt.end * 2 * h],
-                &saved[bt.start * SAVED * h..bt.end * SAVED * h],
-                w_hh,
-                (&h0[bh.clone()], &c0[bh]),
-                &keep[bt],
-                reverse,
-                (d_xp, d_h0, d_c0),
-            )
-        },
-    );
-    for g in weight_grads {
-        for (acc, v) in total.w_hh.iter_mut().zip(&g) {
+    for part in parts {
+        for (acc, v) in total.w_hh.iter_mut().zip(&part.w_hh) {
             *acc += v;
         }
+        total.h0.extend_from_slice(&part.h0);
+        total.c0.extend_from_slice(&part.c0);
     }
     total
 }
 
-/// The rows' backward: fills the gradients of their `xp` (= of the gate pre-activations), `h0` and `c0` in place
-/// and returns their part of the `W_hh` gradient.
+/// The rows' backward: writes every element of the gradient of their `xp` (= of the gate pre-activations) and
+/// returns the gradients of their `h0` and `c0` and their part of the `W_hh` gradient (`xp` left empty).
 #[allow(clippy::too_many_arguments)]
 fn backward_rows(
     d: Dims,
@@ -199,11 +216,14 @@ fn backward_rows(
     (h0, c0): (&[f32], &[f32]),
     keep: &[f32],
     reverse: bool,
-    (d_gates, dh, dc): (&mut [f32], &mut [f32], &mut [f32]),
-) -> Vec<f32> {
+    d_gates: &mut [MaybeUninit<f32>],
+) -> Grads {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g4 = 4 * h;
-    let mut h_prev_all = vec![0f32; b * t * h];
+    let (mut dh, mut dc) = (vec![0f32; b * h], vec![0f32; b * h]);
+    // This step's gate gradients, rows 4H apart, before they go to their places in `d_gates`.
+    let mut d_step = vec![0f32; b * g4];
+    let mut h_prev_all = unfilled(b * t * h);
     for s in (0..t).rev() {
         let time = time_of(t, s, reverse);
         let prev = (s > 0).then(|| time_of(t, s - 1, reverse));
@@ -216,7 +236,8 @@ fn backward_rows(
                     (&st[..h], &st[h..])
                 }
             };
-            h_prev_all[row * h..(row + 1) * h].copy_from_slice(h_prev);
+            put(&mut h_prev_all[row * h..(row + 1) * h], h_prev);
+            let d_row = &mut d_step[bi * g4..(bi + 1) * g4];
             gates_backward(
                 &saved[row * SAVED * h..(row + 1) * SAVED * h],
                 &d_states[row * 2 * h..(row + 1) * 2 * h],
@@ -224,22 +245,29 @@ fn backward_rows(
                 keep[row],
                 &mut dh[bi * h..(bi + 1) * h],
                 &mut dc[bi * h..(bi + 1) * h],
-                &mut d_gates[row * g4..(row + 1) * g4],
+                d_row,
                 h,
             );
+            put(&mut d_gates[row * g4..(row + 1) * g4], d_row);
         }
-        // dh_prev += d_gates(step) · W_hh, the step's rows being T·4H apart.
-        matmul(
-            (b, h, g4),
-            dh,
-            (h as isize, 1),
-            true,
-            &d_gates[time * g4..],
-            ((t * g4) as isize, 1),
-            w_hh,
-            (h as isize, 1),
-        );
+        // dh_prev += d_gates(step) · W_hh
+        if lstm_step::applies(h) {
+            lstm_step::add_dh(&mut dh, &d_step, g4, w_hh, b, h);
+        } else {
+            matmul(
+                (b, h, g4),
+                &mut dh,
+                (h as isize, 1),
+                true,
+                &d_step,
+                (g4 as isize, 1),
+                w_hh,
+                (h as isize, 1),
+            );
+        }
     }
+    // SAFETY: every row of both was written above, at its step.
+    let (d_gates, h_prev_all) = unsafe { (written(d_gates), filled(h_prev_all)) };
     // dW_hh = Σ d_gatesᵀ · h_prev over all B·T rows, as one matmul.
     let mut d_w = vec![0f32; g4 * h];
     matmul(
@@ -252,7 +280,12 @@ fn backward_rows(
         &h_prev_all,
         (h as isize, 1),
     );
-    d_w
+    Grads {
+        xp: vec![],
+        w_hh: d_w,
+        h0: dh,
+        c0: dc,
+    }
 }
 
 simd_dispatch! {
@@ -321,24 +354,31 @@ mod tests {
     use super::*;
 
     /// Central differences of a scalar loss (Σ states · weights) against the handwritten backward, in f64 terms
-    /// on a tiny case with padding and both directions.
+    /// on tiny cases with padding and both directions: hidden 3 (the gemm step) and 16 (the AVX-512 step of
+    /// `lstm_step.rs`, where the CPU has it).
     #[test]
     fn backward_matches_finite_differences() {
-        let d = Dims {
-            batch: 2,
-            steps: 4,
-            hidden: 3,
-        };
+        for hidden in [3, 16] {
+            finite_differences(Dims {
+                batch: 2,
+                steps: 4,
+                hidden,
+            });
+        }
+    }
+
+    fn finite_differences(d: Dims) {
         let n = |len: usize, seed: u32| -> Vec<f32> {
             (0..len)
-                .map(|i| (((i as u32 * 2654435761u32) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
+                .map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
                 .collect()
         };
-        let xp = n(2 * 4 * 12, 1);
-        let w = n(12 * 3, 2);
-        let h0 = n(6, 3);
-        let c0 = n(6, 4);
-        let weights = n(2 * 4 * 6, 5);
+        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        let xp = n(b * t * 4 * h, 1);
+        let w = n(4 * h * h, 2);
+        let h0 = n(b * h, 3);
+        let c0 = n(b * h, 4);
+        let weights = n(b * t * 2 * h, 5);
         let keep = vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0];
         for reverse in [false, true] {
             let loss = |xp: &[f32], w: &[f32], h0: &[f32], c0: &[f32]| -> f64 {

@@ -1,12 +1,11 @@
-//! The LSTM's per-step products on AVX-512, written for the shape they have: one thread's few batch rows against the
-//! whole recurrent weight, every step, a hundred times in a row.
+//! The LSTM forward's per-step product on AVX-512, written for the shape it has: one thread's few batch rows against
+//! the whole recurrent weight, every step, a hundred times in a row.
 //!
-//! The forward's `h_prev · W_hhᵀ` reads `W_hh` from panels built once per sequence: per block of 16 hidden units, the
-//! i, f, g and o weights of those units side by side (`[H][64]`, 32 KB for H = 128, held in L1 while every row uses
-//! it), one register tile holding all four gates of 16 units of 4 rows. The backward's `dh += d_gates · W_hh` reads
-//! `W_hh` as it lies, in slabs of 128 gate rows that stay in L1 while every row block uses them. Measured on 16 rows,
-//! H = 128, 100 steps on one core: the forward's products 0.86 ms by gemm, 0.77 ms here (270 GFLOP/s); the LSTM
-//! training step 1.06× faster with both (`bench/ab.py`, against `GRAFT_LSTM_STEP=0`).
+//! `h_prev · W_hhᵀ` reads `W_hh` from panels built once per sequence: per block of 16 hidden units, the i, f, g and o
+//! weights of those units side by side (`[H][64]`, 32 KB for H = 128, held in L1 while every row uses it), one
+//! register tile holding all four gates of 16 units of 4 rows. Measured on 16 rows, H = 128, 100 steps on one core:
+//! 0.86 ms by gemm, 0.77 ms here (270 GFLOP/s). The backward's `dh += d_gates · W_hh` stays with gemm, which runs it
+//! at a core's peak (the same kind of tile, reading `W_hh` in L1 slabs, was no faster).
 //!
 //! Only for hidden sizes that are multiples of 16 on CPUs with AVX-512; `GRAFT_LSTM_STEP=0` keeps gemm (to measure
 //! the gain). The tests below check both against each other.
@@ -16,7 +15,7 @@ const ROWS: usize = 4;
 /// Weight rows per L1 slab: 128 × 64 floats = 32 KB (of the 48 KB L1 of the CPUs measured).
 const SLAB: usize = 128;
 
-/// Whether [`gate_sums`] and [`add_dh`] take a run of hidden size `h`.
+/// Whether [`gate_sums`] takes a run of hidden size `h`.
 pub(crate) fn applies(h: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -61,18 +60,6 @@ pub(crate) fn gate_sums(h_prev: &[f32], panels: &[f32], a: &mut [f32], b: usize,
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (h_prev, panels, a, b, h);
-}
-
-/// `dh [b, H] += d_gates · W_hh` for one step: row `r`'s gate gradients at `d_gates[r * stride..][..4H]`, `W_hh`
-/// `[4H, H]` as it lies.
-pub(crate) fn add_dh(dh: &mut [f32], d_gates: &[f32], stride: usize, w_hh: &[f32], b: usize, h: usize) {
-    // SAFETY: `applies` checked the CPU; the kernel reads b rows of 4H gate gradients and writes b rows of H.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512::add_dh(dh, d_gates, stride, w_hh, b, h)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (dh, d_gates, stride, w_hh, b, h);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -160,87 +147,6 @@ mod avx512 {
             }
         }
     }
-
-    /// See [`super::add_dh`]: per 64 columns of `dh`, `W_hh` in slabs of [`SLAB`] gate rows (32 KB), every row
-    /// block accumulating over the slab in registers.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn add_dh(dh: &mut [f32], d_gates: &[f32], stride: usize, w_hh: &[f32], b: usize, h: usize) {
-        let g4 = 4 * h;
-        assert!(dh.len() >= b * h && w_hh.len() >= g4 * h && (b == 0 || d_gates.len() >= (b - 1) * stride + g4));
-        let mut col = 0;
-        while col < h {
-            let vectors = ((h - col) / 16).min(4);
-            let mut j0 = 0;
-            while j0 < g4 {
-                let j1 = (j0 + SLAB).min(g4);
-                let mut r = 0;
-                while r < b {
-                    let rows = (b - r).min(ROWS);
-                    // SAFETY: rows, gate rows and columns inside the asserted lengths.
-                    unsafe {
-                        match (rows, vectors) {
-                            (4, 4) => dh_tile::<4, 4>(dh, d_gates, stride, w_hh, r, h, col, j0..j1),
-                            (3, 4) => dh_tile::<3, 4>(dh, d_gates, stride, w_hh, r, h, col, j0..j1),
-                            (2, 4) => dh_tile::<2, 4>(dh, d_gates, stride, w_hh, r, h, col, j0..j1),
-                            (1, 4) => dh_tile::<1, 4>(dh, d_gates, stride, w_hh, r, h, col, j0..j1),
-                            (_, _) => {
-                                for i in 0..rows {
-                                    for v in 0..vectors {
-                                        dh_tile::<1, 1>(dh, d_gates, stride, w_hh, r + i, h, col + 16 * v, j0..j1);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    r += rows;
-                }
-                j0 = j1;
-            }
-            col += 16 * vectors;
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dh_tile<const R: usize, const V: usize>(
-        dh: &mut [f32],
-        d_gates: &[f32],
-        stride: usize,
-        w_hh: &[f32],
-        r: usize,
-        h: usize,
-        col: usize,
-        js: std::ops::Range<usize>,
-    ) {
-        // SAFETY (every access): inside the lengths `add_dh` asserted.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            for i in 0..R {
-                for v in 0..V {
-                    acc[i][v] = _mm512_loadu_ps(dh.as_ptr().add((r + i) * h + col + 16 * v));
-                }
-            }
-            let dg = d_gates.as_ptr().add(r * stride);
-            for j in js {
-                let w = w_hh.as_ptr().add(j * h + col);
-                let mut wv = [_mm512_setzero_ps(); V];
-                for v in 0..V {
-                    wv[v] = _mm512_loadu_ps(w.add(16 * v));
-                }
-                for i in 0..R {
-                    let gv = _mm512_set1_ps(*dg.add(i * stride + j));
-                    for v in 0..V {
-                        acc[i][v] = _mm512_fmadd_ps(gv, wv[v], acc[i][v]);
-                    }
-                }
-            }
-            for i in 0..R {
-                for v in 0..V {
-                    _mm512_storeu_ps(dh.as_mut_ptr().add((r + i) * h + col + 16 * v), acc[i][v]);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -286,34 +192,6 @@ mod tests {
             let mut got = vec![f32::NAN; b * 4 * h];
             gate_sums(&h_prev, &gate_panels(&w_hh, h), &mut got, b, h);
             close(&format!("sums {b}x{h}"), &got, &want);
-        }
-    }
-
-    /// `dh += d_gates · W_hh` against gemm, rows strided as in the backward, on widths of 4 and of 3 vectors and more
-    /// than one slab of gate rows.
-    #[test]
-    fn add_dh_matches_gemm() {
-        if !applies(16) {
-            return;
-        }
-        for (b, h, stride_extra) in [(7, 32, 8), (3, 48, 0), (5, 144, 16)] {
-            let stride = 4 * h + stride_extra;
-            let d_gates = values(b * stride, 5);
-            let w_hh = values(4 * h * h, 6);
-            let mut want = values(b * h, 7);
-            let mut got = want.clone();
-            matmul(
-                (b, h, 4 * h),
-                &mut want,
-                (h as isize, 1),
-                true,
-                &d_gates,
-                (stride as isize, 1),
-                &w_hh,
-                (h as isize, 1),
-            );
-            add_dh(&mut got, &d_gates, stride, &w_hh, b, h);
-            close(&format!("dh {b}x{h}"), &got, &want);
         }
     }
 }

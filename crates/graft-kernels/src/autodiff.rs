@@ -28,10 +28,12 @@ fn register<B: Backend, const N: usize>(
 #[derive(Debug)]
 struct LstmBackward;
 
-impl<B: Backend + FusedBackend> Backward<B, 4> for LstmBackward {
-    /// states, saved gates, w_hh, h0, c0, keep, reverse
+impl<B: Backend + FusedBackend> Backward<B, 6> for LstmBackward {
+    /// states, saved gates, x, w_ih, w_hh, h0, c0, keep, reverse
     #[allow(clippy::type_complexity)]
     type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
         FloatTensor<B>,
         FloatTensor<B>,
         FloatTensor<B>,
@@ -41,11 +43,16 @@ impl<B: Backend + FusedBackend> Backward<B, 4> for LstmBackward {
         bool,
     );
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let d_states = grads.consume::<B>(&ops.node);
-        let (states, saved, w_hh, h0, c0, keep, reverse) = ops.state;
-        let (d_xp, d_w, d_h0, d_c0) = B::lstm_backward(d_states, states, saved, w_hh, h0, c0, keep, reverse);
-        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [d_xp, d_w, d_h0, d_c0]);
+        let (states, saved, x, w_ih, w_hh, h0, c0, keep, reverse) = ops.state;
+        let (d_x, d_w_ih, d_bias, d_w_hh, d_h0, d_c0) =
+            B::lstm_backward(d_states, states, saved, x, w_ih, w_hh, h0, c0, keep, reverse);
+        register::<B, _>(
+            grads,
+            ops.parents.map(|p| p.map(|n| n.id)),
+            [d_x, d_w_ih, d_bias, d_w_hh, d_h0, d_c0],
+        );
     }
 }
 
@@ -176,7 +183,9 @@ impl<B: Backend + FusedBackend> Backward<B, 4> for GruBackward {
 
 impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn lstm_forward(
-        xp: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -184,7 +193,9 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (states, saved) = B::lstm_forward(
-            xp.primitive().clone(),
+            x.primitive().clone(),
+            w_ih.primitive().clone(),
+            bias.primitive().clone(),
             w_hh.primitive().clone(),
             h0.primitive().clone(),
             c0.primitive().clone(),
@@ -192,7 +203,7 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
             reverse,
         );
         let tracked = match LstmBackward
-            .prepare::<C>([xp.node(), w_hh.node(), h0.node(), c0.node()])
+            .prepare::<C>([x.node(), w_ih.node(), bias.node(), w_hh.node(), h0.node(), c0.node()])
             .compute_bound()
             .stateful()
         {
@@ -200,6 +211,8 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
                 (
                     states.clone(),
                     saved.clone(),
+                    x.into_primitive(),
+                    w_ih.into_primitive(),
                     w_hh.into_primitive(),
                     h0.into_primitive(),
                     c0.into_primitive(),
@@ -217,6 +230,8 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         d_states: FloatTensor<Self>,
         states: FloatTensor<Self>,
         saved: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -227,12 +242,16 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
     ) {
         // Only reached when someone differentiates the backward itself; its outputs are constants.
-        let (a, b, c, d) = B::lstm_backward(
+        let (a, b, c, d, e, f) = B::lstm_backward(
             d_states.into_primitive(),
             states.into_primitive(),
             saved.into_primitive(),
+            x.into_primitive(),
+            w_ih.into_primitive(),
             w_hh.into_primitive(),
             h0.into_primitive(),
             c0.into_primitive(),
@@ -244,6 +263,8 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
             Self::from_inner(b),
             Self::from_inner(c),
             Self::from_inner(d),
+            Self::from_inner(e),
+            Self::from_inner(f),
         )
     }
 

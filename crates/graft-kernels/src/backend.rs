@@ -9,11 +9,14 @@ use burn::tensor::ops::ConvOptions;
 use crate::adam;
 
 /// The fused passes as backend operations. Each forward returns the states and the saved gates; each backward the
-/// gradients of the forward's differentiable inputs (LSTM: `xp, w_hh, h0, c0`; GRU: `xp, w_hh, b_hn, h0`).
+/// gradients of the forward's differentiable inputs (LSTM: `x, w_ih, bias, w_hh, h0, c0`; GRU: `xp, w_hh, b_hn, h0`).
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedBackend: Backend {
+    #[allow(clippy::too_many_arguments)]
     fn lstm_forward(
-        xp: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -21,17 +24,21 @@ pub trait FusedBackend: Backend {
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn lstm_backward(
         d_states: FloatTensor<Self>,
         states: FloatTensor<Self>,
         saved: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
         keep: FloatTensor<Self>,
         reverse: bool,
     ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,

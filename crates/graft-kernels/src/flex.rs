@@ -69,25 +69,37 @@ fn dims_of(t: &FlexTensor, width: usize) -> Dims {
     }
 }
 
+/// An LSTM run's sizes and input features from its input `[B, T, F]` and recurrent weight `[4H, H]`.
+fn lstm_dims(x: &FlexTensor, w_hh: &FlexTensor) -> (Dims, usize) {
+    let (xs, ws) = (x.layout().shape(), w_hh.layout().shape());
+    let d = Dims {
+        batch: xs[0],
+        steps: xs[1],
+        hidden: ws[1],
+    };
+    (d, xs[2])
+}
+
 impl FusedBackend for Flex {
     fn lstm_forward(
-        xp: FlexTensor,
+        x: FlexTensor,
+        w_ih: FlexTensor,
+        bias: FlexTensor,
         w_hh: FlexTensor,
         h0: FlexTensor,
         c0: FlexTensor,
         keep: FlexTensor,
         reverse: bool,
     ) -> (FlexTensor, FlexTensor) {
-        let d = dims_of(&xp, 4);
-        let (states, saved) = lstm::forward(
-            d,
-            &f32s(&xp),
-            &f32s(&w_hh),
-            &f32s(&h0),
-            &f32s(&c0),
-            &f32s(&keep),
-            reverse,
-        );
+        let (d, features) = lstm_dims(&x, &w_hh);
+        let (x, w_ih, bias) = (f32s(&x), f32s(&w_ih), f32s(&bias));
+        let input = lstm::Input {
+            x: &x,
+            features,
+            w_ih: &w_ih,
+            bias: &bias,
+        };
+        let (states, saved) = lstm::forward(d, input, &f32s(&w_hh), &f32s(&h0), &f32s(&c0), &f32s(&keep), reverse);
         (
             flex(states, vec![d.batch, d.steps, 2 * d.hidden]),
             flex(saved, vec![d.batch, d.steps, lstm::SAVED * d.hidden]),
@@ -98,32 +110,41 @@ impl FusedBackend for Flex {
         d_states: FlexTensor,
         states: FlexTensor,
         saved: FlexTensor,
+        x: FlexTensor,
+        w_ih: FlexTensor,
         w_hh: FlexTensor,
         h0: FlexTensor,
         c0: FlexTensor,
         keep: FlexTensor,
         reverse: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
-        let shape = states.layout().shape();
-        let d = Dims {
-            batch: shape[0],
-            steps: shape[1],
-            hidden: shape[2] / 2,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let (d, features) = lstm_dims(&x, &w_hh);
+        let (x_shape, w_ih_shape) = (x.layout().shape().to_vec(), w_ih.layout().shape().to_vec());
+        let (x, w_ih) = (f32s(&x), f32s(&w_ih));
+        // The backward does not read the bias.
+        let input = lstm::Input {
+            x: &x,
+            features,
+            w_ih: &w_ih,
+            bias: &[],
         };
         let g = lstm::backward(
             d,
             &f32s(&d_states),
             &f32s(&states),
             &f32s(&saved),
+            input,
             &f32s(&w_hh),
             &f32s(&h0),
             &f32s(&c0),
             &f32s(&keep),
             reverse,
         );
-        let (b, t, h) = (d.batch, d.steps, d.hidden);
+        let (b, h) = (d.batch, d.hidden);
         (
-            flex(g.xp, vec![b, t, 4 * h]),
+            flex(g.x, x_shape),
+            flex(g.w_ih, w_ih_shape),
+            flex(g.bias, vec![4 * h]),
             flex(g.w_hh, vec![4 * h, h]),
             flex(g.h0, vec![b, h]),
             flex(g.c0, vec![b, h]),

@@ -2,10 +2,11 @@
 //! Autodiff)]`) with a handwritten backward, where burn's composed primitives were the bottleneck (see the README's
 //! Performance section for what each gained):
 //!
-//! - `lstm.rs`, `gru.rs`: a whole recurrent sequence per layer and direction. The input projection of every step is
-//!   one matmul outside, in ordinary autodiff; the fused operation runs the recurrence, per step one small matmul
-//!   and one vectorized gate pass; batch rows run on separate threads. Padded steps (`keep` = 0) leave the state
-//!   unchanged, exactly as the composed layer does.
+//! - `lstm.rs`, `gru.rs`: a whole recurrent sequence per layer and direction, per step one small matmul and one
+//!   vectorized gate pass, batch rows on separate threads. The GRU's input projection is one matmul outside, in
+//!   ordinary autodiff; the LSTM's is part of the fused operation (on AVX-512 computed step by step with the
+//!   recurrent product, `lstm_step.rs`). Padded steps (`keep` = 0) leave the state unchanged, exactly as the
+//!   composed layer does.
 //! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout; up to 16 rows (serving), dot
 //!   products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s spinning helper threads.
 //! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution in
@@ -152,10 +153,14 @@ pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
     Tensor::<2>::from_dispatch(y)
 }
 
-/// The LSTM recurrence over `xp` `[B, T, 4H]` (projected inputs, biases included) with recurrent weight `w_hh`
-/// `[4H, H]`, initial states `[B, H]` and `keep` `[B, T]`: the states `[B, T, 2H]` (h, then c) after every step.
+/// The LSTM layer in one direction: input `x` `[B, T, F]`, input weight `w_ih` `[4H, F]`, `bias` `[4H]` (both of
+/// PyTorch's biases, summed), recurrent weight `w_hh` `[4H, H]`, initial states `h0`, `c0` `[B, H]` and `keep`
+/// `[B, T]` (1 for a real step, 0 for padding): h and c after every step, `[B, T, 2H]`.
+#[allow(clippy::too_many_arguments)]
 pub fn lstm_states(
-    xp: Tensor<3>,
+    x: Tensor<3>,
+    w_ih: Tensor<2>,
+    bias: Tensor<1>,
     w_hh: Tensor<2>,
     h0: Tensor<2>,
     c0: Tensor<2>,
@@ -163,7 +168,9 @@ pub fn lstm_states(
     reverse: bool,
 ) -> Tensor<3> {
     let (states, _saved) = <Dispatch as FusedBackend>::lstm_forward(
-        xp.into_dispatch(),
+        x.into_dispatch(),
+        w_ih.into_dispatch(),
+        bias.into_dispatch(),
         w_hh.into_dispatch(),
         h0.into_dispatch(),
         c0.into_dispatch(),

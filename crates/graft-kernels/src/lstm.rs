@@ -1,57 +1,89 @@
-//! The LSTM recurrence and its backpropagation through time, on plain f32 buffers (see [`super`]).
+//! The LSTM layer's fused pass (one direction), on plain f32 buffers (see [`super`]).
 //!
-//! Per step: one `[B, H]×[H, 4H]` matmul and one pass over the gates that stores what the backward needs (i, f, g, o
-//! and tanh c). The backward walks the steps in reverse, computing the gate gradients and `dh·W_hh` per step, then
-//! the weight gradient as one `[4H, B·T]×[B·T, H]` matmul.
+//! Per step: the gate pre-activations `x_t·W_ihᵀ + b + h_prev·W_hhᵀ` (on AVX-512 in one pass, `lstm_step.rs`; else
+//! the whole input projection first and one gemm per step) and one pass over the gates that stores what the backward
+//! needs (i, f, g, o and tanh c). The backward walks the steps in reverse, computing the gate gradients and
+//! `dh·W_hh` per step, then the weight gradients as whole-sequence matmuls (`[4H, B·T]×[B·T, H]` and, for the input
+//! side, the dense layer's backward).
 
-use crate::lstm_step;
-use crate::matmul::{matmul, transposed};
 use std::mem::MaybeUninit;
 
+use crate::dense;
+use crate::lstm_step;
+use crate::matmul::{matmul, transposed};
 use crate::recurrence::{Dims, filled, per_batch_range, put, time_of, unfilled, written};
 use crate::simd::{sigmoid, tanh};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).
 pub const SAVED: usize = 5;
 
+/// The input side of the layer: `x` `[B, T, F]`, `w_ih` `[4H, F]` and `bias` `[4H]` (PyTorch's two biases summed).
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub x: &'a [f32],
+    pub features: usize,
+    pub w_ih: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// What each step adds to `h_prev · W_hhᵀ`, and the weights the step reads.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    /// The AVX-512 step: `x_t · W_ihᵀ + b` computed with the recurrent product, from the panels of both weights.
+    Fused { input: Input<'a>, panels: &'a [f32] },
+    /// The gemm step: the projection of the whole sequence, `[B, T, 4H]` (the range's rows), and `W_hhᵀ`.
+    Projected { xp: &'a [f32], w_t: &'a [f32] },
+}
+
 /// The recurrence over a whole sequence.
 ///
-/// `xp` `[B, T, 4H]`: the input projection plus both biases; `w_hh` `[4H, H]`; `h0`, `c0` `[B, H]`; `keep` `[B, T]`
-/// (1 for a real step, 0 for padding). Returns the states `[B, T, 2H]` (h then c after each timestep) and the
-/// saved gates `[B, T, 5H]`.
+/// `w_hh` `[4H, H]`; `h0`, `c0` `[B, H]`; `keep` `[B, T]` (1 for a real step, 0 for padding). Returns the states
+/// `[B, T, 2H]` (h then c after each timestep) and the saved gates `[B, T, 5H]`.
 pub fn forward(
     d: Dims,
-    xp: &[f32],
+    input: Input,
     w_hh: &[f32],
     h0: &[f32],
     c0: &[f32],
     keep: &[f32],
     reverse: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (t, h) = (d.steps, d.hidden);
+    let (t, h, f) = (d.steps, d.hidden, input.features);
     let mut states = unfilled(d.batch * t * 2 * h);
     let mut saved = unfilled(d.batch * t * SAVED * h);
-    let step_kernel = lstm_step::applies(h);
-    // The recurrent weight in the layout the step reads: gate panels for the AVX-512 step, else transposed for gemm.
-    let w_step = if step_kernel {
-        lstm_step::gate_panels(w_hh, h)
+    let fused = lstm_step::applies(h);
+    // The weights in the layout the step reads: gate panels of both for the AVX-512 step; else the projection of the
+    // whole sequence (on all threads) and W_hh transposed for gemm.
+    let (panels, xp, w_t) = if fused {
+        (lstm_step::gate_panels(input.w_ih, w_hh, f, h), vec![], vec![])
     } else {
-        transposed(w_hh, 4 * h, h)
+        let xp = dense::forward(d.batch * t, input.x, input.w_ih, input.bias);
+        (vec![], xp, transposed(w_hh, 4 * h, h))
     };
     per_batch_range(
         d.batch,
         [&mut states, &mut saved],
         [t * 2 * h, t * SAVED * h],
         |r, [states, saved]| {
+            let step = if fused {
+                let x = &input.x[r.start * t * f..r.end * t * f];
+                Step::Fused {
+                    input: Input { x, ..input },
+                    panels: &panels,
+                }
+            } else {
+                Step::Projected {
+                    xp: &xp[r.start * t * 4 * h..r.end * t * 4 * h],
+                    w_t: &w_t,
+                }
+            };
             forward_rows(
                 Dims { batch: r.len(), ..d },
-                &xp[r.start * t * 4 * h..r.end * t * 4 * h],
-                &w_step,
+                step,
                 &h0[r.start * h..r.end * h],
                 &c0[r.start * h..r.end * h],
                 &keep[r.start * t..r.end * t],
                 reverse,
-                step_kernel,
                 states,
                 saved,
             )
@@ -65,13 +97,11 @@ pub fn forward(
 #[allow(clippy::too_many_arguments)]
 fn forward_rows(
     d: Dims,
-    xp: &[f32],
-    w_step: &[f32],
+    step: Step,
     h0: &[f32],
     c0: &[f32],
     keep: &[f32],
     reverse: bool,
-    step_kernel: bool,
     states: &mut [MaybeUninit<f32>],
     saved: &mut [MaybeUninit<f32>],
 ) {
@@ -82,30 +112,37 @@ fn forward_rows(
     let mut gate_values = vec![0f32; SAVED * h];
     for s in 0..t {
         let time = time_of(t, s, reverse);
-        // a = h_prev · W_hhᵀ
-        if step_kernel {
-            lstm_step::gate_sums(&hp, w_step, &mut a, b, h);
-        } else {
-            matmul(
-                (b, g4, h),
-                &mut a,
-                (g4 as isize, 1),
-                false,
-                &hp,
-                (h as isize, 1),
-                w_step,
-                (g4 as isize, 1),
-            );
+        match step {
+            Step::Fused { input, panels } => {
+                let f = input.features;
+                let x_t = &input.x[time * f..];
+                lstm_step::gate_sums(x_t, t * f, &hp, panels, input.bias, &mut a, b, (f, h));
+            }
+            Step::Projected { xp, w_t } => {
+                // a = h_prev · W_hhᵀ + xp_t
+                matmul(
+                    (b, g4, h),
+                    &mut a,
+                    (g4 as isize, 1),
+                    false,
+                    &hp,
+                    (h as isize, 1),
+                    w_t,
+                    (g4 as isize, 1),
+                );
+                for bi in 0..b {
+                    let row = bi * t + time;
+                    let (arow, xrow) = (&mut a[bi * g4..(bi + 1) * g4], &xp[row * g4..(row + 1) * g4]);
+                    for (av, xv) in arow.iter_mut().zip(xrow) {
+                        *av += xv;
+                    }
+                }
+            }
         }
         for bi in 0..b {
             let row = bi * t + time;
-            let k = keep[row];
-            let (arow, xrow) = (&mut a[bi * g4..(bi + 1) * g4], &xp[row * g4..(row + 1) * g4]);
-            for (av, xv) in arow.iter_mut().zip(xrow) {
-                *av += xv;
-            }
             let (hrow, crow) = (&mut hp[bi * h..(bi + 1) * h], &mut cp[bi * h..(bi + 1) * h]);
-            gates_forward(arow, crow, hrow, &mut gate_values, k, h);
+            gates_forward(&a[bi * g4..(bi + 1) * g4], crow, hrow, &mut gate_values, keep[row], h);
             put(&mut saved[row * SAVED * h..(row + 1) * SAVED * h], &gate_values);
             let st = &mut states[row * 2 * h..(row + 1) * 2 * h];
             put(&mut st[..h], hrow);
@@ -152,7 +189,9 @@ fn gates_forward_body(a: &[f32], c: &mut [f32], hs: &mut [f32], out: &mut [f32],
 /// Gradients of the fused pass's inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grads {
-    pub xp: Vec<f32>,
+    pub x: Vec<f32>,
+    pub w_ih: Vec<f32>,
+    pub bias: Vec<f32>,
     pub w_hh: Vec<f32>,
     pub h0: Vec<f32>,
     pub c0: Vec<f32>,
@@ -165,6 +204,7 @@ pub fn backward(
     d_states: &[f32],
     states: &[f32],
     saved: &[f32],
+    input: Input,
     w_hh: &[f32],
     h0: &[f32],
     c0: &[f32],
@@ -187,9 +227,14 @@ pub fn backward(
             d_xp,
         )
     });
+    // SAFETY: `backward_rows` writes every row of its part at its step.
+    let d_xp = unsafe { filled(d_xp) };
+    // The input side: the gate gradients are the projection's output gradients.
+    let (x, w_ih, bias) = dense::backward(d.batch * t, &d_xp, input.x, input.w_ih, 4 * h);
     let mut total = Grads {
-        // SAFETY: `backward_rows` writes every row of its part at its step.
-        xp: unsafe { filled(d_xp) },
+        x,
+        w_ih,
+        bias,
         w_hh: vec![0f32; 4 * h * h],
         h0: Vec::with_capacity(d.batch * h),
         c0: Vec::with_capacity(d.batch * h),
@@ -204,8 +249,15 @@ pub fn backward(
     total
 }
 
-/// The rows' backward: writes every element of the gradient of their `xp` (= of the gate pre-activations) and
-/// returns the gradients of their `h0` and `c0` and their part of the `W_hh` gradient (`xp` left empty).
+/// One thread's part of the recurrent gradients.
+struct RowGrads {
+    w_hh: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+/// The rows' backward: writes every element of the gradient of their gate pre-activations and returns the gradients
+/// of their `h0` and `c0` and their part of the `W_hh` gradient.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows(
     d: Dims,
@@ -217,7 +269,7 @@ fn backward_rows(
     keep: &[f32],
     reverse: bool,
     d_gates: &mut [MaybeUninit<f32>],
-) -> Grads {
+) -> RowGrads {
     let (b, t, h) = (d.batch, d.steps, d.hidden);
     let g4 = 4 * h;
     let (mut dh, mut dc) = (vec![0f32; b * h], vec![0f32; b * h]);
@@ -277,8 +329,7 @@ fn backward_rows(
         &h_prev_all,
         (h as isize, 1),
     );
-    Grads {
-        xp: vec![],
+    RowGrads {
         w_hh: d_w,
         h0: dh,
         c0: dc,
@@ -350,67 +401,86 @@ fn gates_backward_body(
 mod tests {
     use super::*;
 
-    /// Central differences of a scalar loss (Σ states · weights) against the handwritten backward, in f64 terms
-    /// on tiny cases with padding and both directions: hidden 3 (the gemm step) and 16 (the AVX-512 step of
-    /// `lstm_step.rs`, where the CPU has it).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    }
+
+    /// Central differences of a scalar loss (Σ states · weights) against the handwritten backward, in f64 terms, for
+    /// every input of the layer, on tiny cases with padding and both directions: hidden 3 (the gemm step) and 16
+    /// (the AVX-512 step of `lstm_step.rs`, where the CPU has it).
     #[test]
     fn backward_matches_finite_differences() {
-        for hidden in [3, 16] {
-            finite_differences(Dims {
-                batch: 2,
-                steps: 4,
-                hidden,
-            });
+        for (hidden, features) in [(3, 5), (16, 3)] {
+            finite_differences(
+                Dims {
+                    batch: 2,
+                    steps: 4,
+                    hidden,
+                },
+                features,
+            );
         }
     }
 
-    fn finite_differences(d: Dims) {
-        let n = |len: usize, seed: u32| -> Vec<f32> {
-            (0..len)
-                .map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
-                .collect()
-        };
+    fn finite_differences(d: Dims, f: usize) {
         let (b, t, h) = (d.batch, d.steps, d.hidden);
-        let xp = n(b * t * 4 * h, 1);
-        let w = n(4 * h * h, 2);
-        let h0 = n(b * h, 3);
-        let c0 = n(b * h, 4);
-        let weights = n(b * t * 2 * h, 5);
+        // x, w_ih, bias, w_hh, h0, c0
+        let inputs = [
+            values(b * t * f, 1),
+            values(4 * h * f, 6),
+            values(4 * h, 7),
+            values(4 * h * h, 2),
+            values(b * h, 3),
+            values(b * h, 4),
+        ];
+        let weights = values(b * t * 2 * h, 5);
         let keep = vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0];
+        fn input(v: &[Vec<f32>; 6], features: usize) -> Input<'_> {
+            Input {
+                x: &v[0],
+                features,
+                w_ih: &v[1],
+                bias: &v[2],
+            }
+        }
         for reverse in [false, true] {
-            let loss = |xp: &[f32], w: &[f32], h0: &[f32], c0: &[f32]| -> f64 {
-                let (s, _) = forward(d, xp, w, h0, c0, &keep, reverse);
+            let loss = |v: &[Vec<f32>; 6]| -> f64 {
+                let (s, _) = forward(d, input(v, f), &v[3], &v[4], &v[5], &keep, reverse);
                 s.iter().zip(&weights).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
-            let (states, saved) = forward(d, &xp, &w, &h0, &c0, &keep, reverse);
-            let g = backward(d, &weights, &states, &saved, &w, &h0, &c0, &keep, reverse);
-            let check = |name: &str, values: &[f32], grad: &[f32], which: usize| {
-                for idx in 0..values.len() {
+            let (states, saved) = forward(d, input(&inputs, f), &inputs[3], &inputs[4], &inputs[5], &keep, reverse);
+            let g = backward(
+                d,
+                &weights,
+                &states,
+                &saved,
+                input(&inputs, f),
+                &inputs[3],
+                &inputs[4],
+                &inputs[5],
+                &keep,
+                reverse,
+            );
+            let grads = [&g.x, &g.w_ih, &g.bias, &g.w_hh, &g.h0, &g.c0];
+            let names = ["x", "w_ih", "bias", "w_hh", "h0", "c0"];
+            for which in 0..6 {
+                assert_eq!(grads[which].len(), inputs[which].len(), "{}: length", names[which]);
+                for idx in 0..inputs[which].len() {
                     let eps = 1e-3f32;
-                    let mut plus = values.to_vec();
-                    let mut minus = values.to_vec();
-                    plus[idx] += eps;
-                    minus[idx] -= eps;
-                    let args = |v: &[f32]| -> f64 {
-                        match which {
-                            0 => loss(v, &w, &h0, &c0),
-                            1 => loss(&xp, v, &h0, &c0),
-                            2 => loss(&xp, &w, v, &c0),
-                            _ => loss(&xp, &w, &h0, v),
-                        }
-                    };
-                    let numeric = (args(&plus) - args(&minus)) / (2.0 * eps as f64);
+                    let (mut plus, mut minus) = (inputs.clone(), inputs.clone());
+                    plus[which][idx] += eps;
+                    minus[which][idx] -= eps;
+                    let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+                    let analytic = grads[which][idx] as f64;
                     assert!(
-                        (numeric - grad[idx] as f64).abs() < 2e-3,
-                        "{name}[{idx}] (reverse {reverse}): numeric {numeric}, analytic {}",
-                        grad[idx]
+                        (numeric - analytic).abs() < 2e-3,
+                        "{}[{idx}] (hidden {h}, reverse {reverse}): numeric {numeric}, analytic {analytic}",
+                        names[which]
                     );
                 }
-            };
-            check("xp", &xp, &g.xp, 0);
-            check("w_hh", &w, &g.w_hh, 1);
-            check("h0", &h0, &g.h0, 2);
-            check("c0", &c0, &g.c0, 3);
+            }
         }
     }
 
@@ -421,10 +491,18 @@ mod tests {
             steps: 3,
             hidden: 2,
         };
-        let xp: Vec<f32> = (0..24).map(|i| i as f32 / 24.0 - 0.4).collect();
+        let x: Vec<f32> = (0..6).map(|i| i as f32 / 6.0 - 0.4).collect();
+        let w_ih: Vec<f32> = (0..16).map(|i| (i as f32 - 5.0) / 16.0).collect();
         let w: Vec<f32> = (0..16).map(|i| (i as f32 - 8.0) / 16.0).collect();
+        let bias = vec![0.1; 8];
         let zeros = vec![0.0; 2];
-        let (states, _) = forward(d, &xp, &w, &zeros, &zeros, &[1.0, 0.0, 0.0], false);
+        let input = Input {
+            x: &x,
+            features: 2,
+            w_ih: &w_ih,
+            bias: &bias,
+        };
+        let (states, _) = forward(d, input, &w, &zeros, &zeros, &[1.0, 0.0, 0.0], false);
         assert_eq!(states[0..4], states[4..8]);
         assert_eq!(states[0..4], states[8..12]);
     }

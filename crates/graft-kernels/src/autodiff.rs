@@ -226,6 +226,51 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         (tracked, Self::from_inner(saved))
     }
 
+    fn lstm_final_forward(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (final_states, states, saved) = B::lstm_final_forward(
+            x.primitive().clone(),
+            w_ih.primitive().clone(),
+            bias.primitive().clone(),
+            w_hh.primitive().clone(),
+            h0.primitive().clone(),
+            c0.primitive().clone(),
+            keep.primitive().clone(),
+            reverse,
+        );
+        // The same backward as the full forward's: it receives the `[B, 2H]` gradient of the final states.
+        let tracked = match LstmBackward
+            .prepare::<C>([x.node(), w_ih.node(), bias.node(), w_hh.node(), h0.node(), c0.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (
+                    states.clone(),
+                    saved.clone(),
+                    x.into_primitive(),
+                    w_ih.into_primitive(),
+                    w_hh.into_primitive(),
+                    h0.into_primitive(),
+                    c0.into_primitive(),
+                    keep.into_primitive(),
+                    reverse,
+                ),
+                final_states,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(final_states),
+        };
+        (tracked, Self::from_inner(states), Self::from_inner(saved))
+    }
+
     fn lstm_backward(
         d_states: FloatTensor<Self>,
         states: FloatTensor<Self>,

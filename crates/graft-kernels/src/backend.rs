@@ -24,6 +24,22 @@ pub trait FusedBackend: Backend {
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// [`Self::lstm_forward`] for a caller that uses only the final states: those, `[B, 2H]` (h then c after the
+    /// direction's last step), then the states and saved gates. Its backward is `lstm_backward` with that `[B, 2H]`
+    /// gradient as `d_states`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn lstm_final_forward(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        reverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `d_states`: of every step's states, `[B, T, 2H]`, or of the final states alone, `[B, 2H]`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn lstm_backward(
         d_states: FloatTensor<Self>,

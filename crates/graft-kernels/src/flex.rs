@@ -106,6 +106,27 @@ impl FusedBackend for Flex {
         )
     }
 
+    fn lstm_final_forward(
+        x: FlexTensor,
+        w_ih: FlexTensor,
+        bias: FlexTensor,
+        w_hh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        keep: FlexTensor,
+        reverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (states, saved) = Self::lstm_forward(x, w_ih, bias, w_hh, h0, c0, keep, reverse);
+        let shape = states.layout().shape();
+        let (b, t, width) = (shape[0], shape[1], shape[2]);
+        let last = if reverse { 0 } else { t.saturating_sub(1) };
+        let all = f32s(&states);
+        let final_states: Vec<f32> = (0..b)
+            .flat_map(|bi| all[(bi * t + last) * width..][..width].iter().copied())
+            .collect();
+        (flex(final_states, vec![b, width]), states, saved)
+    }
+
     fn lstm_backward(
         d_states: FlexTensor,
         states: FlexTensor,
@@ -128,9 +149,14 @@ impl FusedBackend for Flex {
             w_ih: &w_ih,
             bias: &[],
         };
+        let d_states_values = f32s(&d_states);
+        let d_states = match d_states.layout().shape().len() {
+            2 => lstm::DStates::Final(&d_states_values),
+            _ => lstm::DStates::Every(&d_states_values),
+        };
         let g = lstm::backward(
             d,
-            &f32s(&d_states),
+            d_states,
             &f32s(&states),
             &f32s(&saved),
             input,

@@ -180,6 +180,32 @@ pub fn lstm_states(
     Tensor::<3>::from_dispatch(states)
 }
 
+/// [`lstm_states`] for a caller that uses only the final states: h and c after the direction's last step,
+/// `[B, 2H]`. Its backward starts from their gradient alone, without a `[B, T, 2H]` tensor of zeros around it.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_final_states(
+    x: Tensor<3>,
+    w_ih: Tensor<2>,
+    bias: Tensor<1>,
+    w_hh: Tensor<2>,
+    h0: Tensor<2>,
+    c0: Tensor<2>,
+    keep: Tensor<2>,
+    reverse: bool,
+) -> Tensor<2> {
+    let (final_states, _states, _saved) = <Dispatch as FusedBackend>::lstm_final_forward(
+        x.into_dispatch(),
+        w_ih.into_dispatch(),
+        bias.into_dispatch(),
+        w_hh.into_dispatch(),
+        h0.into_dispatch(),
+        c0.into_dispatch(),
+        keep.into_dispatch(),
+        reverse,
+    );
+    Tensor::<2>::from_dispatch(final_states)
+}
+
 /// The GRU recurrence over `xp` `[B, T, 3H]` (projected inputs with `b_ih`, `b_hr` and `b_hz` included) with
 /// recurrent weight `w_hh` `[3H, H]`, the candidate's recurrent bias `b_hn` `[H]`, initial state `[B, H]` and
 /// `keep` `[B, T]`: the state `[B, T, H]` after every step.

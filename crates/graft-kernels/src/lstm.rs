@@ -197,11 +197,21 @@ pub struct Grads {
     pub c0: Vec<f32>,
 }
 
-/// Backpropagation through time for [`forward`], given the gradient of its states `[B, T, 2H]`.
+/// The gradient the backward starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum DStates<'a> {
+    /// Of the states after every step, `[B, T, 2H]`.
+    Every(&'a [f32]),
+    /// Of the final states alone, `[B, 2H]` (h then c after the direction's last step): what a classifier on the
+    /// last state passes, without a `[B, T, 2H]` tensor of zeros around it.
+    Final(&'a [f32]),
+}
+
+/// Backpropagation through time for [`forward`], given the gradient of its states.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d: Dims,
-    d_states: &[f32],
+    d_states: DStates,
     states: &[f32],
     saved: &[f32],
     input: Input,
@@ -215,9 +225,13 @@ pub fn backward(
     let mut d_xp = unfilled(d.batch * t * 4 * h);
     let parts = per_batch_range(d.batch, [&mut d_xp], [t * 4 * h], |r, [d_xp]| {
         let (bt, bh) = (r.start * t..r.end * t, r.start * h..r.end * h);
+        let d_states = match d_states {
+            DStates::Every(all) => DStates::Every(&all[bt.start * 2 * h..bt.end * 2 * h]),
+            DStates::Final(last) => DStates::Final(&last[r.start * 2 * h..r.end * 2 * h]),
+        };
         backward_rows(
             Dims { batch: r.len(), ..d },
-            &d_states[bt.start * 2 * h..bt.end * 2 * h],
+            d_states,
             &states[bt.start * 2 * h..bt.end * 2 * h],
             &saved[bt.start * SAVED * h..bt.end * SAVED * h],
             w_hh,
@@ -261,7 +275,7 @@ struct RowGrads {
 #[allow(clippy::too_many_arguments)]
 fn backward_rows(
     d: Dims,
-    d_states: &[f32],
+    d_states: DStates,
     states: &[f32],
     saved: &[f32],
     w_hh: &[f32],
@@ -276,6 +290,7 @@ fn backward_rows(
     // This step's gate gradients, rows 4H apart, before they go to their places in `d_gates`.
     let mut d_step = vec![0f32; b * g4];
     let mut h_prev_all = unfilled(b * t * h);
+    let no_gradient = vec![0f32; 2 * h];
     for s in (0..t).rev() {
         let time = time_of(t, s, reverse);
         let prev = (s > 0).then(|| time_of(t, s - 1, reverse));
@@ -290,9 +305,14 @@ fn backward_rows(
             };
             put(&mut h_prev_all[row * h..(row + 1) * h], h_prev);
             let d_row = &mut d_step[bi * g4..(bi + 1) * g4];
+            let d_state = match d_states {
+                DStates::Every(all) => &all[row * 2 * h..(row + 1) * 2 * h],
+                DStates::Final(last) if s == t - 1 => &last[bi * 2 * h..(bi + 1) * 2 * h],
+                DStates::Final(_) => &no_gradient,
+            };
             gates_backward(
                 &saved[row * SAVED * h..(row + 1) * SAVED * h],
-                &d_states[row * 2 * h..(row + 1) * 2 * h],
+                d_state,
                 c_prev,
                 keep[row],
                 &mut dh[bi * h..(bi + 1) * h],
@@ -453,7 +473,7 @@ mod tests {
             let (states, saved) = forward(d, input(&inputs, f), &inputs[3], &inputs[4], &inputs[5], &keep, reverse);
             let g = backward(
                 d,
-                &weights,
+                DStates::Every(&weights),
                 &states,
                 &saved,
                 input(&inputs, f),
@@ -480,6 +500,48 @@ mod tests {
                         names[which]
                     );
                 }
+            }
+        }
+    }
+
+    /// The final-state gradient alone gives what the same gradient placed in a `[B, T, 2H]` tensor of zeros gives,
+    /// in both directions, on both step kernels.
+    #[test]
+    fn a_final_state_gradient_matches_the_padded_full_one() {
+        for (h, f) in [(3, 5), (16, 3)] {
+            let d = Dims {
+                batch: 3,
+                steps: 4,
+                hidden: h,
+            };
+            let (b, t) = (d.batch, d.steps);
+            let (x, w_ih, bias, w_hh) = (
+                values(b * t * f, 1),
+                values(4 * h * f, 2),
+                values(4 * h, 3),
+                values(4 * h * h, 4),
+            );
+            let (h0, c0, keep) = (values(b * h, 5), values(b * h, 6), vec![1.0; b * t]);
+            let input = Input {
+                x: &x,
+                features: f,
+                w_ih: &w_ih,
+                bias: &bias,
+            };
+            let d_final = values(b * 2 * h, 7);
+            for reverse in [false, true] {
+                let (states, saved) = forward(d, input, &w_hh, &h0, &c0, &keep, reverse);
+                let last = if reverse { 0 } else { t - 1 };
+                let mut d_every = vec![0f32; b * t * 2 * h];
+                for bi in 0..b {
+                    d_every[(bi * t + last) * 2 * h..][..2 * h].copy_from_slice(&d_final[bi * 2 * h..][..2 * h]);
+                }
+                let run = |ds| backward(d, ds, &states, &saved, input, &w_hh, &h0, &c0, &keep, reverse);
+                assert_eq!(
+                    run(DStates::Final(&d_final)),
+                    run(DStates::Every(&d_every)),
+                    "h {h}, reverse {reverse}"
+                );
             }
         }
     }

@@ -261,6 +261,9 @@ impl Recurrent {
             if layer > 0 {
                 input = dropout(input, self.dropout, training);
             }
+            let last_layer = layer + 1 == self.num_layers;
+            // Only the final states leave the last layer when it returns no sequence.
+            let final_only = last_layer && !self.return_sequences;
             let mut seqs = vec![];
             finals.clear();
             for d in 0..self.directions {
@@ -271,15 +274,17 @@ impl Recurrent {
                     .take(self.cell.states())
                     .cloned()
                     .collect();
-                let (seq, state) = match self.fused(idx, input.clone(), keep.as_ref(), d == 1, &init) {
+                let (seq, state) = match self.fused(idx, input.clone(), keep.as_ref(), d == 1, &init, final_only) {
                     Some(done) => done,
-                    None => self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init),
+                    None => {
+                        let (seq, state) = self.run(idx, input.clone(), keep_steps.as_ref(), d == 1, init);
+                        (Some(seq), state)
+                    }
                 };
-                seqs.push(seq);
+                seqs.extend(seq);
                 finals.push(state);
             }
-            let last_layer = layer + 1 == self.num_layers;
-            if last_layer && !self.return_sequences {
+            if final_only {
                 let hs: Vec<Tensor<2>> = finals.iter().map(|s| s[0].clone()).collect();
                 merged_last = Some(self.merge_dirs(hs, 1));
             } else {
@@ -315,7 +320,8 @@ impl Recurrent {
     }
 
     /// An LSTM or GRU layer in one direction as one fused operation (see [`super::fused`]), where the backend has
-    /// it; `None` to use the composed steps. Same results, same parameters.
+    /// it; `None` to use the composed steps. Same results, same parameters. With `final_only` an LSTM returns no
+    /// sequence (its caller uses only the final states, whose gradient then needs no `[B, T, 2H]` tensor).
     fn fused(
         &self,
         idx: usize,
@@ -323,7 +329,8 @@ impl Recurrent {
         keep: Option<&Tensor<2>>,
         reverse: bool,
         initial: &[Tensor<2>],
-    ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
+        final_only: bool,
+    ) -> Option<(Option<Tensor<3>>, Vec<Tensor<2>>)> {
         let [b, t, _] = x.dims();
         let device = x.device();
         if !matches!(self.cell, Cell::Lstm | Cell::Gru) || t == 0 || !graft_kernels::applies(&x) {
@@ -357,9 +364,15 @@ impl Recurrent {
                 (a, b) => a.or(b).unwrap_or_else(|| Tensor::<1>::zeros([4 * h], &device)),
             };
             let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
-            let states = graft_kernels::lstm_states(x.clone(), w_ih.val(), bias, w_hh.val(), h0, c0, keep_all, reverse);
-            let seq = masked(states.clone().narrow(2, 0, h));
-            let final_states = states.narrow(1, last, 1).squeeze_dim::<2>(1);
+            let (w_ih, w_hh) = (w_ih.val(), w_hh.val());
+            let (seq, final_states) = if final_only {
+                let last_states = graft_kernels::lstm_final_states(x, w_ih, bias, w_hh, h0, c0, keep_all, reverse);
+                (None, last_states)
+            } else {
+                let states = graft_kernels::lstm_states(x, w_ih, bias, w_hh, h0, c0, keep_all, reverse);
+                let seq = masked(states.clone().narrow(2, 0, h));
+                (Some(seq), states.narrow(1, last, 1).squeeze_dim::<2>(1))
+            };
             return Some((
                 seq,
                 vec![final_states.clone().narrow(1, 0, h), final_states.narrow(1, h, h)],
@@ -378,7 +391,7 @@ impl Recurrent {
         };
         let states = graft_kernels::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
         let final_h = states.clone().narrow(1, last, 1).squeeze_dim::<2>(1);
-        Some((masked(states), vec![final_h]))
+        Some((Some(masked(states)), vec![final_h]))
     }
 
     /// One layer in one direction: `[B, T, F]` → (`[B, T, H]`, final states).
@@ -617,8 +630,9 @@ mod tests {
                 (seq * weights.clone()).sum() + states[0].clone().sum() * 0.7 + c_term
             };
             let (seq_f, states_f) = layer
-                .fused(idx, x.clone(), Some(&keep), reverse, &initial)
+                .fused(idx, x.clone(), Some(&keep), reverse, &initial, false)
                 .expect("flex runs the fused pass");
+            let seq_f = seq_f.expect("a sequence when asked for one");
             let steps = split_steps(keep.clone().unsqueeze_dim::<3>(2));
             let (seq_c, states_c) = layer.run(idx, x.clone(), Some(&steps), reverse, initial.clone());
             let close = |a: Tensor<3>, b: Tensor<3>, what: &str| {
@@ -666,6 +680,45 @@ mod tests {
                     p.val().grad(&g_f).unwrap().unsqueeze(),
                     p.val().grad(&g_c).unwrap().unsqueeze(),
                     "d bias",
+                );
+            }
+            // Only the final states asked for (the LSTM's own forward and backward for that case): the same states
+            // and the same gradients as the composed steps give for a loss on the final states alone.
+            let (seq_o, states_o) = layer
+                .fused(idx, x.clone(), Some(&keep), reverse, &initial, true)
+                .expect("flex runs the fused pass");
+            assert_eq!(
+                seq_o.is_none(),
+                cell == Cell::Lstm,
+                "an LSTM returns no sequence when not asked for one"
+            );
+            let (_, states_c) = layer.run(idx, x.clone(), Some(&steps), reverse, initial.clone());
+            let final_loss = |states: &[Tensor<2>]| {
+                let c_term = states
+                    .get(1)
+                    .map_or(Tensor::<1>::zeros([1], &device), |c| (c.clone() * 1.3).sum());
+                (states[0].clone() * weights.clone().narrow(1, 0, 1).squeeze_dim::<2>(1)).sum() + c_term
+            };
+            for (f, c) in states_o.iter().zip(&states_c) {
+                close(
+                    f.clone().unsqueeze::<3>(),
+                    c.clone().unsqueeze::<3>(),
+                    "final state (final only)",
+                );
+            }
+            let g_o = final_loss(&states_o).backward();
+            let g_c = final_loss(&states_c).backward();
+            close(grad3(&x, &g_o), grad3(&x, &g_c), "d x (final only)");
+            close(
+                h0.grad(&g_o).unwrap().unsqueeze(),
+                h0.grad(&g_c).unwrap().unsqueeze(),
+                "d h0 (final only)",
+            );
+            for p in [&layer.weights[2 * idx], &layer.weights[2 * idx + 1]] {
+                close(
+                    p.val().grad(&g_o).unwrap().unsqueeze(),
+                    p.val().grad(&g_c).unwrap().unsqueeze(),
+                    "d weight (final only)",
                 );
             }
         }

@@ -25,6 +25,42 @@ fn register<B: Backend, const N: usize>(
     }
 }
 
+/// Runs an LSTM forward (`run`: on the inner backend's values of x, w_ih, bias, w_hh, h0, c0 and keep, returning its
+/// output, the states and the saved gates) and tracks its output with [`LstmBackward`], which keeps the states and
+/// saved gates for the backward. The output is the states themselves or the final states alone; the backward takes
+/// either gradient. Returns the tracked output, the states and the saved gates.
+#[allow(clippy::type_complexity)]
+fn tracked_lstm<B: Backend + FusedBackend, C: CheckpointStrategy>(
+    inputs: [FloatTensor<Autodiff<B, C>>; 7],
+    reverse: bool,
+    run: impl FnOnce([FloatTensor<B>; 7]) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<B>, FloatTensor<B>) {
+    let (output, states, saved) = run(inputs.each_ref().map(|t| t.primitive().clone()));
+    let [x, w_ih, bias, w_hh, h0, c0, keep] = inputs;
+    let tracked = match LstmBackward
+        .prepare::<C>([x.node(), w_ih.node(), bias.node(), w_hh.node(), h0.node(), c0.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            (
+                states.clone(),
+                saved.clone(),
+                x.into_primitive(),
+                w_ih.into_primitive(),
+                w_hh.into_primitive(),
+                h0.into_primitive(),
+                c0.into_primitive(),
+                keep.into_primitive(),
+                reverse,
+            ),
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    (tracked, states, saved)
+}
+
 #[derive(Debug)]
 struct LstmBackward;
 
@@ -192,38 +228,12 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         keep: FloatTensor<Self>,
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (states, saved) = B::lstm_forward(
-            x.primitive().clone(),
-            w_ih.primitive().clone(),
-            bias.primitive().clone(),
-            w_hh.primitive().clone(),
-            h0.primitive().clone(),
-            c0.primitive().clone(),
-            keep.primitive().clone(),
-            reverse,
-        );
-        let tracked = match LstmBackward
-            .prepare::<C>([x.node(), w_ih.node(), bias.node(), w_hh.node(), h0.node(), c0.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                (
-                    states.clone(),
-                    saved.clone(),
-                    x.into_primitive(),
-                    w_ih.into_primitive(),
-                    w_hh.into_primitive(),
-                    h0.into_primitive(),
-                    c0.into_primitive(),
-                    keep.into_primitive(),
-                    reverse,
-                ),
-                states,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(states),
-        };
-        (tracked, Self::from_inner(saved))
+        let inputs = [x, w_ih, bias, w_hh, h0, c0, keep];
+        let (states, _, saved) = tracked_lstm::<B, C>(inputs, reverse, |[x, w_ih, b, w_hh, h0, c0, keep]| {
+            let (states, saved) = B::lstm_forward(x, w_ih, b, w_hh, h0, c0, keep, reverse);
+            (states.clone(), states, saved)
+        });
+        (states, Self::from_inner(saved))
     }
 
     fn lstm_final_forward(
@@ -236,39 +246,13 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         keep: FloatTensor<Self>,
         reverse: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (final_states, states, saved) = B::lstm_final_forward(
-            x.primitive().clone(),
-            w_ih.primitive().clone(),
-            bias.primitive().clone(),
-            w_hh.primitive().clone(),
-            h0.primitive().clone(),
-            c0.primitive().clone(),
-            keep.primitive().clone(),
-            reverse,
-        );
         // The same backward as the full forward's: it receives the `[B, 2H]` gradient of the final states.
-        let tracked = match LstmBackward
-            .prepare::<C>([x.node(), w_ih.node(), bias.node(), w_hh.node(), h0.node(), c0.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                (
-                    states.clone(),
-                    saved.clone(),
-                    x.into_primitive(),
-                    w_ih.into_primitive(),
-                    w_hh.into_primitive(),
-                    h0.into_primitive(),
-                    c0.into_primitive(),
-                    keep.into_primitive(),
-                    reverse,
-                ),
-                final_states,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(final_states),
-        };
-        (tracked, Self::from_inner(states), Self::from_inner(saved))
+        let inputs = [x, w_ih, bias, w_hh, h0, c0, keep];
+        let (final_states, states, saved) =
+            tracked_lstm::<B, C>(inputs, reverse, |[x, w_ih, b, w_hh, h0, c0, keep]| {
+                B::lstm_final_forward(x, w_ih, b, w_hh, h0, c0, keep, reverse)
+            });
+        (final_states, Self::from_inner(states), Self::from_inner(saved))
     }
 
     fn lstm_backward(

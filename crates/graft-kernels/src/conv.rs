@@ -8,20 +8,7 @@ use rayon::prelude::*;
 
 use crate::matmul::matmul;
 
-/// The geometry of one convolution. Padding is the `(begin, end)` pair per axis; only `begin` shifts the windows
-/// (the end padding is already reflected in the output size).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Geometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub input: [usize; 2],
-    pub output: [usize; 2],
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub pad_begin: [usize; 2],
-    pub dilation: [usize; 2],
-}
+pub use crate::conv_geometry::Geometry;
 
 impl Geometry {
     fn patch(&self) -> usize {
@@ -274,6 +261,7 @@ pub fn backward(
 
 #[cfg(test)]
 mod tests {
+    use super::{Geometry, im2col_forward};
     use burn::prelude::*;
     use burn::tensor::Distribution;
     use burn::tensor::ops::ConvOptions;
@@ -380,6 +368,71 @@ mod tests {
                 if device.is_autodiff() {
                     let grads = one.sum().backward();
                     assert!(w.grad(&grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0));
+                }
+            }
+        }
+    }
+
+    /// The direct convolution gives im2col + gemm's output for asymmetric padding, dilation, channel counts that are
+    /// and are not multiples of the register block, 1×1 kernels, with and without the ReLU, for a single image
+    /// (split by channels) and a batch (split by images).
+    #[test]
+    fn direct_matches_im2col() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        let shapes = [
+            // (ci, co, input, kernel, pad_begin, pad_end, dilation)
+            (1, 32, [28, 28], [3, 3], [0, 0], [0, 0], [1, 1]),
+            (32, 64, [13, 13], [3, 3], [0, 0], [0, 0], [1, 1]),
+            (3, 5, [9, 7], [3, 2], [1, 2], [0, 1], [1, 1]),
+            (4, 13, [8, 8], [3, 3], [2, 1], [2, 0], [2, 1]),
+            (17, 33, [6, 5], [1, 1], [0, 0], [0, 0], [1, 1]),
+            (2, 7, [3, 40], [2, 5], [1, 2], [1, 2], [1, 1]),
+        ];
+        for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
+            let output: [usize; 2] =
+                std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
+            for batch in [1, 3] {
+                let g = Geometry {
+                    batch,
+                    in_channels: ci,
+                    out_channels: co,
+                    input,
+                    output,
+                    kernel,
+                    stride: [1, 1],
+                    pad_begin,
+                    dilation,
+                };
+                if !crate::conv_direct::takes(&g) {
+                    return;
+                }
+                let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
+                let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
+                let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
+                for relu in [false, true] {
+                    let direct = crate::conv_direct::forward(g, &x, &w, &b, relu, None);
+                    let im2col = im2col_forward(g, &x, &w, &b, relu);
+                    assert_eq!(direct.len(), im2col.len());
+                    for (i, (d, e)) in direct.iter().zip(&im2col).enumerate() {
+                        assert!(
+                            (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                            "{g:?} relu {relu} at {i}: {d} vs {e}"
+                        );
+                    }
+                    // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
+                    for kernel in [[2, 2], [1, 3]] {
+                        let planes = batch * co;
+                        let expect =
+                            crate::max_pool::values(&im2col, planes, (output[0], output[1]), (kernel[0], kernel[1]));
+                        let pooled = crate::conv_direct::forward(g, &x, &w, &b, relu, Some(kernel));
+                        assert_eq!(pooled.len(), expect.len());
+                        for (i, (d, e)) in pooled.iter().zip(&expect).enumerate() {
+                            assert!(
+                                (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                                "{g:?} relu {relu} pool {kernel:?} at {i}: {d} vs {e}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use crate::conv::Geometry;
+use crate::conv_geometry::Geometry;
 
 /// Output channels accumulated together (`CHANNELS` × [`VECTORS`] accumulators: 20 of the 32 registers; the other
 /// shapes tried were no faster, and 3 × 9 much slower).
@@ -290,76 +290,6 @@ mod avx512 {
                     acc[r][v]
                 };
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r * row + 16 * v), value) };
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The direct convolution gives im2col + gemm's output for asymmetric padding, dilation, channel counts that are
-    /// and are not multiples of the register block, 1×1 kernels, with and without the ReLU, for a single image
-    /// (split by channels) and a batch (split by images).
-    #[test]
-    fn direct_matches_im2col() {
-        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
-        let shapes = [
-            // (ci, co, input, kernel, pad_begin, pad_end, dilation)
-            (1, 32, [28, 28], [3, 3], [0, 0], [0, 0], [1, 1]),
-            (32, 64, [13, 13], [3, 3], [0, 0], [0, 0], [1, 1]),
-            (3, 5, [9, 7], [3, 2], [1, 2], [0, 1], [1, 1]),
-            (4, 13, [8, 8], [3, 3], [2, 1], [2, 0], [2, 1]),
-            (17, 33, [6, 5], [1, 1], [0, 0], [0, 0], [1, 1]),
-            (2, 7, [3, 40], [2, 5], [1, 2], [1, 2], [1, 1]),
-        ];
-        for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
-            let output: [usize; 2] =
-                std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
-            for batch in [1, 3] {
-                let g = Geometry {
-                    batch,
-                    in_channels: ci,
-                    out_channels: co,
-                    input,
-                    output,
-                    kernel,
-                    stride: [1, 1],
-                    pad_begin,
-                    dilation,
-                };
-                if !takes(&g) {
-                    return;
-                }
-                let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
-                let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
-                let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
-                for relu in [false, true] {
-                    let direct = forward(g, &x, &w, &b, relu, None);
-                    let im2col = crate::conv::im2col_forward(g, &x, &w, &b, relu);
-                    assert_eq!(direct.len(), im2col.len());
-                    for (i, (d, e)) in direct.iter().zip(&im2col).enumerate() {
-                        assert!(
-                            (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                            "{g:?} relu {relu} at {i}: {d} vs {e}"
-                        );
-                    }
-                    // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
-                    for kernel in [[2, 2], [1, 3]] {
-                        let planes = batch * co;
-                        let expect =
-                            crate::max_pool::values(&im2col, planes, (output[0], output[1]), (kernel[0], kernel[1]));
-                        let pooled = forward(g, &x, &w, &b, relu, Some(kernel));
-                        assert_eq!(pooled.len(), expect.len());
-                        for (i, (d, e)) in pooled.iter().zip(&expect).enumerate() {
-                            assert!(
-                                (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                                "{g:?} relu {relu} pool {kernel:?} at {i}: {d} vs {e}"
-                            );
-                        }
-                    }
-                }
             }
         }
     }

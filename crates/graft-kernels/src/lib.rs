@@ -28,6 +28,7 @@ mod simd;
 mod autodiff;
 mod backend;
 mod conv_direct;
+mod conv_geometry;
 mod flex;
 mod latency_pool;
 mod lstm_step;

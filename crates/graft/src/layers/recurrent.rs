@@ -342,12 +342,9 @@ impl Recurrent {
         let b_hh = self.biases.get(2 * idx + 1).map(|p| p.val());
         // The recurrent biases that simply add to the input projection join its bias: one [4H] (or [3H]) add
         // instead of a pass over every step's projection, forward and backward.
-        let project = |extra: Option<Tensor<1>>| {
-            let bias = match (b_ih.clone(), extra) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            };
-            linear_tensors(x.clone(), w_ih.val(), bias)
+        let input_bias = |extra: Option<Tensor<1>>| match (b_ih.clone(), extra) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
         };
         let zeros = || Tensor::<2>::zeros([b, h], &device);
         let h0 = initial.first().cloned().unwrap_or_else(zeros);
@@ -358,11 +355,8 @@ impl Recurrent {
             None => hs,
         };
         if self.cell == Cell::Lstm {
-            // The input projection runs inside the fused operation, with both biases as one.
-            let bias = match (b_ih.clone(), b_hh) {
-                (Some(a), Some(b)) => a + b,
-                (a, b) => a.or(b).unwrap_or_else(|| Tensor::<1>::zeros([4 * h], &device)),
-            };
+            // The input projection runs inside the fused operation.
+            let bias = input_bias(b_hh).unwrap_or_else(|| Tensor::<1>::zeros([4 * h], &device));
             let c0 = initial.get(1).cloned().unwrap_or_else(zeros);
             let (w_ih, w_hh) = (w_ih.val(), w_hh.val());
             let (seq, final_states) = if final_only {
@@ -379,16 +373,17 @@ impl Recurrent {
             ));
         }
         // GRU: b_hr and b_hz fold into the input projection; b_hn stays inside the reset gate's product.
-        let (xp, b_hn) = match b_hh {
+        let (extra, b_hn) = match b_hh {
             Some(b_hh) => {
                 let folded = Tensor::cat(
                     vec![b_hh.clone().narrow(0, 0, 2 * h), Tensor::<1>::zeros([h], &device)],
                     0,
                 );
-                (project(Some(folded)), b_hh.narrow(0, 2 * h, h))
+                (Some(folded), b_hh.narrow(0, 2 * h, h))
             }
-            None => (project(None), Tensor::<1>::zeros([h], &device)),
+            None => (None, Tensor::<1>::zeros([h], &device)),
         };
+        let xp = linear_tensors(x, w_ih.val(), input_bias(extra));
         let states = graft_kernels::gru_states(xp, w_hh.val(), b_hn, h0, keep_all, reverse);
         let final_h = states.clone().narrow(1, last, 1).squeeze_dim::<2>(1);
         Some((Some(masked(states)), vec![final_h]))

@@ -5,8 +5,8 @@
 //! where `x_*` already holds the input projection with `b_i*` and the foldable `b_hr`, `b_hz`; `b_hn` sits inside
 //! the reset gate's product, so it is an input of its own.
 
-use crate::matmul::{matmul, transposed};
-use crate::recurrence::{Dims, per_batch_range, time_of};
+use crate::matmul::transposed;
+use crate::recurrence::{Dims, add_step_gradient, per_batch_range, step_product, time_of, weight_gradient};
 use crate::simd::{sigmoid, tanh};
 
 /// Values saved per step: r, z, n and the recurrent candidate `h·W_hnᵀ + b_hn`.
@@ -66,16 +66,7 @@ fn forward_rows(
     let mut a = vec![0f32; b * g3];
     for s in 0..t {
         let time = time_of(t, s, reverse);
-        matmul(
-            (b, g3, h),
-            &mut a,
-            (g3 as isize, 1),
-            false,
-            &hp,
-            (h as isize, 1),
-            w_t,
-            (g3 as isize, 1),
-        );
+        step_product(&mut a, &hp, w_t, b, (g3, h));
         for bi in 0..b {
             let row = bi * t + time;
             gates_forward(
@@ -220,28 +211,9 @@ fn backward_rows(
                 h,
             );
         }
-        matmul(
-            (b, h, g3),
-            dh,
-            (h as isize, 1),
-            true,
-            &d_rec[time * g3..],
-            ((t * g3) as isize, 1),
-            w_hh,
-            (h as isize, 1),
-        );
+        add_step_gradient(dh, &d_rec[time * g3..], t * g3, w_hh, b, (g3, h));
     }
-    let mut d_w = vec![0f32; g3 * h];
-    matmul(
-        (g3, h, b * t),
-        &mut d_w,
-        (h as isize, 1),
-        false,
-        &d_rec,
-        (1, g3 as isize),
-        &h_prev_all,
-        (h as isize, 1),
-    );
+    let d_w = weight_gradient(&d_rec, &h_prev_all, b * t, (g3, h));
     let mut d_b_hn = vec![0f32; h];
     for row in d_rec.chunks_exact(g3) {
         for (acc, v) in d_b_hn.iter_mut().zip(&row[2 * h..]) {

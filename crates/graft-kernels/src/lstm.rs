@@ -10,8 +10,10 @@ use std::mem::MaybeUninit;
 
 use crate::dense;
 use crate::lstm_step;
-use crate::matmul::{matmul, transposed};
-use crate::recurrence::{Dims, filled, per_batch_range, put, time_of, unfilled, written};
+use crate::matmul::transposed;
+use crate::recurrence::{
+    Dims, add_step_gradient, filled, per_batch_range, put, step_product, time_of, unfilled, weight_gradient, written,
+};
 use crate::simd::{sigmoid, tanh};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).
@@ -120,16 +122,7 @@ fn forward_rows(
             }
             Step::Projected { xp, w_t } => {
                 // a = h_prev · W_hhᵀ + xp_t
-                matmul(
-                    (b, g4, h),
-                    &mut a,
-                    (g4 as isize, 1),
-                    false,
-                    &hp,
-                    (h as isize, 1),
-                    w_t,
-                    (g4 as isize, 1),
-                );
+                step_product(&mut a, &hp, w_t, b, (g4, h));
                 for bi in 0..b {
                     let row = bi * t + time;
                     let (arow, xrow) = (&mut a[bi * g4..(bi + 1) * g4], &xp[row * g4..(row + 1) * g4]);
@@ -324,31 +317,11 @@ fn backward_rows(
         }
         // dh_prev += d_gates(step) · W_hh (gemm runs this one at a core's peak; a register-tile kernel like the
         // forward's was 0.90 against gemm's 0.88 ms per 100 steps of 16 rows).
-        matmul(
-            (b, h, g4),
-            &mut dh,
-            (h as isize, 1),
-            true,
-            &d_step,
-            (g4 as isize, 1),
-            w_hh,
-            (h as isize, 1),
-        );
+        add_step_gradient(&mut dh, &d_step, g4, w_hh, b, (g4, h));
     }
     // SAFETY: every row of both was written above, at its step.
     let (d_gates, h_prev_all) = unsafe { (written(d_gates), filled(h_prev_all)) };
-    // dW_hh = Σ d_gatesᵀ · h_prev over all B·T rows, as one matmul.
-    let mut d_w = vec![0f32; g4 * h];
-    matmul(
-        (g4, h, b * t),
-        &mut d_w,
-        (h as isize, 1),
-        false,
-        d_gates,
-        (1, g4 as isize),
-        &h_prev_all,
-        (h as isize, 1),
-    );
+    let d_w = weight_gradient(d_gates, &h_prev_all, b * t, (g4, h));
     RowGrads {
         w_hh: d_w,
         h0: dh,

@@ -1,7 +1,10 @@
 //! What the LSTM and GRU recurrences share: the sizes of a run, the step order of either direction, and the split
-//! of the batch rows into one range per thread, and the unfilled output buffers the kernels write in full.
+//! of the batch rows into one range per thread, the three products of a step's gates with the recurrent weight, and
+//! the unfilled output buffers the kernels write in full.
 
 use std::mem::MaybeUninit;
+
+use crate::matmul::matmul;
 
 /// The sizes of one fused run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,4 +91,57 @@ pub(crate) unsafe fn filled(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
 pub(crate) unsafe fn written(s: &[MaybeUninit<f32>]) -> &[f32] {
     // SAFETY: as in [`filled`].
     unsafe { &*(s as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
+/// One step's recurrent product `a [b, G] = h_prev [b, H] · w_t [H, G]`, `w_t` being `W_hh` `[G, H]` transposed
+/// (G = 4H for the LSTM's gates, 3H for the GRU's).
+pub(crate) fn step_product(a: &mut [f32], h_prev: &[f32], w_t: &[f32], b: usize, (g, h): (usize, usize)) {
+    matmul(
+        (b, g, h),
+        a,
+        (g as isize, 1),
+        false,
+        h_prev,
+        (h as isize, 1),
+        w_t,
+        (g as isize, 1),
+    );
+}
+
+/// One step's backward through it: `dh [b, H] += d_gates · W_hh`, row `r`'s gate gradients at
+/// `d_gates[r * stride..][..G]`.
+pub(crate) fn add_step_gradient(
+    dh: &mut [f32],
+    d_gates: &[f32],
+    stride: usize,
+    w_hh: &[f32],
+    b: usize,
+    (g, h): (usize, usize),
+) {
+    matmul(
+        (b, h, g),
+        dh,
+        (h as isize, 1),
+        true,
+        d_gates,
+        (stride as isize, 1),
+        w_hh,
+        (h as isize, 1),
+    );
+}
+
+/// The recurrent weight's gradient over all `rows` steps at once: `Σ d_gatesᵀ · h_prev`, `[G, H]`.
+pub(crate) fn weight_gradient(d_gates: &[f32], h_prev: &[f32], rows: usize, (g, h): (usize, usize)) -> Vec<f32> {
+    let mut d_w = vec![0f32; g * h];
+    matmul(
+        (g, h, rows),
+        &mut d_w,
+        (h as isize, 1),
+        false,
+        d_gates,
+        (1, g as isize),
+        h_prev,
+        (h as isize, 1),
+    );
+    d_w
 }

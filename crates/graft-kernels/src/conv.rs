@@ -108,6 +108,9 @@ impl Geometry {
 /// (applied to each image while it is in cache, instead of another pass over the whole activation): by direct
 /// convolution for unit strides where the CPU has AVX-512 (`conv_direct.rs`), else by im2col + gemm.
 pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    if crate::conv_channels::takes(&g) {
+        return crate::conv_channels::forward(g, x, w, b, relu, None);
+    }
     if crate::conv_direct::takes(&g) {
         return crate::conv_direct::forward(g, x, w, b, relu, None);
     }
@@ -117,6 +120,9 @@ pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<
 /// [`forward`] followed by max pooling over non-overlapping `pool` windows: `[N, Co, Ho / kh, Wo / kw]`, each
 /// image's channels pooled while in cache where the direct convolution applies.
 pub fn forward_pooled(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: [usize; 2]) -> Vec<f32> {
+    if crate::conv_channels::takes(&g) {
+        return crate::conv_channels::forward(g, x, w, b, relu, Some(pool));
+    }
     if crate::conv_direct::takes(&g) {
         return crate::conv_direct::forward(g, x, w, b, relu, Some(pool));
     }
@@ -376,6 +382,9 @@ mod tests {
     /// The direct convolution gives im2col + gemm's output for asymmetric padding, dilation, channel counts that are
     /// and are not multiples of the register block, 1×1 kernels, with and without the ReLU, for a single image
     /// (split by channels) and a batch (split by images).
+    /// Both direct kernels (positions in the vector, `conv_direct.rs`; channels in the vector, `conv_channels.rs`)
+    /// against im2col + gemm, with and without the ReLU and a pool, on one image and several, with a NaN in one
+    /// image that must reach its outputs as in PyTorch.
     #[test]
     fn direct_matches_im2col() {
         let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
@@ -387,7 +396,13 @@ mod tests {
             (4, 13, [8, 8], [3, 3], [2, 1], [2, 0], [2, 1]),
             (17, 33, [6, 5], [1, 1], [0, 0], [0, 0], [1, 1]),
             (2, 7, [3, 40], [2, 5], [1, 2], [1, 2], [1, 1]),
+            // Channels in the vector: 64 + 16 channels, 72 taps in two chunks; 48 channels; 32 channels.
+            (8, 80, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+            (16, 48, [5, 6], [2, 3], [0, 1], [1, 0], [1, 2]),
+            (40, 32, [4, 4], [1, 1], [0, 0], [0, 0], [1, 1]),
         ];
+        let close = |d: f32, e: f32| (d.is_nan() && e.is_nan()) || (d - e).abs() <= 1e-4 * (1.0 + e.abs());
+        let mut channels_taken = 0;
         for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
             let output: [usize; 2] =
                 std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
@@ -406,35 +421,54 @@ mod tests {
                 if !crate::conv_direct::takes(&g) {
                     return;
                 }
-                let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
+                let mut x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
+                if batch > 1 {
+                    // A NaN in the last image's last channel, inside every kernel's reach.
+                    let at = x.len() - input[1] - 2;
+                    x[at] = f32::NAN;
+                }
                 let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
                 let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
+                let mut kernels: Vec<(&str, DirectForward)> = vec![("conv_direct", crate::conv_direct::forward)];
+                if crate::conv_channels::fits(&g) {
+                    kernels.push(("conv_channels", crate::conv_channels::forward));
+                    channels_taken += 1;
+                }
                 for relu in [false, true] {
-                    let direct = crate::conv_direct::forward(g, &x, &w, &b, relu, None);
                     let im2col = im2col_forward(g, &x, &w, &b, relu);
-                    assert_eq!(direct.len(), im2col.len());
-                    for (i, (d, e)) in direct.iter().zip(&im2col).enumerate() {
-                        assert!(
-                            (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                            "{g:?} relu {relu} at {i}: {d} vs {e}"
-                        );
-                    }
-                    // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
-                    for kernel in [[2, 2], [1, 3]] {
-                        let planes = batch * co;
-                        let expect =
-                            crate::max_pool::values(&im2col, planes, (output[0], output[1]), (kernel[0], kernel[1]));
-                        let pooled = crate::conv_direct::forward(g, &x, &w, &b, relu, Some(kernel));
-                        assert_eq!(pooled.len(), expect.len());
-                        for (i, (d, e)) in pooled.iter().zip(&expect).enumerate() {
-                            assert!(
-                                (d - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                                "{g:?} relu {relu} pool {kernel:?} at {i}: {d} vs {e}"
+                    for &(name, forward) in &kernels {
+                        let direct = forward(g, &x, &w, &b, relu, None);
+                        assert_eq!(direct.len(), im2col.len());
+                        for (i, (&d, &e)) in direct.iter().zip(&im2col).enumerate() {
+                            assert!(close(d, e), "{name} {g:?} relu {relu} at {i}: {d} vs {e}");
+                        }
+                        // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
+                        for kernel in [[2, 2], [1, 3]] {
+                            let planes = batch * co;
+                            let expect = crate::max_pool::values(
+                                &im2col,
+                                planes,
+                                (output[0], output[1]),
+                                (kernel[0], kernel[1]),
                             );
+                            let pooled = forward(g, &x, &w, &b, relu, Some(kernel));
+                            assert_eq!(pooled.len(), expect.len());
+                            for (i, (&d, &e)) in pooled.iter().zip(&expect).enumerate() {
+                                assert!(
+                                    close(d, e),
+                                    "{name} {g:?} relu {relu} pool {kernel:?} at {i}: {d} vs {e}"
+                                );
+                            }
                         }
                     }
                 }
             }
         }
+        assert_eq!(
+            channels_taken, 8,
+            "the channels-in-the-vector kernel took the shapes meant for it"
+        );
     }
+
+    type DirectForward = fn(Geometry, &[f32], &[f32], &[f32], bool, Option<[usize; 2]>) -> Vec<f32>;
 }

@@ -41,19 +41,19 @@ pub(crate) fn takes(g: &Geometry) -> bool {
 }
 
 /// The wide output's geometry for one convolution.
-struct Plan {
-    g: Geometry,
+pub(crate) struct Plan {
+    pub(crate) g: Geometry,
     /// The padded input plane's rows and columns.
-    padded: [usize; 2],
+    pub(crate) padded: [usize; 2],
     /// Per kernel tap (channel-major, then row-major as the weight's `[Ci, KH, KW]`), the offset of the input it
     /// reads from the position's own.
-    taps: Vec<usize>,
+    pub(crate) taps: Vec<usize>,
     /// Wide positions computed per channel: `Ho·Wp` rounded up to whole vectors.
     wide: usize,
 }
 
 impl Plan {
-    fn new(g: Geometry) -> Plan {
+    pub(crate) fn new(g: Geometry) -> Plan {
         // Large enough for the input with its begin padding and for every window (which covers the end padding).
         let padded: [usize; 2] = std::array::from_fn(|axis| {
             let reach = (g.output[axis].max(1) - 1) + (g.kernel[axis] - 1) * g.dilation[axis] + 1;
@@ -78,7 +78,7 @@ impl Plan {
 
     /// The padded input's length: every plane, plus the reach of the last vector of wide positions past the last
     /// plane's end (those positions are dropped, but their loads must stay inside the buffer).
-    fn padded_len(&self) -> usize {
+    pub(crate) fn padded_len(&self) -> usize {
         self.taps
             .last()
             .map_or(0, |&t| t + self.wide)
@@ -86,7 +86,7 @@ impl Plan {
     }
 
     /// Copies one image `[Ci, H, W]` into the padded planes, whose padding is already zero (and stays so).
-    fn pad(&self, image: &[f32], out: &mut [f32]) {
+    pub(crate) fn pad(&self, image: &[f32], out: &mut [f32]) {
         let g = &self.g;
         let [h, w] = g.input;
         let [hp, wp] = self.padded;
@@ -171,7 +171,7 @@ impl Plan {
 
 /// Rows of an output buffer written by several parts at once, each its own rows.
 #[derive(Clone, Copy)]
-struct OutRows(*mut f32);
+pub(crate) struct OutRows(pub(crate) *mut f32);
 
 // SAFETY: every part writes disjoint rows, and the caller waits for all parts before reading.
 unsafe impl Send for OutRows {}

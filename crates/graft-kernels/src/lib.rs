@@ -9,14 +9,16 @@
 //!   composed layer does.
 //! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout; up to 16 rows (serving), dot
 //!   products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s spinning helper threads.
-//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution in
-//!   `conv_direct.rs` on AVX-512) and non-overlapping max pooling.
+//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution on
+//!   AVX-512: output channels in the vector for many taps and several images, `conv_channels.rs`, else positions in
+//!   the vector, `conv_direct.rs`) and non-overlapping max pooling.
 //! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
 //! - `embedding.rs`: the table lookup and a weight gradient built without burn-flex's zero-fill and copy.
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
 //!
 //! The trait is declared in `backend.rs` and implemented in `flex.rs` (the kernels on plain f32 buffers) and
-//! `autodiff.rs` (the `Backward` steps); `simd.rs`, `matmul.rs` and `recurrence.rs` hold what the kernels share.
+//! `autodiff.rs` (the `Backward` steps); `simd.rs`, `matmul.rs`, `unfilled.rs` and `recurrence.rs` hold what the
+//! kernels share.
 //! This file keeps the tensor-level functions that graft calls.
 //!
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed operations; both
@@ -27,6 +29,7 @@ mod simd;
 
 mod autodiff;
 mod backend;
+mod conv_channels;
 mod conv_direct;
 mod conv_geometry;
 mod flex;
@@ -34,6 +37,7 @@ mod latency_pool;
 mod lstm_step;
 mod matmul;
 mod recurrence;
+mod unfilled;
 
 pub mod adam;
 pub mod conv;

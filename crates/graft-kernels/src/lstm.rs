@@ -11,10 +11,9 @@ use std::mem::MaybeUninit;
 use crate::dense;
 use crate::lstm_step;
 use crate::matmul::transposed;
-use crate::recurrence::{
-    Dims, add_step_gradient, filled, per_batch_range, put, step_product, time_of, unfilled, weight_gradient, written,
-};
+use crate::recurrence::{Dims, add_step_gradient, per_batch_range, step_product, time_of, weight_gradient};
 use crate::simd::{sigmoid, tanh};
+use crate::unfilled::{filled, put, unfilled, written};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).
 pub const SAVED: usize = 5;

@@ -134,7 +134,7 @@ simd_dispatch! {
 /// Whether `v` replaces the running maximum `best`: larger, or NaN over a number (ties keep the first). The
 /// non-short-circuit `|` and `&` keep it free of branches, which random data would mispredict half the time.
 #[inline(always)]
-fn beats(v: f32, best: f32) -> bool {
+pub(crate) fn beats(v: f32, best: f32) -> bool {
     (v > best) | (v.is_nan() & !best.is_nan())
 }
 

@@ -1,0 +1,423 @@
+//! The forward of a stride-1 convolution with 16 output channels to a vector (see [`super`]): for one tap, the
+//! weights of up to 64 output channels are a few vectors, multiplied by each of several output positions' input
+//! value, broadcast. It is a gemm (positions × taps by taps × channels) whose left matrix is never written: each
+//! position's input value for a tap is read from the padded image at the position's offset plus the tap's.
+//!
+//! Why beside `conv_direct.rs` (positions in the vector): that kernel computes the "wide" output, as wide as the
+//! padded input, and drops the columns past each row's end: 19% more work on the benchmark CNN's 11-wide second
+//! layer, whose products are four-fifths of the model. Here each position is its own broadcast, so only real
+//! positions are computed, and with a max pool after the convolution only those inside a window (the 11th row and
+//! column of an 11×11 output pool into nothing). The cost is the output: it comes out channels-last per image and
+//! is written back channels-first through 16 × 16 transposes in registers, which is small beside the products when
+//! there are many input channels (and a pool divides it by the window). On the 1-channel first layer (9 taps) it
+//! is not: 280 µs for 64 images against `conv_direct.rs`'s 131, so few taps stay there ([`MIN_TAPS`]).
+//!
+//! Measured alone on 64 images (2 threads), the benchmark's second layer (32 → 64 channels, 3×3, 13×13 input) with
+//! its ReLU and 2×2 pool: 590–600 µs against `conv_direct.rs`'s 725–740; without the pool 730–760 against 760–800.
+//!
+//! Work is split by images over rayon's threads.
+
+use rayon::prelude::*;
+
+use crate::conv_direct::{OutRows, Plan};
+use crate::conv_geometry::Geometry;
+
+/// Input values per output value (`Ci·KH·KW`) from which this kernel is taken: below it, the products are too few
+/// for the channels-last output's transposition not to matter (the benchmark's first layer has 9, its second 288).
+const MIN_TAPS: usize = 32;
+
+/// Taps whose weights (for up to 64 channels, 256 bytes a tap) a block takes through every position at once.
+const TAPS_PER_CHUNK: usize = 64;
+
+/// Whether [`forward`] takes `g`: where it [`fits`], for at least an image per thread, unless
+/// `GRAFT_CONV_CHANNELS=0` asks for `conv_direct.rs` (to measure the gain). One request's image stays with
+/// `conv_direct.rs`, split by output channels over the latency pool: there, this kernel's per-call transposition of
+/// the weight (18,432 values on the benchmark's second layer) made the whole CNN 1.4× slower.
+pub(crate) fn takes(g: &Geometry) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("GRAFT_CONV_CHANNELS").is_ok_and(|v| v == "0"));
+    !off && fits(g) && g.batch >= rayon::current_num_threads().max(1)
+}
+
+/// Whether [`forward`] can compute `g`: where `conv_direct.rs` can (unit strides, AVX-512), with output channels in
+/// whole vectors and at least [`MIN_TAPS`] taps.
+pub(crate) fn fits(g: &Geometry) -> bool {
+    crate::conv_direct::takes(g)
+        && g.out_channels.is_multiple_of(16)
+        && g.in_channels * g.kernel[0] * g.kernel[1] >= MIN_TAPS
+}
+
+/// One convolution's fixed parts, shared by every image and thread.
+struct Layer<'a> {
+    plan: Plan,
+    /// The weight as `[K, Co]`: one tap's weights for every output channel, contiguous.
+    wt: Vec<f32>,
+    b: &'a [f32],
+    relu: bool,
+    /// The pool's window (`[1, 1]` without a pool).
+    pool: [usize; 2],
+    /// The offsets in the padded image of the output positions computed, row-major over the pooled rows and
+    /// columns (`(Ho / kh)·kh` by `(Wo / kw)·kw`): the rest fall in no window.
+    positions: Vec<usize>,
+    /// One output channel's values per image.
+    len: usize,
+}
+
+/// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
+/// max-pooled over non-overlapping `pool` windows (`[N, Co, Ho / kh, Wo / kw]`) when given. The caller checks
+/// [`fits`] ([`takes`] where it chooses this kernel).
+pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: Option<[usize; 2]>) -> Vec<f32> {
+    let plan = Plan::new(g);
+    let co = g.out_channels;
+    let k = plan.taps.len();
+    let pool = pool.unwrap_or([1, 1]);
+    let ([ho, wo], wp) = (g.output, plan.padded[1]);
+    let (rows, cols) = ((ho / pool[0]) * pool[0], (wo / pool[1]) * pool[1]);
+    let len = (ho / pool[0]) * (wo / pool[1]);
+    if co * len == 0 {
+        return vec![0f32; g.batch * co * len];
+    }
+    // Every value is written by `emit` (as `conv.rs`'s test checks, where an unwritten one would show as NaN).
+    let mut y = crate::unfilled::unfilled(g.batch * co * len);
+    let mut wt = vec![0f32; k * co];
+    for (c, filter) in w.chunks_exact(k).take(co).enumerate() {
+        for (t, &v) in filter.iter().enumerate() {
+            wt[t * co + c] = v;
+        }
+    }
+    let layer = Layer {
+        wt,
+        b,
+        relu,
+        pool,
+        positions: (0..rows).flat_map(|i| (0..cols).map(move |j| i * wp + j)).collect(),
+        len,
+        plan,
+    };
+    let image_len = g.in_channels * g.input[0] * g.input[1];
+    let per = g.batch.div_ceil(rayon::current_num_threads().max(1));
+    y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
+        let mut padded = vec![0f32; layer.plan.padded_len()];
+        let mut scratch = vec![0f32; layer.positions.len() * co];
+        for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
+            let n = part * per + local;
+            layer.plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
+            layer.image(&padded, &mut scratch, OutRows(y_n.as_mut_ptr().cast()));
+        }
+    });
+    // SAFETY: every image's every output value was written (see `emit`).
+    unsafe { crate::unfilled::filled(y) }
+}
+
+impl Layer<'_> {
+    /// Every output channel of one padded image into `y` (the image's output `[Co, len]`), through `scratch`
+    /// (`[positions, Co]`, channels-last).
+    fn image(&self, padded: &[f32], scratch: &mut [f32], y: OutRows) {
+        let co = self.plan.g.out_channels;
+        assert!(padded.len() >= self.plan.padded_len() && scratch.len() >= self.positions.len() * co);
+        assert!(co <= self.b.len() && self.wt.len() >= self.plan.taps.len() * co);
+        let mut c = 0;
+        while c < co {
+            let vectors = ((co - c) / 16).min(4);
+            match vectors {
+                4 => self.block::<4, 6>(padded, c, &mut scratch[c..]),
+                3 => self.block::<3, 8>(padded, c, &mut scratch[c..]),
+                2 => self.block::<2, 8>(padded, c, &mut scratch[c..]),
+                _ => self.block::<1, 8>(padded, c, &mut scratch[c..]),
+            }
+            c += vectors * 16;
+        }
+        self.emit(scratch, y);
+    }
+
+    /// The `16·V` channels from `c` at every position, `P` positions at a time, into `out` (position `s`'s at
+    /// `s · Co`).
+    fn block<const V: usize, const P: usize>(&self, padded: &[f32], c: usize, out: &mut [f32]) {
+        let n = self.positions.len();
+        let co = self.plan.g.out_channels;
+        let taps = &self.plan.taps;
+        // The taps in chunks whose weights stay in L1 while every position goes through them: all 288 taps of the
+        // benchmark's second layer at 64 channels (73 KB) came from L2 for every group of positions.
+        let chunks = taps.len().div_ceil(TAPS_PER_CHUNK);
+        for chunk in 0..chunks {
+            let (t0, t1) = (taps.len() * chunk / chunks, taps.len() * (chunk + 1) / chunks);
+            let mut s = 0;
+            while s < n {
+                let count = (n - s).min(P);
+                // A last, short group repeats its last position in the spare registers and stores only the real
+                // ones.
+                let offsets: [usize; P] = std::array::from_fn(|p| self.positions[s + p.min(count - 1)]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `takes` checked AVX-512F. Every position's offset plus every tap's stays inside the padded
+                // image (`padded_len` covers the wide output, which holds every real position); the weight rows
+                // hold `c + 16·V ≤ Co` channels, the bias too; `out` holds `count` positions' rows of `Co`
+                // values from `c`.
+                unsafe {
+                    avx512::group::<V, P>(
+                        (padded, &offsets, &taps[t0..t1]),
+                        (&self.wt[t0 * co + c..], co, &self.b[c..c + 16 * V], self.relu),
+                        &mut out[s * co..],
+                        (co, count, chunk == 0, chunk + 1 == chunks),
+                    );
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (padded, c, offsets, co);
+                s += count;
+            }
+        }
+    }
+
+    /// The channels-last rows in `scratch` into the image's channels-first output, each pool window's maximum (NaN
+    /// propagating) where there is a pool: the maxima of 16 output positions at a time go into `pooled`, whose
+    /// 16 × 16 blocks are transposed in registers and stored as 16 positions of each channel's row.
+    fn emit(&self, scratch: &[f32], y: OutRows) {
+        let width = self.plan.g.out_channels;
+        let [kh, kw] = self.pool;
+        let wo = self.plan.g.output[1];
+        let (ow, used) = (wo / kw, (wo / kw) * kw);
+        let mut pooled = [0f32; 16 * 64];
+        let mut starts = Vec::with_capacity(kh * kw);
+        let mut position = 0;
+        while position < self.len {
+            let count = (self.len - position).min(16);
+            let mut c = 0;
+            while c < width {
+                let lanes = (width - c).min(64);
+                if self.pool == [1, 1] {
+                    // No pool: the output rows are the scratch rows.
+                    for block in (0..lanes).step_by(16) {
+                        let first = c + block;
+                        // SAFETY: as below, with `scratch` holding `len` rows of `width` values.
+                        unsafe {
+                            transpose_out(
+                                &scratch[position * width + c + block..],
+                                width,
+                                count,
+                                y.0.add(first * self.len + position),
+                                self.len,
+                            )
+                        };
+                    }
+                    c += lanes;
+                    continue;
+                }
+                // Rows `position..position + count` of the pooled output, channels `c..c + lanes`, into `pooled`
+                // (row r at r · 64).
+                for r in 0..count {
+                    let (i, j) = ((position + r) / ow, (position + r) % ow);
+                    starts.clear();
+                    for a in 0..kh {
+                        starts.extend((0..kw).map(|b| ((i * kh + a) * used + j * kw + b) * width + c));
+                    }
+                    window_max(&mut pooled[r * 64..r * 64 + lanes], scratch, &starts);
+                }
+                for block in (0..lanes).step_by(16) {
+                    let first = c + block;
+                    // SAFETY: rows `first..first + 16` of the image's [Co, len] output belong to this call alone, and
+                    // `position + count ≤ len`; `pooled` holds 16 rows of 64 values.
+                    unsafe {
+                        transpose_out(
+                            &pooled[block..],
+                            64,
+                            count,
+                            y.0.add(first * self.len + position),
+                            self.len,
+                        )
+                    };
+                }
+                c += lanes;
+            }
+            position += count;
+        }
+    }
+}
+
+/// `best[l]` = the maximum over `source[start + l]` for every start, NaN winning (as PyTorch's max pool propagates
+/// it).
+fn window_max(best: &mut [f32], source: &[f32], starts: &[usize]) {
+    #[cfg(target_arch = "x86_64")]
+    if best.len().is_multiple_of(16) {
+        // SAFETY: `takes` checked AVX-512F; the bounds are asserted inside.
+        unsafe { avx512::window_max(best, source, starts) };
+        return;
+    }
+    for (l, m) in best.iter_mut().enumerate() {
+        *m = source[starts[0] + l];
+        for &s in &starts[1..] {
+            let v = source[s + l];
+            *m = if crate::max_pool::beats(v, *m) { v } else { *m };
+        }
+    }
+}
+
+/// Rows `0..count` (≤ 16, `rows` values apart) of 16 values from the start of `block`, transposed: value `l` of row
+/// `r` to `out[l · stride + r]`, for `r < count`.
+///
+/// # Safety
+/// `out` holds 16 rows `stride` apart of `count` values each.
+unsafe fn transpose_out(block: &[f32], rows: usize, count: usize, out: *mut f32, stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `takes` checked AVX-512F; the caller's promises.
+    unsafe {
+        avx512::transpose_out(block, rows, count, out, stride)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for r in 0..count {
+        for l in 0..16 {
+            unsafe { *out.add(l * stride + r) = block[r * rows + l] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// For each round of [`transpose_out`] (row-index bit 8, 4, 2, 1), the two-register permutes of rows `r` (bit
+    /// clear) and `r + bit`: the low row keeps its own values where the column has the bit clear and takes the high
+    /// row's from column `c − bit` where set; the high row takes the low row's from `c + bit` where clear and keeps
+    /// its own where set (indices ≥ 16 pick the second register).
+    const SWAPS: [[[i32; 16]; 2]; 4] = [swaps(8), swaps(4), swaps(2), swaps(1)];
+
+    const fn swaps(bit: usize) -> [[i32; 16]; 2] {
+        let mut out = [[0; 16]; 2];
+        let mut c = 0;
+        while c < 16 {
+            let set = c & bit != 0;
+            out[0][c] = if set { (16 + c - bit) as i32 } else { c as i32 };
+            out[1][c] = if set { (16 + c) as i32 } else { (c + bit) as i32 };
+            c += 1;
+        }
+        out
+    }
+
+    /// `V` vectors of output channels at `P` positions: `out[p · width + 16·v + l]` (+)= Σ_t
+    /// `padded[offsets[p] + taps[t]] · wt[t · co + 16·v + l]`, starting from the bias when `first` (else from what
+    /// `out` holds), through the ReLU when `last` and `relu`, for the first `count` positions.
+    ///
+    /// # Safety
+    /// AVX-512F; every `offsets[p] + taps[t]` inside `padded`; `wt` holds `taps.len()` rows of `co` values of which
+    /// the first `16·V` are read, `bias` `16·V` values; `out` holds `count ≥ 1` rows `width ≥ 16·V` apart.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn group<const V: usize, const P: usize>(
+        (padded, offsets, taps): (&[f32], &[usize; P], &[usize]),
+        (wt, co, bias, relu): (&[f32], usize, &[f32], bool),
+        out: &mut [f32],
+        (width, count, first, last): (usize, usize, bool, bool),
+    ) {
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; V]; P];
+        // SAFETY (the loads and stores below): the caller's promises; spare positions (p ≥ count) read the last
+        // real one's row.
+        for p in 0..P {
+            for v in 0..V {
+                acc[p][v] = unsafe {
+                    if first {
+                        _mm512_loadu_ps(bias.as_ptr().add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(out.as_ptr().add(p.min(count - 1) * width + 16 * v))
+                    }
+                };
+            }
+        }
+        let inputs: [*const f32; P] = std::array::from_fn(|p| unsafe { padded.as_ptr().add(offsets[p]) });
+        let mut row = wt.as_ptr();
+        for &tap in taps {
+            let mut weights = [zero; V];
+            for v in 0..V {
+                weights[v] = unsafe { _mm512_loadu_ps(row.add(16 * v)) };
+            }
+            for p in 0..P {
+                let x = _mm512_set1_ps(unsafe { *inputs[p].add(tap) });
+                for v in 0..V {
+                    acc[p][v] = _mm512_fmadd_ps(x, weights[v], acc[p][v]);
+                }
+            }
+            row = unsafe { row.add(co) };
+        }
+        for p in 0..count {
+            for v in 0..V {
+                // NaN stays NaN, as in PyTorch's ReLU: `max` returns its second operand when one is NaN.
+                let value = if relu && last {
+                    _mm512_max_ps(zero, acc[p][v])
+                } else {
+                    acc[p][v]
+                };
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(p * width + 16 * v), value) };
+            }
+        }
+    }
+
+    /// Rows `0..count` of 16 values (`rows_apart` apart) from `block`, transposed into `out` (value `l` of row `r` at
+    /// `out[l · stride + r]`) by four rounds of two-register permutes, each swapping one bit of the row index with
+    /// the same bit of the column index.
+    ///
+    /// # Safety
+    /// AVX-512F; `block` holds `count ≤ 16` rows `rows_apart` apart; `out` holds 16 rows `stride` apart of `count` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn transpose_out(block: &[f32], rows_apart: usize, count: usize, out: *mut f32, stride: usize) {
+        assert!(count <= 16 && (count == 0 || block.len() >= (count - 1) * rows_apart + 16));
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (r, row) in rows.iter_mut().enumerate() {
+            // Rows from `count` on are masked off: nothing is read there.
+            let mask = if r < count { 0xffff } else { 0 };
+            // SAFETY: rows below `count` lie inside `block` (asserted); the others read nothing.
+            *row = unsafe { _mm512_maskz_loadu_ps(mask, block.as_ptr().wrapping_add(r * rows_apart)) };
+        }
+        swap_round::<8>(&mut rows, 0);
+        swap_round::<4>(&mut rows, 1);
+        swap_round::<2>(&mut rows, 2);
+        swap_round::<1>(&mut rows, 3);
+        let mask = ((1u32 << count) - 1) as __mmask16;
+        for (l, row) in rows.iter().enumerate() {
+            // SAFETY: row l of `out` holds `count` values (the caller's promise).
+            unsafe { _mm512_mask_storeu_ps(out.add(l * stride), mask, *row) };
+        }
+    }
+
+    /// One round of [`transpose_out`]: rows `r` (bit clear) and `r + BIT` swap the row-index bit with the column's.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::needless_range_loop)]
+    fn swap_round<const BIT: usize>(rows: &mut [__m512; 16], round: usize) {
+        // SAFETY: 16 i32 values each.
+        let (low, high) = unsafe {
+            (
+                _mm512_loadu_si512(SWAPS[round][0].as_ptr().cast()),
+                _mm512_loadu_si512(SWAPS[round][1].as_ptr().cast()),
+            )
+        };
+        for r in 0..16 {
+            if r & BIT == 0 {
+                let (a, b) = (rows[r], rows[r + BIT]);
+                rows[r] = _mm512_permutex2var_ps(a, low, b);
+                rows[r + BIT] = _mm512_permutex2var_ps(a, high, b);
+            }
+        }
+    }
+
+    /// [`super::window_max`] on whole vectors.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn window_max(best: &mut [f32], source: &[f32], starts: &[usize]) {
+        let n = best.len();
+        assert!(n.is_multiple_of(16) && !starts.is_empty() && starts.iter().all(|&s| s + n <= source.len()));
+        for l in (0..n).step_by(16) {
+            // SAFETY: every start plus n lies inside `source` (asserted), l + 16 ≤ n inside `best`.
+            unsafe {
+                let mut m = _mm512_loadu_ps(source.as_ptr().add(starts[0] + l));
+                for &s in &starts[1..] {
+                    let v = _mm512_loadu_ps(source.as_ptr().add(s + l));
+                    // `max` returns its second operand when either is NaN: so v's NaN wins, and m's by the blend.
+                    let m_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
+                    m = _mm512_mask_blend_ps(m_nan, _mm512_max_ps(m, v), m);
+                }
+                _mm512_storeu_ps(best.as_mut_ptr().add(l), m);
+            }
+        }
+    }
+}

@@ -108,7 +108,7 @@ impl Geometry {
 /// (applied to each image while it is in cache, instead of another pass over the whole activation): by direct
 /// convolution for unit strides where the CPU has AVX-512 (`conv_direct.rs`), else by im2col + gemm.
 pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
-    if crate::conv_channels::takes(&g) {
+    if crate::conv_channels::takes(&g, None) {
         return crate::conv_channels::forward(g, x, w, b, relu, None);
     }
     if crate::conv_direct::takes(&g) {
@@ -120,7 +120,7 @@ pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<
 /// [`forward`] followed by max pooling over non-overlapping `pool` windows: `[N, Co, Ho / kh, Wo / kw]`, each
 /// image's channels pooled while in cache where the direct convolution applies.
 pub fn forward_pooled(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: [usize; 2]) -> Vec<f32> {
-    if crate::conv_channels::takes(&g) {
+    if crate::conv_channels::takes(&g, Some(pool)) {
         return crate::conv_channels::forward(g, x, w, b, relu, Some(pool));
     }
     if crate::conv_direct::takes(&g) {
@@ -400,6 +400,9 @@ mod tests {
             (8, 80, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
             (16, 48, [5, 6], [2, 3], [0, 1], [1, 0], [1, 2]),
             (40, 32, [4, 4], [1, 1], [0, 0], [0, 0], [1, 1]),
+            // Few taps with a 2×2 pool, taken in registers: 64 channels as 48 + 16 (odd width, padding); 48.
+            (2, 64, [10, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+            (1, 48, [7, 7], [2, 2], [0, 0], [0, 0], [1, 1]),
         ];
         let close = |d: f32, e: f32| (d.is_nan() && e.is_nan()) || (d - e).abs() <= 1e-4 * (1.0 + e.abs());
         let mut channels_taken = 0;
@@ -429,21 +432,31 @@ mod tests {
                 }
                 let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
                 let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
-                let mut kernels: Vec<(&str, DirectForward)> = vec![("conv_direct", crate::conv_direct::forward)];
-                if crate::conv_channels::fits(&g) {
-                    kernels.push(("conv_channels", crate::conv_channels::forward));
-                    channels_taken += 1;
-                }
+                let kernels: [(&str, DirectForward, Fits); 2] = [
+                    ("conv_direct", crate::conv_direct::forward, |_, _| true),
+                    (
+                        "conv_channels",
+                        crate::conv_channels::forward,
+                        crate::conv_channels::fits,
+                    ),
+                ];
                 for relu in [false, true] {
                     let im2col = im2col_forward(g, &x, &w, &b, relu);
-                    for &(name, forward) in &kernels {
-                        let direct = forward(g, &x, &w, &b, relu, None);
-                        assert_eq!(direct.len(), im2col.len());
-                        for (i, (&d, &e)) in direct.iter().zip(&im2col).enumerate() {
-                            assert!(close(d, e), "{name} {g:?} relu {relu} at {i}: {d} vs {e}");
+                    for &(name, forward, fits) in &kernels {
+                        if fits(&g, None) {
+                            channels_taken += usize::from(name == "conv_channels");
+                            let direct = forward(g, &x, &w, &b, relu, None);
+                            assert_eq!(direct.len(), im2col.len());
+                            for (i, (&d, &e)) in direct.iter().zip(&im2col).enumerate() {
+                                assert!(close(d, e), "{name} {g:?} relu {relu} at {i}: {d} vs {e}");
+                            }
                         }
                         // Pooled while in cache: the pool of the full output, for the 2×2 window and another.
                         for kernel in [[2, 2], [1, 3]] {
+                            if !fits(&g, Some(kernel)) {
+                                continue;
+                            }
+                            channels_taken += usize::from(name == "conv_channels");
                             let planes = batch * co;
                             let expect = crate::max_pool::values(
                                 &im2col,
@@ -465,10 +478,11 @@ mod tests {
             }
         }
         assert_eq!(
-            channels_taken, 8,
-            "the channels-in-the-vector kernel took the shapes meant for it"
+            channels_taken, 60,
+            "the channels-in-the-vector kernel took the shapes and pools meant for it"
         );
     }
 
     type DirectForward = fn(Geometry, &[f32], &[f32], &[f32], bool, Option<[usize; 2]>) -> Vec<f32>;
+    type Fits = fn(&Geometry, Option<[usize; 2]>) -> bool;
 }

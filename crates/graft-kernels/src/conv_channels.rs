@@ -9,8 +9,11 @@
 //! positions are computed, and with a max pool after the convolution only those inside a window (the 11th row and
 //! column of an 11×11 output pool into nothing). The cost is the output: it comes out channels-last per image and
 //! is written back channels-first through 16 × 16 transposes in registers, which is small beside the products when
-//! there are many input channels (and a pool divides it by the window). On the 1-channel first layer (9 taps) it
-//! is not: 280 µs for 64 images against `conv_direct.rs`'s 131, so few taps stay there ([`MIN_TAPS`]).
+//! there are many input channels (and a pool divides it by the window). With few taps (the benchmark's 1-channel
+//! first layer has 9) it is not, unless a 2×2 pool is taken in registers: each group of positions is then two whole
+//! windows, and only their maxima are written (64 images: 112 µs against `conv_direct.rs`'s 134). Pooled after the
+//! rows were written it took 280 µs, and unpooled 223 against 201, so few taps without a 2×2 pool stay with
+//! `conv_direct.rs` ([`MIN_TAPS`]).
 //!
 //! Measured alone on 64 images (2 threads), the benchmark's second layer (32 → 64 channels, 3×3, 13×13 input) with
 //! its ReLU and 2×2 pool: 590–600 µs against `conv_direct.rs`'s 725–740; without the pool 730–760 against 760–800.
@@ -29,22 +32,32 @@ const MIN_TAPS: usize = 32;
 /// Taps whose weights (for up to 64 channels, 256 bytes a tap) a block takes through every position at once.
 const TAPS_PER_CHUNK: usize = 64;
 
-/// Whether [`forward`] takes `g`: where it [`fits`], for at least an image per thread, unless
+/// Whether [`forward`] takes `g` (followed by `pool`): where it [`fits`], for at least an image per thread, unless
 /// `GRAFT_CONV_CHANNELS=0` asks for `conv_direct.rs` (to measure the gain). One request's image stays with
 /// `conv_direct.rs`, split by output channels over the latency pool: there, this kernel's per-call transposition of
 /// the weight (18,432 values on the benchmark's second layer) made the whole CNN 1.4× slower.
-pub(crate) fn takes(g: &Geometry) -> bool {
+pub(crate) fn takes(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("GRAFT_CONV_CHANNELS").is_ok_and(|v| v == "0"));
-    !off && fits(g) && g.batch >= rayon::current_num_threads().max(1)
+    !off && fits(g, pool) && g.batch >= rayon::current_num_threads().max(1)
 }
 
-/// Whether [`forward`] can compute `g`: where `conv_direct.rs` can (unit strides, AVX-512), with output channels in
-/// whole vectors and at least [`MIN_TAPS`] taps.
-pub(crate) fn fits(g: &Geometry) -> bool {
+/// Whether [`forward`] can compute `g` (followed by `pool`): where `conv_direct.rs` can (unit strides, AVX-512),
+/// with output channels in whole vectors, and at least [`MIN_TAPS`] taps or a 2×2 pool taken in registers
+/// ([`in_registers`]).
+pub(crate) fn fits(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
+    let taps = g.in_channels * g.kernel[0] * g.kernel[1];
     crate::conv_direct::takes(g)
         && g.out_channels.is_multiple_of(16)
-        && g.in_channels * g.kernel[0] * g.kernel[1] >= MIN_TAPS
+        && (taps >= MIN_TAPS || in_registers(taps, pool.unwrap_or([1, 1])))
+}
+
+/// Whether the kernel takes the pool's maximum in registers: for the 2×2 window (a group of 8 positions is two
+/// windows, for up to 48 channels at once, whose groups are 8 positions) when the taps fit one chunk, so that every position's
+/// sum is complete in the registers. The scratch rows are then the pooled output's (a quarter of the positions),
+/// which is what makes this kernel pay on a first layer's few taps.
+fn in_registers(taps: usize, pool: [usize; 2]) -> bool {
+    pool == [2, 2] && taps <= TAPS_PER_CHUNK
 }
 
 /// One convolution's fixed parts, shared by every image and thread.
@@ -56,16 +69,20 @@ struct Layer<'a> {
     relu: bool,
     /// The pool's window (`[1, 1]` without a pool).
     pool: [usize; 2],
-    /// The offsets in the padded image of the output positions computed, row-major over the pooled rows and
-    /// columns (`(Ho / kh)·kh` by `(Wo / kw)·kw`): the rest fall in no window.
+    /// The offsets in the padded image of the output positions computed: row-major over the pooled rows and
+    /// columns (`(Ho / kh)·kh` by `(Wo / kw)·kw`; the rest fall in no window), or window by window when the pool is
+    /// taken in registers.
     positions: Vec<usize>,
+    /// Positions per pool window when the kernel pools in registers (each group of positions is whole windows, and
+    /// `scratch` receives one row per window), else 1.
+    window: usize,
     /// One output channel's values per image.
     len: usize,
 }
 
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
 /// max-pooled over non-overlapping `pool` windows (`[N, Co, Ho / kh, Wo / kw]`) when given. The caller checks
-/// [`fits`] ([`takes`] where it chooses this kernel).
+/// [`fits`] ([`takes`] where it chooses this kernel) for the same `pool`.
 pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: Option<[usize; 2]>) -> Vec<f32> {
     let plan = Plan::new(g);
     let co = g.out_channels;
@@ -85,12 +102,28 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
             wt[t * co + c] = v;
         }
     }
+    let window = if in_registers(k, pool) { pool[0] * pool[1] } else { 1 };
+    let positions = if window > 1 {
+        let [kh, kw] = pool;
+        let mut positions = Vec::with_capacity(len * window);
+        for i in 0..rows / kh {
+            for j in 0..cols / kw {
+                for a in 0..kh {
+                    positions.extend((0..kw).map(|b| (i * kh + a) * wp + j * kw + b));
+                }
+            }
+        }
+        positions
+    } else {
+        (0..rows).flat_map(|i| (0..cols).map(move |j| i * wp + j)).collect()
+    };
     let layer = Layer {
         wt,
         b,
         relu,
         pool,
-        positions: (0..rows).flat_map(|i| (0..cols).map(move |j| i * wp + j)).collect(),
+        positions,
+        window,
         len,
         plan,
     };
@@ -98,7 +131,7 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
     let per = g.batch.div_ceil(rayon::current_num_threads().max(1));
     y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
         let mut padded = vec![0f32; layer.plan.padded_len()];
-        let mut scratch = vec![0f32; layer.positions.len() * co];
+        let mut scratch = vec![0f32; layer.positions.len() / layer.window * co];
         for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
             let n = part * per + local;
             layer.plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
@@ -114,16 +147,21 @@ impl Layer<'_> {
     /// (`[positions, Co]`, channels-last).
     fn image(&self, padded: &[f32], scratch: &mut [f32], y: OutRows) {
         let co = self.plan.g.out_channels;
-        assert!(padded.len() >= self.plan.padded_len() && scratch.len() >= self.positions.len() * co);
+        assert!(padded.len() >= self.plan.padded_len() && scratch.len() >= self.positions.len() / self.window * co);
         assert!(co <= self.b.len() && self.wt.len() >= self.plan.taps.len() * co);
         let mut c = 0;
         while c < co {
-            let vectors = ((co - c) / 16).min(4);
-            match vectors {
-                4 => self.block::<4, 6>(padded, c, &mut scratch[c..]),
-                3 => self.block::<3, 8>(padded, c, &mut scratch[c..]),
-                2 => self.block::<2, 8>(padded, c, &mut scratch[c..]),
-                _ => self.block::<1, 8>(padded, c, &mut scratch[c..]),
+            // Pooled in registers, 64 channels are 48 + 16: 4 vectors take 6 positions, not whole windows.
+            let vectors = ((co - c) / 16).min(if self.window > 1 { 3 } else { 4 });
+            match (vectors, self.window) {
+                (4, 1) => self.block::<4, 6, 1>(padded, c, &mut scratch[c..]),
+                (3, 1) => self.block::<3, 8, 1>(padded, c, &mut scratch[c..]),
+                (2, 1) => self.block::<2, 8, 1>(padded, c, &mut scratch[c..]),
+                (1, 1) => self.block::<1, 8, 1>(padded, c, &mut scratch[c..]),
+                (3, 4) => self.block::<3, 8, 4>(padded, c, &mut scratch[c..]),
+                (2, 4) => self.block::<2, 8, 4>(padded, c, &mut scratch[c..]),
+                (1, 4) => self.block::<1, 8, 4>(padded, c, &mut scratch[c..]),
+                _ => unreachable!("in_registers: 2×2 windows, at most 3 vectors"),
             }
             c += vectors * 16;
         }
@@ -131,14 +169,15 @@ impl Layer<'_> {
     }
 
     /// The `16·V` channels from `c` at every position, `P` positions at a time, into `out` (position `s`'s at
-    /// `s · Co`).
-    fn block<const V: usize, const P: usize>(&self, padded: &[f32], c: usize, out: &mut [f32]) {
+    /// `s · Co`; with windows of `W` positions pooled in registers, window `s / W`'s).
+    fn block<const V: usize, const P: usize, const W: usize>(&self, padded: &[f32], c: usize, out: &mut [f32]) {
         let n = self.positions.len();
         let co = self.plan.g.out_channels;
         let taps = &self.plan.taps;
         // The taps in chunks whose weights stay in L1 while every position goes through them: all 288 taps of the
         // benchmark's second layer at 64 channels (73 KB) came from L2 for every group of positions.
         let chunks = taps.len().div_ceil(TAPS_PER_CHUNK);
+        assert!(W == 1 || (chunks == 1 && P.is_multiple_of(W) && n.is_multiple_of(W)));
         for chunk in 0..chunks {
             let (t0, t1) = (taps.len() * chunk / chunks, taps.len() * (chunk + 1) / chunks);
             let mut s = 0;
@@ -153,10 +192,10 @@ impl Layer<'_> {
                 // hold `c + 16·V ≤ Co` channels, the bias too; `out` holds `count` positions' rows of `Co`
                 // values from `c`.
                 unsafe {
-                    avx512::group::<V, P>(
+                    avx512::group::<V, P, W>(
                         (padded, &offsets, &taps[t0..t1]),
                         (&self.wt[t0 * co + c..], co, &self.b[c..c + 16 * V], self.relu),
-                        &mut out[s * co..],
+                        &mut out[s / W * co..],
                         (co, count, chunk == 0, chunk + 1 == chunks),
                     );
                 }
@@ -183,8 +222,8 @@ impl Layer<'_> {
             let mut c = 0;
             while c < width {
                 let lanes = (width - c).min(64);
-                if self.pool == [1, 1] {
-                    // No pool: the output rows are the scratch rows.
+                if self.pool == [1, 1] || self.window > 1 {
+                    // No pool, or pooled in registers: the output rows are the scratch rows.
                     for block in (0..lanes).step_by(16) {
                         let first = c + block;
                         // SAFETY: as below, with `scratch` holding `len` rows of `width` values.
@@ -293,14 +332,16 @@ mod avx512 {
 
     /// `V` vectors of output channels at `P` positions: `out[p · width + 16·v + l]` (+)= Σ_t
     /// `padded[offsets[p] + taps[t]] · wt[t · co + 16·v + l]`, starting from the bias when `first` (else from what
-    /// `out` holds), through the ReLU when `last` and `relu`, for the first `count` positions.
+    /// `out` holds), through the ReLU when `last` and `relu`, for the first `count` positions. With `W > 1`
+    /// (`first` and `last`), each `W` positions are one pool window and their maximum (NaN propagating) goes to
+    /// `out[(p / W) · width + …]`.
     ///
     /// # Safety
     /// AVX-512F; every `offsets[p] + taps[t]` inside `padded`; `wt` holds `taps.len()` rows of `co` values of which
-    /// the first `16·V` are read, `bias` `16·V` values; `out` holds `count ≥ 1` rows `width ≥ 16·V` apart.
+    /// the first `16·V` are read, `bias` `16·V` values; `out` holds `count / W ≥ 1` rows `width ≥ 16·V` apart.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)]
-    pub(super) unsafe fn group<const V: usize, const P: usize>(
+    pub(super) unsafe fn group<const V: usize, const P: usize, const W: usize>(
         (padded, offsets, taps): (&[f32], &[usize; P], &[usize]),
         (wt, co, bias, relu): (&[f32], usize, &[f32], bool),
         out: &mut [f32],
@@ -335,6 +376,22 @@ mod avx512 {
                 }
             }
             row = unsafe { row.add(co) };
+        }
+        if W > 1 {
+            // The window's maximum, then the ReLU (they commute, NaN included).
+            for w in 0..count / W {
+                for v in 0..V {
+                    let mut m = acc[w * W][v];
+                    for q in 1..W {
+                        let x = acc[w * W + q][v];
+                        let m_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
+                        m = _mm512_mask_blend_ps(m_nan, _mm512_max_ps(m, x), m);
+                    }
+                    let value = if relu { _mm512_max_ps(zero, m) } else { m };
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(w * width + 16 * v), value) };
+                }
+            }
+            return;
         }
         for p in 0..count {
             for v in 0..V {

@@ -5,6 +5,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend};
 use burn::tensor::ops::ConvOptions;
@@ -307,6 +308,16 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
             OpsKind::Tracked(prep) => prep.finish((x.into_primitive(), w.into_primitive()), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    fn dense_inference_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let y = Self::dense_forward(x, w, b);
+        if relu { Self::relu(y) } else { y }
     }
 
     fn dense_backward(

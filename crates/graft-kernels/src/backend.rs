@@ -63,6 +63,16 @@ pub trait FusedBackend: Backend {
 
     fn dense_forward(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// [`Self::dense_forward`] for a weight that stays the same from call to call (a model serving or predicting),
+    /// through the ReLU when `relu`: on flex the weight's packed panels are kept for the next call
+    /// (`dense_panels.rs`). Under autodiff, the tracked forward.
+    fn dense_inference_forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
     fn dense_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,

@@ -7,8 +7,9 @@ use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
 
 use crate::backend::FusedBackend;
+use crate::dense_panels::Panels;
 use crate::recurrence::Dims;
-use crate::{adam, conv, dense, embedding, gelu, gru, lstm, max_pool, softmax};
+use crate::{adam, conv, dense, dense_panels, embedding, gelu, gru, lstm, max_pool, softmax};
 
 fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
@@ -31,6 +32,56 @@ fn writable(t: FlexTensor) -> FlexTensor {
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The packed panels of the weights that inference calls multiplied by, each kept with a clone of its weight
+/// tensor: the clone keeps the weight's storage alive (so no other tensor's values can appear at its address) and
+/// shared (so nothing updates it in place: burn-flex copies shared storage before writing), which makes the values'
+/// address and length a key that cannot go stale. An entry goes when its clone is the storage's last holder, and
+/// least recently used entries go first beyond [`PACKED_BYTES`].
+static PACKED: std::sync::Mutex<Vec<PackedWeight>> = std::sync::Mutex::new(Vec::new());
+
+/// The most bytes of panels [`PACKED`] keeps (MiniLM's 22 M dense weights take 88 MB).
+const PACKED_BYTES: usize = 256 << 20;
+
+struct PackedWeight {
+    /// Held so that the key stays valid, and to see when the model has let go of the weight: see [`PACKED`].
+    weight: FlexTensor,
+    /// The weight's values: address and length.
+    key: (usize, usize),
+    panels: std::sync::Arc<Panels>,
+    /// When it was last asked for (a count of lookups).
+    used: u64,
+}
+
+/// `w` `[out, in]` as panels, from [`PACKED`] or packed now and kept there; `None` for a weight whose values are not
+/// contiguous (packed per call by gemm instead).
+fn packed_weight(w: &FlexTensor, out_f: usize, in_f: usize) -> Option<std::sync::Arc<Panels>> {
+    static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let values = w.as_slice::<f32>()?;
+    let key = (values.as_ptr() as usize, values.len());
+    let now = LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut cache = PACKED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A weight that only this cache still holds (the model dropped it, or training replaced it) cannot be asked
+    // for again.
+    cache.retain(|e| !e.weight.is_unique());
+    if let Some(hit) = cache.iter_mut().find(|e| e.key == key && e.panels.out_f == out_f) {
+        hit.used = now;
+        return Some(hit.panels.clone());
+    }
+    let panels = std::sync::Arc::new(Panels::new(values, out_f, in_f));
+    let mut total: usize = cache.iter().map(|e| e.panels.bytes()).sum();
+    while !cache.is_empty() && total + panels.bytes() > PACKED_BYTES {
+        let oldest = (0..cache.len()).min_by_key(|&i| cache[i].used).expect("not empty");
+        total -= cache.swap_remove(oldest).panels.bytes();
+    }
+    cache.push(PackedWeight {
+        weight: w.clone(),
+        key,
+        panels: panels.clone(),
+        used: now,
+    });
+    Some(panels)
 }
 
 /// The geometry of a convolution of an input shaped `xs` with a weight shaped `ws` into `output` positions.
@@ -181,6 +232,25 @@ impl FusedBackend for Flex {
         let n = x.layout().shape()[0];
         let out_f = b.layout().shape()[0];
         flex(dense::forward(n, &f32s(&x), &f32s(&w), &f32s(&b)), vec![n, out_f])
+    }
+
+    fn dense_inference_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
+        let n = x.layout().shape()[0];
+        let (out_f, in_f) = (w.layout().shape()[0], w.layout().shape()[1]);
+        if dense_panels::takes(n, out_f)
+            && let Some(panels) = packed_weight(&w, out_f, in_f)
+        {
+            return flex(
+                dense_panels::forward(n, &f32s(&x), &panels, &f32s(&b), relu),
+                vec![n, out_f],
+            );
+        }
+        let mut y = dense::forward(n, &f32s(&x), &f32s(&w), &f32s(&b));
+        if relu {
+            // NaN stays NaN, as in PyTorch's ReLU.
+            y.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+        }
+        flex(y, vec![n, out_f])
     }
 
     fn dense_backward(dy: FlexTensor, x: FlexTensor, w: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {

@@ -32,6 +32,7 @@ mod backend;
 mod conv_channels;
 mod conv_direct;
 mod conv_geometry;
+mod dense_panels;
 mod flex;
 mod latency_pool;
 mod lstm_step;
@@ -155,6 +156,19 @@ pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// `x` `[N, in]` · `w` `[out, in]`ᵀ + `b` `[out]` → `[N, out]`, with the weight gradient in `w`'s own layout.
 pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
     let y = <Dispatch as FusedBackend>::dense_forward(x.into_dispatch(), w.into_dispatch(), b.into_dispatch());
+    Tensor::<2>::from_dispatch(y)
+}
+
+/// [`dense`] for a model's own weight outside autodiff (serving, predicting), through the ReLU when `relu`: the
+/// weight is packed once and its panels kept for the calls after (`dense_panels.rs`; a clone of `w` is kept with
+/// them, see `flex.rs`). For a weight that is a new tensor on every call, use [`dense`].
+pub fn dense_inference(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, relu: bool) -> Tensor<2> {
+    let y = <Dispatch as FusedBackend>::dense_inference_forward(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        relu,
+    );
     Tensor::<2>::from_dispatch(y)
 }
 

@@ -96,14 +96,47 @@ pub struct Dense {
 impl Dense {
     /// `[..., in]` → `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, ctx: &Ctx) -> Tensor<D> {
-        let y = linear(x, &self.weight, self.bias.as_ref());
-        ctx.activate(self.activation, y)
+        // Outside autodiff a ReLU is applied as the product's tiles are stored.
+        let relu = self.activation == Activation::Relu;
+        match linear_inference(&x, &self.weight, self.bias.as_ref(), relu) {
+            Some(y) if relu => y,
+            Some(y) => ctx.activate(self.activation, y),
+            None => ctx.activate(self.activation, linear(x, &self.weight, self.bias.as_ref())),
+        }
     }
 }
 
 /// `x·Wᵀ + b` with a PyTorch-layout weight `[out, in]`.
 pub fn linear<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<2>>, bias: Option<&Param<Tensor<1>>>) -> Tensor<D> {
+    if let Some(y) = linear_inference(&x, weight, bias, false) {
+        return y;
+    }
     linear_tensors(x, weight.val(), bias.map(|b| b.val()))
+}
+
+/// [`linear`] (through the ReLU when `relu`) as the fused inference operation, where no gradient is tracked and
+/// the fused kernels apply: the model's weight is packed once for every call after (`graft_kernels::
+/// dense_inference`). `None` otherwise.
+fn linear_inference<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Param<Tensor<2>>,
+    bias: Option<&Param<Tensor<1>>>,
+    relu: bool,
+) -> Option<Tensor<D>> {
+    let device = x.device();
+    if D < 2 || device.is_autodiff() || !graft_kernels::applies(x) {
+        return None;
+    }
+    let dims = x.dims();
+    let in_features = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let w = weight.val();
+    let out_features = w.dims()[0];
+    let b = bias.map_or_else(|| Tensor::<1>::zeros([out_features], &device), |b| b.val());
+    let y = graft_kernels::dense_inference(x.clone().reshape([rows, in_features]), w, b, relu);
+    let mut out_dims = dims;
+    out_dims[D - 1] = out_features;
+    Some(y.reshape(out_dims))
 }
 
 /// [`linear`] with the weight `[out, in]` and bias as tensors (say, a sum of two biases).

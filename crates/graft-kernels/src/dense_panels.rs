@@ -1,0 +1,313 @@
+//! The dense layer's inference forward from a weight packed once into panels (see [`super`]): `y = x·Wᵀ + b`,
+//! through the ReLU when asked, for more rows than `dense::few_rows` takes.
+//!
+//! Why: gemm packs the weight into its own panel layout on every call, and with the rows split over the threads
+//! every thread packs all of it; for a model that serves the same weights call after call that is work thrown away
+//! each time (ONNX Runtime packs a constant weight once, when the session is built). Here the weight is packed
+//! once (`flex.rs` keeps the panels with the weight they came from) and the product runs from the panels: 64
+//! outputs (4 vectors) × 6 input rows in 24 accumulators, the rows' inputs broadcast where they lie. Measured alone
+//! on 2 threads against `dense::forward` (gemm, bands of rows): 1024×784 → 512 1.71 against 1.76 ms, 1024×512 →
+//! 256 0.53 against 0.63, 64×1600 → 128 61 against 96 µs, 4096×384 → 1536 10.3 against 11.5 ms, 4096×1536 → 384
+//! 9.9 against 11.6 ms. The bias and the ReLU are applied as the tile is stored.
+
+use rayon::prelude::*;
+
+/// Outputs per panel: 4 vectors of 16.
+const PANEL: usize = 64;
+/// Input rows per register tile (6 × 4 accumulators, 4 weight vectors, the broadcast: 29 of the 32 registers).
+const ROWS: usize = 6;
+/// Tiles of rows taken through all the panels before the next ones: their inputs (8 × 6 rows) stay in L2 while
+/// each panel passes, where taking a thread's whole band of rows (512 × 784 inputs) through each panel in turn
+/// streamed the band from L3 once per panel (1024×784 → 512: 1.71 against 1.84 ms; 4 to 32 tiles were alike).
+const TILES_PER_BLOCK: usize = 8;
+/// Multiply-adds below which the product runs on the calling thread (as `matmul::matmul_parallel`).
+const PARALLEL: usize = 192 * 192 * 192;
+
+/// Whether [`forward`] takes `n` rows of `out_f` outputs: on AVX-512, beyond `dense::few_rows`' rows, and with
+/// outputs enough to fill most of a panel (10 classes would compute 64), unless `GRAFT_DENSE_PANELS=0` asks for
+/// gemm (to measure the gain).
+pub(crate) fn takes(n: usize, out_f: usize) -> bool {
+    static GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let gemm = *GEMM.get_or_init(|| std::env::var("GRAFT_DENSE_PANELS").is_ok_and(|v| v == "0"));
+    #[cfg(target_arch = "x86_64")]
+    return !gemm && n > crate::dense::FEW_ROWS && out_f >= PANEL / 2 && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (n, out_f, gemm);
+        false
+    }
+}
+
+/// A weight `[out, in]` as panels of [`PANEL`] outputs: panel `p` holds `[in][PANEL]`, output `p·PANEL + l` at lane
+/// `l`, zero past the last output.
+pub(crate) struct Panels {
+    pub(crate) out_f: usize,
+    pub(crate) in_f: usize,
+    values: Vec<f32>,
+}
+
+impl Panels {
+    pub(crate) fn new(w: &[f32], out_f: usize, in_f: usize) -> Panels {
+        assert_eq!(w.len(), out_f * in_f, "dense panels: the weight's length");
+        let mut values = vec![0f32; out_f.div_ceil(PANEL) * in_f * PANEL];
+        for (o, row) in w.chunks_exact(in_f.max(1)).enumerate().take(out_f) {
+            let panel = &mut values[o / PANEL * in_f * PANEL..];
+            for (k, &v) in row.iter().enumerate() {
+                panel[k * PANEL + o % PANEL] = v;
+            }
+        }
+        Panels { out_f, in_f, values }
+    }
+
+    /// The bytes the panels hold.
+    pub(crate) fn bytes(&self) -> usize {
+        self.values.len() * std::mem::size_of::<f32>()
+    }
+}
+
+/// The output rows of one band, written by one thread.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+
+// SAFETY: each band writes its own rows, and the caller waits for all of them before it reads the buffer.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `x` `[n, in]`, the packed weight, `b` `[out]` → `y` `[n, out]`, through the ReLU when `relu`. The caller checks
+/// [`takes`].
+pub(crate) fn forward(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool) -> Vec<f32> {
+    let (out_f, in_f) = (w.out_f, w.in_f);
+    assert!(
+        x.len() >= n * in_f && b.len() >= out_f,
+        "dense panels: input or bias too short"
+    );
+    if n * out_f == 0 {
+        return vec![0f32; n * out_f];
+    }
+    // Every output is stored by a tile (as the tests check, where an unwritten one would show as NaN).
+    let mut y = crate::unfilled::unfilled(n * out_f);
+    let threads = if n * out_f * in_f < PARALLEL {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let per = n.div_ceil(threads).next_multiple_of(ROWS);
+    let band = |(band, ys): (usize, &mut [std::mem::MaybeUninit<f32>])| {
+        let rows = ys.len() / out_f;
+        band_rows(&x[band * per * in_f..], rows, w, b, relu, Out(ys.as_mut_ptr().cast()));
+    };
+    if threads == 1 {
+        band((0, &mut y));
+    } else {
+        y.par_chunks_mut(per * out_f).enumerate().for_each(band);
+    }
+    // SAFETY: every row's every output was stored (see `band_rows`).
+    unsafe { crate::unfilled::filled(y) }
+}
+
+/// `rows` rows of `x` (from its start) into `y`'s rows, block by block of [`TILES_PER_BLOCK`] tiles.
+fn band_rows(x: &[f32], rows: usize, w: &Panels, b: &[f32], relu: bool, y: Out) {
+    let (out_f, in_f) = (w.out_f, w.in_f);
+    let mut first = 0;
+    while first < rows {
+        let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
+        for panel in 0..out_f.div_ceil(PANEL) {
+            let lanes = (out_f - panel * PANEL).min(PANEL);
+            let mut r = first;
+            while r < end {
+                let count = (end - r).min(ROWS);
+                // A short tile repeats its last row in the spare accumulators and stores only the real ones.
+                let inputs: [&[f32]; ROWS] =
+                    std::array::from_fn(|i| &x[(r + i.min(count - 1)) * in_f..(r + i.min(count - 1) + 1) * in_f]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `takes` checked AVX-512F; the panel holds `in_f` rows of PANEL values; the bias holds the
+                // panel's `lanes` outputs; `y` holds this band's `rows` rows of `out_f` values, of which the tile
+                // stores rows r .. r + count, lanes panel·PANEL .. + lanes.
+                unsafe {
+                    avx512::tile(
+                        &inputs,
+                        &w.values[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
+                        &b[panel * PANEL..panel * PANEL + lanes],
+                        y.0.add(r * out_f + panel * PANEL),
+                        out_f,
+                        count,
+                        relu,
+                    );
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (inputs, relu, lanes, y);
+                r += count;
+            }
+        }
+        first = end;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{PANEL, ROWS};
+
+    /// `y[i · stride + l] = bias[l] + Σ_k inputs[i][k] · panel[k · PANEL + l]` for rows `i < count` and lanes
+    /// `l < bias.len()`, through the ReLU when `relu` (NaN stays NaN, as in PyTorch).
+    ///
+    /// # Safety
+    /// AVX-512F; every input row as long as the panel has rows; `y` holds `count` rows `stride` apart of
+    /// `bias.len() ≤ PANEL` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn tile(
+        inputs: &[&[f32]; ROWS],
+        panel: &[f32],
+        bias: &[f32],
+        y: *mut f32,
+        stride: usize,
+        count: usize,
+        relu: bool,
+    ) {
+        let k = panel.len() / PANEL;
+        assert!(inputs.iter().all(|row| row.len() >= k) && bias.len() <= PANEL && count <= ROWS);
+        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
+            let lanes = bias.len().saturating_sub(16 * v).min(16);
+            ((1u32 << lanes) - 1) as __mmask16
+        });
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; 4]; ROWS];
+        for v in 0..4 {
+            // SAFETY: the mask keeps the load inside the bias.
+            let b = unsafe { _mm512_maskz_loadu_ps(masks[v], bias.as_ptr().add(16 * v)) };
+            for i in 0..ROWS {
+                acc[i][v] = b;
+            }
+        }
+        let rows: [*const f32; ROWS] = std::array::from_fn(|i| inputs[i].as_ptr());
+        let mut weights = panel.as_ptr();
+        for kk in 0..k {
+            // SAFETY (loads): panel row kk holds PANEL values; every input row holds k (asserted).
+            let wv: [__m512; 4] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(weights.add(16 * v)) });
+            for i in 0..ROWS {
+                let x = _mm512_set1_ps(unsafe { *rows[i].add(kk) });
+                for v in 0..4 {
+                    acc[i][v] = _mm512_fmadd_ps(x, wv[v], acc[i][v]);
+                }
+            }
+            weights = unsafe { weights.add(PANEL) };
+        }
+        for i in 0..count {
+            for v in 0..4 {
+                let value = if relu {
+                    _mm512_max_ps(zero, acc[i][v])
+                } else {
+                    acc[i][v]
+                };
+                // SAFETY: row i < count of `y`, lanes inside bias.len() by the mask (the caller's promise).
+                unsafe { _mm512_mask_storeu_ps(y.add(i * stride + 16 * v), masks[v], value) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what} at {i}: {g} vs {w}");
+        }
+    }
+
+    /// The inference operation through the kept panels gives the plain dense operation's values (with the ReLU after
+    /// it), call after call, alternating with another weight of the same shape, and again after the weight is
+    /// replaced by one with other values: an updated weight (which the cache's clone forces into new storage), and a
+    /// new weight after the old one is dropped. Under autodiff it is the tracked operation, with gradients.
+    #[test]
+    fn inference_dense_matches_the_plain_one_across_weight_changes() {
+        for device in [Device::default(), Device::default().autodiff()] {
+            let x = Tensor::<2>::random([40, 30], Distribution::Uniform(-1.0, 1.0), &device);
+            let b = Tensor::<1>::random([96], Distribution::Uniform(-1.0, 1.0), &device);
+            let mut w = Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device);
+            if device.is_autodiff() {
+                w = w.require_grad();
+            }
+            // Another weight of the same shape, alive throughout (as a second layer's would be).
+            let other = Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device);
+            for step in 0..4 {
+                let plain = crate::dense(x.clone(), other.clone(), b.clone());
+                let fused = crate::dense_inference(x.clone(), other.clone(), b.clone(), false);
+                assert_close(
+                    &values(fused),
+                    &values(plain),
+                    &format!("{device:?} step {step}, the other weight"),
+                );
+                for relu in [false, true] {
+                    let plain = crate::dense(x.clone(), w.clone(), b.clone());
+                    let plain = if relu {
+                        burn::tensor::activation::relu(plain)
+                    } else {
+                        plain
+                    };
+                    let fused = crate::dense_inference(x.clone(), w.clone(), b.clone(), relu);
+                    assert_close(
+                        &values(fused.clone()),
+                        &values(plain),
+                        &format!("{device:?} step {step} relu {relu}"),
+                    );
+                    if device.is_autodiff() {
+                        let grads = fused.sum().backward();
+                        assert!(w.grad(&grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0));
+                    }
+                }
+                w = match step {
+                    // Updated: `mul_scalar` would write in place into storage nothing else shared.
+                    0 => w.mul_scalar(-0.5),
+                    // Dropped, and a new weight made (which may land where the old one lay without the clone).
+                    1 => {
+                        drop(w);
+                        Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device)
+                    }
+                    _ => w.add_scalar(0.25),
+                };
+                if device.is_autodiff() {
+                    w = w.detach().require_grad();
+                }
+            }
+        }
+    }
+
+    /// The panels' product against gemm's (`dense::forward`), with and without the ReLU, for outputs in whole and
+    /// partial panels, row counts that leave short tiles and blocks, one thread and all, and a NaN input.
+    #[test]
+    fn panels_match_gemm() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        for (n, in_f, out_f) in [(17, 5, 32), (100, 37, 100), (61, 300, 128), (1030, 200, 70)] {
+            if !takes(n, out_f) {
+                return;
+            }
+            let mut x: Vec<f32> = (0..n * in_f).map(value).collect();
+            x[in_f * (n / 2) + 1] = f32::NAN;
+            let w: Vec<f32> = (0..out_f * in_f).map(|i| value(i + 3)).collect();
+            let b: Vec<f32> = (0..out_f).map(|i| value(i + 11)).collect();
+            let panels = Panels::new(&w, out_f, in_f);
+            let plain = crate::dense::forward(n, &x, &w, &b);
+            for relu in [false, true] {
+                let y = forward(n, &x, &panels, &b, relu);
+                assert_eq!(y.len(), plain.len());
+                for (i, (&got, &e)) in y.iter().zip(&plain).enumerate() {
+                    let e = if relu && e < 0.0 { 0.0 } else { e };
+                    let same = (got.is_nan() && e.is_nan()) || (got - e).abs() <= 1e-4 * (1.0 + e.abs());
+                    assert!(same, "{n}×{in_f}→{out_f} relu {relu} at {i}: {got} vs {e}");
+                }
+            }
+        }
+    }
+}

@@ -43,25 +43,39 @@ pub(crate) fn takes(n: usize, out_f: usize) -> bool {
 pub(crate) struct Panels {
     pub(crate) out_f: usize,
     pub(crate) in_f: usize,
-    values: Vec<f32>,
+    /// The panels from `start`, the first value on a 64-byte boundary so that no vector load spans two cache lines.
+    buffer: Vec<f32>,
+    start: usize,
 }
 
 impl Panels {
     pub(crate) fn new(w: &[f32], out_f: usize, in_f: usize) -> Panels {
         assert_eq!(w.len(), out_f * in_f, "dense panels: the weight's length");
-        let mut values = vec![0f32; out_f.div_ceil(PANEL) * in_f * PANEL];
+        let len = out_f.div_ceil(PANEL) * in_f * PANEL;
+        let mut buffer = vec![0f32; len + 15];
+        let start = buffer.as_ptr().align_offset(64).min(15);
+        let values = &mut buffer[start..start + len];
         for (o, row) in w.chunks_exact(in_f.max(1)).enumerate().take(out_f) {
             let panel = &mut values[o / PANEL * in_f * PANEL..];
             for (k, &v) in row.iter().enumerate() {
                 panel[k * PANEL + o % PANEL] = v;
             }
         }
-        Panels { out_f, in_f, values }
+        Panels {
+            out_f,
+            in_f,
+            buffer,
+            start,
+        }
+    }
+
+    fn values(&self) -> &[f32] {
+        &self.buffer[self.start..]
     }
 
     /// The bytes the panels hold.
     pub(crate) fn bytes(&self) -> usize {
-        self.values.len() * std::mem::size_of::<f32>()
+        self.buffer.len() * std::mem::size_of::<f32>()
     }
 }
 
@@ -126,7 +140,7 @@ fn band_rows(x: &[f32], rows: usize, w: &Panels, b: &[f32], relu: bool, y: Out) 
                 unsafe {
                     avx512::tile(
                         &inputs,
-                        &w.values[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
+                        &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
                         &b[panel * PANEL..panel * PANEL + lanes],
                         y.0.add(r * out_f + panel * PANEL),
                         out_f,

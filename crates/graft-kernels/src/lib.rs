@@ -301,7 +301,10 @@ fn pin_worker(index: usize, threads: usize) {
         if libc::sched_getaffinity(0, size, &mut allowed) != 0 || libc::CPU_COUNT(&allowed) as usize != threads {
             return;
         }
-        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &allowed)).nth(index) else {
+        let Some(cpu) = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .nth(index)
+        else {
             return;
         };
         let mut one: libc::cpu_set_t = std::mem::zeroed();

@@ -13,7 +13,8 @@ per line: request {"workload": W, "warmup": N, "steps": M} on stdin, reply
 {"workload": W, "batch": B, "seconds": [M step times]} (or {"error": "..."}) on stdout; the request
 {"workload": "info"} answers {"engine": "..."}. ONNX Runtime runs the inference workloads only.
 For each workload, each round asks every engine in turn, the first engine rotating from round to
-round, so drift on a shared machine hits all alike. The headline of an engine is the median over
+round, so drift on a shared machine hits all alike; each turn starts after a pause of SETTLE_S, so
+that threads the engine before left spinning have stopped. The headline of an engine is the median over
 rounds of each round's median step time: batch / that (samples/s), or that in microseconds for the
 latency workloads; min and max are over every step.
 
@@ -260,6 +261,12 @@ def check_reply(reply, workload, steps, expected_batch):
 # --- measurement ------------------------------------------------------------------------------------
 
 
+# Seconds every engine's turn waits before its request: ONNX Runtime's pool threads keep spinning after a run (its
+# allow_spinning default), and an engine asked right after it ran its first ~15 ms at 0.6x speed on the cores they
+# held (graft's CNN at batch 64: 12 steps at 1.3 ms, then 0.75 ms; with this pause 0.75 ms from the first step).
+SETTLE_S = 0.25
+
+
 def measure(servers, workload, rounds, steps, warmup):
     """Per engine that runs `workload`: {"batch", "seconds", "rounds"} (the step times pooled, and
     each round's median), or {"error"}."""
@@ -277,6 +284,7 @@ def measure(servers, workload, rounds, steps, warmup):
             if "error" in res:
                 notes.append(f"{name} skipped (error)")
                 continue
+            time.sleep(SETTLE_S)
             try:
                 batch, seconds = check_reply(
                     servers[name].request(req), base, steps, expected_batch)

@@ -26,6 +26,36 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Multiply-adds from which [`forward_split`] splits (a few µs per core; the CNN's 64 × 128 → 10 stays whole).
+const SPLIT: usize = 1 << 20;
+
+/// [`forward`] for a model's layer outside autodiff whose outputs are too few for `dense_panels.rs` (a classifier's
+/// last layer): the rows are split over the threads from [`SPLIT`] multiply-adds, where [`forward`] keeps products
+/// under 192³ multiply-adds on one thread. The layers before it have just run on the pool, so its threads are awake:
+/// the MLP's 1024 × 256 → 10 took 1.3% of the batch-1,024 pass on one core (split: 1.027× faster, median of 8
+/// alternating rounds).
+pub fn forward_split(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
+    if n <= FEW_ROWS || n * out_f * in_f < SPLIT {
+        return forward(n, x, w, b);
+    }
+    let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
+    for _ in 0..n {
+        y.extend_from_slice(b);
+    }
+    crate::matmul::matmul_split(
+        (n, out_f, in_f),
+        &mut y,
+        (out_f as isize, 1),
+        true,
+        x,
+        (in_f as isize, 1),
+        w,
+        (1, in_f as isize),
+    );
+    y
+}
+
 /// `y [n, out] += x [n, in] · w [out, in]ᵀ` by gemm (on all threads when large enough).
 fn add_products(n: usize, x: &[f32], w: &[f32], y: &mut [f32], in_f: usize) {
     let out_f = y.len() / n.max(1);

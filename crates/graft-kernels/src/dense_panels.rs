@@ -246,15 +246,19 @@ mod tests {
     /// new weight after the old one is dropped. Under autodiff it is the tracked operation, with gradients.
     #[test]
     fn inference_dense_matches_the_plain_one_across_weight_changes() {
-        for device in [Device::default(), Device::default().autodiff()] {
-            let x = Tensor::<2>::random([40, 30], Distribution::Uniform(-1.0, 1.0), &device);
-            let b = Tensor::<1>::random([96], Distribution::Uniform(-1.0, 1.0), &device);
-            let mut w = Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device);
+        // Panels (96 outputs), and too few outputs for them (10: gemm, its rows split over the threads).
+        for ((rows, inputs, outputs), device) in [(40, 30, 96), (300, 400, 10)]
+            .into_iter()
+            .flat_map(|shape| [(shape, Device::default()), (shape, Device::default().autodiff())])
+        {
+            let x = Tensor::<2>::random([rows, inputs], Distribution::Uniform(-1.0, 1.0), &device);
+            let b = Tensor::<1>::random([outputs], Distribution::Uniform(-1.0, 1.0), &device);
+            let mut w = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
             if device.is_autodiff() {
                 w = w.require_grad();
             }
             // Another weight of the same shape, alive throughout (as a second layer's would be).
-            let other = Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device);
+            let other = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
             for step in 0..4 {
                 let plain = crate::dense(x.clone(), other.clone(), b.clone());
                 let fused = crate::dense_inference(x.clone(), other.clone(), b.clone(), false);
@@ -287,7 +291,7 @@ mod tests {
                     // Dropped, and a new weight made (which may land where the old one lay without the clone).
                     1 => {
                         drop(w);
-                        Tensor::<2>::random([96, 30], Distribution::Uniform(-1.0, 1.0), &device)
+                        Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device)
                     }
                     _ => w.add_scalar(0.25),
                 };

@@ -245,7 +245,7 @@ impl FusedBackend for Flex {
                 vec![n, out_f],
             );
         }
-        let mut y = dense::forward(n, &f32s(&x), &f32s(&w), &f32s(&b));
+        let mut y = dense::forward_split(n, &f32s(&x), &f32s(&w), &f32s(&b));
         if relu {
             // NaN stays NaN, as in PyTorch's ReLU.
             y.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });

@@ -23,6 +23,23 @@ pub(crate) fn matmul_parallel(
     if m * n * k < 192 * 192 * 192 {
         return matmul(dims, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides);
     }
+    matmul_split(dims, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides);
+}
+
+/// [`matmul_parallel`] without its size threshold, for a caller that knows the pool's threads are awake (the last
+/// of a model's layers, right after the ones before it ran on them).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_split(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    let (m, n, k) = dims;
     let threads = rayon::current_num_threads().max(1);
     let row_major = dst_strides == (n as isize, 1) && lhs_strides.0 >= 0;
     if bands_enabled() && row_major && threads > 1 && m >= threads * BAND_ROWS {

@@ -108,7 +108,7 @@ impl Geometry {
 /// (applied to each image while it is in cache, instead of another pass over the whole activation): by direct
 /// convolution for unit strides where the CPU has AVX-512 (`conv_direct.rs`), else by im2col + gemm.
 pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
-    if crate::conv_channels::takes(&g, None) {
+    if crate::conv_channels::takes(&g, None, false) {
         return crate::conv_channels::forward(g, x, w, b, relu, None);
     }
     if crate::conv_direct::takes(&g) {
@@ -120,7 +120,7 @@ pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<
 /// [`forward`] followed by max pooling over non-overlapping `pool` windows: `[N, Co, Ho / kh, Wo / kw]`, each
 /// image's channels pooled while in cache where the direct convolution applies.
 pub fn forward_pooled(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: [usize; 2]) -> Vec<f32> {
-    if crate::conv_channels::takes(&g, Some(pool)) {
+    if crate::conv_channels::takes(&g, Some(pool), false) {
         return crate::conv_channels::forward(g, x, w, b, relu, Some(pool));
     }
     if crate::conv_direct::takes(&g) {
@@ -382,6 +382,44 @@ mod tests {
     /// The direct convolution gives im2col + gemm's output for asymmetric padding, dilation, channel counts that are
     /// and are not multiples of the register block, 1×1 kernels, with and without the ReLU, for a single image
     /// (split by channels) and a batch (split by images).
+    /// The convolution with its pool outside autodiff, where `flex.rs` keeps the transposed weight from call to call
+    /// (so that one image takes the channels kernel), gives the two operations' values for one image and for
+    /// several, alternating with another weight of the same shape, and after the weight is updated or replaced.
+    #[test]
+    fn a_kept_transposed_weight_gives_the_two_operations_values() {
+        let device = Device::default();
+        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let b = Tensor::<1>::random([32], Distribution::Uniform(-1.0, 1.0), &device);
+        let mut w = Tensor::<4>::random([32, 4, 3, 3], Distribution::Uniform(-1.0, 1.0), &device);
+        let other = Tensor::<4>::random([32, 4, 3, 3], Distribution::Uniform(-1.0, 1.0), &device);
+        for step in 0..3 {
+            for (batch, weight) in [(1, &w), (1, &other), (3, &w)] {
+                let x = Tensor::<4>::random([batch, 4, 9, 10], Distribution::Uniform(-1.0, 1.0), &device);
+                let one = crate::conv2d_max_pool(x.clone(), weight.clone(), b.clone(), options.clone(), true, [2, 2]);
+                let two = crate::max_pool2d(
+                    crate::conv2d(x, weight.clone(), b.clone(), options.clone(), true),
+                    [2, 2],
+                );
+                assert_eq!(one.dims(), two.dims());
+                let (p, q) = (
+                    one.into_data().try_to_vec::<f32>().unwrap(),
+                    two.into_data().try_to_vec::<f32>().unwrap(),
+                );
+                for (i, (p, q)) in p.iter().zip(&q).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "step {step} batch {batch} at {i}: {p} vs {q}"
+                    );
+                }
+            }
+            w = if step == 0 {
+                w.mul_scalar(-0.5)
+            } else {
+                Tensor::<4>::random([32, 4, 3, 3], Distribution::Uniform(-1.0, 1.0), &device)
+            };
+        }
+    }
+
     /// Both direct kernels (positions in the vector, `conv_direct.rs`; channels in the vector, `conv_channels.rs`)
     /// against im2col + gemm, with and without the ReLU and a pool, on one image and several, with a NaN in one
     /// image that must reach its outputs as in PyTorch.

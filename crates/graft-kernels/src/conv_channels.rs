@@ -18,7 +18,10 @@
 //! Measured alone on 64 images (2 threads), the benchmark's second layer (32 → 64 channels, 3×3, 13×13 input) with
 //! its ReLU and 2×2 pool: 590–600 µs against `conv_direct.rs`'s 725–740; without the pool 730–760 against 760–800.
 //!
-//! Work is split by images over rayon's threads.
+//! Work is split by images over rayon's threads; one request's image by blocks of 16 output channels over the
+//! latency pool, from the transposed weight that `flex.rs` keeps for a model's inference (transposing it on every
+//! call cost more than the kernel saves on one image). CNN at batch 1, against the commit before: 1.064× (median of
+//! 12 alternating rounds).
 
 use rayon::prelude::*;
 
@@ -32,14 +35,14 @@ const MIN_TAPS: usize = 32;
 /// Taps whose weights (for up to 64 channels, 256 bytes a tap) a block takes through every position at once.
 const TAPS_PER_CHUNK: usize = 64;
 
-/// Whether [`forward`] takes `g` (followed by `pool`): where it [`fits`], for at least an image per thread, unless
-/// `GRAFT_CONV_CHANNELS=0` asks for `conv_direct.rs` (to measure the gain). One request's image stays with
-/// `conv_direct.rs`, split by output channels over the latency pool: there, this kernel's per-call transposition of
-/// the weight (18,432 values on the benchmark's second layer) made the whole CNN 1.4× slower.
-pub(crate) fn takes(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
+/// Whether [`forward`] takes `g` (followed by `pool`): where it [`fits`], unless `GRAFT_CONV_CHANNELS=0` asks for
+/// `conv_direct.rs` (to measure the gain), for at least an image per thread or with the weight already transposed
+/// (`kept`: `flex.rs` keeps a model's for its inference). Transposing the weight on every call of one request (18,432
+/// values on the benchmark's second layer) made the CNN at batch 1 1.4× slower than `conv_direct.rs`.
+pub(crate) fn takes(g: &Geometry, pool: Option<[usize; 2]>, kept: bool) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("GRAFT_CONV_CHANNELS").is_ok_and(|v| v == "0"));
-    !off && fits(g, pool) && g.batch >= rayon::current_num_threads().max(1)
+    !off && fits(g, pool) && (kept || g.batch >= rayon::current_num_threads().max(1))
 }
 
 /// Whether [`forward`] can compute `g` (followed by `pool`): where `conv_direct.rs` can (unit strides, AVX-512),
@@ -53,9 +56,9 @@ pub(crate) fn fits(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
 }
 
 /// Whether the kernel takes the pool's maximum in registers: for the 2×2 window (a group of 8 positions is two
-/// windows, for up to 48 channels at once, whose groups are 8 positions) when the taps fit one chunk, so that every position's
-/// sum is complete in the registers. The scratch rows are then the pooled output's (a quarter of the positions),
-/// which is what makes this kernel pay on a first layer's few taps.
+/// windows, for up to 48 channels at once, whose groups are 8 positions) when the taps fit one chunk, so that every
+/// position's sum is complete in the registers. The scratch rows are then the pooled output's (a quarter of the
+/// positions), which is what makes this kernel pay on a first layer's few taps.
 fn in_registers(taps: usize, pool: [usize; 2]) -> bool {
     pool == [2, 2] && taps <= TAPS_PER_CHUNK
 }
@@ -63,8 +66,8 @@ fn in_registers(taps: usize, pool: [usize; 2]) -> bool {
 /// One convolution's fixed parts, shared by every image and thread.
 struct Layer<'a> {
     plan: Plan,
-    /// The weight as `[K, Co]`: one tap's weights for every output channel, contiguous.
-    wt: Vec<f32>,
+    /// The weight as `[K, Co]` ([`transposed_weight`]).
+    wt: &'a [f32],
     b: &'a [f32],
     relu: bool,
     /// The pool's window (`[1, 1]` without a pool).
@@ -82,10 +85,36 @@ struct Layer<'a> {
     reach: usize,
 }
 
+/// The weight `[Co, K]` as `[K, Co]`: one tap's weights for every output channel, contiguous.
+pub(crate) fn transposed_weight(w: &[f32], co: usize) -> Vec<f32> {
+    let k = w.len() / co.max(1);
+    let mut wt = vec![0f32; k * co];
+    for (c, filter) in w.chunks_exact(k.max(1)).take(co).enumerate() {
+        for (t, &v) in filter.iter().enumerate() {
+            wt[t * co + c] = v;
+        }
+    }
+    wt
+}
+
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
 /// max-pooled over non-overlapping `pool` windows (`[N, Co, Ho / kh, Wo / kw]`) when given. The caller checks
 /// [`fits`] ([`takes`] where it chooses this kernel) for the same `pool`.
 pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: Option<[usize; 2]>) -> Vec<f32> {
+    forward_transposed(g, x, &transposed_weight(w, g.out_channels), b, relu, pool)
+}
+
+/// [`forward`] from the weight as [`transposed_weight`] gives it (kept from call to call by `flex.rs` for a model's
+/// inference). Several images are split over rayon's threads; one image by blocks of 16 output channels over the
+/// latency pool.
+pub(crate) fn forward_transposed(
+    g: Geometry,
+    x: &[f32],
+    wt: &[f32],
+    b: &[f32],
+    relu: bool,
+    pool: Option<[usize; 2]>,
+) -> Vec<f32> {
     let plan = Plan::new(g);
     let co = g.out_channels;
     let k = plan.taps.len();
@@ -96,14 +125,9 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
     if co * len == 0 {
         return vec![0f32; g.batch * co * len];
     }
+    assert_eq!(wt.len(), k * co, "conv_channels: the transposed weight's length");
     // Every value is written by `emit` (as `conv.rs`'s test checks, where an unwritten one would show as NaN).
     let mut y = crate::unfilled::unfilled(g.batch * co * len);
-    let mut wt = vec![0f32; k * co];
-    for (c, filter) in w.chunks_exact(k).take(co).enumerate() {
-        for (t, &v) in filter.iter().enumerate() {
-            wt[t * co + c] = v;
-        }
-    }
     let window = if in_registers(k, pool) { pool[0] * pool[1] } else { 1 };
     let positions = if window > 1 {
         let [kh, kw] = pool;
@@ -135,59 +159,99 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
     // Without padding the padded planes are the image's own (the windows of a valid convolution end inside it), so
     // each image is read where it lies instead of being copied (3% of the benchmark CNN's inference).
     let in_place = layer.plan.padded == g.input;
-    let per = g.batch.div_ceil(rayon::current_num_threads().max(1));
-    y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
-        let mut padded = if in_place {
+    let padded_buffer = || {
+        if in_place {
             Vec::new()
         } else {
             vec![0f32; layer.plan.padded_len()]
-        };
-        let mut scratch = vec![0f32; layer.positions.len() / layer.window * co];
-        for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
-            let n = part * per + local;
-            let image = &x[n * image_len..(n + 1) * image_len];
-            let planes = if in_place {
-                image
-            } else {
-                layer.plan.pad(image, &mut padded);
-                &padded
-            };
-            layer.image(planes, &mut scratch, OutRows(y_n.as_mut_ptr().cast()));
         }
-    });
+    };
+    let threads = rayon::current_num_threads().max(1);
+    if g.batch >= threads {
+        let per = g.batch.div_ceil(threads);
+        y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
+            let mut padded = padded_buffer();
+            let mut scratch = vec![0f32; layer.positions.len() / layer.window * co];
+            for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
+                let n = part * per + local;
+                let planes = layer.planes(&x[n * image_len..(n + 1) * image_len], in_place, &mut padded);
+                layer.image(planes, 0..co, &mut scratch, OutRows(y_n.as_mut_ptr().cast()));
+            }
+        });
+    } else {
+        // A few images: each split by blocks of 16 output channels over the latency pool.
+        let blocks = co / 16;
+        let parts = crate::latency_pool::parts().min(blocks);
+        let work = co * layer.positions.len() * k;
+        for (n, y_n) in y.chunks_exact_mut(co * len).enumerate() {
+            let image = &x[n * image_len..(n + 1) * image_len];
+            let out = OutRows(y_n.as_mut_ptr().cast());
+            let part = |part: usize| {
+                if part >= parts {
+                    return;
+                }
+                let channels = blocks * part / parts * 16..blocks * (part + 1) / parts * 16;
+                let mut padded = padded_buffer();
+                let mut scratch = vec![0f32; layer.positions.len() / layer.window * channels.len()];
+                layer.image(layer.planes(image, in_place, &mut padded), channels, &mut scratch, out);
+            };
+            if parts <= 1 {
+                part(0);
+            } else {
+                crate::latency_pool::run(&part, work);
+            }
+        }
+    }
     // SAFETY: every image's every output value was written (see `emit`).
     unsafe { crate::unfilled::filled(y) }
 }
 
 impl Layer<'_> {
-    /// Every output channel of one padded image into `y` (the image's output `[Co, len]`), through `scratch`
-    /// (`[positions, Co]`, channels-last).
-    fn image(&self, padded: &[f32], scratch: &mut [f32], y: OutRows) {
-        let co = self.plan.g.out_channels;
-        assert!(padded.len() >= self.reach && scratch.len() >= self.positions.len() / self.window * co);
-        assert!(co <= self.b.len() && self.wt.len() >= self.plan.taps.len() * co);
-        let mut c = 0;
-        while c < co {
+    /// The padded planes of `image`: the image itself when no padding is needed, else copied into `padded`.
+    fn planes<'p>(&self, image: &'p [f32], in_place: bool, padded: &'p mut [f32]) -> &'p [f32] {
+        if in_place {
+            image
+        } else {
+            self.plan.pad(image, padded);
+            padded
+        }
+    }
+
+    /// Output channels `channels` (whole vectors) of one padded image into `y` (the image's output `[Co, len]`) at
+    /// those channels' rows, through `scratch` (`[positions, channels]`, channels-last).
+    fn image(&self, padded: &[f32], channels: std::ops::Range<usize>, scratch: &mut [f32], y: OutRows) {
+        let (co, width) = (self.plan.g.out_channels, channels.len());
+        assert!(padded.len() >= self.reach && scratch.len() >= self.positions.len() / self.window * width);
+        assert!(channels.end <= co && co <= self.b.len() && self.wt.len() >= self.plan.taps.len() * co);
+        let mut c = channels.start;
+        while c < channels.end {
             // Pooled in registers, 64 channels are 48 + 16: 4 vectors take 6 positions, not whole windows.
-            let vectors = ((co - c) / 16).min(if self.window > 1 { 3 } else { 4 });
+            let vectors = ((channels.end - c) / 16).min(if self.window > 1 { 3 } else { 4 });
+            let out = &mut scratch[c - channels.start..];
             match (vectors, self.window) {
-                (4, 1) => self.block::<4, 6, 1>(padded, c, &mut scratch[c..]),
-                (3, 1) => self.block::<3, 8, 1>(padded, c, &mut scratch[c..]),
-                (2, 1) => self.block::<2, 8, 1>(padded, c, &mut scratch[c..]),
-                (1, 1) => self.block::<1, 8, 1>(padded, c, &mut scratch[c..]),
-                (3, 4) => self.block::<3, 8, 4>(padded, c, &mut scratch[c..]),
-                (2, 4) => self.block::<2, 8, 4>(padded, c, &mut scratch[c..]),
-                (1, 4) => self.block::<1, 8, 4>(padded, c, &mut scratch[c..]),
+                (4, 1) => self.block::<4, 6, 1>(padded, c, out, width),
+                (3, 1) => self.block::<3, 8, 1>(padded, c, out, width),
+                (2, 1) => self.block::<2, 8, 1>(padded, c, out, width),
+                (1, 1) => self.block::<1, 8, 1>(padded, c, out, width),
+                (3, 4) => self.block::<3, 8, 4>(padded, c, out, width),
+                (2, 4) => self.block::<2, 8, 4>(padded, c, out, width),
+                (1, 4) => self.block::<1, 8, 4>(padded, c, out, width),
                 _ => unreachable!("in_registers: 2×2 windows, at most 3 vectors"),
             }
             c += vectors * 16;
         }
-        self.emit(scratch, y);
+        self.emit(scratch, channels, y);
     }
 
     /// The `16·V` channels from `c` at every position, `P` positions at a time, into `out` (position `s`'s at
-    /// `s · Co`; with windows of `W` positions pooled in registers, window `s / W`'s).
-    fn block<const V: usize, const P: usize, const W: usize>(&self, padded: &[f32], c: usize, out: &mut [f32]) {
+    /// `s · width`; with windows of `W` positions pooled in registers, window `s / W`'s).
+    fn block<const V: usize, const P: usize, const W: usize>(
+        &self,
+        padded: &[f32],
+        c: usize,
+        out: &mut [f32],
+        width: usize,
+    ) {
         let n = self.positions.len();
         let co = self.plan.g.out_channels;
         let taps = &self.plan.taps;
@@ -205,19 +269,18 @@ impl Layer<'_> {
                 let offsets: [usize; P] = std::array::from_fn(|p| self.positions[s + p.min(count - 1)]);
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `takes` checked AVX-512F. Every position's offset plus every tap's stays inside the padded
-                // image (`image` asserted its length against `reach`); the weight rows
-                // hold `c + 16·V ≤ Co` channels, the bias too; `out` holds `count` positions' rows of `Co`
-                // values from `c`.
+                // image (`image` asserted its length against `reach`); the weight rows hold `c + 16·V ≤ Co`
+                // channels, the bias too; `out` holds `count` positions' rows of `width ≥ 16·V` values.
                 unsafe {
                     avx512::group::<V, P, W>(
                         (padded, &offsets, &taps[t0..t1]),
                         (&self.wt[t0 * co + c..], co, &self.b[c..c + 16 * V], self.relu),
-                        &mut out[s / W * co..],
-                        (co, count, chunk == 0, chunk + 1 == chunks),
+                        &mut out[s / W * width..],
+                        (width, count, chunk == 0, chunk + 1 == chunks),
                     );
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (padded, c, offsets, co);
+                let _ = (padded, c, offsets, co, width);
                 s += count;
             }
         }
@@ -226,8 +289,8 @@ impl Layer<'_> {
     /// The channels-last rows in `scratch` into the image's channels-first output, each pool window's maximum (NaN
     /// propagating) where there is a pool: the maxima of 16 output positions at a time go into `pooled`, whose
     /// 16 × 16 blocks are transposed in registers and stored as 16 positions of each channel's row.
-    fn emit(&self, scratch: &[f32], y: OutRows) {
-        let width = self.plan.g.out_channels;
+    fn emit(&self, scratch: &[f32], channels: std::ops::Range<usize>, y: OutRows) {
+        let width = channels.len();
         let [kh, kw] = self.pool;
         let wo = self.plan.g.output[1];
         let (ow, used) = (wo / kw, (wo / kw) * kw);
@@ -242,7 +305,7 @@ impl Layer<'_> {
                 if self.pool == [1, 1] || self.window > 1 {
                     // No pool, or pooled in registers: the output rows are the scratch rows.
                     for block in (0..lanes).step_by(16) {
-                        let first = c + block;
+                        let first = channels.start + c + block;
                         // SAFETY: as below, with `scratch` holding `len` rows of `width` values.
                         unsafe {
                             transpose_out(
@@ -268,7 +331,7 @@ impl Layer<'_> {
                     window_max(&mut pooled[r * 64..r * 64 + lanes], scratch, &starts);
                 }
                 for block in (0..lanes).step_by(16) {
-                    let first = c + block;
+                    let first = channels.start + c + block;
                     // SAFETY: rows `first..first + 16` of the image's [Co, len] output belong to this call alone, and
                     // `position + count ≤ len`; `pooled` holds 16 rows of 64 values.
                     unsafe {

@@ -9,7 +9,7 @@ use burn::tensor::ops::ConvOptions;
 use crate::backend::FusedBackend;
 use crate::dense_panels::Panels;
 use crate::recurrence::Dims;
-use crate::{adam, conv, dense, dense_panels, embedding, gelu, gru, lstm, max_pool, softmax};
+use crate::{adam, conv, conv_channels, dense, dense_panels, embedding, gelu, gru, lstm, max_pool, softmax};
 
 fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
@@ -34,54 +34,82 @@ fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The packed panels of the weights that inference calls multiplied by, each kept with a clone of its weight
-/// tensor: the clone keeps the weight's storage alive (so no other tensor's values can appear at its address) and
-/// shared (so nothing updates it in place: burn-flex copies shared storage before writing), which makes the values'
-/// address and length a key that cannot go stale. An entry goes when its clone is the storage's last holder, and
-/// least recently used entries go first beyond [`PACKED_BYTES`].
-static PACKED: std::sync::Mutex<Vec<PackedWeight>> = std::sync::Mutex::new(Vec::new());
+/// What inference calls keep of a model's weights from call to call (a dense weight's panels, a convolution's
+/// transposed weight), each entry with a clone of its weight tensor: the clone keeps the weight's storage alive (so
+/// no other tensor's values can appear at its address) and shared (so nothing updates it in place: burn-flex copies
+/// shared storage before writing), which makes the values' address and length a key that cannot go stale. An entry
+/// goes when its clone is the storage's last holder, and least recently used entries go first beyond
+/// [`KEPT_BYTES`].
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
 
-/// The most bytes of panels [`PACKED`] keeps (MiniLM's 22 M dense weights take 88 MB).
-const PACKED_BYTES: usize = 256 << 20;
+/// The most bytes [`KEPT`] holds (MiniLM's 22 M dense weights take 88 MB as panels).
+const KEPT_BYTES: usize = 256 << 20;
 
-struct PackedWeight {
-    /// Held so that the key stays valid, and to see when the model has let go of the weight: see [`PACKED`].
+struct Kept {
+    /// Held so that the key stays valid, and to see when the model has let go of the weight: see [`KEPT`].
     weight: FlexTensor,
-    /// The weight's values: address and length.
-    key: (usize, usize),
-    panels: std::sync::Arc<Panels>,
+    /// The weight's values (address and length), and what was made of them (`Form`).
+    key: (usize, usize, Form),
+    value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    bytes: usize,
     /// When it was last asked for (a count of lookups).
     used: u64,
 }
 
-/// `w` `[out, in]` as panels, from [`PACKED`] or packed now and kept there; `None` for a weight whose values are not
-/// contiguous (packed per call by gemm instead).
-fn packed_weight(w: &FlexTensor, out_f: usize, in_f: usize) -> Option<std::sync::Arc<Panels>> {
+/// What an entry of [`KEPT`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `dense_panels::Panels` for this many outputs.
+    DensePanels(usize),
+    /// `conv_channels::transposed_weight` for this many output channels.
+    ConvTransposed(usize),
+}
+
+/// What `make` gives for `w`'s values, from [`KEPT`] or made now and kept there (`bytes`: its size); `None` for a
+/// weight whose values are not contiguous.
+fn kept<T: Send + Sync + 'static>(
+    w: &FlexTensor,
+    form: Form,
+    make: impl FnOnce(&[f32]) -> T,
+    bytes: impl Fn(&T) -> usize,
+) -> Option<std::sync::Arc<T>> {
     static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let values = w.as_slice::<f32>()?;
-    let key = (values.as_ptr() as usize, values.len());
+    let key = (values.as_ptr() as usize, values.len(), form);
     let now = LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut cache = PACKED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // A weight that only this cache still holds (the model dropped it, or training replaced it) cannot be asked
     // for again.
     cache.retain(|e| !e.weight.is_unique());
-    if let Some(hit) = cache.iter_mut().find(|e| e.key == key && e.panels.out_f == out_f) {
+    if let Some(hit) = cache.iter_mut().find(|e| e.key == key) {
         hit.used = now;
-        return Some(hit.panels.clone());
+        return hit.value.clone().downcast::<T>().ok();
     }
-    let panels = std::sync::Arc::new(Panels::new(values, out_f, in_f));
-    let mut total: usize = cache.iter().map(|e| e.panels.bytes()).sum();
-    while !cache.is_empty() && total + panels.bytes() > PACKED_BYTES {
+    let value = std::sync::Arc::new(make(values));
+    let size = bytes(&value);
+    let mut total: usize = cache.iter().map(|e| e.bytes).sum();
+    while !cache.is_empty() && total + size > KEPT_BYTES {
         let oldest = (0..cache.len()).min_by_key(|&i| cache[i].used).expect("not empty");
-        total -= cache.swap_remove(oldest).panels.bytes();
+        total -= cache.swap_remove(oldest).bytes;
     }
-    cache.push(PackedWeight {
+    cache.push(Kept {
         weight: w.clone(),
         key,
-        panels: panels.clone(),
+        value: value.clone(),
+        bytes: size,
         used: now,
     });
-    Some(panels)
+    Some(value)
+}
+
+/// `w` `[out, in]` as panels ([`kept`]).
+fn packed_weight(w: &FlexTensor, out_f: usize, in_f: usize) -> Option<std::sync::Arc<Panels>> {
+    kept(
+        w,
+        Form::DensePanels(out_f),
+        |v| Panels::new(v, out_f, in_f),
+        Panels::bytes,
+    )
 }
 
 /// The geometry of a convolution of an input shaped `xs` with a weight shaped `ws` into `output` positions.
@@ -279,7 +307,21 @@ impl FusedBackend for Flex {
         pool: [usize; 2],
     ) -> FlexTensor {
         let g = forward_geometry(&x, &w, &options);
-        let y = conv::forward_pooled(g, &f32s(&x), &f32s(&w), &f32s(&b), relu, pool);
+        // Inference only (the graph pairs a convolution with its pool when no gradient is tracked): the weight's
+        // transposed form is kept for the next call, which lets one request's image take the channels kernel too.
+        let transposed = conv_channels::fits(&g, Some(pool))
+            .then(|| {
+                let co = g.out_channels;
+                let form = Form::ConvTransposed(co);
+                kept(&w, form, |v| conv_channels::transposed_weight(v, co), |t| t.len() * 4)
+            })
+            .flatten();
+        let y = match transposed {
+            Some(wt) if conv_channels::takes(&g, Some(pool), true) => {
+                conv_channels::forward_transposed(g, &f32s(&x), &wt, &f32s(&b), relu, Some(pool))
+            }
+            _ => conv::forward_pooled(g, &f32s(&x), &f32s(&w), &f32s(&b), relu, pool),
+        };
         let [ho, wo] = g.output;
         flex(y, vec![g.batch, g.out_channels, ho / pool[0], wo / pool[1]])
     }

@@ -87,14 +87,7 @@ struct Layer<'a> {
 
 /// The weight `[Co, K]` as `[K, Co]`: one tap's weights for every output channel, contiguous.
 pub(crate) fn transposed_weight(w: &[f32], co: usize) -> Vec<f32> {
-    let k = w.len() / co.max(1);
-    let mut wt = vec![0f32; k * co];
-    for (c, filter) in w.chunks_exact(k.max(1)).take(co).enumerate() {
-        for (t, &v) in filter.iter().enumerate() {
-            wt[t * co + c] = v;
-        }
-    }
-    wt
+    crate::matmul::transposed(w, co, w.len() / co.max(1))
 }
 
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
@@ -392,6 +385,8 @@ unsafe fn transpose_out(block: &[f32], rows: usize, count: usize, out: *mut f32,
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use crate::max_pool::avx512::max_nan;
+
     /// For each round of [`transpose_out`] (row-index bit 8, 4, 2, 1), the two-register permutes of rows `r` (bit
     /// clear) and `r + bit`: the low row keeps its own values where the column has the bit clear and takes the high
     /// row's from column `c − bit` where set; the high row takes the low row's from `c + bit` where clear and keeps
@@ -463,9 +458,7 @@ mod avx512 {
                 for v in 0..V {
                     let mut m = acc[w * W][v];
                     for q in 1..W {
-                        let x = acc[w * W + q][v];
-                        let m_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
-                        m = _mm512_mask_blend_ps(m_nan, _mm512_max_ps(m, x), m);
+                        m = max_nan(m, acc[w * W + q][v]);
                     }
                     let value = if relu { _mm512_max_ps(zero, m) } else { m };
                     unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(w * width + 16 * v), value) };
@@ -548,10 +541,7 @@ mod avx512 {
             unsafe {
                 let mut m = _mm512_loadu_ps(source.as_ptr().add(starts[0] + l));
                 for &s in &starts[1..] {
-                    let v = _mm512_loadu_ps(source.as_ptr().add(s + l));
-                    // `max` returns its second operand when either is NaN: so v's NaN wins, and m's by the blend.
-                    let m_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
-                    m = _mm512_mask_blend_ps(m_nan, _mm512_max_ps(m, v), m);
+                    m = max_nan(m, _mm512_loadu_ps(source.as_ptr().add(s + l)));
                 }
                 _mm512_storeu_ps(best.as_mut_ptr().add(l), m);
             }

@@ -14,16 +14,10 @@ const FEW_ROWS_PARALLEL: usize = 1 << 16;
 
 /// `x` `[N, in]`, `w` `[out, in]`, `b` `[out]` → `y` `[N, out]`.
 pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
     if n <= FEW_ROWS && few_rows_enabled() {
         return few_rows(n, x, w, b);
     }
-    let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
-    for _ in 0..n {
-        y.extend_from_slice(b);
-    }
-    add_products(n, x, w, &mut y, in_f);
-    y
+    biased_product(n, x, w, b, false)
 }
 
 /// Multiply-adds from which [`forward_split`] splits (a few µs per core; the CNN's 64 × 128 → 10 stays whole).
@@ -39,11 +33,23 @@ pub fn forward_split(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     if n <= FEW_ROWS || n * out_f * in_f < SPLIT {
         return forward(n, x, w, b);
     }
+    biased_product(n, x, w, b, true)
+}
+
+/// `b` on each of `n` rows plus `x [n, in] · w [out, in]ᵀ`, by gemm: on all threads when large enough
+/// (`matmul_parallel`), or at any size when `split` (`matmul_split`).
+fn biased_product(n: usize, x: &[f32], w: &[f32], b: &[f32], split: bool) -> Vec<f32> {
+    let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
     let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
     for _ in 0..n {
         y.extend_from_slice(b);
     }
-    crate::matmul::matmul_split(
+    let gemm = if split {
+        crate::matmul::matmul_split
+    } else {
+        matmul_parallel
+    };
+    gemm(
         (n, out_f, in_f),
         &mut y,
         (out_f as isize, 1),
@@ -54,21 +60,6 @@ pub fn forward_split(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         (1, in_f as isize),
     );
     y
-}
-
-/// `y [n, out] += x [n, in] · w [out, in]ᵀ` by gemm (on all threads when large enough).
-fn add_products(n: usize, x: &[f32], w: &[f32], y: &mut [f32], in_f: usize) {
-    let out_f = y.len() / n.max(1);
-    matmul_parallel(
-        (n, out_f, in_f),
-        y,
-        (out_f as isize, 1),
-        true,
-        x,
-        (in_f as isize, 1),
-        w,
-        (1, in_f as isize),
-    );
 }
 
 /// Whether [`forward`] takes the few-rows path: on AVX-512, unless `GRAFT_FEW_ROWS=0` asks for gemm at every batch
@@ -115,11 +106,7 @@ pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         }
         return y;
     }
-    for row in y.chunks_exact_mut(out_f) {
-        row.copy_from_slice(b);
-    }
-    add_products(n, x, w, &mut y, in_f);
-    y
+    biased_product(n, x, w, b, false)
 }
 
 /// The output buffer, shared by the parts of a split product (each writes its own columns).

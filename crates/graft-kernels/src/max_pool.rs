@@ -70,15 +70,16 @@ pub(crate) fn pool_rows(
     }
 }
 
-/// The 2×2 windows with AVX-512 intrinsics: the stride-2 pairs do not vectorize from plain loops.
+/// The 2×2 windows with AVX-512 intrinsics: the stride-2 pairs do not vectorize from plain loops. `max_nan` is the
+/// pool's maximum for the convolution's own pooling too (`conv_channels.rs`).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// The larger of `a` and `b`, NaN if either is (`max` alone returns `b` when `a` is NaN).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn max_nan(a: __m512, b: __m512) -> __m512 {
+    pub(crate) fn max_nan(a: __m512, b: __m512) -> __m512 {
         let a_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a);
         _mm512_mask_blend_ps(a_nan, _mm512_max_ps(a, b), a)
     }

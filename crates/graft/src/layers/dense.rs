@@ -127,34 +127,36 @@ fn linear_inference<const D: usize>(
     if D < 2 || device.is_autodiff() || !graft_kernels::applies(x) {
         return None;
     }
-    let dims = x.dims();
-    let in_features = dims[D - 1];
-    let rows: usize = dims[..D - 1].iter().product();
-    let w = weight.val();
-    let out_features = w.dims()[0];
-    let b = bias.map_or_else(|| Tensor::<1>::zeros([out_features], &device), |b| b.val());
-    let y = graft_kernels::dense_inference(x.clone().reshape([rows, in_features]), w, b, relu);
-    let mut out_dims = dims;
-    out_dims[D - 1] = out_features;
-    Some(y.reshape(out_dims))
+    let product = |x, w, b| graft_kernels::dense_inference(x, w, b, relu);
+    Some(over_rows(x.clone(), weight.val(), bias.map(|b| b.val()), product))
 }
 
 /// [`linear`] with the weight `[out, in]` and bias as tensors (say, a sum of two biases).
 pub fn linear_tensors<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
-    let device = x.device();
     if D >= 2 && graft_kernels::applies(&x) {
         // One fused operation on the CPU backend: the weight gradient comes out in the weight's own layout.
-        let dims = x.dims();
-        let in_features = dims[D - 1];
-        let rows: usize = dims[..D - 1].iter().product();
-        let out_features = w.dims()[0];
-        let b = bias.unwrap_or_else(|| Tensor::<1>::zeros([out_features], &device));
-        let y = graft_kernels::dense(x.reshape([rows, in_features]), w, b);
-        let mut out_dims = dims;
-        out_dims[D - 1] = out_features;
-        return y.reshape(out_dims);
+        return over_rows(x, w, bias, graft_kernels::dense);
     }
     burn::tensor::module::linear(x, w.transpose(), bias)
+}
+
+/// A fused dense `product` (`[rows, in]`, `[out, in]`, `[out]` → `[rows, out]`) over the last axis of `x`
+/// `[..., in]`, every other axis taken as rows; no bias is a bias of zeros.
+fn over_rows<const D: usize>(
+    x: Tensor<D>,
+    w: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    product: impl FnOnce(Tensor<2>, Tensor<2>, Tensor<1>) -> Tensor<2>,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let in_features = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let out_features = w.dims()[0];
+    let b = bias.unwrap_or_else(|| Tensor::<1>::zeros([out_features], &x.device()));
+    let y = product(x.reshape([rows, in_features]), w, b);
+    let mut out_dims = dims;
+    out_dims[D - 1] = out_features;
+    y.reshape(out_dims)
 }
 
 #[cfg(test)]

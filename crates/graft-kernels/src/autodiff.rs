@@ -103,8 +103,9 @@ impl<B: Backend + FusedBackend> Backward<B, 3> for DenseBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
-        let (dx, dw, db) = B::dense_backward(dy, x, w);
-        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dx, dw, db]);
+        let [px, pw, pb] = ops.parents;
+        let (dx, dw, db) = B::dense_backward(dy, x, w, px.is_some());
+        register::<B, _>(grads, [px, pw, pb].map(|p| p.map(|n| n.id)), [dx, dw, db]);
     }
 }
 
@@ -324,8 +325,9 @@ impl<B: Backend + FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        need_dx: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, dw, db) = B::dense_backward(dy.into_primitive(), x.into_primitive(), w.into_primitive());
+        let (dx, dw, db) = B::dense_backward(dy.into_primitive(), x.into_primitive(), w.into_primitive(), need_dx);
         (Self::from_inner(dx), Self::from_inner(dw), Self::from_inner(db))
     }
 

@@ -73,10 +73,13 @@ pub trait FusedBackend: Backend {
         relu: bool,
     ) -> FloatTensor<Self>;
 
+    /// The gradients of `x` (an empty tensor unless `need_dx`: a model's first dense layer reads the data, whose
+    /// gradient nobody asks for), `w` and `b`.
     fn dense_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        need_dx: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     fn gru_forward(

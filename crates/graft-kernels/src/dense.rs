@@ -241,20 +241,30 @@ mod avx512 {
     }
 }
 
-/// Gradients of `x`, `w` and `b` from `dy` `[N, out]`.
-pub fn backward(n: usize, dy: &[f32], x: &[f32], w: &[f32], out_f: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Gradients of `x` (when `need_dx`), `w` and `b` from `dy` `[N, out]`.
+pub fn backward(
+    n: usize,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    out_f: usize,
+    need_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let in_f = w.len() / out_f.max(1);
-    let mut dx = vec![0f32; n * in_f];
-    matmul_parallel(
-        (n, in_f, out_f),
-        &mut dx,
-        (in_f as isize, 1),
-        false,
-        dy,
-        (out_f as isize, 1),
-        w,
-        (in_f as isize, 1),
-    );
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0f32; n * in_f];
+        matmul_parallel(
+            (n, in_f, out_f),
+            &mut dx,
+            (in_f as isize, 1),
+            false,
+            dy,
+            (out_f as isize, 1),
+            w,
+            (in_f as isize, 1),
+        );
+        dx
+    });
     let mut dw = vec![0f32; out_f * in_f];
     matmul_parallel(
         (out_f, in_f, n),
@@ -325,7 +335,8 @@ mod tests {
             }
         }
         let dy = [1.0, -2.0, 0.5, 3.0];
-        let (dx, dw, db) = backward(2, &dy, &x, &w, 2);
+        let (dx, dw, db) = backward(2, &dy, &x, &w, 2, true);
+        let dx = dx.expect("dx was asked for");
         for r in 0..2 {
             for j in 0..3 {
                 let e: f32 = (0..2).map(|o| dy[r * 2 + o] * w[o * 3 + j]).sum();
@@ -339,5 +350,9 @@ mod tests {
             }
             assert!((db[o] - (dy[o] + dy[2 + o])).abs() < 1e-6);
         }
+        // Without dx the weight and bias gradients are the same.
+        let (none, dw_alone, db_alone) = backward(2, &dy, &x, &w, 2, false);
+        assert!(none.is_none());
+        assert_eq!((dw_alone, db_alone), (dw, db));
     }
 }

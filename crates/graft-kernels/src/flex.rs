@@ -281,12 +281,17 @@ impl FusedBackend for Flex {
         flex(y, vec![n, out_f])
     }
 
-    fn dense_backward(dy: FlexTensor, x: FlexTensor, w: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn dense_backward(
+        dy: FlexTensor,
+        x: FlexTensor,
+        w: FlexTensor,
+        need_dx: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (n, out_f) = (dy.layout().shape()[0], dy.layout().shape()[1]);
         let in_f = w.layout().shape()[1];
-        let (dx, dw, db) = dense::backward(n, &f32s(&dy), &f32s(&x), &f32s(&w), out_f);
+        let (dx, dw, db) = dense::backward(n, &f32s(&dy), &f32s(&x), &f32s(&w), out_f, need_dx);
         (
-            flex(dx, vec![n, in_f]),
+            dx.map_or_else(|| flex(vec![0.0], vec![1]), |dx| flex(dx, vec![n, in_f])),
             flex(dw, vec![out_f, in_f]),
             flex(db, vec![out_f]),
         )

@@ -236,7 +236,8 @@ pub fn backward(
     // SAFETY: `backward_rows` writes every row of its part at its step.
     let d_xp = unsafe { filled(d_xp) };
     // The input side: the gate gradients are the projection's output gradients.
-    let (x, w_ih, bias) = dense::backward(d.batch * t, &d_xp, input.x, input.w_ih, 4 * h);
+    let (x, w_ih, bias) = dense::backward(d.batch * t, &d_xp, input.x, input.w_ih, 4 * h, true);
+    let x = x.expect("dense::backward: dx asked for");
     let mut total = Grads {
         x,
         w_ih,

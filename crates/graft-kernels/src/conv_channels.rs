@@ -87,7 +87,7 @@ struct Layer<'a> {
 
 /// The weight `[Co, K]` as `[K, Co]`: one tap's weights for every output channel, contiguous.
 pub(crate) fn transposed_weight(w: &[f32], co: usize) -> Vec<f32> {
-    crate::matmul::transposed(w, co, w.len() / co.max(1))
+    crate::transpose::transposed(w, co, w.len() / co.max(1))
 }
 
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
@@ -301,7 +301,7 @@ impl Layer<'_> {
                         let first = channels.start + c + block;
                         // SAFETY: as below, with `scratch` holding `len` rows of `width` values.
                         unsafe {
-                            transpose_out(
+                            crate::transpose::block(
                                 &scratch[position * width + c + block..],
                                 width,
                                 count,
@@ -328,7 +328,7 @@ impl Layer<'_> {
                     // SAFETY: rows `first..first + 16` of the image's [Co, len] output belong to this call alone, and
                     // `position + count ≤ len`; `pooled` holds 16 rows of 64 values.
                     unsafe {
-                        transpose_out(
+                        crate::transpose::block(
                             &pooled[block..],
                             64,
                             count,
@@ -362,48 +362,11 @@ fn window_max(best: &mut [f32], source: &[f32], starts: &[usize]) {
     }
 }
 
-/// Rows `0..count` (≤ 16, `rows` values apart) of 16 values from the start of `block`, transposed: value `l` of row
-/// `r` to `out[l · stride + r]`, for `r < count`.
-///
-/// # Safety
-/// `out` holds 16 rows `stride` apart of `count` values each.
-unsafe fn transpose_out(block: &[f32], rows: usize, count: usize, out: *mut f32, stride: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `takes` checked AVX-512F; the caller's promises.
-    unsafe {
-        avx512::transpose_out(block, rows, count, out, stride)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for r in 0..count {
-        for l in 0..16 {
-            unsafe { *out.add(l * stride + r) = block[r * rows + l] };
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use crate::max_pool::avx512::max_nan;
-
-    /// For each round of [`transpose_out`] (row-index bit 8, 4, 2, 1), the two-register permutes of rows `r` (bit
-    /// clear) and `r + bit`: the low row keeps its own values where the column has the bit clear and takes the high
-    /// row's from column `c − bit` where set; the high row takes the low row's from `c + bit` where clear and keeps
-    /// its own where set (indices ≥ 16 pick the second register).
-    const SWAPS: [[[i32; 16]; 2]; 4] = [swaps(8), swaps(4), swaps(2), swaps(1)];
-
-    const fn swaps(bit: usize) -> [[i32; 16]; 2] {
-        let mut out = [[0; 16]; 2];
-        let mut c = 0;
-        while c < 16 {
-            let set = c & bit != 0;
-            out[0][c] = if set { (16 + c - bit) as i32 } else { c as i32 };
-            out[1][c] = if set { (16 + c) as i32 } else { (c + bit) as i32 };
-            c += 1;
-        }
-        out
-    }
 
     /// `V` vectors of output channels at `P` positions: `out[p · width + 16·v + l]` (+)= Σ_t
     /// `padded[offsets[p] + taps[t]] · wt[t · co + 16·v + l]`, starting from the bias when `first` (else from what
@@ -475,55 +438,6 @@ mod avx512 {
                     acc[p][v]
                 };
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(p * width + 16 * v), value) };
-            }
-        }
-    }
-
-    /// Rows `0..count` of 16 values (`rows_apart` apart) from `block`, transposed into `out` (value `l` of row `r` at
-    /// `out[l · stride + r]`) by four rounds of two-register permutes, each swapping one bit of the row index with
-    /// the same bit of the column index.
-    ///
-    /// # Safety
-    /// AVX-512F; `block` holds `count ≤ 16` rows `rows_apart` apart; `out` holds 16 rows `stride` apart of `count` values.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)]
-    pub(super) unsafe fn transpose_out(block: &[f32], rows_apart: usize, count: usize, out: *mut f32, stride: usize) {
-        assert!(count <= 16 && (count == 0 || block.len() >= (count - 1) * rows_apart + 16));
-        let mut rows = [_mm512_setzero_ps(); 16];
-        for (r, row) in rows.iter_mut().enumerate() {
-            // Rows from `count` on are masked off: nothing is read there.
-            let mask = if r < count { 0xffff } else { 0 };
-            // SAFETY: rows below `count` lie inside `block` (asserted); the others read nothing.
-            *row = unsafe { _mm512_maskz_loadu_ps(mask, block.as_ptr().wrapping_add(r * rows_apart)) };
-        }
-        swap_round::<8>(&mut rows, 0);
-        swap_round::<4>(&mut rows, 1);
-        swap_round::<2>(&mut rows, 2);
-        swap_round::<1>(&mut rows, 3);
-        let mask = ((1u32 << count) - 1) as __mmask16;
-        for (l, row) in rows.iter().enumerate() {
-            // SAFETY: row l of `out` holds `count` values (the caller's promise).
-            unsafe { _mm512_mask_storeu_ps(out.add(l * stride), mask, *row) };
-        }
-    }
-
-    /// One round of [`transpose_out`]: rows `r` (bit clear) and `r + BIT` swap the row-index bit with the column's.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    #[allow(clippy::needless_range_loop)]
-    fn swap_round<const BIT: usize>(rows: &mut [__m512; 16], round: usize) {
-        // SAFETY: 16 i32 values each.
-        let (low, high) = unsafe {
-            (
-                _mm512_loadu_si512(SWAPS[round][0].as_ptr().cast()),
-                _mm512_loadu_si512(SWAPS[round][1].as_ptr().cast()),
-            )
-        };
-        for r in 0..16 {
-            if r & BIT == 0 {
-                let (a, b) = (rows[r], rows[r + BIT]);
-                rows[r] = _mm512_permutex2var_ps(a, low, b);
-                rows[r + BIT] = _mm512_permutex2var_ps(a, high, b);
             }
         }
     }

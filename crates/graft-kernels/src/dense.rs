@@ -17,6 +17,9 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     if n <= FEW_ROWS && few_rows_enabled() {
         return few_rows(n, x, w, b);
     }
+    if crate::dense_panels::takes(n, b.len()) {
+        return crate::dense_panels::forward_packing(n, x, w, b, false);
+    }
     biased_product(n, x, w, b, false)
 }
 

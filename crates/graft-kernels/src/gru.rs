@@ -5,9 +5,9 @@
 //! where `x_*` already holds the input projection with `b_i*` and the foldable `b_hr`, `b_hz`; `b_hn` sits inside
 //! the reset gate's product, so it is an input of its own.
 
-use crate::matmul::transposed;
 use crate::recurrence::{Dims, add_step_gradient, per_batch_range, step_product, time_of, weight_gradient};
 use crate::simd::{sigmoid, tanh};
+use crate::transpose::transposed;
 
 /// Values saved per step: r, z, n and the recurrent candidate `h·W_hnᵀ + b_hn`.
 pub const SAVED: usize = 4;

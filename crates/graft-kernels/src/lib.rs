@@ -17,8 +17,8 @@
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
 //!
 //! The trait is declared in `backend.rs` and implemented in `flex.rs` (the kernels on plain f32 buffers) and
-//! `autodiff.rs` (the `Backward` steps); `simd.rs`, `matmul.rs`, `unfilled.rs` and `recurrence.rs` hold what the
-//! kernels share.
+//! `autodiff.rs` (the `Backward` steps); `simd.rs`, `matmul.rs`, `transpose.rs`, `unfilled.rs` and `recurrence.rs` hold
+//! what the kernels share.
 //! This file keeps the tensor-level functions that graft calls.
 //!
 //! Other backends (and other float types, such as the float64 gradient checks) use the composed operations; both
@@ -38,6 +38,7 @@ mod latency_pool;
 mod lstm_step;
 mod matmul;
 mod recurrence;
+mod transpose;
 mod unfilled;
 
 pub mod adam;

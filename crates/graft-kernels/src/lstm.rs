@@ -10,9 +10,9 @@ use std::mem::MaybeUninit;
 
 use crate::dense;
 use crate::lstm_step;
-use crate::matmul::transposed;
 use crate::recurrence::{Dims, add_step_gradient, per_batch_range, step_product, time_of, weight_gradient};
 use crate::simd::{sigmoid, tanh};
+use crate::transpose::transposed;
 use crate::unfilled::{filled, put, unfilled, written};
 
 /// Gate values saved per step: i, f, g, o and tanh(c).

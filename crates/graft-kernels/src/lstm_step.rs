@@ -216,7 +216,8 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::{matmul, transposed};
+    use crate::matmul::matmul;
+    use crate::transpose::transposed;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)

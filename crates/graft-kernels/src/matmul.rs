@@ -1,5 +1,4 @@
-//! The gemm calls behind every fused matmul (row and column strides, optional accumulation, one or all threads),
-//! and the transposed copy that lets the recurrent matmul read `W_hhᵀ` contiguously.
+//! The gemm calls behind every fused matmul (row and column strides, optional accumulation, one or all threads).
 
 /// [`matmul`], on all threads when the product is large enough to gain from them (burn-flex's own threshold).
 ///
@@ -150,16 +149,4 @@ fn gemm_with(
             parallelism,
         );
     }
-}
-
-/// `w` `[rows, cols]` row-major → `wᵀ` `[cols, rows]` row-major. The recurrent matmul reads `W_hhᵀ`; given
-/// column-contiguous, gemm uses it in place, where the strided view made it repack the whole weight every step.
-pub(crate) fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; w.len()];
-    for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
-    }
-    t
 }

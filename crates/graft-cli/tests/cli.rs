@@ -42,7 +42,22 @@ fn tensors(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
 }
 
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("graft-cli-{name}-{}", std::process::id()));
+    let tmp = std::env::temp_dir();
+    // A run leaves its directories for a look after a failure; an earlier run's go when the test runs again (the
+    // backbones test alone writes 0.5 GB, and the leftovers of many runs once filled the disk).
+    #[cfg(target_os = "linux")]
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let earlier = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&format!("graft-cli-{name}-")))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists());
+        if earlier {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = tmp.join(format!("graft-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

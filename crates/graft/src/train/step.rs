@@ -18,8 +18,9 @@ use crate::train::config::FitConfig;
 use crate::train::resume::{Partial, ResumePoint, write_checkpoint};
 use crate::train::schedule::Scheduler;
 
-/// What one training batch does, supplied by the caller.
-pub trait TrainStep {
+/// What one training batch does, supplied by the caller. `Send`: the loop runs each batch on one of the compute
+/// pool's threads (`graft_kernels::on_pool`).
+pub trait TrainStep: Send {
     /// Trains on one batch at the schedule's learning rate `lr` (the step's optimizers may use it or not) and
     /// returns the batch's loss, which the trainer averages over the epoch as `loss`.
     fn train_batch(&mut self, batch: &Batch, lr: f64) -> Result<f64>;
@@ -299,7 +300,7 @@ pub fn run_epochs_resumable(
                     d.seed(noise_seed(seed, epoch, b));
                 }
                 let lr = scheduler.next_step_lr();
-                let loss = step.train_batch(&batch, lr)?;
+                let loss = graft_kernels::on_pool(batch.len(), || step.train_batch(&batch, lr))?;
                 loss_sum += loss * batch.len() as f64;
                 seen += batch.len();
                 for cb in callbacks.iter_mut() {

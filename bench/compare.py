@@ -80,7 +80,8 @@ def engines_for(workload, available):
 # --- FLOPs per step ---------------------------------------------------------------------------------
 # Analytic, matmul-dominated counts: a multiply-add is 2 flops; element-wise work (activations,
 # norms, softmax, the optimizer, pooling) is left out. A training step counts ~3x its forward pass
-# (forward, then the backward matmuls for the input gradient and for the weight gradient).
+# (forward, then the backward matmuls for the input gradient and for the weight gradient), less the input
+# gradient of a first layer (the data needs none; neither engine computes it).
 
 TRAIN_FACTOR = 3
 
@@ -135,9 +136,20 @@ def sgemm_flops(batch, n=2048):
     return 2 * n ** 3
 
 
+def mlp_train_flops(batch):
+    """Forward, and a backward of twice its flops less the first layer's input gradient, which neither engine
+    computes (the data needs none)."""
+    return TRAIN_FACTOR * mlp_forward_flops(batch) - 2 * batch * 784 * 512
+
+
+def cnn_train_flops(batch):
+    """As `mlp_train_flops`: the first convolution's input gradient is not computed."""
+    return TRAIN_FACTOR * cnn_forward_flops(batch) - 2 * batch * 26 * 26 * 32 * 9
+
+
 FLOPS = {
-    "mlp": lambda b: TRAIN_FACTOR * mlp_forward_flops(b),
-    "cnn": lambda b: TRAIN_FACTOR * cnn_forward_flops(b),
+    "mlp": mlp_train_flops,
+    "cnn": cnn_train_flops,
     "lstm": lambda b: TRAIN_FACTOR * rnn_forward_flops(b, gates=4),
     "gru": lambda b: TRAIN_FACTOR * rnn_forward_flops(b, gates=3),
     "bilstm": lambda b: TRAIN_FACTOR * rnn_forward_flops(b, gates=4, directions=2),

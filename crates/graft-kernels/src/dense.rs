@@ -289,8 +289,25 @@ pub fn backward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `x·Wᵀ + b` by gemm, the reference the dense kernels are checked against.
+    pub(crate) fn gemm_reference(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
+        let mut y: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
+        matmul_parallel(
+            (n, out_f, in_f),
+            &mut y,
+            (out_f as isize, 1),
+            true,
+            x,
+            (in_f as isize, 1),
+            w,
+            (1, in_f as isize),
+        );
+        y
+    }
 
     /// The few-rows path gives gemm's products, for every row count up to the limit, widths that are and are not
     /// multiples of the tiles and of 16 lanes, and both the one-thread and the split paths.
@@ -302,17 +319,7 @@ mod tests {
             let b: Vec<f32> = (0..out_f).map(|i| value(i + 11)).collect();
             for n in 1..=FEW_ROWS {
                 let x: Vec<f32> = (0..n * in_f).map(|i| value(i + 3)).collect();
-                let mut expect: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
-                matmul_parallel(
-                    (n, out_f, in_f),
-                    &mut expect,
-                    (out_f as isize, 1),
-                    true,
-                    &x,
-                    (in_f as isize, 1),
-                    &w,
-                    (1, in_f as isize),
-                );
+                let expect = gemm_reference(n, &x, &w, &b);
                 let got = few_rows(n, &x, &w, &b);
                 for (g, e) in got.iter().zip(&expect) {
                     assert!(

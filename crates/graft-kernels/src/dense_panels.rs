@@ -161,29 +161,19 @@ pub(crate) fn forward_packing(n: usize, x: &[f32], w: &[f32], b: &[f32], relu: b
         // SAFETY: `pack` wrote the panel's in_f × PANEL values from `start`.
         let values: &[f32] = unsafe { std::slice::from_raw_parts(buffer.as_ptr().add(start).cast(), in_f * PANEL) };
         let lanes = (out_f - panel * PANEL).min(PANEL);
-        let mut r = 0;
-        while r < n {
-            let count = (n - r).min(ROWS);
-            let inputs: [&[f32]; ROWS] =
-                std::array::from_fn(|i| &x[(r + i.min(count - 1)) * in_f..(r + i.min(count - 1) + 1) * in_f]);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `takes` checked AVX-512F; the panel holds `in_f` rows of PANEL values; `y` holds `n` rows of
-            // `out_f` values, of which this panel's task alone stores lanes panel·PANEL .. + lanes.
-            unsafe {
-                avx512::tile(
-                    &inputs,
-                    values,
-                    &b[panel * PANEL..panel * PANEL + lanes],
-                    out.at(r * out_f + panel * PANEL),
-                    out_f,
-                    count,
-                    relu,
-                );
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (inputs, values, lanes, relu, out);
-            r += count;
-        }
+        // SAFETY: this panel's task alone stores lanes panel·PANEL .. + lanes of `y`'s `n` rows.
+        unsafe {
+            panel_rows(
+                x,
+                in_f,
+                0..n,
+                values,
+                &b[panel * PANEL..panel * PANEL + lanes],
+                out.at(panel * PANEL),
+                out_f,
+                relu,
+            )
+        };
     };
     if n * out_f * in_f >= PARALLEL && rayon::current_num_threads() > 1 {
         (0..out_f.div_ceil(PANEL)).into_par_iter().for_each(task);
@@ -253,33 +243,55 @@ fn band_rows(x: &[f32], rows: usize, w: &Panels, b: &[f32], relu: bool, y: Out) 
         let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
         for panel in 0..out_f.div_ceil(PANEL) {
             let lanes = (out_f - panel * PANEL).min(PANEL);
-            let mut r = first;
-            while r < end {
-                let count = (end - r).min(ROWS);
-                // A short tile repeats its last row in the spare accumulators and stores only the real ones.
-                let inputs: [&[f32]; ROWS] =
-                    std::array::from_fn(|i| &x[(r + i.min(count - 1)) * in_f..(r + i.min(count - 1) + 1) * in_f]);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `takes` checked AVX-512F; the panel holds `in_f` rows of PANEL values; the bias holds the
-                // panel's `lanes` outputs; `y` holds this band's `rows` rows of `out_f` values, of which the tile
-                // stores rows r .. r + count, lanes panel·PANEL .. + lanes.
-                unsafe {
-                    avx512::tile(
-                        &inputs,
-                        &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
-                        &b[panel * PANEL..panel * PANEL + lanes],
-                        y.0.add(r * out_f + panel * PANEL),
-                        out_f,
-                        count,
-                        relu,
-                    );
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (inputs, relu, lanes, y);
-                r += count;
-            }
+            // SAFETY: `y` holds this band's `rows` rows of `out_f` values, written by this band alone.
+            unsafe {
+                panel_rows(
+                    x,
+                    in_f,
+                    first..end,
+                    &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
+                    &b[panel * PANEL..panel * PANEL + lanes],
+                    y.0.add(panel * PANEL),
+                    out_f,
+                    relu,
+                )
+            };
         }
         first = end;
+    }
+}
+
+/// Rows `rows` of `x` (`in_f` values each) through one panel (`values`, `in_f × PANEL`) into the lanes of `y` from
+/// its start (`y` at row 0, rows `out_f` values apart; `bias.len()` lanes), tile by tile, through the ReLU when
+/// `relu`. A short tile repeats its last row in the spare accumulators and stores only the real ones.
+///
+/// # Safety
+/// `y` holds the rows' `bias.len()` lanes, which no other thread writes meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_rows(
+    x: &[f32],
+    in_f: usize,
+    rows: std::ops::Range<usize>,
+    values: &[f32],
+    bias: &[f32],
+    y: *mut f32,
+    out_f: usize,
+    relu: bool,
+) {
+    let mut r = rows.start;
+    while r < rows.end {
+        let count = (rows.end - r).min(ROWS);
+        let inputs: [&[f32]; ROWS] =
+            std::array::from_fn(|i| &x[(r + i.min(count - 1)) * in_f..(r + i.min(count - 1) + 1) * in_f]);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the callers checked AVX-512F (`takes`); the panel holds `in_f` rows of PANEL values; rows r .. r +
+        // count of `y` hold the bias's lanes (the caller's promise).
+        unsafe {
+            avx512::tile(&inputs, values, bias, y.add(r * out_f), out_f, count, relu)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (inputs, values, bias, y, out_f, relu);
+        r += count;
     }
 }
 
@@ -451,17 +463,7 @@ mod tests {
             let w: Vec<f32> = (0..out_f * in_f).map(|i| value(i + 3)).collect();
             let b: Vec<f32> = (0..out_f).map(|i| value(i + 11)).collect();
             let panels = Panels::new(&w, out_f, in_f);
-            let mut plain: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
-            crate::matmul::matmul(
-                (n, out_f, in_f),
-                &mut plain,
-                (out_f as isize, 1),
-                true,
-                &x,
-                (in_f as isize, 1),
-                &w,
-                (1, in_f as isize),
-            );
+            let plain = crate::dense::tests::gemm_reference(n, &x, &w, &b);
             for relu in [false, true] {
                 let kept = forward(n, &x, &panels, &b, relu);
                 let packing = forward_packing(n, &x, &w, &b, relu);

@@ -7,8 +7,10 @@
 //!   ordinary autodiff; the LSTM's is part of the fused operation (on AVX-512 computed step by step with the
 //!   recurrent product, `lstm_step.rs`). Padded steps (`keep` = 0) leave the state unchanged, exactly as the
 //!   composed layer does.
-//! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout; up to 16 rows (serving), dot
-//!   products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s spinning helper threads.
+//! - `dense.rs`: `x·Wᵀ + b` with the weight gradient in the weight's own layout (the input's only when asked); up to
+//!   16 rows (serving), dot products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s
+//!   spinning helper threads; more rows from the weight packed into panels of 64 outputs (`dense_panels.rs`), once
+//!   for inference (kept by `flex.rs`), per call for training.
 //! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution on
 //!   AVX-512: output channels in the vector for many taps and several images, `conv_channels.rs`, else positions in
 //!   the vector, `conv_direct.rs`) and non-overlapping max pooling.

@@ -17,10 +17,16 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     if n <= FEW_ROWS && few_rows_enabled() {
         return few_rows(n, x, w, b);
     }
-    if crate::dense_panels::takes(n, b.len()) {
+    if panels_take(n, b.len()) {
         return crate::dense_panels::forward_packing(n, x, w, b, false);
     }
-    biased_product(n, x, w, b, false)
+    crate::matmul::biased_product(n, x, w, b, false)
+}
+
+/// Whether `n` rows of `out_f` outputs take `dense_panels.rs`: more rows than [`few_rows`] takes, and outputs
+/// the panels suit (`dense_panels::takes`).
+pub(crate) fn panels_take(n: usize, out_f: usize) -> bool {
+    n > FEW_ROWS && crate::dense_panels::takes(out_f)
 }
 
 /// Multiply-adds from which [`forward_split`] splits (a few µs per core; the CNN's 64 × 128 → 10 stays whole).
@@ -36,33 +42,7 @@ pub fn forward_split(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     if n <= FEW_ROWS || n * out_f * in_f < SPLIT {
         return forward(n, x, w, b);
     }
-    biased_product(n, x, w, b, true)
-}
-
-/// `b` on each of `n` rows plus `x [n, in] · w [out, in]ᵀ`, by gemm: on all threads when large enough
-/// (`matmul_parallel`), or at any size when `split` (`matmul_split`).
-fn biased_product(n: usize, x: &[f32], w: &[f32], b: &[f32], split: bool) -> Vec<f32> {
-    let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
-    let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
-    for _ in 0..n {
-        y.extend_from_slice(b);
-    }
-    let gemm = if split {
-        crate::matmul::matmul_split
-    } else {
-        matmul_parallel
-    };
-    gemm(
-        (n, out_f, in_f),
-        &mut y,
-        (out_f as isize, 1),
-        true,
-        x,
-        (in_f as isize, 1),
-        w,
-        (1, in_f as isize),
-    );
-    y
+    crate::matmul::biased_product(n, x, w, b, true)
 }
 
 /// Whether [`forward`] takes the few-rows path: on AVX-512, unless `GRAFT_FEW_ROWS=0` asks for gemm at every batch
@@ -109,7 +89,7 @@ pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         }
         return y;
     }
-    biased_product(n, x, w, b, false)
+    crate::matmul::biased_product(n, x, w, b, false)
 }
 
 /// The output buffer, shared by the parts of a split product (each writes its own columns).
@@ -289,25 +269,8 @@ pub fn backward(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// `x·Wᵀ + b` by gemm, the reference the dense kernels are checked against.
-    pub(crate) fn gemm_reference(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-        let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
-        let mut y: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
-        matmul_parallel(
-            (n, out_f, in_f),
-            &mut y,
-            (out_f as isize, 1),
-            true,
-            x,
-            (in_f as isize, 1),
-            w,
-            (1, in_f as isize),
-        );
-        y
-    }
 
     /// The few-rows path gives gemm's products, for every row count up to the limit, widths that are and are not
     /// multiples of the tiles and of 16 lanes, and both the one-thread and the split paths.
@@ -319,7 +282,7 @@ pub(crate) mod tests {
             let b: Vec<f32> = (0..out_f).map(|i| value(i + 11)).collect();
             for n in 1..=FEW_ROWS {
                 let x: Vec<f32> = (0..n * in_f).map(|i| value(i + 3)).collect();
-                let expect = gemm_reference(n, &x, &w, &b);
+                let expect = crate::matmul::biased_product(n, &x, &w, &b, false);
                 let got = few_rows(n, &x, &w, &b);
                 for (g, e) in got.iter().zip(&expect) {
                     assert!(

@@ -34,17 +34,17 @@ const PARALLEL: usize = 192 * 192 * 192;
 /// Weight values from which [`Panels::new`] packs the panels on all threads.
 const PARALLEL_PACK: usize = 1 << 16;
 
-/// Whether [`forward`] takes `n` rows of `out_f` outputs: on AVX-512, beyond `dense::few_rows`' rows, and with
-/// outputs enough to fill most of a panel (10 classes would compute 64), unless `GRAFT_DENSE_PANELS=0` asks for
-/// gemm (to measure the gain).
-pub(crate) fn takes(n: usize, out_f: usize) -> bool {
+/// Whether [`forward`] suits `out_f` outputs: on AVX-512, with outputs enough to fill most of a panel (10 classes
+/// would compute 64), unless `GRAFT_DENSE_PANELS=0` asks for gemm (to measure the gain). The row count is the
+/// caller's (`dense::panels_take`: beyond `dense::few_rows`' rows).
+pub(crate) fn takes(out_f: usize) -> bool {
     static GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let gemm = *GEMM.get_or_init(|| std::env::var("GRAFT_DENSE_PANELS").is_ok_and(|v| v == "0"));
     #[cfg(target_arch = "x86_64")]
-    return !gemm && n > crate::dense::FEW_ROWS && out_f >= PANEL / 2 && std::is_x86_feature_detected!("avx512f");
+    return !gemm && out_f >= PANEL / 2 && std::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (n, out_f, gemm);
+        let _ = (out_f, gemm);
         false
     }
 }
@@ -362,85 +362,9 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use burn::prelude::*;
-    use burn::tensor::Distribution;
-
     use super::*;
 
-    fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn assert_close(got: &[f32], want: &[f32], what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what} at {i}: {g} vs {w}");
-        }
-    }
-
-    /// The inference operation through the kept panels gives the plain dense operation's values (with the ReLU after
-    /// it), call after call, alternating with another weight of the same shape, and again after the weight is
-    /// replaced by one with other values: an updated weight (which the cache's clone forces into new storage), and a
-    /// new weight after the old one is dropped. Under autodiff it is the tracked operation, with gradients.
-    #[test]
-    fn inference_dense_matches_the_plain_one_across_weight_changes() {
-        // Panels (96 outputs), and too few outputs for them (10: gemm, its rows split over the threads).
-        for ((rows, inputs, outputs), device) in [(40, 30, 96), (300, 400, 10)]
-            .into_iter()
-            .flat_map(|shape| [(shape, Device::default()), (shape, Device::default().autodiff())])
-        {
-            let x = Tensor::<2>::random([rows, inputs], Distribution::Uniform(-1.0, 1.0), &device);
-            let b = Tensor::<1>::random([outputs], Distribution::Uniform(-1.0, 1.0), &device);
-            let mut w = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
-            if device.is_autodiff() {
-                w = w.require_grad();
-            }
-            // Another weight of the same shape, alive throughout (as a second layer's would be).
-            let other = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
-            for step in 0..4 {
-                let plain = crate::dense(x.clone(), other.clone(), b.clone());
-                let fused = crate::dense_inference(x.clone(), other.clone(), b.clone(), false);
-                assert_close(
-                    &values(fused),
-                    &values(plain),
-                    &format!("{device:?} step {step}, the other weight"),
-                );
-                for relu in [false, true] {
-                    let plain = crate::dense(x.clone(), w.clone(), b.clone());
-                    let plain = if relu {
-                        burn::tensor::activation::relu(plain)
-                    } else {
-                        plain
-                    };
-                    let fused = crate::dense_inference(x.clone(), w.clone(), b.clone(), relu);
-                    assert_close(
-                        &values(fused.clone()),
-                        &values(plain),
-                        &format!("{device:?} step {step} relu {relu}"),
-                    );
-                    if device.is_autodiff() {
-                        let grads = fused.sum().backward();
-                        assert!(w.grad(&grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0));
-                    }
-                }
-                w = match step {
-                    // Updated: `mul_scalar` would write in place into storage nothing else shared.
-                    0 => w.mul_scalar(-0.5),
-                    // Dropped, and a new weight made (which may land where the old one lay without the clone).
-                    1 => {
-                        drop(w);
-                        Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device)
-                    }
-                    _ => w.add_scalar(0.25),
-                };
-                if device.is_autodiff() {
-                    w = w.detach().require_grad();
-                }
-            }
-        }
-    }
-
-    /// The panels' product against gemm's (`dense::forward`), with and without the ReLU, for outputs in whole and
+    /// The panels' product against gemm's (`matmul::biased_product`), with and without the ReLU, for outputs in whole and
     /// partial panels, row counts that leave short tiles and blocks, one thread and all, and a NaN input.
     #[test]
     fn panels_match_gemm() {
@@ -453,7 +377,7 @@ mod tests {
             (40, 0, 33),
             (20, 64, 200),
         ] {
-            if !takes(n, out_f) {
+            if !takes(out_f) {
                 return;
             }
             let mut x: Vec<f32> = (0..n * in_f).map(value).collect();
@@ -463,7 +387,7 @@ mod tests {
             let w: Vec<f32> = (0..out_f * in_f).map(|i| value(i + 3)).collect();
             let b: Vec<f32> = (0..out_f).map(|i| value(i + 11)).collect();
             let panels = Panels::new(&w, out_f, in_f);
-            let plain = crate::dense::tests::gemm_reference(n, &x, &w, &b);
+            let plain = crate::matmul::biased_product(n, &x, &w, &b, false);
             for relu in [false, true] {
                 let kept = forward(n, &x, &panels, &b, relu);
                 let packing = forward_packing(n, &x, &w, &b, relu);

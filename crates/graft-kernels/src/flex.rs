@@ -265,7 +265,7 @@ impl FusedBackend for Flex {
     fn dense_inference_forward(x: FlexTensor, w: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
         let n = x.layout().shape()[0];
         let (out_f, in_f) = (w.layout().shape()[0], w.layout().shape()[1]);
-        if dense_panels::takes(n, out_f)
+        if dense::panels_take(n, out_f)
             && let Some(panels) = packed_weight(&w, out_f, in_f)
         {
             return flex(

@@ -337,6 +337,82 @@ fn pin_worker(index: usize, threads: usize) {
 
 #[cfg(test)]
 mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what} at {i}: {g} vs {w}");
+        }
+    }
+
+    /// The inference operation through the kept panels gives the plain dense operation's values (with the ReLU after
+    /// it), call after call, alternating with another weight of the same shape, and again after the weight is
+    /// replaced by one with other values: an updated weight (which the cache's clone forces into new storage), and a
+    /// new weight after the old one is dropped. Under autodiff it is the tracked operation, with gradients.
+    #[test]
+    fn inference_dense_matches_the_plain_one_across_weight_changes() {
+        // Panels (96 outputs), and too few outputs for them (10: gemm, its rows split over the threads).
+        for ((rows, inputs, outputs), device) in [(40, 30, 96), (300, 400, 10)]
+            .into_iter()
+            .flat_map(|shape| [(shape, Device::default()), (shape, Device::default().autodiff())])
+        {
+            let x = Tensor::<2>::random([rows, inputs], Distribution::Uniform(-1.0, 1.0), &device);
+            let b = Tensor::<1>::random([outputs], Distribution::Uniform(-1.0, 1.0), &device);
+            let mut w = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
+            if device.is_autodiff() {
+                w = w.require_grad();
+            }
+            // Another weight of the same shape, alive throughout (as a second layer's would be).
+            let other = Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device);
+            for step in 0..4 {
+                let plain = super::dense(x.clone(), other.clone(), b.clone());
+                let fused = super::dense_inference(x.clone(), other.clone(), b.clone(), false);
+                assert_close(
+                    &values(fused),
+                    &values(plain),
+                    &format!("{device:?} step {step}, the other weight"),
+                );
+                for relu in [false, true] {
+                    let plain = super::dense(x.clone(), w.clone(), b.clone());
+                    let plain = if relu {
+                        burn::tensor::activation::relu(plain)
+                    } else {
+                        plain
+                    };
+                    let fused = super::dense_inference(x.clone(), w.clone(), b.clone(), relu);
+                    assert_close(
+                        &values(fused.clone()),
+                        &values(plain),
+                        &format!("{device:?} step {step} relu {relu}"),
+                    );
+                    if device.is_autodiff() {
+                        let grads = fused.sum().backward();
+                        assert!(w.grad(&grads).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0));
+                    }
+                }
+                w = match step {
+                    // Updated: `mul_scalar` would write in place into storage nothing else shared.
+                    0 => w.mul_scalar(-0.5),
+                    // Dropped, and a new weight made (which may land where the old one lay without the clone).
+                    1 => {
+                        drop(w);
+                        Tensor::<2>::random([outputs, inputs], Distribution::Uniform(-1.0, 1.0), &device)
+                    }
+                    _ => w.add_scalar(0.25),
+                };
+                if device.is_autodiff() {
+                    w = w.detach().require_grad();
+                }
+            }
+        }
+    }
+
     /// After `init_threads`, a product below float32's normal range is zero on this thread and on the pool's
     /// threads (without it, x86 gives the subnormal 1e-40).
     #[test]

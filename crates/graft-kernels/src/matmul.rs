@@ -85,6 +85,28 @@ fn bands_enabled() -> bool {
     !*GEMM_SPLIT.get_or_init(|| std::env::var("GRAFT_GEMM_BANDS").is_ok_and(|v| v == "0"))
 }
 
+/// `b` on each of `n` rows plus `x [n, in] · w [out, in]ᵀ`, by gemm: on all threads when large enough
+/// (`matmul_parallel`), or at any size when `split` (`matmul_split`).
+pub(crate) fn biased_product(n: usize, x: &[f32], w: &[f32], b: &[f32], split: bool) -> Vec<f32> {
+    let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));
+    let mut y: Vec<f32> = Vec::with_capacity(n * out_f);
+    for _ in 0..n {
+        y.extend_from_slice(b);
+    }
+    let gemm = if split { matmul_split } else { matmul_parallel };
+    gemm(
+        (n, out_f, in_f),
+        &mut y,
+        (out_f as isize, 1),
+        true,
+        x,
+        (in_f as isize, 1),
+        w,
+        (1, in_f as isize),
+    );
+    y
+}
+
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each matrix given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(

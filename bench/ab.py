@@ -4,7 +4,9 @@ Usage: python3 bench/ab.py A B WORKLOADS [--rounds N] [--steps S]
 
 A and B are `graft` binaries, each optionally followed by `+NAME=VALUE` environment settings, for example
 `target/release/graft` against `target/release/graft+GRAFT_DIRECT_CONV=0` (a lever's switch), or two binaries built
-from two commits (copy each out of target/ after building it). WORKLOADS is a comma-separated list of
+from two commits (copy each out of target/ after building it). Either may also be `onnxruntime` or `pytorch`: the
+benchmark's own servers (bench/ort_bench.py, bench/torch_bench.py) on $GRAFT_BENCH_PYTHON or bench/.venv's Python,
+with as many threads as the machine has CPUs (as `bash bench/run.sh`), to follow a parity row between full runs. WORKLOADS is a comma-separated list of
 `graft bench --serve` workloads (mlp, cnn, lstm, cnn_latency_b1, ...).
 
 Both engines stay up as long-lived servers; each round runs S timed steps on one and then the other, the first
@@ -19,11 +21,20 @@ import os
 import statistics
 import subprocess
 import sys
+import time
+
+
+PYTHON_ENGINES = {"onnxruntime": "bench/ort_bench.py", "pytorch": "bench/torch_bench.py"}
 
 
 def start(spec):
-    """Starts `graft bench --serve` from BINARY[+NAME=VALUE...]."""
+    """Starts `graft bench --serve` from BINARY[+NAME=VALUE...], or one of the Python engines."""
     binary, *settings = spec.split("+")
+    if binary in PYTHON_ENGINES:
+        python = os.environ.get("GRAFT_BENCH_PYTHON", "bench/.venv/bin/python")
+        command = [python, PYTHON_ENGINES[binary], "--threads", str(os.cpu_count() or 1)]
+    else:
+        command = [binary, "bench", "--serve"]
     env = dict(os.environ)
     for setting in settings:
         name, sep, value = setting.partition("=")
@@ -31,7 +42,7 @@ def start(spec):
             sys.exit(f"error: '{setting}' in '{spec}' is not NAME=VALUE")
         env[name] = value
     try:
-        return subprocess.Popen([binary, "bench", "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, env=env)
     except OSError as e:
         sys.exit(f"error: cannot start '{binary}': {e}")
@@ -67,6 +78,8 @@ def main():
         medians = {"A": [], "B": []}
         for r in range(args.rounds):
             for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+                # As compare.py: ONNX Runtime's threads spin on after a run, and so would slow the next turn.
+                time.sleep(0.25)
                 medians[name].append(statistics.median(request(engines[name], workload, 2, args.steps)))
         ratios = [b / a for a, b in zip(medians["A"], medians["B"])]
         print(f"{workload}: A {statistics.median(medians['A']) * 1e3:.3f} ms, B "

@@ -29,6 +29,16 @@ pub(crate) fn panels_take(n: usize, out_f: usize) -> bool {
     n > FEW_ROWS && crate::dense_panels::takes(out_f)
 }
 
+/// Whether `n` rows, few enough for [`few_rows`], take a weight's kept panels instead (`dense_panels::forward_few`,
+/// inference), unless `GRAFT_FEW_PANELS=0` asks for [`few_rows`] (to measure the gain). From panels, one row through
+/// 384 → 1536 took 10.7 µs against [`few_rows`]' 14.4 (weights in cache), 16 rows 37.6 against 58.9 µs; with the
+/// weights coming from memory (MiniLM's), 16 rows 384 → 1536 68.5 against 100.7 µs.
+pub(crate) fn few_panels_take(n: usize, out_f: usize) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("GRAFT_FEW_PANELS").is_ok_and(|v| v == "0"));
+    !off && n <= FEW_ROWS && crate::dense_panels::takes(out_f)
+}
+
 /// Multiply-adds from which [`forward_split`] splits (a few µs per core; the CNN's 64 × 128 → 10 stays whole).
 const SPLIT: usize = 1 << 20;
 

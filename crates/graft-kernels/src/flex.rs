@@ -273,6 +273,14 @@ impl FusedBackend for Flex {
                 vec![n, out_f],
             );
         }
+        if dense::few_panels_take(n, out_f)
+            && let Some(panels) = packed_weight(&w, out_f, in_f)
+        {
+            return flex(
+                dense_panels::forward_few(n, &f32s(&x), &panels, &f32s(&b), relu),
+                vec![n, out_f],
+            );
+        }
         let mut y = dense::forward_split(n, &f32s(&x), &f32s(&w), &f32s(&b));
         if relu {
             // NaN stays NaN, as in PyTorch's ReLU.

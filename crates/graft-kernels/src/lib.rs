@@ -357,8 +357,9 @@ mod tests {
     /// new weight after the old one is dropped. Under autodiff it is the tracked operation, with gradients.
     #[test]
     fn inference_dense_matches_the_plain_one_across_weight_changes() {
-        // Panels (96 outputs), and too few outputs for them (10: gemm, its rows split over the threads).
-        for ((rows, inputs, outputs), device) in [(40, 30, 96), (300, 400, 10)]
+        // Panels (96 outputs) split by rows, and by panels for few rows (5, 1), and too few outputs for them (10: gemm,
+        // its rows split over the threads).
+        for ((rows, inputs, outputs), device) in [(40, 30, 96), (5, 30, 96), (1, 64, 40), (300, 400, 10)]
             .into_iter()
             .flat_map(|shape| [(shape, Device::default()), (shape, Device::default().autodiff())])
         {

@@ -245,6 +245,10 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let in_f = w.len() / out_f.max(1);
     let dx = need_dx.then(|| {
+        if crate::dense_panels::in_place_takes(out_f, in_f) {
+            // dx [n, in] = dy [n, out] · W [out, in]
+            return crate::dense_panels::product_in_place((n, out_f, in_f), dy, (out_f, 1), w, in_f);
+        }
         let mut dx = vec![0f32; n * in_f];
         matmul_parallel(
             (n, in_f, out_f),
@@ -258,17 +262,23 @@ pub fn backward(
         );
         dx
     });
-    let mut dw = vec![0f32; out_f * in_f];
-    matmul_parallel(
-        (out_f, in_f, n),
-        &mut dw,
-        (in_f as isize, 1),
-        false,
-        dy,
-        (1, out_f as isize),
-        x,
-        (in_f as isize, 1),
-    );
+    let dw = if crate::dense_panels::in_place_takes(n, in_f) {
+        // dW [out, in] = dyᵀ [out, n] · x [n, in]
+        crate::dense_panels::product_in_place((out_f, n, in_f), dy, (1, out_f), x, in_f)
+    } else {
+        let mut dw = vec![0f32; out_f * in_f];
+        matmul_parallel(
+            (out_f, in_f, n),
+            &mut dw,
+            (in_f as isize, 1),
+            false,
+            dy,
+            (1, out_f as isize),
+            x,
+            (in_f as isize, 1),
+        );
+        dw
+    };
     let mut db = vec![0f32; out_f];
     for row in dy.chunks_exact(out_f.max(1)) {
         for (acc, v) in db.iter_mut().zip(row) {
@@ -337,5 +347,50 @@ mod tests {
         let (none, dw_alone, db_alone) = backward(2, &dy, &x, &w, 2, false);
         assert!(none.is_none());
         assert_eq!((dw_alone, db_alone), (dw, db));
+    }
+
+    /// The gradients against their definitions (sums in f64) on shapes that take the in-place panels for both
+    /// products (inputs from 32: whole and partial panels, steps from 1), for one of them (dW over more than
+    /// `dense_panels`' step limit), and for neither (too few inputs): gemm's and the panels' paths alike.
+    #[test]
+    fn gradients_match_the_definitions_on_every_path() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        for (n, in_f, out_f) in [
+            (1, 32, 1),
+            (5, 64, 7),
+            (20, 70, 40),
+            (130, 100, 64),
+            (7, 784, 33),
+            (1100, 40, 12),
+            (9, 20, 50),
+        ] {
+            let x: Vec<f32> = (0..n * in_f).map(value).collect();
+            let w: Vec<f32> = (0..out_f * in_f).map(|i| value(i + 3)).collect();
+            let dy: Vec<f32> = (0..n * out_f).map(|i| value(i + 7)).collect();
+            let (dx, dw, db) = backward(n, &dy, &x, &w, out_f, true);
+            let dx = dx.expect("dx was asked for");
+            let close = |got: f32, sum: f64, what: &str| {
+                assert!(
+                    (got as f64 - sum).abs() <= 1e-4 * (1.0 + sum.abs()),
+                    "{n}×{in_f}→{out_f} {what}: {got} vs {sum}"
+                );
+            };
+            for r in 0..n {
+                for j in 0..in_f {
+                    let e: f64 = (0..out_f)
+                        .map(|o| dy[r * out_f + o] as f64 * w[o * in_f + j] as f64)
+                        .sum();
+                    close(dx[r * in_f + j], e, &format!("dx[{r}, {j}]"));
+                }
+            }
+            for o in 0..out_f {
+                for j in 0..in_f {
+                    let e: f64 = (0..n).map(|r| dy[r * out_f + o] as f64 * x[r * in_f + j] as f64).sum();
+                    close(dw[o * in_f + j], e, &format!("dw[{o}, {j}]"));
+                }
+                let e: f64 = (0..n).map(|r| dy[r * out_f + o] as f64).sum();
+                close(db[o], e, &format!("db[{o}]"));
+            }
+        }
     }
 }

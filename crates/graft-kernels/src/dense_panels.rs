@@ -184,6 +184,86 @@ pub(crate) fn forward_packing(n: usize, x: &[f32], w: &[f32], b: &[f32], relu: b
     unsafe { crate::unfilled::filled(y) }
 }
 
+/// Whether [`product_in_place`] suits a product of `k` steps into `cols` columns: as [`takes`] for the columns, and
+/// steps few enough that a tile's inputs stream from cache (it has no blocking over the steps, as gemm has: the
+/// LSTM's weight gradient over 3,200 steps stays with gemm), unless `GRAFT_DENSE_BACKWARD_PANELS=0` asks for gemm.
+pub(crate) fn in_place_takes(k: usize, cols: usize) -> bool {
+    static GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let gemm = *GEMM.get_or_init(|| std::env::var("GRAFT_DENSE_BACKWARD_PANELS").is_ok_and(|v| v == "0"));
+    !gemm && k <= MAX_IN_PLACE_STEPS && takes(cols)
+}
+
+/// The most steps [`product_in_place`] takes (see [`in_place_takes`]).
+const MAX_IN_PLACE_STEPS: usize = 1024;
+
+/// `y [m, cols] = A · B` for the dense layer's gradients, with `B [k, cols]` row-major (row `kk` from `b[kk ·
+/// b_row]`) read in place as panels of its columns, and `A`'s element `(r, kk)` at `a[r · a_row + kk · a_step]`:
+/// `dx = dy · W` reads the weight's rows as they lie (`A` = `dy`), and `dW = dyᵀ · x` the input's rows (`A` = `dy`'s
+/// columns, `a_row` 1 and `a_step` the outputs). gemm packed both operands on every call (4% of the MLP's training
+/// samples). Rows are split over the threads in bands; each band takes its rows block by block through every panel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_in_place(
+    (m, k, cols): (usize, usize, usize),
+    a: &[f32],
+    (a_row, a_step): (usize, usize),
+    b: &[f32],
+    b_row: usize,
+) -> Vec<f32> {
+    if m * cols * k == 0 {
+        return vec![0f32; m * cols];
+    }
+    assert!(
+        a.len() > (m - 1) * a_row + (k - 1) * a_step && b.len() >= (k - 1) * b_row + cols && b_row >= cols,
+        "dense panels: the operands of an in-place product"
+    );
+    let mut y = crate::unfilled::unfilled(m * cols);
+    let threads = if m * k * cols < PARALLEL {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let per = m.div_ceil(threads).next_multiple_of(ROWS);
+    let band = |(band, ys): (usize, &mut [MaybeUninit<f32>])| {
+        let (first_row, rows) = (band * per, ys.len() / cols);
+        let out = Out(ys.as_mut_ptr().cast());
+        let mut first = 0;
+        while first < rows {
+            let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
+            for panel in 0..cols.div_ceil(PANEL) {
+                let tile = Tile {
+                    step: a_step,
+                    panel: b[panel * PANEL..].as_ptr(),
+                    panel_step: b_row,
+                    k,
+                    lanes: (cols - panel * PANEL).min(PANEL),
+                    bias: None,
+                    stride: cols,
+                    relu: false,
+                };
+                // SAFETY: the band's rows of `A` hold their k steps and `B`'s k rows their columns (asserted); this
+                // band alone writes its rows of `y`.
+                unsafe {
+                    tiles(
+                        &tile,
+                        a[first_row * a_row..].as_ptr(),
+                        a_row,
+                        first..end,
+                        out.at(panel * PANEL),
+                    )
+                };
+            }
+            first = end;
+        }
+    };
+    if threads == 1 {
+        band((0, &mut y));
+    } else {
+        y.par_chunks_mut(per * cols).enumerate().for_each(band);
+    }
+    // SAFETY: every row's every column was stored by one band's tiles.
+    unsafe { crate::unfilled::filled(y) }
+}
+
 /// The output rows of one band, written by one thread.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
@@ -323,26 +403,84 @@ unsafe fn panel_rows(
     out_f: usize,
     relu: bool,
 ) {
+    assert!(x.len() >= rows.end * in_f && values.len() >= in_f * PANEL && bias.len() <= PANEL);
+    let tile = Tile {
+        step: 1,
+        panel: values.as_ptr(),
+        panel_step: PANEL,
+        k: in_f,
+        lanes: bias.len(),
+        bias: Some(bias),
+        stride: out_f,
+        relu,
+    };
+    // SAFETY: rows of `x` hold `in_f` values (asserted), the panel `in_f` rows of PANEL; `y` the caller's promise.
+    unsafe { tiles(&tile, x.as_ptr(), in_f, rows, y) };
+}
+
+/// One panel's operands for [`tiles`]: the product `y[i · stride + l] = bias[l] + Σ_{kk < k} a_i[kk · step] ·
+/// panel[kk · panel_step + l]` for lanes `l < lanes`, `a_i` the tile's input rows.
+struct Tile<'a> {
+    /// How far apart an input row's successive values lie (1 for a row of `x`; a column of `dy` for `dW`).
+    step: usize,
+    panel: *const f32,
+    /// How far apart the panel's rows lie: [`PANEL`] when packed, a matrix's row length when read in place.
+    panel_step: usize,
+    k: usize,
+    lanes: usize,
+    bias: Option<&'a [f32]>,
+    stride: usize,
+    relu: bool,
+}
+
+/// Rows `rows` (row `r` from `a + r · a_row`) through `tile`'s panel into `y` (row `r` at `y + r · stride`), [`ROWS`]
+/// at a time, the last tile as many as are left.
+///
+/// # Safety
+/// AVX-512F; for every row `r` in `rows` and `kk < k`, `a + r · a_row + kk · step` is readable; the panel's `k` rows
+/// hold `lanes` values each; `y`'s rows hold `lanes` values, which no other thread writes meanwhile.
+unsafe fn tiles(tile: &Tile, a: *const f32, a_row: usize, rows: std::ops::Range<usize>, y: *mut f32) {
+    // SAFETY: the caller's promises.
+    unsafe {
+        if tile.lanes < PANEL {
+            tiles_masked::<true>(tile, a, a_row, rows, y)
+        } else {
+            tiles_masked::<false>(tile, a, a_row, rows, y)
+        }
+    }
+}
+
+/// [`tiles`], with the panel's loads masked to its lanes when `MASKED`: a masked load took the streaming products
+/// 1.6 times as long (MiniLM on one 16-token text 1.41 → 2.28 ms), so only a panel narrower than [`PANEL`] has them.
+///
+/// # Safety
+/// As [`tiles`]; without `MASKED`, the panel's rows hold [`PANEL`] values.
+unsafe fn tiles_masked<const MASKED: bool>(
+    tile: &Tile,
+    a: *const f32,
+    a_row: usize,
+    rows: std::ops::Range<usize>,
+    y: *mut f32,
+) {
     let mut r = rows.start;
     while r < rows.end {
         let count = (rows.end - r).min(ROWS);
-        let row = |i: usize| &x[(r + i) * in_f..(r + i + 1) * in_f];
+        let row = |i: usize| a.wrapping_add((r + i) * a_row);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the callers checked AVX-512F (`takes`); the panel holds `in_f` rows of PANEL values; rows r .. r +
-        // count of `y` hold the bias's lanes (the caller's promise).
+        // SAFETY: the caller's promises, for rows r .. r + count.
         unsafe {
-            let y = y.add(r * out_f);
+            let y = y.add(r * tile.stride);
             match count {
-                6 => avx512::tile::<6>(&std::array::from_fn(row), values, bias, y, out_f, relu),
-                5 => avx512::tile::<5>(&std::array::from_fn(row), values, bias, y, out_f, relu),
-                4 => avx512::tile::<4>(&std::array::from_fn(row), values, bias, y, out_f, relu),
-                3 => avx512::tile::<3>(&std::array::from_fn(row), values, bias, y, out_f, relu),
-                2 => avx512::tile::<2>(&std::array::from_fn(row), values, bias, y, out_f, relu),
-                _ => avx512::tile::<1>(&std::array::from_fn(row), values, bias, y, out_f, relu),
+                6 => avx512::tile::<6, MASKED>(tile, std::array::from_fn(row), y),
+                5 => avx512::tile::<5, MASKED>(tile, std::array::from_fn(row), y),
+                4 => avx512::tile::<4, MASKED>(tile, std::array::from_fn(row), y),
+                3 => avx512::tile::<3, MASKED>(tile, std::array::from_fn(row), y),
+                2 => avx512::tile::<2, MASKED>(tile, std::array::from_fn(row), y),
+                _ => avx512::tile::<1, MASKED>(tile, std::array::from_fn(row), y),
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (row, values, bias, y, out_f, relu);
+        let _ = (row, y);
         r += count;
     }
 }
@@ -351,51 +489,65 @@ unsafe fn panel_rows(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::PANEL;
+    use super::{PANEL, Tile};
 
-    /// `y[i · stride + l] = bias[l] + Σ_k inputs[i][k] · panel[k · PANEL + l]` for rows `i < R` and lanes
-    /// `l < bias.len()`, through the ReLU when `relu` (NaN stays NaN, as in PyTorch).
+    /// `y[i · stride + l] = bias[l] + Σ_{kk < k} rows[i][kk · step] · panel[kk · panel_step + l]` for rows `i < R`
+    /// and lanes `l < lanes` (bias 0 without one), through the ReLU when `relu` (NaN stays NaN, as in PyTorch). When
+    /// `MASKED` the panel's loads are masked to its lanes, so a panel read in place past a matrix's last column reads
+    /// nothing.
     ///
     /// # Safety
-    /// AVX-512F; every input row as long as the panel has rows; `y` holds `R` rows `stride` apart of
-    /// `bias.len() ≤ PANEL` values.
+    /// AVX-512F; `rows[i] + kk · step` readable for `kk < k`; the panel's `k` rows hold `lanes ≤ PANEL` values
+    /// (PANEL without `MASKED`); `y` holds `R` rows `stride` apart of `lanes` values.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)]
-    pub(super) unsafe fn tile<const R: usize>(
-        inputs: &[&[f32]; R],
-        panel: &[f32],
-        bias: &[f32],
-        y: *mut f32,
-        stride: usize,
-        relu: bool,
-    ) {
-        let k = panel.len() / PANEL;
-        assert!(inputs.iter().all(|row| row.len() >= k) && bias.len() <= PANEL);
+    pub(super) unsafe fn tile<const R: usize, const MASKED: bool>(tile: &Tile, rows: [*const f32; R], y: *mut f32) {
+        let &Tile {
+            step,
+            panel,
+            panel_step,
+            k,
+            lanes,
+            bias,
+            stride,
+            relu,
+        } = tile;
+        assert!(lanes <= PANEL && bias.is_none_or(|b| b.len() >= lanes));
         let masks: [__mmask16; 4] = std::array::from_fn(|v| {
-            let lanes = bias.len().saturating_sub(16 * v).min(16);
+            let lanes = lanes.saturating_sub(16 * v).min(16);
             ((1u32 << lanes) - 1) as __mmask16
         });
         let zero = _mm512_setzero_ps();
         let mut acc = [[zero; 4]; R];
-        for v in 0..4 {
-            // SAFETY: the mask keeps the load inside the bias.
-            let b = unsafe { _mm512_maskz_loadu_ps(masks[v], bias.as_ptr().add(16 * v)) };
-            for i in 0..R {
-                acc[i][v] = b;
+        if let Some(bias) = bias {
+            for v in 0..4 {
+                // SAFETY: the mask keeps the load inside the bias.
+                let b = unsafe { _mm512_maskz_loadu_ps(masks[v], bias.as_ptr().add(16 * v)) };
+                for i in 0..R {
+                    acc[i][v] = b;
+                }
             }
         }
-        let rows: [*const f32; R] = std::array::from_fn(|i| inputs[i].as_ptr());
-        let mut weights = panel.as_ptr();
-        for kk in 0..k {
-            // SAFETY (loads): panel row kk holds PANEL values; every input row holds k (asserted).
-            let wv: [__m512; 4] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(weights.add(16 * v)) });
+        let mut weights = panel;
+        let mut offset = 0;
+        for _ in 0..k {
+            // SAFETY (loads): panel row kk holds `lanes` values, which the masks keep to; every input row holds
+            // values at kk · step for kk < k (the caller's promise).
+            let wv: [__m512; 4] = std::array::from_fn(|v| unsafe {
+                if MASKED {
+                    _mm512_maskz_loadu_ps(masks[v], weights.add(16 * v))
+                } else {
+                    _mm512_loadu_ps(weights.add(16 * v))
+                }
+            });
             for i in 0..R {
-                let x = _mm512_set1_ps(unsafe { *rows[i].add(kk) });
+                let x = _mm512_set1_ps(unsafe { *rows[i].add(offset) });
                 for v in 0..4 {
                     acc[i][v] = _mm512_fmadd_ps(x, wv[v], acc[i][v]);
                 }
             }
-            weights = unsafe { weights.add(PANEL) };
+            weights = weights.wrapping_add(panel_step);
+            offset += step;
         }
         for i in 0..R {
             for v in 0..4 {
@@ -404,7 +556,7 @@ mod avx512 {
                 } else {
                     acc[i][v]
                 };
-                // SAFETY: row i < R of `y`, lanes inside bias.len() by the mask (the caller's promise).
+                // SAFETY: row i < R of `y`, lanes inside `lanes` by the mask (the caller's promise).
                 unsafe { _mm512_mask_storeu_ps(y.add(i * stride + 16 * v), masks[v], value) };
             }
         }
@@ -414,6 +566,45 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-place product against gemm's (`matmul::matmul`), with `A` given by rows and by columns (a transposed
+    /// matrix) and `B` read as a window of a wider matrix, for whole and partial panels, short tiles, one step, and
+    /// one thread and all.
+    #[test]
+    fn in_place_product_matches_gemm() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        for (m, k, cols) in [(1, 1, 32), (7, 5, 64), (13, 128, 100), (130, 37, 784), (512, 128, 300)] {
+            if !takes(cols) {
+                return;
+            }
+            let b_row = cols + 5;
+            let b: Vec<f32> = (0..k * b_row).map(|i| value(i + 1)).collect();
+            let a: Vec<f32> = (0..m * k).map(|i| value(i + 2)).collect();
+            for transposed in [false, true] {
+                // A [m, k] by rows, or the transpose of a [k, m] matrix.
+                let (a_row, a_step) = if transposed { (1, m) } else { (k, 1) };
+                let got = product_in_place((m, k, cols), &a, (a_row, a_step), &b, b_row);
+                let mut expect = vec![0f32; m * cols];
+                crate::matmul::matmul(
+                    (m, cols, k),
+                    &mut expect,
+                    (cols as isize, 1),
+                    false,
+                    &a,
+                    (a_row as isize, a_step as isize),
+                    &b,
+                    (b_row as isize, 1),
+                );
+                assert_eq!(got.len(), expect.len());
+                for (i, (&g, &e)) in got.iter().zip(&expect).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{m}×{k}→{cols} transposed {transposed} at {i}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The panels' product against gemm's (`matmul::biased_product`), with and without the ReLU, for outputs in whole and
     /// partial panels, row counts that end in every tile size and leave short blocks, one thread and all, and a NaN

@@ -221,7 +221,13 @@ pub fn backward(dy: &[f32], at: &[f32], planes: usize, (h, w): (usize, usize), (
 /// zero elsewhere (the windows do not overlap, so each is written, not added to; rows and columns past the last
 /// whole window are zero).
 #[inline(never)]
-fn backward_plane(dy: &[f32], at: &[f32], dxp: &mut [MaybeUninit<f32>], (h, w): (usize, usize), (kh, kw): (usize, usize)) {
+fn backward_plane(
+    dy: &[f32],
+    at: &[f32],
+    dxp: &mut [MaybeUninit<f32>],
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+) {
     let (oh, ow) = (h / kh, w / kw);
     if (kh, kw) == (2, 2) {
         // The common window, written whole and without branches (and without the general loop's divisions), so

@@ -56,6 +56,8 @@ pub mod softmax;
 pub use backend::FusedBackend;
 pub use recurrence::Dims;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
@@ -302,7 +304,61 @@ pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
     {
         return f();
     }
-    rayon::scope(|_| f())
+    let skip = SKIP_KEEP_AWAKE.load(Ordering::Relaxed);
+    if skip > 0 || std::env::var("GRAFT_STEP_KEEP_AWAKE").is_ok_and(|v| v == "0") {
+        SKIP_KEEP_AWAKE.store(skip.saturating_sub(1), Ordering::Relaxed);
+        return rayon::scope(|_| f());
+    }
+    let done = AtomicBool::new(false);
+    let runner = AtomicUsize::new(usize::MAX);
+    rayon::scope(|s| {
+        runner.store(rayon::current_thread_index().unwrap_or(usize::MAX), Ordering::Relaxed);
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(|_| keep_awake(&done, &runner));
+        }
+        // Set when `f` returns or unwinds: the scope waits for the spinning jobs, which stop on it.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(&done);
+        f()
+    })
+}
+
+/// How long a yield of the core may take before [`keep_awake`] takes the core to be shared: alone, it returns in a
+/// microsecond or two (or after the batch loader's few microseconds).
+const CONTENDED: std::time::Duration = std::time::Duration::from_micros(200);
+/// Steps run without [`keep_awake`] after it found its core shared.
+const KEEP_AWAKE_BACKOFF: u32 = 200;
+/// Steps left to run without [`keep_awake`].
+static SKIP_KEEP_AWAKE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Keeps a pool thread taking the step's parallel work until `done`, instead of letting it fall asleep in the step's
+/// serial stretches (autodiff's bookkeeping, the loss) and wake late for the next operation: both halves of the
+/// next split then waited on the wake-up (a fifth of the MLP's step samples were in the scheduler). Idle, it yields
+/// its core to any other thread that wants it (the batch loader). On the thread that runs the step itself (which
+/// may pick the job up while it waits inside a split) it returns at once: spinning there would wait on itself.
+fn keep_awake(done: &AtomicBool, runner: &AtomicUsize) {
+    if rayon::current_thread_index() == Some(runner.load(Ordering::Relaxed)) {
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Idle) => {
+                let asked = std::time::Instant::now();
+                std::thread::yield_now();
+                if asked.elapsed() > CONTENDED {
+                    SKIP_KEEP_AWAKE.store(KEEP_AWAKE_BACKOFF, Ordering::Relaxed);
+                    return;
+                }
+            }
+            None => return,
+        }
+    }
 }
 
 /// Keeps the pool's thread `index` (of `threads`) on the `index`-th core this process may use, when the process may
@@ -337,6 +393,28 @@ fn pin_worker(index: usize, threads: usize) {
 
 #[cfg(test)]
 mod tests {
+    /// A pass on the pool returns its value with its parallel work done (by the runner and the kept-awake threads),
+    /// and a pass that panics ends in that panic instead of waiting for ever on the thread kept awake for it.
+    #[test]
+    fn a_pass_on_the_pool_returns_and_its_panic_unwinds() {
+        use rayon::prelude::*;
+        for _ in 0..20 {
+            let sum: u64 = super::on_pool(128, || (0..100_000u64).into_par_iter().map(|i| i * i % 7).sum());
+            assert_eq!(sum, (0..100_000u64).map(|i| i * i % 7).sum::<u64>());
+        }
+        // With the keep-awake job (which a shared core would have turned off for the next passes).
+        super::SKIP_KEEP_AWAKE.store(0, std::sync::atomic::Ordering::Relaxed);
+        let unwound = std::panic::catch_unwind(|| {
+            super::on_pool(128, || {
+                let _: u64 = (0..1000u64).into_par_iter().sum();
+                // Time for another thread to take the keep-awake job, which then spins until the pass is done.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                panic!("the pass failed")
+            })
+        });
+        assert!(unwound.is_err());
+    }
+
     use burn::prelude::*;
     use burn::tensor::Distribution;
 

@@ -294,8 +294,10 @@ pub fn init_threads() {
 /// inside it fork from within the pool instead of handing each one to the pool and sleeping until it is done (two
 /// context switches per operation: a training step of the MLP has some 30). A batch of at most
 /// [`dense::FEW_ROWS`] rows stays on the caller: its dense products split over the latency pool, whose helper would
-/// share a core with the pool's idle workers (an MLP trained at batch 8 was 1.2–1.6× slower). `GRAFT_STEP_ON_POOL=0`
-/// keeps every pass on the caller (to measure the gain).
+/// share a core with the pool's idle workers (an MLP trained at batch 8 was 1.2–1.6× slower). While `f` runs, the
+/// pool's other threads are kept taking its work ([`keep_awake`]). A training step and a model's forward pass
+/// (`graft`'s `Graph`) both run here. `GRAFT_STEP_ON_POOL=0` keeps every pass on the caller, and
+/// `GRAFT_STEP_KEEP_AWAKE=0` lets the other threads sleep (to measure the gains).
 pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
     static CALLER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *CALLER.get_or_init(|| std::env::var("GRAFT_STEP_ON_POOL").is_ok_and(|v| v == "0"))
@@ -305,10 +307,23 @@ pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
         return f();
     }
     let skip = SKIP_KEEP_AWAKE.load(Ordering::Relaxed);
-    if skip > 0 || std::env::var("GRAFT_STEP_KEEP_AWAKE").is_ok_and(|v| v == "0") {
+    if skip > 0
+        || std::env::var("GRAFT_STEP_KEEP_AWAKE").is_ok_and(|v| v == "0")
+        || KEEPING_AWAKE
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
         SKIP_KEEP_AWAKE.store(skip.saturating_sub(1), Ordering::Relaxed);
         return rayon::scope(|_| f());
     }
+    // Released when the scope has returned or unwound, its keep-awake jobs ended.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            KEEPING_AWAKE.store(false, Ordering::Release);
+        }
+    }
+    let _release = Release;
     let done = AtomicBool::new(false);
     let runner = AtomicUsize::new(usize::MAX);
     rayon::scope(|s| {
@@ -333,6 +348,10 @@ pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
 const CONTENDED: std::time::Duration = std::time::Duration::from_micros(200);
 /// Steps run without [`keep_awake`] after it found its core shared.
 const KEEP_AWAKE_BACKOFF: u32 = 200;
+/// Whether a pass has [`keep_awake`] jobs out. One pass at a time has them: a pool thread that takes another pass's
+/// keep-awake job while its own pass waits inside a split spins above that pass until the other ends, and two passes
+/// doing so to each other (two threads training or serving at once) would wait on each other for ever.
+static KEEPING_AWAKE: AtomicBool = AtomicBool::new(false);
 /// Steps left to run without [`keep_awake`].
 static SKIP_KEEP_AWAKE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -394,7 +413,8 @@ fn pin_worker(index: usize, threads: usize) {
 #[cfg(test)]
 mod tests {
     /// A pass on the pool returns its value with its parallel work done (by the runner and the kept-awake threads),
-    /// and a pass that panics ends in that panic instead of waiting for ever on the thread kept awake for it.
+    /// a pass that panics ends in that panic instead of waiting for ever on the thread kept awake for it, and passes
+    /// from several threads at once end.
     #[test]
     fn a_pass_on_the_pool_returns_and_its_panic_unwinds() {
         use rayon::prelude::*;
@@ -413,6 +433,17 @@ mod tests {
             })
         });
         assert!(unwound.is_err());
+        // Passes from several threads at once all end (one at a time keeps the pool awake).
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        let sum: u64 = super::on_pool(128, || (0..20_000u64).into_par_iter().map(|i| i ^ t).sum());
+                        assert_eq!(sum, (0..20_000u64).map(|i| i ^ t).sum::<u64>());
+                    }
+                });
+            }
+        });
     }
 
     use burn::prelude::*;

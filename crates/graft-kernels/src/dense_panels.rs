@@ -89,6 +89,45 @@ impl Panels {
         &self.buffer[self.start..]
     }
 
+    /// Asserts that `x` holds `n` rows of the inputs and `b` the outputs' biases; whether the product has outputs.
+    fn takes_operands(&self, n: usize, x: &[f32], b: &[f32]) -> bool {
+        assert!(
+            x.len() >= n * self.in_f && b.len() >= self.out_f,
+            "dense panels: input or bias too short"
+        );
+        n * self.out_f > 0
+    }
+
+    /// Rows `rows` of `x` through panel `panel` into its lanes of `out`'s rows (`out_f` values apart), biased by `b`,
+    /// through the ReLU when `relu`.
+    ///
+    /// # Safety
+    /// `out` holds the rows' `out_f` values, whose lanes of this panel no other thread writes meanwhile.
+    unsafe fn rows_through(
+        &self,
+        panel: usize,
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        b: &[f32],
+        out: Out,
+        relu: bool,
+    ) {
+        let (in_f, lanes) = (self.in_f, (self.out_f - panel * PANEL).min(PANEL));
+        // SAFETY: the caller's promise.
+        unsafe {
+            panel_rows(
+                x,
+                in_f,
+                rows,
+                &self.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
+                &b[panel * PANEL..panel * PANEL + lanes],
+                out.at(panel * PANEL),
+                self.out_f,
+                relu,
+            )
+        }
+    }
+
     /// The bytes the panels hold.
     pub(crate) fn bytes(&self) -> usize {
         self.buffer.len() * std::mem::size_of::<f32>()
@@ -301,30 +340,14 @@ impl Out {
 /// [`takes`].
 pub(crate) fn forward(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool) -> Vec<f32> {
     let (out_f, in_f) = (w.out_f, w.in_f);
-    assert!(
-        x.len() >= n * in_f && b.len() >= out_f,
-        "dense panels: input or bias too short"
-    );
-    if n * out_f == 0 {
+    if !w.takes_operands(n, x, b) {
         return vec![0f32; n * out_f];
     }
     in_bands(n, out_f, n * out_f * in_f, |first_row, rows, out| {
         let x = &x[first_row * in_f..];
         for_blocks(rows, out_f, |block, panel| {
-            let lanes = (out_f - panel * PANEL).min(PANEL);
             // SAFETY: `out` holds this band's `rows` rows of `out_f` values, written by this band alone.
-            unsafe {
-                panel_rows(
-                    x,
-                    in_f,
-                    block,
-                    &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
-                    &b[panel * PANEL..panel * PANEL + lanes],
-                    out.at(panel * PANEL),
-                    out_f,
-                    relu,
-                )
-            };
+            unsafe { w.rows_through(panel, x, block, b, out, relu) };
         })
     })
 }
@@ -334,11 +357,7 @@ pub(crate) fn forward(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool) ->
 /// weight from call to call), where [`forward`] splits the rows and every thread would read the whole weight.
 pub(crate) fn forward_few(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool) -> Vec<f32> {
     let (out_f, in_f) = (w.out_f, w.in_f);
-    assert!(
-        x.len() >= n * in_f && b.len() >= out_f,
-        "dense panels: input or bias too short"
-    );
-    if n * out_f == 0 {
+    if !w.takes_operands(n, x, b) {
         return vec![0f32; n * out_f];
     }
     let mut y = crate::unfilled::unfilled(n * out_f);
@@ -348,20 +367,8 @@ pub(crate) fn forward_few(n: usize, x: &[f32], w: &Panels, b: &[f32], relu: bool
     let per = panels.div_ceil(parts);
     let part = |p: usize| {
         for panel in (p * per).min(panels)..((p + 1) * per).min(panels) {
-            let lanes = (out_f - panel * PANEL).min(PANEL);
-            // SAFETY: this part alone stores lanes panel·PANEL .. + lanes of `y`'s `n` rows.
-            unsafe {
-                panel_rows(
-                    x,
-                    in_f,
-                    0..n,
-                    &w.values()[panel * in_f * PANEL..(panel + 1) * in_f * PANEL],
-                    &b[panel * PANEL..panel * PANEL + lanes],
-                    out.at(panel * PANEL),
-                    out_f,
-                    relu,
-                )
-            };
+            // SAFETY: this part alone stores panel `panel`'s lanes of `y`'s `n` rows.
+            unsafe { w.rows_through(panel, x, 0..n, b, out, relu) };
         }
     };
     if parts == 1 {

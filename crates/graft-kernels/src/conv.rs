@@ -120,6 +120,9 @@ fn col2im_body(g: &Geometry, dcol: &[f32], dimage: &mut [f32]) {
 /// (applied to each image while it is in cache, instead of another pass over the whole activation): by direct
 /// convolution for unit strides where the CPU has AVX-512 (`conv_direct.rs`), else by im2col + gemm.
 pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    if crate::conv_winograd::takes(&g, None) {
+        return crate::conv_winograd::forward(g, x, w, b, relu, None);
+    }
     if crate::conv_channels::takes(&g, None, false) {
         return crate::conv_channels::forward(g, x, w, b, relu, None);
     }
@@ -132,6 +135,9 @@ pub fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<
 /// [`forward`] followed by max pooling over non-overlapping `pool` windows: `[N, Co, Ho / kh, Wo / kw]`, each
 /// image's channels pooled while in cache where the direct convolution applies.
 pub fn forward_pooled(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: [usize; 2]) -> Vec<f32> {
+    if crate::conv_winograd::takes(&g, Some(pool)) {
+        return crate::conv_winograd::forward(g, x, w, b, relu, Some(pool));
+    }
     if crate::conv_channels::takes(&g, Some(pool), false) {
         return crate::conv_channels::forward(g, x, w, b, relu, Some(pool));
     }
@@ -198,13 +204,20 @@ pub fn backward(
     let (k, p, co) = (g.patch(), g.positions(), g.out_channels);
     let image_len = g.in_channels * g.input[0] * g.input[1];
     let mut dx = need_dx.then(|| vec![0f32; g.batch * image_len]);
+    let winograd = need_dx
+        .then(|| crate::conv_winograd::InputGradient::new(&g, w))
+        .flatten();
     let threads = rayon::current_num_threads().clamp(1, g.batch.max(1));
     let per = g.batch.div_ceil(threads).max(1);
     let work = |first: usize, dx_part: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let mut dw = vec![0f32; co * k];
         let mut db = vec![0f32; co];
         let mut col = vec![0f32; k * p];
-        let mut dcol = if need_dx { vec![0f32; k * p] } else { vec![] };
+        let mut dcol = if need_dx && winograd.is_none() {
+            vec![0f32; k * p]
+        } else {
+            vec![]
+        };
         let mut masked = if relu_output.is_some() {
             vec![0f32; co * p]
         } else {
@@ -238,6 +251,12 @@ pub fn backward(
                 (1, p as isize),
             );
             if let Some(part) = dx_part.as_deref_mut() {
+                let local = n - first;
+                let dx_n = &mut part[local * image_len..(local + 1) * image_len];
+                if let Some(winograd) = &winograd {
+                    winograd.image(dy_n, dx_n);
+                    continue;
+                }
                 // dcol [K, P] = Wᵀ [K, Co] · dy_n [Co, P]
                 matmul(
                     (k, p, co),
@@ -249,8 +268,7 @@ pub fn backward(
                     dy_n,
                     (p as isize, 1),
                 );
-                let local = n - first;
-                g.col2im(&dcol, &mut part[local * image_len..(local + 1) * image_len]);
+                g.col2im(&dcol, dx_n);
             }
         }
         (dw, db)
@@ -453,9 +471,15 @@ mod tests {
             // Few taps with a 2×2 pool, taken in registers: 64 channels as 48 + 16 (odd width, padding); 48.
             (2, 64, [10, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
             (1, 48, [7, 7], [2, 2], [0, 0], [0, 0], [1, 1]),
+            // Winograd (3×3, channels in whole vectors; the 32 → 64 above too): odd and even outputs, padding at
+            // one end or both, more than 4 vectors of output channels, a 1×1 output (one tile, half outside).
+            (16, 16, [6, 7], [3, 3], [1, 1], [1, 1], [1, 1]),
+            (48, 80, [9, 8], [3, 3], [1, 0], [0, 1], [1, 1]),
+            (16, 32, [3, 3], [3, 3], [0, 0], [0, 0], [1, 1]),
+            (32, 48, [5, 4], [3, 3], [2, 0], [0, 2], [1, 1]),
         ];
         let close = |d: f32, e: f32| (d.is_nan() && e.is_nan()) || (d - e).abs() <= 1e-4 * (1.0 + e.abs());
-        let mut channels_taken = 0;
+        let (mut channels_taken, mut winograd_taken) = (0, 0);
         for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
             let output: [usize; 2] =
                 std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
@@ -482,12 +506,17 @@ mod tests {
                 }
                 let w: Vec<f32> = (0..co * ci * kernel[0] * kernel[1]).map(|i| value(i + 5)).collect();
                 let b: Vec<f32> = (0..co).map(|i| value(i + 9)).collect();
-                let kernels: [(&str, DirectForward, Fits); 2] = [
+                let kernels: [(&str, DirectForward, Fits); 3] = [
                     ("conv_direct", crate::conv_direct::forward, |_, _| true),
                     (
                         "conv_channels",
                         crate::conv_channels::forward,
                         crate::conv_channels::fits,
+                    ),
+                    (
+                        "conv_winograd",
+                        crate::conv_winograd::forward,
+                        crate::conv_winograd::fits,
                     ),
                 ];
                 for relu in [false, true] {
@@ -495,6 +524,7 @@ mod tests {
                     for &(name, forward, fits) in &kernels {
                         if fits(&g, None) {
                             channels_taken += usize::from(name == "conv_channels");
+                            winograd_taken += usize::from(name == "conv_winograd");
                             let direct = forward(g, &x, &w, &b, relu, None);
                             assert_eq!(direct.len(), im2col.len());
                             for (i, (&d, &e)) in direct.iter().zip(&im2col).enumerate() {
@@ -507,6 +537,7 @@ mod tests {
                                 continue;
                             }
                             channels_taken += usize::from(name == "conv_channels");
+                            winograd_taken += usize::from(name == "conv_winograd");
                             let planes = batch * co;
                             let expect = crate::max_pool::values(
                                 &im2col,
@@ -528,9 +559,109 @@ mod tests {
             }
         }
         assert_eq!(
-            channels_taken, 60,
+            channels_taken, 108,
             "the channels-in-the-vector kernel took the shapes and pools meant for it"
         );
+        assert_eq!(
+            winograd_taken, 40,
+            "the Winograd kernel took the shapes and pools meant for it"
+        );
+    }
+
+    /// The backward's gradients against their definitions (sums in f64) where the input gradient is a Winograd
+    /// convolution (3×3, channels in whole vectors): padding 0, 1 and 2 at the beginning, odd and even sizes, a
+    /// masked ReLU, one image and several; and where it is not (4 input channels), the same check of the gemm path.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn backward_matches_the_definitions() {
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        // (ci, co, input, pad_begin, pad_end, batch)
+        let shapes = [
+            (32, 64, [13, 13], [0, 0], [0, 0], 3),
+            (16, 32, [7, 6], [1, 1], [1, 1], 1),
+            (16, 16, [5, 8], [2, 0], [0, 2], 2),
+            (4, 16, [6, 6], [1, 1], [1, 1], 2),
+        ];
+        let mut winograd = 0;
+        for (ci, co, input, pad_begin, pad_end, batch) in shapes {
+            let output: [usize; 2] = std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - 2);
+            let g = Geometry {
+                batch,
+                in_channels: ci,
+                out_channels: co,
+                input,
+                output,
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad_begin,
+                dilation: [1, 1],
+            };
+            let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
+            let w: Vec<f32> = (0..co * ci * 9).map(|i| value(i + 5)).collect();
+            let dy: Vec<f32> = (0..batch * co * output[0] * output[1]).map(|i| value(i + 11)).collect();
+            // A ReLU output that is zero at about a third of the positions.
+            let y: Vec<f32> = (0..dy.len()).map(|i| value(i + 3).max(-0.3) + 0.3).collect();
+            winograd += usize::from(crate::conv_winograd::InputGradient::new(&g, &w).is_some());
+            let (dx, dw, db) = super::backward(g, &dy, &x, &w, Some(&y), true);
+            let dx = dx.expect("asked for");
+            let (mut ex, mut ew, mut eb) = (vec![0f64; x.len()], vec![0f64; w.len()], vec![0f64; co]);
+            let [h, wd] = input;
+            let [ho, wo] = output;
+            for n in 0..batch {
+                for o in 0..co {
+                    for i in 0..ho {
+                        for j in 0..wo {
+                            let at = ((n * co + o) * ho + i) * wo + j;
+                            let d = if y[at] > 0.0 { dy[at] as f64 } else { 0.0 };
+                            eb[o] += d;
+                            for c in 0..ci {
+                                for a in 0..3 {
+                                    for b in 0..3 {
+                                        let (Some(yy), Some(xx)) =
+                                            ((i + a).checked_sub(pad_begin[0]), (j + b).checked_sub(pad_begin[1]))
+                                        else {
+                                            continue;
+                                        };
+                                        if yy >= h || xx >= wd {
+                                            continue;
+                                        }
+                                        let xi = ((n * ci + c) * h + yy) * wd + xx;
+                                        let wi = ((o * ci + c) * 3 + a) * 3 + b;
+                                        ex[xi] += d * w[wi] as f64;
+                                        ew[wi] += d * x[xi] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (what, got, expect) in [("dx", &dx, &ex), ("dw", &dw, &ew), ("db", &db, &eb)] {
+                assert_eq!(got.len(), expect.len(), "{what}");
+                for (i, (&p, &q)) in got.iter().zip(expect.iter()).enumerate() {
+                    assert!(
+                        (p as f64 - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "{g:?} {what} at {i}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+        if crate::conv_winograd::fits(
+            &Geometry {
+                batch: 1,
+                in_channels: 16,
+                out_channels: 16,
+                input: [4, 4],
+                output: [2, 2],
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad_begin: [0, 0],
+                dilation: [1, 1],
+            },
+            None,
+        ) {
+            assert_eq!(winograd, 3, "the Winograd input gradient took the shapes meant for it");
+        }
     }
 
     type DirectForward = fn(Geometry, &[f32], &[f32], &[f32], bool, Option<[usize; 2]>) -> Vec<f32>;

@@ -9,7 +9,9 @@ use burn::tensor::ops::ConvOptions;
 use crate::backend::FusedBackend;
 use crate::dense_panels::Panels;
 use crate::recurrence::Dims;
-use crate::{adam, conv, conv_channels, dense, dense_panels, embedding, gelu, gru, lstm, max_pool, softmax};
+use crate::{
+    adam, conv, conv_channels, conv_winograd, dense, dense_panels, embedding, gelu, gru, lstm, max_pool, softmax,
+};
 
 fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
@@ -63,6 +65,8 @@ enum Form {
     DensePanels(usize),
     /// `conv_channels::transposed_weight` for this many output channels.
     ConvTransposed(usize),
+    /// `conv_winograd::transformed_weight` for this many output channels.
+    ConvWinograd(usize),
 }
 
 /// What `make` gives for `w`'s values, from [`KEPT`] or made now and kept there (`bytes`: its size); `None` for a
@@ -320,8 +324,24 @@ impl FusedBackend for Flex {
         pool: [usize; 2],
     ) -> FlexTensor {
         let g = forward_geometry(&x, &w, &options);
+        let [ho, wo] = g.output;
+        let shape = vec![g.batch, g.out_channels, ho / pool[0], wo / pool[1]];
         // Inference only (the graph pairs a convolution with its pool when no gradient is tracked): the weight's
-        // transposed form is kept for the next call, which lets one request's image take the channels kernel too.
+        // transformed form is kept for the next call.
+        if conv_winograd::takes(&g, Some(pool)) {
+            let (co, ci) = (g.out_channels, g.in_channels);
+            let form = Form::ConvWinograd(co);
+            if let Some(u) = kept(
+                &w,
+                form,
+                |v| conv_winograd::transformed_weight(v, co, ci),
+                |u| u.len() * 4,
+            ) {
+                let y = conv_winograd::forward_transformed(g, &f32s(&x), &u, &f32s(&b), relu, Some(pool));
+                return flex(y, shape);
+            }
+        }
+        // The transposed form lets one request's image take the channels kernel too.
         let transposed = conv_channels::fits(&g, Some(pool))
             .then(|| {
                 let co = g.out_channels;
@@ -335,8 +355,7 @@ impl FusedBackend for Flex {
             }
             _ => conv::forward_pooled(g, &f32s(&x), &f32s(&w), &f32s(&b), relu, pool),
         };
-        let [ho, wo] = g.output;
-        flex(y, vec![g.batch, g.out_channels, ho / pool[0], wo / pool[1]])
+        flex(y, shape)
     }
 
     fn conv2d_backward(

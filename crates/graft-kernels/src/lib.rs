@@ -11,9 +11,10 @@
 //!   16 rows (serving), dot products with the weight rows where they lie (AVX-512), split over `latency_pool.rs`'s
 //!   spinning helper threads; more rows from the weight packed into panels of 64 outputs (`dense_panels.rs`), once
 //!   for inference (kept by `flex.rs`), per call for training.
-//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; the forward by direct convolution on
-//!   AVX-512: output channels in the vector for many taps and several images, `conv_channels.rs`, else positions in
-//!   the vector, `conv_direct.rs`) and non-overlapping max pooling.
+//! - `conv.rs`, `max_pool.rs`: convolution (im2col + gemm, both passes; on AVX-512 the 3×3 forward and input
+//!   gradient with channels in whole vectors by Winograd's F(2×2, 3×3), `conv_winograd.rs`, other forwards by direct
+//!   convolution: output channels in the vector for many taps and several images, `conv_channels.rs`, else positions
+//!   in the vector, `conv_direct.rs`) and non-overlapping max pooling.
 //! - `gelu.rs`, `softmax.rs`: element-wise GELU and last-axis softmax on all threads.
 //! - `embedding.rs`: the table lookup and a weight gradient built without burn-flex's zero-fill and copy.
 //! - `adam.rs`: the Adam/AdamW update in one pass (used by `train/optim.rs`).
@@ -34,6 +35,7 @@ mod backend;
 mod conv_channels;
 mod conv_direct;
 mod conv_geometry;
+mod conv_winograd;
 mod dense_panels;
 mod flex;
 mod latency_pool;

@@ -1,0 +1,605 @@
+//! The forward of a 3×3, stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016) on
+//! AVX-512 (see [`super`]): each 2×2 block of outputs ("tile") comes from its 4×4 input patch with 16 products per
+//! input and output channel pair instead of 36. Per image, the patches are transformed (`V = Bᵀ·d·B`, additions
+//! only), each of the 16 transformed positions ξ is one product over the channels (`M_ξ = V_ξ · U_ξ`, tiles × Ci by
+//! Ci × Co, `U = G·g·Gᵀ` the transformed weight), and each tile's outputs come back as `Aᵀ·M·A` (additions only),
+//! the bias, the ReLU and, where a 2×2 max pool follows, its window: a 2×2 tile is exactly one window, so only its
+//! maximum is written.
+//!
+//! Why: the benchmark CNN's second layer (32 → 64 channels on a 13×13 input, 4/5 of the model's products) ran at
+//! the cores' FMA rate in `conv_channels.rs`, which left no way past ONNX Runtime's direct kernels at the same
+//! rate but fewer products: 2.25× fewer here (1.9× for an unpooled 11×11 output, whose last tiles are half outside).
+//!
+//! Numerics: `B`, `G` and `A` hold 0, ±1 and ½, so the transforms lose nothing beyond the order of the additions
+//! (errors as large as a direct sum's). An input NaN reaches exactly the outputs whose windows hold it (the
+//! transforms' zeros follow the windows); an infinite input may give NaN where the direct sum gives ±∞ (∞ − ∞
+//! inside a transform), as in every Winograd convolution.
+//!
+//! Channels are in the vector throughout (16 to a vector: the input channels in the input transform, the output
+//! channels in the products and the output transform), so the image is turned channels-last first and the outputs
+//! channels-first last, by 16 × 16 transposes in registers. Several images are split over rayon's threads; one
+//! image by blocks of 16 output channels over the latency pool, each part transforming the (small) input itself.
+
+use rayon::prelude::*;
+
+use crate::conv_direct::OutRows;
+use crate::conv_geometry::Geometry;
+
+/// Tiles whose products are accumulated together (`TILES` × 4 vectors of output channels: 24 of the 32 registers).
+const TILES: usize = 6;
+
+/// Whether [`forward`] takes `g` (followed by `pool`): where it [`fits`], unless `GRAFT_WINOGRAD=0` asks for the
+/// direct kernels (to measure the gain).
+pub(crate) fn takes(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("GRAFT_WINOGRAD").is_ok_and(|v| v == "0"));
+    !off && fits(g, pool)
+}
+
+/// Whether [`forward`] can compute `g` followed by `pool`: a 3×3 kernel with unit strides and dilation, input and
+/// output channels in whole vectors, no pool or a 2×2 one, on AVX-512.
+pub(crate) fn fits(g: &Geometry, pool: Option<[usize; 2]>) -> bool {
+    let shape = g.kernel == [3, 3]
+        && g.stride == [1, 1]
+        && g.dilation == [1, 1]
+        && g.in_channels > 0
+        && g.in_channels.is_multiple_of(16)
+        && g.out_channels > 0
+        && g.out_channels.is_multiple_of(16)
+        && matches!(pool, None | Some([1, 1]) | Some([2, 2]));
+    #[cfg(target_arch = "x86_64")]
+    return shape && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = shape;
+        false
+    }
+}
+
+/// The weight `[Co, Ci, 3, 3]` transformed: `U_ξ = (G·g·Gᵀ)_ξ` for each input/output channel pair, as
+/// `[16, Ci, Co]` (one transformed position's weights for every output channel contiguous, the products' right
+/// operand).
+pub(crate) fn transformed_weight(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    assert_eq!(w.len(), co * ci * 9, "conv_winograd: a {co} × {ci} × 3 × 3 weight");
+    // [Ci·9, Co]: each tap's weights for every output channel contiguous, so the transform runs along them.
+    let taps = crate::transpose::transposed(w, co, ci * 9);
+    let mut u = vec![0f32; 16 * ci * co];
+    transform_weight(&taps, co, ci, &mut u);
+    u
+}
+
+simd_dispatch! {
+    /// [`transformed_weight`]'s arithmetic, 16 output channels to a vector.
+    fn transform_weight(taps: &[f32], co: usize, ci: usize, u: &mut [f32]) => transform_weight_body
+}
+
+#[inline(always)]
+fn transform_weight_body(taps: &[f32], co: usize, ci: usize, u: &mut [f32]) {
+    for k in 0..ci {
+        let g: [&[f32]; 9] = std::array::from_fn(|t| &taps[(k * 9 + t) * co..][..co]);
+        for o in 0..co {
+            let g = |a: usize, b: usize| g[a * 3 + b][o];
+            // G·g: rows g₀, (g₀ + g₁ + g₂)/2, (g₀ − g₁ + g₂)/2, g₂ of the kernel, per column.
+            let t: [[f32; 3]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|b| match i {
+                    0 => g(0, b),
+                    1 => 0.5 * (g(0, b) + g(1, b) + g(2, b)),
+                    2 => 0.5 * (g(0, b) - g(1, b) + g(2, b)),
+                    _ => g(2, b),
+                })
+            });
+            // (G·g)·Gᵀ: the same along each row.
+            for (i, t) in t.iter().enumerate() {
+                let row = [t[0], 0.5 * (t[0] + t[1] + t[2]), 0.5 * (t[0] - t[1] + t[2]), t[2]];
+                for (j, v) in row.into_iter().enumerate() {
+                    u[((i * 4 + j) * ci + k) * co + o] = v;
+                }
+            }
+        }
+    }
+}
+
+/// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, 3, 3]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
+/// max-pooled over 2×2 windows (`[N, Co, Ho / 2, Wo / 2]`) when `pool` is `[2, 2]`. The caller checks [`fits`].
+pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, pool: Option<[usize; 2]>) -> Vec<f32> {
+    let u = transformed_weight(w, g.out_channels, g.in_channels);
+    forward_transformed(g, x, &u, b, relu, pool)
+}
+
+/// [`forward`] from the weight as [`transformed_weight`] gives it (kept from call to call by `flex.rs` for a
+/// model's inference).
+pub(crate) fn forward_transformed(
+    g: Geometry,
+    x: &[f32],
+    u: &[f32],
+    b: &[f32],
+    relu: bool,
+    pool: Option<[usize; 2]>,
+) -> Vec<f32> {
+    assert!(fits(&g, pool), "conv_winograd: {g:?} with pool {pool:?}");
+    let (ci, co) = (g.in_channels, g.out_channels);
+    assert_eq!(u.len(), 16 * ci * co, "conv_winograd: the transformed weight's length");
+    assert!(b.len() >= co, "conv_winograd: the bias's length");
+    let pooled = pool == Some([2, 2]);
+    let [ho, wo] = g.output;
+    // With the pool, the tiles are its windows (an odd last row or column falls in none); without, they cover the
+    // output, the last ones in part.
+    let tiles = if pooled {
+        [ho / 2, wo / 2]
+    } else {
+        [ho.div_ceil(2), wo.div_ceil(2)]
+    };
+    let len = if pooled { tiles[0] * tiles[1] } else { ho * wo };
+    let mut y = crate::unfilled::unfilled(g.batch * co * len);
+    if co * len == 0 {
+        // SAFETY: empty.
+        return unsafe { crate::unfilled::filled(y) };
+    }
+    let layer = Layer {
+        g,
+        u,
+        b,
+        relu,
+        pooled,
+        tiles,
+        len,
+    };
+    let image_len = ci * g.input[0] * g.input[1];
+    let threads = rayon::current_num_threads().max(1);
+    if g.batch >= threads {
+        let per = g.batch.div_ceil(threads);
+        y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
+            for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
+                let n = part * per + local;
+                layer.image(
+                    &x[n * image_len..(n + 1) * image_len],
+                    0..co,
+                    OutRows(y_n.as_mut_ptr().cast()),
+                );
+            }
+        });
+    } else {
+        // A few images: each split by blocks of 16 output channels over the latency pool.
+        let blocks = co / 16;
+        let parts = crate::latency_pool::parts().min(blocks);
+        let work = 16 * tiles[0] * tiles[1] * ci * co;
+        for (n, y_n) in y.chunks_exact_mut(co * len).enumerate() {
+            let image = &x[n * image_len..(n + 1) * image_len];
+            let out = OutRows(y_n.as_mut_ptr().cast());
+            let part = |part: usize| {
+                if part < parts {
+                    let channels = blocks * part / parts * 16..blocks * (part + 1) / parts * 16;
+                    layer.image(image, channels, out);
+                }
+            };
+            if parts <= 1 {
+                part(0);
+            } else {
+                crate::latency_pool::run(&part, work);
+            }
+        }
+    }
+    // SAFETY: every image's every output value was written (see `Layer::image`).
+    unsafe { crate::unfilled::filled(y) }
+}
+
+/// The input gradient of a convolution, as a Winograd convolution of the output gradient with the kernel flipped and
+/// its input and output channels swapped: `dx[ci, y, x] = Σ dy[co, y + ph − a, x + pw − b] · w[co, ci, a, b]` is the
+/// forward with kernel `w'[ci, co, a, b] = w[co, ci, 2 − a, 2 − b]` and begin padding `2 − ph` (the output gradient
+/// read as zero outside). It replaces `conv.rs`'s `Wᵀ · dy` and col2im (a quarter of the CNN's training step).
+pub(crate) struct InputGradient {
+    /// The flipped convolution's geometry, for one image.
+    g: Geometry,
+    /// Its transformed weight ([`transformed_weight`] of `w'`).
+    u: Vec<f32>,
+    /// Its bias: none.
+    zeros: Vec<f32>,
+}
+
+impl InputGradient {
+    /// For the convolution `g` with weight `w` `[Co, Ci, 3, 3]`, where its flipped convolution [`takes`] (so `g` is
+    /// 3×3 with unit strides and dilation, and pads at most 2 at the beginning); else `None`.
+    pub(crate) fn new(g: &Geometry, w: &[f32]) -> Option<InputGradient> {
+        let [ph, pw] = g.pad_begin;
+        if g.kernel != [3, 3] || g.stride != [1, 1] || g.dilation != [1, 1] || ph > 2 || pw > 2 {
+            return None;
+        }
+        let flipped = Geometry {
+            batch: 1,
+            in_channels: g.out_channels,
+            out_channels: g.in_channels,
+            input: g.output,
+            output: g.input,
+            kernel: [3, 3],
+            stride: [1, 1],
+            pad_begin: [2 - ph, 2 - pw],
+            dilation: [1, 1],
+        };
+        if !takes(&flipped, None) {
+            return None;
+        }
+        let (co, ci) = (g.out_channels, g.in_channels);
+        assert_eq!(w.len(), co * ci * 9, "conv_winograd: a {co} × {ci} × 3 × 3 weight");
+        let mut swapped = vec![0f32; w.len()];
+        for o in 0..co {
+            for i in 0..ci {
+                for t in 0..9 {
+                    swapped[(i * co + o) * 9 + t] = w[(o * ci + i) * 9 + 8 - t];
+                }
+            }
+        }
+        Some(InputGradient {
+            g: flipped,
+            u: transformed_weight(&swapped, ci, co),
+            zeros: vec![0.0; ci],
+        })
+    }
+
+    /// One image's input gradient `dx` `[Ci, H, W]` (every value written) from its output gradient `dy`
+    /// `[Co, Ho, Wo]`.
+    pub(crate) fn image(&self, dy: &[f32], dx: &mut [f32]) {
+        let [h, w] = self.g.output;
+        assert_eq!(
+            dx.len(),
+            self.g.out_channels * h * w,
+            "conv_winograd: the input gradient's length"
+        );
+        let layer = Layer {
+            g: self.g,
+            u: &self.u,
+            b: &self.zeros,
+            relu: false,
+            pooled: false,
+            tiles: [h.div_ceil(2), w.div_ceil(2)],
+            len: h * w,
+        };
+        layer.image(dy, 0..self.g.out_channels, OutRows(dx.as_mut_ptr()));
+    }
+}
+
+/// One convolution's fixed parts, shared by every image and thread.
+struct Layer<'a> {
+    g: Geometry,
+    /// `[16, Ci, Co]` ([`transformed_weight`]).
+    u: &'a [f32],
+    b: &'a [f32],
+    relu: bool,
+    /// Whether a 2×2 max pool follows (each tile is one window).
+    pooled: bool,
+    /// Tile rows and columns.
+    tiles: [usize; 2],
+    /// One output channel's values per image.
+    len: usize,
+}
+
+/// A thread's working buffers, kept from call to call: one request's image takes a few microseconds, as long as
+/// zeroing fresh buffers would.
+#[derive(Default)]
+struct Scratch {
+    /// The image channels-last, `[H·W, Ci]`.
+    input: Vec<f32>,
+    /// The transformed patches, `[16, tiles, Ci]`.
+    patches: Vec<f32>,
+    /// The products, `[16, tiles, channels]`.
+    products: Vec<f32>,
+    /// The outputs channels-last, `[len, channels]`.
+    outputs: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// `v` at least `len` long. Every value a call reads it has written first, so what an earlier call left is never
+/// seen.
+fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+impl Layer<'_> {
+    /// Output channels `channels` (whole vectors) of one image `[Ci, H, W]` into `y` (the image's output `[Co, len]`)
+    /// at those channels' rows.
+    fn image(&self, image: &[f32], channels: std::ops::Range<usize>, y: OutRows) {
+        let g = &self.g;
+        let (ci, co, [h, w]) = (g.in_channels, g.out_channels, g.input);
+        let count = self.tiles[0] * self.tiles[1];
+        let width = channels.len();
+        assert!(image.len() == ci * h * w && channels.end <= co && width.is_multiple_of(16));
+        SCRATCH.with_borrow_mut(|s| {
+            let input = at_least(&mut s.input, h * w * ci);
+            channels_last(image, ci, h * w, input);
+            let patches = at_least(&mut s.patches, 16 * count * ci);
+            let products = at_least(&mut s.products, 16 * count * width);
+            let outputs = at_least(&mut s.outputs, self.len * width);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `fits` checked AVX-512F; each buffer has the length the function asks for (sliced above).
+            unsafe {
+                avx512::patches(input, g, self.tiles, patches);
+                let mut c = channels.start;
+                while c < channels.end {
+                    let vectors = ((channels.end - c) / 16).min(4);
+                    match vectors {
+                        4 => self.products::<4>(patches, c, channels.start, width, products),
+                        3 => self.products::<3>(patches, c, channels.start, width, products),
+                        2 => self.products::<2>(patches, c, channels.start, width, products),
+                        _ => self.products::<1>(patches, c, channels.start, width, products),
+                    }
+                    c += vectors * 16;
+                }
+                avx512::outputs(
+                    products,
+                    (count, width),
+                    (&self.b[channels.clone()], self.relu, self.pooled),
+                    (self.tiles, g.output),
+                    outputs,
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (patches, products);
+            // Channels-last rows to the image's channels-first output: 16 positions of 16 channels at a time.
+            let mut position = 0;
+            while position < self.len {
+                let rows = (self.len - position).min(16);
+                for c in (0..width).step_by(16) {
+                    // SAFETY: rows `channels.start + c ..+ 16` of the image's [Co, len] output belong to this call
+                    // alone, and `position + rows ≤ len`; `outputs` holds `len` rows of `width` values.
+                    unsafe {
+                        crate::transpose::block(
+                            &outputs[position * width + c..],
+                            width,
+                            rows,
+                            y.0.add((channels.start + c) * self.len + position),
+                            self.len,
+                        )
+                    };
+                }
+                position += rows;
+            }
+        });
+    }
+
+    /// The products `M_ξ = V_ξ · U_ξ` for the `16·V` output channels from `c`, into `products` (`[16, tiles,
+    /// width]`, channel `c` at column `c − first`), [`TILES`] or fewer tiles at a time (as even groups as fit).
+    ///
+    /// # Safety
+    /// AVX-512F; `patches` `[16, tiles, Ci]` and `products` `[16, tiles, width]` whole; `c + 16·V ≤ Co`,
+    /// `c − first + 16·V ≤ width`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn products<const V: usize>(
+        &self,
+        patches: &[f32],
+        c: usize,
+        first: usize,
+        width: usize,
+        products: &mut [f32],
+    ) {
+        let (ci, co) = (self.g.in_channels, self.g.out_channels);
+        let count = self.tiles[0] * self.tiles[1];
+        assert!(patches.len() >= 16 * count * ci && products.len() >= 16 * count * width);
+        assert!(c + 16 * V <= co && c >= first && c - first + 16 * V <= width && self.u.len() >= 16 * ci * co);
+        let groups = count.div_ceil(TILES);
+        for xi in 0..16 {
+            for group in 0..groups {
+                let (t0, t1) = (count * group / groups, count * (group + 1) / groups);
+                let a = &patches[(xi * count + t0) * ci..];
+                let u = &self.u[xi * ci * co + c..];
+                let out = &mut products[(xi * count + t0) * width + (c - first)..];
+                // SAFETY: rows t0..t1 of V_ξ (ci values each) lie in `a`; the ci rows of U_ξ (co apart) hold the
+                // 16·V channels from c; rows t0..t1 of M_ξ (width apart) hold them from c − first (all asserted).
+                unsafe {
+                    match t1 - t0 {
+                        6 => avx512::product::<6, V>(a, ci, u, co, out, width),
+                        5 => avx512::product::<5, V>(a, ci, u, co, out, width),
+                        4 => avx512::product::<4, V>(a, ci, u, co, out, width),
+                        3 => avx512::product::<3, V>(a, ci, u, co, out, width),
+                        2 => avx512::product::<2, V>(a, ci, u, co, out, width),
+                        _ => avx512::product::<1, V>(a, ci, u, co, out, width),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `image` `[Ci, positions]` → `out` `[positions, Ci]`, by 16 × 16 blocks (the last positions one by one).
+fn channels_last(image: &[f32], ci: usize, positions: usize, out: &mut [f32]) {
+    assert!(image.len() >= ci * positions && out.len() >= ci * positions && ci.is_multiple_of(16));
+    let whole = positions / 16 * 16;
+    for c0 in (0..ci).step_by(16) {
+        for p0 in (0..whole).step_by(16) {
+            // SAFETY: channels c0..c0 + 16 hold positions p0..p0 + 16; `out` holds positions p0..p0 + 16 (ci apart)
+            // of ci values, of which this writes c0..c0 + 16.
+            unsafe {
+                crate::transpose::block(
+                    &image[c0 * positions + p0..],
+                    positions,
+                    16,
+                    out.as_mut_ptr().add(p0 * ci + c0),
+                    ci,
+                )
+            };
+        }
+        for p in whole..positions {
+            for r in 0..16 {
+                out[p * ci + c0 + r] = image[(c0 + r) * positions + p];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use crate::conv_geometry::Geometry;
+    use crate::max_pool::avx512::max_nan;
+
+    /// The transformed patches `V = Bᵀ·d·B` of every tile, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0],
+    /// [0, 1, 0, −1]]`: tile `(i, j)`'s patch `d` is the input from row `2i − pad`, column `2j − pad` (zero outside
+    /// the image), and `V`'s value ξ goes to `patches[(ξ·tiles + t)·Ci + channel]`, `t = i·tile columns + j`.
+    ///
+    /// # Safety
+    /// AVX-512F; `input` holds the image channels-last (`[H·W, Ci]`), `patches` `16·tiles·Ci` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn patches(input: &[f32], g: &Geometry, tiles: [usize; 2], patches: &mut [f32]) {
+        let (ci, [h, w], [ph, pw]) = (g.in_channels, g.input, g.pad_begin);
+        let count = tiles[0] * tiles[1];
+        assert!(input.len() >= h * w * ci && patches.len() >= 16 * count * ci && ci.is_multiple_of(16));
+        let zero = _mm512_setzero_ps();
+        for ti in 0..tiles[0] {
+            // The patch's rows and columns in the image, `None` in the padding (or past the image's end, where only
+            // outputs that are dropped read).
+            let rows: [Option<usize>; 4] = std::array::from_fn(|r| (2 * ti + r).checked_sub(ph).filter(|&y| y < h));
+            for tj in 0..tiles[1] {
+                let cols: [Option<usize>; 4] = std::array::from_fn(|c| (2 * tj + c).checked_sub(pw).filter(|&x| x < w));
+                let t = ti * tiles[1] + tj;
+                for k in (0..ci).step_by(16) {
+                    let mut d = [[zero; 4]; 4];
+                    for (r, y) in rows.iter().enumerate() {
+                        for (c, x) in cols.iter().enumerate() {
+                            if let (Some(y), Some(x)) = (y, x) {
+                                // SAFETY: (y, x) is inside the image; channels k..k + 16 of its row.
+                                d[r][c] = unsafe { _mm512_loadu_ps(input.as_ptr().add((y * w + x) * ci + k)) };
+                            }
+                        }
+                    }
+                    // Bᵀ·d (along the columns), then ·B (along the rows).
+                    let mut e = [[zero; 4]; 4];
+                    for c in 0..4 {
+                        let column = transform_4(d[0][c], d[1][c], d[2][c], d[3][c]);
+                        for (r, v) in column.into_iter().enumerate() {
+                            e[r][c] = v;
+                        }
+                    }
+                    for (r, row) in e.iter().enumerate() {
+                        let v = transform_4(row[0], row[1], row[2], row[3]);
+                        for (c, v) in v.into_iter().enumerate() {
+                            let xi = r * 4 + c;
+                            // SAFETY: (ξ·tiles + t)·ci + k + 16 ≤ 16·tiles·ci.
+                            unsafe { _mm512_storeu_ps(patches.as_mut_ptr().add((xi * count + t) * ci + k), v) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Bᵀ·[d₀, d₁, d₂, d₃]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transform_4(d0: __m512, d1: __m512, d2: __m512, d3: __m512) -> [__m512; 4] {
+        [
+            _mm512_sub_ps(d0, d2),
+            _mm512_add_ps(d1, d2),
+            _mm512_sub_ps(d2, d1),
+            _mm512_sub_ps(d1, d3),
+        ]
+    }
+
+    /// `R` rows of `M_ξ` for `16·V` output channels: `out[r·width + 16·v + l] = Σ_k a[r·ci + k] · u[k·co + 16·v + l]`.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` holds `R` rows of `ci` values, `u` `ci` rows `co` apart of at least `16·V`, `out` `R` rows
+    /// `width` apart of at least `16·V`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn product<const R: usize, const V: usize>(
+        a: &[f32],
+        ci: usize,
+        u: &[f32],
+        co: usize,
+        out: &mut [f32],
+        width: usize,
+    ) {
+        assert!(a.len() >= (R - 1) * ci + ci && u.len() >= (ci - 1) * co + 16 * V);
+        assert!(out.len() >= (R - 1) * width + 16 * V);
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; V]; R];
+        let (a, mut row) = (a.as_ptr(), u.as_ptr());
+        for k in 0..ci {
+            let mut weights = [zero; V];
+            for v in 0..V {
+                // SAFETY: row k of `u` holds 16·V values (asserted).
+                weights[v] = unsafe { _mm512_loadu_ps(row.add(16 * v)) };
+            }
+            for r in 0..R {
+                // SAFETY: row r of `a` holds ci values (asserted).
+                let x = _mm512_set1_ps(unsafe { *a.add(r * ci + k) });
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(x, weights[v], acc[r][v]);
+                }
+            }
+            row = row.wrapping_add(co);
+        }
+        for r in 0..R {
+            for v in 0..V {
+                // SAFETY: row r of `out` holds 16·V values (asserted).
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r * width + 16 * v), acc[r][v]) };
+            }
+        }
+    }
+
+    /// Each tile's outputs `Aᵀ·M·A` (`Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`) plus the bias, channels-last into
+    /// `outputs`: with the pool, the window's maximum (NaN propagating) then the ReLU at row `t`; without, the ReLU of
+    /// each output inside the image at its position's row.
+    ///
+    /// # Safety
+    /// AVX-512F; `products` `[16, count, width]` with `width` a multiple of 16, `bias` `width` values, `outputs`
+    /// a row of `width` per output value (`count` pooled, `Ho·Wo` not).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn outputs(
+        products: &[f32],
+        (count, width): (usize, usize),
+        (bias, relu, pooled): (&[f32], bool, bool),
+        (tiles, [ho, wo]): ([usize; 2], [usize; 2]),
+        outputs: &mut [f32],
+    ) {
+        assert!(products.len() >= 16 * count * width && bias.len() >= width && width.is_multiple_of(16));
+        assert!(count == tiles[0] * tiles[1] && outputs.len() >= if pooled { count } else { ho * wo } * width);
+        let zero = _mm512_setzero_ps();
+        let activate = |v: __m512| if relu { _mm512_max_ps(zero, v) } else { v };
+        for ti in 0..tiles[0] {
+            for tj in 0..tiles[1] {
+                let t = ti * tiles[1] + tj;
+                for c in (0..width).step_by(16) {
+                    // SAFETY: (ξ·count + t)·width + c + 16 ≤ 16·count·width; c + 16 ≤ width = bias's length.
+                    let m: [__m512; 16] = std::array::from_fn(|xi| unsafe {
+                        _mm512_loadu_ps(products.as_ptr().add((xi * count + t) * width + c))
+                    });
+                    let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(c)) };
+                    // Aᵀ·M along the columns (rows 0 and 1 of four), then ·A along the rows.
+                    let top: [__m512; 4] =
+                        std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]));
+                    let bottom: [__m512; 4] =
+                        std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j]));
+                    let left = |s: &[__m512; 4]| _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), b);
+                    let right = |s: &[__m512; 4]| _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), b);
+                    let y = [[left(&top), right(&top)], [left(&bottom), right(&bottom)]];
+                    if pooled {
+                        // The window's maximum, then the ReLU (they commute, NaN included: `max` returns its second
+                        // operand when one is NaN).
+                        let m = max_nan(max_nan(y[0][0], y[0][1]), max_nan(y[1][0], y[1][1]));
+                        // SAFETY: row t of `outputs` holds width values.
+                        unsafe { _mm512_storeu_ps(outputs.as_mut_ptr().add(t * width + c), activate(m)) };
+                        continue;
+                    }
+                    for (a, row) in y.iter().enumerate() {
+                        for (bj, &v) in row.iter().enumerate() {
+                            let (oi, oj) = (2 * ti + a, 2 * tj + bj);
+                            if oi < ho && oj < wo {
+                                // SAFETY: row oi·Wo + oj of `outputs` holds width values.
+                                unsafe {
+                                    _mm512_storeu_ps(outputs.as_mut_ptr().add((oi * wo + oj) * width + c), activate(v))
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

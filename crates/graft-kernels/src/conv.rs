@@ -477,6 +477,8 @@ mod tests {
             (48, 80, [9, 8], [3, 3], [1, 0], [0, 1], [1, 1]),
             (16, 32, [3, 3], [3, 3], [0, 0], [0, 0], [1, 1]),
             (32, 48, [5, 4], [3, 3], [2, 0], [0, 2], [1, 1]),
+            // More tiles than one chunk: 21 (20 pooled) tile rows of 18 in chunks of 8.
+            (16, 16, [41, 36], [3, 3], [1, 1], [1, 1], [1, 1]),
         ];
         let close = |d: f32, e: f32| (d.is_nan() && e.is_nan()) || (d - e).abs() <= 1e-4 * (1.0 + e.abs());
         let (mut channels_taken, mut winograd_taken) = (0, 0);
@@ -559,11 +561,11 @@ mod tests {
             }
         }
         assert_eq!(
-            channels_taken, 108,
+            channels_taken, 120,
             "the channels-in-the-vector kernel took the shapes and pools meant for it"
         );
         assert_eq!(
-            winograd_taken, 40,
+            winograd_taken, 48,
             "the Winograd kernel took the shapes and pools meant for it"
         );
     }
@@ -580,6 +582,7 @@ mod tests {
             (32, 64, [13, 13], [0, 0], [0, 0], 3),
             (16, 32, [7, 6], [1, 1], [1, 1], 1),
             (16, 16, [5, 8], [2, 0], [0, 2], 2),
+            (16, 16, [37, 40], [1, 1], [1, 1], 1),
             (4, 16, [6, 6], [1, 1], [1, 1], 2),
         ];
         let mut winograd = 0;
@@ -660,7 +663,7 @@ mod tests {
             },
             None,
         ) {
-            assert_eq!(winograd, 3, "the Winograd input gradient took the shapes meant for it");
+            assert_eq!(winograd, 4, "the Winograd input gradient took the shapes meant for it");
         }
     }
 

@@ -25,6 +25,10 @@ use rayon::prelude::*;
 use crate::conv_direct::OutRows;
 use crate::conv_geometry::Geometry;
 
+/// Tiles per chunk of an image (whole tile rows, at least one): 16 × 128 × 64 values of patches or products are
+/// 512 KB.
+const CHUNK_TILES: usize = 128;
+
 /// Tiles whose products are accumulated together (`TILES` × 4 vectors of output channels: 24 of the 32 registers).
 const TILES: usize = 6;
 
@@ -305,80 +309,97 @@ impl Layer<'_> {
     fn image(&self, image: &[f32], channels: std::ops::Range<usize>, y: OutRows) {
         let g = &self.g;
         let (ci, co, [h, w]) = (g.in_channels, g.out_channels, g.input);
-        let count = self.tiles[0] * self.tiles[1];
+        let [tile_rows, tile_cols] = self.tiles;
         let width = channels.len();
         assert!(image.len() == ci * h * w && channels.end <= co && width.is_multiple_of(16));
+        // Tile rows in chunks of about CHUNK_TILES tiles, so that the patches and products stay in L2 whatever the
+        // image's size (a 224 × 224 image's would take 50 MB each).
+        let chunk = CHUNK_TILES.div_ceil(tile_cols.max(1)).clamp(1, tile_rows.max(1));
+        let most = chunk * tile_cols;
+        let rows_out = |tile_row: usize| {
+            if self.pooled {
+                tile_row
+            } else {
+                (2 * tile_row).min(g.output[0])
+            }
+        };
+        let out_cols = if self.pooled { tile_cols } else { g.output[1] };
         SCRATCH.with_borrow_mut(|s| {
             let input = at_least(&mut s.input, h * w * ci);
             channels_last(image, ci, h * w, input);
-            let patches = at_least(&mut s.patches, 16 * count * ci);
-            let products = at_least(&mut s.products, 16 * count * width);
-            let outputs = at_least(&mut s.outputs, self.len * width);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `fits` checked AVX-512F; each buffer has the length the function asks for (sliced above).
-            unsafe {
-                avx512::patches(input, g, self.tiles, patches);
-                let mut c = channels.start;
-                while c < channels.end {
-                    let vectors = ((channels.end - c) / 16).min(4);
-                    match vectors {
-                        4 => self.products::<4>(patches, c, channels.start, width, products),
-                        3 => self.products::<3>(patches, c, channels.start, width, products),
-                        2 => self.products::<2>(patches, c, channels.start, width, products),
-                        _ => self.products::<1>(patches, c, channels.start, width, products),
+            let patches = at_least(&mut s.patches, 16 * most * ci);
+            let products = at_least(&mut s.products, 16 * most * width);
+            let outputs = at_least(&mut s.outputs, rows_out(chunk) * out_cols * width);
+            for first in (0..tile_rows).step_by(chunk) {
+                let rows = first..(first + chunk).min(tile_rows);
+                let count = rows.len() * tile_cols;
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `fits` checked AVX-512F; each buffer has the length the function asks for (sliced above).
+                unsafe {
+                    avx512::patches(input, g, (self.tiles, rows.clone()), patches);
+                    let mut c = channels.start;
+                    while c < channels.end {
+                        let vectors = ((channels.end - c) / 16).min(4);
+                        match vectors {
+                            4 => self.products::<4>(patches, count, (c, channels.start, width), products),
+                            3 => self.products::<3>(patches, count, (c, channels.start, width), products),
+                            2 => self.products::<2>(patches, count, (c, channels.start, width), products),
+                            _ => self.products::<1>(patches, count, (c, channels.start, width), products),
+                        }
+                        c += vectors * 16;
                     }
-                    c += vectors * 16;
+                    avx512::outputs(
+                        products,
+                        width,
+                        (&self.b[channels.clone()], self.relu, self.pooled),
+                        (tile_cols, rows.clone(), g.output),
+                        outputs,
+                    );
                 }
-                avx512::outputs(
-                    products,
-                    (count, width),
-                    (&self.b[channels.clone()], self.relu, self.pooled),
-                    (self.tiles, g.output),
-                    outputs,
-                );
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (patches, products);
-            // Channels-last rows to the image's channels-first output: 16 positions of 16 channels at a time.
-            let mut position = 0;
-            while position < self.len {
-                let rows = (self.len - position).min(16);
-                for c in (0..width).step_by(16) {
-                    // SAFETY: rows `channels.start + c ..+ 16` of the image's [Co, len] output belong to this call
-                    // alone, and `position + rows ≤ len`; `outputs` holds `len` rows of `width` values.
-                    unsafe {
-                        crate::transpose::block(
-                            &outputs[position * width + c..],
-                            width,
-                            rows,
-                            y.0.add((channels.start + c) * self.len + position),
-                            self.len,
-                        )
-                    };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (patches, products, count);
+                // Channels-last rows to the image's channels-first output: 16 positions of 16 channels at a time.
+                let (begin, end) = (rows_out(rows.start) * out_cols, rows_out(rows.end) * out_cols);
+                let mut position = begin;
+                while position < end {
+                    let n = (end - position).min(16);
+                    for c in (0..width).step_by(16) {
+                        // SAFETY: rows `channels.start + c ..+ 16` of the image's [Co, len] output belong to this
+                        // call alone, and `position + n ≤ len`; `outputs` holds this chunk's `end − begin` rows of
+                        // `width` values.
+                        unsafe {
+                            crate::transpose::block(
+                                &outputs[(position - begin) * width + c..],
+                                width,
+                                n,
+                                y.0.add((channels.start + c) * self.len + position),
+                                self.len,
+                            )
+                        };
+                    }
+                    position += n;
                 }
-                position += rows;
             }
         });
     }
 
-    /// The products `M_ξ = V_ξ · U_ξ` for the `16·V` output channels from `c`, into `products` (`[16, tiles,
-    /// width]`, channel `c` at column `c − first`), [`TILES`] or fewer tiles at a time (as even groups as fit).
+    /// The products `M_ξ = V_ξ · U_ξ` of `count` tiles for the `16·V` output channels from `c`, into `products`
+    /// (`[16, count, width]`, channel `c` at column `c − first`), [`TILES`] or fewer tiles at a time (as even groups
+    /// as fit).
     ///
     /// # Safety
-    /// AVX-512F; `patches` `[16, tiles, Ci]` and `products` `[16, tiles, width]` whole; `c + 16·V ≤ Co`,
+    /// AVX-512F; `patches` `[16, count, Ci]` and `products` `[16, count, width]` whole; `c + 16·V ≤ Co`,
     /// `c − first + 16·V ≤ width`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn products<const V: usize>(
         &self,
         patches: &[f32],
-        c: usize,
-        first: usize,
-        width: usize,
+        count: usize,
+        (c, first, width): (usize, usize, usize),
         products: &mut [f32],
     ) {
         let (ci, co) = (self.g.in_channels, self.g.out_channels);
-        let count = self.tiles[0] * self.tiles[1];
         assert!(patches.len() >= 16 * count * ci && products.len() >= 16 * count * width);
         assert!(c + 16 * V <= co && c >= first && c - first + 16 * V <= width && self.u.len() >= 16 * ci * co);
         let groups = count.div_ceil(TILES);
@@ -438,28 +459,34 @@ mod avx512 {
     use crate::conv_geometry::Geometry;
     use crate::max_pool::avx512::max_nan;
 
-    /// The transformed patches `V = Bᵀ·d·B` of every tile, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0],
-    /// [0, 1, 0, −1]]`: tile `(i, j)`'s patch `d` is the input from row `2i − pad`, column `2j − pad` (zero outside
-    /// the image), and `V`'s value ξ goes to `patches[(ξ·tiles + t)·Ci + channel]`, `t = i·tile columns + j`.
+    /// The transformed patches `V = Bᵀ·d·B` of the tiles in tile rows `rows`, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0],
+    /// [0, −1, 1, 0], [0, 1, 0, −1]]`: tile `(i, j)`'s patch `d` is the input from row `2i − pad`, column `2j − pad`
+    /// (zero outside the image), and `V`'s value ξ goes to `patches[(ξ·count + t)·Ci + channel]`, `t = (i − first
+    /// row)·tile columns + j`, `count` the tiles in `rows`.
     ///
     /// # Safety
-    /// AVX-512F; `input` holds the image channels-last (`[H·W, Ci]`), `patches` `16·tiles·Ci` values.
+    /// AVX-512F; `input` holds the image channels-last (`[H·W, Ci]`), `patches` `16·count·Ci` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn patches(input: &[f32], g: &Geometry, tiles: [usize; 2], patches: &mut [f32]) {
+    pub(super) unsafe fn patches(
+        input: &[f32],
+        g: &Geometry,
+        (tiles, rows): ([usize; 2], std::ops::Range<usize>),
+        patches: &mut [f32],
+    ) {
         let (ci, [h, w], [ph, pw]) = (g.in_channels, g.input, g.pad_begin);
-        let count = tiles[0] * tiles[1];
+        let count = rows.len() * tiles[1];
         assert!(input.len() >= h * w * ci && patches.len() >= 16 * count * ci && ci.is_multiple_of(16));
         let zero = _mm512_setzero_ps();
-        for ti in 0..tiles[0] {
+        for ti in rows.clone() {
             // The patch's rows and columns in the image, `None` in the padding (or past the image's end, where only
             // outputs that are dropped read).
-            let rows: [Option<usize>; 4] = std::array::from_fn(|r| (2 * ti + r).checked_sub(ph).filter(|&y| y < h));
+            let ys: [Option<usize>; 4] = std::array::from_fn(|r| (2 * ti + r).checked_sub(ph).filter(|&y| y < h));
             for tj in 0..tiles[1] {
                 let cols: [Option<usize>; 4] = std::array::from_fn(|c| (2 * tj + c).checked_sub(pw).filter(|&x| x < w));
-                let t = ti * tiles[1] + tj;
+                let t = (ti - rows.start) * tiles[1] + tj;
                 for k in (0..ci).step_by(16) {
                     let mut d = [[zero; 4]; 4];
-                    for (r, y) in rows.iter().enumerate() {
+                    for (r, y) in ys.iter().enumerate() {
                         for (c, x) in cols.iter().enumerate() {
                             if let (Some(y), Some(x)) = (y, x) {
                                 // SAFETY: (y, x) is inside the image; channels k..k + 16 of its row.
@@ -543,28 +570,35 @@ mod avx512 {
         }
     }
 
-    /// Each tile's outputs `Aᵀ·M·A` (`Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`) plus the bias, channels-last into
-    /// `outputs`: with the pool, the window's maximum (NaN propagating) then the ReLU at row `t`; without, the ReLU of
-    /// each output inside the image at its position's row.
+    /// Each tile's outputs `Aᵀ·M·A` (`Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`) plus the bias, for the tiles of tile
+    /// rows `rows`, channels-last into `outputs`: with the pool, the window's maximum (NaN propagating) then the ReLU
+    /// at the tile's row (counted from the chunk's first); without, the ReLU of each output inside the image at its
+    /// position's row (counted from the chunk's first output row, `2·rows.start`).
     ///
     /// # Safety
-    /// AVX-512F; `products` `[16, count, width]` with `width` a multiple of 16, `bias` `width` values, `outputs`
-    /// a row of `width` per output value (`count` pooled, `Ho·Wo` not).
+    /// AVX-512F; `products` `[16, count, width]` (`count` the tiles in `rows`) with `width` a multiple of 16, `bias`
+    /// `width` values, `outputs` a row of `width` per output value of the chunk.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn outputs(
         products: &[f32],
-        (count, width): (usize, usize),
+        width: usize,
         (bias, relu, pooled): (&[f32], bool, bool),
-        (tiles, [ho, wo]): ([usize; 2], [usize; 2]),
+        (tile_cols, rows, [ho, wo]): (usize, std::ops::Range<usize>, [usize; 2]),
         outputs: &mut [f32],
     ) {
+        let count = rows.len() * tile_cols;
+        let values = if pooled {
+            count
+        } else {
+            ((2 * rows.end).min(ho) - (2 * rows.start).min(ho)) * wo
+        };
         assert!(products.len() >= 16 * count * width && bias.len() >= width && width.is_multiple_of(16));
-        assert!(count == tiles[0] * tiles[1] && outputs.len() >= if pooled { count } else { ho * wo } * width);
+        assert!(outputs.len() >= values * width);
         let zero = _mm512_setzero_ps();
         let activate = |v: __m512| if relu { _mm512_max_ps(zero, v) } else { v };
-        for ti in 0..tiles[0] {
-            for tj in 0..tiles[1] {
-                let t = ti * tiles[1] + tj;
+        for ti in rows.clone() {
+            for tj in 0..tile_cols {
+                let t = (ti - rows.start) * tile_cols + tj;
                 for c in (0..width).step_by(16) {
                     // SAFETY: (ξ·count + t)·width + c + 16 ≤ 16·count·width; c + 16 ≤ width = bias's length.
                     let m: [__m512; 16] = std::array::from_fn(|xi| unsafe {
@@ -591,10 +625,9 @@ mod avx512 {
                         for (bj, &v) in row.iter().enumerate() {
                             let (oi, oj) = (2 * ti + a, 2 * tj + bj);
                             if oi < ho && oj < wo {
-                                // SAFETY: row oi·Wo + oj of `outputs` holds width values.
-                                unsafe {
-                                    _mm512_storeu_ps(outputs.as_mut_ptr().add((oi * wo + oj) * width + c), activate(v))
-                                };
+                                let row = (oi - 2 * rows.start) * wo + oj;
+                                // SAFETY: row < values, so `outputs` holds its width values.
+                                unsafe { _mm512_storeu_ps(outputs.as_mut_ptr().add(row * width + c), activate(v)) };
                             }
                         }
                     }

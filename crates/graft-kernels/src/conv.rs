@@ -212,7 +212,12 @@ pub fn backward(
     let work = |first: usize, dx_part: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let mut dw = vec![0f32; co * k];
         let mut db = vec![0f32; co];
-        let mut col = vec![0f32; k * p];
+        let mut winograd_w = crate::conv_winograd::WeightGradient::new(&g);
+        let mut col = if winograd_w.is_none() {
+            vec![0f32; k * p]
+        } else {
+            vec![]
+        };
         let mut dcol = if need_dx && winograd.is_none() {
             vec![0f32; k * p]
         } else {
@@ -238,18 +243,22 @@ pub fn backward(
                 // a CNN step).
                 *acc += crate::simd::lane_sum(row);
             }
-            g.im2col(&x[n * image_len..(n + 1) * image_len], &mut col);
-            // dW += dy_n [Co, P] · colᵀ [P, K]
-            matmul(
-                (co, k, p),
-                &mut dw,
-                (k as isize, 1),
-                true,
-                dy_n,
-                (p as isize, 1),
-                &col,
-                (1, p as isize),
-            );
+            if let Some(winograd_w) = winograd_w.as_mut() {
+                winograd_w.add(&x[n * image_len..(n + 1) * image_len], dy_n);
+            } else {
+                g.im2col(&x[n * image_len..(n + 1) * image_len], &mut col);
+                // dW += dy_n [Co, P] · colᵀ [P, K]
+                matmul(
+                    (co, k, p),
+                    &mut dw,
+                    (k as isize, 1),
+                    true,
+                    dy_n,
+                    (p as isize, 1),
+                    &col,
+                    (1, p as isize),
+                );
+            }
             if let Some(part) = dx_part.as_deref_mut() {
                 let local = n - first;
                 let dx_n = &mut part[local * image_len..(local + 1) * image_len];
@@ -270,6 +279,9 @@ pub fn backward(
                 );
                 g.col2im(&dcol, dx_n);
             }
+        }
+        if let Some(winograd_w) = winograd_w {
+            dw = winograd_w.finish();
         }
         (dw, db)
     };

@@ -261,6 +261,152 @@ impl InputGradient {
     }
 }
 
+/// The weight gradient of a convolution by Winograd's F(3×3, 2×2), the same algorithm with the roles turned (the
+/// output gradient's 2×2 tile is the filter, the 3×3 weight gradient the output): `dW = Gᵀ·[Σ_tiles (A·e·Aᵀ) ⊙
+/// (Bᵀ·d·B)]·G`, `e` a 2×2 tile of the output gradient, `d` the 4×4 input patch under it (the forward's patches), and
+/// `A`, `B`, `G` the forward's matrices. Per transformed position ξ the sum over tiles is one product, input channels
+/// by tiles by output channels: 16 per tile and channel pair against im2col's 36 (the gemm `dy · colᵀ` and the im2col
+/// matrix it reads were a quarter of the CNN's training step). One per thread: it adds that thread's images.
+pub(crate) struct WeightGradient {
+    g: Geometry,
+    /// Tile rows and columns over the output gradient.
+    tiles: [usize; 2],
+    /// `Σ (A·e·Aᵀ)_ξ ⊙ (Bᵀ·d·B)_ξ` per input and output channel, `[16, Ci, Co]`.
+    sums: Vec<f32>,
+}
+
+impl WeightGradient {
+    /// For the convolution `g`, where [`takes`] it (a 3×3 kernel with unit strides and dilation, channels in whole
+    /// vectors); else `None`.
+    pub(crate) fn new(g: &Geometry) -> Option<WeightGradient> {
+        if !takes(g, None) {
+            return None;
+        }
+        let [ho, wo] = g.output;
+        Some(WeightGradient {
+            g: *g,
+            tiles: [ho.div_ceil(2), wo.div_ceil(2)],
+            sums: vec![0.0; 16 * g.in_channels * g.out_channels],
+        })
+    }
+
+    /// Adds one image's part: its input `x` `[Ci, H, W]` and its output gradient `dy` `[Co, Ho, Wo]`.
+    pub(crate) fn add(&mut self, x: &[f32], dy: &[f32]) {
+        let g = self.g;
+        let (ci, co, [h, w], [ho, wo]) = (g.in_channels, g.out_channels, g.input, g.output);
+        assert!(
+            x.len() == ci * h * w && dy.len() == co * ho * wo,
+            "conv_winograd: one image's operands"
+        );
+        let [tile_rows, tile_cols] = self.tiles;
+        let chunk = CHUNK_TILES.div_ceil(tile_cols.max(1)).clamp(1, tile_rows.max(1));
+        let most = chunk * tile_cols;
+        SCRATCH.with_borrow_mut(|s| {
+            let input = at_least(&mut s.input, h * w * ci);
+            channels_last(x, ci, h * w, input);
+            let gradient = at_least(&mut s.outputs, ho * wo * co);
+            channels_last(dy, co, ho * wo, gradient);
+            let patches = at_least(&mut s.patches, 16 * most * ci);
+            let transformed = at_least(&mut s.products, 16 * most * co);
+            for first in (0..tile_rows).step_by(chunk) {
+                let rows = first..(first + chunk).min(tile_rows);
+                let count = rows.len() * tile_cols;
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `takes` checked AVX-512F; each buffer has the length the function asks for (sliced above).
+                unsafe {
+                    avx512::patches(input, &g, (self.tiles, rows.clone()), patches);
+                    avx512::gradient_tiles(gradient, (co, [ho, wo]), (tile_cols, rows.clone()), transformed);
+                    self.sum::<4>(patches, transformed, count);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (patches, transformed, count);
+            }
+        });
+    }
+
+    /// `sums_ξ[ci, co] += Σ_t patches_ξ[t, ci] · transformed_ξ[t, co]` over `count` tiles, up to 6 input channels by
+    /// `16·V` output channels at a time.
+    ///
+    /// # Safety
+    /// AVX-512F; `patches` `[16, count, Ci]`, `transformed` `[16, count, Co]`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum<const V: usize>(&mut self, patches: &[f32], transformed: &[f32], count: usize) {
+        let (ci, co) = (self.g.in_channels, self.g.out_channels);
+        assert!(patches.len() >= 16 * count * ci && transformed.len() >= 16 * count * co && count > 0);
+        let groups = ci.div_ceil(TILES);
+        for xi in 0..16 {
+            let a = &patches[xi * count * ci..];
+            let b = &transformed[xi * count * co..];
+            let out = &mut self.sums[xi * ci * co..];
+            for group in 0..groups {
+                let (r0, r1) = (ci * group / groups, ci * (group + 1) / groups);
+                let mut c = 0;
+                while c < co {
+                    let (a, b, out) = (&a[r0..], &b[c..], &mut out[r0 * co + c..]);
+                    // SAFETY: `a` holds `count` rows ci apart of the channels from r0, `b` `count` rows co apart of
+                    // the channels from c, `out` rows r0..r1 (co apart) of `sums_ξ` from c (asserted above).
+                    unsafe {
+                        match ((co - c) / 16).min(V) {
+                            4 => sum_rows::<4>(r1 - r0, (a, ci), (b, co), count, out),
+                            3 => sum_rows::<3>(r1 - r0, (a, ci), (b, co), count, out),
+                            2 => sum_rows::<2>(r1 - r0, (a, ci), (b, co), count, out),
+                            _ => sum_rows::<1>(r1 - r0, (a, ci), (b, co), count, out),
+                        }
+                    }
+                    c += 16 * ((co - c) / 16).min(V);
+                }
+            }
+        }
+    }
+
+    /// The weight gradient `[Co, Ci, 3, 3]` of the images added: `Gᵀ·sums·G` per channel pair, `Gᵀ = [[1, ½, ½, 0],
+    /// [0, ½, −½, 0], [0, ½, ½, 1]]`.
+    pub(crate) fn finish(&self) -> Vec<f32> {
+        const GT: [[f32; 4]; 3] = [[1.0, 0.5, 0.5, 0.0], [0.0, 0.5, -0.5, 0.0], [0.0, 0.5, 0.5, 1.0]];
+        let (ci, co) = (self.g.in_channels, self.g.out_channels);
+        let mut dw = vec![0f32; co * ci * 9];
+        for i in 0..ci {
+            for o in 0..co {
+                let m = |xi: usize| self.sums[(xi * ci + i) * co + o];
+                for a in 0..3 {
+                    for b in 0..3 {
+                        let mut v = 0.0;
+                        for (p, left) in GT[a].iter().enumerate() {
+                            for (q, right) in GT[b].iter().enumerate() {
+                                v += left * m(p * 4 + q) * right;
+                            }
+                        }
+                        dw[((o * ci + i) * 3 + a) * 3 + b] = v;
+                    }
+                }
+            }
+        }
+        dw
+    }
+}
+
+/// [`WeightGradient::sum`]'s rows `0..rows` (at most [`TILES`]) of one group.
+///
+/// # Safety
+/// AVX-512F; as [`avx512::sum_rows`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_rows<const V: usize>(rows: usize, a: (&[f32], usize), b: (&[f32], usize), count: usize, out: &mut [f32]) {
+    let row = b.1;
+    // SAFETY: the caller's promise.
+    unsafe {
+        match rows {
+            6 => avx512::sum_rows::<6, V>(a, b, count, out, row),
+            5 => avx512::sum_rows::<5, V>(a, b, count, out, row),
+            4 => avx512::sum_rows::<4, V>(a, b, count, out, row),
+            3 => avx512::sum_rows::<3, V>(a, b, count, out, row),
+            2 => avx512::sum_rows::<2, V>(a, b, count, out, row),
+            _ => avx512::sum_rows::<1, V>(a, b, count, out, row),
+        }
+    }
+}
+
 /// One convolution's fixed parts, shared by every image and thread.
 struct Layer<'a> {
     g: Geometry,
@@ -511,6 +657,105 @@ mod avx512 {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The transformed tiles `A·e·Aᵀ` of the output gradient in tile rows `rows` (`A = [[1, 0], [1, 1], [1, −1],
+    /// [0, −1]]`; `e` the 2×2 tile, zero past the output's end), value ξ of tile `t` (counted from the chunk's first)
+    /// at `out[(ξ·count + t)·Co + channel]`.
+    ///
+    /// # Safety
+    /// AVX-512F; `gradient` `[Ho·Wo, Co]` (channels-last) with `Co` a multiple of 16, `out` `16·count·Co` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gradient_tiles(
+        gradient: &[f32],
+        (co, [ho, wo]): (usize, [usize; 2]),
+        (tile_cols, rows): (usize, std::ops::Range<usize>),
+        out: &mut [f32],
+    ) {
+        let count = rows.len() * tile_cols;
+        assert!(gradient.len() >= ho * wo * co && out.len() >= 16 * count * co && co.is_multiple_of(16));
+        let zero = _mm512_setzero_ps();
+        let spread = |e0: __m512, e1: __m512| {
+            [
+                e0,
+                _mm512_add_ps(e0, e1),
+                _mm512_sub_ps(e0, e1),
+                _mm512_sub_ps(zero, e1),
+            ]
+        };
+        for ti in rows.clone() {
+            for tj in 0..tile_cols {
+                let t = (ti - rows.start) * tile_cols + tj;
+                for c in (0..co).step_by(16) {
+                    let e: [[__m512; 2]; 2] = std::array::from_fn(|a| {
+                        std::array::from_fn(|b| {
+                            let (i, j) = (2 * ti + a, 2 * tj + b);
+                            if i < ho && j < wo {
+                                // SAFETY: (i, j) is inside the output; channels c..c + 16 of its row.
+                                unsafe { _mm512_loadu_ps(gradient.as_ptr().add((i * wo + j) * co + c)) }
+                            } else {
+                                zero
+                            }
+                        })
+                    });
+                    // A·e along the columns (two rows to four), then ·Aᵀ along the rows.
+                    let top = spread(e[0][0], e[1][0]);
+                    let bottom = spread(e[0][1], e[1][1]);
+                    for r in 0..4 {
+                        for (q, v) in spread(top[r], bottom[r]).into_iter().enumerate() {
+                            // SAFETY: ((r·4 + q)·count + t)·Co + c + 16 ≤ 16·count·Co.
+                            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(((r * 4 + q) * count + t) * co + c), v) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[r·row + 16·v + l] += Σ_k a[k·a_step + r] · b[k·b_step + 16·v + l]` for `R` rows and `V` vectors over
+    /// `count` steps.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` holds `count` steps `a_step` apart of `R` values, `b` `count` steps `b_step` apart of `16·V`,
+    /// `out` `R` rows `row` apart of `16·V`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    pub(super) unsafe fn sum_rows<const R: usize, const V: usize>(
+        (a, a_step): (&[f32], usize),
+        (b, b_step): (&[f32], usize),
+        count: usize,
+        out: &mut [f32],
+        row: usize,
+    ) {
+        assert!(count > 0 && a.len() >= (count - 1) * a_step + R && b.len() >= (count - 1) * b_step + 16 * V);
+        assert!(out.len() >= (R - 1) * row + 16 * V);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for r in 0..R {
+            for v in 0..V {
+                // SAFETY: row r of `out` holds 16·V values (asserted).
+                acc[r][v] = unsafe { _mm512_loadu_ps(out.as_ptr().add(r * row + 16 * v)) };
+            }
+        }
+        for k in 0..count {
+            let mut columns = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                // SAFETY: step k of `b` holds 16·V values (asserted).
+                columns[v] = unsafe { _mm512_loadu_ps(b.as_ptr().add(k * b_step + 16 * v)) };
+            }
+            for r in 0..R {
+                // SAFETY: step k of `a` holds R values (asserted).
+                let x = _mm512_set1_ps(unsafe { *a.as_ptr().add(k * a_step + r) });
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(x, columns[v], acc[r][v]);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..V {
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r * row + 16 * v), acc[r][v]) };
             }
         }
     }

@@ -495,20 +495,9 @@ mod tests {
         let close = |d: f32, e: f32| (d.is_nan() && e.is_nan()) || (d - e).abs() <= 1e-4 * (1.0 + e.abs());
         let (mut channels_taken, mut winograd_taken) = (0, 0);
         for (ci, co, input, kernel, pad_begin, pad_end, dilation) in shapes {
-            let output: [usize; 2] =
-                std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1));
             for batch in [1, 3] {
-                let g = Geometry {
-                    batch,
-                    in_channels: ci,
-                    out_channels: co,
-                    input,
-                    output,
-                    kernel,
-                    stride: [1, 1],
-                    pad_begin,
-                    dilation,
-                };
+                let g = stride_one((batch, ci, co), input, kernel, (pad_begin, pad_end), dilation);
+                let output = g.output;
                 if !crate::conv_direct::takes(&g) {
                     return;
                 }
@@ -599,18 +588,8 @@ mod tests {
         ];
         let mut winograd = 0;
         for (ci, co, input, pad_begin, pad_end, batch) in shapes {
-            let output: [usize; 2] = std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - 2);
-            let g = Geometry {
-                batch,
-                in_channels: ci,
-                out_channels: co,
-                input,
-                output,
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad_begin,
-                dilation: [1, 1],
-            };
+            let g = stride_one((batch, ci, co), input, [3, 3], (pad_begin, pad_end), [1, 1]);
+            let output = g.output;
             let x: Vec<f32> = (0..batch * ci * input[0] * input[1]).map(value).collect();
             let w: Vec<f32> = (0..co * ci * 9).map(|i| value(i + 5)).collect();
             let dy: Vec<f32> = (0..batch * co * output[0] * output[1]).map(|i| value(i + 11)).collect();
@@ -661,21 +640,30 @@ mod tests {
                 }
             }
         }
-        if crate::conv_winograd::fits(
-            &Geometry {
-                batch: 1,
-                in_channels: 16,
-                out_channels: 16,
-                input: [4, 4],
-                output: [2, 2],
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad_begin: [0, 0],
-                dilation: [1, 1],
-            },
-            None,
-        ) {
+        if crate::conv_winograd::fits(&stride_one((1, 16, 16), [4, 4], [3, 3], ([0, 0], [0, 0]), [1, 1]), None) {
             assert_eq!(winograd, 4, "the Winograd input gradient took the shapes meant for it");
+        }
+    }
+
+    /// A stride-1 convolution's geometry, its output size from the input, kernel, padding (begin and end) and
+    /// dilation.
+    fn stride_one(
+        (batch, ci, co): (usize, usize, usize),
+        input: [usize; 2],
+        kernel: [usize; 2],
+        (pad_begin, pad_end): ([usize; 2], [usize; 2]),
+        dilation: [usize; 2],
+    ) -> Geometry {
+        Geometry {
+            batch,
+            in_channels: ci,
+            out_channels: co,
+            input,
+            output: std::array::from_fn(|a| input[a] + pad_begin[a] + pad_end[a] - dilation[a] * (kernel[a] - 1)),
+            kernel,
+            stride: [1, 1],
+            pad_begin,
+            dilation,
         }
     }
 

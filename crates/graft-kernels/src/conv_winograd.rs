@@ -1,5 +1,8 @@
-//! The forward of a 3×3, stride-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016) on
-//! AVX-512 (see [`super`]): each 2×2 block of outputs ("tile") comes from its 4×4 input patch with 16 products per
+//! A 3×3, stride-1 convolution's forward and both gradients by Winograd's minimal filtering F(2×2, 3×3) (Lavin &
+//! Gray, 2016) on AVX-512 (see [`super`]); the input gradient is the forward of a flipped kernel
+//! ([`InputGradient`]), the weight gradient the same algorithm with the roles turned ([`WeightGradient`]).
+//!
+//! The forward: each 2×2 block of outputs ("tile") comes from its 4×4 input patch with 16 products per
 //! input and output channel pair instead of 36. Per image, the patches are transformed (`V = Bᵀ·d·B`, additions
 //! only), each of the 16 transformed positions ξ is one product over the channels (`M_ξ = V_ξ · U_ξ`, tiles × Ci by
 //! Ci × Co, `U = G·g·Gᵀ` the transformed weight), and each tile's outputs come back as `Aᵀ·M·A` (additions only),

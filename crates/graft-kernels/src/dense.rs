@@ -43,7 +43,7 @@ pub(crate) fn few_panels_take(n: usize, out_f: usize) -> bool {
 const SPLIT: usize = 1 << 20;
 
 /// [`forward`] for a model's layer outside autodiff whose outputs are too few for `dense_panels.rs` (a classifier's
-/// last layer): the rows are split over the threads from [`SPLIT`] multiply-adds, where [`forward`] keeps products
+/// last layer): the rows are split over the threads from `SPLIT` multiply-adds, where [`forward`] keeps products
 /// under 192³ multiply-adds on one thread. The layers before it have just run on the pool, so its threads are awake:
 /// the MLP's 1024 × 256 → 10 took 1.3% of the batch-1,024 pass on one core (split: 1.027× faster, median of 8
 /// alternating rounds).
@@ -70,7 +70,7 @@ fn few_rows_enabled() -> bool {
 /// with a weight row, read where it lies. gemm packs the weight into its own panel layout on every call, which for a
 /// few rows costs as much as the product itself (half of MiniLM's time on one 16-token text) and is only repaid
 /// when many rows share the packed panels. Large enough products are split by output columns over the latency
-/// pool ([`crate::latency_pool`]): each thread always gets the same half of the weight, which then stays in its
+/// pool (`latency_pool.rs`): each thread always gets the same half of the weight, which then stays in its
 /// core's cache from one request to the next.
 pub fn few_rows(n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (out_f, in_f) = (b.len(), w.len() / b.len().max(1));

@@ -240,7 +240,6 @@ const MAX_IN_PLACE_STEPS: usize = 1024;
 /// `dx = dy · W` reads the weight's rows as they lie (`A` = `dy`), and `dW = dyᵀ · x` the input's rows (`A` = `dy`'s
 /// columns, `a_row` 1 and `a_step` the outputs). gemm packed both operands on every call (4% of the MLP's training
 /// samples). Rows are split over the threads in bands; each band takes its rows block by block through every panel.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn product_in_place(
     (m, k, cols): (usize, usize, usize),
     a: &[f32],

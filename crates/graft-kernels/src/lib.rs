@@ -166,9 +166,9 @@ pub fn dense(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
     Tensor::<2>::from_dispatch(y)
 }
 
-/// [`dense`] for a model's own weight outside autodiff (serving, predicting), through the ReLU when `relu`: the
+/// [`dense()`] for a model's own weight outside autodiff (serving, predicting), through the ReLU when `relu`: the
 /// weight is packed once and its panels kept for the calls after (`dense_panels.rs`; a clone of `w` is kept with
-/// them, see `flex.rs`). For a weight that is a new tensor on every call, use [`dense`].
+/// them, see `flex.rs`). For a weight that is a new tensor on every call, use [`dense()`].
 pub fn dense_inference(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, relu: bool) -> Tensor<2> {
     let y = <Dispatch as FusedBackend>::dense_inference_forward(
         x.into_dispatch(),
@@ -275,7 +275,7 @@ pub fn flush_denormals() {
 
 /// Flushes denormals on the calling thread and, once per process, on every thread of rayon's global pool, which
 /// burn's and graft's kernels run on (whoever built the pool: its threads live as long as the process), and gives
-/// each of the pool's threads a core of its own when there is one per thread ([`pin_worker`]). Cheap after the
+/// each of the pool's threads a core of its own when there is one per thread (`pin_worker`). Cheap after the
 /// first call; `Graph::build` and the CLI's `main` call it.
 pub fn init_threads() {
     static POOL: std::sync::Once = std::sync::Once::new();
@@ -297,7 +297,7 @@ pub fn init_threads() {
 /// context switches per operation: a training step of the MLP has some 30). A batch of at most
 /// [`dense::FEW_ROWS`] rows stays on the caller: its dense products split over the latency pool, whose helper would
 /// share a core with the pool's idle workers (an MLP trained at batch 8 was 1.2–1.6× slower). While `f` runs, the
-/// pool's other threads are kept taking its work ([`keep_awake`]). A training step and a model's forward pass
+/// pool's other threads are kept taking its work (`keep_awake`). A training step and a model's forward pass
 /// (`graft`'s `Graph`) both run here. `GRAFT_STEP_ON_POOL=0` keeps every pass on the caller, and
 /// `GRAFT_STEP_KEEP_AWAKE=0` lets the other threads sleep (to measure the gains).
 pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -308,14 +308,16 @@ pub fn on_pool<R: Send>(rows: usize, f: impl FnOnce() -> R + Send) -> R {
     {
         return f();
     }
-    let skip = SKIP_KEEP_AWAKE.load(Ordering::Relaxed);
-    if skip > 0
+    // One atomic decrement per skipped pass, so that concurrent passes each count.
+    let skipping = SKIP_KEEP_AWAKE
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1))
+        .is_ok();
+    if skipping
         || std::env::var("GRAFT_STEP_KEEP_AWAKE").is_ok_and(|v| v == "0")
         || KEEPING_AWAKE
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
     {
-        SKIP_KEEP_AWAKE.store(skip.saturating_sub(1), Ordering::Relaxed);
         return rayon::scope(|_| f());
     }
     // Released when the scope has returned or unwound, its keep-awake jobs ended.

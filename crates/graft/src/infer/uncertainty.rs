@@ -1,7 +1,7 @@
 //! Monte-Carlo dropout (Gal & Ghahramani, 2016): the same input run N times with dropout active gives N
 //! predictions whose spread measures how unsure the model is. Per input this module summarizes the N probability
-//! vectors into their mean, their standard deviation, the predictive entropy H[mean p] and the mutual information
-//! H[mean p] − mean H[p] (the part of the uncertainty that comes from the weights, not from the data); for
+//! vectors into their mean, their standard deviation, the predictive entropy `H[mean p]` and the mutual information
+//! `H[mean p] − mean H[p]` (the part of the uncertainty that comes from the weights, not from the data); for
 //! regression, the mean and standard deviation of the values.
 
 use serde_json::{Value as Json, json};
@@ -34,7 +34,7 @@ pub struct McSummary {
     pub std: Vec<f32>,
     /// H[mean p], in nats (classification only).
     pub entropy: f64,
-    /// H[mean p] − mean over passes of H[p], in nats (classification only; ≥ 0).
+    /// `H[mean p] − mean over passes of H[p]`, in nats (classification only; ≥ 0).
     pub mutual_information: f64,
 }
 

@@ -119,7 +119,7 @@ impl LoadProblems {
         self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
     }
 
-    /// "missing 2: a [3], b [4]; unexpected 1: c [1]; wrong shape 1: d (file [2], model [3])", long lists cut.
+    /// `missing 2: a [3], b [4]; unexpected 1: c [1]; wrong shape 1: d (file [2], model [3])`, long lists cut.
     pub fn describe(&self) -> String {
         let mut parts = vec![];
         for (what, items) in [

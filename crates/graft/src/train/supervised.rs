@@ -30,7 +30,7 @@ pub struct FitResult {
 }
 
 /// Trains `model` (built on an autodiff device) on `train`, validating on `validation` at every epoch end: the
-/// [`Supervised`] step run by the [`Trainer`](crate::train::step::Trainer) loop.
+/// [`Supervised`] step run by the [`Trainer`] loop.
 pub fn fit(
     model: Graph,
     heads: &[TaskHead],

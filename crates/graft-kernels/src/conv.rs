@@ -218,7 +218,8 @@ pub fn backward(
         } else {
             vec![]
         };
-        let mut dcol = if need_dx && winograd.is_none() {
+        // (Winograd's input gradient goes with its weight gradient, which takes every convolution the former does.)
+        let mut dcol = if need_dx && (winograd.is_none() || winograd_w.is_none()) {
             vec![0f32; k * p]
         } else {
             vec![]
@@ -243,10 +244,21 @@ pub fn backward(
                 // a CNN step).
                 *acc += crate::simd::lane_sum(row);
             }
+            let x_n = &x[n * image_len..(n + 1) * image_len];
+            let local = n - first;
             if let Some(winograd_w) = winograd_w.as_mut() {
-                winograd_w.add(&x[n * image_len..(n + 1) * image_len], dy_n);
+                // Both gradients from one channels-last copy of dy_n where the input gradient is Winograd's too.
+                let dx_n = winograd
+                    .as_ref()
+                    .zip(dx_part.as_deref_mut())
+                    .map(|(flipped, part)| (flipped, &mut part[local * image_len..(local + 1) * image_len]));
+                let done = dx_n.is_some();
+                crate::conv_winograd::backward_image(x_n, dy_n, winograd_w, dx_n);
+                if done {
+                    continue;
+                }
             } else {
-                g.im2col(&x[n * image_len..(n + 1) * image_len], &mut col);
+                g.im2col(x_n, &mut col);
                 // dW += dy_n [Co, P] · colᵀ [P, K]
                 matmul(
                     (co, k, p),
@@ -260,12 +272,7 @@ pub fn backward(
                 );
             }
             if let Some(part) = dx_part.as_deref_mut() {
-                let local = n - first;
                 let dx_n = &mut part[local * image_len..(local + 1) * image_len];
-                if let Some(winograd) = &winograd {
-                    winograd.image(dy_n, dx_n);
-                    continue;
-                }
                 // dcol [K, P] = Wᵀ [K, Co] · dy_n [Co, P]
                 matmul(
                     (k, p, co),

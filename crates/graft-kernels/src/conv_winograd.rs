@@ -242,16 +242,10 @@ impl InputGradient {
         })
     }
 
-    /// One image's input gradient `dx` `[Ci, H, W]` (every value written) from its output gradient `dy`
-    /// `[Co, Ho, Wo]`.
-    pub(crate) fn image(&self, dy: &[f32], dx: &mut [f32]) {
+    /// The flipped convolution, for one image's input gradient `[Ci, H, W]` (every value written).
+    fn layer(&self) -> Layer<'_> {
         let [h, w] = self.g.output;
-        assert_eq!(
-            dx.len(),
-            self.g.out_channels * h * w,
-            "conv_winograd: the input gradient's length"
-        );
-        let layer = Layer {
+        Layer {
             g: self.g,
             u: &self.u,
             b: &self.zeros,
@@ -259,9 +253,39 @@ impl InputGradient {
             pooled: false,
             tiles: [h.div_ceil(2), w.div_ceil(2)],
             len: h * w,
-        };
-        layer.image(dy, 0..self.g.out_channels, OutRows(dx.as_mut_ptr()));
+        }
     }
+}
+
+/// One image's backward through a convolution that [`WeightGradient`] takes: its weight gradient added to `dw`
+/// from the input `x` `[Ci, H, W]` and the output gradient `dy` `[Co, Ho, Wo]`, and with `dx` its input gradient
+/// `[Ci, H, W]` (every value written). `dy` is turned channels-last once for both.
+pub(crate) fn backward_image(x: &[f32], dy: &[f32], dw: &mut WeightGradient, dx: Option<(&InputGradient, &mut [f32])>) {
+    let g = dw.g;
+    let (ci, co, [h, w], [ho, wo]) = (g.in_channels, g.out_channels, g.input, g.output);
+    assert!(
+        x.len() == ci * h * w && dy.len() == co * ho * wo,
+        "conv_winograd: one image's operands"
+    );
+    SCRATCH.with_borrow_mut(|s| {
+        let Scratch {
+            input,
+            gradient,
+            patches,
+            products,
+            outputs,
+        } = s;
+        let gradient = at_least(gradient, ho * wo * co);
+        channels_last(dy, co, ho * wo, gradient);
+        if let Some((flipped, dx)) = dx {
+            assert_eq!(dx.len(), ci * h * w, "conv_winograd: the input gradient's length");
+            let layer = flipped.layer();
+            layer.channels_last_image(gradient, 0..ci, OutRows(dx.as_mut_ptr()), (patches, products, outputs));
+        }
+        let input = at_least(input, h * w * ci);
+        channels_last(x, ci, h * w, input);
+        dw.add(input, gradient, (patches, products));
+    });
 }
 
 /// The weight gradient of a convolution by Winograd's F(3×3, 2×2), the same algorithm with the roles turned (the
@@ -293,38 +317,27 @@ impl WeightGradient {
         })
     }
 
-    /// Adds one image's part: its input `x` `[Ci, H, W]` and its output gradient `dy` `[Co, Ho, Wo]`.
-    pub(crate) fn add(&mut self, x: &[f32], dy: &[f32]) {
+    /// Adds one image's part from its input `[H·W, Ci]` and output gradient `[Ho·Wo, Co]`, both channels-last.
+    fn add(&mut self, input: &[f32], gradient: &[f32], (patches, transformed): (&mut Vec<f32>, &mut Vec<f32>)) {
         let g = self.g;
-        let (ci, co, [h, w], [ho, wo]) = (g.in_channels, g.out_channels, g.input, g.output);
-        assert!(
-            x.len() == ci * h * w && dy.len() == co * ho * wo,
-            "conv_winograd: one image's operands"
-        );
+        let (ci, co, [ho, wo]) = (g.in_channels, g.out_channels, g.output);
         let [tile_rows, tile_cols] = self.tiles;
-        let chunk = CHUNK_TILES.div_ceil(tile_cols.max(1)).clamp(1, tile_rows.max(1));
-        let most = chunk * tile_cols;
-        SCRATCH.with_borrow_mut(|s| {
-            let input = at_least(&mut s.input, h * w * ci);
-            channels_last(x, ci, h * w, input);
-            let gradient = at_least(&mut s.outputs, ho * wo * co);
-            channels_last(dy, co, ho * wo, gradient);
-            let patches = at_least(&mut s.patches, 16 * most * ci);
-            let transformed = at_least(&mut s.products, 16 * most * co);
-            for first in (0..tile_rows).step_by(chunk) {
-                let rows = first..(first + chunk).min(tile_rows);
-                let count = rows.len() * tile_cols;
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `takes` checked AVX-512F; each buffer has the length the function asks for (sliced above).
-                unsafe {
-                    avx512::patches(input, &g, (self.tiles, rows.clone()), patches);
-                    avx512::gradient_tiles(gradient, (co, [ho, wo]), (tile_cols, rows.clone()), transformed);
-                    self.sum::<4>(patches, transformed, count);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (patches, transformed, count);
+        let chunk = chunk_rows(self.tiles);
+        let patches = at_least(patches, 16 * chunk * tile_cols * ci);
+        let transformed = at_least(transformed, 16 * chunk * tile_cols * co);
+        for first in (0..tile_rows).step_by(chunk) {
+            let rows = first..(first + chunk).min(tile_rows);
+            let count = rows.len() * tile_cols;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `takes` checked AVX-512F; each buffer has the length the function asks for (sliced above).
+            unsafe {
+                avx512::patches(input, &g, (self.tiles, rows.clone()), patches);
+                avx512::gradient_tiles(gradient, (co, [ho, wo]), (tile_cols, rows.clone()), transformed);
+                self.sum::<4>(patches, transformed, count);
             }
-        });
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (input, gradient, patches, transformed, count);
+        }
     }
 
     /// `sums_ξ[ci, co] += Σ_t patches_ξ[t, ci] · transformed_ξ[t, co]` over `count` tiles, up to 6 input channels by
@@ -431,6 +444,8 @@ struct Layer<'a> {
 struct Scratch {
     /// The image channels-last, `[H·W, Ci]`.
     input: Vec<f32>,
+    /// The output gradient channels-last, `[Ho·Wo, Co]` (for both of the backward's products).
+    gradient: Vec<f32>,
     /// The transformed patches, `[16, tiles, Ci]`.
     patches: Vec<f32>,
     /// The products, `[16, tiles, channels]`.
@@ -452,18 +467,39 @@ fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
+/// Tile rows per chunk for `tiles` (rows, columns): about [`CHUNK_TILES`] tiles, so that the patches and products
+/// stay in L2 whatever the image's size (a 224 × 224 image's would take 50 MB each).
+fn chunk_rows([tile_rows, tile_cols]: [usize; 2]) -> usize {
+    CHUNK_TILES.div_ceil(tile_cols.max(1)).clamp(1, tile_rows.max(1))
+}
+
 impl Layer<'_> {
     /// Output channels `channels` (whole vectors) of one image `[Ci, H, W]` into `y` (the image's output `[Co, len]`)
     /// at those channels' rows.
     fn image(&self, image: &[f32], channels: std::ops::Range<usize>, y: OutRows) {
+        let (ci, [h, w]) = (self.g.in_channels, self.g.input);
+        assert_eq!(image.len(), ci * h * w, "conv_winograd: one image's length");
+        SCRATCH.with_borrow_mut(|s| {
+            let input = at_least(&mut s.input, h * w * ci);
+            channels_last(image, ci, h * w, input);
+            self.channels_last_image(input, channels, y, (&mut s.patches, &mut s.products, &mut s.outputs));
+        });
+    }
+
+    /// [`Layer::image`] from the image channels-last (`[H·W, Ci]`), through the working buffers given.
+    fn channels_last_image(
+        &self,
+        input: &[f32],
+        channels: std::ops::Range<usize>,
+        y: OutRows,
+        (patches, products, outputs): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+    ) {
         let g = &self.g;
         let (ci, co, [h, w]) = (g.in_channels, g.out_channels, g.input);
         let [tile_rows, tile_cols] = self.tiles;
         let width = channels.len();
-        assert!(image.len() == ci * h * w && channels.end <= co && width.is_multiple_of(16));
-        // Tile rows in chunks of about CHUNK_TILES tiles, so that the patches and products stay in L2 whatever the
-        // image's size (a 224 × 224 image's would take 50 MB each).
-        let chunk = CHUNK_TILES.div_ceil(tile_cols.max(1)).clamp(1, tile_rows.max(1));
+        assert!(input.len() >= h * w * ci && channels.end <= co && width.is_multiple_of(16));
+        let chunk = chunk_rows(self.tiles);
         let most = chunk * tile_cols;
         let rows_out = |tile_row: usize| {
             if self.pooled {
@@ -473,63 +509,59 @@ impl Layer<'_> {
             }
         };
         let out_cols = if self.pooled { tile_cols } else { g.output[1] };
-        SCRATCH.with_borrow_mut(|s| {
-            let input = at_least(&mut s.input, h * w * ci);
-            channels_last(image, ci, h * w, input);
-            let patches = at_least(&mut s.patches, 16 * most * ci);
-            let products = at_least(&mut s.products, 16 * most * width);
-            let outputs = at_least(&mut s.outputs, rows_out(chunk) * out_cols * width);
-            for first in (0..tile_rows).step_by(chunk) {
-                let rows = first..(first + chunk).min(tile_rows);
-                let count = rows.len() * tile_cols;
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `fits` checked AVX-512F; each buffer has the length the function asks for (sliced above).
-                unsafe {
-                    avx512::patches(input, g, (self.tiles, rows.clone()), patches);
-                    let mut c = channels.start;
-                    while c < channels.end {
-                        let vectors = ((channels.end - c) / 16).min(4);
-                        match vectors {
-                            4 => self.products::<4>(patches, count, (c, channels.start, width), products),
-                            3 => self.products::<3>(patches, count, (c, channels.start, width), products),
-                            2 => self.products::<2>(patches, count, (c, channels.start, width), products),
-                            _ => self.products::<1>(patches, count, (c, channels.start, width), products),
-                        }
-                        c += vectors * 16;
+        let patches = at_least(patches, 16 * most * ci);
+        let products = at_least(products, 16 * most * width);
+        let outputs = at_least(outputs, rows_out(chunk) * out_cols * width);
+        for first in (0..tile_rows).step_by(chunk) {
+            let rows = first..(first + chunk).min(tile_rows);
+            let count = rows.len() * tile_cols;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `fits` checked AVX-512F; each buffer has the length the function asks for (sliced above).
+            unsafe {
+                avx512::patches(input, g, (self.tiles, rows.clone()), patches);
+                let mut c = channels.start;
+                while c < channels.end {
+                    let vectors = ((channels.end - c) / 16).min(4);
+                    match vectors {
+                        4 => self.products::<4>(patches, count, (c, channels.start, width), products),
+                        3 => self.products::<3>(patches, count, (c, channels.start, width), products),
+                        2 => self.products::<2>(patches, count, (c, channels.start, width), products),
+                        _ => self.products::<1>(patches, count, (c, channels.start, width), products),
                     }
-                    avx512::outputs(
-                        products,
-                        width,
-                        (&self.b[channels.clone()], self.relu, self.pooled),
-                        (tile_cols, rows.clone(), g.output),
-                        outputs,
-                    );
+                    c += vectors * 16;
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (patches, products, count);
-                // Channels-last rows to the image's channels-first output: 16 positions of 16 channels at a time.
-                let (begin, end) = (rows_out(rows.start) * out_cols, rows_out(rows.end) * out_cols);
-                let mut position = begin;
-                while position < end {
-                    let n = (end - position).min(16);
-                    for c in (0..width).step_by(16) {
-                        // SAFETY: rows `channels.start + c ..+ 16` of the image's [Co, len] output belong to this
-                        // call alone, and `position + n ≤ len`; `outputs` holds this chunk's `end − begin` rows of
-                        // `width` values.
-                        unsafe {
-                            crate::transpose::block(
-                                &outputs[(position - begin) * width + c..],
-                                width,
-                                n,
-                                y.0.add((channels.start + c) * self.len + position),
-                                self.len,
-                            )
-                        };
-                    }
-                    position += n;
-                }
+                avx512::outputs(
+                    products,
+                    width,
+                    (&self.b[channels.clone()], self.relu, self.pooled),
+                    (tile_cols, rows.clone(), g.output),
+                    outputs,
+                );
             }
-        });
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (patches, products, count);
+            // Channels-last rows to the image's channels-first output: 16 positions of 16 channels at a time.
+            let (begin, end) = (rows_out(rows.start) * out_cols, rows_out(rows.end) * out_cols);
+            let mut position = begin;
+            while position < end {
+                let n = (end - position).min(16);
+                for c in (0..width).step_by(16) {
+                    // SAFETY: rows `channels.start + c ..+ 16` of the image's [Co, len] output belong to this
+                    // call alone, and `position + n ≤ len`; `outputs` holds this chunk's `end − begin` rows of
+                    // `width` values.
+                    unsafe {
+                        crate::transpose::block(
+                            &outputs[(position - begin) * width + c..],
+                            width,
+                            n,
+                            y.0.add((channels.start + c) * self.len + position),
+                            self.len,
+                        )
+                    };
+                }
+                position += n;
+            }
+        }
     }
 
     /// The products `M_ξ = V_ξ · U_ξ` of `count` tiles for the `16·V` output channels from `c`, into `products`

@@ -23,8 +23,6 @@
 //! call cost more than the kernel saves on one image). CNN at batch 1, against the commit before: 1.064× (median of
 //! 12 alternating rounds).
 
-use rayon::prelude::*;
-
 use crate::conv_direct::{OutRows, Plan};
 use crate::conv_geometry::Geometry;
 
@@ -119,8 +117,6 @@ pub(crate) fn forward_transposed(
         return vec![0f32; g.batch * co * len];
     }
     assert_eq!(wt.len(), k * co, "conv_channels: the transposed weight's length");
-    // Every value is written by `emit` (as `conv.rs`'s test checks, where an unwritten one would show as NaN).
-    let mut y = crate::unfilled::unfilled(g.batch * co * len);
     let window = if in_registers(k, pool) { pool[0] * pool[1] } else { 1 };
     let positions = if window > 1 {
         let [kh, kw] = pool;
@@ -159,43 +155,24 @@ pub(crate) fn forward_transposed(
             vec![0f32; layer.plan.padded_len()]
         }
     };
-    let threads = rayon::current_num_threads().max(1);
-    if g.batch >= threads {
-        let per = g.batch.div_ceil(threads);
-        y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
-            let mut padded = padded_buffer();
-            let mut scratch = vec![0f32; layer.positions.len() / layer.window * co];
-            for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
-                let n = part * per + local;
-                let planes = layer.planes(&x[n * image_len..(n + 1) * image_len], in_place, &mut padded);
-                layer.image(planes, 0..co, &mut scratch, OutRows(y_n.as_mut_ptr().cast()));
-            }
-        });
-    } else {
-        // A few images: each split by blocks of 16 output channels over the latency pool.
-        let blocks = co / 16;
-        let parts = crate::latency_pool::parts().min(blocks);
-        let work = co * layer.positions.len() * k;
-        for (n, y_n) in y.chunks_exact_mut(co * len).enumerate() {
-            let image = &x[n * image_len..(n + 1) * image_len];
-            let out = OutRows(y_n.as_mut_ptr().cast());
-            let part = |part: usize| {
-                if part >= parts {
-                    return;
-                }
-                let channels = blocks * part / parts * 16..blocks * (part + 1) / parts * 16;
-                let mut padded = padded_buffer();
-                let mut scratch = vec![0f32; layer.positions.len() / layer.window * channels.len()];
-                layer.image(layer.planes(image, in_place, &mut padded), channels, &mut scratch, out);
-            };
-            if parts <= 1 {
-                part(0);
-            } else {
-                crate::latency_pool::run(&part, work);
-            }
-        }
-    }
-    // SAFETY: every image's every output value was written (see `emit`).
+    // Several images over rayon's threads (a buffer pair each), one request's image by blocks of 16 output channels
+    // over the latency pool.
+    let y = crate::conv_direct::over_images(
+        (g.batch, co, len),
+        (16, co * layer.positions.len() * k),
+        |width| {
+            (
+                padded_buffer(),
+                vec![0f32; layer.positions.len() / layer.window * width],
+            )
+        },
+        |(padded, scratch), n, channels, out| {
+            let planes = layer.planes(&x[n * image_len..(n + 1) * image_len], in_place, padded);
+            layer.image(planes, channels, scratch, out);
+        },
+    );
+    // SAFETY: every image's every output value was written by `emit` (as `conv.rs`'s test checks, where an unwritten
+    // one would show as NaN).
     unsafe { crate::unfilled::filled(y) }
 }
 

@@ -178,6 +178,52 @@ pub(crate) struct OutRows(pub(crate) *mut f32);
 unsafe impl Send for OutRows {}
 unsafe impl Sync for OutRows {}
 
+/// The output `[N, Co, len]` of a convolution's forward over `batch` images, each written by `image(state, n,
+/// channels, out)` (output channels `channels` of image `n` into `out`, the image's `[Co, len]` output). At least an
+/// image per thread: images split over rayon's threads, each thread's one after another through one `state(Co)`.
+/// Fewer (one request): each image split by blocks of `block` output channels over the latency pool (`work`: one
+/// image's multiply-adds), each part with its own `state(channels)`. Every value is the callers' to write: the
+/// buffer comes back as written by `image`.
+pub(crate) fn over_images<S>(
+    (batch, co, len): (usize, usize, usize),
+    (block, work): (usize, usize),
+    state: impl Fn(usize) -> S + Sync,
+    image: impl Fn(&mut S, usize, std::ops::Range<usize>, OutRows) + Sync,
+) -> Vec<std::mem::MaybeUninit<f32>> {
+    let mut y = crate::unfilled::unfilled(batch * co * len);
+    if co * len == 0 {
+        return y;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    if batch >= threads {
+        let per = batch.div_ceil(threads);
+        y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
+            let mut state = state(co);
+            for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
+                image(&mut state, part * per + local, 0..co, OutRows(y_n.as_mut_ptr().cast()));
+            }
+        });
+        return y;
+    }
+    let blocks = co.div_ceil(block);
+    let parts = crate::latency_pool::parts().min(blocks);
+    for (n, y_n) in y.chunks_exact_mut(co * len).enumerate() {
+        let out = OutRows(y_n.as_mut_ptr().cast());
+        let part = |part: usize| {
+            if part < parts {
+                let channels = (blocks * part / parts * block).min(co)..(blocks * (part + 1) / parts * block).min(co);
+                image(&mut state(channels.len()), n, channels, out);
+            }
+        };
+        if parts <= 1 {
+            part(0);
+        } else {
+            crate::latency_pool::run(&part, work);
+        }
+    }
+    y
+}
+
 /// `x` `[N, Ci, H, W]`, `w` `[Co, Ci, KH, KW]`, `b` `[Co]` → `y` `[N, Co, Ho, Wo]`, through a ReLU when `relu`, and
 /// max-pooled over non-overlapping `pool` windows (`[N, Co, Ho / kh, Wo / kw]`) when given: each image's channels
 /// are pooled while their rows are in cache, instead of writing the full output and reading it again. The caller
@@ -191,48 +237,18 @@ pub(crate) fn forward(g: Geometry, x: &[f32], w: &[f32], b: &[f32], relu: bool, 
     }
     // Every output row is written by `Plan::emit` (in this crate's tests the buffer starts as NaN, so a row left
     // unwritten would show): no zero fill first (a pass over the CNN's 5.5 MB first-layer output, 1.2% of its step).
-    let mut y = crate::unfilled::unfilled(g.batch * co * p);
     let filter = (w, b, relu, pool);
-    let threads = rayon::current_num_threads().max(1);
-    if g.batch >= threads {
-        let per = g.batch.div_ceil(threads);
-        y.par_chunks_mut(per * co * p).enumerate().for_each(|(part, ys)| {
-            let mut padded = vec![0f32; plan.padded_len()];
-            let mut wide = vec![0f32; CHANNELS * plan.wide];
-            for (local, y_n) in ys.chunks_exact_mut(co * p).enumerate() {
-                let n = part * per + local;
-                plan.pad(&x[n * image_len..(n + 1) * image_len], &mut padded);
-                plan.image(&padded, filter, 0..co, &mut wide, OutRows(y_n.as_mut_ptr().cast()));
-            }
-        });
-        // SAFETY: every image's every output row was written.
-        return unsafe { crate::unfilled::filled(y) };
-    }
-    // A few images: each split by output channels over the latency pool, in whole register blocks.
-    let blocks = co.div_ceil(CHANNELS);
-    let parts = crate::latency_pool::parts().min(blocks);
-    let work = co * full * plan.taps.len();
-    for (n, y_n) in y.chunks_exact_mut(co * p).enumerate() {
-        let image = &x[n * image_len..(n + 1) * image_len];
-        let out = OutRows(y_n.as_mut_ptr().cast());
-        let part = |part: usize| {
-            if part >= parts {
-                return;
-            }
-            // Each part pads its own copy: the copies run side by side, where one made before the split kept the
-            // other core waiting.
-            let mut padded = vec![0f32; plan.padded_len()];
-            plan.pad(image, &mut padded);
-            let cols = (blocks * part / parts * CHANNELS).min(co)..(blocks * (part + 1) / parts * CHANNELS).min(co);
-            let mut wide = vec![0f32; CHANNELS * plan.wide];
-            plan.image(&padded, filter, cols, &mut wide, out);
-        };
-        if parts <= 1 {
-            part(0);
-        } else {
-            crate::latency_pool::run(&part, work);
-        }
-    }
+    // One request's image is split by output channels in whole register blocks; each part pads its own copy: the
+    // copies run side by side, where one made before the split kept the other core waiting.
+    let y = over_images(
+        (g.batch, co, p),
+        (CHANNELS, co * full * plan.taps.len()),
+        |_| (vec![0f32; plan.padded_len()], vec![0f32; CHANNELS * plan.wide]),
+        |(padded, wide), n, channels, out| {
+            plan.pad(&x[n * image_len..(n + 1) * image_len], padded);
+            plan.image(padded, filter, channels, wide, out);
+        },
+    );
     // SAFETY: every image's every output row was written (the parts cover all channels).
     unsafe { crate::unfilled::filled(y) }
 }

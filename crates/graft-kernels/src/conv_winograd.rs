@@ -23,8 +23,6 @@
 //! channels-first last, by 16 × 16 transposes in registers. Several images are split over rayon's threads; one
 //! image by blocks of 16 output channels over the latency pool, each part transforming the (small) input itself.
 
-use rayon::prelude::*;
-
 use crate::conv_direct::OutRows;
 use crate::conv_geometry::Geometry;
 
@@ -86,15 +84,16 @@ fn transform_weight_body(taps: &[f32], co: usize, ci: usize, u: &mut [f32]) {
         let g: [&[f32]; 9] = std::array::from_fn(|t| &taps[(k * 9 + t) * co..][..co]);
         for o in 0..co {
             let g = |a: usize, b: usize| g[a * 3 + b][o];
-            // G·g: rows g₀, (g₀ + g₁ + g₂)/2, (g₀ − g₁ + g₂)/2, g₂ of the kernel, per column.
-            let t: [[f32; 3]; 4] = std::array::from_fn(|i| {
-                std::array::from_fn(|b| match i {
-                    0 => g(0, b),
-                    1 => 0.5 * (g(0, b) + g(1, b) + g(2, b)),
-                    2 => 0.5 * (g(0, b) - g(1, b) + g(2, b)),
-                    _ => g(2, b),
-                })
-            });
+            // G·g: rows g₀, (g₀ + g₁ + g₂)/2, (g₀ − g₁ + g₂)/2, g₂ of the kernel, per column. (Written out here and
+            // below: arrays built by `std::array::from_fn` were not always inlined, and cost most in the AVX-512
+            // loops.)
+            let column = |b: usize| {
+                let (g0, g1, g2) = (g(0, b), g(1, b), g(2, b));
+                [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+            };
+            let (c0, c1, c2) = (column(0), column(1), column(2));
+            let row = |i: usize| [c0[i], c1[i], c2[i]];
+            let t = [row(0), row(1), row(2), row(3)];
             // (G·g)·Gᵀ: the same along each row.
             for (i, t) in t.iter().enumerate() {
                 let row = [t[0], 0.5 * (t[0] + t[1] + t[2]), 0.5 * (t[0] - t[1] + t[2]), t[2]];
@@ -137,11 +136,6 @@ pub(crate) fn forward_transformed(
         [ho.div_ceil(2), wo.div_ceil(2)]
     };
     let len = if pooled { tiles[0] * tiles[1] } else { ho * wo };
-    let mut y = crate::unfilled::unfilled(g.batch * co * len);
-    if co * len == 0 {
-        // SAFETY: empty.
-        return unsafe { crate::unfilled::filled(y) };
-    }
     let layer = Layer {
         g,
         u,
@@ -152,40 +146,14 @@ pub(crate) fn forward_transformed(
         len,
     };
     let image_len = ci * g.input[0] * g.input[1];
-    let threads = rayon::current_num_threads().max(1);
-    if g.batch >= threads {
-        let per = g.batch.div_ceil(threads);
-        y.par_chunks_mut(per * co * len).enumerate().for_each(|(part, ys)| {
-            for (local, y_n) in ys.chunks_exact_mut(co * len).enumerate() {
-                let n = part * per + local;
-                layer.image(
-                    &x[n * image_len..(n + 1) * image_len],
-                    0..co,
-                    OutRows(y_n.as_mut_ptr().cast()),
-                );
-            }
-        });
-    } else {
-        // A few images: each split by blocks of 16 output channels over the latency pool.
-        let blocks = co / 16;
-        let parts = crate::latency_pool::parts().min(blocks);
-        let work = 16 * tiles[0] * tiles[1] * ci * co;
-        for (n, y_n) in y.chunks_exact_mut(co * len).enumerate() {
-            let image = &x[n * image_len..(n + 1) * image_len];
-            let out = OutRows(y_n.as_mut_ptr().cast());
-            let part = |part: usize| {
-                if part < parts {
-                    let channels = blocks * part / parts * 16..blocks * (part + 1) / parts * 16;
-                    layer.image(image, channels, out);
-                }
-            };
-            if parts <= 1 {
-                part(0);
-            } else {
-                crate::latency_pool::run(&part, work);
-            }
-        }
-    }
+    // One request's image by blocks of 16 output channels over the latency pool, each part transforming the (small)
+    // input itself; the working buffers are the thread's own (`SCRATCH`).
+    let y = crate::conv_direct::over_images(
+        (g.batch, co, len),
+        (16, 16 * tiles[0] * tiles[1] * ci * co),
+        |_| (),
+        |_, n, channels, out| layer.image(&x[n * image_len..(n + 1) * image_len], channels, out),
+    );
     // SAFETY: every image's every output value was written (see `Layer::image`).
     unsafe { crate::unfilled::filled(y) }
 }
@@ -661,9 +629,12 @@ mod avx512 {
         for ti in rows.clone() {
             // The patch's rows and columns in the image, `None` in the padding (or past the image's end, where only
             // outputs that are dropped read).
-            let ys: [Option<usize>; 4] = std::array::from_fn(|r| (2 * ti + r).checked_sub(ph).filter(|&y| y < h));
+            let inside = |v: usize, pad: usize, end: usize| v.checked_sub(pad).filter(|&v| v < end);
+            let y = |r: usize| inside(2 * ti + r, ph, h);
+            let ys = [y(0), y(1), y(2), y(3)];
             for tj in 0..tiles[1] {
-                let cols: [Option<usize>; 4] = std::array::from_fn(|c| (2 * tj + c).checked_sub(pw).filter(|&x| x < w));
+                let x = |c: usize| inside(2 * tj + c, pw, w);
+                let cols = [x(0), x(1), x(2), x(3)];
                 let t = (ti - rows.start) * tiles[1] + tj;
                 for k in (0..ci).step_by(16) {
                     let mut d = [[zero; 4]; 4];
@@ -724,17 +695,16 @@ mod avx512 {
             for tj in 0..tile_cols {
                 let t = (ti - rows.start) * tile_cols + tj;
                 for c in (0..co).step_by(16) {
-                    let e: [[__m512; 2]; 2] = std::array::from_fn(|a| {
-                        std::array::from_fn(|b| {
+                    let mut e = [[zero; 2]; 2];
+                    for (a, row) in e.iter_mut().enumerate() {
+                        for (b, v) in row.iter_mut().enumerate() {
                             let (i, j) = (2 * ti + a, 2 * tj + b);
                             if i < ho && j < wo {
                                 // SAFETY: (i, j) is inside the output; channels c..c + 16 of its row.
-                                unsafe { _mm512_loadu_ps(gradient.as_ptr().add((i * wo + j) * co + c)) }
-                            } else {
-                                zero
+                                *v = unsafe { _mm512_loadu_ps(gradient.as_ptr().add((i * wo + j) * co + c)) };
                             }
-                        })
-                    });
+                        }
+                    }
                     // A·e along the columns (two rows to four), then ·Aᵀ along the rows.
                     let top = spread(e[0][0], e[1][0]);
                     let bottom = spread(e[0][1], e[1][1]);
@@ -880,16 +850,19 @@ mod avx512 {
             for tj in 0..tile_cols {
                 let t = (ti - rows.start) * tile_cols + tj;
                 for c in (0..width).step_by(16) {
-                    // SAFETY: (ξ·count + t)·width + c + 16 ≤ 16·count·width; c + 16 ≤ width = bias's length.
-                    let m: [__m512; 16] = std::array::from_fn(|xi| unsafe {
-                        _mm512_loadu_ps(products.as_ptr().add((xi * count + t) * width + c))
-                    });
+                    let mut m = [zero; 16];
+                    for (xi, m) in m.iter_mut().enumerate() {
+                        // SAFETY: (ξ·count + t)·width + c + 16 ≤ 16·count·width.
+                        *m = unsafe { _mm512_loadu_ps(products.as_ptr().add((xi * count + t) * width + c)) };
+                    }
+                    // SAFETY: c + 16 ≤ width = the bias's length.
                     let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(c)) };
                     // Aᵀ·M along the columns (rows 0 and 1 of four), then ·A along the rows.
-                    let top: [__m512; 4] =
-                        std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]));
-                    let bottom: [__m512; 4] =
-                        std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j]));
+                    let (mut top, mut bottom) = ([zero; 4], [zero; 4]);
+                    for j in 0..4 {
+                        top[j] = _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]);
+                        bottom[j] = _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j]);
+                    }
                     let left = |s: &[__m512; 4]| _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), b);
                     let right = |s: &[__m512; 4]| _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), b);
                     let y = [[left(&top), right(&top)], [left(&bottom), right(&bottom)]];
